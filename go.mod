@@ -1,0 +1,8 @@
+module github.com/tdxsim/tdxsim
+
+go 1.26.8
+
+require (
+	go.yaml.in/yaml/v3 v3.0.6 // indirect
+	pgregory.net/rapid v1.3.0 // indirect
+)
