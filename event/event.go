@@ -72,7 +72,7 @@ func (e Event) String() string {
 // Sink receives events. Implementations must be safe for concurrent use:
 // the parallel scheduler emits from several goroutines.
 type Sink interface {
-	Emit(e *Event)
+	Emit(e Event)
 }
 
 // Discard drops every event.
@@ -80,7 +80,7 @@ var Discard Sink = discard{}
 
 type discard struct{}
 
-func (discard) Emit(*Event) {}
+func (discard) Emit(Event) {}
 
 // Counter counts events by kind and SEAMCALL/TDCALL leaf name, and keeps
 // violations and deadlocks (rare, and the reason a run exists).
@@ -98,7 +98,7 @@ func NewCounter() *Counter {
 }
 
 // Emit counts e.
-func (c *Counter) Emit(e *Event) {
+func (c *Counter) Emit(e Event) {
 	c.mu.Lock()
 	if e.Kind < numKinds {
 		c.kinds[e.Kind]++
@@ -110,7 +110,7 @@ func (c *Counter) Emit(e *Event) {
 			c.failed[e.Name]++
 		}
 	case KindViolation, KindDeadlock:
-		c.violations = append(c.violations, *e)
+		c.violations = append(c.violations, e)
 	}
 	c.mu.Unlock()
 }
@@ -152,9 +152,9 @@ type Recorder struct {
 }
 
 // Emit appends e.
-func (r *Recorder) Emit(e *Event) {
+func (r *Recorder) Emit(e Event) {
 	r.mu.Lock()
-	r.events = append(r.events, *e)
+	r.events = append(r.events, e)
 	r.mu.Unlock()
 }
 
@@ -182,7 +182,7 @@ func (r *Recorder) Filter(k Kind) []Event {
 type Tee []Sink
 
 // Emit forwards e.
-func (t Tee) Emit(e *Event) {
+func (t Tee) Emit(e Event) {
 	for _, s := range t {
 		s.Emit(e)
 	}

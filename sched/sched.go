@@ -374,7 +374,7 @@ func (t *Thread) Stamp(e *event.Event) {
 // Emit stamps e and sends it to the scheduler's sink.
 func (t *Thread) Emit(e event.Event) {
 	t.Stamp(&e)
-	t.s.sink.Emit(&e)
+	t.s.sink.Emit(e)
 }
 
 // DeadlockError describes a state in which no thread can run.
@@ -427,7 +427,7 @@ func (s *Scheduler) deadlock() *DeadlockError {
 		}
 	}
 	e := event.Event{Kind: event.KindDeadlock, Step: d.Step, Thread: -1, Name: "sched.deadlock", Detail: d.Error()}
-	s.sink.Emit(&e)
+	s.sink.Emit(e)
 	return d
 }
 

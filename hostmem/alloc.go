@@ -1,0 +1,377 @@
+package hostmem
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/sched"
+)
+
+// Errors. Each *Error wraps one of these, so callers test with errors.Is.
+var (
+	ErrNoMemory     = errors.New("out of memory")
+	ErrRange        = errors.New("pfn outside host memory")
+	ErrBadRequest   = errors.New("bad allocation request")
+	ErrDoubleFree   = errors.New("double free")
+	ErrNotHead      = errors.New("not the head of a folio")
+	ErrWrongSource  = errors.New("freed into another pool or cache than it came from")
+	ErrReferenced   = errors.New("freed while other references are held")
+	ErrTDXOwned     = errors.New("freed while the TDX module still assigns it to a TD")
+	ErrNotAllocated = errors.New("page is not allocated")
+	ErrRefUnderflow = errors.New("refcount underflow")
+)
+
+// Error is a refused operation. Rule names the broken rule as the event
+// record and the checks name it (hostmem.double-free, ...).
+type Error struct {
+	Op     string
+	PFN    addr.PFN
+	Rule   string
+	Err    error
+	Detail string
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("hostmem: %s %s: %v", e.Op, e.PFN, e.Err)
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// violation records a refused operation as a violation event and returns it.
+func (m *Memory) violation(t *sched.Thread, op string, pfn addr.PFN, rule string, err error, detail string) error {
+	m.violations++
+	e := &Error{Op: op, PFN: pfn, Rule: rule, Err: err, Detail: detail}
+	ev := event.Event{Kind: event.KindViolation, Name: rule, Detail: e.Error(), Args: [4]uint64{uint64(pfn)}}
+	t.Stamp(&ev)
+	m.sink.Emit(ev)
+	return e
+}
+
+// Alloc allocates a folio of 1<<r.Order pages with refcount 1, zero tags,
+// from the buddy allocator or (SourceHuge2M/1G) from a hugetlb pool.
+// Kernel: alloc_pages() / alloc_hugetlb_folio().
+func (m *Memory) Alloc(t *sched.Thread, r Request) (addr.PFN, error) {
+	if r.Order > maxOrder {
+		return 0, &Error{Op: "alloc", Err: ErrBadRequest, Detail: fmt.Sprintf("order %d > %d", r.Order, maxOrder)}
+	}
+	if !r.Atomic {
+		t.MightSleep(fmt.Sprintf("alloc_pages(GFP_KERNEL, order %d)", r.Order))
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if int(r.Account) >= len(m.accounts) {
+		return 0, &Error{Op: "alloc", Err: ErrBadRequest, Detail: fmt.Sprintf("unknown account %d", r.Account)}
+	}
+	if r.Source == 0 || int(r.Source) >= len(m.sources) {
+		return 0, &Error{Op: "alloc", Err: ErrBadRequest, Detail: fmt.Sprintf("unknown source %d", r.Source)}
+	}
+	var pfn addr.PFN
+	switch r.Source {
+	case SourceHuge2M, SourceHuge1G:
+		want := addr.Order(chunkOrder)
+		pool := &m.pool2M
+		if r.Source == SourceHuge1G {
+			want, pool = sectionOrder, &m.pool1G
+		}
+		if r.Order != want {
+			return 0, &Error{Op: "alloc", Err: ErrBadRequest,
+				Detail: fmt.Sprintf("%s hands out order %d, not %d", m.sourceName(r.Source), want, r.Order)}
+		}
+		if len(*pool) == 0 {
+			return 0, &Error{Op: "alloc", Err: ErrNoMemory, Detail: m.sourceName(r.Source) + " pool empty"}
+		}
+		pfn = (*pool)[len(*pool)-1]
+		*pool = (*pool)[:len(*pool)-1]
+	default:
+		var err error
+		pfn, err = m.takeBlock(r.Order)
+		if err != nil {
+			return 0, &Error{Op: "alloc", Err: err, Detail: fmt.Sprintf("order %d, %d pages free", r.Order, m.freePages)}
+		}
+	}
+	m.setBlock(pfn, r.Order, pageMeta{of: packOf(r.Order, stAlloc, r.Charged), acct: r.Account, src: r.Source})
+	m.setHead(pfn, func(p *pageMeta) { p.ref = 1 })
+	m.charge(r.Account, r.Charged, int64(1)<<r.Order)
+	m.allocs++
+	ev := event.Event{Kind: event.KindAlloc, Name: m.sourceName(r.Source), Args: [4]uint64{uint64(pfn), uint64(r.Order), uint64(r.Account)}}
+	t.Stamp(&ev)
+	m.sink.Emit(ev)
+	return pfn, nil
+}
+
+func (m *Memory) charge(a Account, charged bool, pages int64) {
+	u := &m.usage[a]
+	if charged {
+		u.Charged = uint64(int64(u.Charged) + pages)
+	} else {
+		u.Uncharged = uint64(int64(u.Uncharged) + pages)
+	}
+}
+
+// folioHead finds the allocated folio containing pfn.
+func (m *Memory) folioHead(pfn addr.PFN) (addr.PFN, pageMeta, bool) {
+	p := m.meta(pfn)
+	if p.state() != stAlloc {
+		return 0, p, false
+	}
+	head := pfn &^ (addr.PFN(1)<<p.order() - 1)
+	return head, m.meta(head), true
+}
+
+// Free gives back the folio headed by pfn to src, where it must have come
+// from. The folio's own reference (refcount 1) is the only one allowed; a
+// double free, a free into another pool, a free of a referenced folio and a
+// free of a page the TDX module still assigns are refused, recorded as
+// violations, and change nothing.
+// Kernel: __free_pages() / free_huge_folio(); the checks are the model's.
+func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pfn >= m.npages {
+		return &Error{Op: "free", PFN: pfn, Rule: "hostmem.range", Err: ErrRange}
+	}
+	p := m.meta(pfn)
+	switch p.state() {
+	case stAlloc:
+	case stNone, stFreeHead, stPooled:
+		return m.violation(t, "free", pfn, "hostmem.double-free", ErrDoubleFree, "page is already free")
+	}
+	order := p.order()
+	if pfn&(addr.PFN(1)<<order-1) != 0 {
+		return &Error{Op: "free", PFN: pfn, Rule: "hostmem.not-head", Err: ErrNotHead,
+			Detail: fmt.Sprintf("inside an order-%d folio", order)}
+	}
+	if p.src != src {
+		return m.violation(t, "free", pfn, "hostmem.wrong-source", ErrWrongSource,
+			fmt.Sprintf("came from %s, freed to %s", m.sourceName(p.src), m.sourceName(src)))
+	}
+	if p.ref != 1 {
+		return m.violation(t, "free", pfn, "hostmem.free-referenced", ErrReferenced,
+			fmt.Sprintf("refcount %d", p.ref))
+	}
+	if (src == SourceHuge2M && order != chunkOrder) || (src == SourceHuge1G && order != sectionOrder) {
+		return &Error{Op: "free", PFN: pfn, Rule: "hostmem.partial-huge", Err: ErrBadRequest,
+			Detail: fmt.Sprintf("order-%d piece of a %s page: merge it first", order, m.sourceName(src))}
+	}
+	if m.guard != nil {
+		if err := m.guard.CheckFree(pfn, order); err != nil {
+			return m.violation(t, "free", pfn, "hostmem.free-tdx-owned", ErrTDXOwned, err.Error())
+		}
+	}
+	m.charge(p.acct, p.charged(), -(int64(1) << order))
+	switch src {
+	case SourceHuge2M:
+		m.setBlock(pfn, order, pageMeta{of: packOf(order, stPooled, false), src: src})
+		m.pool2M = append(m.pool2M, pfn)
+	case SourceHuge1G:
+		m.setBlock(pfn, order, pageMeta{of: packOf(order, stPooled, false), src: src})
+		m.pool1G = append(m.pool1G, pfn)
+	default:
+		m.giveBlock(pfn, order)
+	}
+	m.frees++
+	ev := event.Event{Kind: event.KindFree, Name: m.sourceName(src), Args: [4]uint64{uint64(pfn), uint64(order), uint64(p.acct)}}
+	t.Stamp(&ev)
+	m.sink.Emit(ev)
+	return nil
+}
+
+// Get takes a reference on the folio containing pfn (folio_get).
+func (m *Memory) Get(pfn addr.PFN) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	head, _, ok := m.folioHead(pfn)
+	if !ok || pfn >= m.npages {
+		return &Error{Op: "get", PFN: pfn, Err: ErrNotAllocated}
+	}
+	m.setHead(head, func(p *pageMeta) { p.ref++ })
+	return nil
+}
+
+// Put drops a reference taken with Get (folio_put). Dropping the folio's own
+// last reference is Free's job, so Put never takes the count below 1.
+func (m *Memory) Put(t *sched.Thread, pfn addr.PFN) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	head, hp, ok := m.folioHead(pfn)
+	if !ok || pfn >= m.npages {
+		return &Error{Op: "put", PFN: pfn, Err: ErrNotAllocated}
+	}
+	if hp.ref <= 1 {
+		return m.violation(t, "put", pfn, "hostmem.ref-underflow", ErrRefUnderflow,
+			fmt.Sprintf("refcount %d", hp.ref))
+	}
+	m.setHead(head, func(p *pageMeta) { p.ref-- })
+	return nil
+}
+
+// Folio describes the allocated folio holding a page.
+type Folio struct {
+	Head    addr.PFN
+	Order   addr.Order
+	Ref     int32
+	Source  Source
+	Account Account
+	Charged bool
+}
+
+// FolioOf returns the folio holding pfn, or false when the page is free or
+// pooled.
+func (m *Memory) FolioOf(pfn addr.PFN) (Folio, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pfn >= m.npages {
+		return Folio{}, false
+	}
+	head, hp, ok := m.folioHead(pfn)
+	if !ok {
+		return Folio{}, false
+	}
+	return Folio{Head: head, Order: hp.order(), Ref: hp.ref, Source: hp.src, Account: hp.acct, Charged: hp.charged()}, true
+}
+
+// IsAllocated reports whether pfn belongs to an allocated folio.
+func (m *Memory) IsAllocated(pfn addr.PFN) bool {
+	_, ok := m.FolioOf(pfn)
+	return ok
+}
+
+// SplitFolio splits the folio headed by pfn into folios of newOrder, each
+// with refcount 1, the same source, account and charge. Like
+// split_folio_to_order(), it fails (changing nothing) when anyone but the
+// owner holds a reference.
+func (m *Memory) SplitFolio(t *sched.Thread, pfn addr.PFN, newOrder addr.Order) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	head, hp, ok := m.folioHead(pfn)
+	if !ok || head != pfn {
+		return &Error{Op: "split", PFN: pfn, Err: ErrNotHead}
+	}
+	if newOrder >= hp.order() {
+		return &Error{Op: "split", PFN: pfn, Err: ErrBadRequest,
+			Detail: fmt.Sprintf("new order %d not below %d", newOrder, hp.order())}
+	}
+	if hp.ref != 1 {
+		return &Error{Op: "split", PFN: pfn, Err: ErrReferenced, Detail: fmt.Sprintf("refcount %d", hp.ref)}
+	}
+	m.retag(pfn, hp.order(), func(p *pageMeta) { p.of = packOf(newOrder, stAlloc, hp.charged()); p.ref = 0 })
+	for h := pfn; h < pfn+addr.PFN(1)<<hp.order(); h += addr.PFN(1) << newOrder {
+		m.setHead(h, func(p *pageMeta) { p.ref = 1 })
+	}
+	return nil
+}
+
+// MergeFolio joins the aligned folios of one source and account covering
+// [pfn, pfn+2^order) back into one folio (guest_memfd restoring a huge page
+// after conversion). Every piece must be allocated, unreferenced by others,
+// and alike.
+func (m *Memory) MergeFolio(t *sched.Thread, pfn addr.PFN, order addr.Order) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if order > maxOrder || pfn&(addr.PFN(1)<<order-1) != 0 || pfn+addr.PFN(1)<<order > m.npages {
+		return &Error{Op: "merge", PFN: pfn, Err: ErrBadRequest, Detail: fmt.Sprintf("order %d block not aligned or out of range", order)}
+	}
+	first := m.meta(pfn)
+	for h := pfn; h < pfn+addr.PFN(1)<<order; {
+		head, hp, ok := m.folioHead(h)
+		if !ok || head != h || hp.order() >= order || hp.src != first.src || hp.acct != first.acct || hp.charged() != first.charged() {
+			return &Error{Op: "merge", PFN: h, Err: ErrBadRequest, Detail: "pieces are not alike allocated folios inside the block"}
+		}
+		if hp.ref != 1 {
+			return &Error{Op: "merge", PFN: h, Err: ErrReferenced, Detail: fmt.Sprintf("refcount %d", hp.ref)}
+		}
+		h += addr.PFN(1) << hp.order()
+	}
+	m.retag(pfn, order, func(p *pageMeta) { p.of = packOf(order, stAlloc, first.charged()); p.ref = 0 })
+	m.setHead(pfn, func(p *pageMeta) { p.ref = 1 })
+	return nil
+}
+
+// retag applies f to every page of a block, keeping per-page tags.
+func (m *Memory) retag(pfn addr.PFN, order addr.Order, f func(*pageMeta)) {
+	for c := pfn &^ (chunkPages - 1); c < pfn+addr.PFN(1)<<order; c += chunkPages {
+		ch := m.chunkOf(c)
+		if ch.pages == nil && order >= chunkOrder {
+			f(&ch.big)
+			continue
+		}
+		if ch.pages == nil {
+			m.expand(ch)
+		}
+		lo, hi := addr.PFN(0), addr.PFN(chunkPages)
+		if order < chunkOrder {
+			lo = pfn & (chunkPages - 1)
+			hi = lo + addr.PFN(1)<<order
+		}
+		for i := lo; i < hi; i++ {
+			f(&ch.pages[i])
+		}
+	}
+}
+
+// SetTag records that the page at pfn now holds content tag. Writing a page
+// that is not allocated is a use-after-free and is refused.
+func (m *Memory) SetTag(t *sched.Thread, pfn addr.PFN, tag Tag) error {
+	return m.FillTag(t, pfn, 0, tag)
+}
+
+// FillTag sets the tag of every page in an aligned block (zeroing a 2 MiB
+// page at accept is FillTag(pfn, 9, 0)). Huge blocks stay one record.
+func (m *Memory) FillTag(t *sched.Thread, pfn addr.PFN, order addr.Order, tag Tag) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if order > maxOrder || pfn&(addr.PFN(1)<<order-1) != 0 || pfn+addr.PFN(1)<<order > m.npages {
+		return &Error{Op: "write", PFN: pfn, Err: ErrBadRequest, Detail: "block not aligned or out of range"}
+	}
+	if p := m.meta(pfn); p.state() != stAlloc {
+		return m.violation(t, "write", pfn, "hostmem.write-unallocated", ErrNotAllocated,
+			"content written to a page that is not allocated")
+	}
+	if order >= chunkOrder {
+		for c := pfn; c < pfn+addr.PFN(1)<<order; c += chunkPages {
+			ch := m.chunkOf(c)
+			switch {
+			case ch.pages == nil:
+				ch.big.tag = tag
+			case ch.pages[0].order() >= chunkOrder:
+				// One huge folio expanded only for per-page tags: whole again.
+				head := ch.pages[0]
+				head.tag = tag
+				m.collapse(ch, head)
+			default:
+				for i := range ch.pages {
+					ch.pages[i].tag = tag
+				}
+			}
+		}
+		return nil
+	}
+	ch := m.chunkOf(pfn)
+	if ch.pages == nil && ch.big.tag == tag {
+		return nil
+	}
+	if ch.pages == nil {
+		m.expand(ch)
+	}
+	base := pfn & (chunkPages - 1)
+	for i := base; i < base+addr.PFN(1)<<order; i++ {
+		ch.pages[i].tag = tag
+	}
+	return nil
+}
+
+// Tag returns the content tag of one page.
+func (m *Memory) Tag(pfn addr.PFN) Tag {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pfn >= m.npages {
+		return 0
+	}
+	return m.meta(pfn).tag
+}
