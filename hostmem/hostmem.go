@@ -357,6 +357,7 @@ func (m *Memory) takeBlock(order addr.Order) (addr.PFN, error) {
 func (m *Memory) giveBlock(pfn addr.PFN, order addr.Order) {
 	m.setBlock(pfn, order, pageMeta{})
 	m.freePages += 1 << order
+	orig := pfn
 	for order < maxOrder {
 		buddy := pfn ^ addr.PFN(1)<<order
 		if buddy+addr.PFN(1)<<order > m.npages {
@@ -375,6 +376,7 @@ func (m *Memory) giveBlock(pfn addr.PFN, order addr.Order) {
 	// is written, and its chunk folds back to one record when whole.
 	m.setHead(pfn, func(p *pageMeta) { *p = pageMeta{of: packOf(order, stFreeHead, false)} })
 	m.maybeCollapse(m.chunkOf(pfn))
+	m.maybeCollapse(m.chunkOf(orig))
 	m.pushFree(pfn, order)
 }
 
