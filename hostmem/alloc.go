@@ -165,6 +165,7 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 		}
 	}
 	m.charge(p.acct, p.charged(), -(int64(1) << order))
+	m.dropBytes(pfn, order)
 	switch src {
 	case SourceHuge2M:
 		m.setBlock(pfn, order, pageMeta{of: packOf(order, stPooled, false), src: src})
@@ -333,6 +334,7 @@ func (m *Memory) FillTag(t *sched.Thread, pfn addr.PFN, order addr.Order, tag Ta
 		return m.violation(t, "write", pfn, "hostmem.write-unallocated", ErrNotAllocated,
 			"content written to a page that is not allocated")
 	}
+	m.dropBytes(pfn, order)
 	if order >= chunkOrder {
 		for c := pfn; c < pfn+addr.PFN(1)<<order; c += chunkPages {
 			ch := m.chunkOf(c)

@@ -102,6 +102,7 @@ type Memory struct {
 	sectionsLive int
 	expanded     int
 	spareArrays  []*[chunkPages]pageMeta
+	bytes        map[addr.PFN]*[addr.PageSize]byte
 
 	free  [maxOrder + 1][]addr.PFN // free-block stacks; stale entries skipped
 	nfree [maxOrder + 1]uint64
