@@ -131,6 +131,18 @@ func (m *Memory) folioHead(pfn addr.PFN) (addr.PFN, pageMeta, bool) {
 // violations, and change nothing.
 // Kernel: __free_pages() / free_huge_folio(); the checks are the model's.
 func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
+	// Ask the guard first, without holding mu: the TDX module calls into
+	// hostmem while holding its own lock, so hostmem must never call the
+	// module while holding mu (lock order: module, then hostmem).
+	var vetoed error
+	if f, ok := m.FolioOf(pfn); ok && f.Head == pfn {
+		m.mu.Lock()
+		g := m.guard
+		m.mu.Unlock()
+		if g != nil {
+			vetoed = g.CheckFree(pfn, f.Order)
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if pfn >= m.npages {
@@ -159,10 +171,8 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 		return &Error{Op: "free", PFN: pfn, Rule: "hostmem.partial-huge", Err: ErrBadRequest,
 			Detail: fmt.Sprintf("order-%d piece of a %s page: merge it first", order, m.sourceName(src))}
 	}
-	if m.guard != nil {
-		if err := m.guard.CheckFree(pfn, order); err != nil {
-			return m.violation(t, "free", pfn, "hostmem.free-tdx-owned", ErrTDXOwned, err.Error())
-		}
+	if vetoed != nil {
+		return m.violation(t, "free", pfn, "hostmem.free-tdx-owned", ErrTDXOwned, vetoed.Error())
 	}
 	m.charge(p.acct, p.charged(), -(int64(1) << order))
 	m.dropBytes(pfn, order)

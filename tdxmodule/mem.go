@@ -60,9 +60,6 @@ func (m *Module) memSEPTAdd(ls *lockset, in Regs) Regs {
 	if st != Success {
 		return fail(st)
 	}
-	if level == td.pwl {
-		return fail(OperandInvalid.With(OpRCX)) // the root is the TDCS page
-	}
 	pfn, st := m.hpaOperand(in.R8, OpR8, addr.PageSize)
 	if st != Success {
 		return fail(st)
@@ -427,9 +424,6 @@ func (m *Module) memSEPTRemove(ls *lockset, in Regs) Regs {
 	gpa, level, st := td.pageInfo(in.RCX, 1, td.pwl)
 	if st != Success {
 		return fail(st)
-	}
-	if level == td.pwl {
-		return fail(OperandInvalid.With(OpRCX))
 	}
 	if !ls.try(&td.treeLock, true) {
 		return fail(OperandBusy.With(OpSEPTTree))

@@ -269,4 +269,6 @@ func (td *TD) tracked(bepoch uint32) bool {
 func (td *TD) trackingRequired() bool { return td.opState == OpStateRunnable }
 
 // String describes a TD for messages.
-func (td *TD) String() string { return fmt.Sprintf("TD %d (TDR %s, HKID %d)", td.id, td.tdr.HPA(), td.hkid) }
+func (td *TD) String() string {
+	return fmt.Sprintf("TD %d (TDR %s, HKID %d)", td.id, td.tdr.HPA(), td.hkid)
+}
