@@ -12,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdxmodule"
@@ -19,14 +20,17 @@ import (
 
 // Host owns host memory and the module.
 type Host struct {
-	Mem     *hostmem.Memory
-	Mod     *tdxmodule.Module
-	hkidUse []bool
+	Mem       *hostmem.Memory
+	Mod       *tdxmodule.Module
+	hkidUse   []bool
+	dpamtLock *sched.SpinLock
+	dpamtRef  map[uint64]int // per 2M physical range, as the kernel's atomic_t array
 }
 
 // New wraps a memory and module pair.
 func New(mem *hostmem.Memory, mod *tdxmodule.Module) *Host {
-	return &Host{Mem: mem, Mod: mod, hkidUse: make([]bool, mod.Config().HKIDs+1)}
+	return &Host{Mem: mem, Mod: mod, hkidUse: make([]bool, mod.Config().HKIDs+1),
+		dpamtLock: sched.NewSpinLock("dpamt_lock"), dpamtRef: map[uint64]int{}}
 }
 
 // Region is part of a TD's initial image.
@@ -62,19 +66,30 @@ func (h *Host) alloc(t *sched.Thread, acct hostmem.Account) (addr.PFN, error) {
 	return h.Mem.Alloc(t, hostmem.Request{Order: 0, Source: hostmem.SourceBuddy, Account: acct, Charged: true})
 }
 
-// dpamtGet installs the Dynamic PAMT pair for pfn's 2M range if it has none
-// (tdx_pamt_get(); the kernel's refcount is the module's count here).
+// dpamtGet takes a reference on pfn's 2M range's Dynamic PAMT pair,
+// installing it with TDH.PHYMEM.PAMT.ADD when the count goes 0 → 1
+// (tdx_pamt_get(): pair allocated before the global dpamt_lock spinlock).
 func (h *Host) dpamtGet(t *sched.Thread, acct hostmem.Account, pfn addr.PFN) error {
 	if !h.Mod.Config().DynamicPAMT {
 		return nil
 	}
 	var pair [2]addr.PFN
 	for i := range pair {
-		p, err := h.alloc(t, acct)
+		p, err := h.Mem.Alloc(t, hostmem.Request{Order: 0, Source: hostmem.SourceBuddy, Account: acct, Charged: true})
 		if err != nil {
 			return err
 		}
 		pair[i] = p
+	}
+	h.dpamtLock.Lock(t)
+	defer h.dpamtLock.Unlock(t)
+	key := uint64(pfn >> 9)
+	if h.dpamtRef[key] > 0 {
+		h.dpamtRef[key]++
+		for _, p := range pair {
+			h.Mem.Free(t, p, hostmem.SourceBuddy)
+		}
+		return nil
 	}
 	// PAMT.ADD takes the 2M PAMT entry exclusively; any SEAMCALL using a page
 	// of that range holds it shared, so BUSY here is expected: retry.
@@ -83,24 +98,30 @@ func (h *Host) dpamtGet(t *sched.Thread, acct hostmem.Account, pfn addr.PFN) err
 		t.Yield()
 		st = h.Mod.PhymemPAMTAdd(t, pfn, pair)
 	}
-	switch {
-	case st == tdxmodule.Success:
-		return nil
-	case st.HasCode(tdxmodule.HPARangeNotFree):
-		for _, p := range pair {
-			h.Mem.Free(t, p, hostmem.SourceBuddy)
-		}
-		return nil
-	default:
+	if st != tdxmodule.Success {
 		return fmt.Errorf("TDH.PHYMEM.PAMT.ADD: %v", st)
 	}
+	h.dpamtRef[key] = 1
+	return nil
 }
 
-// dpamtPut removes the pair of pfn's 2M range when nothing uses it any more
-// (tdx_pamt_put()), and frees the pair pages.
-func (h *Host) dpamtPut(t *sched.Thread, pfn addr.PFN) {
+// dpamtPut drops a reference; at 1 → 0 it removes the pair with
+// TDH.PHYMEM.PAMT.REMOVE and frees the two pages (tdx_pamt_put()). A
+// failed removal is loud in the kernel (WARN, pages leaked); here an error.
+func (h *Host) dpamtPut(t *sched.Thread, pfn addr.PFN) error {
 	if !h.Mod.Config().DynamicPAMT {
-		return
+		return nil
+	}
+	h.dpamtLock.Lock(t)
+	defer h.dpamtLock.Unlock(t)
+	key := uint64(pfn >> 9)
+	switch h.dpamtRef[key] {
+	case 0:
+		return fmt.Errorf("Dynamic PAMT refcount underflow for the 2M range at %s", (pfn &^ 511).HPA())
+	case 1:
+	default:
+		h.dpamtRef[key]--
+		return nil
 	}
 	st, out := h.Mod.PhymemPAMTRemove(t, pfn)
 	for st.HasCode(tdxmodule.OperandBusy) {
@@ -108,10 +129,12 @@ func (h *Host) dpamtPut(t *sched.Thread, pfn addr.PFN) {
 		st, out = h.Mod.PhymemPAMTRemove(t, pfn)
 	}
 	if st != tdxmodule.Success {
-		return // still in use, or already gone
+		return fmt.Errorf("TDH.PHYMEM.PAMT.REMOVE: %v", st)
 	}
+	delete(h.dpamtRef, key)
 	h.Mem.Free(t, addr.HPA(out.RDX).PFN(), hostmem.SourceBuddy)
 	h.Mem.Free(t, addr.HPA(out.R8).PFN(), hostmem.SourceBuddy)
+	return nil
 }
 
 // controlPage allocates a 4K page to hand to the module, with its DPAMT pair.
@@ -364,8 +387,7 @@ func (td *TD) aug(t *sched.Thread, gpa addr.GPA) error {
 	if st.HasCode(tdxmodule.EPTEntryStateIncorrect) {
 		// Another vCPU mapped it first (the fault raced): give the page back.
 		h.Mem.Free(t, page, hostmem.SourceBuddy)
-		h.dpamtPut(t, page)
-		return nil
+		return h.dpamtPut(t, page)
 	}
 	if err := check("TDH.MEM.PAGE.AUG", st); err != nil {
 		return err
@@ -409,8 +431,7 @@ func (td *TD) RemovePage(t *sched.Thread, gpa addr.GPA) error {
 	if err := h.Mem.Free(t, pfn, hostmem.SourceBuddy); err != nil {
 		return err
 	}
-	h.dpamtPut(t, pfn)
-	return nil
+	return h.dpamtPut(t, pfn)
 }
 
 func first(s tdxmodule.Status, _ tdxmodule.Regs) tdxmodule.Status { return s }
@@ -462,7 +483,9 @@ func (td *TD) Teardown(t *sched.Thread) (int, error) {
 		if err := h.Mem.Free(t, p, hostmem.SourceBuddy); err != nil {
 			return 0, err
 		}
-		h.dpamtPut(t, p)
+		if err := h.dpamtPut(t, p); err != nil {
+			return 0, err
+		}
 	}
 	td.private, td.tdcs, td.vcpus = nil, nil, nil
 	return len(pages), nil
@@ -474,4 +497,119 @@ func sortedPages(m map[uint64]addr.PFN) []addr.PFN {
 		out = append(out, m[k])
 	}
 	return out
+}
+
+// LifecycleOptions describes a whole-TD run for `tdxsim run` until scenario
+// files exist: build with a measured image, accept memory from vCPUs, zap
+// part of it, tear down.
+type LifecycleOptions struct {
+	HostBytes   uint64
+	DynamicPAMT bool
+	Packages    int
+	VCPUs       int
+	ImageBytes  uint64 // measured firmware image at the top of 4 GiB
+	AcceptBytes uint64 // private memory accepted by the vCPUs at 4 KiB
+	RemoveBytes uint64 // then zapped again by the host (BLOCK/TRACK/REMOVE)
+	Seed        uint64
+}
+
+// LifecycleResult is what a lifecycle run measured.
+type LifecycleResult struct {
+	MRTD           []byte
+	PAMTPeak       tdxmodule.PAMTBytes
+	SEPTPagesPeak  int
+	PagesReclaimed int
+	BusyRetries    int
+	LeakedPages    int64
+	ChargedAfter   hostmem.Usage
+	Steps          uint64
+	LockDep        []sched.Report
+}
+
+// Lifecycle runs one TD through its life under the deterministic scheduler:
+// the VMM thread builds and finalizes, one thread per vCPU accepts its share
+// of memory concurrently, then the VMM zaps RemoveBytes and tears down.
+func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
+	var res LifecycleResult
+	if o.VCPUs < 1 {
+		return res, fmt.Errorf("vcpus %d: need at least one", o.VCPUs)
+	}
+	if o.AcceptBytes%addr.PageSize != 0 || o.RemoveBytes > o.AcceptBytes || o.RemoveBytes%addr.PageSize != 0 {
+		return res, fmt.Errorf("accept %d / remove %d bytes: want 4 KiB multiples, remove <= accept", o.AcceptBytes, o.RemoveBytes)
+	}
+	mem, err := hostmem.New(hostmem.Config{Bytes: o.HostBytes}, sink)
+	if err != nil {
+		return res, err
+	}
+	mod, err := tdxmodule.New(mem, tdxmodule.Config{DynamicPAMT: o.DynamicPAMT, Packages: o.Packages}, sink)
+	if err != nil {
+		return res, err
+	}
+	h := New(mem, mod)
+	freeBefore := int64(mem.FreePages())
+	s := sched.New(sched.Deterministic, o.Seed, sink)
+	var runErr error
+	setErr := func(e error) {
+		if runErr == nil && e != nil {
+			runErr = e
+		}
+	}
+	const base = addr.GPA(0x100000000) // private memory above 4 GiB
+	s.Go("vmm", func(t *sched.Thread) {
+		td, err := h.Create(t, "td1", o.VCPUs)
+		if err != nil {
+			setErr(err)
+			return
+		}
+		img := make([]byte, o.ImageBytes)
+		for i := range img {
+			img[i] = byte(i * 7)
+		}
+		top := addr.GPA(0x100000000 - (o.ImageBytes+addr.PageSize-1)&^(addr.PageSize-1))
+		if err := td.AddImage(t, []Region{{GPA: top, Data: img, Measure: true}}); err != nil {
+			setErr(err)
+			return
+		}
+		if res.MRTD, err = td.Finalize(t); err != nil {
+			setErr(err)
+			return
+		}
+		per := (o.AcceptBytes / uint64(o.VCPUs)) &^ (addr.PageSize - 1)
+		done := 0
+		for i := 0; i < o.VCPUs; i++ {
+			lo := base + addr.GPA(uint64(i)*per)
+			n := per
+			if i == o.VCPUs-1 {
+				n = o.AcceptBytes - uint64(i)*per
+			}
+			t.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) {
+				setErr(td.AcceptRange(vt, i, lo, n))
+				done++
+			})
+		}
+		t.WaitUntil("every vCPU finished accepting", func() bool { return done == o.VCPUs })
+		res.PAMTPeak = mod.PAMT()
+		if info, ok := mod.TD(td.TDR); ok {
+			res.SEPTPagesPeak = info.SEPTPages
+		}
+		for g := base; g < base+addr.GPA(o.RemoveBytes); g += addr.PageSize {
+			if err := td.RemovePage(t, g); err != nil {
+				setErr(err)
+				return
+			}
+		}
+		if res.PagesReclaimed, err = td.Teardown(t); err != nil {
+			setErr(err)
+			return
+		}
+		res.BusyRetries = td.Retries
+		res.ChargedAfter = mem.Usage(td.Acct)
+	})
+	if err := s.Run(); err != nil {
+		return res, err
+	}
+	res.Steps = s.Steps()
+	res.LockDep = s.LockDep().Reports()
+	res.LeakedPages = freeBefore - int64(mem.FreePages())
+	return res, runErr
 }

@@ -1,0 +1,218 @@
+// Command tdxsim is an executable model of the Linux KVM + Intel TDX
+// private-memory stack. This file only wires flags, files and exit codes.
+//
+// Exit codes: 0 ok, 1 a check failed, 2 bad input.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/mrtd"
+	"github.com/tdxsim/tdxsim/report"
+	"github.com/tdxsim/tdxsim/tdxmodule/tdhost"
+)
+
+const (
+	exitOK       = 0
+	exitCheck    = 1
+	exitBadInput = 2
+)
+
+type command struct {
+	name, summary string
+	run           func(args []string, stdout, stderr io.Writer) int
+}
+
+var commands = []command{
+	{"run", "run a TD through build, run and teardown and print a report", cmdRun},
+	{"mrtd", "print the MRTD of a TD built from a memory layout file", cmdMRTD},
+}
+
+func main() { os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// Main runs the CLI; it is separate from main for tests.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(stdout)
+		if len(args) == 0 {
+			return exitBadInput
+		}
+		return exitOK
+	}
+	for _, c := range commands {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "tdxsim: unknown command %q (see tdxsim --help)\n", args[0])
+	return exitBadInput
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "tdxsim: an executable model of KVM + Intel TDX private memory")
+	fmt.Fprintln(w, "\nusage: tdxsim COMMAND [flags]\n\ncommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'tdxsim COMMAND --help' for a command's flags.")
+	fmt.Fprintln(w, "Exit codes: 0 ok, 1 a check failed, 2 bad input.")
+}
+
+// parse parses flags; it returns an exit code to stop with, or -1 to go on.
+func parse(fs *flag.FlagSet, args []string, stderr io.Writer) int {
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitBadInput
+	}
+	return -1
+}
+
+// sizeFlag is a flag.Value taking 4K/2M/1G-style sizes.
+type sizeFlag struct{ v *uint64 }
+
+func (s sizeFlag) String() string {
+	if s.v == nil {
+		return "0"
+	}
+	return fmt.Sprint(*s.v)
+}
+
+func (s sizeFlag) Set(v string) error {
+	n, err := addr.ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*s.v = n
+	return nil
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tdxsim run", flag.ContinueOnError)
+	o := tdhost.LifecycleOptions{HostBytes: 64 << 30, VCPUs: 2, Packages: 2,
+		ImageBytes: 2 << 20, AcceptBytes: 64 << 20, RemoveBytes: 8 << 20}
+	fs.Var(sizeFlag{&o.HostBytes}, "host-mem", "host memory size")
+	fs.Var(sizeFlag{&o.ImageBytes}, "image", "measured firmware image size")
+	fs.Var(sizeFlag{&o.AcceptBytes}, "accept", "private memory the vCPUs accept at 4 KiB")
+	fs.Var(sizeFlag{&o.RemoveBytes}, "remove", "private memory the host zaps before teardown")
+	fs.IntVar(&o.VCPUs, "vcpus", o.VCPUs, "vCPUs accepting memory concurrently")
+	fs.IntVar(&o.Packages, "packages", o.Packages, "CPU packages (KEY.CONFIG and CACHE.WB run on each)")
+	fs.BoolVar(&o.DynamicPAMT, "dpamt", true, "Dynamic PAMT")
+	fs.Uint64Var(&o.Seed, "seed", 1, "deterministic scheduler seed")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: tdxsim run [flags]\n\nRuns the embedded default: a TD with a measured image, vCPUs that accept\nmemory (the host AUGs on each EPT violation), a host zap, and teardown, all\nat the SEAMCALL level. Scenario files arrive with the scenario layer.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if code := parse(fs, args, stderr); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tdxsim run: scenario file %q: scenario files are not supported yet; run without a file for the embedded default\n", fs.Arg(0))
+		return exitBadInput
+	}
+	if o.VCPUs < 1 || o.VCPUs > 256 {
+		fmt.Fprintf(stderr, "tdxsim run: -vcpus %d: must be 1..256\n", o.VCPUs)
+		return exitBadInput
+	}
+	if o.Packages < 1 || o.Packages > 64 {
+		fmt.Fprintf(stderr, "tdxsim run: -packages %d: must be 1..64\n", o.Packages)
+		return exitBadInput
+	}
+	if o.AcceptBytes%addr.PageSize != 0 || o.RemoveBytes%addr.PageSize != 0 || o.RemoveBytes > o.AcceptBytes {
+		fmt.Fprintln(stderr, "tdxsim run: -accept and -remove must be 4 KiB multiples with remove <= accept")
+		return exitBadInput
+	}
+	if o.AcceptBytes+o.ImageBytes > o.HostBytes/2 || o.AcceptBytes > 64<<30 {
+		fmt.Fprintln(stderr, "tdxsim run: -accept plus -image must fit in half of -host-mem, and -accept at most 64G")
+		return exitBadInput
+	}
+	c := event.NewCounter()
+	res, err := tdhost.Lifecycle(o, c)
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
+		return exitCheck
+	}
+	seam, td := report.SplitCalls(c)
+	r := report.Lifecycle{Seed: o.Seed, Seamcalls: seam, Tdcalls: td, Failed: c.Failed(),
+		PAMTStatic: res.PAMTPeak.Static, PAMTDynamic: res.PAMTPeak.Dynamic, SEPTPages: res.SEPTPagesPeak,
+		PagesReclaimed: res.PagesReclaimed, BusyRetries: res.BusyRetries, LeakedPages: res.LeakedPages,
+		ChargedAfter: res.ChargedAfter.Charged + res.ChargedAfter.Uncharged, Steps: res.Steps,
+		MRTD: report.MRTDHex(res.MRTD)}
+	for _, v := range c.Violations() {
+		r.Violations = append(r.Violations, v.Name+": "+v.Detail)
+	}
+	for _, l := range res.LockDep {
+		r.Violations = append(r.Violations, l.String())
+	}
+	if res.LeakedPages != 0 || r.ChargedAfter != 0 {
+		r.Violations = append(r.Violations, fmt.Sprintf("teardown: %d pages leaked, %d still charged", res.LeakedPages, r.ChargedAfter))
+	}
+	if *asJSON {
+		r.WriteJSON(stdout)
+	} else {
+		r.WriteText(stdout)
+	}
+	if len(r.Violations) > 0 {
+		return exitCheck
+	}
+	return exitOK
+}
+
+func cmdMRTD(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tdxsim mrtd", flag.ContinueOnError)
+	layout := fs.String("layout", "", "layout file (YAML: regions of {gpa, file|size, fill, measure})")
+	asJSON := fs.Bool("json", false, `print {"mrtd": "..."}`)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `usage: tdxsim mrtd --layout FILE [--json]
+
+Prints the MRTD (SHA-384, 96 hex characters) of a TD built from FILE: each
+4 KiB page added with TDH.MEM.PAGE.ADD in the order given and, where
+measure is true, extended with TDH.MR.EXTEND in 256-byte chunks.
+
+  regions:
+    - {gpa: 0xFFC00000, file: OVMF.fd, measure: true}
+    - {gpa: 1M, size: 64K, fill: 0, measure: false}
+
+GPAs and sizes: decimal, 0x hex, or with K/M/G. file is relative to FILE.
+
+flags:`)
+		fs.PrintDefaults()
+	}
+	if code := parse(fs, args, stderr); code >= 0 {
+		return code
+	}
+	if *layout == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "tdxsim mrtd: --layout FILE is required (and nothing else)")
+		return exitBadInput
+	}
+	l, err := mrtd.Load(*layout)
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim mrtd: %v\n", err)
+		return exitBadInput
+	}
+	d, err := mrtd.Compute(l)
+	if err != nil {
+		var ie *mrtd.InputError
+		if errors.As(err, &ie) {
+			fmt.Fprintf(stderr, "tdxsim mrtd: %v\n", err)
+			return exitBadInput
+		}
+		fmt.Fprintf(stderr, "tdxsim mrtd: building the TD: %v\n", err)
+		return exitCheck
+	}
+	if *asJSON {
+		fmt.Fprintf(stdout, "{\"mrtd\": %q}\n", mrtd.Hex(d))
+	} else {
+		fmt.Fprintln(stdout, mrtd.Hex(d))
+	}
+	return exitOK
+}

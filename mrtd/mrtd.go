@@ -1,0 +1,290 @@
+// Package mrtd computes the MRTD a TD built from a memory layout has: each
+// 4 KiB page added with TDH.MEM.PAGE.ADD in the given order and, where
+// asked, measured with TDH.MR.EXTEND in 256-byte chunks. The computation
+// runs the real SEAMCALL sequence against the module model, so it is the
+// MRTD the module would produce, not a re-implementation of the hash.
+package mrtd
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxmodule"
+	"github.com/tdxsim/tdxsim/tdxmodule/tdhost"
+)
+
+// MaxGPA bounds region addresses: a 4-level EPT TD has GPAW 48, and the
+// top half (bit 47) is the shared space.
+const MaxGPA = 1 << 47
+
+// MaxImageBytes bounds the total image (real bytes are kept for it).
+const MaxImageBytes = 4 << 30
+
+// Size is a byte count or address written as decimal, 0x hex, or with a
+// K/M/G/T suffix.
+type Size uint64
+
+// UnmarshalYAML accepts integers and suffixed strings.
+func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a number, got a %s", kindName(n.Kind))
+	}
+	v, err := addr.ParseSize(strings.TrimSpace(n.Value))
+	if err != nil {
+		return err
+	}
+	*s = Size(v)
+	return nil
+}
+
+func kindName(k yaml.Kind) string {
+	switch k {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	}
+	return "value"
+}
+
+// Region is one entry of `regions:`.
+type Region struct {
+	GPA     *Size  `yaml:"gpa"`
+	File    string `yaml:"file"`
+	Size    *Size  `yaml:"size"`
+	Fill    *int   `yaml:"fill"`
+	Measure bool   `yaml:"measure"`
+	line    int
+}
+
+// Layout is a layout file.
+type Layout struct {
+	Regions []Region `yaml:"regions"`
+	dir     string
+	path    string
+}
+
+// InputError is bad input: it names the file, line, field and rule.
+type InputError struct {
+	File  string
+	Line  int
+	Field string
+	Rule  string
+}
+
+func (e *InputError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Rule)
+	}
+	return fmt.Sprintf("%s: %s", loc, e.Rule)
+}
+
+// Load reads and validates a layout file.
+func Load(path string) (*Layout, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &InputError{File: path, Rule: err.Error()}
+	}
+	return Parse(path, data)
+}
+
+// Parse validates layout text; path names it in errors and anchors `file:`.
+func Parse(path string, data []byte) (*Layout, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	var l Layout
+	if err := dec.Decode(&l); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &InputError{File: path, Rule: "empty layout: want a `regions:` list"}
+		}
+		return nil, yamlError(path, err)
+	}
+	// Second pass for line numbers of each region.
+	if err := yaml.Unmarshal(data, &root); err == nil && len(root.Content) > 0 {
+		m := root.Content[0]
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == "regions" && m.Content[i+1].Kind == yaml.SequenceNode {
+				for j, r := range m.Content[i+1].Content {
+					if j < len(l.Regions) {
+						l.Regions[j].line = r.Line
+					}
+				}
+			}
+		}
+	}
+	l.dir, l.path = filepath.Dir(path), path
+	return &l, l.validate()
+}
+
+func yamlError(path string, err error) error {
+	var te *yaml.TypeError
+	msg := err.Error()
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	// yaml.v3 messages start with "line N: ...".
+	if strings.HasPrefix(msg, "line ") {
+		if i := strings.Index(msg, ":"); i > 0 {
+			if n, err := strconv.Atoi(msg[5:i]); err == nil {
+				return &InputError{File: path, Line: n, Rule: strings.TrimSpace(msg[i+1:])}
+			}
+		}
+	}
+	return &InputError{File: path, Rule: msg}
+}
+
+func (l *Layout) validate() error {
+	if len(l.Regions) == 0 {
+		return &InputError{File: l.path, Field: "regions", Rule: "at least one region is required"}
+	}
+	type span struct{ lo, hi uint64 }
+	var spans []span
+	var total uint64
+	for i := range l.Regions {
+		r := &l.Regions[i]
+		field := fmt.Sprintf("regions[%d]", i)
+		bad := func(f, rule string) error {
+			return &InputError{File: l.path, Line: r.line, Field: field + f, Rule: rule}
+		}
+		if r.GPA == nil {
+			return bad(".gpa", "required")
+		}
+		if uint64(*r.GPA)%addr.PageSize != 0 {
+			return bad(".gpa", fmt.Sprintf("0x%x is not 4 KiB aligned", uint64(*r.GPA)))
+		}
+		switch {
+		case r.File != "" && r.Size != nil:
+			return bad("", "give either file or size, not both")
+		case r.File == "" && r.Size == nil:
+			return bad("", "needs file or size")
+		case r.File != "" && r.Fill != nil:
+			return bad(".fill", "goes with size, not file")
+		case r.Fill != nil && (*r.Fill < 0 || *r.Fill > 255):
+			return bad(".fill", fmt.Sprintf("%d is not a byte value (0..255)", *r.Fill))
+		}
+		var n uint64
+		if r.File != "" {
+			st, err := os.Stat(l.resolve(r.File))
+			if err != nil {
+				return bad(".file", err.Error())
+			}
+			if !st.Mode().IsRegular() {
+				return bad(".file", "not a regular file")
+			}
+			n = uint64(st.Size())
+		} else {
+			n = uint64(*r.Size)
+			if n == 0 {
+				return bad(".size", "must be positive")
+			}
+		}
+		n = max(n, 1)
+		pages := (n + addr.PageSize - 1) / addr.PageSize
+		lo, hi := uint64(*r.GPA), uint64(*r.GPA)+pages*addr.PageSize
+		if hi > MaxGPA || hi < lo {
+			return bad("", fmt.Sprintf("[0x%x, 0x%x) goes beyond the private GPA space (0x%x)", lo, hi, uint64(MaxGPA)))
+		}
+		for j, s := range spans {
+			if lo < s.hi && s.lo < hi {
+				return bad("", fmt.Sprintf("overlaps regions[%d]", j))
+			}
+		}
+		spans = append(spans, span{lo, hi})
+		total += pages * addr.PageSize
+		if total > MaxImageBytes {
+			return bad("", fmt.Sprintf("the image exceeds %d GiB", MaxImageBytes>>30))
+		}
+	}
+	return nil
+}
+
+func (l *Layout) resolve(f string) string {
+	if filepath.IsAbs(f) {
+		return f
+	}
+	return filepath.Join(l.dir, f)
+}
+
+// Regions loads the region contents.
+func (l *Layout) regions() ([]tdhost.Region, uint64, error) {
+	var out []tdhost.Region
+	var total uint64
+	for i, r := range l.Regions {
+		var data []byte
+		if r.File != "" {
+			b, err := os.ReadFile(l.resolve(r.File))
+			if err != nil {
+				return nil, 0, &InputError{File: l.path, Line: r.line, Field: fmt.Sprintf("regions[%d].file", i), Rule: err.Error()}
+			}
+			data = b
+		} else {
+			data = make([]byte, *r.Size)
+			if r.Fill != nil && *r.Fill != 0 {
+				for k := range data {
+					data[k] = byte(*r.Fill)
+				}
+			}
+		}
+		out = append(out, tdhost.Region{GPA: addr.GPA(*r.GPA), Data: data, Measure: r.Measure})
+		total += uint64(len(data)) + addr.PageSize
+	}
+	return out, total, nil
+}
+
+// Compute builds a TD from the layout on a fresh model host and returns its
+// MRTD (48 bytes).
+func Compute(l *Layout) ([]byte, error) {
+	regions, total, err := l.regions()
+	if err != nil {
+		return nil, err
+	}
+	memBytes := (total*2 + 256<<20 + addr.Size1G - 1) &^ (addr.Size1G - 1)
+	mem, err := hostmem.New(hostmem.Config{Bytes: memBytes}, nil)
+	if err != nil {
+		return nil, err
+	}
+	mod, err := tdxmodule.New(mem, tdxmodule.Config{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	h := tdhost.New(mem, mod)
+	var digest []byte
+	var buildErr error
+	s := sched.New(sched.Deterministic, 0, nil)
+	s.Go("vmm", func(t *sched.Thread) {
+		td, err := h.Create(t, "td", 1)
+		if err != nil {
+			buildErr = err
+			return
+		}
+		if err := td.AddImage(t, regions); err != nil {
+			buildErr = err
+			return
+		}
+		digest, buildErr = td.Finalize(t)
+	})
+	if err := s.Run(); err != nil {
+		return nil, err
+	}
+	return digest, buildErr
+}
+
+// Hex prints a digest as 96 lowercase hex characters.
+func Hex(d []byte) string { return hex.EncodeToString(d) }

@@ -1,0 +1,117 @@
+package mrtd
+
+import (
+	"crypto/sha512"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// hand computes the MRTD from the spec's layout for pages of data at gpa.
+func hand(parts []struct {
+	gpa     uint64
+	data    []byte
+	measure bool
+}) []byte {
+	h := sha512.New384()
+	blk := func(name string, gpa uint64) {
+		var b [128]byte
+		copy(b[:], name)
+		binary.LittleEndian.PutUint64(b[16:], gpa)
+		h.Write(b[:])
+	}
+	for _, p := range parts {
+		n := (len(p.data) + 4095) / 4096
+		buf := make([]byte, n*4096)
+		copy(buf, p.data)
+		for i := 0; i < n; i++ {
+			g := p.gpa + uint64(i)*4096
+			blk("MEM.PAGE.ADD", g)
+			if p.measure {
+				for off := 0; off < 4096; off += 256 {
+					blk("MR.EXTEND", g+uint64(off))
+					h.Write(buf[i*4096+off : i*4096+off+256])
+				}
+			}
+		}
+	}
+	return h.Sum(nil)
+}
+
+func write(t *testing.T, dir, name, body string) string {
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLayoutMRTD(t *testing.T) {
+	dir := t.TempDir()
+	fw := []byte(strings.Repeat("firmware!", 1000)) // 9000 bytes: 3 pages
+	write(t, dir, "fw.bin", string(fw))
+	p := write(t, dir, "layout.yaml", `
+regions:
+  - {gpa: 0xFFFC0000, file: fw.bin, measure: true}
+  - {gpa: 1M, size: 5000, fill: 0xAA, measure: true}
+  - {gpa: 0x2000, size: 4K, measure: false}
+`)
+	l, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Compute(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill := make([]byte, 5000)
+	for i := range fill {
+		fill[i] = 0xAA
+	}
+	want := hand([]struct {
+		gpa     uint64
+		data    []byte
+		measure bool
+	}{{0xFFFC0000, fw, true}, {1 << 20, fill, true}, {0x2000, make([]byte, 4096), false}})
+	if Hex(got) != Hex(want) || len(Hex(got)) != 96 {
+		t.Fatalf("MRTD %s, want %s", Hex(got), Hex(want))
+	}
+}
+
+func TestLayoutErrors(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "fw.bin", "x")
+	cases := []struct{ body, want string }{
+		{"", "empty layout"},
+		{"regions: []", "regions: at least one region is required"},
+		{"regions:\n  - {gpa: 0x1001, size: 4K}", "layout.yaml:2: regions[0].gpa: 0x1001 is not 4 KiB aligned"},
+		{"regions:\n  - {size: 4K}", "regions[0].gpa: required"},
+		{"regions:\n  - {gpa: 0, size: 4K, file: fw.bin}", "give either file or size, not both"},
+		{"regions:\n  - {gpa: 0}", "needs file or size"},
+		{"regions:\n  - {gpa: 0, size: 4K, fill: 256}", "256 is not a byte value"},
+		{"regions:\n  - {gpa: 0, file: fw.bin, fill: 1}", "fill: goes with size"},
+		{"regions:\n  - {gpa: 0, file: nope.bin}", "regions[0].file: stat"},
+		{"regions:\n  - {gpa: 0, size: 0}", "size: must be positive"},
+		{"regions:\n  - {gpa: 0, size: 8K}\n  - {gpa: 4K, size: 4K}", "layout.yaml:3: regions[1]: overlaps regions[0]"},
+		{"regions:\n  - {gpa: 0x7FFFFFFFF000, size: 8K}", "beyond the private GPA space"},
+		{"regions:\n  - {gpa: 0, size: 4K, colour: red}", "layout.yaml:2: field colour not found"},
+		{"regions:\n  - {gpa: 12Q, size: 4K}", "not a decimal, 0x-hex or K/M/G/T-suffixed number"},
+		{"regions:\n  - {gpa: 0, size: 4K, measure: maybe}", "layout.yaml:2"},
+		{"regions: 3", "layout.yaml:1"},
+	}
+	for _, c := range cases {
+		p := write(t, dir, "layout.yaml", c.body)
+		_, err := Load(p)
+		var ie *InputError
+		if !errors.As(err, &ie) {
+			t.Errorf("%q: error %v is not an InputError", c.body, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q:\n got %v\nwant %q", c.body, err, c.want)
+		}
+	}
+}
