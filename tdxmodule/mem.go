@@ -60,10 +60,6 @@ func (m *Module) memSEPTAdd(ls *lockset, in Regs) Regs {
 	if st != Success {
 		return fail(st)
 	}
-	pfn, st := m.hpaOperand(in.R8, OpR8, addr.PageSize)
-	if st != Success {
-		return fail(st)
-	}
 	if !ls.try(&td.treeLock, false) {
 		return fail(OperandBusy.With(OpSEPTTree))
 	}
@@ -76,6 +72,10 @@ func (m *Module) memSEPTAdd(ls *lockset, in Regs) Regs {
 			return Regs{}
 		}
 		return stateIncorrect(p.e[i], level)
+	}
+	pfn, st := m.hpaOperand(in.R8, OpR8, addr.PageSize)
+	if st != Success {
+		return fail(st)
 	}
 	e, n, st := m.want4KFree(ls, pfn, OpR8)
 	if st != Success {
@@ -180,10 +180,6 @@ func (m *Module) memPageAug(ls *lockset, in Regs) Regs {
 	if st != Success {
 		return fail(st)
 	}
-	target, st := m.hpaOperand(in.R8, OpR8, level.Bytes())
-	if st != Success {
-		return fail(st)
-	}
 	if !ls.try(&td.treeLock, false) {
 		return fail(OperandBusy.With(OpSEPTTree))
 	}
@@ -193,6 +189,10 @@ func (m *Module) memPageAug(ls *lockset, in Regs) Regs {
 	}
 	if p.e[i].state() != SeptFree {
 		return stateIncorrect(p.e[i], level)
+	}
+	target, st := m.hpaOperand(in.R8, OpR8, level.Bytes())
+	if st != Success {
+		return fail(st)
 	}
 	if level == 0 {
 		e, n, st := m.want4KFree(ls, target, OpR8)
@@ -474,10 +474,6 @@ func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
 	if st != Success {
 		return fail(st)
 	}
-	newPFN, st := m.hpaOperand(in.R8, OpR8, addr.PageSize)
-	if st != Success {
-		return fail(st)
-	}
 	if !ls.try(&td.treeLock, false) {
 		return fail(OperandBusy.With(OpSEPTTree))
 	}
@@ -491,6 +487,10 @@ func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
 	}
 	if r, ok := m.blockedAndTracked(td, e, level); !ok {
 		return r
+	}
+	newPFN, st := m.hpaOperand(in.R8, OpR8, addr.PageSize)
+	if st != Success {
+		return fail(st)
 	}
 	big, _ := m.pamtOfMapping(e, level)
 	if !ls.try(&big.lock, true) {

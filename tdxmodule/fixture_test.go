@@ -1,0 +1,161 @@
+package tdxmodule
+
+import (
+	"testing"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/hostmem"
+)
+
+// fx is a small host with a TD built step by step, driven without a
+// scheduler (nil thread: no yields).
+type fx struct {
+	t     testing.TB
+	mem   *hostmem.Memory
+	m     *Module
+	c     *event.Counter
+	tdr   addr.PFN
+	tdcs  []addr.PFN
+	vcpu  addr.PFN
+	hkid  int
+	sept  map[[2]uint64]addr.PFN
+	dpamt bool
+}
+
+func newFx(t testing.TB, cfg Config) *fx {
+	t.Helper()
+	c := event.NewCounter()
+	mem, err := hostmem.New(hostmem.Config{Bytes: 1 << 30}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(mem, cfg, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fx{t: t, mem: mem, m: m, c: c, hkid: 1, sept: map[[2]uint64]addr.PFN{}, dpamt: cfg.DynamicPAMT}
+}
+
+// page allocates a 4K page (with its DPAMT pair when needed).
+func (f *fx) page() addr.PFN {
+	f.t.Helper()
+	p, err := f.mem.Alloc(nil, hostmem.Request{Order: 0, Source: hostmem.SourceBuddy})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.pair(p)
+	return p
+}
+
+func (f *fx) pair(p addr.PFN) {
+	if !f.dpamt {
+		return
+	}
+	if n := f.m.node2M(p); n.pt == PTPAMT {
+		return
+	}
+	var pr [2]addr.PFN
+	for i := range pr {
+		q, _ := f.mem.Alloc(nil, hostmem.Request{Order: 0, Source: hostmem.SourceBuddy})
+		pr[i] = q
+	}
+	if st := f.m.PhymemPAMTAdd(nil, p, pr); st != Success {
+		f.t.Fatalf("PAMT.ADD: %v", st)
+	}
+}
+
+func (f *fx) huge() addr.PFN {
+	f.t.Helper()
+	p, err := f.mem.Alloc(nil, hostmem.Request{Order: 9, Source: hostmem.SourceBuddy})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return p
+}
+
+func (f *fx) ok(what string, st Status) {
+	f.t.Helper()
+	if st != Success {
+		f.t.Fatalf("%s: %v", what, st)
+	}
+}
+
+// created: TDR + HKID + keys + TDCS.
+func (f *fx) created() *fx {
+	f.tdr = f.page()
+	f.ok("MNG.CREATE", f.m.MngCreate(nil, f.tdr, f.hkid))
+	for p := 0; p < f.m.cfg.Packages; p++ {
+		f.ok("KEY.CONFIG", f.m.MngKeyConfig(nil, f.tdr, p))
+	}
+	for i := 0; i < f.m.cfg.TDCSPages; i++ {
+		p := f.page()
+		f.tdcs = append(f.tdcs, p)
+		f.ok("ADDCX", f.m.MngAddCX(nil, f.tdr, p))
+	}
+	return f
+}
+
+// initialized: MNG.INIT and one initialised vCPU.
+func (f *fx) initialized() *fx {
+	f.created()
+	f.ok("MNG.INIT", f.m.MngInit(nil, f.tdr, 4, 8))
+	f.vcpu = f.page()
+	f.ok("VP.CREATE", f.m.VPCreate(nil, f.tdr, f.vcpu))
+	for i := 0; i < f.m.cfg.TDVPSPages-1; i++ {
+		f.ok("VP.ADDCX", f.m.VPAddCX(nil, f.vcpu, f.page()))
+	}
+	f.ok("VP.INIT", f.m.VPInit(nil, f.vcpu))
+	return f
+}
+
+func (f *fx) runnable() *fx {
+	f.initialized()
+	f.ok("FINALIZE", f.m.MrFinalize(nil, f.tdr))
+	return f
+}
+
+// septTo adds S-EPT pages so that gpa can be mapped at level leaf.
+func (f *fx) septTo(gpa addr.GPA, leaf addr.Level) {
+	f.t.Helper()
+	for l := addr.Level(3); l > leaf; l-- {
+		key := [2]uint64{uint64(l), uint64(gpa) >> (12 + 9*uint(l))}
+		if _, ok := f.sept[key]; ok {
+			continue
+		}
+		p := f.page()
+		base := addr.GPA(key[1] << (12 + 9*uint(l)))
+		st, _ := f.m.MemSEPTAdd(nil, f.tdr, base, l, p)
+		f.ok("SEPT.ADD", st)
+		f.sept[key] = p
+	}
+}
+
+// aug maps a fresh page at gpa/level (PENDING).
+func (f *fx) aug(gpa addr.GPA, level addr.Level) addr.PFN {
+	f.t.Helper()
+	f.septTo(gpa, level)
+	var p addr.PFN
+	if level == 0 {
+		p = f.page()
+	} else {
+		p = f.huge()
+	}
+	st, _ := f.m.MemPageAug(nil, f.tdr, gpa, level, p)
+	f.ok("AUG", st)
+	return p
+}
+
+func (f *fx) state(gpa addr.GPA) (addr.Level, uint8) {
+	e, _ := f.m.Lookup(f.tdr, gpa)
+	return e.Level, e.State
+}
+
+func (f *fx) enter() *VCPU {
+	f.ok("VP.ENTER", f.m.VPEnter(nil, f.vcpu))
+	return f.m.VCPU(f.vcpu)
+}
+
+func hostmemReq(order addr.Order) hostmem.Request {
+	return hostmem.Request{Order: order, Source: hostmem.SourceBuddy}
+}
