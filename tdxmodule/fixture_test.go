@@ -1,8 +1,6 @@
 package tdxmodule
 
 import (
-	"testing"
-
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/hostmem"
@@ -10,8 +8,15 @@ import (
 
 // fx is a small host with a TD built step by step, driven without a
 // scheduler (nil thread: no yields).
+// tb is what the fixture needs of *testing.T and *rapid.T.
+type tb interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
 type fx struct {
-	t     testing.TB
+	t     tb
 	mem   *hostmem.Memory
 	m     *Module
 	c     *event.Counter
@@ -23,7 +28,7 @@ type fx struct {
 	dpamt bool
 }
 
-func newFx(t testing.TB, cfg Config) *fx {
+func newFx(t tb, cfg Config) *fx {
 	t.Helper()
 	c := event.NewCounter()
 	mem, err := hostmem.New(hostmem.Config{Bytes: 1 << 30}, c)
