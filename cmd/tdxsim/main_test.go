@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := Main(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestRunDefaultJSON(t *testing.T) {
+	code, out, errs := run("run", "--json", "--accept", "4M", "--remove", "1M")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var r struct {
+		Seamcalls  map[string]uint64 `json:"seamcalls"`
+		MRTD       string            `json:"mrtd"`
+		Leaked     int64             `json:"leaked_pages"`
+		Reclaimed  int               `json:"pages_reclaimed"`
+		Violations []string          `json:"violations"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Seamcalls["TDH.MEM.PAGE.AUG"] != 1024 || r.Seamcalls["TDH.MEM.PAGE.REMOVE"] != 256 ||
+		len(r.MRTD) != 96 || r.Leaked != 0 || r.Reclaimed == 0 || len(r.Violations) != 0 {
+		t.Fatalf("report %+v", r)
+	}
+	// Same seed, same report, byte for byte.
+	_, out2, _ := run("run", "--json", "--accept", "4M", "--remove", "1M")
+	if out != out2 {
+		t.Fatal("two runs with the same seed differ")
+	}
+}
+
+func TestBadInputExits2(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("regions:\n  - {gpa: 0x10, size: 4K}\n"), 0o644)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"run", "--vcpus", "0"}, "-vcpus 0: must be 1..256"},
+		{[]string{"run", "--accept", "5K"}, "4 KiB multiples"},
+		{[]string{"run", "--accept", "lots"}, "invalid value"},
+		{[]string{"run", "scenario.yaml"}, "not supported yet"},
+		{[]string{"mrtd"}, "--layout FILE is required"},
+		{[]string{"mrtd", "--layout", bad}, "bad.yaml:2: regions[0].gpa: 0x10 is not 4 KiB aligned"},
+		{[]string{"mrtd", "--layout", filepath.Join(dir, "none.yaml")}, "no such file"},
+	} {
+		code, _, errs := run(c.args...)
+		if code != 2 || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", c.args, code, errs, c.want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"mrtd", "-h"}} {
+		code, out, errs := run(args...)
+		if code != 0 || !strings.Contains(out+errs, "usage: tdxsim") {
+			t.Errorf("%v: exit %d", args, code)
+		}
+	}
+}
+
+func TestMRTDExample(t *testing.T) {
+	code, out, errs := run("mrtd", "--layout", "../../examples/mrtd/layout.yaml", "--json")
+	if code != 0 || !strings.HasPrefix(out, `{"mrtd": "`) || len(strings.TrimSpace(out)) != len(`{"mrtd": ""}`)+96 {
+		t.Fatalf("exit %d out %q err %q", code, out, errs)
+	}
+}
