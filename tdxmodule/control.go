@@ -170,19 +170,11 @@ func (m *Module) vpCreate(ls *lockset, in Regs) Regs {
 }
 
 func (m *Module) vcpuOperand(ls *lockset, v uint64, op uint32, excl bool) (*VCPU, Status) {
-	pfn, st := m.hpaOperand(v, op, addr.PageSize)
+	pfn, st := m.typedOperand(ls, v, op, excl, PTTDVPR)
 	if st != Success {
 		return nil, st
 	}
-	e, _ := m.leaf(pfn)
-	if !ls.try(&e.lock, excl) {
-		return nil, OperandBusy.With(op)
-	}
-	vc := m.vcpus[pfn]
-	if e.pt != PTTDVPR || vc == nil {
-		return nil, PageMetadataIncorrect.With(op)
-	}
-	return vc, Success
+	return m.vcpus[pfn], Success
 }
 
 // vpAddCX is TDH.VP.ADDCX (leaf 4): RCX = TDVPX page, RDX = TDVPR.

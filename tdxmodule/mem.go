@@ -32,6 +32,31 @@ func stateIncorrect(e septEntry, lvl addr.Level) Regs {
 	return Regs{RAX: uint64(EPTEntryStateIncorrect.With(OpRCX)), RCX: e.architectural(), RDX: levelState(lvl, e.state())}
 }
 
+// levelPWL stands for "the TD's root level" in entryPrologue.
+const levelPWL addr.Level = 0xff
+
+// entryPrologue is the common start of the TDH.MEM.* leaves that address one
+// S-EPT entry (§11 check order): TD operand and state, page_info, the S-EPT
+// tree lock (shared or exclusive), the walk to the entry and its host lock.
+func (m *Module) entryPrologue(ls *lockset, in Regs, minL, maxL addr.Level, treeExcl bool) (*TD, *septPage, int, addr.Level, Regs, bool) {
+	td, st := m.tdPrologue(ls, in.RDX, OpRDX, false, opInit|opRun)
+	if st != Success {
+		return nil, nil, 0, 0, fail(st), false
+	}
+	if maxL == levelPWL {
+		maxL = td.pwl
+	}
+	gpa, level, st := td.pageInfo(in.RCX, minL, maxL)
+	if st != Success {
+		return nil, nil, 0, 0, fail(st), false
+	}
+	if !ls.try(&td.treeLock, treeExcl) {
+		return nil, nil, 0, 0, fail(OperandBusy.With(OpSEPTTree)), false
+	}
+	p, i, r, ok := m.lockedEntry(ls, td, gpa, level)
+	return td, p, i, level, r, ok
+}
+
 // lockedEntry walks to (gpa, level) and takes the entry's host lock.
 func (m *Module) lockedEntry(ls *lockset, td *TD, gpa addr.GPA, level addr.Level) (*septPage, int, Regs, bool) {
 	p, i, lvl := td.walk(gpa, level)
@@ -52,23 +77,14 @@ func (m *Module) memSEPTAdd(ls *lockset, in Regs) Regs {
 	if in.RDX&0xffe != 0 {
 		return fail(OperandInvalid.With(OpRDX))
 	}
-	td, st := m.tdPrologue(ls, in.RDX&^0xfff, OpRDX, false, opInit|opRun)
-	if st != Success {
-		return fail(st)
-	}
-	gpa, level, st := td.pageInfo(in.RCX, 1, td.pwl)
-	if st != Success {
-		return fail(st)
-	}
-	if !ls.try(&td.treeLock, false) {
-		return fail(OperandBusy.With(OpSEPTTree))
-	}
-	p, i, r, ok := m.lockedEntry(ls, td, gpa, level)
+	allowExisting := in.RDX&1 != 0
+	in.RDX &^= 0xfff // bit 0 is allow_existing, not part of the TDR HPA
+	td, p, i, level, r, ok := m.entryPrologue(ls, in, 1, levelPWL, false)
 	if !ok {
 		return r
 	}
 	if s := p.e[i].state(); s != SeptFree {
-		if s == SeptNLMapped && in.RDX&1 != 0 {
+		if s == SeptNLMapped && allowExisting {
 			return Regs{}
 		}
 		return stateIncorrect(p.e[i], level)
@@ -279,18 +295,7 @@ func (m *Module) pamtOfMapping(e septEntry, lvl addr.Level) (*pamtEnt, addr.Leve
 // Tree lock exclusive. NL_MAPPED/MAPPED/PENDING → blocked; the page's
 // PAMT.BEPOCH = TD_EPOCH.
 func (m *Module) memRangeBlock(ls *lockset, in Regs) Regs {
-	td, st := m.tdPrologue(ls, in.RDX, OpRDX, false, opInit|opRun)
-	if st != Success {
-		return fail(st)
-	}
-	gpa, level, st := td.pageInfo(in.RCX, 0, td.pwl)
-	if st != Success {
-		return fail(st)
-	}
-	if !ls.try(&td.treeLock, true) {
-		return fail(OperandBusy.With(OpSEPTTree))
-	}
-	p, i, r, ok := m.lockedEntry(ls, td, gpa, level)
+	td, p, i, level, r, ok := m.entryPrologue(ls, in, 0, levelPWL, true)
 	if !ok {
 		return r
 	}
@@ -310,18 +315,7 @@ func (m *Module) memRangeBlock(ls *lockset, in Regs) Regs {
 // memRangeUnblock is TDH.MEM.RANGE.UNBLOCK (leaf 39). On a RUNNABLE TD the
 // blocking epoch must be tracked (TLB_TRACKING_NOT_DONE|SEPT_TREE).
 func (m *Module) memRangeUnblock(ls *lockset, in Regs) Regs {
-	td, st := m.tdPrologue(ls, in.RDX, OpRDX, false, opInit|opRun)
-	if st != Success {
-		return fail(st)
-	}
-	gpa, level, st := td.pageInfo(in.RCX, 0, td.pwl)
-	if st != Success {
-		return fail(st)
-	}
-	if !ls.try(&td.treeLock, true) {
-		return fail(OperandBusy.With(OpSEPTTree))
-	}
-	p, i, r, ok := m.lockedEntry(ls, td, gpa, level)
+	td, p, i, level, r, ok := m.entryPrologue(ls, in, 0, levelPWL, true)
 	if !ok {
 		return r
 	}
@@ -376,18 +370,7 @@ func (m *Module) blockedAndTracked(td *TD, e septEntry, level addr.Level) (Regs,
 // RDX = TDR. Leaf → FREE, its page → PT_NDA; RCX = the removed HPA. With
 // Dynamic PAMT, RCX bit 62 hints that the 2M range's 4K PAMT is now empty.
 func (m *Module) memPageRemove(ls *lockset, in Regs) Regs {
-	td, st := m.tdPrologue(ls, in.RDX, OpRDX, false, opInit|opRun)
-	if st != Success {
-		return fail(st)
-	}
-	gpa, level, st := td.pageInfo(in.RCX, 0, addr.Level1G)
-	if st != Success {
-		return fail(st)
-	}
-	if !ls.try(&td.treeLock, false) {
-		return fail(OperandBusy.With(OpSEPTTree))
-	}
-	p, i, r, ok := m.lockedEntry(ls, td, gpa, level)
+	td, p, i, level, r, ok := m.entryPrologue(ls, in, 0, addr.Level1G, false)
 	if !ok {
 		return r
 	}
@@ -417,18 +400,7 @@ func (m *Module) memPageRemove(ls *lockset, in Regs) Regs {
 // entry pointing to an S-EPT page, RDX = TDR. Tree lock exclusive; every
 // child entry must be FREE (EPT_PAGE_NOT_FREE); RCX = the freed page.
 func (m *Module) memSEPTRemove(ls *lockset, in Regs) Regs {
-	td, st := m.tdPrologue(ls, in.RDX, OpRDX, false, opInit|opRun)
-	if st != Success {
-		return fail(st)
-	}
-	gpa, level, st := td.pageInfo(in.RCX, 1, td.pwl)
-	if st != Success {
-		return fail(st)
-	}
-	if !ls.try(&td.treeLock, true) {
-		return fail(OperandBusy.With(OpSEPTTree))
-	}
-	p, i, r, ok := m.lockedEntry(ls, td, gpa, level)
+	td, p, i, level, r, ok := m.entryPrologue(ls, in, 1, levelPWL, true)
 	if !ok {
 		return r
 	}
@@ -463,21 +435,11 @@ func (m *Module) memSEPTRemove(ls *lockset, in Regs) Regs {
 // Dynamic PAMT, R12/R13 = the page pair for the 2M range being split to 4K.
 // The new page's 512 entries copy the parent's unblocked state.
 func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
-	if in.RDX&0xfff != 0 {
+	if in.RDX&0xffe != 0 {
 		return fail(OperandInvalid.With(OpRDX))
 	}
-	td, st := m.tdPrologue(ls, in.RDX, OpRDX, false, opInit|opRun)
-	if st != Success {
-		return fail(st)
-	}
-	gpa, level, st := td.pageInfo(in.RCX, 1, addr.Level1G)
-	if st != Success {
-		return fail(st)
-	}
-	if !ls.try(&td.treeLock, false) {
-		return fail(OperandBusy.With(OpSEPTTree))
-	}
-	p, i, r, ok := m.lockedEntry(ls, td, gpa, level)
+	in.RDX &^= 1 // l2_sept_add_mode: TD partitioning only, ignored
+	td, p, i, level, r, ok := m.entryPrologue(ls, in, 1, addr.Level1G, false)
 	if !ok {
 		return r
 	}
@@ -557,18 +519,7 @@ func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
 // (the register is [not found] in the sources; the model's choice).
 // KVM never calls it (no merging upstream); it is modelled for completeness.
 func (m *Module) memPagePromote(ls *lockset, in Regs) Regs {
-	td, st := m.tdPrologue(ls, in.RDX, OpRDX, false, opInit|opRun)
-	if st != Success {
-		return fail(st)
-	}
-	gpa, level, st := td.pageInfo(in.RCX, 1, addr.Level1G)
-	if st != Success {
-		return fail(st)
-	}
-	if !ls.try(&td.treeLock, false) {
-		return fail(OperandBusy.With(OpSEPTTree))
-	}
-	p, i, r, ok := m.lockedEntry(ls, td, gpa, level)
+	td, p, i, level, r, ok := m.entryPrologue(ls, in, 1, addr.Level1G, false)
 	if !ok {
 		return r
 	}

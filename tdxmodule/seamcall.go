@@ -186,22 +186,31 @@ func release4K(e *pamtEnt, n *pamt2M) {
 	n.used--
 }
 
-// tdOperand resolves and locks the TDR operand (PAMT lock of the TDR page,
-// shared or exclusive) and checks it is a TDR.
-func (m *Module) tdOperand(ls *lockset, v uint64, op uint32, excl bool) (*TD, Status) {
+// typedOperand resolves an HPA operand naming a control page, locks its
+// PAMT entry (shared or exclusive) and checks its page type.
+func (m *Module) typedOperand(ls *lockset, v uint64, op uint32, excl bool, pt uint8) (addr.PFN, Status) {
 	pfn, st := m.hpaOperand(v, op, addr.PageSize)
 	if st != Success {
-		return nil, st
+		return 0, st
 	}
 	e, _ := m.leaf(pfn)
 	if !ls.try(&e.lock, excl) {
-		return nil, OperandBusy.With(op)
+		return 0, OperandBusy.With(op)
 	}
-	td := m.tds[pfn]
-	if e.pt != PTTDR || td == nil {
-		return nil, PageMetadataIncorrect.With(op)
+	if e.pt != pt {
+		return 0, PageMetadataIncorrect.With(op)
 	}
-	return td, Success
+	return pfn, Success
+}
+
+// tdOperand resolves and locks the TDR operand (PAMT lock of the TDR page,
+// shared or exclusive) and checks it is a TDR.
+func (m *Module) tdOperand(ls *lockset, v uint64, op uint32, excl bool) (*TD, Status) {
+	pfn, st := m.typedOperand(ls, v, op, excl, PTTDR)
+	if st != Success {
+		return nil, st
+	}
+	return m.tds[pfn], Success
 }
 
 // opMask is a set of allowed OP_STATEs.
