@@ -646,22 +646,33 @@ func (m *Module) removePair(n *pamt2M) [2]addr.PFN {
 	return pair
 }
 
-// phymemPAMTAdd is TDH.PHYMEM.PAMT.ADD (leaf 58, Dynamic PAMT): RCX = 2M
-// aligned HPA|1, RDX/R8 = two pages that become the range's 4K PAMT.
-func (m *Module) phymemPAMTAdd(ls *lockset, in Regs) Regs {
+// pamtRangeOperand decodes the RCX of PAMT.ADD/REMOVE (a 2M-aligned HPA
+// with level 1; Dynamic PAMT only) and locks the range's PAMT_2M entry
+// exclusively.
+func (m *Module) pamtRangeOperand(ls *lockset, rcx uint64) (addr.PFN, *pamt2M, Status) {
 	if !m.cfg.DynamicPAMT {
-		return fail(OperandInvalid.With(OpRAX))
+		return 0, nil, OperandInvalid.With(OpRAX)
 	}
-	if in.RCX&7 != 1 || in.RCX&0xff8 != 0 {
-		return fail(OperandInvalid.With(OpRCX))
+	if rcx&7 != 1 || rcx&0xff8 != 0 {
+		return 0, nil, OperandInvalid.With(OpRCX)
 	}
-	base, st := m.hpaOperand(in.RCX&^0xfff, OpRCX, addr.Size2M)
+	base, st := m.hpaOperand(rcx&^0xfff, OpRCX, addr.Size2M)
 	if st != Success {
-		return fail(st)
+		return 0, nil, st
 	}
 	n := m.node2M(base)
 	if !ls.try(&n.lock, true) {
-		return fail(OperandBusy.With(OpRCX))
+		return 0, nil, OperandBusy.With(OpRCX)
+	}
+	return base, n, Success
+}
+
+// phymemPAMTAdd is TDH.PHYMEM.PAMT.ADD (leaf 58, Dynamic PAMT): RCX = 2M
+// aligned HPA|1, RDX/R8 = two pages that become the range's 4K PAMT.
+func (m *Module) phymemPAMTAdd(ls *lockset, in Regs) Regs {
+	base, n, st := m.pamtRangeOperand(ls, in.RCX)
+	if st != Success {
+		return fail(st)
 	}
 	if n.pt != PTNDA || m.gib(base).pt != PTNDA {
 		return fail(HPARangeNotFree.With(OpRCX))
@@ -692,19 +703,9 @@ func (m *Module) phymemPAMTAdd(ls *lockset, in Regs) Regs {
 // 2M HPA|1. Every 4K entry must be free (PAMT_PAGE_NOT_EMPTY); returns the
 // pair in RDX/R8.
 func (m *Module) phymemPAMTRemove(ls *lockset, in Regs) Regs {
-	if !m.cfg.DynamicPAMT {
-		return fail(OperandInvalid.With(OpRAX))
-	}
-	if in.RCX&7 != 1 || in.RCX&0xff8 != 0 {
-		return fail(OperandInvalid.With(OpRCX))
-	}
-	base, st := m.hpaOperand(in.RCX&^0xfff, OpRCX, addr.Size2M)
+	_, n, st := m.pamtRangeOperand(ls, in.RCX)
 	if st != Success {
 		return fail(st)
-	}
-	n := m.node2M(base)
-	if !ls.try(&n.lock, true) {
-		return fail(OperandBusy.With(OpRCX))
 	}
 	if n.pt != PTPAMT {
 		return fail(NoPAMTPagePair.With(OpRCX))
