@@ -98,7 +98,6 @@ func (m *Memory) Alloc(t *sched.Thread, r Request) (addr.PFN, error) {
 	m.setBlock(pfn, r.Order, pageMeta{of: packOf(r.Order, stAlloc, r.Charged), acct: r.Account, src: r.Source})
 	m.setHead(pfn, func(p *pageMeta) { p.ref = 1 })
 	m.charge(r.Account, r.Charged, int64(1)<<r.Order)
-	m.allocs++
 	ev := event.Event{Kind: event.KindAlloc, Name: m.sourceName(r.Source), Args: [4]uint64{uint64(pfn), uint64(r.Order), uint64(r.Account)}}
 	t.Stamp(&ev)
 	m.sink.Emit(ev)
@@ -186,7 +185,6 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 	default:
 		m.giveBlock(pfn, order)
 	}
-	m.frees++
 	ev := event.Event{Kind: event.KindFree, Name: m.sourceName(src), Args: [4]uint64{uint64(pfn), uint64(order), uint64(p.acct)}}
 	t.Stamp(&ev)
 	m.sink.Emit(ev)

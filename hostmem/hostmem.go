@@ -107,15 +107,12 @@ type Memory struct {
 	free  [maxOrder + 1][]addr.PFN // free-block stacks; stale entries skipped
 	nfree [maxOrder + 1]uint64
 
-	pool2M, pool1G     []addr.PFN
-	poolSize           [2]int
-	sources            []string
-	accounts           []string
-	usage              []Usage
-	freePages          uint64
-	violations         uint64
-	allocs, frees      uint64
-	pooledIn, pooledBy uint64
+	pool2M, pool1G []addr.PFN
+	sources        []string
+	accounts       []string
+	usage          []Usage
+	freePages      uint64
+	violations     uint64
 }
 
 // New creates host memory. sink may be nil.
@@ -180,7 +177,6 @@ func New(cfg Config, sink event.Sink) (*Memory, error) {
 			return nil, fmt.Errorf("hostmem: reserving 2 MiB page %d of %d: %w", i+1, cfg.Huge2M, err)
 		}
 	}
-	m.poolSize = [2]int{cfg.Huge2M, cfg.Huge1G}
 	return m, nil
 }
 

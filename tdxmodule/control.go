@@ -138,9 +138,7 @@ func (m *Module) mngInit(ls *lockset, in Regs) Regs {
 	td.root = newSeptPage(td.pwl, td.tdcx[2].HPA())
 	td.opState = OpStateInitialized
 	td.epoch = 1
-	h := newSHA384()
-	td.mrtd = h
-	td.mrtdSum = h.Sum
+	td.mrtd = newSHA384()
 	return Regs{}
 }
 
@@ -230,7 +228,7 @@ func (m *Module) mrFinalize(ls *lockset, in Regs) Regs {
 	if len(td.vcpus) == 0 {
 		return fail(NoVCPUs)
 	}
-	td.finalMRTD = td.mrtdSum(nil)
+	td.finalMRTD = td.mrtd.Sum(nil)
 	td.opState = OpStateRunnable
 	return Regs{}
 }

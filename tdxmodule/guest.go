@@ -117,10 +117,7 @@ func (m *Module) Access(t *sched.Thread, v *VCPU, gpa addr.GPA, write bool, tag 
 	p, i, lvl := td.walk(gpa, 0)
 	e := p.e[i]
 	switch e.state() {
-	case SeptMapped:
-		if !isLeafState(e.state()) {
-			break
-		}
+	case SeptMapped: // the walk stops at a leaf, so this is the mapping
 		off := uint64(gpa) & (lvl.Bytes() - 1)
 		pfn := e.hpa().PFN() + addr.PFN(off>>12)
 		if write {

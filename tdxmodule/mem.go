@@ -349,6 +349,17 @@ func (m *Module) memTrack(ls *lockset, in Regs) Regs {
 	return Regs{}
 }
 
+// readyToChange checks the entry REMOVE/DEMOTE (leaf) or SEPT.REMOVE/PROMOTE
+// (non-leaf) may act on: the right kind of entry, then, on a RUNNABLE TD,
+// blocked with its blocking epoch tracked.
+func (m *Module) readyToChange(td *TD, e septEntry, level addr.Level, leaf bool) (Regs, bool) {
+	s := e.state()
+	if leaf && !isLeafState(s) || !leaf && s != SeptNLMapped && s != SeptNLBlocked {
+		return stateIncorrect(e, level), false
+	}
+	return m.blockedAndTracked(td, e, level)
+}
+
 // blockedAndTracked applies the RUNNABLE-TD prerequisites of REMOVE,
 // DEMOTE, PROMOTE and SEPT.REMOVE: the entry is blocked and its blocking
 // epoch tracked.
@@ -375,10 +386,7 @@ func (m *Module) memPageRemove(ls *lockset, in Regs) Regs {
 		return r
 	}
 	e := p.e[i]
-	if !isLeafState(e.state()) {
-		return stateIncorrect(e, level)
-	}
-	if r, ok := m.blockedAndTracked(td, e, level); !ok {
+	if r, ok := m.readyToChange(td, e, level, true); !ok {
 		return r
 	}
 	pe, _ := m.pamtOfMapping(e, level)
@@ -405,10 +413,7 @@ func (m *Module) memSEPTRemove(ls *lockset, in Regs) Regs {
 		return r
 	}
 	e := p.e[i]
-	if s := e.state(); s != SeptNLMapped && s != SeptNLBlocked {
-		return stateIncorrect(e, level)
-	}
-	if r, ok := m.blockedAndTracked(td, e, level); !ok {
+	if r, ok := m.readyToChange(td, e, level, false); !ok {
 		return r
 	}
 	child := p.children[i]
@@ -444,10 +449,7 @@ func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
 		return r
 	}
 	e := p.e[i]
-	if !isLeafState(e.state()) {
-		return stateIncorrect(e, level)
-	}
-	if r, ok := m.blockedAndTracked(td, e, level); !ok {
+	if r, ok := m.readyToChange(td, e, level, true); !ok {
 		return r
 	}
 	newPFN, st := m.hpaOperand(in.R8, OpR8, addr.PageSize)
@@ -524,10 +526,7 @@ func (m *Module) memPagePromote(ls *lockset, in Regs) Regs {
 		return r
 	}
 	e := p.e[i]
-	if s := e.state(); s != SeptNLMapped && s != SeptNLBlocked {
-		return stateIncorrect(e, level)
-	}
-	if r, ok := m.blockedAndTracked(td, e, level); !ok {
+	if r, ok := m.readyToChange(td, e, level, false); !ok {
 		return r
 	}
 	child := p.children[i]

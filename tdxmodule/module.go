@@ -14,9 +14,7 @@
 package tdxmodule
 
 import (
-	"errors"
 	"fmt"
-	"hash"
 	"sync"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -399,12 +397,6 @@ func (ls *lockset) release() {
 	}
 	ls.entries = ls.entries[:0]
 }
-
-// errTD is returned by wrappers for a TD that does not exist.
-var errTD = errors.New("tdxmodule: no such TD")
-
-// newMRTD starts TDCS.MR_TD's SHA-384 context (TDH.MNG.INIT).
-func newMRTD() hash.Hash { return newSHA384() }
 
 func (m *Module) bitmapAny2M(pfn addr.PFN) bool {
 	g := m.gib(pfn)

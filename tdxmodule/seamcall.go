@@ -2,6 +2,7 @@ package tdxmodule
 
 import (
 	"fmt"
+	"hash"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
@@ -57,8 +58,7 @@ type TD struct {
 	septPages int
 	vcpus     []*VCPU
 
-	mrtd      interface{ Write([]byte) (int, error) }
-	mrtdSum   func([]byte) []byte
+	mrtd      hash.Hash // TDCS.MR_TD's SHA-384 context, from TDH.MNG.INIT
 	finalMRTD []byte
 }
 
