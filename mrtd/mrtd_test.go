@@ -1,45 +1,14 @@
 package mrtd
 
 import (
-	"crypto/sha512"
-	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// hand computes the MRTD from the spec's layout for pages of data at gpa.
-func hand(parts []struct {
-	gpa     uint64
-	data    []byte
-	measure bool
-}) []byte {
-	h := sha512.New384()
-	blk := func(name string, gpa uint64) {
-		var b [128]byte
-		copy(b[:], name)
-		binary.LittleEndian.PutUint64(b[16:], gpa)
-		h.Write(b[:])
-	}
-	for _, p := range parts {
-		n := (len(p.data) + 4095) / 4096
-		buf := make([]byte, n*4096)
-		copy(buf, p.data)
-		for i := 0; i < n; i++ {
-			g := p.gpa + uint64(i)*4096
-			blk("MEM.PAGE.ADD", g)
-			if p.measure {
-				for off := 0; off < 4096; off += 256 {
-					blk("MR.EXTEND", g+uint64(off))
-					h.Write(buf[i*4096+off : i*4096+off+256])
-				}
-			}
-		}
-	}
-	return h.Sum(nil)
-}
+	"github.com/tdxsim/tdxsim/internal/mrtdvec"
+)
 
 func write(t *testing.T, dir, name, body string) string {
 	p := filepath.Join(dir, name)
@@ -71,11 +40,8 @@ regions:
 	for i := range fill {
 		fill[i] = 0xAA
 	}
-	want := hand([]struct {
-		gpa     uint64
-		data    []byte
-		measure bool
-	}{{0xFFFC0000, fw, true}, {1 << 20, fill, true}, {0x2000, make([]byte, 4096), false}})
+	want := mrtdvec.Hand([]mrtdvec.Region{{GPA: 0xFFFC0000, Data: fw, Measure: true},
+		{GPA: 1 << 20, Data: fill, Measure: true}, {GPA: 0x2000, Data: make([]byte, 4096)}})
 	if Hex(got) != Hex(want) || len(Hex(got)) != 96 {
 		t.Fatalf("MRTD %s, want %s", Hex(got), Hex(want))
 	}

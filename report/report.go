@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/tdxmodule/tdhost"
 )
 
 // Lifecycle is the summary of a SEAMCALL-level TD lifecycle run.
@@ -30,6 +31,28 @@ type Lifecycle struct {
 	Violations     []string          `json:"violations"`
 }
 
+// NewLifecycle builds the report of a lifecycle run from its event counts
+// and result. Violations gather hostmem/module violation events, lockdep
+// findings, and the teardown rule: nothing leaked, nothing left charged.
+func NewLifecycle(seed uint64, c *event.Counter, res tdhost.LifecycleResult) *Lifecycle {
+	seam, td := SplitCalls(c)
+	r := &Lifecycle{Seed: seed, Seamcalls: seam, Tdcalls: td, Failed: c.Failed(),
+		PAMTStatic: res.PAMTPeak.Static, PAMTDynamic: res.PAMTPeak.Dynamic, SEPTPages: res.SEPTPagesPeak,
+		PagesReclaimed: res.PagesReclaimed, BusyRetries: res.BusyRetries, LeakedPages: res.LeakedPages,
+		ChargedAfter: res.ChargedAfter.Charged + res.ChargedAfter.Uncharged, Steps: res.Steps,
+		MRTD: MRTDHex(res.MRTD), Violations: []string{}}
+	for _, v := range c.Violations() {
+		r.Violations = append(r.Violations, v.Name+": "+v.Detail)
+	}
+	for _, l := range res.LockDep {
+		r.Violations = append(r.Violations, l.String())
+	}
+	if r.LeakedPages != 0 || r.ChargedAfter != 0 {
+		r.Violations = append(r.Violations, fmt.Sprintf("teardown: %d pages leaked, %d still charged", r.LeakedPages, r.ChargedAfter))
+	}
+	return r
+}
+
 // SplitCalls separates SEAMCALL and TDCALL counts from a counter.
 func SplitCalls(c *event.Counter) (seam, td map[string]uint64) {
 	seam, td = map[string]uint64{}, map[string]uint64{}
@@ -48,9 +71,6 @@ func MRTDHex(d []byte) string { return hex.EncodeToString(d) }
 
 // WriteJSON writes l as indented JSON.
 func (l *Lifecycle) WriteJSON(w io.Writer) error {
-	if l.Violations == nil {
-		l.Violations = []string{}
-	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(l)
@@ -72,9 +92,9 @@ func (l *Lifecycle) WriteText(w io.Writer) error {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nMemory:\n")
-	fmt.Fprintf(w, "  PAMT static            %s\n", bytes(l.PAMTStatic))
-	fmt.Fprintf(w, "  PAMT dynamic (peak)    %s\n", bytes(l.PAMTDynamic))
-	fmt.Fprintf(w, "  S-EPT pages (peak)     %d (%s)\n", l.SEPTPages, bytes(uint64(l.SEPTPages)*4096))
+	fmt.Fprintf(w, "  PAMT static            %s\n", humanBytes(l.PAMTStatic))
+	fmt.Fprintf(w, "  PAMT dynamic (peak)    %s\n", humanBytes(l.PAMTDynamic))
+	fmt.Fprintf(w, "  S-EPT pages (peak)     %d (%s)\n", l.SEPTPages, humanBytes(uint64(l.SEPTPages)*4096))
 	fmt.Fprintf(w, "\nTeardown:\n")
 	fmt.Fprintf(w, "  pages reclaimed        %d\n", l.PagesReclaimed)
 	fmt.Fprintf(w, "  pages leaked           %d\n", l.LeakedPages)
@@ -99,7 +119,7 @@ func failedNote(n uint64) string {
 	return fmt.Sprintf("(%d non-success)", n)
 }
 
-func bytes(b uint64) string {
+func humanBytes(b uint64) string {
 	switch {
 	case b >= 1<<30:
 		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))

@@ -42,7 +42,7 @@ func TestSEAMCALLRAXChecks(t *testing.T) {
 func TestTDCreationLeaves(t *testing.T) {
 	f := newFx(t, Config{HKIDs: 2, Packages: 2})
 	tdr := f.page()
-	want(t, "CREATE unaligned", f.m.MngCreate(nil, tdr+0, 0), OperandInvalid.With(OpRDX))
+	want(t, "CREATE with the host KeyID 0", f.m.MngCreate(nil, tdr, 0), OperandInvalid.With(OpRDX))
 	want(t, "CREATE bad hkid", f.m.MngCreate(nil, tdr, 3), OperandInvalid.With(OpRDX))
 	st, _ := f.m.call(nil, LeafMngCreate, Regs{RCX: uint64(tdr.HPA()) + 8, RDX: 1})
 	want(t, "CREATE unaligned TDR", st, OperandInvalid.With(OpRCX))
@@ -58,8 +58,7 @@ func TestTDCreationLeaves(t *testing.T) {
 	want(t, "KEY.CONFIG pkg 1", f.m.MngKeyConfig(nil, tdr, 1), Success)
 	want(t, "KEY.CONFIG after", f.m.MngKeyConfig(nil, tdr, 1), LifecycleStateIncorrect)
 	want(t, "INIT before TDCS", f.m.MngInit(nil, tdr, 4, 1), TDCSNotAllocated)
-	st, _ = f.m.MemTrack(nil, tdr), Regs{}
-	want(t, "TRACK before TDCS", st, TDCSNotAllocated)
+	want(t, "TRACK before TDCS", f.m.MemTrack(nil, tdr), TDCSNotAllocated)
 	for i := 0; i < 6; i++ {
 		want(t, "ADDCX", f.m.MngAddCX(nil, tdr, f.page()), Success)
 	}
@@ -196,8 +195,6 @@ func TestPageAddAndExtend(t *testing.T) {
 	want(t, "MR.EXTEND on FREE 4K", st, EPTEntryNotPresent)
 	st, _ = f.m.MrExtend(nil, f.tdr, 0x400000)
 	want(t, "MR.EXTEND under missing PT", st, EPTEntryNotPresent.With(OpRCX))
-	vc := f.m.VCPU(f.vcpu)
-	_ = vc
 	f.ok("FINALIZE", f.m.MrFinalize(nil, f.tdr))
 	st, _ = f.m.MemPageAdd(nil, f.tdr, 0x3000, f.page(), src)
 	want(t, "PAGE.ADD after finalize", st, OpStateIncorrect)
@@ -297,7 +294,6 @@ func TestUnblockNeedsTracking(t *testing.T) {
 	st, _ := f.m.MemRangeBlock(nil, f.tdr, 0x200000, 0)
 	want(t, "BLOCK", st, Success)
 	vc := f.enter()
-	_ = vc
 	st, _ = f.m.MemRangeUnblock(nil, f.tdr, 0x200000, 0)
 	want(t, "UNBLOCK untracked", st, TLBTrackingNotDone.With(OpSEPTTree))
 	f.m.TDExit(vc)
@@ -398,8 +394,6 @@ func TestSEPTRemove(t *testing.T) {
 func TestDynamicPAMTLeaves(t *testing.T) {
 	f := newFx(t, Config{DynamicPAMT: true})
 	p, _ := f.mem.Alloc(nil, hostmemReq(0))
-	st, _ := f.m.call(nil, LeafMemPageAug, Regs{})
-	_ = st
 	want(t, "MNG.CREATE without a pair", f.m.MngCreate(nil, p, 1), MissingPAMTPagePair.With(OpRCX))
 	a, _ := f.mem.Alloc(nil, hostmemReq(0))
 	b, _ := f.mem.Alloc(nil, hostmemReq(0))

@@ -141,21 +141,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
 		return exitCheck
 	}
-	seam, td := report.SplitCalls(c)
-	r := report.Lifecycle{Seed: o.Seed, Seamcalls: seam, Tdcalls: td, Failed: c.Failed(),
-		PAMTStatic: res.PAMTPeak.Static, PAMTDynamic: res.PAMTPeak.Dynamic, SEPTPages: res.SEPTPagesPeak,
-		PagesReclaimed: res.PagesReclaimed, BusyRetries: res.BusyRetries, LeakedPages: res.LeakedPages,
-		ChargedAfter: res.ChargedAfter.Charged + res.ChargedAfter.Uncharged, Steps: res.Steps,
-		MRTD: report.MRTDHex(res.MRTD)}
-	for _, v := range c.Violations() {
-		r.Violations = append(r.Violations, v.Name+": "+v.Detail)
-	}
-	for _, l := range res.LockDep {
-		r.Violations = append(r.Violations, l.String())
-	}
-	if res.LeakedPages != 0 || r.ChargedAfter != 0 {
-		r.Violations = append(r.Violations, fmt.Sprintf("teardown: %d pages leaked, %d still charged", res.LeakedPages, r.ChargedAfter))
-	}
+	r := report.NewLifecycle(o.Seed, c, res)
 	if *asJSON {
 		r.WriteJSON(stdout)
 	} else {

@@ -93,11 +93,9 @@ func (h *Host) dpamtGet(t *sched.Thread, acct hostmem.Account, pfn addr.PFN) err
 	}
 	// PAMT.ADD takes the 2M PAMT entry exclusively; any SEAMCALL using a page
 	// of that range holds it shared, so BUSY here is expected: retry.
-	st := h.Mod.PhymemPAMTAdd(t, pfn, pair)
-	for st.HasCode(tdxmodule.OperandBusy) {
-		t.Yield()
-		st = h.Mod.PhymemPAMTAdd(t, pfn, pair)
-	}
+	st, _ := retryBusy(t, nil, func() (tdxmodule.Status, tdxmodule.Regs) {
+		return h.Mod.PhymemPAMTAdd(t, pfn, pair), tdxmodule.Regs{}
+	})
 	if st != tdxmodule.Success {
 		return fmt.Errorf("TDH.PHYMEM.PAMT.ADD: %v", st)
 	}
@@ -123,11 +121,9 @@ func (h *Host) dpamtPut(t *sched.Thread, pfn addr.PFN) error {
 		h.dpamtRef[key]--
 		return nil
 	}
-	st, out := h.Mod.PhymemPAMTRemove(t, pfn)
-	for st.HasCode(tdxmodule.OperandBusy) {
-		t.Yield()
-		st, out = h.Mod.PhymemPAMTRemove(t, pfn)
-	}
+	st, out := retryBusy(t, nil, func() (tdxmodule.Status, tdxmodule.Regs) {
+		return h.Mod.PhymemPAMTRemove(t, pfn)
+	})
 	if st != tdxmodule.Success {
 		return fmt.Errorf("TDH.PHYMEM.PAMT.REMOVE: %v", st)
 	}
@@ -227,14 +223,17 @@ func (h *Host) Create(t *sched.Thread, name string, vcpus int) (*TD, error) {
 }
 
 // retryBusy calls f until it stops returning TDX_OPERAND_BUSY, yielding in
-// between (KVM returns -EBUSY and the fault is retried).
-func (td *TD) retryBusy(t *sched.Thread, f func() (tdxmodule.Status, tdxmodule.Regs)) (tdxmodule.Status, tdxmodule.Regs) {
+// between (KVM returns -EBUSY and the fault is retried), and counts the
+// retries in *retries when it is not nil.
+func retryBusy(t *sched.Thread, retries *int, f func() (tdxmodule.Status, tdxmodule.Regs)) (tdxmodule.Status, tdxmodule.Regs) {
 	for {
 		st, out := f()
 		if !st.HasCode(tdxmodule.OperandBusy) {
 			return st, out
 		}
-		td.Retries++
+		if retries != nil {
+			*retries++
+		}
 		t.Yield()
 	}
 }
@@ -254,7 +253,7 @@ func (td *TD) ensureSEPT(t *sched.Thread, gpa addr.GPA, leaf addr.Level) error {
 			return err
 		}
 		base := addr.GPA(key << (12 + 9*uint(l)))
-		st, _ := td.retryBusy(t, func() (tdxmodule.Status, tdxmodule.Regs) {
+		st, _ := retryBusy(t, &td.Retries, func() (tdxmodule.Status, tdxmodule.Regs) {
 			return h.Mod.MemSEPTAdd(t, td.TDR, base, l, p)
 		})
 		if err := check("TDH.MEM.SEPT.ADD", st); err != nil {
@@ -381,7 +380,7 @@ func (td *TD) aug(t *sched.Thread, gpa addr.GPA) error {
 	if err != nil {
 		return err
 	}
-	st, _ := td.retryBusy(t, func() (tdxmodule.Status, tdxmodule.Regs) {
+	st, _ := retryBusy(t, &td.Retries, func() (tdxmodule.Status, tdxmodule.Regs) {
 		return h.Mod.MemPageAug(t, td.TDR, gpa, 0, page)
 	})
 	if st.HasCode(tdxmodule.EPTEntryStateIncorrect) {

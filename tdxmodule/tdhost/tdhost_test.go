@@ -2,14 +2,13 @@ package tdhost
 
 import (
 	"bytes"
-	"crypto/sha512"
-	"encoding/binary"
 	"fmt"
 	"testing"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/mrtdvec"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
@@ -26,33 +25,26 @@ func newHost(t testing.TB, dpamt bool, sink event.Sink) *Host {
 	return New(mem, mod)
 }
 
-// handMRTD computes the MRTD from the spec's byte layout (§8), independently
-// of the module: per page a 128-byte "MEM.PAGE.ADD" block, then per 256-byte
-// chunk a "MR.EXTEND" block and the chunk.
+// handMRTD converts regions for the independent hand computation.
 func handMRTD(regions []Region) []byte {
-	h := sha512.New384()
-	block := func(name string, gpa uint64) {
-		var b [128]byte
-		copy(b[:], name)
-		binary.LittleEndian.PutUint64(b[16:], gpa)
-		h.Write(b[:])
-	}
+	var rs []mrtdvec.Region
 	for _, r := range regions {
-		pages := (len(r.Data) + 4095) / 4096
-		padded := make([]byte, pages*4096)
-		copy(padded, r.Data)
-		for p := 0; p < pages; p++ {
-			gpa := uint64(r.GPA) + uint64(p*4096)
-			block("MEM.PAGE.ADD", gpa)
-			if r.Measure {
-				for off := 0; off < 4096; off += 256 {
-					block("MR.EXTEND", gpa+uint64(off))
-					h.Write(padded[p*4096+off : p*4096+off+256])
-				}
-			}
-		}
+		rs = append(rs, mrtdvec.Region{GPA: uint64(r.GPA), Data: r.Data, Measure: r.Measure})
 	}
-	return h.Sum(nil)
+	return mrtdvec.Hand(rs)
+}
+
+// build creates a TD with vcpus vCPUs, adds the test image and finalizes it.
+func build(th *sched.Thread, h *Host, name string, vcpus int) (*TD, []byte, error) {
+	td, err := h.Create(th, name, vcpus)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := td.AddImage(th, image()); err != nil {
+		return nil, nil, err
+	}
+	mrtd, err := td.Finalize(th)
+	return td, mrtd, err
 }
 
 func image() []Region {
@@ -68,17 +60,8 @@ func TestMRTDMatchesHandComputedVector(t *testing.T) {
 	var got []byte
 	s := sched.New(sched.Deterministic, 1, nil)
 	s.Go("vmm", func(th *sched.Thread) {
-		td, err := h.Create(th, "td", 1)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if err := td.AddImage(th, image()); err != nil {
-			t.Error(err)
-			return
-		}
-		got, err = td.Finalize(th)
-		if err != nil {
+		var err error
+		if _, got, err = build(th, h, "td", 1); err != nil {
 			t.Error(err)
 		}
 	})
@@ -100,16 +83,8 @@ func lifecycle(t *testing.T, seed uint64, dpamt bool) (*event.Counter, *Host) {
 	s := sched.New(sched.Deterministic, seed, c)
 	const size = 2 << 20
 	s.Go("vmm", func(th *sched.Thread) {
-		td, err := h.Create(th, "td1", 2)
+		td, _, err := build(th, h, "td1", 2)
 		if err != nil {
-			t.Error(err)
-			return
-		}
-		if err := td.AddImage(th, image()); err != nil {
-			t.Error(err)
-			return
-		}
-		if _, err := td.Finalize(th); err != nil {
 			t.Error(err)
 			return
 		}
