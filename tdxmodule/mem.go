@@ -467,16 +467,9 @@ func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
 	base := e.hpa().PFN()
 	var pair [2]addr.PFN
 	if m.cfg.DynamicPAMT && level == addr.Level2M {
-		for k, v := range []uint64{in.R12, in.R13} {
-			op := uint32(OpR12 + k)
-			pp, st := m.hpaOperand(v, op, addr.PageSize)
-			if st != Success {
-				return fail(st)
-			}
-			if st := m.pairPageFree(ls, pp, base, op); st != Success {
-				return fail(st)
-			}
-			pair[k] = pp
+		var st Status
+		if pair, st = m.pairOperands(ls, [2]uint64{in.R12, in.R13}, [2]uint32{OpR12, OpR13}, base); st != Success {
+			return fail(st)
 		}
 		if pair[0] == pair[1] {
 			return fail(OperandInvalid.With(OpR13))
@@ -624,6 +617,23 @@ func (m *Module) pairPageFree(ls *lockset, pp, rangeBase addr.PFN, op uint32) St
 	return Success
 }
 
+// pairOperands validates the two page operands of a Dynamic PAMT pair
+// (PAMT.ADD: RDX/R8; DEMOTE: R12/R13) for the 2M range at base.
+func (m *Module) pairOperands(ls *lockset, regs [2]uint64, ops [2]uint32, base addr.PFN) ([2]addr.PFN, Status) {
+	var pair [2]addr.PFN
+	for k, v := range regs {
+		pp, st := m.hpaOperand(v, ops[k], addr.PageSize)
+		if st != Success {
+			return pair, st
+		}
+		if st := m.pairPageFree(ls, pp, base, ops[k]); st != Success {
+			return pair, st
+		}
+		pair[k] = pp
+	}
+	return pair, Success
+}
+
 func (m *Module) installPair(n *pamt2M, pair [2]addr.PFN) {
 	m.setBitmapBit(pair[0], true)
 	m.setBitmapBit(pair[1], true)
@@ -676,20 +686,9 @@ func (m *Module) phymemPAMTAdd(ls *lockset, in Regs) Regs {
 	if n.pt != PTNDA || m.gib(base).pt != PTNDA {
 		return fail(HPARangeNotFree.With(OpRCX))
 	}
-	var pair [2]addr.PFN
-	for k, v := range []uint64{in.RDX, in.R8} {
-		op := uint32(OpRDX)
-		if k == 1 {
-			op = OpR8
-		}
-		pp, st := m.hpaOperand(v, op, addr.PageSize)
-		if st != Success {
-			return fail(st)
-		}
-		if st := m.pairPageFree(ls, pp, base, op); st != Success {
-			return fail(st)
-		}
-		pair[k] = pp
+	pair, st := m.pairOperands(ls, [2]uint64{in.RDX, in.R8}, [2]uint32{OpRDX, OpR8}, base)
+	if st != Success {
+		return fail(st)
 	}
 	if pair[0] == pair[1] {
 		return fail(PageNotFree.With(OpR8))
