@@ -41,6 +41,13 @@ type PFN uint64
 // Order is a buddy-allocator order: a block of 1<<Order base pages.
 type Order uint8
 
+// Orders of the mapping sizes.
+const (
+	Order4K Order = 0
+	Order2M Order = 9
+	Order1G Order = 18
+)
+
 // Level is a page-table level in TDX numbering: 0 = 4 KiB (PT), 1 = 2 MiB
 // (PD), 2 = 1 GiB (PDPT), 3 = PML4, 4 = PML5.
 type Level uint8

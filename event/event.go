@@ -26,6 +26,8 @@ const (
 	KindViolation                   // an invariant or rule was broken (Name = rule)
 	KindDeadlock                    // every thread blocked (Detail = wait-for cycle)
 	KindNote                        // free-form milestone (Name = phase)
+	KindGmem                        // a guest_memfd operation completed (Name = op, Args = offset, length, Status = errno)
+	KindKVM                         // a KVM VM-level event (Name = ioctl or event such as "invalidate_begin", "vm_bugged")
 	numKinds
 )
 
@@ -39,6 +41,8 @@ var kindNames = [...]string{
 	KindViolation:   "violation",
 	KindDeadlock:    "deadlock",
 	KindNote:        "note",
+	KindGmem:        "gmem",
+	KindKVM:         "kvm",
 }
 
 func (k Kind) String() string {

@@ -1,0 +1,439 @@
+// Package kvm models the KVM VM as userspace and guest_memfd see it: VM
+// types, memslots bound to guest_memfd (KVM_SET_USER_MEMORY_REGION2), memory
+// attributes (KVM_SET_MEMORY_ATTRIBUTES) with the per-level "mixed" tracking
+// that forbids huge mappings over mixed ranges, the MMU invalidation
+// sequence that makes a racing fault retry, and KVM_BUG_ON.
+//
+// Kernel: virt/kvm/kvm_main.c, arch/x86/kvm/x86.c and the attribute parts of
+// arch/x86/kvm/mmu/mmu.c (v6.19). Every method that models an ioctl returns
+// the errno the kernel returns for the same input, as an *errno.Error.
+//
+// The page tables themselves live in kvm/mmu; this package reaches them
+// only through the MMU interface, as kvm_main.c reaches the arch MMU.
+package kvm
+
+import (
+	"fmt"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/gmem"
+	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/rangemap"
+	"github.com/tdxsim/tdxsim/sched"
+)
+
+// VMType is the KVM_CREATE_VM machine type (KVM_X86_*_VM).
+type VMType uint32
+
+// x86 VM types (arch/x86/include/uapi/asm/kvm.h).
+const (
+	DefaultVM     VMType = 0 // KVM_X86_DEFAULT_VM
+	SWProtectedVM VMType = 1 // KVM_X86_SW_PROTECTED_VM
+	TDXVM         VMType = 5 // KVM_X86_TDX_VM
+)
+
+func (v VMType) String() string {
+	switch v {
+	case DefaultVM:
+		return "KVM_X86_DEFAULT_VM"
+	case SWProtectedVM:
+		return "KVM_X86_SW_PROTECTED_VM"
+	case TDXVM:
+		return "KVM_X86_TDX_VM"
+	}
+	return fmt.Sprintf("vm type %d", uint32(v))
+}
+
+// hasPrivateMem is kvm_arch_has_private_mem().
+func (v VMType) hasPrivateMem() bool { return v == SWProtectedVM || v == TDXVM }
+
+// Capabilities (KVM_CHECK_EXTENSION numbers).
+const (
+	CapNrMemslots        = 10
+	CapUserMemory2       = 231
+	CapMemoryFaultInfo   = 232
+	CapMemoryAttributes  = 233
+	CapGuestMemfd        = 234
+	CapVMTypes           = 235
+	CapPreFaultMemory    = 236
+	CapGuestMemfdFlags   = 244
+	CapMultiAddressSpace = 118
+	CapReadonlyMem       = 81
+)
+
+// Memory region flags (struct kvm_userspace_memory_region2.flags).
+const (
+	MemLogDirtyPages uint32 = 1 << 0
+	MemReadonly      uint32 = 1 << 1
+	MemGuestMemfd    uint32 = 1 << 2
+)
+
+// Limits.
+const (
+	// NrMemslots is KVM_USER_MEM_SLOTS on x86 (what KVM_CAP_NR_MEMSLOTS
+	// reports: 32764 on the host, host-kvm.md §1).
+	NrMemslots = 32764
+	// MaxSlotPages is KVM_MEM_MAX_NR_PAGES.
+	MaxSlotPages = 1<<31 - 1
+	// MaxVCPUIDs is KVM_MAX_VCPU_IDS on x86.
+	MaxVCPUIDs = 4096
+	// taskSizeMax is TASK_SIZE_MAX on x86-64 with 4-level paging: the end
+	// of the user address range access_ok() accepts.
+	taskSizeMax = 1<<47 - 4096
+)
+
+// Config describes the host KVM being modelled: which VM types and
+// features it has. The zero value is not useful; start from DefaultConfig.
+type Config struct {
+	// VMTypes is the KVM_CAP_VM_TYPES bitmask.
+	VMTypes uint32
+	// MemoryAttributes is CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES: without it
+	// KVM_SET_MEMORY_ATTRIBUTES is ENOTTY (the test host, host-kvm.md §1).
+	MemoryAttributes bool
+	// HugeTLBGmem lets guest_memfd take GUEST_MEMFD_FLAG_HUGETLB (the
+	// HugeTLB series; not upstream).
+	HugeTLBGmem bool
+	// InPlaceConversion lets a guest_memfd keep shared/private state itself
+	// (the in-place conversion series), and then INIT_SHARED is allowed for
+	// VMs with private memory too.
+	InPlaceConversion bool
+	// PhysBits is the host's MAXPHYADDR: a memslot ending past it is
+	// refused (kvm_mmu_max_gfn()).
+	PhysBits uint
+}
+
+// DefaultConfig is the modelled target: upstream KVM with TDX, memory
+// attributes, and the HugeTLB and in-place conversion series available.
+func DefaultConfig() Config {
+	return Config{
+		VMTypes:           1<<DefaultVM | 1<<SWProtectedVM | 1<<TDXVM,
+		MemoryAttributes:  true,
+		HugeTLBGmem:       true,
+		InPlaceConversion: true,
+		PhysBits:          52,
+	}
+}
+
+// System is /dev/kvm: it creates VMs.
+type System struct {
+	cfg  Config
+	mem  *hostmem.Memory
+	sink event.Sink
+	vms  int
+}
+
+// NewSystem opens the modelled /dev/kvm over host memory mem.
+func NewSystem(cfg Config, mem *hostmem.Memory, sink event.Sink) *System {
+	if sink == nil {
+		sink = event.Discard
+	}
+	if cfg.PhysBits == 0 {
+		cfg.PhysBits = 52
+	}
+	return &System{cfg: cfg, mem: mem, sink: sink}
+}
+
+// Memory returns host memory.
+func (s *System) Memory() *hostmem.Memory { return s.mem }
+
+// CheckExtension is KVM_CHECK_EXTENSION on /dev/kvm (kvm_vm_ioctl_check_extension_generic
+// with no VM: the answers for a default VM).
+func (s *System) CheckExtension(capability int) int {
+	return s.checkExtension(DefaultVM, capability)
+}
+
+func (s *System) checkExtension(typ VMType, capability int) int {
+	switch capability {
+	case CapUserMemory2, CapMemoryFaultInfo, CapGuestMemfd:
+		return 1
+	case CapNrMemslots:
+		return NrMemslots
+	case CapMultiAddressSpace:
+		return 0
+	case CapReadonlyMem:
+		if typ == TDXVM {
+			return 0
+		}
+		return 1
+	case CapVMTypes:
+		return int(s.cfg.VMTypes)
+	case CapMemoryAttributes:
+		if s.cfg.MemoryAttributes && typ.hasPrivateMem() {
+			return int(gmem.AttrPrivate)
+		}
+		return 0
+	case CapGuestMemfdFlags:
+		return int(s.gmemFlags(typ))
+	}
+	return 0
+}
+
+// gmemFlags is kvm_gmem_get_supported_flags().
+func (s *System) gmemFlags(typ VMType) uint64 {
+	f := gmem.FlagMMAP
+	if !typ.hasPrivateMem() || s.cfg.InPlaceConversion {
+		f |= gmem.FlagInitShared
+	}
+	if s.cfg.HugeTLBGmem {
+		f |= gmem.FlagHugeTLB
+	}
+	return f
+}
+
+// CreateVM is KVM_CREATE_VM. Errors: a type not in KVM_CAP_VM_TYPES
+// (EINVAL); no memory for the VM's account (ENOMEM).
+func (s *System) CreateVM(t *sched.Thread, typ VMType) (*VM, error) {
+	if typ >= 32 || s.cfg.VMTypes&(1<<typ) == 0 {
+		return nil, errno.Newf("KVM_CREATE_VM", errno.EINVAL, "VM type %d not in KVM_CAP_VM_TYPES %#x", uint32(typ), s.cfg.VMTypes)
+	}
+	s.vms++
+	name := fmt.Sprintf("vm%d", s.vms)
+	acct, err := s.mem.NewAccount(name)
+	if err != nil {
+		return nil, errno.Newf("KVM_CREATE_VM", errno.ENOMEM, "%v", err)
+	}
+	vm := &VM{
+		sys: s, typ: typ, name: name, id: s.vms, account: acct, sink: s.sink,
+		refs:      1,
+		lock:      sched.NewMutex("kvm.lock"),
+		slotsLock: sched.NewMutex("kvm.slots_lock"),
+		mmuLock:   sched.NewRWLock("kvm.mmu_lock"),
+		slotByID:  map[uint16]*Memslot{},
+		mmu:       noMMU{},
+		vcpus:     map[uint32]*VCPU{},
+	}
+	vm.event(t, "KVM_CREATE_VM", uint64(typ), 0, "")
+	return vm, nil
+}
+
+// VM is one struct kvm.
+type VM struct {
+	sys     *System
+	typ     VMType
+	name    string
+	id      int
+	account hostmem.Account
+	sink    event.Sink
+
+	refs      int  // the fd plus one per guest_memfd file (kvm_get_kvm)
+	closed    bool // the VM fd was closed
+	destroyed bool // kvm_destroy_vm ran
+	bugged    bool // KVM_BUG_ON fired (vm_bugged)
+	dead      bool // kvm_vm_dead: every ioctl gets EIO
+	bugWhy    string
+
+	lock      *sched.Mutex  // kvm->lock
+	slotsLock *sched.Mutex  // kvm->slots_lock
+	mmuLock   *sched.RWLock // kvm->mmu_lock
+
+	slots    []*Memslot // sorted by base GFN
+	slotByID map[uint16]*Memslot
+	attrs    rangemap.Map // gfn -> attributes (kvm->mem_attr_array)
+	gmems    []*gmem.File
+
+	// MMU invalidation (kvm->mmu_invalidate_*).
+	invalSeq        uint64
+	invalInProgress int
+	invalStart      addr.GFN
+	invalEnd        addr.GFN
+
+	// sharedBit is gfn_direct_bits: the GFN bit that marks a shared GPA
+	// (TDX, set at KVM_TDX_INIT_VM). Zero when none.
+	sharedBit addr.GFN
+
+	mmu   MMU
+	vcpus map[uint32]*VCPU
+}
+
+// Type returns the VM type.
+func (vm *VM) Type() VMType { return vm.typ }
+
+// Name returns the VM's name ("vm1").
+func (vm *VM) Name() string { return vm.name }
+
+// ID returns the VM's number (1-based, in creation order).
+func (vm *VM) ID() int { return vm.id }
+
+// Account is the VM's memcg account (gmem.Owner).
+func (vm *VM) Account() hostmem.Account { return vm.account }
+
+// SlotsLock is kvm->slots_lock (gmem.Owner).
+func (vm *VM) SlotsLock() *sched.Mutex { return vm.slotsLock }
+
+// Lock is kvm->lock.
+func (vm *VM) Lock() *sched.Mutex { return vm.lock }
+
+// MMULock is kvm->mmu_lock.
+func (vm *VM) MMULock() *sched.RWLock { return vm.mmuLock }
+
+// Memory returns host memory.
+func (vm *VM) Memory() *hostmem.Memory { return vm.sys.mem }
+
+// Sink returns the event sink.
+func (vm *VM) Sink() event.Sink { return vm.sink }
+
+// HasPrivateMem is kvm_arch_has_private_mem().
+func (vm *VM) HasPrivateMem() bool { return vm.typ.hasPrivateMem() }
+
+// SetMMU installs the arch MMU (kvm/mmu) the VM calls for zaps and flushes.
+func (vm *VM) SetMMU(m MMU) {
+	if m == nil {
+		m = noMMU{}
+	}
+	vm.mmu = m
+}
+
+// SetSharedBit sets gfn_direct_bits (KVM_TDX_INIT_VM: GPA bit 47 or 51).
+func (vm *VM) SetSharedBit(gpaBit uint) { vm.sharedBit = addr.GFN(1) << (gpaBit - addr.PageShift) }
+
+// SharedBit returns gfn_direct_bits as a GFN mask.
+func (vm *VM) SharedBit() addr.GFN { return vm.sharedBit }
+
+// Bugged reports whether KVM_BUG_ON fired, and why.
+func (vm *VM) Bugged() (bool, string) { return vm.bugged, vm.bugWhy }
+
+// Dead reports whether the VM is dead (vm_dead): every ioctl gets EIO.
+func (vm *VM) Dead() bool { return vm.dead }
+
+func (vm *VM) event(t *sched.Thread, name string, a0, a1 uint64, detail string) {
+	ev := event.Event{Kind: event.KindKVM, Name: name, Args: [4]uint64{a0, a1, uint64(vm.id)}, Detail: detail}
+	if t != nil {
+		t.Stamp(&ev)
+	}
+	vm.sink.Emit(ev)
+}
+
+// ioctlGate is the prologue of kvm_vm_ioctl: a closed fd is EBADF, a dead
+// VM is EIO.
+func (vm *VM) ioctlGate(op string) error {
+	if vm.closed {
+		return errno.New(op, errno.EBADF, "VM fd is closed")
+	}
+	if vm.dead {
+		return errno.Newf(op, errno.EIO, "VM is dead (%s)", vm.bugWhy)
+	}
+	return nil
+}
+
+// Bug is KVM_BUG_ON(cond, kvm) when cond holds: the first call WARNs
+// (records why), marks the VM bugged and dead and asks every vCPU to stop.
+// From then on every VM and vCPU ioctl returns EIO. It returns an EIO error
+// for the caller to pass up.
+func (vm *VM) Bug(t *sched.Thread, why string) error {
+	if !vm.bugged {
+		vm.bugged, vm.bugWhy = true, why
+		vm.event(t, "KVM_BUG_ON", 0, 0, why)
+		vm.markDead(t)
+	}
+	return errno.Newf("KVM_BUG_ON", errno.EIO, "%s", why)
+}
+
+// MarkDead is kvm_vm_dead() without a WARN (e.g. a TD touching memory it
+// never accepted).
+func (vm *VM) MarkDead(t *sched.Thread, why string) {
+	if !vm.dead {
+		vm.bugWhy = why
+		vm.event(t, "kvm_vm_dead", 0, 0, why)
+		vm.markDead(t)
+	}
+}
+
+func (vm *VM) markDead(t *sched.Thread) {
+	vm.dead = true
+	for _, id := range sortedVCPUIDs(vm.vcpus) {
+		vm.vcpus[id].requestDead = true // KVM_REQ_VM_DEAD
+	}
+}
+
+// CheckExtension is KVM_CHECK_EXTENSION on the VM fd.
+func (vm *VM) CheckExtension(capability int) (int, error) {
+	if err := vm.ioctlGate("KVM_CHECK_EXTENSION"); err != nil {
+		return 0, err
+	}
+	return vm.sys.checkExtension(vm.typ, capability), nil
+}
+
+// CreateGuestMemfd is KVM_CREATE_GUEST_MEMFD. Kernel: kvm_gmem_create()
+// with the VM's supported flags; the file holds a reference on the VM.
+// InPlace needs Config.InPlaceConversion (EINVAL otherwise).
+func (vm *VM) CreateGuestMemfd(t *sched.Thread, a gmem.CreateArgs) (*gmem.File, error) {
+	const op = "KVM_CREATE_GUEST_MEMFD"
+	if err := vm.ioctlGate(op); err != nil {
+		return nil, err
+	}
+	if a.InPlace && !vm.sys.cfg.InPlaceConversion {
+		return nil, errno.New(op, errno.EINVAL, "in-place conversion is not enabled on this host")
+	}
+	f, err := gmem.Create(t, vm.sys.mem, vm, gmem.Config{SupportedFlags: vm.sys.gmemFlags(vm.typ)}, a, vm.sink)
+	if err != nil {
+		return nil, err
+	}
+	vm.refs++ // kvm_get_kvm
+	vm.gmems = append(vm.gmems, f)
+	return f, nil
+}
+
+// PutRef drops a reference on the VM (kvm_put_kvm); the last one destroys
+// it (gmem.Owner).
+func (vm *VM) PutRef(t *sched.Thread) {
+	vm.refs--
+	if vm.refs == 0 {
+		vm.destroy(t)
+	}
+}
+
+// Close closes the VM fd. The VM lives on while a guest_memfd holds it
+// (host-kvm.md §2b: "the gmem keeps the VM alive").
+func (vm *VM) Close(t *sched.Thread) error {
+	if vm.closed {
+		return errno.New("close", errno.EBADF, "VM fd already closed")
+	}
+	vm.closed = true
+	vm.PutRef(t)
+	return nil
+}
+
+// Destroyed reports whether kvm_destroy_vm ran.
+func (vm *VM) Destroyed() bool { return vm.destroyed }
+
+// destroy is kvm_destroy_vm: every memslot is freed (unbinding its
+// guest_memfd) and the MMU is torn down by its owner.
+func (vm *VM) destroy(t *sched.Thread) {
+	vm.slotsLock.Lock(t)
+	for len(vm.slots) > 0 {
+		s := vm.slots[len(vm.slots)-1]
+		vm.removeSlot(s)
+		if f := s.file; f != nil {
+			f.Unbind(t, s)
+		}
+	}
+	vm.slotsLock.Unlock(t)
+	vm.destroyed = true
+	vm.event(t, "kvm_destroy_vm", 0, 0, "")
+}
+
+// MMU is what the VM needs from the arch MMU (kvm/mmu). Every method is
+// called with mmu_lock held for write, as the kernel asserts.
+type MMU interface {
+	// UnmapGFNRange zaps leaf SPTEs of r in the roots r.Filter selects
+	// (kvm_unmap_gfn_range / kvm_tdp_mmu_unmap_gfn_range) and reports
+	// whether TLBs must be flushed.
+	UnmapGFNRange(t *sched.Thread, r gmem.Range) bool
+	// SplitCrossBoundary splits private huge leaves straddling r's edges
+	// (kvm_split_cross_boundary_leafs).
+	SplitCrossBoundary(t *sched.Thread, r gmem.Range) error
+	// FlushShadowMemslot zaps what a deleted or moved slot mapped
+	// (kvm_arch_flush_shadow_memslot).
+	FlushShadowMemslot(t *sched.Thread, s *Memslot)
+	// FlushRemoteTLBs is kvm_flush_remote_tlbs.
+	FlushRemoteTLBs(t *sched.Thread)
+}
+
+type noMMU struct{}
+
+func (noMMU) UnmapGFNRange(*sched.Thread, gmem.Range) bool       { return false }
+func (noMMU) SplitCrossBoundary(*sched.Thread, gmem.Range) error { return nil }
+func (noMMU) FlushShadowMemslot(*sched.Thread, *Memslot)         {}
+func (noMMU) FlushRemoteTLBs(*sched.Thread)                      {}
