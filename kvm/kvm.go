@@ -437,3 +437,13 @@ func (noMMU) UnmapGFNRange(*sched.Thread, gmem.Range) bool       { return false 
 func (noMMU) SplitCrossBoundary(*sched.Thread, gmem.Range) error { return nil }
 func (noMMU) FlushShadowMemslot(*sched.Thread, *Memslot)         {}
 func (noMMU) FlushRemoteTLBs(*sched.Thread)                      {}
+
+// CreateGuestMemfd on /dev/kvm itself: it is a VM ioctl, and the system
+// ioctl handler answers unknown numbers with EINVAL (kvm_arch_dev_ioctl;
+// host-kvm.md §2a).
+func (s *System) CreateGuestMemfd(t *sched.Thread, a gmem.CreateArgs) (*gmem.File, error) {
+	return nil, errno.New("KVM_CREATE_GUEST_MEMFD", errno.EINVAL, "a VM ioctl issued on /dev/kvm")
+}
+
+// Closed reports whether the VM fd was closed.
+func (vm *VM) Closed() bool { return vm.closed }
