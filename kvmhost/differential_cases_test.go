@@ -107,7 +107,9 @@ func runDifferential(t *testing.T, script func(d *diff)) *diff {
 	return d
 }
 
-func vmOf(d *diff) int { return int(d.do("KVM_CREATE_VM type 0", func(s side) result { return s.createVM(0) }).Ret) }
+func vmOf(d *diff) int {
+	return int(d.do("KVM_CREATE_VM type 0", func(s side) result { return s.createVM(0) }).Ret)
+}
 
 func gmemOf(d *diff, vm int, size, flags uint64) int {
 	return int(d.do(fmt.Sprintf("create gmem size %#x flags %d", size, flags), func(s side) result {
