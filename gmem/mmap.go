@@ -187,3 +187,52 @@ func (m *Mapping) Store(t *sched.Thread, off uint64, v byte) error {
 	m.f.version++
 	return m.f.mem.WriteBytes(t, pfn, page, hostmem.MakeTag(0, m.f.version))
 }
+
+// madvise advice values (include/uapi/asm-generic/mman-common.h).
+const (
+	MadvDontneed      = 4
+	MadvRemove        = 9
+	MadvHugepage      = 14
+	MadvPopulateWrite = 23
+	MadvCollapse      = 25
+)
+
+// Madvise applies advice to [off, off+length) of the mapping. Kernel:
+// madvise(2) on a guest_memfd VMA: DONTNEED drops the page-table entries
+// (the file keeps the pages); REMOVE punches the hole in the file;
+// HUGEPAGE is accepted and changes nothing (folios are 4 KiB);
+// POPULATE_WRITE write-faults every page (SIGBUS there is EFAULT);
+// COLLAPSE is refused (EINVAL: guest_memfd folios are not collapsible,
+// guest_memfd_test.c); other advice is EINVAL.
+func (m *Mapping) Madvise(t *sched.Thread, off, length uint64, advice int) error {
+	const op = "madvise"
+	if m.gone {
+		return errno.New(op, errno.ENOMEM, "range is not mapped")
+	}
+	if off%PageSize != 0 || off+length > (m.length+PageSize-1)&^(PageSize-1) {
+		return errno.New(op, errno.EINVAL, "range must be page aligned and inside the mapping")
+	}
+	start := m.pgoff + off>>pageShift
+	end := m.pgoff + (off+length+PageSize-1)>>pageShift
+	switch advice {
+	case MadvDontneed:
+		m.dropPages(t, start, end)
+	case MadvRemove:
+		if m.prot&ProtWrite == 0 {
+			return errno.New(op, errno.EACCES, "MADV_REMOVE needs a writable shared mapping")
+		}
+		return m.f.Fallocate(t, FallocPunchHole|FallocKeepSize, int64(start<<pageShift), int64((end-start)<<pageShift))
+	case MadvHugepage:
+	case MadvPopulateWrite:
+		for o := off &^ (PageSize - 1); o < off+length; o += PageSize {
+			if _, err := m.fault(t, o, true); err != nil {
+				return errno.Newf(op, errno.EFAULT, "populating offset %#x: %v", o, err)
+			}
+		}
+	case MadvCollapse:
+		return errno.New(op, errno.EINVAL, "guest_memfd folios cannot be collapsed")
+	default:
+		return errno.Newf(op, errno.EINVAL, "advice %d is not modelled", advice)
+	}
+	return nil
+}

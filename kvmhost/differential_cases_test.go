@@ -278,6 +278,21 @@ func fileOpsTable(d *diff, flags uint64) {
 	ld(m, "page 5 after punch", 5*4096)
 	ld(m, "page 6 after punch", 6*4096)
 	ld(big, "page 6 through the second mapping", 6*4096)
+	mad := func(name string, off, length uint64, advice int) {
+		d.do(fmt.Sprintf("flags %d madvise %s", flags, name), func(s side) result { return s.madvise(m, off, length, advice) })
+	}
+	sto(m, "page 7 = 7", 7*4096, 7)
+	sto(m, "page 8 = 8", 8*4096, 8)
+	mad("DONTNEED page 7", 7*4096, 4096, unix.MADV_DONTNEED)
+	ld(m, "page 7 after DONTNEED", 7*4096)
+	mad("REMOVE page 8", 8*4096, 4096, unix.MADV_REMOVE)
+	ld(m, "page 8 after REMOVE", 8*4096)
+	mad("HUGEPAGE", 0, size, unix.MADV_HUGEPAGE)
+	mad("POPULATE_WRITE", 0, size, unix.MADV_POPULATE_WRITE)
+	mad("COLLAPSE", 0, size, unix.MADV_COLLAPSE)
+	ld(m, "page 8 after POPULATE_WRITE", 8*4096)
+	d.do(fmt.Sprintf("flags %d mprotect READ", flags), func(s side) result { return s.mprotect(m, unix.PROT_READ) })
+	d.do(fmt.Sprintf("flags %d mprotect READ|EXEC", flags), func(s side) result { return s.mprotect(m, unix.PROT_READ|unix.PROT_EXEC) })
 	d.do("munmap", func(s side) result { return s.munmap(m) })
 }
 

@@ -82,6 +82,8 @@ type side interface {
 	munmap(m int) result
 	load(m int, off uint64) result
 	store(m int, off uint64, v byte) result
+	madvise(m int, off, length uint64, advice int) result
+	mprotect(m int, prot int) result
 	region2(vm int, r region) result
 	region1(vm int, r region) result
 	attributes(vm int, a kvm.MemoryAttributes) result
@@ -233,6 +235,14 @@ func (r *realSide) store(m int, off uint64, v byte) result {
 		return result{Ret: -1, Note: "SIGBUS"}
 	}
 	return result{}
+}
+
+func (r *realSide) madvise(m int, off, length uint64, advice int) result {
+	return errResult(unix.Madvise(r.maps[m][off:off+length], advice))
+}
+
+func (r *realSide) mprotect(m int, prot int) result {
+	return errResult(unix.Mprotect(r.maps[m], prot))
 }
 
 func (r *realSide) fdNumber(f fdRef) uint32 {
@@ -402,6 +412,14 @@ func (m *modelSide) store(i int, off uint64, v byte) result {
 		return result{Ret: -1, Note: "SIGBUS"}
 	}
 	return result{}
+}
+
+func (m *modelSide) madvise(i int, off, length uint64, advice int) result {
+	return errResult(m.maps[i].Madvise(m.t, off, length, advice))
+}
+
+func (m *modelSide) mprotect(i int, prot int) result {
+	return errResult(m.maps[i].Mprotect(prot))
 }
 
 func (m *modelSide) fd(f fdRef) kvm.FD {
