@@ -142,6 +142,9 @@ type CreateArgs struct {
 type Config struct {
 	// SupportedFlags is kvm_gmem_get_supported_flags() for the VM.
 	SupportedFlags uint64
+	// Ino is the inode number the file reports (the creator numbers its
+	// files, so runs stay deterministic).
+	Ino uint64
 }
 
 // Stat is what fstat reports.
@@ -203,8 +206,6 @@ type File struct {
 	version  uint64 // for content tags of userspace writes
 }
 
-var inodeCounter uint64
-
 // Create makes a guest_memfd for owner. Kernel: kvm_gmem_create().
 // Errors: a flag outside cfg.SupportedFlags, PageOrder without FlagHugeTLB,
 // FlagHugeTLB with FlagInitShared or a page order other than 9 or 18,
@@ -233,9 +234,8 @@ func Create(t *sched.Thread, mem *hostmem.Memory, owner Owner, cfg Config, a Cre
 	if sink == nil {
 		sink = event.Discard
 	}
-	inodeCounter++
 	f := &File{
-		mem: mem, sink: sink, owner: owner, ino: inodeCounter,
+		mem: mem, sink: sink, owner: owner, ino: cfg.Ino,
 		size: a.Size, flags: a.Flags, pageOrder: a.PageOrder, inPlace: a.InPlace,
 		invalidate: sched.NewRWSem("mapping.invalidate_lock"),
 		chunks:     map[uint64]*chunk{},
@@ -255,6 +255,9 @@ func (f *File) emit(t *sched.Thread, op string, a0, a1 uint64, e errno.Errno) {
 	}
 	f.sink.Emit(ev)
 }
+
+// Ino returns the inode number.
+func (f *File) Ino() uint64 { return f.ino }
 
 // Size returns the file size (i_size).
 func (f *File) Size() uint64 { return f.size }

@@ -122,6 +122,7 @@ type System struct {
 	mem  *hostmem.Memory
 	sink event.Sink
 	vms  int
+	inos uint64 // guest_memfd inode numbers handed out
 }
 
 // NewSystem opens the modelled /dev/kvm over host memory mem.
@@ -366,7 +367,8 @@ func (vm *VM) CreateGuestMemfd(t *sched.Thread, a gmem.CreateArgs) (*gmem.File, 
 	if a.InPlace && !vm.sys.cfg.InPlaceConversion {
 		return nil, errno.New(op, errno.EINVAL, "in-place conversion is not enabled on this host")
 	}
-	f, err := gmem.Create(t, vm.sys.mem, vm, gmem.Config{SupportedFlags: vm.sys.gmemFlags(vm.typ)}, a, vm.sink)
+	vm.sys.inos++
+	f, err := gmem.Create(t, vm.sys.mem, vm, gmem.Config{SupportedFlags: vm.sys.gmemFlags(vm.typ), Ino: vm.sys.inos}, a, vm.sink)
 	if err != nil {
 		return nil, err
 	}
