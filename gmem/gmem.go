@@ -198,6 +198,7 @@ type File struct {
 	attrs    rangemap.Map      // index -> AttrPrivate or 0
 	bindings []binding         // sorted by start, disjoint
 	maps     []*Mapping        // live userspace mappings
+	orphans  []orphan          // truncated folios still referenced elsewhere
 
 	refs     int  // the fd plus each mapping (a VMA holds a file reference)
 	closed   bool // the fd was closed
@@ -601,6 +602,7 @@ func (f *File) punchHole(t *sched.Thread, start, end uint64) error {
 // reference the merge is refused and, when requireMerge, so is the
 // truncation (EAGAIN).
 func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) error {
+	f.Reap(t)
 	f.unmapUser(t, start, end)
 	if f.pageOrder != 0 {
 		if idx, ok := f.safeRefcount(start, end); !ok && requireMerge {
@@ -635,7 +637,7 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 				}
 				break
 			}
-			if err := f.mem.Free(t, c.pfns[off], hostmem.SourceBuddy); err != nil {
+			if err := f.release1(t, c.pfns[off], hostmem.SourceBuddy); err != nil {
 				return errno.Newf("truncate", errno.EBUSY, "index %#x: %v", i, err)
 			}
 			c.present.clear(off)
@@ -668,7 +670,7 @@ func (f *File) freeHuge(t *sched.Thread, first uint64) error {
 			return errno.Newf("truncate", errno.EAGAIN, "merging folio at index %#x: %v", first, err)
 		}
 	}
-	if err := f.mem.Free(t, head, src); err != nil {
+	if err := f.release1(t, head, src); err != nil {
 		return errno.Newf("truncate", errno.EBUSY, "index %#x: %v", first, err)
 	}
 	for i := uint64(0); i < n; i += 512 {
@@ -676,6 +678,40 @@ func (f *File) freeHuge(t *sched.Thread, first uint64) error {
 	}
 	f.pages -= n
 	return nil
+}
+
+// orphan is a folio removed from the page cache while someone else (a
+// fault in flight, a pin) still held a reference: like the kernel's folio,
+// it is freed when that reference goes, not before.
+type orphan struct {
+	pfn addr.PFN
+	src hostmem.Source
+}
+
+// release1 drops the page cache's reference on the folio headed by pfn
+// (filemap_remove_folio + folio_put): it is freed now when guest_memfd held
+// the only reference, later (Reap) otherwise.
+func (f *File) release1(t *sched.Thread, pfn addr.PFN, src hostmem.Source) error {
+	if fo, ok := f.mem.FolioOf(pfn); ok && fo.Ref > 1 {
+		f.orphans = append(f.orphans, orphan{pfn, src})
+		return nil
+	}
+	return f.mem.Free(t, pfn, src)
+}
+
+// Reap frees the truncated folios whose last outside reference is gone,
+// and returns how many still wait.
+func (f *File) Reap(t *sched.Thread) int {
+	keep := f.orphans[:0]
+	for _, o := range f.orphans {
+		if fo, ok := f.mem.FolioOf(o.pfn); ok && fo.Ref > 1 {
+			keep = append(keep, o)
+			continue
+		}
+		_ = f.mem.Free(t, o.pfn, o.src)
+	}
+	f.orphans = keep
+	return len(f.orphans)
 }
 
 // safeRefcount is kvm_gmem_has_safe_refcount: every folio in the range is
@@ -797,6 +833,7 @@ func (f *File) release(t *sched.Thread) {
 	// Eviction (kvm_gmem_evict_inode): the pages go with the inode.
 	f.invalidate.Lock(t)
 	_ = f.truncate(t, 0, f.size>>pageShift, false)
+	f.Reap(t)
 	f.invalidate.Unlock(t)
 	f.emit(t, "release", 0, f.size, 0)
 }
