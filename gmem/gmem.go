@@ -208,10 +208,10 @@ type File struct {
 }
 
 // Create makes a guest_memfd for owner. Kernel: kvm_gmem_create().
-// Errors: a flag outside cfg.SupportedFlags, PageOrder without FlagHugeTLB,
-// FlagHugeTLB with FlagInitShared or a page order other than 9 or 18,
-// InPlace when FlagHugeTLB is absent is allowed; size <= 0 as loff_t or not a
-// multiple of the page size (the huge page size for a HugeTLB file): EINVAL.
+// Errors, all EINVAL: a flag outside cfg.SupportedFlags; PageOrder without
+// FlagHugeTLB; FlagHugeTLB with FlagInitShared or with a page order other
+// than 9 or 18; size <= 0 as loff_t, or not a multiple of the page size (the
+// huge page size for a HugeTLB file).
 func Create(t *sched.Thread, mem *hostmem.Memory, owner Owner, cfg Config, a CreateArgs, sink event.Sink) (*File, error) {
 	const op = "KVM_CREATE_GUEST_MEMFD"
 	if a.Flags&^cfg.SupportedFlags != 0 {
@@ -272,9 +272,6 @@ func (f *File) PageOrder() addr.Order { return f.pageOrder }
 // InPlace reports whether the file keeps its own shared/private state.
 func (f *File) InPlace() bool { return f.inPlace }
 
-// Owner returns the VM the file belongs to.
-func (f *File) Owner() Owner { return f.owner }
-
 // Closed reports whether the fd was closed (further file calls get EBADF).
 func (f *File) Closed() bool { return f.closed }
 
@@ -284,9 +281,6 @@ func (f *File) Released() bool { return f.released }
 
 // Pages returns the number of 4 KiB pages in the page cache.
 func (f *File) Pages() uint64 { return f.pages }
-
-// InvalidateLock returns mapping->invalidate_lock.
-func (f *File) InvalidateLock() *sched.RWSem { return f.invalidate }
 
 // IsPrivate returns the file's own attribute for index (only meaningful for
 // an InPlace file; for others it is the creation default).
@@ -614,10 +608,12 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 		if c == nil {
 			continue // freed with its huge folio already
 		}
-		if c.order != 0 {
-			n := uint64(1) << c.order
-			first := (k << 9) &^ (n - 1)
-			if err := f.freeHuge(t, first); err != nil {
+		if f.pageOrder != 0 {
+			// HugeTLB ranges are aligned to the huge page (fallocate
+			// enforces it), so the whole folio goes, merged first if
+			// a conversion split it.
+			n := uint64(1) << f.pageOrder
+			if err := f.freeHuge(t, (k<<9)&^(n-1)); err != nil {
 				return err
 			}
 			continue
@@ -627,15 +623,6 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 			off := i & 511
 			if !c.present.get(off) {
 				continue
-			}
-			if f.pageOrder != 0 {
-				// A split HugeTLB folio: merge its pieces and free
-				// it whole to the pool.
-				first := i &^ ((uint64(1) << f.pageOrder) - 1)
-				if err := f.freeHuge(t, first); err != nil {
-					return err
-				}
-				break
 			}
 			if err := f.release1(t, c.pfns[off], hostmem.SourceBuddy); err != nil {
 				return errno.Newf("truncate", errno.EBUSY, "index %#x: %v", i, err)

@@ -118,10 +118,11 @@ func MappingOrder(slot Slot, gfn addr.GFN) addr.Order {
 		return 0
 	}
 	index := Index(slot, gfn)
-	for _, o := range []addr.Order{f.pageOrder, addr.Order2M} {
-		if o > f.pageOrder {
-			continue
-		}
+	orders := []addr.Order{f.pageOrder}
+	if f.pageOrder == addr.Order1G {
+		orders = append(orders, addr.Order2M)
+	}
+	for _, o := range orders {
 		n := uint64(1) << o
 		first := index &^ (n - 1)
 		if first+n > f.size>>pageShift || !f.attrs.All(first, first+n, AttrPrivate) {
@@ -398,16 +399,4 @@ func (f *File) Page(index uint64) PageInfo {
 	pi.PFN = c.pfn(index & 511)
 	pi.FolioOrder = c.folioOrder(f.mem, pi.PFN)
 	return pi
-}
-
-// StateBytes estimates the Go memory this file's page records take.
-func (f *File) StateBytes() uint64 {
-	var n uint64
-	for _, c := range f.chunks {
-		n += 8*8*3 + 24
-		if c.pfns != nil {
-			n += 512 * 8
-		}
-	}
-	return n + uint64(f.attrs.Runs())*24
 }

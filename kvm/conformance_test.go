@@ -440,7 +440,7 @@ type conv struct {
 
 func newConv(w *world) *conv {
 	c := &conv{w: w, vm: w.vm(kvm.SWProtectedVM), base: 4 * gib, host: map[uint64]byte{}}
-	c.mmu = &recMMU{vm: c.vm}
+	c.mmu = &recMMU{t: w.t, vm: c.vm}
 	c.vm.SetMMU(c.mmu)
 	c.f = w.gmem(c.vm, gmem.CreateArgs{Size: 4 * mib})
 	w.slot(c.vm, 10, c.base, 4*mib, c.f, 0)

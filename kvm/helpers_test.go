@@ -102,6 +102,7 @@ func wantErrno(t *testing.T, what string, err error, want errno.Errno) {
 // recMMU records what KVM asks of the arch MMU, and checks that mmu_lock
 // is held for write as the kernel asserts.
 type recMMU struct {
+	t       *testing.T
 	vm      *kvm.VM
 	calls   []string
 	splitEr error
@@ -109,7 +110,7 @@ type recMMU struct {
 
 func (m *recMMU) lockCheck(t *sched.Thread, what string) {
 	if !m.vm.MMULock().HeldWrite(t) {
-		m.calls = append(m.calls, "VIOLATION "+what+" without mmu_lock held for write")
+		m.t.Errorf("%s called without mmu_lock held for write", what)
 	}
 }
 

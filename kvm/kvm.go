@@ -198,7 +198,6 @@ func (s *System) CreateVM(t *sched.Thread, typ VMType) (*VM, error) {
 	vm := &VM{
 		sys: s, typ: typ, name: name, id: s.vms, account: acct, sink: s.sink,
 		refs:      1,
-		lock:      sched.NewMutex("kvm.lock"),
 		slotsLock: sched.NewMutex("kvm.slots_lock"),
 		mmuLock:   sched.NewRWLock("kvm.mmu_lock"),
 		slotByID:  map[uint16]*Memslot{},
@@ -225,7 +224,6 @@ type VM struct {
 	dead      bool // kvm_vm_dead: every ioctl gets EIO
 	bugWhy    string
 
-	lock      *sched.Mutex  // kvm->lock
 	slotsLock *sched.Mutex  // kvm->slots_lock
 	mmuLock   *sched.RWLock // kvm->mmu_lock
 
@@ -262,9 +260,6 @@ func (vm *VM) Account() hostmem.Account { return vm.account }
 
 // SlotsLock is kvm->slots_lock (gmem.Owner).
 func (vm *VM) SlotsLock() *sched.Mutex { return vm.slotsLock }
-
-// Lock is kvm->lock.
-func (vm *VM) Lock() *sched.Mutex { return vm.lock }
 
 // MMULock is kvm->mmu_lock.
 func (vm *VM) MMULock() *sched.RWLock { return vm.mmuLock }
@@ -343,8 +338,8 @@ func (vm *VM) MarkDead(t *sched.Thread, why string) {
 
 func (vm *VM) markDead(t *sched.Thread) {
 	vm.dead = true
-	for _, id := range sortedVCPUIDs(vm.vcpus) {
-		vm.vcpus[id].requestDead = true // KVM_REQ_VM_DEAD
+	for _, v := range vm.vcpus { // setting a flag: order does not matter
+		v.requestDead = true // KVM_REQ_VM_DEAD
 	}
 }
 

@@ -115,7 +115,7 @@ func TestMixedTracking(t *testing.T) {
 func TestAttributeChangeZaps(t *testing.T) {
 	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		m := &recMMU{vm: vm}
+		m := &recMMU{t: w.t, vm: vm}
 		vm.SetMMU(m)
 		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib})
 		w.slot(vm, 1, 0, 8*mib, f, 0)
@@ -149,7 +149,7 @@ func TestAttributeChangeZaps(t *testing.T) {
 func TestZapRulesSeed004(t *testing.T) {
 	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		m := &recMMU{vm: vm}
+		m := &recMMU{t: w.t, vm: vm}
 		vm.SetMMU(m)
 		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib})
 		w.slot(vm, 1, 0, 4*mib, f, 0)
@@ -222,7 +222,7 @@ func TestKVMBugOn(t *testing.T) {
 func TestLockOrder(t *testing.T) {
 	s := run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		vm.SetMMU(&recMMU{vm: vm})
+		vm.SetMMU(&recMMU{t: w.t, vm: vm})
 		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib})
 		w.slot(vm, 1, 0, 8*mib, f, 0)
 		w.attrs(vm, 0, 8*mib, true)
@@ -398,7 +398,7 @@ func TestHugeTLBGmem(t *testing.T) {
 func TestInPlaceConversion(t *testing.T) {
 	run(t, kvm.DefaultConfig(), hostmem.Config{Huge2M: 4}, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		m := &recMMU{vm: vm}
+		m := &recMMU{t: w.t, vm: vm}
 		vm.SetMMU(m)
 		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * mib, Flags: gmem.FlagHugeTLB | gmem.FlagMMAP, PageOrder: addr.Order2M, InPlace: true})
 		w.slot(vm, 1, 0, 4*mib, f, 0)

@@ -31,7 +31,6 @@ type Region struct {
 
 // Memslot is one struct kvm_memory_slot.
 type Memslot struct {
-	vm       *VM
 	id       uint16
 	base     addr.GFN
 	npages   uint64
@@ -220,7 +219,7 @@ func (vm *VM) setMemoryRegionLocked(t *sched.Thread, op string, r Region) error 
 		vm.moveSlot(t, old, base)
 		return nil
 	}
-	s := &Memslot{vm: vm, id: id, base: base, npages: npages, flags: r.Flags, userAddr: r.UserspaceAddr}
+	s := &Memslot{id: id, base: base, npages: npages, flags: r.Flags, userAddr: r.UserspaceAddr}
 	if r.Flags&MemGuestMemfd != 0 {
 		f := r.GuestMemfd.File
 		switch {

@@ -5,7 +5,6 @@ package kvmhost
 import (
 	"errors"
 	"fmt"
-	"os"
 	"runtime/debug"
 	"unsafe"
 
@@ -224,11 +223,5 @@ func store(b []byte, off int, v byte) { b[off] = v }
 
 // OpenDevNull opens /dev/null (a file that is not a guest_memfd).
 func OpenDevNull() (int, error) {
-	f, err := os.OpenFile("/dev/null", os.O_RDWR, 0)
-	if err != nil {
-		return -1, err
-	}
-	fd, err := unix.Dup(int(f.Fd()))
-	f.Close()
-	return fd, err
+	return unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
 }
