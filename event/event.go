@@ -28,6 +28,8 @@ const (
 	KindNote                        // free-form milestone (Name = phase)
 	KindGmem                        // a guest_memfd operation completed (Name = op, Args = offset, length, Status = errno)
 	KindKVM                         // a KVM VM-level event (Name = ioctl or event such as "invalidate_begin", "vm_bugged")
+	KindMMU                         // a TDP MMU change (Name = "map", "zap", "link", "free_pt"; Args = gfn, level, pfn, root: 0 direct, 1 mirror)
+	KindTDX                         // KVM's TDX code (Name = ioctl, hook or phase; Args per name)
 	numKinds
 )
 
@@ -38,6 +40,8 @@ var kindNames = [...]string{
 	KindFree:        "free",
 	KindLockWait:    "lock_wait",
 	KindLockAcquire: "lock_acquire",
+	KindMMU:         "mmu",
+	KindTDX:         "tdx",
 	KindViolation:   "violation",
 	KindDeadlock:    "deadlock",
 	KindNote:        "note",

@@ -19,6 +19,7 @@
 package gmem
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 
@@ -678,12 +679,24 @@ type orphan struct {
 // release1 drops the page cache's reference on the folio headed by pfn
 // (filemap_remove_folio + folio_put): it is freed now when guest_memfd held
 // the only reference, later (Reap) otherwise.
+//
+// A folio the TDX module still assigns to a TD is one the kernel would
+// free anyway (seed 000: no pinning; after a failed S-EPT removal KVM_BUG_ON
+// kills the VM and the page goes back while it may still be mapped).
+// hostmem's guard refuses that free and records it as a violation; here the
+// folio is then kept aside like an orphan, so the model stays consistent,
+// and freed by Reap once the module has let go of it (reclaim at teardown).
 func (f *File) release1(t *sched.Thread, pfn addr.PFN, src hostmem.Source) error {
 	if fo, ok := f.mem.FolioOf(pfn); ok && fo.Ref > 1 {
 		f.orphans = append(f.orphans, orphan{pfn, src})
 		return nil
 	}
-	return f.mem.Free(t, pfn, src)
+	err := f.mem.Free(t, pfn, src)
+	if errors.Is(err, hostmem.ErrTDXOwned) {
+		f.orphans = append(f.orphans, orphan{pfn, src})
+		return nil
+	}
+	return err
 }
 
 // Reap frees the truncated folios whose last outside reference is gone,
@@ -691,7 +704,7 @@ func (f *File) release1(t *sched.Thread, pfn addr.PFN, src hostmem.Source) error
 func (f *File) Reap(t *sched.Thread) int {
 	keep := f.orphans[:0]
 	for _, o := range f.orphans {
-		if fo, ok := f.mem.FolioOf(o.pfn); ok && fo.Ref > 1 {
+		if fo, ok := f.mem.FolioOf(o.pfn); ok && fo.Ref > 1 || f.mem.Vetoed(o.pfn) {
 			keep = append(keep, o)
 			continue
 		}

@@ -191,6 +191,21 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 	return nil
 }
 
+// Vetoed reports whether the guard would refuse to free the folio headed
+// by pfn now (the TDX module still assigns a page of it), without freeing
+// it or recording anything. Callers that keep such a folio aside use it to
+// retry quietly.
+func (m *Memory) Vetoed(pfn addr.PFN) bool {
+	f, ok := m.FolioOf(pfn)
+	if !ok {
+		return false
+	}
+	m.mu.Lock()
+	g := m.guard
+	m.mu.Unlock()
+	return g != nil && g.CheckFree(f.Head, f.Order) != nil
+}
+
 // Get takes a reference on the folio containing pfn (folio_get).
 func (m *Memory) Get(pfn addr.PFN) error {
 	m.mu.Lock()

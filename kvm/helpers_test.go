@@ -152,3 +152,11 @@ func (m *recMMU) take() []string {
 }
 
 func gfn(gpa uint64) addr.GFN { return addr.GFN(gpa >> addr.PageShift) }
+
+func (m *recMMU) ZapAll(t *sched.Thread) { m.calls = append(m.calls, "zap_all") }
+
+func (m *recMMU) ZapGFNRange(t *sched.Thread, start, end addr.GFN) {
+	m.calls = append(m.calls, fmt.Sprintf("zap_gfn_range [%#x,%#x)", uint64(start), uint64(end)))
+}
+
+func (m *recMMU) Destroy(t *sched.Thread) { m.calls = append(m.calls, "destroy") }

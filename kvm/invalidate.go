@@ -122,3 +122,16 @@ func (vm *VM) MMUNotifierInvalidate(t *sched.Thread, hva, size uint64) {
 	vm.Zap(t, ranges)
 	vm.InvalidateEnd(t)
 }
+
+// ZapGFNRangeMemtype is a memory-type change over [start, end) (guest MTRR
+// or PAT-style changes, noncoherent DMA): kvm_zap_gfn_range(), bracketed by
+// an invalidation. Which roots it reaches is the MMU's rule (seed 004:
+// private memory is only ever write-back, so the mirror root is spared).
+func (vm *VM) ZapGFNRangeMemtype(t *sched.Thread, start, end addr.GFN) {
+	vm.mmuLock.Lock(t)
+	vm.invalidateBeginLocked()
+	vm.invalidateRangeAddLocked(start, end)
+	vm.mmuLock.Unlock(t)
+	vm.mmu.ZapGFNRange(t, start, end)
+	vm.InvalidateEnd(t)
+}

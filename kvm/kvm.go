@@ -139,6 +139,9 @@ func NewSystem(cfg Config, mem *hostmem.Memory, sink event.Sink) *System {
 // Memory returns host memory.
 func (s *System) Memory() *hostmem.Memory { return s.mem }
 
+// Sink returns the event sink.
+func (s *System) Sink() event.Sink { return s.sink }
+
 // CheckExtension is KVM_CHECK_EXTENSION on /dev/kvm (kvm_vm_ioctl_check_extension_generic
 // with no VM: the answers for a default VM).
 func (s *System) CheckExtension(capability int) int {
@@ -202,6 +205,7 @@ func (s *System) CreateVM(t *sched.Thread, typ VMType) (*VM, error) {
 		mmuLock:   sched.NewRWLock("kvm.mmu_lock"),
 		slotByID:  map[uint16]*Memslot{},
 		mmu:       noMMU{},
+		arch:      noArch{},
 		vcpus:     map[uint32]*VCPU{},
 	}
 	vm.event(t, "KVM_CREATE_VM", uint64(typ), 0, "")
@@ -243,6 +247,8 @@ type VM struct {
 	sharedBit addr.GFN
 
 	mmu   MMU
+	arch  Arch
+	user  UserMemory
 	vcpus map[uint32]*VCPU
 }
 
@@ -395,9 +401,19 @@ func (vm *VM) Close(t *sched.Thread) error {
 // Destroyed reports whether kvm_destroy_vm ran.
 func (vm *VM) Destroyed() bool { return vm.destroyed }
 
-// destroy is kvm_destroy_vm: every memslot is freed (unbinding its
-// guest_memfd) and the MMU is torn down by its owner.
+// destroy is kvm_destroy_vm, in the kernel's order: the arch pre-destroy
+// (TDX releases the HKID), the MMU-notifier release (zap the direct roots),
+// the vCPUs (TDX reclaims their TDVPR pages), the MMU (the mirror root's
+// page tables, whose S-EPT pages TDX reclaims), the arch VM (TDX reclaims
+// TDCS and TDR), and finally every memslot (unbinding its guest_memfd).
+// guest_memfd files hold a reference on the VM, so by now every one of them
+// was released and zapped its private leaves while the HKID was assigned.
 func (vm *VM) destroy(t *sched.Thread) {
+	vm.arch.PreDestroyVM(t)
+	vm.mmu.ZapAll(t)
+	vm.arch.DestroyVCPUs(t)
+	vm.mmu.Destroy(t)
+	vm.arch.DestroyVM(t)
 	vm.slotsLock.Lock(t)
 	for len(vm.slots) > 0 {
 		s := vm.slots[len(vm.slots)-1]
@@ -411,8 +427,9 @@ func (vm *VM) destroy(t *sched.Thread) {
 	vm.event(t, "kvm_destroy_vm", 0, 0, "")
 }
 
-// MMU is what the VM needs from the arch MMU (kvm/mmu). Every method is
-// called with mmu_lock held for write, as the kernel asserts.
+// MMU is what the VM needs from the arch MMU (kvm/mmu). UnmapGFNRange,
+// SplitCrossBoundary and FlushRemoteTLBs are called with mmu_lock held for
+// write, as the kernel asserts; the others take mmu_lock themselves.
 type MMU interface {
 	// UnmapGFNRange zaps leaf SPTEs of r in the roots r.Filter selects
 	// (kvm_unmap_gfn_range / kvm_tdp_mmu_unmap_gfn_range) and reports
@@ -426,7 +443,54 @@ type MMU interface {
 	FlushShadowMemslot(t *sched.Thread, s *Memslot)
 	// FlushRemoteTLBs is kvm_flush_remote_tlbs.
 	FlushRemoteTLBs(t *sched.Thread)
+	// ZapAll is the MMU-notifier release (kvm_arch_flush_shadow_all ->
+	// kvm_tdp_mmu_zap_all): direct roots only.
+	ZapAll(t *sched.Thread)
+	// ZapGFNRange is kvm_zap_gfn_range, used for memory-type changes.
+	ZapGFNRange(t *sched.Thread, start, end addr.GFN)
+	// Destroy frees every root and page table (kvm_mmu_uninit_tdp_mmu).
+	Destroy(t *sched.Thread)
 }
+
+// Arch is the VM's arch-specific teardown (struct kvm_x86_ops: vm_pre_destroy,
+// vcpu_free, vm_destroy), installed by kvm/tdx for TDs.
+type Arch interface {
+	// PreDestroyVM runs first (tdx_mmu_release_hkid).
+	PreDestroyVM(t *sched.Thread)
+	// DestroyVCPUs frees the vCPUs' arch state (tdx_vcpu_free).
+	DestroyVCPUs(t *sched.Thread)
+	// DestroyVM frees the VM's arch state last (tdx_vm_destroy).
+	DestroyVM(t *sched.Thread)
+}
+
+type noArch struct{}
+
+func (noArch) PreDestroyVM(*sched.Thread) {}
+func (noArch) DestroyVCPUs(*sched.Thread) {}
+func (noArch) DestroyVM(*sched.Thread)    {}
+
+// SetArch installs the arch teardown hooks.
+func (vm *VM) SetArch(a Arch) {
+	if a == nil {
+		a = noArch{}
+	}
+	vm.arch = a
+}
+
+// UserMemory is the VMM process's address space as KVM reaches it for a
+// shared fault on a memslot that is not gmem-only (hva_to_pfn -> GUP).
+type UserMemory interface {
+	// GetUserPage returns the page at hva with a reference the caller drops
+	// with hostmem's Put, populating it on first touch. An address with no
+	// mapping is an error (KVM_PFN_ERR_FAULT).
+	GetUserPage(t *sched.Thread, hva uint64, write bool) (addr.PFN, error)
+}
+
+// SetUserMemory installs the VMM's address space.
+func (vm *VM) SetUserMemory(u UserMemory) { vm.user = u }
+
+// UserMemory returns the VMM's address space (nil when none was set).
+func (vm *VM) UserMemory() UserMemory { return vm.user }
 
 type noMMU struct{}
 
@@ -434,6 +498,9 @@ func (noMMU) UnmapGFNRange(*sched.Thread, gmem.Range) bool       { return false 
 func (noMMU) SplitCrossBoundary(*sched.Thread, gmem.Range) error { return nil }
 func (noMMU) FlushShadowMemslot(*sched.Thread, *Memslot)         {}
 func (noMMU) FlushRemoteTLBs(*sched.Thread)                      {}
+func (noMMU) ZapAll(*sched.Thread)                               {}
+func (noMMU) ZapGFNRange(*sched.Thread, addr.GFN, addr.GFN)      {}
+func (noMMU) Destroy(*sched.Thread)                              {}
 
 // CreateGuestMemfd on /dev/kvm itself: it is a VM ioctl, and the system
 // ioctl handler answers unknown numbers with EINVAL (kvm_arch_dev_ioctl;

@@ -29,6 +29,9 @@ func (m *spteMMU) UnmapGFNRange(t *sched.Thread, r gmem.Range) bool {
 func (m *spteMMU) SplitCrossBoundary(*sched.Thread, gmem.Range) error { return nil }
 func (m *spteMMU) FlushShadowMemslot(*sched.Thread, *kvm.Memslot)     {}
 func (m *spteMMU) FlushRemoteTLBs(*sched.Thread)                      {}
+func (m *spteMMU) ZapAll(*sched.Thread)                               {}
+func (m *spteMMU) ZapGFNRange(*sched.Thread, addr.GFN, addr.GFN)      {}
+func (m *spteMMU) Destroy(*sched.Thread)                              {}
 
 // raceFaultPunch runs a private fault against a punch hole of the same page
 // under the deterministic scheduler and reports whether a mapping survived

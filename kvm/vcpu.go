@@ -116,7 +116,8 @@ type Fault struct {
 	// MappingOrder is guest_memfd's answer (kvm_gmem_mapping_order).
 	MappingOrder addr.Order
 	// HVA is the userspace address for a shared fault on a slot that is
-	// not gmem-only; the VMM's memory there backs the access.
+	// not gmem-only; the VMM's memory there backs the access, and PFN is
+	// its page when the VM has UserMemory.
 	HVA    uint64
 	HasPFN bool
 }
@@ -162,5 +163,12 @@ func (v *VCPU) FaultInPFN(t *sched.Thread, gfn addr.GFN, private bool) (Fault, e
 		return f, nil
 	}
 	f.HVA = s.userAddr + uint64(gfn-s.base)<<addr.PageShift
+	if vm.user != nil {
+		p, err := vm.user.GetUserPage(t, f.HVA, true)
+		if err != nil {
+			return f, mf(errno.EFAULT, fmt.Sprintf("hva %#x: %v", f.HVA, err))
+		}
+		f.PFN, f.HasPFN = p, true
+	}
 	return f, nil
 }

@@ -112,6 +112,21 @@ type Module struct {
 	byID   []*TD // by owner id (PAMT owner); index 0 unused
 	vcpus  map[addr.PFN]*VCPU
 	nextID uint16
+
+	inject Injector
+}
+
+// Injector is fault injection: it sees every host SEAMCALL before it runs
+// and may make it fail with a status of its choosing instead (for example
+// TDX_OPERAND_BUSY on AUG, or an error on REMOVE), changing nothing in the
+// module. ok=false lets the call run normally.
+type Injector func(leaf Leaf, in Regs) (st Status, ok bool)
+
+// SetInjector installs (or, with nil, removes) fault injection.
+func (m *Module) SetInjector(f Injector) {
+	m.mu.Lock()
+	m.inject = f
+	m.mu.Unlock()
 }
 
 // New creates a TDX module over host memory: it initialises PAMT for every

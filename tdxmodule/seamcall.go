@@ -97,6 +97,7 @@ func (m *Module) SEAMCALL(t *sched.Thread, in Regs) Regs {
 	version := (in.RAX >> 16) & 0xff
 	var out Regs
 	var ls lockset
+	injected := false
 	switch {
 	case in.RAX>>24 != 0:
 		out.RAX = uint64(OperandInvalid.With(OpRAX))
@@ -107,6 +108,16 @@ func (m *Module) SEAMCALL(t *sched.Thread, in Regs) Regs {
 		if !ok {
 			out.RAX = uint64(OperandInvalid.With(OpRAX))
 			break
+		}
+		m.mu.Lock()
+		inj := m.inject
+		m.mu.Unlock()
+		if inj != nil {
+			if st, ok := inj(leaf, in); ok {
+				out.RAX = uint64(st)
+				injected = true
+				break
+			}
 		}
 		m.mu.Lock()
 		out = f(m, &ls, in)
@@ -122,6 +133,9 @@ func (m *Module) SEAMCALL(t *sched.Thread, in Regs) Regs {
 		Status: out.RAX, Args: [4]uint64{in.RCX, in.RDX, in.R8, in.R9}}
 	if out.RAX != 0 {
 		ev.Detail = Status(out.RAX).String()
+	}
+	if injected {
+		ev.Detail += " (injected)"
 	}
 	t.Stamp(&ev)
 	m.sink.Emit(ev)

@@ -1,0 +1,234 @@
+package mmu
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/kvm"
+	"github.com/tdxsim/tdxsim/sched"
+)
+
+// Result is a fault's outcome (enum RET_PF_*).
+type Result uint8
+
+// Fault outcomes.
+const (
+	RetFixed    Result = iota + 1 // RET_PF_FIXED: a mapping was installed
+	RetSpurious                   // RET_PF_SPURIOUS: it was already there
+	RetRetry                      // RET_PF_RETRY: raced; re-enter and fault again
+)
+
+func (r Result) String() string {
+	switch r {
+	case RetFixed:
+		return "RET_PF_FIXED"
+	case RetSpurious:
+		return "RET_PF_SPURIOUS"
+	case RetRetry:
+		return "RET_PF_RETRY"
+	}
+	return fmt.Sprintf("Result(%d)", uint8(r))
+}
+
+// PageFault handles a guest access to gpa that the EPT could not
+// translate. private is fault->is_private (for a TD: the shared bit is
+// clear). Kernel: kvm_tdp_page_fault(): top up the caches, resolve the PFN
+// (kvm_mmu_faultin_pfn, through guest_memfd for private memory), then under
+// mmu_lock for read give up if an invalidation raced (RET_PF_RETRY) and
+// otherwise walk and install with kvm_tdp_mmu_map(). Errors: EIO on a dead
+// VM, ENOMEM from a top-up, and *kvm.MemoryFault exits to userspace.
+func (v *VCPU) PageFault(t *sched.Thread, gpa addr.GPA, private bool) (Result, error) {
+	m := v.m
+	m.c.faults.Add(1)
+	if err := v.kv.CheckRequests(); err != nil {
+		return 0, err
+	}
+	if err := v.TopUp(t); err != nil {
+		return 0, err
+	}
+	if err := v.Load(t); err != nil {
+		return 0, err
+	}
+	gfn := gpa.GFN() &^ m.vm.SharedBit()
+	f, err := v.kv.FaultInPFN(t, gfn, private)
+	if errors.Is(err, kvm.ErrRetry) {
+		m.c.retries.Add(1)
+		return RetRetry, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if !f.HasPFN {
+		return 0, &kvm.MemoryFault{GPA: uint64(gpa), Size: addr.PageSize, Private: private, Errno: errno.EFAULT,
+			Why: "shared memory without a userspace mapping (no UserMemory)"}
+	}
+	defer m.mem.Put(t, f.PFN) // kvm_release_faultin_page: mapping holds no reference
+	mirror := private && m.Mirrored()
+	m.lock.RLock(t)
+	res := RetRetry
+	if !m.vm.InvalidateRetry(f.Seq, gfn) {
+		res, err = m.tdpMap(t, v, mirror, m.rootGFN(mirror, gfn), addr.Level4K, f.PFN)
+	}
+	m.lock.RUnlock(t)
+	m.count(res)
+	return res, err
+}
+
+func (m *MMU) count(r Result) {
+	switch r {
+	case RetFixed:
+		m.c.fixed.Add(1)
+	case RetSpurious:
+		m.c.spurious.Add(1)
+	case RetRetry:
+		m.c.retries.Add(1)
+	}
+}
+
+// MapPrivatePFN maps pfn, which the caller already holds, at private gfn
+// in the mirror root, for the TD build (KVM_TDX_INIT_MEM_REGION): no page
+// fault is synthesized and guest_memfd is not asked again (seed 001). The
+// caller holds slots_lock and guest_memfd's invalidate lock, so nothing can
+// zap the GFN meanwhile. Kernel: kvm_tdp_mmu_map_private_pfn() (v6.19):
+// loop under mmu_lock for read while RET_PF_RETRY; VM dead -> EIO; any
+// result but RET_PF_FIXED -> EIO.
+func (v *VCPU) MapPrivatePFN(t *sched.Thread, gfn addr.GFN, pfn addr.PFN) error {
+	const op = "kvm_tdp_mmu_map_private_pfn"
+	m := v.m
+	if !m.Mirrored() {
+		return errno.New(op, errno.EINVAL, "the VM has no mirror root")
+	}
+	for {
+		if err := v.kv.CheckRequests(); err != nil {
+			return err
+		}
+		if err := v.TopUp(t); err != nil {
+			return err
+		}
+		if err := v.Load(t); err != nil {
+			return err
+		}
+		m.lock.RLock(t)
+		res, err := m.tdpMap(t, v, true, gfn, addr.Level4K, pfn)
+		m.lock.RUnlock(t)
+		m.count(res)
+		switch {
+		case err != nil:
+			return err
+		case res == RetRetry:
+			t.Yield()
+			continue
+		case res != RetFixed:
+			return errno.Newf(op, errno.EIO, "%s: %s already mapped", res, gfn)
+		}
+		return nil
+	}
+}
+
+// tdpMap is kvm_tdp_mmu_map(): walk from the root to goal, linking new page
+// tables where entries are missing, then install the leaf. Every change is
+// an atomic compare-and-exchange; a frozen entry, a lost race or a busy
+// external page table gives RET_PF_RETRY. mmu_lock is held for read.
+func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, mirror bool, gfn addr.GFN, goal addr.Level, pfn addr.PFN) (Result, error) {
+	p := m.root(mirror)
+	if p == nil {
+		return RetRetry, nil
+	}
+	for {
+		level := p.level
+		i := spteIndex(gfn, level)
+		old := p.load(i)
+		if old.Frozen() {
+			return RetRetry, nil
+		}
+		if level == goal {
+			return m.mapTarget(t, v, p, i, gfn, pfn, old)
+		}
+		if old.Present() {
+			if old.Leaf(level) {
+				// A huge leaf above the goal: mainline never maps private
+				// memory huge, and splitting it here would need write
+				// mmu_lock (tdp_mmu.c: KVM_BUG_ON on a mirror root).
+				if mirror {
+					return 0, m.vm.Bug(t, fmt.Sprintf("fault at %s would split a present huge mirror SPTE at level %s", gfn, level))
+				}
+				return RetRetry, nil
+			}
+			p = p.child(i)
+			continue
+		}
+		base := gfn &^ addr.GFN(level.Pages()-1)
+		child, err := m.allocPage(t, v, level-1, base, mirror, mirror)
+		if err != nil {
+			return 0, err
+		}
+		if err := m.link(t, v, p, i, old, child); err != nil {
+			m.freePage(t, child)
+			if isBusy(err) {
+				return RetRetry, nil
+			}
+			return 0, err
+		}
+		p = child
+	}
+}
+
+// link is tdp_mmu_link_sp(): publish child below entry i of p. The entry
+// is frozen while the child pointer is published and, for a mirror table,
+// while TDH.MEM.SEPT.ADD adds the S-EPT page; then the non-leaf SPTE is
+// written. (The kernel's direct-root link is a single cmpxchg of an SPTE
+// that carries the child's PFN; the model freezes there too, because its
+// child pointer lives beside the SPTE.)
+func (m *MMU) link(t *sched.Thread, v *VCPU, p *page, i int, old SPTE, child *page) error {
+	if !p.cas(i, old, FrozenSPTE) {
+		return errno.New("tdp_mmu_link_sp", errno.EBUSY, "lost the race for the entry")
+	}
+	p.children[i].Store(child)
+	if p.mirror {
+		if err := m.ext.LinkExternalSPT(t, v, p.entryGFN(i), p.level, child.external); err != nil {
+			p.children[i].Store(nil)
+			p.store(i, old)
+			return err
+		}
+	}
+	p.store(i, makeNonLeaf(child.pfn))
+	m.emit(t, "link", p.entryGFN(i), p.level, child.pfn, p.mirror, "")
+	return nil
+}
+
+// mapTarget is tdp_mmu_map_handle_target_level(): a present leaf is
+// spurious; otherwise install the leaf atomically. For a mirror entry that
+// is set_external_spte_present(): freeze, map in the S-EPT, then publish
+// (or put the old value back on failure).
+func (m *MMU) mapTarget(t *sched.Thread, v *VCPU, p *page, i int, gfn addr.GFN, pfn addr.PFN, old SPTE) (Result, error) {
+	level := p.level
+	if old.Present() {
+		if old.Leaf(level) {
+			return RetSpurious, nil
+		}
+		// A page table where a leaf is wanted: only a huge-page fault
+		// could see this; the model's faults map at the table's level.
+		return RetRetry, nil
+	}
+	newSPTE := makeLeaf(pfn, level)
+	if p.mirror {
+		if !p.cas(i, old, FrozenSPTE) {
+			return RetRetry, nil
+		}
+		if err := m.ext.SetExternalSPTE(t, v, p.entryGFN(i), level, pfn); err != nil {
+			p.store(i, old)
+			if isBusy(err) {
+				return RetRetry, nil
+			}
+			return 0, err
+		}
+		p.store(i, newSPTE)
+	} else if !p.cas(i, old, newSPTE) {
+		return RetRetry, nil
+	}
+	m.countMap(p.mirror, level, 1)
+	m.emit(t, "map", p.entryGFN(i), level, pfn, p.mirror, "")
+	return RetFixed, nil
+}

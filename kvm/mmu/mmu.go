@@ -1,0 +1,462 @@
+// Package mmu models KVM's TDP MMU (arch/x86/kvm/mmu/tdp_mmu.c, v6.19):
+// per VM a direct root for shared GPAs and, for a TD, a mirror root for
+// private GPAs whose every change is carried into the TDX module's Secure
+// EPT through the external hooks (External). Page tables are 512-entry
+// nodes of SPTEs at 4K, 2M, 1G and 512G, like the real ones.
+//
+// Faults run under mmu_lock for read and change SPTEs with compare-and-
+// exchange; a mirror entry is frozen (FROZEN_SPTE) while the S-EPT is being
+// changed, so a concurrent fault sees it busy and retries. Zaps run under
+// mmu_lock for write. Every page-table page comes from a per-vCPU cache
+// topped up before mmu_lock is taken.
+//
+// Which zap touches private memory (seed 004): an attribute change to
+// shared, a guest_memfd punch hole or release, and memslot deletion zap
+// private leaves; MMU-notifier invalidations and memory-type changes never
+// do; the mirror root is never invalidated or replaced while the VM lives.
+package mmu
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/gmem"
+	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/kvm"
+	"github.com/tdxsim/tdxsim/sched"
+)
+
+// RootLevel is the level of a 4-level EPT root (PML4; TDX level 3).
+const RootLevel addr.Level = 3
+
+// External is the external page table KVM mirrors: the TDX module's Secure
+// EPT, reached through kvm/tdx (struct kvm_x86_ops: set_external_spte,
+// link_external_spt, remove_external_spte, free_external_spt,
+// split_external_spte, topup_external_cache). Errors are errnos: EBUSY asks
+// the fault to retry; any other error means the hook already did
+// KVM_BUG_ON and the VM is dead.
+type External interface {
+	// TopUpExternalCache fills the arch's per-vCPU caches (Dynamic PAMT
+	// pages) before mmu_lock is taken.
+	TopUpExternalCache(t *sched.Thread, v *VCPU) error
+	// SetExternalSPTE maps a private leaf (TDH.MEM.PAGE.AUG, or
+	// TDH.MEM.PAGE.ADD while the TD is built). Called with the entry
+	// frozen and mmu_lock held for read.
+	SetExternalSPTE(t *sched.Thread, v *VCPU, gfn addr.GFN, level addr.Level, pfn addr.PFN) error
+	// LinkExternalSPT adds the S-EPT page spt below the entry at level
+	// (TDH.MEM.SEPT.ADD). Frozen entry, mmu_lock for read.
+	LinkExternalSPT(t *sched.Thread, v *VCPU, gfn addr.GFN, level addr.Level, spt addr.PFN) error
+	// RemoveExternalSPTE removes a private leaf (BLOCK, TRACK, kick,
+	// REMOVE, WBINVD, reset). mmu_lock held for write.
+	RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level, pfn addr.PFN) error
+	// FreeExternalSPT reclaims an S-EPT page at teardown (HKID already
+	// released). On error the MMU leaks the page, as the kernel does.
+	FreeExternalSPT(t *sched.Thread, gfn addr.GFN, level addr.Level, spt addr.PFN) error
+	// SplitExternalSPTE demotes a huge private leaf into the S-EPT page
+	// spt (TDH.MEM.PAGE.DEMOTE). mmu_lock held for write.
+	SplitExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level, spt addr.PFN) error
+}
+
+// Config holds the MMU's policy knobs (DESIGN.md).
+type Config struct {
+	// ZapPrivateOnNotifier makes memory-type changes (kvm_zap_gfn_range)
+	// zap private leaves too, as the early RFCs did before mainline kept
+	// the mirror root out of it. Default false (upstream).
+	ZapPrivateOnNotifier bool
+}
+
+// page is a struct kvm_mmu_page: one 512-entry page table.
+type page struct {
+	spt      [512]atomic.Uint64
+	children *[512]atomic.Pointer[page] // nil for 4K page tables
+	level    addr.Level                 // level of the entries in spt
+	gfn      addr.GFN                   // first GFN the table maps (direct root: with the shared bit)
+	pfn      addr.PFN                   // the host page holding spt
+	external addr.PFN                   // sp->external_spt (mirror, below the root)
+	mirror   bool
+	hasExt   bool
+}
+
+func (p *page) load(i int) SPTE { return SPTE(p.spt[i].Load()) }
+
+func (p *page) cas(i int, old, new SPTE) bool {
+	return p.spt[i].CompareAndSwap(uint64(old), uint64(new))
+}
+
+func (p *page) store(i int, v SPTE) { p.spt[i].Store(uint64(v)) }
+
+func (p *page) child(i int) *page {
+	if p.children == nil {
+		return nil
+	}
+	return p.children[i].Load()
+}
+
+// entryGFN is the first GFN the entry i maps.
+func (p *page) entryGFN(i int) addr.GFN {
+	return p.gfn + addr.GFN(uint64(i)<<(9*uint(p.level)))
+}
+
+// Stats are the MMU's counters, safe to read at any time.
+type Stats struct {
+	// Mapped[root][level]: present leaves now (root 0 direct, 1 mirror).
+	Mapped [2][3]int64
+	// PeakMapped is the largest Mapped seen for each level.
+	PeakMapped [2][3]int64
+	// PageTables counts page-table pages now, per root.
+	PageTables [2]int64
+	// Faults, Fixed, Spurious, Retries count fault outcomes.
+	Faults, Fixed, Spurious, Retries int64
+	// Zapped counts leaves zapped; TLBFlushes remote flushes.
+	Zapped, TLBFlushes int64
+	// LeakedExternal counts S-EPT pages leaked after a failed reclaim.
+	LeakedExternal int64
+}
+
+type counters struct {
+	mapped     [2][3]atomic.Int64
+	peak       [2][3]atomic.Int64
+	tables     [2]atomic.Int64
+	faults     atomic.Int64
+	fixed      atomic.Int64
+	spurious   atomic.Int64
+	retries    atomic.Int64
+	zapped     atomic.Int64
+	flushes    atomic.Int64
+	leakedExt  atomic.Int64
+	pageTables atomic.Int64
+}
+
+// MMU is one VM's TDP MMU.
+type MMU struct {
+	vm       *kvm.VM
+	mem      *hostmem.Memory
+	lock     *sched.RWLock
+	cfg      Config
+	ext      External // nil: no mirrored TDP
+	sink     event.Sink
+	direct   *page
+	mirror   *page
+	vcpus    []*VCPU
+	spSrc    hostmem.Source
+	extSrc   hostmem.Source
+	c        counters
+	destroyd bool
+}
+
+// New attaches a TDP MMU to vm (kvm_mmu_init_vm). ext is the external page
+// table for a TD (kvm_has_mirrored_tdp), nil for other VMs.
+func New(vm *kvm.VM, cfg Config, ext External) (*MMU, error) {
+	mem := vm.Memory()
+	sp, err := mem.RegisterSource(spCacheName)
+	if err != nil {
+		return nil, err
+	}
+	es, err := mem.RegisterSource(extCacheName)
+	if err != nil {
+		return nil, err
+	}
+	m := &MMU{vm: vm, mem: mem, lock: vm.MMULock(), cfg: cfg, ext: ext, sink: vm.Sink(), spSrc: sp, extSrc: es}
+	vm.SetMMU(m)
+	return m, nil
+}
+
+const (
+	spCacheName  = "kvm.mmu_shadow_page_cache"
+	extCacheName = "kvm.mmu_external_spt_cache"
+)
+
+// Mirrored reports whether the VM has a mirror root (kvm_has_mirrored_tdp).
+func (m *MMU) Mirrored() bool { return m.ext != nil }
+
+// Stats returns the counters.
+func (m *MMU) Stats() Stats {
+	var s Stats
+	for r := range 2 {
+		for l := range 3 {
+			s.Mapped[r][l] = m.c.mapped[r][l].Load()
+			s.PeakMapped[r][l] = m.c.peak[r][l].Load()
+		}
+		s.PageTables[r] = m.c.tables[r].Load()
+	}
+	s.Faults, s.Fixed, s.Spurious, s.Retries = m.c.faults.Load(), m.c.fixed.Load(), m.c.spurious.Load(), m.c.retries.Load()
+	s.Zapped, s.TLBFlushes, s.LeakedExternal = m.c.zapped.Load(), m.c.flushes.Load(), m.c.leakedExt.Load()
+	return s
+}
+
+func rootIndex(mirror bool) int {
+	if mirror {
+		return 1
+	}
+	return 0
+}
+
+func (m *MMU) countMap(mirror bool, level addr.Level, d int64) {
+	if level > addr.Level1G {
+		return
+	}
+	r := rootIndex(mirror)
+	n := m.c.mapped[r][level].Add(d)
+	for {
+		p := m.c.peak[r][level].Load()
+		if n <= p || m.c.peak[r][level].CompareAndSwap(p, n) {
+			break
+		}
+	}
+}
+
+func (m *MMU) emit(t *sched.Thread, name string, gfn addr.GFN, level addr.Level, pfn addr.PFN, mirror bool, detail string) {
+	ev := event.Event{Kind: event.KindMMU, Name: name, Detail: detail,
+		Args: [4]uint64{uint64(gfn), uint64(level), uint64(pfn), uint64(rootIndex(mirror))}}
+	t.Stamp(&ev)
+	m.sink.Emit(ev)
+}
+
+// VCPU is a vCPU's MMU: its memory caches and its view of the roots
+// (struct kvm_mmu plus the caches in struct kvm_vcpu_arch).
+type VCPU struct {
+	m  *MMU
+	kv *kvm.VCPU
+	// PageCache is mmu_shadow_page_cache: KVM's own page-table pages.
+	PageCache *Cache
+	// ExternalSPTCache is mmu_external_spt_cache: the S-EPT pages handed
+	// to the TDX module by LinkExternalSPT (mirrored VMs only).
+	ExternalSPTCache *Cache
+	// Arch is the arch code's per-vCPU state (kvm/tdx's vCPU), for the
+	// hooks.
+	Arch any
+}
+
+// NewVCPU creates the MMU side of vCPU kv (kvm_mmu_create).
+func (m *MMU) NewVCPU(kv *kvm.VCPU) (*VCPU, error) {
+	acct := m.vm.Account()
+	// Capacities: PT64_ROOT_MAX_LEVEL (5) as the minimum per fault, topped
+	// up to KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE (40).
+	pc, err := NewCache(m.mem, spCacheName, acct, 5, 40)
+	if err != nil {
+		return nil, err
+	}
+	v := &VCPU{m: m, kv: kv, PageCache: pc}
+	if m.Mirrored() {
+		if v.ExternalSPTCache, err = NewCache(m.mem, extCacheName, acct, 5, 40); err != nil {
+			return nil, err
+		}
+	}
+	m.vcpus = append(m.vcpus, v)
+	return v, nil
+}
+
+// KVM returns the kvm vCPU.
+func (v *VCPU) KVM() *kvm.VCPU { return v.kv }
+
+// MMU returns the VM's MMU.
+func (v *VCPU) MMU() *MMU { return v.m }
+
+// TopUp is mmu_topup_memory_caches(): every cache a fault may draw from,
+// filled before mmu_lock is taken. Errors: ENOMEM.
+func (v *VCPU) TopUp(t *sched.Thread) error {
+	if err := v.PageCache.TopUp(t); err != nil {
+		return err
+	}
+	if v.m.Mirrored() {
+		if err := v.ExternalSPTCache.TopUp(t); err != nil {
+			return err
+		}
+		if err := v.m.ext.TopUpExternalCache(t, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Load allocates the VM's roots if they do not exist yet
+// (kvm_mmu_load -> mmu_alloc_direct_roots, under mmu_lock for write): the
+// mirror root for a TD, and the direct root. The caches must be topped up.
+func (v *VCPU) Load(t *sched.Thread) error {
+	m := v.m
+	if m.direct != nil && (m.mirror != nil || !m.Mirrored()) {
+		return nil
+	}
+	if err := v.TopUp(t); err != nil {
+		return err
+	}
+	m.lock.Lock(t)
+	defer m.lock.Unlock(t)
+	if m.destroyd {
+		return errno.New("kvm_mmu_load", errno.EIO, "the VM's MMU was destroyed")
+	}
+	if m.Mirrored() && m.mirror == nil {
+		r, err := m.allocPage(t, v, RootLevel, 0, true, false)
+		if err != nil {
+			return err
+		}
+		m.mirror = r
+	}
+	if m.direct == nil {
+		r, err := m.allocPage(t, v, RootLevel, 0, false, false)
+		if err != nil {
+			return err
+		}
+		m.direct = r
+	}
+	return nil
+}
+
+// allocPage is tdp_mmu_alloc_sp() (+ kvm_mmu_alloc_external_spt for a
+// mirror table below the root): pages from the vCPU's caches, no sleeping.
+func (m *MMU) allocPage(t *sched.Thread, v *VCPU, level addr.Level, gfn addr.GFN, mirror, external bool) (*page, error) {
+	pfn, err := v.PageCache.Take(t)
+	if err != nil {
+		return nil, err
+	}
+	p := &page{level: level, gfn: gfn, pfn: pfn, mirror: mirror}
+	if level > addr.Level4K {
+		p.children = new([512]atomic.Pointer[page])
+	}
+	if external {
+		ext, err := v.ExternalSPTCache.Take(t)
+		if err != nil {
+			_ = m.mem.Free(t, pfn, m.spSrc)
+			return nil, err
+		}
+		p.external, p.hasExt = ext, true
+	}
+	m.c.tables[rootIndex(mirror)].Add(1)
+	return p, nil
+}
+
+// freePage is tdp_mmu_free_sp(): both pages go back to the host.
+func (m *MMU) freePage(t *sched.Thread, p *page) {
+	if p.hasExt {
+		_ = m.mem.Free(t, p.external, m.extSrc)
+		p.hasExt = false
+	}
+	_ = m.mem.Free(t, p.pfn, m.spSrc)
+	m.c.tables[rootIndex(p.mirror)].Add(-1)
+}
+
+// Leaf is a present leaf SPTE, for read-only views.
+type Leaf struct {
+	GFN   addr.GFN // first GFN mapped (direct root: with the shared bit)
+	Level addr.Level
+	PFN   addr.PFN
+}
+
+// Lookup returns the leaf mapping gfn in the mirror (private) or direct
+// root. For the direct root of a TD, gfn carries the shared bit.
+func (m *MMU) Lookup(mirror bool, gfn addr.GFN) (Leaf, bool) {
+	p := m.root(mirror)
+	for p != nil {
+		i := spteIndex(gfn, p.level)
+		s := p.load(i)
+		if !s.Present() {
+			return Leaf{}, false
+		}
+		if s.Leaf(p.level) {
+			return Leaf{GFN: p.entryGFN(i), Level: p.level, PFN: s.PFN()}, true
+		}
+		p = p.child(i)
+	}
+	return Leaf{}, false
+}
+
+// Entry returns the raw SPTE at gfn and level, and whether the walk got
+// there (a present non-leaf on the way at every level above).
+func (m *MMU) Entry(mirror bool, gfn addr.GFN, level addr.Level) (SPTE, bool) {
+	p := m.root(mirror)
+	for p != nil {
+		i := spteIndex(gfn, p.level)
+		s := p.load(i)
+		if p.level == level {
+			return s, true
+		}
+		if !s.Present() || s.Leaf(p.level) {
+			return 0, false
+		}
+		p = p.child(i)
+	}
+	return 0, false
+}
+
+// Leaves calls fn for every present leaf of a root, in GFN order, until fn
+// returns false.
+func (m *MMU) Leaves(mirror bool, fn func(Leaf) bool) {
+	if r := m.root(mirror); r != nil {
+		walkLeaves(r, fn)
+	}
+}
+
+func walkLeaves(p *page, fn func(Leaf) bool) bool {
+	for i := range 512 {
+		s := p.load(i)
+		if !s.Present() {
+			continue
+		}
+		if s.Leaf(p.level) {
+			if !fn(Leaf{GFN: p.entryGFN(i), Level: p.level, PFN: s.PFN()}) {
+				return false
+			}
+			continue
+		}
+		if c := p.child(i); c != nil && !walkLeaves(c, fn) {
+			return false
+		}
+	}
+	return true
+}
+
+// Table is a page-table page, for read-only views.
+type Table struct {
+	GFN      addr.GFN
+	Level    addr.Level // level of its entries
+	PFN      addr.PFN   // KVM's page
+	External addr.PFN   // the S-EPT page (mirror tables below the root)
+	HasExt   bool
+}
+
+// Tables calls fn for every page-table page of a root, parents first.
+func (m *MMU) Tables(mirror bool, fn func(Table)) {
+	var walk func(p *page)
+	walk = func(p *page) {
+		fn(Table{GFN: p.gfn, Level: p.level, PFN: p.pfn, External: p.external, HasExt: p.hasExt})
+		for i := range 512 {
+			if s := p.load(i); s.Present() && !s.Leaf(p.level) {
+				if c := p.child(i); c != nil {
+					walk(c)
+				}
+			}
+		}
+	}
+	if r := m.root(mirror); r != nil {
+		walk(r)
+	}
+}
+
+func (m *MMU) root(mirror bool) *page {
+	if mirror {
+		return m.mirror
+	}
+	return m.direct
+}
+
+// isBusy reports a hook's "try again" (-EBUSY).
+func isBusy(err error) bool { return errors.Is(err, errno.EBUSY) }
+
+// rootGFN maps a memslot GFN into the root that holds it: the direct root
+// of a TD maps shared GPAs with the shared bit set (kvm_gfn_root_bits).
+func (m *MMU) rootGFN(mirror bool, gfn addr.GFN) addr.GFN {
+	if mirror {
+		return gfn
+	}
+	return gfn | m.vm.SharedBit()
+}
+
+// String names the MMU for messages.
+func (m *MMU) String() string { return fmt.Sprintf("tdp_mmu(%s)", m.vm.Name()) }
+
+var _ kvm.MMU = (*MMU)(nil)
+var _ = gmem.FilterShared

@@ -1,0 +1,241 @@
+package mmu
+
+import (
+	"fmt"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/gmem"
+	"github.com/tdxsim/tdxsim/kvm"
+	"github.com/tdxsim/tdxsim/sched"
+)
+
+// assertWrite is lockdep_assert_held_write(&kvm->mmu_lock): a zap without
+// it is a model bug, reported as a violation.
+func (m *MMU) assertWrite(t *sched.Thread, what string) {
+	if !m.lock.HeldWrite(t) {
+		ev := event.Event{Kind: event.KindViolation, Name: "mmu.lock-not-held",
+			Detail: fmt.Sprintf("%s without mmu_lock held for write", what)}
+		t.Stamp(&ev)
+		m.sink.Emit(ev)
+	}
+}
+
+// UnmapGFNRange zaps the leaf SPTEs of r in the roots its filter selects.
+// Kernel: kvm_unmap_gfn_range -> kvm_tdp_mmu_unmap_gfn_range(): for a TD,
+// PRIVATE selects the mirror root and SHARED the direct root (where shared
+// GPAs carry the shared bit); other VMs have only the direct root. Page
+// tables stay. mmu_lock is held for write.
+func (m *MMU) UnmapGFNRange(t *sched.Thread, r gmem.Range) bool {
+	m.assertWrite(t, "kvm_tdp_mmu_unmap_gfn_range")
+	flush := false
+	if m.Mirrored() {
+		if r.Filter&gmem.FilterPrivate != 0 {
+			flush = m.zapLeafs(t, true, r.Start, r.End) || flush
+		}
+		if r.Filter&gmem.FilterShared != 0 {
+			flush = m.zapLeafs(t, false, r.Start, r.End) || flush
+		}
+		return flush
+	}
+	return m.zapLeafs(t, false, r.Start, r.End)
+}
+
+// SplitCrossBoundary splits huge private leaves that straddle r's edges
+// (kvm_split_cross_boundary_leafs). Mainline maps private memory at 4K
+// only, so there is nothing to split; the huge-page series fills this in.
+func (m *MMU) SplitCrossBoundary(t *sched.Thread, r gmem.Range) error {
+	m.assertWrite(t, "kvm_split_cross_boundary_leafs")
+	return nil
+}
+
+// FlushShadowMemslot zaps every leaf the slot mapped, private and shared,
+// leaving page tables in place. Kernel: kvm_arch_flush_shadow_memslot ->
+// kvm_mmu_zap_memslot() with PRIVATE|SHARED: the "zap all roots on a
+// memslot change" quirk applies to default VMs only, and a TD's mirror root
+// can never be fast-zapped (seed 004).
+func (m *MMU) FlushShadowMemslot(t *sched.Thread, s *kvm.Memslot) {
+	m.lock.Lock(t)
+	defer m.lock.Unlock(t)
+	flush := false
+	if m.Mirrored() {
+		flush = m.zapLeafs(t, true, s.BaseGFN(), s.EndGFN())
+	}
+	flush = m.zapLeafs(t, false, s.BaseGFN(), s.EndGFN()) || flush
+	if flush {
+		m.FlushRemoteTLBs(t)
+	}
+}
+
+// FlushRemoteTLBs is kvm_flush_remote_tlbs(); for a TD, tdx_flush_tlb_all
+// is a global INVEPT, the private TLBs having been handled by TDH.MEM.TRACK.
+func (m *MMU) FlushRemoteTLBs(t *sched.Thread) { m.c.flushes.Add(1) }
+
+// ZapAll is the MMU-notifier release (kvm_arch_flush_shadow_all ->
+// kvm_tdp_mmu_zap_all): the direct root is zapped whole, page tables
+// included; "mirror roots don't need handling in response to the mmu
+// notifier", so private memory stays.
+func (m *MMU) ZapAll(t *sched.Thread) {
+	m.lock.Lock(t)
+	defer m.lock.Unlock(t)
+	if m.direct != nil {
+		m.zapRoot(t, m.direct)
+	}
+}
+
+// ZapGFNRange is kvm_zap_gfn_range() for a memory-type change: it zaps
+// shared leaves only. Private memory is always write-back, so KVM never
+// zaps it for a memory type (seed 004); Config.ZapPrivateOnNotifier makes it
+// do so, as the rejected design would.
+func (m *MMU) ZapGFNRange(t *sched.Thread, start, end addr.GFN) {
+	m.lock.Lock(t)
+	defer m.lock.Unlock(t)
+	flush := m.zapLeafs(t, false, start, end)
+	if m.Mirrored() && m.cfg.ZapPrivateOnNotifier {
+		flush = m.zapLeafs(t, true, start, end) || flush
+	}
+	if flush {
+		m.FlushRemoteTLBs(t)
+	}
+}
+
+// zapLeafs is tdp_mmu_zap_leafs() over one root for memslot GFNs
+// [start, end): every present leaf becomes non-present with the
+// non-atomic tdp_mmu_set_spte(), and a mirror leaf is then removed from the
+// S-EPT (remove_external_spte; its failure is the hook's KVM_BUG_ON, and
+// zapping goes on). It reports whether anything was zapped.
+func (m *MMU) zapLeafs(t *sched.Thread, mirror bool, start, end addr.GFN) bool {
+	r := m.root(mirror)
+	if r == nil || start >= end {
+		return false
+	}
+	return m.zapLeafsIn(t, r, m.rootGFN(mirror, start), m.rootGFN(mirror, end-1)+1)
+}
+
+func (m *MMU) zapLeafsIn(t *sched.Thread, p *page, start, end addr.GFN) bool {
+	span := addr.GFN(p.level.Pages())
+	lo, hi := 0, 511
+	if start > p.gfn {
+		lo = int((start - p.gfn) / span)
+	}
+	if last := p.gfn + 512*span - 1; end-1 < last {
+		hi = int((end - 1 - p.gfn) / span)
+	}
+	zapped := false
+	for i := lo; i <= hi; i++ {
+		old := p.load(i)
+		if !old.Present() {
+			continue
+		}
+		if !old.Leaf(p.level) {
+			if c := p.child(i); c != nil && m.zapLeafsIn(t, c, start, end) {
+				zapped = true
+			}
+			continue
+		}
+		m.zapLeaf(t, p, i, old)
+		zapped = true
+	}
+	return zapped
+}
+
+// zapLeaf clears one present leaf under the write lock and, for a mirror
+// leaf, removes it from the S-EPT.
+func (m *MMU) zapLeaf(t *sched.Thread, p *page, i int, old SPTE) {
+	p.store(i, NonPresent)
+	m.countMap(p.mirror, p.level, -1)
+	m.c.zapped.Add(1)
+	gfn := p.entryGFN(i)
+	m.emit(t, "zap", gfn, p.level, old.PFN(), p.mirror, "")
+	if p.mirror {
+		_ = m.ext.RemoveExternalSPTE(t, gfn, p.level, old.PFN())
+	}
+}
+
+// zapRoot is tdp_mmu_zap_root(): every entry of the root goes, page tables
+// with their leaves (handle_removed_pt), under mmu_lock for write.
+func (m *MMU) zapRoot(t *sched.Thread, r *page) {
+	for i := range 512 {
+		old := r.load(i)
+		if !old.Present() {
+			continue
+		}
+		if old.Leaf(r.level) {
+			m.zapLeaf(t, r, i, old)
+			continue
+		}
+		r.store(i, NonPresent)
+		c := r.child(i)
+		r.children[i].Store(nil)
+		if c != nil {
+			m.removePT(t, c)
+		}
+	}
+}
+
+// removePT is handle_removed_pt() with exclusive mmu_lock: every entry is
+// frozen, leaves are removed (from the S-EPT too, for a mirror table) and
+// child tables recursively; then a mirror table's S-EPT page is reclaimed
+// with free_external_spt (a failure leaks it, as the kernel does) and
+// KVM's pages are freed.
+func (m *MMU) removePT(t *sched.Thread, p *page) {
+	for i := range 512 {
+		old := p.load(i)
+		if !old.Present() {
+			continue
+		}
+		p.store(i, FrozenSPTE)
+		if old.Leaf(p.level) {
+			m.countMap(p.mirror, p.level, -1)
+			m.c.zapped.Add(1)
+			m.emit(t, "zap", p.entryGFN(i), p.level, old.PFN(), p.mirror, "")
+			if p.mirror {
+				_ = m.ext.RemoveExternalSPTE(t, p.entryGFN(i), p.level, old.PFN())
+			}
+			continue
+		}
+		if c := p.child(i); c != nil {
+			p.children[i].Store(nil)
+			m.removePT(t, c)
+		}
+	}
+	if p.mirror && p.hasExt {
+		if err := m.ext.FreeExternalSPT(t, p.gfn, p.level+1, p.external); err != nil {
+			m.c.leakedExt.Add(1)
+			m.emit(t, "leak_external_spt", p.gfn, p.level+1, p.external, true, err.Error())
+			p.hasExt = false // sp->external_spt = NULL: leaked
+		}
+	}
+	m.emit(t, "free_pt", p.gfn, p.level, p.pfn, p.mirror, "")
+	m.freePage(t, p)
+}
+
+// Destroy tears the page tables down at VM destruction: both roots are
+// invalidated and zapped under mmu_lock for write (kvm_mmu_uninit_tdp_mmu),
+// which reclaims every S-EPT page of the mirror root (the HKID is already
+// released by then), then the root pages and the vCPUs' caches are freed
+// (kvm_mmu_destroy, kvm_mmu_free_memory_caches).
+func (m *MMU) Destroy(t *sched.Thread) {
+	m.lock.Lock(t)
+	for _, mirror := range []bool{false, true} {
+		r := m.root(mirror)
+		if r == nil {
+			continue
+		}
+		m.zapRoot(t, r)
+		m.freePage(t, r)
+		if mirror {
+			m.mirror = nil
+		} else {
+			m.direct = nil
+		}
+	}
+	m.destroyd = true
+	m.lock.Unlock(t)
+	for _, v := range m.vcpus {
+		_ = v.PageCache.Release(t)
+		if v.ExternalSPTCache != nil {
+			_ = v.ExternalSPTCache.Release(t)
+		}
+	}
+}

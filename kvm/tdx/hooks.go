@@ -1,0 +1,242 @@
+package tdx
+
+import (
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
+	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxmodule"
+)
+
+// The external-S-EPT hooks (struct kvm_x86_ops members implemented in
+// tdx.c) that the TDP MMU calls for the mirror root.
+
+func busy(st tdxmodule.Status) bool { return st.HasCode(tdxmodule.OperandBusy) }
+
+func (td *TD) vcpuOf(v *mmu.VCPU) *VCPU {
+	if v == nil {
+		return nil
+	}
+	tv, _ := v.Arch.(*VCPU)
+	return tv
+}
+
+func (td *TD) pamtCacheOf(v *mmu.VCPU) *mmu.Cache {
+	if tv := td.vcpuOf(v); tv != nil {
+		return tv.pamtCache
+	}
+	return nil
+}
+
+// TopUpExternalCache tops up the vCPU's Dynamic PAMT page cache before
+// mmu_lock (the DPAMT series' topup_external_cache hook): enough for the
+// leaf and every S-EPT page one fault may add. This cache is TDX's and
+// separate from KVM's page-table caches (seed 003).
+func (td *TD) TopUpExternalCache(t *sched.Thread, v *mmu.VCPU) error {
+	if c := td.pamtCacheOf(v); c != nil {
+		return c.TopUp(t)
+	}
+	return nil
+}
+
+// SetExternalSPTE maps a private leaf. Kernel: tdx_sept_set_private_spte()
+// -> tdx_sept_map_leaf_spte() (v6.19): 4K only (KVM_BUG_ON otherwise);
+// before FINALIZE it is TDH.MEM.PAGE.ADD from page_add_src
+// (tdx_mem_page_add), after it TDH.MEM.PAGE.AUG, preceded by the page's
+// Dynamic PAMT get. BUSY -> EBUSY (the fault retries); other errors are
+// KVM_BUG_ON (EIO). No reference is taken on the page (seed 000).
+func (td *TD) SetExternalSPTE(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level addr.Level, pfn addr.PFN) error {
+	if level != addr.Level4K {
+		return td.vm.Bug(t, "tdx_sept_set_private_spte: private mappings are 4K only")
+	}
+	h := td.h
+	acct := td.vm.Account()
+	if err := h.pamtGet(t, pfn, td.pamtCacheOf(v), acct); err != nil {
+		return err
+	}
+	gpa := gfn.GPA()
+	if td.State() != StateRunnable {
+		if !td.hasPageAddSrc {
+			_ = h.pamtPut(t, pfn)
+			return td.vm.Bug(t, "tdx_mem_page_add: no source page (a fault before KVM_TDX_FINALIZE_VM)")
+		}
+		st, _ := h.Mod.MemPageAdd(t, td.tdr, gpa, pfn, td.pageAddSrc)
+		if busy(st) {
+			_ = h.pamtPut(t, pfn)
+			td.stats.BusyRetries++
+			return errno.New("TDH.MEM.PAGE.ADD", errno.EBUSY, st.String())
+		}
+		if st != tdxmodule.Success {
+			_ = h.pamtPut(t, pfn)
+			return td.bug(t, "TDH.MEM.PAGE.ADD", st, gfn)
+		}
+		td.stats.PagesAdded++
+		return nil
+	}
+	st, _ := h.Mod.MemPageAug(t, td.tdr, gpa, level, pfn)
+	if busy(st) {
+		_ = h.pamtPut(t, pfn)
+		td.stats.BusyRetries++
+		return errno.New("TDH.MEM.PAGE.AUG", errno.EBUSY, st.String())
+	}
+	if st != tdxmodule.Success {
+		_ = h.pamtPut(t, pfn)
+		return td.bug(t, "TDH.MEM.PAGE.AUG", st, gfn)
+	}
+	td.stats.PagesAugmented++
+	return nil
+}
+
+// LinkExternalSPT adds an S-EPT page below the entry at level. Kernel:
+// tdx_sept_link_private_spt() -> TDH.MEM.SEPT.ADD, after the page's
+// Dynamic PAMT get. BUSY -> EBUSY; other errors KVM_BUG_ON (EIO).
+func (td *TD) LinkExternalSPT(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level addr.Level, spt addr.PFN) error {
+	h := td.h
+	if err := h.pamtGet(t, spt, td.pamtCacheOf(v), td.vm.Account()); err != nil {
+		return err
+	}
+	st, _ := h.Mod.MemSEPTAdd(t, td.tdr, gfn.GPA(), level, spt)
+	if busy(st) {
+		_ = h.pamtPut(t, spt)
+		td.stats.BusyRetries++
+		return errno.New("TDH.MEM.SEPT.ADD", errno.EBUSY, st.String())
+	}
+	if st != tdxmodule.Success {
+		_ = h.pamtPut(t, spt)
+		return td.bug(t, "TDH.MEM.SEPT.ADD", st, gfn)
+	}
+	td.stats.SEPTPagesAdded++
+	return nil
+}
+
+// RemoveExternalSPTE removes a private leaf, with mmu_lock held for write.
+// Kernel: tdx_sept_remove_private_spte() (v6.19): HKID must be assigned;
+// TDH.MEM.RANGE.BLOCK; tdx_track() (TDH.MEM.TRACK and a kick of every vCPU
+// out of the guest) on a RUNNABLE TD; TDH.MEM.PAGE.REMOVE; then
+// TDH.PHYMEM.PAGE.WBINVD with the TD's key and a reset of the page, which
+// goes back to guest_memfd as ordinary memory; last, the page's Dynamic
+// PAMT put. BLOCK, TRACK and REMOVE go through tdh_do_no_vcpus(). Any
+// failure is KVM_BUG_ON: the VM is dead and the page stays assigned in the
+// S-EPT (EIO).
+func (td *TD) RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level, pfn addr.PFN) error {
+	h := td.h
+	if td.hkid == 0 {
+		return td.vm.Bug(t, "tdx_sept_remove_private_spte: HKID already released")
+	}
+	if level != addr.Level4K {
+		return td.vm.Bug(t, "tdx_sept_remove_private_spte: private mappings are 4K only")
+	}
+	gpa := gfn.GPA()
+	st := td.doNoVCPUs(t, func() tdxmodule.Status { s, _ := h.Mod.MemRangeBlock(t, td.tdr, gpa, level); return s })
+	if st != tdxmodule.Success {
+		return td.bug(t, "TDH.MEM.RANGE.BLOCK", st, gfn)
+	}
+	if err := td.track(t); err != nil {
+		return err
+	}
+	st = td.doNoVCPUs(t, func() tdxmodule.Status { s, _ := h.Mod.MemPageRemove(t, td.tdr, gpa, level); return s })
+	if st != tdxmodule.Success {
+		return td.bug(t, "TDH.MEM.PAGE.REMOVE", st, gfn)
+	}
+	if st := h.Mod.PhymemPageWBInvd(t, pfn, td.hkid); st != tdxmodule.Success {
+		return td.bug(t, "TDH.PHYMEM.PAGE.WBINVD", st, gfn)
+	}
+	_ = h.Mem.FillTag(t, pfn, 0, 0) // tdx_quirk_reset_paddr
+	_ = h.pamtPut(t, pfn)
+	td.stats.PagesRemoved++
+	return nil
+}
+
+// FreeExternalSPT reclaims an S-EPT page at teardown. Kernel:
+// tdx_sept_free_private_spt(): the HKID must already be released
+// (KVM_BUG_ON, page leaked); TDH.PHYMEM.PAGE.RECLAIM (failure: WARN, page
+// leaked); reset; Dynamic PAMT put. The MMU frees the page on success.
+func (td *TD) FreeExternalSPT(t *sched.Thread, gfn addr.GFN, level addr.Level, spt addr.PFN) error {
+	h := td.h
+	if td.hkid != 0 {
+		td.stats.Leaked++
+		return td.vm.Bug(t, "tdx_sept_free_private_spt: HKID still assigned")
+	}
+	st, _ := h.Mod.PhymemPageReclaim(t, spt)
+	if st != tdxmodule.Success {
+		td.stats.Leaked++
+		h.warn(t, "TDH.PHYMEM.PAGE.RECLAIM", st, spt)
+		return errno.Newf("tdx_sept_free_private_spt", errno.EIO, "%v", st)
+	}
+	_ = h.Mem.FillTag(t, spt, 0, 0)
+	_ = h.pamtPut(t, spt)
+	td.stats.SEPTPagesReclaimed++
+	return nil
+}
+
+// SplitExternalSPTE demotes a huge private leaf. Mainline maps private
+// memory at 4K only, so a split is a bug (the huge-page series adds it).
+func (td *TD) SplitExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level, spt addr.PFN) error {
+	return td.vm.Bug(t, "tdx_sept_split_private_spte: private huge pages are not enabled")
+}
+
+// doNoVCPUs is tdh_do_no_vcpus() (v6.19): with mmu_lock held for write,
+// run the SEAMCALL; on TDX_OPERAND_BUSY (contention with TDH.VP.ENTER or a
+// guest TDCALL on the same S-EPT entries) stop vCPUs from entering the
+// guest (wait_for_sept_zap), kick every vCPU out, and run it once more.
+// The second attempt is "guaranteed to succeed absent bugs"; its status is
+// returned either way.
+func (td *TD) doNoVCPUs(t *sched.Thread, call func() tdxmodule.Status) tdxmodule.Status {
+	st := call()
+	if !busy(st) {
+		return st
+	}
+	td.stats.NoVCPURetries++
+	td.waitForSEPTZap.Store(true)
+	td.kickAll(t)
+	st = call()
+	td.waitForSEPTZap.Store(false)
+	return st
+}
+
+// track is tdx_track(): on a RUNNABLE TD, TDH.MEM.TRACK (through
+// tdh_do_no_vcpus; failure is KVM_BUG_ON) bumps the TD's TLB epoch, then
+// every vCPU is kicked out of the guest so that none still runs in the old
+// epoch (KVM_REQ_OUTSIDE_GUEST_MODE): the module flushes their S-EPT TLB on
+// the next entry and the next TRACK can succeed.
+func (td *TD) track(t *sched.Thread) error {
+	if td.State() != StateRunnable {
+		return nil
+	}
+	st := td.doNoVCPUs(t, func() tdxmodule.Status { return td.h.Mod.MemTrack(t, td.tdr) })
+	if st != tdxmodule.Success {
+		return td.bug(t, "TDH.MEM.TRACK", st, 0)
+	}
+	td.kickAll(t)
+	return nil
+}
+
+// kickAll is kvm_make_all_cpus_request(KVM_REQ_OUTSIDE_GUEST_MODE): every
+// vCPU in guest mode is asked to exit, and the caller waits until each one
+// has (they re-enter in the new epoch, or not at all while
+// wait_for_sept_zap is set).
+func (td *TD) kickAll(t *sched.Thread) {
+	td.stats.Kicks++
+	type pending struct {
+		v   *VCPU
+		gen uint64
+	}
+	var wait []pending
+	for _, v := range td.vcpus {
+		if v.inGuest.Load() {
+			v.kick.Store(true)
+			wait = append(wait, pending{v, v.exits.Load()})
+		}
+	}
+	if len(wait) == 0 {
+		return
+	}
+	t.WaitUntil("every vCPU out of guest mode (KVM_REQ_OUTSIDE_GUEST_MODE)", func() bool {
+		for _, p := range wait {
+			if p.v.inGuest.Load() && p.v.exits.Load() == p.gen {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -1,0 +1,248 @@
+// Package tdx models KVM's TDX code (arch/x86/kvm/vmx/tdx.c, v6.19, with
+// the Dynamic PAMT series): the external-S-EPT hooks the TDP MMU calls,
+// implemented with SEAMCALLs on the TDX module; the TD build ioctls
+// (KVM_TDX_INIT_VM, KVM_TDX_INIT_VCPU, KVM_TDX_INIT_MEM_REGION,
+// KVM_TDX_FINALIZE_VM); the vCPU's TD exits (EPT violations, MapGPA); and
+// teardown (HKID release, then reclaim of every TD page).
+//
+// No page is pinned (seed 000): mapping a page into the S-EPT takes no
+// reference; guest_memfd keeps the page until its invalidation reaches the
+// MMU. TDX_OPERAND_BUSY is retried the kernel's way; any other unexpected
+// status is KVM_BUG_ON: the VM is marked dead and its ioctls return EIO.
+package tdx
+
+import (
+	"fmt"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/kvm"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
+	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxmodule"
+)
+
+// Host is the host-wide TDX state: the module, the pool of private HKIDs
+// (tdx_guest_keyid_alloc), and the Dynamic PAMT refcounts, one per 2 MiB
+// physical range, under the global dpamt_lock (tdx_pamt_get/put in
+// arch/x86/virt/vmx/tdx/tdx.c of the Dynamic PAMT series).
+type Host struct {
+	Sys  *kvm.System
+	Mem  *hostmem.Memory
+	Mod  *tdxmodule.Module
+	sink event.Sink
+
+	hkids     []bool // index = HKID; true = in use
+	dpamtLock *sched.SpinLock
+	dpamtRef  map[uint64]int32 // 2M physical range -> refcount (no entry = 0)
+	dpamtSrc  hostmem.Source
+
+	// PAMTPairs counts PAMT.ADDs minus PAMT.REMOVEs; DPAMTFailures counts
+	// failed gets and puts (each a loud warning in the kernel).
+	PAMTPairs, DPAMTFailures int64
+}
+
+// dpamtSourceName is where every Dynamic PAMT page comes from: the vCPU
+// caches and the direct allocations for control pages.
+const dpamtSourceName = "tdx.dpamt"
+
+// NewHost wraps a KVM system and the TDX module on the same host memory.
+func NewHost(sys *kvm.System, mod *tdxmodule.Module) (*Host, error) {
+	mem := sys.Memory()
+	src, err := mem.RegisterSource(dpamtSourceName)
+	if err != nil {
+		return nil, err
+	}
+	return &Host{Sys: sys, Mem: mem, Mod: mod, sink: sys.Sink(),
+		hkids:     make([]bool, mod.Config().HKIDs+1),
+		dpamtLock: sched.NewSpinLock("tdx.dpamt_lock"),
+		dpamtRef:  map[uint64]int32{},
+		dpamtSrc:  src}, nil
+}
+
+// allocHKID is tdx_guest_keyid_alloc(): ENOSPC when all are taken.
+func (h *Host) allocHKID() (int, error) {
+	for i := 1; i < len(h.hkids); i++ {
+		if !h.hkids[i] {
+			h.hkids[i] = true
+			return i, nil
+		}
+	}
+	return 0, errno.Newf("tdx_guest_keyid_alloc", errno.ENOSPC, "all %d private HKIDs are in use", len(h.hkids)-1)
+}
+
+func (h *Host) freeHKID(id int) {
+	if id > 0 && id < len(h.hkids) {
+		h.hkids[id] = false
+	}
+}
+
+// HKIDsInUse returns how many private HKIDs are assigned.
+func (h *Host) HKIDsInUse() int {
+	n := 0
+	for _, u := range h.hkids {
+		if u {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *Host) dynamic() bool { return h.Mod.Config().DynamicPAMT }
+
+// DPAMTRef returns the Dynamic PAMT refcount of the 2 MiB range holding pfn.
+func (h *Host) DPAMTRef(pfn addr.PFN) int32 { return h.dpamtRef[uint64(pfn>>9)] }
+
+// DPAMTRanges returns how many 2 MiB ranges hold a Dynamic PAMT pair.
+func (h *Host) DPAMTRanges() int { return len(h.dpamtRef) }
+
+// pamtGet takes a reference on the Dynamic PAMT pair of pfn's 2 MiB range,
+// installing it with TDH.PHYMEM.PAMT.ADD on 0 -> 1. The two pages come from
+// cache when one is given (under mmu_lock, where nothing may sleep) or are
+// allocated, charged to acct. Kernel: tdx_pamt_get().
+func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hostmem.Account) error {
+	if !h.dynamic() {
+		return nil
+	}
+	var pair [2]addr.PFN
+	for i := range pair {
+		var err error
+		if cache != nil {
+			pair[i], err = cache.Take(t)
+		} else {
+			pair[i], err = h.Mem.Alloc(t, hostmem.Request{Source: h.dpamtSrc, Account: acct, Charged: true})
+		}
+		if err != nil {
+			h.releasePair(t, pair[:i], cache)
+			return errno.Newf("tdx_pamt_get", errno.ENOMEM, "%v", err)
+		}
+	}
+	h.dpamtLock.Lock(t)
+	key := uint64(pfn >> 9)
+	if h.dpamtRef[key] > 0 {
+		h.dpamtRef[key]++
+		h.dpamtLock.Unlock(t)
+		h.releasePair(t, pair[:], cache)
+		return nil
+	}
+	// PAMT.ADD takes the range's 2M PAMT entry exclusively while SEAMCALLs
+	// on its pages hold it shared: BUSY is contention, retried.
+	var st tdxmodule.Status
+	for range busyRetries {
+		if st = h.Mod.PhymemPAMTAdd(t, pfn, pair); !st.HasCode(tdxmodule.OperandBusy) {
+			break
+		}
+	}
+	if st != tdxmodule.Success {
+		h.dpamtLock.Unlock(t)
+		h.releasePair(t, pair[:], cache)
+		h.DPAMTFailures++
+		h.warn(t, "TDH.PHYMEM.PAMT.ADD", st, pfn)
+		return errno.Newf("tdx_pamt_get", errno.EIO, "TDH.PHYMEM.PAMT.ADD for %s: %v", (pfn &^ 511).HPA(), st)
+	}
+	h.dpamtRef[key] = 1
+	h.PAMTPairs++
+	h.dpamtLock.Unlock(t)
+	return nil
+}
+
+// busyRetries bounds the retries of a SEAMCALL whose BUSY is contention
+// with other CPUs; in the model the holder always makes progress.
+const busyRetries = 1000
+
+func (h *Host) releasePair(t *sched.Thread, pages []addr.PFN, cache *mmu.Cache) {
+	for _, p := range pages {
+		if cache != nil {
+			cache.Return(p)
+		} else {
+			_ = h.Mem.Free(t, p, h.dpamtSrc)
+		}
+	}
+}
+
+// pamtPut drops a reference; on 1 -> 0 it removes the pair with
+// TDH.PHYMEM.PAMT.REMOVE, resets and frees both pages. A failed removal is
+// a loud warning and the pages leak, the refcount stays. Kernel:
+// tdx_pamt_put().
+func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
+	if !h.dynamic() {
+		return nil
+	}
+	h.dpamtLock.Lock(t)
+	defer h.dpamtLock.Unlock(t)
+	key := uint64(pfn >> 9)
+	switch n := h.dpamtRef[key]; {
+	case n == 0:
+		h.DPAMTFailures++
+		h.warn(t, "tdx_pamt_put", 0, pfn)
+		return errno.Newf("tdx_pamt_put", errno.EIO, "refcount underflow for the 2M range at %s", (pfn &^ 511).HPA())
+	case n > 1:
+		h.dpamtRef[key] = n - 1
+		return nil
+	}
+	var st tdxmodule.Status
+	var out tdxmodule.Regs
+	for range busyRetries {
+		if st, out = h.Mod.PhymemPAMTRemove(t, pfn); !st.HasCode(tdxmodule.OperandBusy) {
+			break
+		}
+	}
+	if st != tdxmodule.Success {
+		h.DPAMTFailures++
+		h.warn(t, "TDH.PHYMEM.PAMT.REMOVE", st, pfn)
+		return errno.Newf("tdx_pamt_put", errno.EIO, "TDH.PHYMEM.PAMT.REMOVE for %s: %v", (pfn &^ 511).HPA(), st)
+	}
+	delete(h.dpamtRef, key)
+	h.PAMTPairs--
+	for _, r := range []uint64{out.RDX, out.R8} {
+		p := addr.HPA(r).PFN()
+		_ = h.Mem.FillTag(t, p, 0, 0)
+		_ = h.Mem.Free(t, p, h.dpamtSrc)
+	}
+	return nil
+}
+
+// warn records a WARN: a kernel warning that does not kill a VM.
+func (h *Host) warn(t *sched.Thread, what string, st tdxmodule.Status, pfn addr.PFN) {
+	ev := event.Event{Kind: event.KindTDX, Name: "WARN", Status: uint64(st), Args: [4]uint64{uint64(pfn)},
+		Detail: fmt.Sprintf("%s failed for %s: %v", what, pfn, st)}
+	t.Stamp(&ev)
+	h.sink.Emit(ev)
+}
+
+// allocControlPage is tdx_alloc_control_page(): a zeroed, accounted page
+// with its Dynamic PAMT pair, for TDR, TDCS, TDVPR and TDVPX.
+func (h *Host) allocControlPage(t *sched.Thread, acct hostmem.Account) (addr.PFN, error) {
+	p, err := h.Mem.Alloc(t, hostmem.Request{Source: hostmem.SourceBuddy, Account: acct, Charged: true})
+	if err != nil {
+		return 0, errno.Newf("tdx_alloc_control_page", errno.ENOMEM, "%v", err)
+	}
+	if err := h.pamtGet(t, p, nil, acct); err != nil {
+		_ = h.Mem.Free(t, p, hostmem.SourceBuddy)
+		return 0, err
+	}
+	return p, nil
+}
+
+// freeControlPage is tdx_free_control_page() for a page the module never
+// took: put the pair, free the page.
+func (h *Host) freeControlPage(t *sched.Thread, p addr.PFN) {
+	_ = h.pamtPut(t, p)
+	_ = h.Mem.Free(t, p, hostmem.SourceBuddy)
+}
+
+// reclaimPage is tdx_reclaim_page() + tdx_free_control_page(): take a page
+// back from the module with TDH.PHYMEM.PAGE.RECLAIM, reset it, put its
+// pair and free it to src. A failed reclaim leaks the page (WARN).
+func (h *Host) reclaimPage(t *sched.Thread, p addr.PFN, src hostmem.Source) error {
+	st, _ := h.Mod.PhymemPageReclaim(t, p)
+	if st != tdxmodule.Success {
+		h.warn(t, "TDH.PHYMEM.PAGE.RECLAIM", st, p)
+		return errno.Newf("tdx_reclaim_page", errno.EIO, "%s: %v (page leaked)", p, st)
+	}
+	_ = h.Mem.FillTag(t, p, 0, 0) // tdx_quirk_reset_page
+	_ = h.pamtPut(t, p)
+	return h.Mem.Free(t, p, src)
+}

@@ -1,0 +1,434 @@
+package tdx
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/gmem"
+	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/kvm"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
+	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxmodule"
+)
+
+// State is the TD's life-cycle state in KVM (enum kvm_tdx_state).
+type State uint8
+
+// TD states.
+const (
+	StateUninitialized State = iota // KVM_CREATE_VM done, no HKID
+	StateInitialized                // KVM_TDX_INIT_VM done: HKID, TDR, TDCS
+	StateRunnable                   // KVM_TDX_FINALIZE_VM done
+)
+
+func (s State) String() string {
+	return [...]string{"TD_STATE_UNINITIALIZED", "TD_STATE_INITIALIZED", "TD_STATE_RUNNABLE"}[s]
+}
+
+// Config holds options of one TD.
+type Config struct {
+	// MMU holds the TDP MMU's policy knobs.
+	MMU mmu.Config
+}
+
+// TD is struct kvm_tdx: KVM's side of one TD.
+type TD struct {
+	h   *Host
+	vm  *kvm.VM
+	mmu *mmu.MMU
+	cfg Config
+
+	state atomic.Uint32 // State
+	hkid  int           // 0 = not assigned
+	tdr   addr.PFN
+	tdcs  []addr.PFN
+	vcpus []*VCPU
+
+	// waitForSEPTZap is kvm_tdx->wait_for_sept_zap: while set, vCPUs do
+	// not enter the guest (tdh_do_no_vcpus).
+	waitForSEPTZap atomic.Bool
+	// pageAddSrc is kvm_tdx->page_add_src: the source page of the
+	// KVM_TDX_INIT_MEM_REGION page being added.
+	pageAddSrc    addr.PFN
+	hasPageAddSrc bool
+
+	vmm MapGPAHandler
+
+	stats Stats
+}
+
+// Stats counts what KVM's TDX code did.
+type Stats struct {
+	PagesAdded, PagesAugmented, PagesRemoved int64
+	SEPTPagesAdded, SEPTPagesReclaimed       int64
+	BusyRetries                              int64 // SEAMCALLs retried after TDX_OPERAND_BUSY
+	NoVCPURetries                            int64 // tdh_do_no_vcpus second attempts
+	Kicks                                    int64 // KVM_REQ_OUTSIDE_GUEST_MODE rounds
+	EPTViolations, MapGPAExits               int64
+	ControlPagesReclaimed                    int64
+	Leaked                                   int64 // pages left behind after a failed reclaim
+}
+
+// NewTD makes vm, a KVM_X86_TDX_VM, a TD: it attaches a TDP MMU with a
+// mirror root whose external page table is this TD's S-EPT, and the TDX
+// teardown hooks (tdx_vm_init).
+func (h *Host) NewTD(vm *kvm.VM, cfg Config) (*TD, error) {
+	if vm.Type() != kvm.TDXVM {
+		return nil, errno.Newf("tdx_vm_init", errno.EINVAL, "%s is not a KVM_X86_TDX_VM", vm.Type())
+	}
+	td := &TD{h: h, vm: vm, cfg: cfg}
+	m, err := mmu.New(vm, cfg.MMU, td)
+	if err != nil {
+		return nil, err
+	}
+	td.mmu = m
+	vm.SetArch(td)
+	return td, nil
+}
+
+// VM returns the KVM VM.
+func (td *TD) VM() *kvm.VM { return td.vm }
+
+// MMU returns the TD's TDP MMU.
+func (td *TD) MMU() *mmu.MMU { return td.mmu }
+
+// Host returns the host.
+func (td *TD) Host() *Host { return td.h }
+
+// State returns the life-cycle state.
+func (td *TD) State() State { return State(td.state.Load()) }
+
+// HKID returns the TD's private KeyID, 0 when none is assigned.
+func (td *TD) HKID() int { return td.hkid }
+
+// TDR returns the TDR page (zero before INIT_VM).
+func (td *TD) TDR() addr.PFN { return td.tdr }
+
+// Stats returns the counters.
+func (td *TD) Stats() Stats { return td.stats }
+
+// VCPUs returns the TD's vCPUs in creation order.
+func (td *TD) VCPUs() []*VCPU { return td.vcpus }
+
+func (td *TD) event(t *sched.Thread, name string, a0, a1 uint64, st tdxmodule.Status, detail string) {
+	ev := event.Event{Kind: event.KindTDX, Name: name, Status: uint64(st), Args: [4]uint64{a0, a1, uint64(td.vm.ID())}, Detail: detail}
+	t.Stamp(&ev)
+	td.h.sink.Emit(ev)
+}
+
+// bug is TDX_BUG_ON: KVM_BUG_ON with the SEAMCALL named; it returns EIO.
+func (td *TD) bug(t *sched.Thread, leaf string, st tdxmodule.Status, gfn addr.GFN) error {
+	return td.vm.Bug(t, fmt.Sprintf("%s failed at %s: %v", leaf, gfn.GPA(), st))
+}
+
+// InitVM holds struct kvm_tdx_init_vm's fields the model uses.
+type InitVM struct {
+	// GPAW is the guest physical address width from CPUID 0x80000008
+	// EAX[23:16]: 48 (shared bit 47) or 52 (shared bit 51, needs 5-level
+	// EPT, which the model's 4-level roots do not have).
+	GPAW int
+	// MaxVCPUs bounds KVM_CREATE_VCPU (TD_PARAMS.MAX_VCPUS).
+	MaxVCPUs int
+	// HWError is the userspace-supplied hw_error field: must be 0.
+	HWError uint64
+}
+
+// InitVM is KVM_TDX_INIT_VM. Kernel: tdx_td_init() under the state guard
+// (kvm->lock, every vcpu->mutex, slots_lock). Errors: not UNINITIALIZED,
+// hw_error set, or a bad GPAW (EINVAL); vCPUs already created (EBUSY); no
+// free HKID (ENOSPC); no memory (ENOMEM); a dead VM (EIO). SEAMCALL
+// failures are KVM_BUG_ON (EIO) and leave the TD UNINITIALIZED.
+func (td *TD) InitVM(t *sched.Thread, p InitVM) error {
+	const op = "KVM_TDX_INIT_VM"
+	vm := td.vm
+	if vm.Dead() {
+		return errno.New(op, errno.EIO, "VM is dead")
+	}
+	vm.SlotsLock().Lock(t)
+	defer vm.SlotsLock().Unlock(t)
+	switch {
+	case td.State() != StateUninitialized:
+		return errno.Newf(op, errno.EINVAL, "TD is %s, not uninitialized", td.State())
+	case p.HWError != 0:
+		return errno.New(op, errno.EINVAL, "hw_error must be 0 on input")
+	case len(vm.VCPUs()) > 0:
+		return errno.New(op, errno.EBUSY, "vCPUs were created before KVM_TDX_INIT_VM")
+	case p.GPAW != 48 && p.GPAW != 52:
+		return errno.Newf(op, errno.EINVAL, "GPAW %d: must be 48 or 52", p.GPAW)
+	case p.GPAW == 52:
+		return errno.New(op, errno.EINVAL, "GPAW 52 needs 5-level EPT, which this host does not have")
+	case p.MaxVCPUs < 0 || p.MaxVCPUs > kvm.MaxVCPUIDs:
+		return errno.Newf(op, errno.EINVAL, "max_vcpus %d out of range", p.MaxVCPUs)
+	}
+	h := td.h
+	hkid, err := h.allocHKID()
+	if err != nil {
+		return err
+	}
+	acct := vm.Account()
+	tdr, err := h.allocControlPage(t, acct)
+	if err != nil {
+		h.freeHKID(hkid)
+		return err
+	}
+	if st := h.Mod.MngCreate(t, tdr, hkid); st != tdxmodule.Success {
+		h.freeControlPage(t, tdr)
+		h.freeHKID(hkid)
+		return td.bug(t, "TDH.MNG.CREATE", st, 0)
+	}
+	td.tdr, td.hkid = tdr, hkid
+	for pkg := range h.Mod.Config().Packages {
+		if st := h.Mod.MngKeyConfig(t, tdr, pkg); st != tdxmodule.Success {
+			return td.bug(t, "TDH.MNG.KEY.CONFIG", st, 0)
+		}
+	}
+	for range h.Mod.Config().TDCSPages {
+		p, err := h.allocControlPage(t, acct)
+		if err != nil {
+			return err
+		}
+		if st := h.Mod.MngAddCX(t, tdr, p); st != tdxmodule.Success {
+			h.freeControlPage(t, p)
+			return td.bug(t, "TDH.MNG.ADDCX", st, 0)
+		}
+		td.tdcs = append(td.tdcs, p)
+	}
+	if st := h.Mod.MngInit(t, tdr, 4, max(p.MaxVCPUs, 1)); st != tdxmodule.Success {
+		return td.bug(t, "TDH.MNG.INIT", st, 0)
+	}
+	vm.SetSharedBit(uint(p.GPAW - 1))
+	td.state.Store(uint32(StateInitialized))
+	td.event(t, op, uint64(hkid), uint64(p.GPAW), 0, "")
+	return nil
+}
+
+// Finalize is KVM_TDX_FINALIZE_VM: TDH.MR.FINALIZE, then the TD is
+// RUNNABLE and pre-faults are allowed. Errors: no HKID or already RUNNABLE
+// (EINVAL); BUSY (EBUSY); other failures KVM_BUG_ON (EIO).
+func (td *TD) Finalize(t *sched.Thread) ([]byte, error) {
+	const op = "KVM_TDX_FINALIZE_VM"
+	if td.vm.Dead() {
+		return nil, errno.New(op, errno.EIO, "VM is dead")
+	}
+	td.vm.SlotsLock().Lock(t)
+	defer td.vm.SlotsLock().Unlock(t)
+	if td.hkid == 0 || td.State() != StateInitialized {
+		return nil, errno.Newf(op, errno.EINVAL, "TD is %s", td.State())
+	}
+	st := td.h.Mod.MrFinalize(t, td.tdr)
+	if st.HasCode(tdxmodule.OperandBusy) {
+		return nil, errno.New(op, errno.EBUSY, "TDH.MR.FINALIZE: TDX_OPERAND_BUSY")
+	}
+	if st != tdxmodule.Success {
+		return nil, td.bug(t, "TDH.MR.FINALIZE", st, 0)
+	}
+	td.state.Store(uint32(StateRunnable))
+	info, _ := td.h.Mod.TD(td.tdr)
+	td.event(t, op, 0, 0, 0, "")
+	return info.MRTD, nil
+}
+
+// MemRegion is struct kvm_tdx_init_mem_region plus the command's flags.
+type MemRegion struct {
+	SourceAddr uint64 // userspace address of the source bytes
+	GPA        uint64
+	NPages     uint64
+	Measure    bool // KVM_TDX_MEASURE_MEMORY_REGION
+	Flags      uint32
+}
+
+// MeasureMemoryRegion is KVM_TDX_MEASURE_MEMORY_REGION.
+const MeasureMemoryRegion = 1 << 0
+
+// InitMemRegion is KVM_TDX_INIT_MEM_REGION on vCPU v. Kernel (v6.19):
+// tdx_vcpu_init_mem_region() under slots_lock, one page at a time through
+// kvm_gmem_populate(); its callback tdx_gmem_post_populate() holds the
+// private PFN guest_memfd gave it and the GUP'd source page, maps the PFN
+// into the mirror root with kvm_tdp_mmu_map_private_pfn() — no page fault
+// is synthesized and guest_memfd is not asked again (seed 001) — whose
+// set_external_spte does TDH.MEM.PAGE.ADD from the source; then TDH.MR.EXTEND
+// for each 256-byte chunk when measuring. The region is updated as pages
+// are done (the struct is copied back even on error).
+//
+// Errors: vCPU not initialized, TD runnable, unknown flags, a source or
+// GPA not page aligned, a zero source (T4) or page count, a range that
+// wraps or carries the shared bit (EINVAL); what kvm_gmem_populate returns
+// (e.g. EINVAL for a GFN not private); EFAULT for a source not mapped;
+// EIO (VM bugged) for a failed PAGE.ADD or MR.EXTEND.
+func (td *TD) InitMemRegion(t *sched.Thread, v *VCPU, r *MemRegion) error {
+	const op = "KVM_TDX_INIT_MEM_REGION"
+	vm := td.vm
+	if vm.Dead() {
+		return errno.New(op, errno.EIO, "VM is dead")
+	}
+	vm.SlotsLock().Lock(t)
+	defer vm.SlotsLock().Unlock(t)
+	shared := uint64(vm.SharedBit().GPA())
+	end := r.GPA + r.NPages<<addr.PageShift
+	switch {
+	case v.State() != VCPUInitialized:
+		return errno.New(op, errno.EINVAL, "vCPU is not initialized (KVM_TDX_INIT_VCPU)")
+	case td.State() == StateRunnable || td.hkid == 0:
+		return errno.Newf(op, errno.EINVAL, "TD is %s", td.State())
+	case r.Flags&^MeasureMemoryRegion != 0:
+		return errno.Newf(op, errno.EINVAL, "unknown flags %#x", r.Flags)
+	case r.SourceAddr == 0 || r.SourceAddr%addr.PageSize != 0 || r.GPA%addr.PageSize != 0:
+		return errno.New(op, errno.EINVAL, "source_addr and gpa must be non-zero page-aligned (gpa may be 0)")
+	case r.NPages == 0 || r.NPages > 1<<40 || end <= r.GPA:
+		return errno.Newf(op, errno.EINVAL, "nr_pages %d: zero or the range wraps", r.NPages)
+	case r.GPA&shared != 0 || (end-1)&shared != 0:
+		return errno.New(op, errno.EINVAL, "the range carries the shared bit")
+	}
+	if r.Flags&MeasureMemoryRegion != 0 {
+		r.Measure = true
+	}
+	user := vm.UserMemory()
+	for r.NPages > 0 {
+		gfn := addr.GPA(r.GPA).GFN()
+		src := func(t *sched.Thread, _ int64) (addr.PFN, func(), error) {
+			if user == nil {
+				return 0, nil, errno.New("get_user_pages_fast", errno.EFAULT, "no userspace memory")
+			}
+			p, err := user.GetUserPage(t, r.SourceAddr, false)
+			if err != nil {
+				return 0, nil, errno.Newf("get_user_pages_fast", errno.EFAULT, "source %#x: %v", r.SourceAddr, err)
+			}
+			return p, func() { _ = td.h.Mem.Put(t, p) }, nil
+		}
+		n, err := gmem.Populate(t, slotOrNil(vm.SlotAt(gfn)), gfn, src, 1, func(t *sched.Thread, gfn addr.GFN, pfn, srcPFN addr.PFN) error {
+			return td.postPopulate(t, v, gfn, pfn, srcPFN, r.Measure)
+		})
+		if err != nil {
+			return err
+		}
+		if n != 1 {
+			return errno.Newf(op, errno.EIO, "kvm_gmem_populate did %d pages, want 1", n)
+		}
+		r.SourceAddr += addr.PageSize
+		r.GPA += addr.PageSize
+		r.NPages--
+	}
+	return nil
+}
+
+// slotOrNil keeps a nil *Memslot from becoming a non-nil gmem.Slot.
+func slotOrNil(s *kvm.Memslot) gmem.Slot {
+	if s == nil {
+		return nil
+	}
+	return s
+}
+
+// postPopulate is tdx_gmem_post_populate() (v6.19).
+func (td *TD) postPopulate(t *sched.Thread, v *VCPU, gfn addr.GFN, pfn, src addr.PFN, measure bool) error {
+	if td.hasPageAddSrc {
+		return td.vm.Bug(t, "page_add_src already set")
+	}
+	td.pageAddSrc, td.hasPageAddSrc = src, true
+	err := v.mmu.MapPrivatePFN(t, gfn, pfn)
+	td.pageAddSrc, td.hasPageAddSrc = 0, false
+	if err != nil {
+		return err
+	}
+	if !measure {
+		return nil
+	}
+	for off := addr.GPA(0); off < addr.PageSize; off += 256 {
+		st, _ := td.h.Mod.MrExtend(t, td.tdr, gfn.GPA()+off)
+		if st != tdxmodule.Success {
+			return td.bug(t, "TDH.MR.EXTEND", st, gfn)
+		}
+	}
+	return nil
+}
+
+// PreDestroyVM is tdx_mmu_release_hkid(): flush every vCPU off its CPU
+// (TDH.VP.FLUSH), TDH.MNG.VPFLUSHDONE, TDH.PHYMEM.CACHE.WB on each
+// package, TDH.MNG.KEY.FREEID; the HKID goes back to the pool. A failure
+// leaks the HKID (pr_err), and the TD's pages then cannot be reclaimed.
+func (td *TD) PreDestroyVM(t *sched.Thread) {
+	if td.hkid == 0 {
+		return
+	}
+	h := td.h
+	fail := func(leaf string, st tdxmodule.Status) {
+		h.warn(t, leaf, st, td.tdr)
+		td.event(t, "hkid_leaked", uint64(td.hkid), 0, st, leaf)
+	}
+	for _, v := range td.vcpus {
+		if v.tdvpr == 0 {
+			continue
+		}
+		if st := h.Mod.VPFlush(t, v.tdvpr); st != tdxmodule.Success && !st.HasCode(tdxmodule.VCPUNotAssociated) {
+			fail("TDH.VP.FLUSH", st)
+			return
+		}
+	}
+	if st := h.Mod.MngVPFlushDone(t, td.tdr); st != tdxmodule.Success {
+		fail("TDH.MNG.VPFLUSHDONE", st)
+		return
+	}
+	for pkg := range h.Mod.Config().Packages {
+		if st := h.Mod.PhymemCacheWB(t, pkg); st != tdxmodule.Success {
+			fail("TDH.PHYMEM.CACHE.WB", st)
+			return
+		}
+	}
+	if st := h.Mod.MngKeyFreeID(t, td.tdr); st != tdxmodule.Success {
+		fail("TDH.MNG.KEY.FREEID", st)
+		return
+	}
+	h.freeHKID(td.hkid)
+	td.event(t, "release_hkid", uint64(td.hkid), 0, 0, "")
+	td.hkid = 0
+}
+
+// DestroyVCPUs is tdx_vcpu_free() for each vCPU: reclaim TDVPX and TDVPR
+// pages (only once the HKID is released; otherwise they leak) and release
+// the vCPU's Dynamic PAMT cache.
+func (td *TD) DestroyVCPUs(t *sched.Thread) {
+	for _, v := range td.vcpus {
+		if v.pamtCache != nil {
+			_ = v.pamtCache.Release(t)
+		}
+		pages := append(append([]addr.PFN(nil), v.tdvpx...), v.tdvpr)
+		if v.tdvpr == 0 {
+			pages = v.tdvpx
+		}
+		td.reclaimControl(t, pages)
+		v.tdvpx, v.tdvpr = nil, 0
+	}
+}
+
+// DestroyVM is tdx_vm_destroy(): reclaim the TDCS pages, then the TDR.
+func (td *TD) DestroyVM(t *sched.Thread) {
+	td.reclaimControl(t, td.tdcs)
+	td.tdcs = nil
+	if td.tdr != 0 {
+		td.reclaimControl(t, []addr.PFN{td.tdr})
+		td.tdr = 0
+	}
+	td.state.Store(uint32(StateUninitialized))
+}
+
+func (td *TD) reclaimControl(t *sched.Thread, pages []addr.PFN) {
+	for _, p := range pages {
+		if td.hkid != 0 {
+			td.stats.Leaked++
+			td.h.warn(t, "reclaim with HKID assigned", 0, p)
+			continue
+		}
+		if err := td.h.reclaimPage(t, p, hostmem.SourceBuddy); err != nil {
+			td.stats.Leaked++
+			continue
+		}
+		td.stats.ControlPagesReclaimed++
+	}
+}
+
+var _ kvm.Arch = (*TD)(nil)
+var _ mmu.External = (*TD)(nil)

@@ -1,0 +1,386 @@
+package tdx
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/kvm"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
+	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxmodule"
+)
+
+// VCPUState is a vCPU's TDX state (enum vcpu_tdx_state).
+type VCPUState uint8
+
+// vCPU states.
+const (
+	VCPUUninitialized VCPUState = iota // KVM_CREATE_VCPU done
+	VCPUInitialized                    // KVM_TDX_INIT_VCPU done
+)
+
+// VCPU is struct vcpu_tdx: one TD vCPU as KVM runs it.
+type VCPU struct {
+	td    *TD
+	kv    *kvm.VCPU
+	mmu   *mmu.VCPU
+	state VCPUState
+	tdvpr addr.PFN
+	tdvpx []addr.PFN
+	mod   *tdxmodule.VCPU
+
+	// pamtCache holds Dynamic PAMT pages for faults (TDX's, not KVM's).
+	pamtCache *mmu.Cache
+
+	inGuest atomic.Bool   // between TDH.VP.ENTER and the TD exit
+	exits   atomic.Uint64 // TD exits so far
+	kick    atomic.Bool   // KVM_REQ_OUTSIDE_GUEST_MODE pending
+}
+
+// CreateVCPU is KVM_CREATE_VCPU on a TD: allowed only once the TD is
+// INITIALIZED (EIO otherwise; tdx_vcpu_create). It creates the vCPU's MMU
+// and caches.
+func (td *TD) CreateVCPU(t *sched.Thread, id uint32) (*VCPU, error) {
+	if td.State() != StateInitialized {
+		return nil, errno.Newf("KVM_CREATE_VCPU", errno.EIO, "TD is %s, not initialized", td.State())
+	}
+	kv, err := td.vm.CreateVCPU(t, id)
+	if err != nil {
+		return nil, err
+	}
+	mv, err := td.mmu.NewVCPU(kv)
+	if err != nil {
+		return nil, err
+	}
+	v := &VCPU{td: td, kv: kv, mmu: mv}
+	mv.Arch = v
+	if td.h.dynamic() {
+		// One pair for the leaf and one per S-EPT page a fault may add.
+		if v.pamtCache, err = mmu.NewCache(td.h.Mem, dpamtSourceName, td.vm.Account(), 8, 16); err != nil {
+			return nil, err
+		}
+	}
+	td.vcpus = append(td.vcpus, v)
+	return v, nil
+}
+
+// ID returns the vCPU id.
+func (v *VCPU) ID() uint32 { return v.kv.ID() }
+
+// State returns the vCPU's TDX state.
+func (v *VCPU) State() VCPUState { return v.state }
+
+// TD returns the vCPU's TD.
+func (v *VCPU) TD() *TD { return v.td }
+
+// MMU returns the vCPU's MMU side.
+func (v *VCPU) MMU() *mmu.VCPU { return v.mmu }
+
+// InGuest reports whether the vCPU is in guest mode.
+func (v *VCPU) InGuest() bool { return v.inGuest.Load() }
+
+// InitVCPU is KVM_TDX_INIT_VCPU: TDVPR and TDVPX pages, TDH.VP.CREATE,
+// TDH.VP.ADDCX, TDH.VP.INIT. Errors: TD not INITIALIZED or vCPU already
+// initialized (EINVAL); no memory (ENOMEM); SEAMCALL failures KVM_BUG_ON
+// (EIO).
+func (v *VCPU) InitVCPU(t *sched.Thread) error {
+	const op = "KVM_TDX_INIT_VCPU"
+	td := v.td
+	h := td.h
+	if td.vm.Dead() {
+		return errno.New(op, errno.EIO, "VM is dead")
+	}
+	if td.hkid == 0 || td.State() == StateRunnable {
+		return errno.Newf(op, errno.EINVAL, "TD is %s", td.State())
+	}
+	if v.state != VCPUUninitialized {
+		return errno.New(op, errno.EINVAL, "vCPU already initialized")
+	}
+	acct := td.vm.Account()
+	tdvpr, err := h.allocControlPage(t, acct)
+	if err != nil {
+		return err
+	}
+	if st := h.Mod.VPCreate(t, td.tdr, tdvpr); st != tdxmodule.Success {
+		h.freeControlPage(t, tdvpr)
+		return td.bug(t, "TDH.VP.CREATE", st, 0)
+	}
+	v.tdvpr = tdvpr
+	for range h.Mod.Config().TDVPSPages - 1 {
+		p, err := h.allocControlPage(t, acct)
+		if err != nil {
+			return err
+		}
+		if st := h.Mod.VPAddCX(t, tdvpr, p); st != tdxmodule.Success {
+			h.freeControlPage(t, p)
+			return td.bug(t, "TDH.VP.ADDCX", st, 0)
+		}
+		v.tdvpx = append(v.tdvpx, p)
+	}
+	if st := h.Mod.VPInit(t, tdvpr); st != tdxmodule.Success {
+		return td.bug(t, "TDH.VP.INIT", st, 0)
+	}
+	v.mod = h.Mod.VCPU(tdvpr)
+	v.state = VCPUInitialized
+	return nil
+}
+
+// enter is the part of KVM_RUN up to TDH.VP.ENTER (vcpu_enter_guest ->
+// tdx_vcpu_run): pending requests first (a dead VM is EIO), no entry while
+// wait_for_sept_zap is set (tdx_vcpu_run returns at once), and a BUSY entry
+// is retried. It does nothing when the vCPU is already in guest mode.
+func (v *VCPU) enter(t *sched.Thread) error {
+	if v.inGuest.Load() {
+		return nil
+	}
+	td := v.td
+	for tries := 0; ; tries++ {
+		if err := v.kv.CheckRequests(); err != nil {
+			return err
+		}
+		if v.state != VCPUInitialized || td.State() != StateRunnable {
+			return errno.Newf("KVM_RUN", errno.EINVAL, "vCPU %d cannot run: TD is %s", v.ID(), td.State())
+		}
+		if td.waitForSEPTZap.Load() {
+			t.WaitUntil("wait_for_sept_zap cleared", func() bool { return !td.waitForSEPTZap.Load() || td.vm.Dead() })
+			continue
+		}
+		st := td.h.Mod.VPEnter(t, v.tdvpr)
+		if st == tdxmodule.Success {
+			v.kick.Store(false)
+			v.inGuest.Store(true)
+			return nil
+		}
+		if !busy(st) || tries > busyRetries {
+			return td.bug(t, "TDH.VP.ENTER", st, 0)
+		}
+		td.stats.BusyRetries++
+		t.Yield()
+	}
+}
+
+// exit leaves guest mode (any TD exit).
+func (v *VCPU) exit() {
+	if !v.inGuest.Load() {
+		return
+	}
+	v.td.h.Mod.TDExit(v.mod)
+	v.inGuest.Store(false)
+	v.exits.Add(1)
+}
+
+// boundary is an instruction boundary in the guest: other CPUs may run
+// here, and a pending kick makes the vCPU exit (it re-enters on its next
+// operation).
+func (v *VCPU) boundary(t *sched.Thread) {
+	t.Yield()
+	if v.kick.Load() {
+		v.exit()
+	}
+}
+
+// Halt takes the vCPU out of guest mode (HLT or the end of the guest's
+// work), so that kicks need not wait for it.
+func (v *VCPU) Halt() { v.exit() }
+
+// Idle halts and waits until cond holds (a guest waiting for an event).
+func (v *VCPU) Idle(t *sched.Thread, desc string, cond func() bool) {
+	v.exit()
+	t.WaitUntil(desc, cond)
+}
+
+// ErrVE is a #VE the TD took: a load or store to a private page it has not
+// accepted (the guest's #VE handler decides what to do).
+var ErrVE = errors.New("#VE: access to an unaccepted private page")
+
+// Accept runs TDG.MEM.PAGE.ACCEPT of gpa at level in the guest. An EPT
+// violation is a TD exit KVM handles here (the fault maps the page with
+// TDH.MEM.PAGE.AUG), and the guest retries the TDCALL, as the real guest
+// does. It returns the TDCALL status the guest finally sees, or an error
+// for what stops the vCPU (a dead VM, a memory fault exit to userspace).
+func (v *VCPU) Accept(t *sched.Thread, gpa addr.GPA, level addr.Level) (tdxmodule.Status, error) {
+	for {
+		if err := v.enter(t); err != nil {
+			return 0, err
+		}
+		v.boundary(t)
+		if !v.inGuest.Load() {
+			continue
+		}
+		x := v.td.h.Mod.Accept(t, v.mod, uint64(gpa)|uint64(level))
+		if x.Kind == tdxmodule.ExitNone {
+			return x.Status, nil
+		}
+		v.exit()
+		if err := v.handleEPTViolation(t, x); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// Write stores tag to the page at gpa from inside the guest: a private
+// GPA through the Secure EPT, a shared one (shared bit set) through the
+// direct root. Exits are handled as in Accept; a private page not yet
+// accepted raises ErrVE.
+func (v *VCPU) Write(t *sched.Thread, gpa addr.GPA, tag hostmem.Tag) error {
+	_, err := v.access(t, gpa, true, tag)
+	return err
+}
+
+// Read loads the tag of the page at gpa from inside the guest.
+func (v *VCPU) Read(t *sched.Thread, gpa addr.GPA) (hostmem.Tag, error) {
+	return v.access(t, gpa, false, 0)
+}
+
+func (v *VCPU) access(t *sched.Thread, gpa addr.GPA, write bool, tag hostmem.Tag) (hostmem.Tag, error) {
+	td := v.td
+	shared := gpa.GFN()&td.vm.SharedBit() != 0
+	for {
+		if err := v.enter(t); err != nil {
+			return 0, err
+		}
+		v.boundary(t)
+		if !v.inGuest.Load() {
+			continue
+		}
+		if shared {
+			// The CPU walks the shared EPT: KVM's direct root.
+			if l, ok := td.mmu.Lookup(false, gpa.GFN()); ok {
+				pfn := l.PFN + addr.PFN(gpa.GFN()-l.GFN)
+				if write {
+					return tag, td.h.Mem.SetTag(t, pfn, tag)
+				}
+				return td.h.Mem.Tag(pfn), nil
+			}
+			v.exit()
+			if err := v.handleEPTViolation(t, tdxmodule.Exit{Kind: tdxmodule.ExitEPTViolation, GPA: gpa}); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		x, got := td.h.Mod.Access(t, v.mod, gpa, write, tag, false)
+		switch x.Kind {
+		case tdxmodule.ExitNone:
+			if x.Status != tdxmodule.Success {
+				return 0, fmt.Errorf("access %s: %v", gpa, x.Status)
+			}
+			return got, nil
+		case tdxmodule.ExitVE:
+			return 0, fmt.Errorf("%w at %s", ErrVE, gpa)
+		}
+		v.exit()
+		if err := v.handleEPTViolation(t, x); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// handleEPTViolation is tdx_handle_ept_violation(): a private GPA that the
+// guest touched while PENDING with #VE disabled kills the VM (kvm_vm_dead,
+// EIO); otherwise the fault is handled, every private fault as a write, in
+// a local retry loop while it returns RET_PF_RETRY (VM dead -> EIO), so
+// the vCPU does not re-enter without progress.
+func (v *VCPU) handleEPTViolation(t *sched.Thread, x tdxmodule.Exit) error {
+	td := v.td
+	td.stats.EPTViolations++
+	private := x.GPA.GFN()&td.vm.SharedBit() == 0
+	if private && x.ExtQual == tdxmodule.ExtQualPendingViolate {
+		td.vm.MarkDead(t, fmt.Sprintf("guest touched unaccepted private memory at %s", x.GPA))
+		return errno.New("KVM_RUN", errno.EIO, "guest accessed an unaccepted private page")
+	}
+	for {
+		res, err := v.mmu.PageFault(t, x.GPA, private)
+		if err != nil {
+			return err
+		}
+		if res != mmu.RetRetry {
+			return nil
+		}
+		if td.vm.Dead() {
+			return errno.New("KVM_RUN", errno.EIO, "VM is dead")
+		}
+		// A memslot being deleted must make progress: re-enter instead.
+		if s := td.vm.SlotAt(x.GPA.GFN() &^ td.vm.SharedBit()); s != nil && s.Invalid() {
+			return nil
+		}
+		t.Yield()
+	}
+}
+
+// TDVMCALL status codes (arch/x86/include/asm/shared/tdx.h), in R10.
+const (
+	TDVMCallSuccess            uint64 = 0
+	TDVMCallRetry              uint64 = 1
+	TDVMCallInvalidOperand     uint64 = 0x8000000000000000
+	TDVMCallAlignError         uint64 = 0x8000000000000002
+	TDVMCallSubfuncUnsupported uint64 = 0x8000000000000003
+)
+
+// mapGPAMaxLen is the largest range KVM forwards to userspace in one
+// KVM_EXIT_HYPERCALL (TDX_MAP_GPA_MAX_LEN).
+const mapGPAMaxLen = 2 << 20
+
+// MapGPAExit is the KVM_EXIT_HYPERCALL with nr = KVM_HC_MAP_GPA_RANGE that
+// a guest's MapGPA becomes: args are the GPA without the shared bit, the
+// page count, and KVM_MAP_GPA_RANGE_ENCRYPTED (Private) or DECRYPTED.
+type MapGPAExit struct {
+	GPA     uint64
+	NPages  uint64
+	Private bool
+}
+
+// MapGPAHandler is the VMM's answer to a MapGPA exit: nil (0), EAGAIN
+// (the guest sees RETRY) or EINVAL (INVALID_OPERAND); it converts the range
+// (KVM_SET_MEMORY_ATTRIBUTES, and a punch hole when it goes shared).
+type MapGPAHandler func(t *sched.Thread, v *VCPU, x MapGPAExit) error
+
+// SetVMM installs the VMM's MapGPA handler and enables the exit
+// (KVM_CAP_EXIT_HYPERCALL with KVM_HC_MAP_GPA_RANGE).
+func (td *TD) SetVMM(h MapGPAHandler) { td.vmm = h }
+
+// MapGPA is the guest's TDG.VP.VMCALL<MapGPA>(gpa, size): gpa with the
+// shared bit asks for shared memory, without it for private. Kernel:
+// tdx_map_gpa(): no VMM handler -> SUBFUNC_UNSUPPORTED; a range that wraps,
+// leaves the guest physical address width or straddles the shared bit ->
+// INVALID_OPERAND; not page aligned -> ALIGN_ERROR; otherwise chunks of up
+// to 2 MiB go to userspace, whose EAGAIN is RETRY and EINVAL
+// INVALID_OPERAND. It returns the status in R10 and R11 (the GPA where it
+// stopped), or an error for what stops the vCPU.
+func (v *VCPU) MapGPA(t *sched.Thread, gpa, size uint64) (status, r11 uint64, err error) {
+	td := v.td
+	if err := v.enter(t); err != nil {
+		return 0, 0, err
+	}
+	v.boundary(t)
+	v.exit() // TDG.VP.VMCALL is a TD exit
+	td.stats.MapGPAExits++
+	shared := uint64(td.vm.SharedBit().GPA())
+	gpaw := uint64(1) << 48
+	switch {
+	case td.vmm == nil:
+		return TDVMCallSubfuncUnsupported, gpa, nil
+	case gpa+size <= gpa || gpa >= gpaw || gpa+size-1 >= gpaw || gpa&shared != (gpa+size-1)&shared:
+		return TDVMCallInvalidOperand, gpa, nil
+	case gpa%addr.PageSize != 0 || size%addr.PageSize != 0:
+		return TDVMCallAlignError, gpa, nil
+	}
+	private := gpa&shared == 0
+	for next, end := gpa, gpa+size; next < end; {
+		n := min(end-next, mapGPAMaxLen)
+		err := td.vmm(t, v, MapGPAExit{GPA: next &^ shared, NPages: n >> addr.PageShift, Private: private})
+		switch {
+		case errors.Is(err, errno.EAGAIN):
+			return TDVMCallRetry, next, nil
+		case errors.Is(err, errno.EINVAL):
+			return TDVMCallInvalidOperand, next, nil
+		case err != nil:
+			return 0, next, err
+		}
+		next += n
+	}
+	return TDVMCallSuccess, gpa + size, nil
+}
