@@ -12,9 +12,9 @@ type SPTE uint64
 
 // SPTE bits.
 const (
-	spteRWX          SPTE = 0x7           // EPT read, write, execute
-	sptePageSize     SPTE = 1 << 7        // PT_PAGE_SIZE_MASK: a huge leaf
-	spteMMUPresent   SPTE = 1 << 11       // SPTE_MMU_PRESENT_MASK
+	spteRWX          SPTE = 0x7     // EPT read, write, execute
+	sptePageSize     SPTE = 1 << 7  // PT_PAGE_SIZE_MASK: a huge leaf
+	spteMMUPresent   SPTE = 1 << 11 // SPTE_MMU_PRESENT_MASK
 	sptePFNMask      SPTE = (1<<52 - 1) &^ 0xfff
 	shadowNonPresent SPTE = 1 << 63 // SHADOW_NONPRESENT_VALUE: EPT suppress-#VE
 
