@@ -67,13 +67,18 @@ func (vm *VM) SetMemoryAttributes(t *sched.Thread, a MemoryAttributes) error {
 		vm.invalidateBeginLocked()
 		flush := false
 		for _, s := range slots {
-			zs, ze := vm.preSetRange(s, start, end)
-			vm.invalidateRangeAddLocked(zs, ze)
+			// The huge pages straddling the edges join the invalidation
+			// (no fault may map them huge meanwhile), but only the GFNs
+			// whose attribute changes are unmapped: "that will unmap any
+			// existing hugepages" (kvm_arch_pre_set_memory_attributes).
+			is, ie := vm.preSetRange(s, start, end)
+			vm.invalidateRangeAddLocked(is, ie)
 			filter := gmem.FilterPrivate
 			if toPrivate {
 				filter = gmem.FilterShared
 			}
 			if vm.typ.hasPrivateMem() {
+				zs, ze := max(start, s.base), min(end, s.EndGFN())
 				flush = vm.mmu.UnmapGFNRange(t, gmem.Range{Slot: s, Start: zs, End: ze, Filter: filter}) || flush
 			}
 		}
@@ -110,11 +115,11 @@ func (vm *VM) slotsIn(start, end addr.GFN) []*Memslot {
 	return out
 }
 
-// preSetRange is the x86 kvm_arch_pre_set_memory_attributes range: the
-// change clipped to the slot, extended to whole huge pages that straddle
-// its head or tail when they lie inside the slot and are not already mixed,
-// so no huge mapping can be created over a GFN whose attribute is not
-// changing while the change is in flight.
+// preSetRange is the x86 kvm_arch_pre_set_memory_attributes invalidation
+// range: the change clipped to the slot, extended to whole huge pages that
+// straddle its head or tail when they lie inside the slot and are not
+// already mixed, so no huge mapping can be created over a GFN whose
+// attribute is not changing while the change is in flight.
 func (vm *VM) preSetRange(s *Memslot, start, end addr.GFN) (addr.GFN, addr.GFN) {
 	zs, ze := max(start, s.base), min(end, s.EndGFN())
 	for _, level := range []addr.Level{addr.Level2M, addr.Level1G} {

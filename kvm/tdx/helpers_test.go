@@ -1,0 +1,203 @@
+package tdx_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/kvm"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
+	"github.com/tdxsim/tdxsim/kvm/tdx"
+	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxmodule"
+	"github.com/tdxsim/tdxsim/vmm"
+)
+
+const (
+	kib = 1 << 10
+	mib = 1 << 20
+)
+
+// env is one host with one TD built by the VMM, finalized, ready to run.
+type env struct {
+	t     *testing.T
+	mem   *hostmem.Memory
+	mod   *tdxmodule.Module
+	host  *tdx.Host
+	m     *vmm.VMM
+	td    *tdx.TD
+	c     *event.Counter
+	rec   *event.Recorder
+	free0 uint64 // free host pages before the TD
+}
+
+type opts struct {
+	seed     uint64
+	memBytes uint64
+	vcpus    int
+	dynamic  bool
+	image    []byte // measured, at the top of memory; nil: none
+	noFinal  bool   // stop before KVM_TDX_FINALIZE_VM
+	record   bool
+	mmu      mmu.Config
+}
+
+// runTD builds a TD under the deterministic scheduler and runs body in the
+// VMM thread; it returns the scheduler's error (deadlock, panic).
+func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) (*env, error) {
+	t.Helper()
+	if o.memBytes == 0 {
+		o.memBytes = 16 * mib
+	}
+	if o.vcpus == 0 {
+		o.vcpus = 2
+	}
+	e := &env{t: t, c: event.NewCounter(), rec: &event.Recorder{}}
+	var sink event.Sink = e.c
+	if o.record {
+		sink = event.Tee{e.c, e.rec}
+	}
+	var err error
+	if e.mem, err = hostmem.New(hostmem.Config{Bytes: 1 << 30}, sink); err != nil {
+		t.Fatal(err)
+	}
+	if e.mod, err = tdxmodule.New(e.mem, tdxmodule.Config{DynamicPAMT: o.dynamic, Packages: 2}, sink); err != nil {
+		t.Fatal(err)
+	}
+	e.mem.SetGuard(e.mod)
+	if e.host, err = tdx.NewHost(kvm.NewSystem(kvm.DefaultConfig(), e.mem, sink), e.mod); err != nil {
+		t.Fatal(err)
+	}
+	e.free0 = e.mem.FreePages()
+	s := sched.New(sched.Deterministic, o.seed, sink)
+	s.Go("vmm", func(th *sched.Thread) {
+		m, err := vmm.Create(th, e.host, vmm.Config{MemBytes: o.memBytes, VCPUs: o.vcpus, TD: tdx.Config{MMU: o.mmu}})
+		if err != nil {
+			t.Errorf("vmm.Create: %v", err)
+			return
+		}
+		e.m, e.td = m, m.TD
+		if o.image != nil {
+			gpa := o.memBytes - uint64(len(o.image)+addr.PageSize-1)&^(addr.PageSize-1)
+			if err := m.LoadImage(th, []vmm.Region{{GPA: gpa, Data: o.image, Measure: true}}); err != nil {
+				t.Errorf("LoadImage: %v", err)
+				return
+			}
+		}
+		if !o.noFinal {
+			if _, err := m.Finalize(th); err != nil {
+				t.Errorf("Finalize: %v", err)
+				return
+			}
+		}
+		body(th, e)
+	})
+	return e, s.Run()
+}
+
+// vcpus runs fn on each vCPU in its own thread and waits for all.
+func (e *env) vcpus(th *sched.Thread, fn func(vt *sched.Thread, i int, v *tdx.VCPU) error) []error {
+	errs := make([]error, len(e.m.VCPUs))
+	done := 0
+	for i, v := range e.m.VCPUs {
+		th.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) {
+			defer func() { v.Halt(); done++ }()
+			errs[i] = fn(vt, i, v)
+		})
+	}
+	th.WaitUntil("vCPUs done", func() bool { return done == len(e.m.VCPUs) })
+	return errs
+}
+
+// accept accepts [gpa, gpa+size) at 4K on v; an already accepted page is
+// fine; BUSY is retried as a guest does.
+func accept(th *sched.Thread, v *tdx.VCPU, gpa, size uint64) error {
+	for g := gpa; g < gpa+size; g += addr.PageSize {
+		for tries := 0; ; tries++ {
+			st, err := v.Accept(th, addr.GPA(g), addr.Level4K)
+			if err != nil {
+				return err
+			}
+			if st == tdxmodule.Success || st.HasCode(tdxmodule.PageAlreadyAccepted) {
+				break
+			}
+			if !st.HasCode(tdxmodule.OperandBusy) || tries > 1000 {
+				return fmt.Errorf("accept %#x: %v", g, st)
+			}
+			th.Yield()
+		}
+	}
+	return nil
+}
+
+// mirrorLeaf reports the mirror root's 4K leaf at gpa.
+func (e *env) mirrorLeaf(gpa uint64) (mmu.Leaf, bool) {
+	return e.td.MMU().Lookup(true, addr.GPA(gpa).GFN())
+}
+
+// septMapped reports whether the S-EPT maps gpa with a 4K leaf, and where.
+func (e *env) septMapped(gpa uint64) (addr.PFN, bool) {
+	ent, ok := e.mod.Lookup(e.td.TDR(), addr.GPA(gpa))
+	if !ok || ent.Level != addr.Level4K || ent.HPA == 0 && ent.State == 0 {
+		return 0, false
+	}
+	switch tdxmodule.SeptStateName(ent.State) {
+	case "MAPPED", "PENDING", "BLOCKED", "PENDING_BLOCKED":
+		return ent.HPA.PFN(), true
+	}
+	return 0, false
+}
+
+// agree checks mirror root and S-EPT agree on every 4K GPA in [lo, hi).
+func (e *env) agree(lo, hi uint64) {
+	e.t.Helper()
+	for g := lo; g < hi; g += addr.PageSize {
+		l, ok := e.mirrorLeaf(g)
+		p, sok := e.septMapped(g)
+		if ok != sok || ok && l.PFN != p {
+			e.t.Errorf("gpa %#x: mirror %v (%v) vs S-EPT %v (%v)", g, ok, l.PFN, sok, p)
+			return
+		}
+	}
+}
+
+// teardown tears the TD down and checks nothing is left.
+func (e *env) teardown(th *sched.Thread) {
+	e.t.Helper()
+	if err := e.m.Teardown(th); err != nil {
+		e.t.Errorf("teardown: %v", err)
+	}
+}
+
+// clean checks, after the run, that the TD left nothing behind.
+func (e *env) clean() {
+	e.t.Helper()
+	if e.m == nil {
+		return
+	}
+	if u := e.mem.Usage(e.m.VM.Account()); u.Charged+u.Uncharged != 0 {
+		e.t.Errorf("after teardown %+v still charged to %s", u, e.m.VM.Name())
+	}
+	if got := e.mem.FreePages(); got != e.free0 {
+		e.t.Errorf("after teardown %d host pages free, want %d (%d leaked)", got, e.free0, int64(e.free0)-int64(got))
+	}
+	if n := e.host.HKIDsInUse(); n != 0 {
+		e.t.Errorf("%d HKIDs still in use", n)
+	}
+	if e.host.DPAMTRanges() != 0 {
+		e.t.Errorf("%d Dynamic PAMT ranges still installed", e.host.DPAMTRanges())
+	}
+}
+
+// noViolations fails on any violation event.
+func (e *env) noViolations() {
+	e.t.Helper()
+	for _, v := range e.c.Violations() {
+		e.t.Errorf("violation %s: %s", v.Name, v.Detail)
+	}
+}
+
+func isErrno(err error, want error) bool { return errors.Is(err, want) }
