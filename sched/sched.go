@@ -209,12 +209,19 @@ func (s *Scheduler) start(t *Thread) {
 		if s.mode == Deterministic {
 			t.awaitBaton()
 		}
+		returned := false
 		defer func() {
 			if r := recover(); r != nil {
 				s.fail(&PanicError{Thread: t.String(), Value: r, Stack: string(debug.Stack())})
+			} else if !returned && !s.aborted.Load() {
+				// runtime.Goexit inside model code (t.FailNow from a
+				// test, for one): the thread can never hand the CPU
+				// on, so the run ends here rather than hanging.
+				s.fail(&PanicError{Thread: t.String(), Value: "runtime.Goexit in a simulated thread (t.FailNow?)", Stack: string(debug.Stack())})
 			}
 		}()
 		t.fn(t)
+		returned = true
 		t.exit()
 	}()
 }

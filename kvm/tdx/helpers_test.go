@@ -7,6 +7,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
@@ -201,3 +202,11 @@ func (e *env) noViolations() {
 }
 
 func isErrno(err error, want error) bool { return errors.Is(err, want) }
+
+func attrs(gpa, size uint64, private bool) kvm.MemoryAttributes {
+	a := kvm.MemoryAttributes{Address: gpa, Size: size}
+	if private {
+		a.Attributes = gmem.AttrPrivate
+	}
+	return a
+}

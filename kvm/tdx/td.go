@@ -111,6 +111,23 @@ func (td *TD) TDR() addr.PFN { return td.tdr }
 // Stats returns the counters.
 func (td *TD) Stats() Stats { return td.stats }
 
+// ControlPages returns the pages the TD's control structures live in
+// (TDR, TDCS, each vCPU's TDVPR and TDVPX), for checks.
+func (td *TD) ControlPages() []addr.PFN {
+	var out []addr.PFN
+	if td.tdr != 0 {
+		out = append(out, td.tdr)
+	}
+	out = append(out, td.tdcs...)
+	for _, v := range td.vcpus {
+		if v.tdvpr != 0 {
+			out = append(out, v.tdvpr)
+		}
+		out = append(out, v.tdvpx...)
+	}
+	return out
+}
+
 // VCPUs returns the TD's vCPUs in creation order.
 func (td *TD) VCPUs() []*VCPU { return td.vcpus }
 
