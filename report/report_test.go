@@ -8,7 +8,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/hostmem"
-	"github.com/tdxsim/tdxsim/tdxmodule/tdhost"
+	"github.com/tdxsim/tdxsim/vmm"
 )
 
 func TestNewLifecycleCollectsViolations(t *testing.T) {
@@ -18,11 +18,11 @@ func TestNewLifecycleCollectsViolations(t *testing.T) {
 	c.Emit(event.Event{Kind: event.KindTdcall, Name: "TDG.MEM.PAGE.ACCEPT"})
 	c.Emit(event.Event{Kind: event.KindViolation, Name: "hostmem.double-free", Detail: "pfn 0x10"})
 
-	clean := NewLifecycle(1, event.NewCounter(), tdhost.LifecycleResult{})
+	clean := NewLifecycle(1, event.NewCounter(), vmm.LifecycleResult{})
 	if len(clean.Violations) != 0 {
 		t.Fatalf("clean run has violations %v", clean.Violations)
 	}
-	r := NewLifecycle(1, c, tdhost.LifecycleResult{LeakedPages: 3, ChargedAfter: hostmem.Usage{Charged: 2}})
+	r := NewLifecycle(1, c, vmm.LifecycleResult{LeakedPages: 3, ChargedAfter: hostmem.Usage{Charged: 2}})
 	if r.Seamcalls["TDH.MEM.PAGE.AUG"] != 2 || r.Failed["TDH.MEM.PAGE.AUG"] != 1 || r.Tdcalls["TDG.MEM.PAGE.ACCEPT"] != 1 {
 		t.Fatalf("counts %+v %+v %+v", r.Seamcalls, r.Failed, r.Tdcalls)
 	}

@@ -60,16 +60,18 @@ type LifecycleResult struct {
 	PAMTPeak      tdxmodule.PAMTBytes
 	SEPTPagesPeak int
 	DPAMTRanges   int // 2 MiB ranges with a Dynamic PAMT pair, at peak
-	MMU           mmu.Stats
-	TD            tdx.Stats
-	VMM           Stats
-	LeakedPages   int64         // host pages not back in the allocator after teardown
-	ChargedAfter  hostmem.Usage // still charged to the VM's account
-	HKIDsInUse    int
-	Bugged        string // why KVM_BUG_ON fired, if it did
-	Steps         uint64
-	LockDep       []sched.Report
-	GuestErrors   []string // what the guest read that it should not have
+	// PageTablesPeak is KVM's page-table pages (both roots) at peak.
+	PageTablesPeak int64
+	MMU            mmu.Stats
+	TD             tdx.Stats
+	VMM            Stats
+	LeakedPages    int64         // host pages not back in the allocator after teardown
+	ChargedAfter   hostmem.Usage // still charged to the VM's account
+	HKIDsInUse     int
+	Bugged         string // why KVM_BUG_ON fired, if it did
+	Steps          uint64
+	LockDep        []sched.Report
+	GuestErrors    []string // what the guest read that it should not have
 }
 
 // Lifecycle runs one TD through its life under the chosen scheduler: the
@@ -167,6 +169,8 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 			res.SEPTPagesPeak = info.SEPTPages
 		}
 		res.DPAMTRanges = host.DPAMTRanges()
+		pt := m.TD.MMU().Stats().PageTables
+		res.PageTablesPeak = pt[0] + pt[1]
 		if o.ConvertBytes > 0 {
 			converted := false
 			t.Go("vcpu0-convert", func(vt *sched.Thread) {

@@ -15,7 +15,7 @@ import (
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/mrtd"
 	"github.com/tdxsim/tdxsim/report"
-	"github.com/tdxsim/tdxsim/tdxmodule/tdhost"
+	"github.com/tdxsim/tdxsim/vmm"
 )
 
 const (
@@ -97,19 +97,22 @@ func (s sizeFlag) Set(v string) error {
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim run", flag.ContinueOnError)
-	o := tdhost.LifecycleOptions{HostBytes: 64 << 30, VCPUs: 2, Packages: 2,
-		ImageBytes: 2 << 20, AcceptBytes: 64 << 20, RemoveBytes: 8 << 20}
+	o := vmm.LifecycleOptions{HostBytes: 64 << 30, MemBytes: 1 << 30, VCPUs: 2, Packages: 2,
+		ImageBytes: 2 << 20, AcceptBytes: 64 << 20, ConvertBytes: 8 << 20, PunchBytes: 4 << 20}
 	fs.Var(sizeFlag{&o.HostBytes}, "host-mem", "host memory size")
-	fs.Var(sizeFlag{&o.ImageBytes}, "image", "measured firmware image size")
-	fs.Var(sizeFlag{&o.AcceptBytes}, "accept", "private memory the vCPUs accept at 4 KiB")
-	fs.Var(sizeFlag{&o.RemoveBytes}, "remove", "private memory the host zaps before teardown")
+	fs.Var(sizeFlag{&o.MemBytes}, "mem", "TD memory (one memslot at GPA 0; a multiple of 2M)")
+	fs.Var(sizeFlag{&o.ImageBytes}, "image", "measured firmware image at the top of TD memory")
+	fs.Var(sizeFlag{&o.AcceptBytes}, "accept", "private memory the vCPUs accept at 4 KiB, from GPA 0")
+	fs.Var(sizeFlag{&o.ConvertBytes}, "convert", "memory the guest converts to shared (MapGPA) and back")
+	fs.Var(sizeFlag{&o.PunchBytes}, "punch", "memory the VMM punches out of guest_memfd after the conversion")
 	fs.IntVar(&o.VCPUs, "vcpus", o.VCPUs, "vCPUs accepting memory concurrently")
 	fs.IntVar(&o.Packages, "packages", o.Packages, "CPU packages (KEY.CONFIG and CACHE.WB run on each)")
 	fs.BoolVar(&o.DynamicPAMT, "dpamt", true, "Dynamic PAMT")
 	fs.Uint64Var(&o.Seed, "seed", 1, "deterministic scheduler seed")
+	fs.BoolVar(&o.Parallel, "parallel", false, "real goroutines and locks instead of the deterministic scheduler")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tdxsim run [flags]\n\nRuns the embedded default: a TD with a measured image, vCPUs that accept\nmemory (the host AUGs on each EPT violation), a host zap, and teardown, all\nat the SEAMCALL level. Scenario files arrive with the scenario layer.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: tdxsim run [flags]\n\nRuns the embedded default through the whole stack: the VMM builds a TD with\na measured image (KVM_TDX_INIT_MEM_REGION), vCPUs fault and accept memory\n(EPT violation -> TDP MMU mirror root -> TDH.MEM.PAGE.AUG), the guest\nconverts memory to shared and back with MapGPA, the VMM punches a hole,\nand the TD is torn down. Scenario files arrive with the scenario layer.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if code := parse(fs, args, stderr); code >= 0 {
@@ -127,16 +130,21 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tdxsim run: -packages %d: must be 1..64\n", o.Packages)
 		return exitBadInput
 	}
-	if o.AcceptBytes%addr.PageSize != 0 || o.RemoveBytes%addr.PageSize != 0 || o.RemoveBytes > o.AcceptBytes {
-		fmt.Fprintln(stderr, "tdxsim run: -accept and -remove must be 4 KiB multiples with remove <= accept")
+	if o.MemBytes == 0 || o.MemBytes%(2<<20) != 0 || o.MemBytes > 1<<40 {
+		fmt.Fprintln(stderr, "tdxsim run: -mem must be a multiple of 2M, at most 1T")
 		return exitBadInput
 	}
-	if o.AcceptBytes+o.ImageBytes > o.HostBytes/2 || o.AcceptBytes > 64<<30 {
-		fmt.Fprintln(stderr, "tdxsim run: -accept plus -image must fit in half of -host-mem, and -accept at most 64G")
+	if o.AcceptBytes%addr.PageSize != 0 || o.ConvertBytes%addr.PageSize != 0 || o.PunchBytes%addr.PageSize != 0 ||
+		o.ConvertBytes+o.PunchBytes > o.AcceptBytes {
+		fmt.Fprintln(stderr, "tdxsim run: -accept, -convert and -punch must be 4 KiB multiples with convert+punch <= accept")
+		return exitBadInput
+	}
+	if o.AcceptBytes+o.ImageBytes > o.MemBytes || o.MemBytes > o.HostBytes/2 {
+		fmt.Fprintln(stderr, "tdxsim run: -accept plus -image must fit in -mem, and -mem in half of -host-mem")
 		return exitBadInput
 	}
 	c := event.NewCounter()
-	res, err := tdhost.Lifecycle(o, c)
+	res, err := vmm.Lifecycle(o, c)
 	if err != nil {
 		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
 		return exitCheck

@@ -16,26 +16,31 @@ func run(args ...string) (int, string, string) {
 }
 
 func TestRunDefaultJSON(t *testing.T) {
-	code, out, errs := run("run", "--json", "--accept", "4M", "--remove", "1M")
+	code, out, errs := run("run", "--json", "--accept", "4M", "--convert", "1M", "--punch", "1M")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 	var r struct {
-		Seamcalls  map[string]uint64 `json:"seamcalls"`
-		MRTD       string            `json:"mrtd"`
-		Leaked     int64             `json:"leaked_pages"`
-		Reclaimed  int               `json:"pages_reclaimed"`
-		Violations []string          `json:"violations"`
+		Seamcalls map[string]uint64 `json:"seamcalls"`
+		MRTD      string            `json:"mrtd"`
+		Mappings  map[string]int64  `json:"mappings_peak"`
+		Teardown  struct {
+			Leaked    int64 `json:"leaked_pages"`
+			Reclaimed int64 `json:"sept_pages_reclaimed"`
+		} `json:"teardown"`
+		Violations []string `json:"violations"`
 	}
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Seamcalls["TDH.MEM.PAGE.AUG"] != 1024 || r.Seamcalls["TDH.MEM.PAGE.REMOVE"] != 256 ||
-		len(r.MRTD) != 96 || r.Leaked != 0 || r.Reclaimed == 0 || len(r.Violations) != 0 {
+	// 1024 pages accepted, 256 of them converted and accepted again; the
+	// 512-page image and every AUGed page are removed once.
+	if r.Seamcalls["TDH.MEM.PAGE.AUG"] != 1024+256 || r.Seamcalls["TDH.MEM.PAGE.REMOVE"] != 512+1024+256 ||
+		r.Mappings["4K"] != 512+1024 || len(r.MRTD) != 96 || r.Teardown.Leaked != 0 || r.Teardown.Reclaimed == 0 || len(r.Violations) != 0 {
 		t.Fatalf("report %+v", r)
 	}
 	// Same seed, same report, byte for byte.
-	_, out2, _ := run("run", "--json", "--accept", "4M", "--remove", "1M")
+	_, out2, _ := run("run", "--json", "--accept", "4M", "--convert", "1M", "--punch", "1M")
 	if out != out2 {
 		t.Fatal("two runs with the same seed differ")
 	}
@@ -52,6 +57,8 @@ func TestBadInputExits2(t *testing.T) {
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"run", "--vcpus", "0"}, "-vcpus 0: must be 1..256"},
 		{[]string{"run", "--accept", "5K"}, "4 KiB multiples"},
+		{[]string{"run", "--mem", "3M"}, "multiple of 2M"},
+		{[]string{"run", "--accept", "4M", "--convert", "4M", "--punch", "1M"}, "convert+punch <= accept"},
 		{[]string{"run", "--accept", "lots"}, "invalid value"},
 		{[]string{"run", "scenario.yaml"}, "not supported yet"},
 		{[]string{"mrtd"}, "--layout FILE is required"},
