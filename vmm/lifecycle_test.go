@@ -168,24 +168,6 @@ func TestLifecycleDeterministic(t *testing.T) {
 	}
 }
 
-// The parallel scheduler (real goroutines and locks) runs the same TD.
-func TestLifecycleParallel(t *testing.T) {
-	o := e2eOptions(1)
-	o.Parallel = true
-	o.VCPUs = 4
-	c := event.NewCounter()
-	res, err := Lifecycle(o, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.LeakedPages != 0 || len(res.GuestErrors) > 0 || res.Bugged != "" {
-		t.Errorf("parallel run: %d leaked, guest errors %v, bugged %q", res.LeakedPages, res.GuestErrors, res.Bugged)
-	}
-	for _, v := range c.Violations() {
-		t.Errorf("violation %s: %s", v.Name, v.Detail)
-	}
-}
-
 func TestLifecycleBadOptions(t *testing.T) {
 	for _, o := range []LifecycleOptions{
 		{MemBytes: 128 << 20, VCPUs: 0},

@@ -109,7 +109,6 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.Packages, "packages", o.Packages, "CPU packages (KEY.CONFIG and CACHE.WB run on each)")
 	fs.BoolVar(&o.DynamicPAMT, "dpamt", true, "Dynamic PAMT")
 	fs.Uint64Var(&o.Seed, "seed", 1, "deterministic scheduler seed")
-	fs.BoolVar(&o.Parallel, "parallel", false, "real goroutines and locks instead of the deterministic scheduler")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: tdxsim run [flags]\n\nRuns the embedded default through the whole stack: the VMM builds a TD with\na measured image (KVM_TDX_INIT_MEM_REGION), vCPUs fault and accept memory\n(EPT violation -> TDP MMU mirror root -> TDH.MEM.PAGE.AUG), the guest\nconverts memory to shared and back with MapGPA, the VMM punches a hole,\nand the TD is torn down. Scenario files arrive with the scenario layer.\n\nflags:")
