@@ -6,7 +6,6 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
-	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdxmodule"
@@ -211,7 +210,7 @@ func TestInjectedRemoveFailureKillsVM(t *testing.T) {
 	}
 	var refused bool
 	for _, v := range e.c.Violations() {
-		if v.Name == "hostmem.free-tdx-owned" && hostmem.Tag(v.Args[0]) == hostmem.Tag(victim) {
+		if v.Name == "hostmem.free-tdx-owned" && addr.PFN(v.Args[0]) == victim {
 			refused = true
 		}
 	}

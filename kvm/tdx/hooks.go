@@ -61,30 +61,27 @@ func (td *TD) SetExternalSPTE(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level 
 			return td.vm.Bug(t, "tdx_mem_page_add: no source page (a fault before KVM_TDX_FINALIZE_VM)")
 		}
 		st, _ := h.Mod.MemPageAdd(t, td.tdr, gpa, pfn, td.pageAddSrc)
-		if busy(st) {
-			_ = h.pamtPut(t, pfn)
-			td.stats.BusyRetries++
-			return errno.New("TDH.MEM.PAGE.ADD", errno.EBUSY, st.String())
-		}
-		if st != tdxmodule.Success {
-			_ = h.pamtPut(t, pfn)
-			return td.bug(t, "TDH.MEM.PAGE.ADD", st, gfn)
-		}
-		td.stats.PagesAdded++
-		return nil
+		return td.installed(t, "TDH.MEM.PAGE.ADD", st, gfn, pfn, &td.stats.PagesAdded)
 	}
 	st, _ := h.Mod.MemPageAug(t, td.tdr, gpa, level, pfn)
+	return td.installed(t, "TDH.MEM.PAGE.AUG", st, gfn, pfn, &td.stats.PagesAugmented)
+}
+
+// installed finishes a hook that handed page to the module with leaf:
+// success counts it; otherwise the page's Dynamic PAMT reference goes back,
+// and BUSY becomes -EBUSY (the fault retries) while any other status is
+// TDX_BUG_ON (-EIO).
+func (td *TD) installed(t *sched.Thread, leaf string, st tdxmodule.Status, gfn addr.GFN, page addr.PFN, count *int64) error {
+	if st == tdxmodule.Success {
+		*count++
+		return nil
+	}
+	_ = td.h.pamtPut(t, page)
 	if busy(st) {
-		_ = h.pamtPut(t, pfn)
 		td.stats.BusyRetries++
-		return errno.New("TDH.MEM.PAGE.AUG", errno.EBUSY, st.String())
+		return errno.New(leaf, errno.EBUSY, st.String())
 	}
-	if st != tdxmodule.Success {
-		_ = h.pamtPut(t, pfn)
-		return td.bug(t, "TDH.MEM.PAGE.AUG", st, gfn)
-	}
-	td.stats.PagesAugmented++
-	return nil
+	return td.bug(t, leaf, st, gfn)
 }
 
 // LinkExternalSPT adds an S-EPT page below the entry at level. Kernel:
@@ -96,17 +93,7 @@ func (td *TD) LinkExternalSPT(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level 
 		return err
 	}
 	st, _ := h.Mod.MemSEPTAdd(t, td.tdr, gfn.GPA(), level, spt)
-	if busy(st) {
-		_ = h.pamtPut(t, spt)
-		td.stats.BusyRetries++
-		return errno.New("TDH.MEM.SEPT.ADD", errno.EBUSY, st.String())
-	}
-	if st != tdxmodule.Success {
-		_ = h.pamtPut(t, spt)
-		return td.bug(t, "TDH.MEM.SEPT.ADD", st, gfn)
-	}
-	td.stats.SEPTPagesAdded++
-	return nil
+	return td.installed(t, "TDH.MEM.SEPT.ADD", st, gfn, spt, &td.stats.SEPTPagesAdded)
 }
 
 // RemoveExternalSPTE removes a private leaf, with mmu_lock held for write.

@@ -186,16 +186,10 @@ func (td *TD) InitVM(t *sched.Thread, p InitVM) error {
 	if err != nil {
 		return err
 	}
-	acct := vm.Account()
-	tdr, err := h.allocControlPage(t, acct)
+	tdr, err := td.giveControlPage(t, "TDH.MNG.CREATE", func(p addr.PFN) tdxmodule.Status { return h.Mod.MngCreate(t, p, hkid) })
 	if err != nil {
 		h.freeHKID(hkid)
 		return err
-	}
-	if st := h.Mod.MngCreate(t, tdr, hkid); st != tdxmodule.Success {
-		h.freeControlPage(t, tdr)
-		h.freeHKID(hkid)
-		return td.bug(t, "TDH.MNG.CREATE", st, 0)
 	}
 	td.tdr, td.hkid = tdr, hkid
 	for pkg := range h.Mod.Config().Packages {
@@ -204,13 +198,9 @@ func (td *TD) InitVM(t *sched.Thread, p InitVM) error {
 		}
 	}
 	for range h.Mod.Config().TDCSPages {
-		p, err := h.allocControlPage(t, acct)
+		p, err := td.giveControlPage(t, "TDH.MNG.ADDCX", func(p addr.PFN) tdxmodule.Status { return h.Mod.MngAddCX(t, tdr, p) })
 		if err != nil {
 			return err
-		}
-		if st := h.Mod.MngAddCX(t, tdr, p); st != tdxmodule.Success {
-			h.freeControlPage(t, p)
-			return td.bug(t, "TDH.MNG.ADDCX", st, 0)
 		}
 		td.tdcs = append(td.tdcs, p)
 	}
@@ -221,6 +211,21 @@ func (td *TD) InitVM(t *sched.Thread, p InitVM) error {
 	td.state.Store(uint32(StateInitialized))
 	td.event(t, op, uint64(hkid), uint64(p.GPAW), 0, "")
 	return nil
+}
+
+// giveControlPage allocates a control page with its Dynamic PAMT pair
+// (tdx_alloc_control_page) and hands it to the module with give; if the
+// module refuses it, the page is freed and the refusal is TDX_BUG_ON (EIO).
+func (td *TD) giveControlPage(t *sched.Thread, leaf string, give func(addr.PFN) tdxmodule.Status) (addr.PFN, error) {
+	p, err := td.h.allocControlPage(t, td.vm.Account())
+	if err != nil {
+		return 0, err
+	}
+	if st := give(p); st != tdxmodule.Success {
+		td.h.freeControlPage(t, p)
+		return 0, td.bug(t, leaf, st, 0)
+	}
+	return p, nil
 }
 
 // Finalize is KVM_TDX_FINALIZE_VM: TDH.MR.FINALIZE, then the TD is

@@ -100,24 +100,15 @@ func (v *VCPU) InitVCPU(t *sched.Thread) error {
 	if v.state != VCPUUninitialized {
 		return errno.New(op, errno.EINVAL, "vCPU already initialized")
 	}
-	acct := td.vm.Account()
-	tdvpr, err := h.allocControlPage(t, acct)
+	tdvpr, err := td.giveControlPage(t, "TDH.VP.CREATE", func(p addr.PFN) tdxmodule.Status { return h.Mod.VPCreate(t, td.tdr, p) })
 	if err != nil {
 		return err
 	}
-	if st := h.Mod.VPCreate(t, td.tdr, tdvpr); st != tdxmodule.Success {
-		h.freeControlPage(t, tdvpr)
-		return td.bug(t, "TDH.VP.CREATE", st, 0)
-	}
 	v.tdvpr = tdvpr
 	for range h.Mod.Config().TDVPSPages - 1 {
-		p, err := h.allocControlPage(t, acct)
+		p, err := td.giveControlPage(t, "TDH.VP.ADDCX", func(p addr.PFN) tdxmodule.Status { return h.Mod.VPAddCX(t, tdvpr, p) })
 		if err != nil {
 			return err
-		}
-		if st := h.Mod.VPAddCX(t, tdvpr, p); st != tdxmodule.Success {
-			h.freeControlPage(t, p)
-			return td.bug(t, "TDH.VP.ADDCX", st, 0)
 		}
 		v.tdvpx = append(v.tdvpx, p)
 	}
