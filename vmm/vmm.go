@@ -136,11 +136,6 @@ func (m *VMM) LoadImage(t *sched.Thread, regions []Region) error {
 		if err := m.User.Write(t, buf, r.Data); err != nil {
 			return err
 		}
-		for i := uint64(0); i < n; i++ { // touch the padding too
-			if p, err := m.User.GetUserPage(t, buf+i*addr.PageSize, true); err == nil {
-				_ = m.Host.Mem.Put(t, p)
-			}
-		}
 		mr := tdx.MemRegion{SourceAddr: buf, GPA: r.GPA, NPages: n, Measure: r.Measure}
 		err = m.TD.InitMemRegion(t, m.VCPUs[0], &mr)
 		if uerr := m.User.Munmap(t, buf, n*addr.PageSize); err == nil {

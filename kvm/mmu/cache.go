@@ -42,12 +42,6 @@ func NewCache(mem *hostmem.Memory, name string, acct hostmem.Account, min, capac
 	return &Cache{name: name, mem: mem, src: src, acct: acct, min: min, capacity: max(capacity, min)}, nil
 }
 
-// Name returns the cache's name.
-func (c *Cache) Name() string { return c.name }
-
-// Source returns the hostmem source its pages carry.
-func (c *Cache) Source() hostmem.Source { return c.src }
-
 // Len returns the number of pages ready.
 func (c *Cache) Len() int { return len(c.pages) }
 

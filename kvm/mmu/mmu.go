@@ -18,13 +18,11 @@ package mmu
 
 import (
 	"errors"
-	"fmt"
 	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/event"
-	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
@@ -118,34 +116,33 @@ type Stats struct {
 }
 
 type counters struct {
-	mapped     [2][3]atomic.Int64
-	peak       [2][3]atomic.Int64
-	tables     [2]atomic.Int64
-	faults     atomic.Int64
-	fixed      atomic.Int64
-	spurious   atomic.Int64
-	retries    atomic.Int64
-	zapped     atomic.Int64
-	flushes    atomic.Int64
-	leakedExt  atomic.Int64
-	pageTables atomic.Int64
+	mapped    [2][3]atomic.Int64
+	peak      [2][3]atomic.Int64
+	tables    [2]atomic.Int64
+	faults    atomic.Int64
+	fixed     atomic.Int64
+	spurious  atomic.Int64
+	retries   atomic.Int64
+	zapped    atomic.Int64
+	flushes   atomic.Int64
+	leakedExt atomic.Int64
 }
 
 // MMU is one VM's TDP MMU.
 type MMU struct {
-	vm       *kvm.VM
-	mem      *hostmem.Memory
-	lock     *sched.RWLock
-	cfg      Config
-	ext      External // nil: no mirrored TDP
-	sink     event.Sink
-	direct   *page
-	mirror   *page
-	vcpus    []*VCPU
-	spSrc    hostmem.Source
-	extSrc   hostmem.Source
-	c        counters
-	destroyd bool
+	vm        *kvm.VM
+	mem       *hostmem.Memory
+	lock      *sched.RWLock
+	cfg       Config
+	ext       External // nil: no mirrored TDP
+	sink      event.Sink
+	direct    *page
+	mirror    *page
+	vcpus     []*VCPU
+	spSrc     hostmem.Source
+	extSrc    hostmem.Source
+	c         counters
+	destroyed bool
 }
 
 // New attaches a TDP MMU to vm (kvm_mmu_init_vm). ext is the external page
@@ -250,12 +247,6 @@ func (m *MMU) NewVCPU(kv *kvm.VCPU) (*VCPU, error) {
 	return v, nil
 }
 
-// KVM returns the kvm vCPU.
-func (v *VCPU) KVM() *kvm.VCPU { return v.kv }
-
-// MMU returns the VM's MMU.
-func (v *VCPU) MMU() *MMU { return v.m }
-
 // TopUp is mmu_topup_memory_caches(): every cache a fault may draw from,
 // filled before mmu_lock is taken. Errors: ENOMEM.
 func (v *VCPU) TopUp(t *sched.Thread) error {
@@ -286,7 +277,7 @@ func (v *VCPU) Load(t *sched.Thread) error {
 	}
 	m.lock.Lock(t)
 	defer m.lock.Unlock(t)
-	if m.destroyd {
+	if m.destroyed {
 		return errno.New("kvm_mmu_load", errno.EIO, "the VM's MMU was destroyed")
 	}
 	if m.Mirrored() && m.mirror == nil {
@@ -364,24 +355,6 @@ func (m *MMU) Lookup(mirror bool, gfn addr.GFN) (Leaf, bool) {
 	return Leaf{}, false
 }
 
-// Entry returns the raw SPTE at gfn and level, and whether the walk got
-// there (a present non-leaf on the way at every level above).
-func (m *MMU) Entry(mirror bool, gfn addr.GFN, level addr.Level) (SPTE, bool) {
-	p := m.root(mirror)
-	for p != nil {
-		i := spteIndex(gfn, p.level)
-		s := p.load(i)
-		if p.level == level {
-			return s, true
-		}
-		if !s.Present() || s.Leaf(p.level) {
-			return 0, false
-		}
-		p = p.child(i)
-	}
-	return 0, false
-}
-
 // Leaves calls fn for every present leaf of a root, in GFN order, until fn
 // returns false.
 func (m *MMU) Leaves(mirror bool, fn func(Leaf) bool) {
@@ -455,8 +428,4 @@ func (m *MMU) rootGFN(mirror bool, gfn addr.GFN) addr.GFN {
 	return gfn | m.vm.SharedBit()
 }
 
-// String names the MMU for messages.
-func (m *MMU) String() string { return fmt.Sprintf("tdp_mmu(%s)", m.vm.Name()) }
-
 var _ kvm.MMU = (*MMU)(nil)
-var _ = gmem.FilterShared

@@ -230,7 +230,7 @@ func (m *MMU) Destroy(t *sched.Thread) {
 			m.direct = nil
 		}
 	}
-	m.destroyd = true
+	m.destroyed = true
 	m.lock.Unlock(t)
 	for _, v := range m.vcpus {
 		_ = v.PageCache.Release(t)

@@ -6,7 +6,6 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
-	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/internal/mrtdvec"
 	"github.com/tdxsim/tdxsim/kvm"
@@ -285,7 +284,7 @@ func TestMapGPA(t *testing.T) {
 // faults — never from KVM's page-table caches (seed 003) — and charged to
 // the VM; all of it returned at teardown.
 func TestDynamicPAMTAccounting(t *testing.T) {
-	e, err := runTD(t, opts{seed: 9, dynamic: true, record: true}, func(th *sched.Thread, e *env) {
+	runClean(t, opts{seed: 9, dynamic: true, record: true}, func(th *sched.Thread, e *env) {
 		errs := e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
 			return accept(vt, v, uint64(i)*2*mib, 2*mib)
 		})
@@ -328,10 +327,4 @@ func TestDynamicPAMTAccounting(t *testing.T) {
 		}
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.noViolations()
-	e.clean()
-	_ = gmem.AttrPrivate
 }

@@ -22,7 +22,7 @@ func TestConcurrentFaults(t *testing.T) {
 	}
 	var retries, frozenOrBusy int64
 	for seed := range seeds {
-		e, err := runTD(t, opts{seed: uint64(seed), vcpus: 4, dynamic: seed%2 == 0}, func(th *sched.Thread, e *env) {
+		runClean(t, opts{seed: uint64(seed), vcpus: 4, dynamic: seed%2 == 0}, func(th *sched.Thread, e *env) {
 			const span = 512 * kib
 			done := 0
 			errs := make([]error, 4)
@@ -56,11 +56,6 @@ func TestConcurrentFaults(t *testing.T) {
 			frozenOrBusy += e.td.Stats().BusyRetries
 			e.teardown(th)
 		})
-		if err != nil {
-			t.Fatalf("seed %d: %v", seed, err)
-		}
-		e.noViolations()
-		e.clean()
 		if t.Failed() {
 			t.Fatalf("seed %d failed", seed)
 		}
@@ -76,7 +71,7 @@ func TestConcurrentFaults(t *testing.T) {
 func TestFrozenSPTESeenByConcurrentFault(t *testing.T) {
 	saw := false
 	for seed := uint64(0); seed < 60 && !saw; seed++ {
-		_, err := runTD(t, opts{seed: seed, vcpus: 2, record: true}, func(th *sched.Thread, e *env) {
+		_, err := runTD(t, opts{seed: seed, vcpus: 2}, func(th *sched.Thread, e *env) {
 			errs := e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
 				return accept(vt, v, 0, 16*kib)
 			})
@@ -217,10 +212,11 @@ func TestInjectedRemoveFailureKillsVM(t *testing.T) {
 	if !refused {
 		t.Error("no record of guest_memfd trying to free the still-mapped page")
 	}
-	// Teardown reclaims the TD's S-EPT and control pages; the page the
-	// S-EPT still maps is reclaimed with the TD once its HKID is gone, so
-	// guest_memfd's deferred free then succeeds: nothing leaks.
-	if e.mem.IsAllocated(victim) {
-		t.Logf("%v still allocated after teardown (kept out of the allocator)", victim)
+	// Nothing reclaims a private page KVM failed to remove (KVM only
+	// reclaims S-EPT and control pages at teardown), so the module keeps
+	// it assigned and guest_memfd keeps it aside: it never returns to the
+	// allocator, even after teardown. That leak is on purpose.
+	if !e.mem.IsAllocated(victim) {
+		t.Errorf("%v went back to the host after teardown although the module still assigns it", victim)
 	}
 }

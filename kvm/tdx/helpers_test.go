@@ -99,6 +99,19 @@ func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) (*env, err
 	return e, s.Run()
 }
 
+// runClean is runTD for a run that must end clean: no scheduler error, no
+// violation, and nothing left of the TD after teardown.
+func runClean(t *testing.T, o opts, body func(th *sched.Thread, e *env)) *env {
+	t.Helper()
+	e, err := runTD(t, o, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.noViolations()
+	e.clean()
+	return e
+}
+
 // vcpus runs fn on each vCPU in its own thread and waits for all.
 func (e *env) vcpus(th *sched.Thread, fn func(vt *sched.Thread, i int, v *tdx.VCPU) error) []error {
 	errs := make([]error, len(e.m.VCPUs))

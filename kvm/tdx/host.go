@@ -38,10 +38,6 @@ type Host struct {
 	dpamtLock *sched.SpinLock
 	dpamtRef  map[uint64]int32 // 2M physical range -> refcount (no entry = 0)
 	dpamtSrc  hostmem.Source
-
-	// PAMTPairs counts PAMT.ADDs minus PAMT.REMOVEs; DPAMTFailures counts
-	// failed gets and puts (each a loud warning in the kernel).
-	PAMTPairs, DPAMTFailures int64
 }
 
 // dpamtSourceName is where every Dynamic PAMT page comes from: the vCPU
@@ -138,12 +134,10 @@ func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hos
 	if st != tdxmodule.Success {
 		h.dpamtLock.Unlock(t)
 		h.releasePair(t, pair[:], cache)
-		h.DPAMTFailures++
 		h.warn(t, "TDH.PHYMEM.PAMT.ADD", st, pfn)
 		return errno.Newf("tdx_pamt_get", errno.EIO, "TDH.PHYMEM.PAMT.ADD for %s: %v", (pfn &^ 511).HPA(), st)
 	}
 	h.dpamtRef[key] = 1
-	h.PAMTPairs++
 	h.dpamtLock.Unlock(t)
 	return nil
 }
@@ -175,7 +169,6 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 	key := uint64(pfn >> 9)
 	switch n := h.dpamtRef[key]; {
 	case n == 0:
-		h.DPAMTFailures++
 		h.warn(t, "tdx_pamt_put", 0, pfn)
 		return errno.Newf("tdx_pamt_put", errno.EIO, "refcount underflow for the 2M range at %s", (pfn &^ 511).HPA())
 	case n > 1:
@@ -190,12 +183,10 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 		}
 	}
 	if st != tdxmodule.Success {
-		h.DPAMTFailures++
 		h.warn(t, "TDH.PHYMEM.PAMT.REMOVE", st, pfn)
 		return errno.Newf("tdx_pamt_put", errno.EIO, "TDH.PHYMEM.PAMT.REMOVE for %s: %v", (pfn &^ 511).HPA(), st)
 	}
 	delete(h.dpamtRef, key)
-	h.PAMTPairs--
 	for _, r := range []uint64{out.RDX, out.R8} {
 		p := addr.HPA(r).PFN()
 		_ = h.Mem.FillTag(t, p, 0, 0)

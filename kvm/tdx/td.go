@@ -96,9 +96,6 @@ func (td *TD) VM() *kvm.VM { return td.vm }
 // MMU returns the TD's TDP MMU.
 func (td *TD) MMU() *mmu.MMU { return td.mmu }
 
-// Host returns the host.
-func (td *TD) Host() *Host { return td.h }
-
 // State returns the life-cycle state.
 func (td *TD) State() State { return State(td.state.Load()) }
 
@@ -142,6 +139,17 @@ func (td *TD) bug(t *sched.Thread, leaf string, st tdxmodule.Status, gfn addr.GF
 	return td.vm.Bug(t, fmt.Sprintf("%s failed at %s: %v", leaf, gfn.GPA(), st))
 }
 
+// guard is the prologue of the TDX VM and vCPU sub-ioctls: a dead VM is
+// EIO, and the command runs under slots_lock (tdx_vm_state_guard; the
+// model has no kvm->lock or vcpu->mutex to take besides).
+func (td *TD) guard(t *sched.Thread, op string) (unlock func(), err error) {
+	if td.vm.Dead() {
+		return nil, errno.New(op, errno.EIO, "VM is dead")
+	}
+	td.vm.SlotsLock().Lock(t)
+	return func() { td.vm.SlotsLock().Unlock(t) }, nil
+}
+
 // InitVM holds struct kvm_tdx_init_vm's fields the model uses.
 type InitVM struct {
 	// GPAW is the guest physical address width from CPUID 0x80000008
@@ -162,11 +170,11 @@ type InitVM struct {
 func (td *TD) InitVM(t *sched.Thread, p InitVM) error {
 	const op = "KVM_TDX_INIT_VM"
 	vm := td.vm
-	if vm.Dead() {
-		return errno.New(op, errno.EIO, "VM is dead")
+	unlock, err := td.guard(t, op)
+	if err != nil {
+		return err
 	}
-	vm.SlotsLock().Lock(t)
-	defer vm.SlotsLock().Unlock(t)
+	defer unlock()
 	switch {
 	case td.State() != StateUninitialized:
 		return errno.Newf(op, errno.EINVAL, "TD is %s, not uninitialized", td.State())
@@ -233,11 +241,11 @@ func (td *TD) giveControlPage(t *sched.Thread, leaf string, give func(addr.PFN) 
 // (EINVAL); BUSY (EBUSY); other failures KVM_BUG_ON (EIO).
 func (td *TD) Finalize(t *sched.Thread) ([]byte, error) {
 	const op = "KVM_TDX_FINALIZE_VM"
-	if td.vm.Dead() {
-		return nil, errno.New(op, errno.EIO, "VM is dead")
+	unlock, err := td.guard(t, op)
+	if err != nil {
+		return nil, err
 	}
-	td.vm.SlotsLock().Lock(t)
-	defer td.vm.SlotsLock().Unlock(t)
+	defer unlock()
 	if td.hkid == 0 || td.State() != StateInitialized {
 		return nil, errno.Newf(op, errno.EINVAL, "TD is %s", td.State())
 	}
@@ -284,11 +292,11 @@ const MeasureMemoryRegion = 1 << 0
 func (td *TD) InitMemRegion(t *sched.Thread, v *VCPU, r *MemRegion) error {
 	const op = "KVM_TDX_INIT_MEM_REGION"
 	vm := td.vm
-	if vm.Dead() {
-		return errno.New(op, errno.EIO, "VM is dead")
+	unlock, err := td.guard(t, op)
+	if err != nil {
+		return err
 	}
-	vm.SlotsLock().Lock(t)
-	defer vm.SlotsLock().Unlock(t)
+	defer unlock()
 	shared := uint64(vm.SharedBit().GPA())
 	end := r.GPA + r.NPages<<addr.PageShift
 	switch {

@@ -74,15 +74,6 @@ func (v *VCPU) ID() uint32 { return v.kv.ID() }
 // State returns the vCPU's TDX state.
 func (v *VCPU) State() VCPUState { return v.state }
 
-// TD returns the vCPU's TD.
-func (v *VCPU) TD() *TD { return v.td }
-
-// MMU returns the vCPU's MMU side.
-func (v *VCPU) MMU() *mmu.VCPU { return v.mmu }
-
-// InGuest reports whether the vCPU is in guest mode.
-func (v *VCPU) InGuest() bool { return v.inGuest.Load() }
-
 // InitVCPU is KVM_TDX_INIT_VCPU: TDVPR and TDVPX pages, TDH.VP.CREATE,
 // TDH.VP.ADDCX, TDH.VP.INIT. Errors: TD not INITIALIZED or vCPU already
 // initialized (EINVAL); no memory (ENOMEM); SEAMCALL failures KVM_BUG_ON
@@ -174,15 +165,21 @@ func (v *VCPU) boundary(t *sched.Thread) {
 	}
 }
 
-// Halt takes the vCPU out of guest mode (HLT or the end of the guest's
-// work), so that kicks need not wait for it.
-func (v *VCPU) Halt() { v.exit() }
-
-// Idle halts and waits until cond holds (a guest waiting for an event).
-func (v *VCPU) Idle(t *sched.Thread, desc string, cond func() bool) {
-	v.exit()
-	t.WaitUntil(desc, cond)
+// step runs the guest up to its next instruction: enter if needed, then
+// an instruction boundary. It reports whether the vCPU is still in the
+// guest (a kick may have taken it out; the caller loops to re-enter).
+func (v *VCPU) step(t *sched.Thread) (bool, error) {
+	if err := v.enter(t); err != nil {
+		return false, err
+	}
+	v.boundary(t)
+	return v.inGuest.Load(), nil
 }
+
+// Halt takes the vCPU out of guest mode (HLT or the end of the guest's
+// work), so that kicks need not wait for it. A guest thread must halt
+// before it blocks on anything, or a kick would wait for it forever.
+func (v *VCPU) Halt() { v.exit() }
 
 // ErrVE is a #VE the TD took: a load or store to a private page it has not
 // accepted (the guest's #VE handler decides what to do).
@@ -195,11 +192,9 @@ var ErrVE = errors.New("#VE: access to an unaccepted private page")
 // for what stops the vCPU (a dead VM, a memory fault exit to userspace).
 func (v *VCPU) Accept(t *sched.Thread, gpa addr.GPA, level addr.Level) (tdxmodule.Status, error) {
 	for {
-		if err := v.enter(t); err != nil {
+		if in, err := v.step(t); err != nil {
 			return 0, err
-		}
-		v.boundary(t)
-		if !v.inGuest.Load() {
+		} else if !in {
 			continue
 		}
 		x := v.td.h.Mod.Accept(t, v.mod, uint64(gpa)|uint64(level))
@@ -231,11 +226,9 @@ func (v *VCPU) access(t *sched.Thread, gpa addr.GPA, write bool, tag hostmem.Tag
 	td := v.td
 	shared := gpa.GFN()&td.vm.SharedBit() != 0
 	for {
-		if err := v.enter(t); err != nil {
+		if in, err := v.step(t); err != nil {
 			return 0, err
-		}
-		v.boundary(t)
-		if !v.inGuest.Load() {
+		} else if !in {
 			continue
 		}
 		if shared {

@@ -4,12 +4,10 @@ import (
 	"testing"
 
 	"github.com/tdxsim/tdxsim/addr"
-	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
-	"github.com/tdxsim/tdxsim/tdxmodule"
 )
 
 // Seed 004's rules, one test each: which events zap private memory.
@@ -49,7 +47,7 @@ func acceptAndShare(t *testing.T, th *sched.Thread, e *env) {
 }
 
 func TestZapAttributeToSharedZapsPrivate(t *testing.T) {
-	e, err := runTD(t, opts{seed: 1, dynamic: true}, func(th *sched.Thread, e *env) {
+	runClean(t, opts{seed: 1, dynamic: true}, func(th *sched.Thread, e *env) {
 		acceptAndShare(t, th, e)
 		removes := e.td.Stats().PagesRemoved
 		if err := e.m.VM.SetMemoryAttributes(th, kvm.MemoryAttributes{Address: 0, Size: 64 * kib, Attributes: 0}); err != nil {
@@ -69,15 +67,10 @@ func TestZapAttributeToSharedZapsPrivate(t *testing.T) {
 		e.agree(0, mib)
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.noViolations()
-	e.clean()
 }
 
 func TestZapMemslotDeleteZapsPrivateLeavesOnly(t *testing.T) {
-	e, err := runTD(t, opts{seed: 2, dynamic: true}, func(th *sched.Thread, e *env) {
+	runClean(t, opts{seed: 2, dynamic: true}, func(th *sched.Thread, e *env) {
 		acceptAndShare(t, th, e)
 		before := e.td.MMU().Stats()
 		septBefore, _ := e.mod.TD(e.td.TDR())
@@ -99,15 +92,10 @@ func TestZapMemslotDeleteZapsPrivateLeavesOnly(t *testing.T) {
 		e.agree(0, 4*mib)
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.noViolations()
-	e.clean()
 }
 
 func TestZapMMUNotifierNeverZapsPrivate(t *testing.T) {
-	e, err := runTD(t, opts{seed: 3, dynamic: true}, func(th *sched.Thread, e *env) {
+	runClean(t, opts{seed: 3, dynamic: true}, func(th *sched.Thread, e *env) {
 		acceptAndShare(t, th, e)
 		// munmap-like invalidation of the whole guest's userspace range:
 		// the shared backing goes, private memory has no userspace mapping.
@@ -140,11 +128,6 @@ func TestZapMMUNotifierNeverZapsPrivate(t *testing.T) {
 		e.agree(0, mib)
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.noViolations()
-	e.clean()
 }
 
 func TestZapMemtypeNeverZapsPrivate(t *testing.T) {
@@ -155,7 +138,7 @@ func TestZapMemtypeNeverZapsPrivate(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			var lost bool
-			e, err := runTD(t, opts{seed: 4, dynamic: true, mmu: mmu.Config{ZapPrivateOnNotifier: zapPrivate}}, func(th *sched.Thread, e *env) {
+			runClean(t, opts{seed: 4, dynamic: true, mmu: mmu.Config{ZapPrivateOnNotifier: zapPrivate}}, func(th *sched.Thread, e *env) {
 				acceptAndShare(t, th, e)
 				e.m.VM.ZapGFNRangeMemtype(th, 0, addr.GFN(4*mib>>addr.PageShift))
 				s := e.td.MMU().Stats()
@@ -182,20 +165,15 @@ func TestZapMemtypeNeverZapsPrivate(t *testing.T) {
 				lost = errs[0] != nil && isErrno(errs[0], tdx.ErrVE)
 				e.teardown(th)
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
 			if lost != zapPrivate {
 				t.Errorf("accepted memory lost = %v, want %v", lost, zapPrivate)
 			}
-			e.noViolations()
-			e.clean()
 		})
 	}
 }
 
 func TestZapGmemPunchAndMemoryFailure(t *testing.T) {
-	e, err := runTD(t, opts{seed: 5, dynamic: true}, func(th *sched.Thread, e *env) {
+	runClean(t, opts{seed: 5, dynamic: true}, func(th *sched.Thread, e *env) {
 		acceptAndShare(t, th, e)
 		if err := e.m.PunchHole(th, 0, 256*kib); err != nil {
 			t.Fatal(err)
@@ -212,16 +190,11 @@ func TestZapGmemPunchAndMemoryFailure(t *testing.T) {
 		e.agree(0, mib)
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.noViolations()
-	e.clean()
 }
 
 // The mirror root lives as long as the VM: nothing but teardown replaces it.
 func TestMirrorRootNeverReplaced(t *testing.T) {
-	e, err := runTD(t, opts{seed: 6, dynamic: true}, func(th *sched.Thread, e *env) {
+	runClean(t, opts{seed: 6, dynamic: true}, func(th *sched.Thread, e *env) {
 		acceptAndShare(t, th, e)
 		var root mmu.Table
 		e.td.MMU().Tables(true, func(tb mmu.Table) {
@@ -249,11 +222,6 @@ func TestMirrorRootNeverReplaced(t *testing.T) {
 		}
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.noViolations()
-	e.clean()
 }
 
 // gmem release (closing the file) zaps private leaves while the HKID is
@@ -282,6 +250,4 @@ func TestTeardownOrder(t *testing.T) {
 	}
 	e.noViolations()
 	e.clean()
-	_ = gmem.FilterPrivate
-	_ = tdxmodule.Success
 }

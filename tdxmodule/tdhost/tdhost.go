@@ -2,8 +2,9 @@
 // TD's whole life at the SEAMCALL level — build (with measured image), run
 // (vCPUs accept memory, the host AUGs on EPT violations), and teardown
 // (HKID release and RECLAIM of every page) — in the order the kernel uses
-// (arch/x86/kvm/vmx/tdx.c), without KVM's MMU. It serves `tdxsim mrtd`,
-// `tdxsim run` until the KVM layers exist, and the module's end-to-end tests.
+// (arch/x86/kvm/vmx/tdx.c), without KVM's MMU. It serves `tdxsim mrtd`
+// (any GPA layout, no memslots needed) and the module's end-to-end tests;
+// the TD KVM runs is kvm/tdx's.
 package tdhost
 
 import (
@@ -12,7 +13,6 @@ import (
 	"slices"
 
 	"github.com/tdxsim/tdxsim/addr"
-	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdxmodule"
@@ -496,119 +496,4 @@ func sortedPages(m map[uint64]addr.PFN) []addr.PFN {
 		out = append(out, m[k])
 	}
 	return out
-}
-
-// LifecycleOptions describes a whole-TD run for `tdxsim run` until scenario
-// files exist: build with a measured image, accept memory from vCPUs, zap
-// part of it, tear down.
-type LifecycleOptions struct {
-	HostBytes   uint64
-	DynamicPAMT bool
-	Packages    int
-	VCPUs       int
-	ImageBytes  uint64 // measured firmware image at the top of 4 GiB
-	AcceptBytes uint64 // private memory accepted by the vCPUs at 4 KiB
-	RemoveBytes uint64 // then zapped again by the host (BLOCK/TRACK/REMOVE)
-	Seed        uint64
-}
-
-// LifecycleResult is what a lifecycle run measured.
-type LifecycleResult struct {
-	MRTD           []byte
-	PAMTPeak       tdxmodule.PAMTBytes
-	SEPTPagesPeak  int
-	PagesReclaimed int
-	BusyRetries    int
-	LeakedPages    int64
-	ChargedAfter   hostmem.Usage
-	Steps          uint64
-	LockDep        []sched.Report
-}
-
-// Lifecycle runs one TD through its life under the deterministic scheduler:
-// the VMM thread builds and finalizes, one thread per vCPU accepts its share
-// of memory concurrently, then the VMM zaps RemoveBytes and tears down.
-func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
-	var res LifecycleResult
-	if o.VCPUs < 1 {
-		return res, fmt.Errorf("vcpus %d: need at least one", o.VCPUs)
-	}
-	if o.AcceptBytes%addr.PageSize != 0 || o.RemoveBytes > o.AcceptBytes || o.RemoveBytes%addr.PageSize != 0 {
-		return res, fmt.Errorf("accept %d / remove %d bytes: want 4 KiB multiples, remove <= accept", o.AcceptBytes, o.RemoveBytes)
-	}
-	mem, err := hostmem.New(hostmem.Config{Bytes: o.HostBytes}, sink)
-	if err != nil {
-		return res, err
-	}
-	mod, err := tdxmodule.New(mem, tdxmodule.Config{DynamicPAMT: o.DynamicPAMT, Packages: o.Packages}, sink)
-	if err != nil {
-		return res, err
-	}
-	h := New(mem, mod)
-	freeBefore := int64(mem.FreePages())
-	s := sched.New(sched.Deterministic, o.Seed, sink)
-	var runErr error
-	setErr := func(e error) {
-		if runErr == nil && e != nil {
-			runErr = e
-		}
-	}
-	const base = addr.GPA(0x100000000) // private memory above 4 GiB
-	s.Go("vmm", func(t *sched.Thread) {
-		td, err := h.Create(t, "td1", o.VCPUs)
-		if err != nil {
-			setErr(err)
-			return
-		}
-		img := make([]byte, o.ImageBytes)
-		for i := range img {
-			img[i] = byte(i * 7)
-		}
-		top := addr.GPA(0x100000000 - (o.ImageBytes+addr.PageSize-1)&^(addr.PageSize-1))
-		if err := td.AddImage(t, []Region{{GPA: top, Data: img, Measure: true}}); err != nil {
-			setErr(err)
-			return
-		}
-		if res.MRTD, err = td.Finalize(t); err != nil {
-			setErr(err)
-			return
-		}
-		per := (o.AcceptBytes / uint64(o.VCPUs)) &^ (addr.PageSize - 1)
-		done := 0
-		for i := 0; i < o.VCPUs; i++ {
-			lo := base + addr.GPA(uint64(i)*per)
-			n := per
-			if i == o.VCPUs-1 {
-				n = o.AcceptBytes - uint64(i)*per
-			}
-			t.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) {
-				setErr(td.AcceptRange(vt, i, lo, n))
-				done++
-			})
-		}
-		t.WaitUntil("every vCPU finished accepting", func() bool { return done == o.VCPUs })
-		res.PAMTPeak = mod.PAMT()
-		if info, ok := mod.TD(td.TDR); ok {
-			res.SEPTPagesPeak = info.SEPTPages
-		}
-		for g := base; g < base+addr.GPA(o.RemoveBytes); g += addr.PageSize {
-			if err := td.RemovePage(t, g); err != nil {
-				setErr(err)
-				return
-			}
-		}
-		if res.PagesReclaimed, err = td.Teardown(t); err != nil {
-			setErr(err)
-			return
-		}
-		res.BusyRetries = td.Retries
-		res.ChargedAfter = mem.Usage(td.Acct)
-	})
-	if err := s.Run(); err != nil {
-		return res, err
-	}
-	res.Steps = s.Steps()
-	res.LockDep = s.LockDep().Reports()
-	res.LeakedPages = freeBefore - int64(mem.FreePages())
-	return res, runErr
 }
