@@ -32,7 +32,9 @@ func (vm *VM) supportedAttributes() uint64 {
 //
 // Under slots_lock: nothing happens when the range already has these
 // attributes; otherwise every memslot overlapping the range is invalidated
-// (begin) and its mappings of the old attribute are zapped (pre-set), the
+// (begin), private huge mappings straddling the range's edges are split
+// when it goes shared (a failed split aborts with its errno and the
+// attributes stay), its mappings of the old attribute are zapped (pre-set), the
 // attributes are stored, huge pages' MIXED flags are recomputed
 // (post-set), and the invalidation ends.
 func (vm *VM) SetMemoryAttributes(t *sched.Thread, a MemoryAttributes) error {
@@ -61,10 +63,32 @@ func (vm *VM) SetMemoryAttributes(t *sched.Thread, a MemoryAttributes) error {
 	}
 	toPrivate := a.Attributes&gmem.AttrPrivate != 0
 	slots := vm.slotsIn(start, end)
-	// Pre-set: zap the mappings of the old attribute.
+	// Pre-set: split private huge leaves cut by the range's edges, then
+	// zap the mappings of the old attribute.
 	if len(slots) > 0 {
+		splitting := !toPrivate && vm.typ.hasPrivateMem()
+		if splitting {
+			// The split cache is filled before mmu_lock (per-VM external
+			// cache for splitting, TDX huge-page series patches 19-20).
+			if err := vm.mmu.TopUpSplitCache(t); err != nil {
+				return err
+			}
+		}
 		vm.mmuLock.Lock(t)
 		vm.invalidateBeginLocked()
+		if splitting {
+			// kvm_split_cross_boundary_leafs() (patch 15): a failure
+			// aborts the change before anything is unmapped.
+			var rs []gmem.Range
+			for _, s := range slots {
+				rs = append(rs, gmem.Range{Slot: s, Start: max(start, s.base), End: min(end, s.EndGFN()), Filter: gmem.FilterPrivate})
+			}
+			if err := vm.SplitLocked(t, rs); err != nil {
+				vm.invalidateEndLocked()
+				vm.mmuLock.Unlock(t)
+				return errno.Newf(op, errno.Of(err), "splitting private huge mappings: %v", err)
+			}
+		}
 		flush := false
 		for _, s := range slots {
 			// The huge pages straddling the edges join the invalidation

@@ -136,6 +136,8 @@ func (m *recMMU) SplitCrossBoundary(t *sched.Thread, r gmem.Range) error {
 	return m.splitEr
 }
 
+func (m *recMMU) TopUpSplitCache(t *sched.Thread) error { return nil }
+
 func (m *recMMU) FlushShadowMemslot(t *sched.Thread, s *kvm.Memslot) {
 	m.calls = append(m.calls, fmt.Sprintf("flush_memslot %d", s.ID()))
 }

@@ -1,6 +1,8 @@
 package kvm
 
 import (
+	"errors"
+
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/sched"
@@ -58,13 +60,37 @@ func (vm *VM) Zap(t *sched.Thread, ranges []gmem.Range) {
 }
 
 // SplitPrivate splits private huge leaves crossing the ranges' edges,
-// under mmu_lock for write (gmem.Owner).
+// under mmu_lock for write, after topping up the split cache (gmem.Owner).
 func (vm *VM) SplitPrivate(t *sched.Thread, ranges []gmem.Range) error {
+	if err := vm.mmu.TopUpSplitCache(t); err != nil {
+		return err
+	}
 	vm.mmuLock.Lock(t)
 	defer vm.mmuLock.Unlock(t)
+	return vm.SplitLocked(t, ranges)
+}
+
+// SplitLocked runs kvm_split_cross_boundary_leafs() for each range with
+// mmu_lock held for write (the caller has topped the split cache up).
+// When the cache runs short it drops mmu_lock, tops up and goes on: what
+// was split stays split, and the caller's invalidation keeps faults from
+// mapping the range meanwhile.
+func (vm *VM) SplitLocked(t *sched.Thread, ranges []gmem.Range) error {
 	for _, r := range ranges {
-		if err := vm.mmu.SplitCrossBoundary(t, r); err != nil {
-			return err
+		for {
+			err := vm.mmu.SplitCrossBoundary(t, r)
+			if !errors.Is(err, ErrSplitCacheLow) {
+				if err != nil {
+					return err
+				}
+				break
+			}
+			vm.mmuLock.Unlock(t)
+			err = vm.mmu.TopUpSplitCache(t)
+			vm.mmuLock.Lock(t)
+			if err != nil {
+				return err
+			}
 		}
 	}
 	return nil

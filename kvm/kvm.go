@@ -13,6 +13,7 @@
 package kvm
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -438,6 +439,9 @@ type MMU interface {
 	// SplitCrossBoundary splits private huge leaves straddling r's edges
 	// (kvm_split_cross_boundary_leafs).
 	SplitCrossBoundary(t *sched.Thread, r gmem.Range) error
+	// TopUpSplitCache fills the per-VM split cache before mmu_lock is
+	// taken for a SplitCrossBoundary (ENOMEM when it cannot).
+	TopUpSplitCache(t *sched.Thread) error
 	// FlushShadowMemslot zaps what a deleted or moved slot mapped
 	// (kvm_arch_flush_shadow_memslot).
 	FlushShadowMemslot(t *sched.Thread, s *Memslot)
@@ -496,6 +500,7 @@ type noMMU struct{}
 
 func (noMMU) UnmapGFNRange(*sched.Thread, gmem.Range) bool       { return false }
 func (noMMU) SplitCrossBoundary(*sched.Thread, gmem.Range) error { return nil }
+func (noMMU) TopUpSplitCache(*sched.Thread) error                { return nil }
 func (noMMU) FlushShadowMemslot(*sched.Thread, *Memslot)         {}
 func (noMMU) FlushRemoteTLBs(*sched.Thread)                      {}
 func (noMMU) ZapAll(*sched.Thread)                               {}
@@ -511,3 +516,9 @@ func (s *System) CreateGuestMemfd(t *sched.Thread, a gmem.CreateArgs) (*gmem.Fil
 
 // Closed reports whether the VM fd was closed.
 func (vm *VM) Closed() bool { return vm.closed }
+
+// ErrSplitCacheLow is what a split of a private huge mapping returns,
+// having changed nothing, when the per-VM split cache cannot cover it
+// under mmu_lock: the caller drops mmu_lock, tops the cache up and tries
+// again (the invalidation it holds keeps faults out meanwhile).
+var ErrSplitCacheLow = errors.New("split cache needs a top-up")

@@ -50,6 +50,12 @@ type Memslot struct {
 // lpageMixed is KVM_LPAGE_MIXED_FLAG.
 const lpageMixed = 1 << 31
 
+// lpageGuestInhibit is KVM_LPAGE_GUEST_INHIBIT_FLAG (TDX huge-page series,
+// "KVM: x86: Introduce hugepage_set_guest_inhibit()"): the guest accepted
+// part of this huge page at a smaller level, so KVM never maps it at this
+// level again. Nothing clears it while the slot lives.
+const lpageGuestInhibit = 1 << 30
+
 // ID returns the slot id.
 func (s *Memslot) ID() uint16 { return s.id }
 
@@ -349,10 +355,30 @@ func (s *Memslot) Mixed(level addr.Level, gfn addr.GFN) bool {
 	return s.lpage[level-1][s.lpageIndex(level, gfn)]&lpageMixed != 0
 }
 
+// SetGuestInhibit marks the huge page of level holding gfn as never to be
+// mapped at level again (hugepage_set_guest_inhibit()). Huge pages cut by
+// the slot's edges are disallowed anyway and are left alone. The caller
+// holds mmu_lock for write.
+func (s *Memslot) SetGuestInhibit(level addr.Level, gfn addr.GFN) {
+	if level == addr.Level4K || level > addr.Level1G || gfn < s.base || gfn >= s.EndGFN() {
+		return
+	}
+	s.lpage[level-1][s.lpageIndex(level, gfn)] |= lpageGuestInhibit
+}
+
+// GuestInhibited reports whether SetGuestInhibit was called for the huge
+// page of level holding gfn (hugepage_test_guest_inhibit()).
+func (s *Memslot) GuestInhibited(level addr.Level, gfn addr.GFN) bool {
+	if level == addr.Level4K || level > addr.Level1G || gfn < s.base || gfn >= s.EndGFN() {
+		return false
+	}
+	return s.lpage[level-1][s.lpageIndex(level, gfn)]&lpageGuestInhibit != 0
+}
+
 // HugePageAllowed reports whether KVM may map gfn at level as far as the
 // slot is concerned: the huge page lies inside the slot, the GFN and
-// userspace address agree in alignment, and the attributes are not mixed
-// (lpage_info disallow_lpage == 0).
+// userspace address agree in alignment, the attributes are not mixed and
+// the guest has not inhibited it (lpage_info disallow_lpage == 0).
 func (s *Memslot) HugePageAllowed(level addr.Level, gfn addr.GFN) bool {
 	if level == addr.Level4K {
 		return true

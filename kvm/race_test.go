@@ -27,6 +27,7 @@ func (m *spteMMU) UnmapGFNRange(t *sched.Thread, r gmem.Range) bool {
 	return false
 }
 func (m *spteMMU) SplitCrossBoundary(*sched.Thread, gmem.Range) error { return nil }
+func (m *spteMMU) TopUpSplitCache(*sched.Thread) error                { return nil }
 func (m *spteMMU) FlushShadowMemslot(*sched.Thread, *kvm.Memslot)     {}
 func (m *spteMMU) FlushRemoteTLBs(*sched.Thread)                      {}
 func (m *spteMMU) ZapAll(*sched.Thread)                               {}

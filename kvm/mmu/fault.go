@@ -34,12 +34,15 @@ func (r Result) String() string {
 
 // PageFault handles a guest access to gpa that the EPT could not
 // translate. private is fault->is_private (for a TD: the shared bit is
-// clear). Kernel: kvm_tdp_page_fault(): top up the caches, resolve the PFN
-// (kvm_mmu_faultin_pfn, through guest_memfd for private memory), then under
-// mmu_lock for read give up if an invalidation raced (RET_PF_RETRY) and
-// otherwise walk and install with kvm_tdp_mmu_map(). Errors: EIO on a dead
-// VM, ENOMEM from a top-up, and *kvm.MemoryFault exits to userspace.
-func (v *VCPU) PageFault(t *sched.Thread, gpa addr.GPA, private bool) (Result, error) {
+// clear); maxLevel is fault->max_level, lowered by the arch (TDX: the
+// guest's accept level carried in the EPT violation). Kernel:
+// kvm_tdp_page_fault(): top up the caches, resolve the PFN
+// (kvm_mmu_faultin_pfn, through guest_memfd for private memory), pick the
+// mapping level (kvm_mmu_hugepage_adjust), then under mmu_lock for read
+// give up if an invalidation raced (RET_PF_RETRY) and otherwise walk and
+// install with kvm_tdp_mmu_map(). Errors: EIO on a dead VM, ENOMEM from a
+// top-up, and *kvm.MemoryFault exits to userspace.
+func (v *VCPU) PageFault(t *sched.Thread, gpa addr.GPA, private bool, maxLevel addr.Level) (Result, error) {
 	m := v.m
 	m.c.faults.Add(1)
 	if err := v.kv.CheckRequests(); err != nil {
@@ -66,14 +69,39 @@ func (v *VCPU) PageFault(t *sched.Thread, gpa addr.GPA, private bool) (Result, e
 	}
 	defer m.mem.Put(t, f.PFN) // kvm_release_faultin_page: mapping holds no reference
 	mirror := private && m.Mirrored()
+	goal := addr.Level4K
+	if mirror {
+		goal = m.privateLevel(f, maxLevel)
+	}
 	m.lock.RLock(t)
 	res := RetRetry
 	if !m.vm.InvalidateRetry(f.Seq, gfn) {
-		res, err = m.tdpMap(t, v, mirror, m.rootGFN(mirror, gfn), addr.Level4K, f.PFN)
+		res, err = m.tdpMap(t, v, mirror, m.rootGFN(mirror, gfn), goal, f.PFN)
 	}
 	m.lock.RUnlock(t)
 	m.count(res)
 	return res, err
+}
+
+// privateLevel is kvm_mmu_hugepage_adjust() -> kvm_mmu_max_mapping_level()
+// for a private fault: the smallest of the fault's max level, the
+// hugepages policy, the arch's private_max_mapping_level, the max order
+// (guest_memfd's kvm_gmem_mapping_order(), or the folio's order under the
+// rejected max_order_from=folio design), and then the highest level whose
+// lpage_info allows it (slot alignment, mixed attributes, guest inhibit).
+// Shared memory is mapped at 4K: the VMM's memory is 4K pages.
+func (m *MMU) privateLevel(f kvm.Fault, maxLevel addr.Level) addr.Level {
+	order := f.MappingOrder
+	if m.cfg.MaxOrderFrom == MaxOrderFromFolio {
+		order = f.MaxOrder
+	}
+	level := min(maxLevel, m.cfg.HugePages.MaxLevel(), m.ext.PrivateMaxLevel(), levelForOrder(order))
+	for ; level > addr.Level4K; level-- {
+		if f.Slot.HugePageAllowed(level, f.GFN) {
+			break
+		}
+	}
+	return level
 }
 
 func (m *MMU) count(r Result) {
@@ -144,7 +172,19 @@ func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, mirror bool, gfn addr.GFN, goal a
 			return RetRetry, nil
 		}
 		if level == goal {
-			return m.mapTarget(t, v, p, i, gfn, pfn, old)
+			if !old.Present() || old.Leaf(level) {
+				return m.mapTarget(t, v, p, i, gfn, pfn, old)
+			}
+			// A page table where a huge leaf is wanted. The direct root
+			// would replace it (huge page adjustment); the mirror root
+			// never merges (TDX huge-page series patch 06: PROMOTE is
+			// not used), so the fault maps below it, at the smaller
+			// level.
+			goal = level - 1
+			if p = p.child(i); p == nil {
+				return RetRetry, nil
+			}
+			continue
 		}
 		if old.Present() {
 			if old.Leaf(level) {
@@ -201,17 +241,16 @@ func (m *MMU) link(t *sched.Thread, v *VCPU, p *page, i int, old SPTE, child *pa
 // mapTarget is tdp_mmu_map_handle_target_level(): a present leaf is
 // spurious; otherwise install the leaf atomically. For a mirror entry that
 // is set_external_spte_present(): freeze, map in the S-EPT, then publish
-// (or put the old value back on failure).
+// (or put the old value back on failure). A huge leaf maps the PFN
+// rounded down to the level, as kvm_mmu_hugepage_adjust() does
+// (fault->pfn &= ~mask); guest_memfd's mapping order guarantees that GFN
+// and PFN agree in alignment, the folio's order does not.
 func (m *MMU) mapTarget(t *sched.Thread, v *VCPU, p *page, i int, gfn addr.GFN, pfn addr.PFN, old SPTE) (Result, error) {
 	level := p.level
 	if old.Present() {
-		if old.Leaf(level) {
-			return RetSpurious, nil
-		}
-		// A page table where a leaf is wanted: only a huge-page fault
-		// could see this; the model's faults map at the table's level.
-		return RetRetry, nil
+		return RetSpurious, nil
 	}
+	pfn &^= addr.PFN(level.Pages() - 1)
 	newSPTE := makeLeaf(pfn, level)
 	if p.mirror {
 		if !p.cas(i, old, FrozenSPTE) {

@@ -54,9 +54,17 @@ type External interface {
 	// FreeExternalSPT reclaims an S-EPT page at teardown (HKID already
 	// released). On error the MMU leaks the page, as the kernel does.
 	FreeExternalSPT(t *sched.Thread, gfn addr.GFN, level addr.Level, spt addr.PFN) error
-	// SplitExternalSPTE demotes a huge private leaf into the S-EPT page
-	// spt (TDH.MEM.PAGE.DEMOTE). mmu_lock held for write.
-	SplitExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level, spt addr.PFN) error
+	// SplitExternalSPTE demotes the huge private leaf mapping pfn into the
+	// S-EPT page spt (TDH.MEM.PAGE.DEMOTE). mmu_lock held for write. It returns
+	// kvm.ErrSplitCacheLow, having changed nothing, when its split cache
+	// cannot cover the split.
+	SplitExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level, pfn, spt addr.PFN) error
+	// TopUpSplitCache fills the arch's per-VM split cache for splits
+	// splits before mmu_lock is taken (topup_external_per_vm_split_cache).
+	TopUpSplitCache(t *sched.Thread, splits int) error
+	// PrivateMaxLevel is the largest level the arch can map private
+	// memory at now (private_max_mapping_level).
+	PrivateMaxLevel() addr.Level
 }
 
 // Config holds the MMU's policy knobs (DESIGN.md).
@@ -65,6 +73,11 @@ type Config struct {
 	// zap private leaves too, as the early RFCs did before mainline kept
 	// the mirror root out of it. Default false (upstream).
 	ZapPrivateOnNotifier bool
+	// HugePages caps the level of private mappings (default 2M).
+	HugePages HugePages
+	// MaxOrderFrom says where the max mapping order comes from (default
+	// guest_memfd).
+	MaxOrderFrom MaxOrderFrom
 }
 
 // page is a struct kvm_mmu_page: one 512-entry page table.
@@ -113,6 +126,8 @@ type Stats struct {
 	Zapped, TLBFlushes int64
 	// LeakedExternal counts S-EPT pages leaked after a failed reclaim.
 	LeakedExternal int64
+	// Splits[level] counts huge leaves split at level (2M, 1G).
+	Splits [3]int64
 }
 
 type counters struct {
@@ -126,23 +141,28 @@ type counters struct {
 	zapped    atomic.Int64
 	flushes   atomic.Int64
 	leakedExt atomic.Int64
+	splits    [3]atomic.Int64
 }
 
 // MMU is one VM's TDP MMU.
 type MMU struct {
-	vm        *kvm.VM
-	mem       *hostmem.Memory
-	lock      *sched.RWLock
-	cfg       Config
-	ext       External // nil: no mirrored TDP
-	sink      event.Sink
-	direct    *page
-	mirror    *page
-	vcpus     []*VCPU
-	spSrc     hostmem.Source
-	extSrc    hostmem.Source
-	c         counters
-	destroyed bool
+	vm     *kvm.VM
+	mem    *hostmem.Memory
+	lock   *sched.RWLock
+	cfg    Config
+	ext    External // nil: no mirrored TDP
+	sink   event.Sink
+	direct *page
+	mirror *page
+	vcpus  []*VCPU
+	spSrc  hostmem.Source
+	extSrc hostmem.Source
+	// splitPT and splitExt are the per-VM split cache: KVM's page-table
+	// pages and the S-EPT pages a split of a mirror leaf needs, topped up
+	// before mmu_lock and drawn from under it for write.
+	splitPT, splitExt *Cache
+	c                 counters
+	destroyed         bool
 }
 
 // New attaches a TDP MMU to vm (kvm_mmu_init_vm). ext is the external page
@@ -158,6 +178,15 @@ func New(vm *kvm.VM, cfg Config, ext External) (*MMU, error) {
 		return nil, err
 	}
 	m := &MMU{vm: vm, mem: mem, lock: vm.MMULock(), cfg: cfg, ext: ext, sink: vm.Sink(), spSrc: sp, extSrc: es}
+	if ext != nil {
+		acct := vm.Account()
+		if m.splitPT, err = NewCache(mem, spCacheName, acct, 0, splitsPerRange); err != nil {
+			return nil, err
+		}
+		if m.splitExt, err = NewCache(mem, extCacheName, acct, 0, splitsPerRange); err != nil {
+			return nil, err
+		}
+	}
 	vm.SetMMU(m)
 	return m, nil
 }
@@ -182,6 +211,9 @@ func (m *MMU) Stats() Stats {
 	}
 	s.Faults, s.Fixed, s.Spurious, s.Retries = m.c.faults.Load(), m.c.fixed.Load(), m.c.spurious.Load(), m.c.retries.Load()
 	s.Zapped, s.TLBFlushes, s.LeakedExternal = m.c.zapped.Load(), m.c.flushes.Load(), m.c.leakedExt.Load()
+	for l := range s.Splits {
+		s.Splits[l] = m.c.splits[l].Load()
+	}
 	return s
 }
 

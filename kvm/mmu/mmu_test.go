@@ -82,7 +82,7 @@ func world(t *testing.T, body func(th *sched.Thread, vm *kvm.VM, m *mmu.MMU, v *
 
 func fault(t *testing.T, th *sched.Thread, v *mmu.VCPU, gpa uint64, private bool) {
 	t.Helper()
-	res, err := v.PageFault(th, addr.GPA(gpa), private)
+	res, err := v.PageFault(th, addr.GPA(gpa), private, addr.Level1G)
 	if err != nil || res != mmu.RetFixed {
 		t.Fatalf("fault %#x: %v %v", gpa, res, err)
 	}
@@ -96,7 +96,7 @@ func TestDirectOnlyFaultAndZap(t *testing.T) {
 			fault(t, th, v, g, true)
 		}
 		fault(t, th, v, 5<<20, false) // shared, backed by the VMM's memory
-		if res, err := v.PageFault(th, 0x10000, true); err != nil || res != mmu.RetSpurious {
+		if res, err := v.PageFault(th, 0x10000, true, addr.Level1G); err != nil || res != mmu.RetSpurious {
 			t.Errorf("second fault on a mapped page: %v %v, want RET_PF_SPURIOUS", res, err)
 		}
 		if m.Mirrored() || m.Stats().Mapped[0][0] != 4 || m.Stats().Mapped[1][0] != 0 {
@@ -104,7 +104,7 @@ func TestDirectOnlyFaultAndZap(t *testing.T) {
 		}
 		// A private access to a shared GFN exits to userspace.
 		var mf *kvm.MemoryFault
-		if _, err := v.PageFault(th, 5<<20, true); !errors.As(err, &mf) || !errors.Is(err, errno.EFAULT) {
+		if _, err := v.PageFault(th, 5<<20, true, addr.Level1G); !errors.As(err, &mf) || !errors.Is(err, errno.EFAULT) {
 			t.Errorf("private fault on a shared GFN: %v, want a KVM_EXIT_MEMORY_FAULT with EFAULT", err)
 		}
 		vm.MMULock().Lock(th)

@@ -41,14 +41,6 @@ func (m *MMU) UnmapGFNRange(t *sched.Thread, r gmem.Range) bool {
 	return m.zapLeafs(t, false, r.Start, r.End)
 }
 
-// SplitCrossBoundary splits huge private leaves that straddle r's edges
-// (kvm_split_cross_boundary_leafs). Mainline maps private memory at 4K
-// only, so there is nothing to split; the huge-page series fills this in.
-func (m *MMU) SplitCrossBoundary(t *sched.Thread, r gmem.Range) error {
-	m.assertWrite(t, "kvm_split_cross_boundary_leafs")
-	return nil
-}
-
 // FlushShadowMemslot zaps every leaf the slot mapped, private and shared,
 // leaving page tables in place. Kernel: kvm_arch_flush_shadow_memslot ->
 // kvm_mmu_zap_memslot() with PRIVATE|SHARED: the "zap all roots on a
@@ -232,6 +224,10 @@ func (m *MMU) Destroy(t *sched.Thread) {
 	}
 	m.destroyed = true
 	m.lock.Unlock(t)
+	if m.splitPT != nil {
+		_ = m.splitPT.Release(t)
+		_ = m.splitExt.Release(t)
+	}
 	for _, v := range m.vcpus {
 		_ = v.PageCache.Release(t)
 		if v.ExternalSPTCache != nil {

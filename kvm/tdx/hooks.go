@@ -1,8 +1,11 @@
 package tdx
 
 import (
+	"fmt"
+
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdxmodule"
@@ -39,49 +42,72 @@ func (td *TD) TopUpExternalCache(t *sched.Thread, v *mmu.VCPU) error {
 	return nil
 }
 
-// SetExternalSPTE maps a private leaf. Kernel: tdx_sept_set_private_spte()
-// -> tdx_sept_map_leaf_spte() (v6.19): 4K only (KVM_BUG_ON otherwise);
-// before FINALIZE it is TDH.MEM.PAGE.ADD from page_add_src
-// (tdx_mem_page_add), after it TDH.MEM.PAGE.AUG, preceded by the page's
-// Dynamic PAMT get. BUSY -> EBUSY (the fault retries); other errors are
-// KVM_BUG_ON (EIO). No reference is taken on the page (seed 000).
+// SetExternalSPTE maps a private leaf at level. Kernel:
+// tdx_sept_set_private_spte() -> tdx_sept_map_leaf_spte() (v6.19 with the
+// huge-page series): before FINALIZE it is TDH.MEM.PAGE.ADD from
+// page_add_src (4K only: tdx_mem_page_add), after it TDH.MEM.PAGE.AUG at
+// the level. Only a 4K mapping takes a Dynamic PAMT reference (patch 17:
+// a 2M page's PAMT entry is its own). BUSY -> EBUSY (the fault retries);
+// other errors are KVM_BUG_ON (EIO). No reference is taken on the page
+// (seed 000), and the page or folio is never looked at (seed 002).
 func (td *TD) SetExternalSPTE(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level addr.Level, pfn addr.PFN) error {
-	if level != addr.Level4K {
-		return td.vm.Bug(t, "tdx_sept_set_private_spte: private mappings are 4K only")
-	}
 	h := td.h
-	acct := td.vm.Account()
-	if err := h.pamtGet(t, pfn, td.pamtCacheOf(v), acct); err != nil {
-		return err
+	small := level == addr.Level4K
+	if small {
+		if err := h.pamtGet(t, pfn, td.pamtCacheOf(v), td.vm.Account()); err != nil {
+			return err
+		}
 	}
 	gpa := gfn.GPA()
 	if td.State() != StateRunnable {
-		if !td.hasPageAddSrc {
-			_ = h.pamtPut(t, pfn)
-			return td.vm.Bug(t, "tdx_mem_page_add: no source page (a fault before KVM_TDX_FINALIZE_VM)")
+		if !td.hasPageAddSrc || !small {
+			if small {
+				_ = h.pamtPut(t, pfn)
+			}
+			return td.vm.Bug(t, fmt.Sprintf("tdx_mem_page_add: %s at %s before KVM_TDX_FINALIZE_VM (no source page, or not 4K)", gfn, level))
 		}
 		st, _ := h.Mod.MemPageAdd(t, td.tdr, gpa, pfn, td.pageAddSrc)
-		return td.installed(t, "TDH.MEM.PAGE.ADD", st, gfn, pfn, &td.stats.PagesAdded)
+		return td.installed(t, "TDH.MEM.PAGE.ADD", st, gfn, pfn, small, &td.stats.PagesAdded)
 	}
 	st, _ := h.Mod.MemPageAug(t, td.tdr, gpa, level, pfn)
-	return td.installed(t, "TDH.MEM.PAGE.AUG", st, gfn, pfn, &td.stats.PagesAugmented)
+	count := &td.stats.PagesAugmented
+	if !small {
+		count = &td.stats.HugePagesAugmented
+	}
+	return td.installed(t, "TDH.MEM.PAGE.AUG", st, gfn, pfn, small, count)
 }
 
 // installed finishes a hook that handed page to the module with leaf:
-// success counts it; otherwise the page's Dynamic PAMT reference goes back,
-// and BUSY becomes -EBUSY (the fault retries) while any other status is
-// TDX_BUG_ON (-EIO).
-func (td *TD) installed(t *sched.Thread, leaf string, st tdxmodule.Status, gfn addr.GFN, page addr.PFN, count *int64) error {
+// success counts it; otherwise the page's Dynamic PAMT reference (when it
+// took one: pamt) goes back, and BUSY becomes -EBUSY (the fault retries)
+// while any other status is TDX_BUG_ON (-EIO).
+func (td *TD) installed(t *sched.Thread, leaf string, st tdxmodule.Status, gfn addr.GFN, page addr.PFN, pamt bool, count *int64) error {
 	if st == tdxmodule.Success {
 		*count++
 		return nil
 	}
-	_ = td.h.pamtPut(t, page)
+	if pamt {
+		_ = td.h.pamtPut(t, page)
+	}
 	if busy(st) {
 		td.stats.BusyRetries++
 		return errno.New(leaf, errno.EBUSY, st.String())
 	}
 	return td.bug(t, leaf, st, gfn)
+}
+
+// PrivateMaxLevel is tdx_gmem_private_max_mapping_level() (patch 24): 4K
+// until the TD is RUNNABLE (TDH.MEM.PAGE.ADD maps 4K only), then 2M, or 1G
+// when the module allows 1G AUG (the model's extension; the series stops
+// at 2M).
+func (td *TD) PrivateMaxLevel() addr.Level {
+	switch {
+	case td.State() != StateRunnable:
+		return addr.Level4K
+	case td.h.Mod.Config().Allow1GAug:
+		return addr.Level1G
+	}
+	return addr.Level2M
 }
 
 // LinkExternalSPT adds an S-EPT page below the entry at level. Kernel:
@@ -93,45 +119,56 @@ func (td *TD) LinkExternalSPT(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level 
 		return err
 	}
 	st, _ := h.Mod.MemSEPTAdd(t, td.tdr, gfn.GPA(), level, spt)
-	return td.installed(t, "TDH.MEM.SEPT.ADD", st, gfn, spt, &td.stats.SEPTPagesAdded)
+	return td.installed(t, "TDH.MEM.SEPT.ADD", st, gfn, spt, true, &td.stats.SEPTPagesAdded)
 }
 
-// RemoveExternalSPTE removes a private leaf, with mmu_lock held for write.
-// Kernel: tdx_sept_remove_private_spte() (v6.19): HKID must be assigned;
-// TDH.MEM.RANGE.BLOCK; tdx_track() (TDH.MEM.TRACK and a kick of every vCPU
-// out of the guest) on a RUNNABLE TD; TDH.MEM.PAGE.REMOVE; then
-// TDH.PHYMEM.PAGE.WBINVD with the TD's key and a reset of the page, which
-// goes back to guest_memfd as ordinary memory; last, the page's Dynamic
-// PAMT put. BLOCK, TRACK and REMOVE go through tdh_do_no_vcpus(). Any
-// failure is KVM_BUG_ON: the VM is dead and the page stays assigned in the
-// S-EPT (EIO).
+// RemoveExternalSPTE removes a private leaf at level, with mmu_lock held
+// for write. Kernel: tdx_sept_remove_private_spte() (v6.19 with the
+// huge-page series): HKID must be assigned; TDH.MEM.RANGE.BLOCK;
+// tdx_track() (TDH.MEM.TRACK and a kick of every vCPU out of the guest) on
+// a RUNNABLE TD; TDH.MEM.PAGE.REMOVE; then TDH.PHYMEM.PAGE.WBINVD with the
+// TD's key for every 4K page of the leaf (patch 03) and a reset of the
+// range (patch 04), which goes back to guest_memfd as ordinary memory;
+// last, for a 4K leaf only, the page's Dynamic PAMT put (patch 17). BLOCK,
+// TRACK and REMOVE go through tdh_do_no_vcpus(). Any failure is KVM_BUG_ON:
+// the VM is dead and the page stays assigned in the S-EPT (EIO).
 func (td *TD) RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level, pfn addr.PFN) error {
 	h := td.h
 	if td.hkid == 0 {
 		return td.vm.Bug(t, "tdx_sept_remove_private_spte: HKID already released")
 	}
-	if level != addr.Level4K {
-		return td.vm.Bug(t, "tdx_sept_remove_private_spte: private mappings are 4K only")
-	}
 	gpa := gfn.GPA()
-	st := td.doNoVCPUs(t, func() tdxmodule.Status { s, _ := h.Mod.MemRangeBlock(t, td.tdr, gpa, level); return s })
-	if st != tdxmodule.Success {
-		return td.bug(t, "TDH.MEM.RANGE.BLOCK", st, gfn)
-	}
-	if err := td.track(t); err != nil {
+	if err := td.blockAndTrack(t, gfn, level); err != nil {
 		return err
 	}
-	st = td.doNoVCPUs(t, func() tdxmodule.Status { s, _ := h.Mod.MemPageRemove(t, td.tdr, gpa, level); return s })
+	st := td.doNoVCPUs(t, func() tdxmodule.Status { s, _ := h.Mod.MemPageRemove(t, td.tdr, gpa, level); return s })
 	if st != tdxmodule.Success {
 		return td.bug(t, "TDH.MEM.PAGE.REMOVE", st, gfn)
 	}
-	if st := h.Mod.PhymemPageWBInvd(t, pfn, td.hkid); st != tdxmodule.Success {
-		return td.bug(t, "TDH.PHYMEM.PAGE.WBINVD", st, gfn)
+	for k := range addr.PFN(level.Pages()) {
+		if st := h.Mod.PhymemPageWBInvd(t, pfn+k, td.hkid); st != tdxmodule.Success {
+			return td.bug(t, "TDH.PHYMEM.PAGE.WBINVD", st, gfn)
+		}
 	}
-	_ = h.Mem.FillTag(t, pfn, 0, 0) // tdx_quirk_reset_paddr
-	_ = h.pamtPut(t, pfn)
-	td.stats.PagesRemoved++
+	_ = h.Mem.FillTag(t, pfn, level.Order(), 0) // tdx_quirk_reset_folio
+	if level == addr.Level4K {
+		_ = h.pamtPut(t, pfn)
+		td.stats.PagesRemoved++
+	} else {
+		td.stats.HugePagesRemoved++
+	}
 	return nil
+}
+
+// blockAndTrack is the common start of removing and demoting a leaf:
+// TDH.MEM.RANGE.BLOCK through tdh_do_no_vcpus (failure is KVM_BUG_ON),
+// then tdx_track().
+func (td *TD) blockAndTrack(t *sched.Thread, gfn addr.GFN, level addr.Level) error {
+	st := td.doNoVCPUs(t, func() tdxmodule.Status { s, _ := td.h.Mod.MemRangeBlock(t, td.tdr, gfn.GPA(), level); return s })
+	if st != tdxmodule.Success {
+		return td.bug(t, "TDH.MEM.RANGE.BLOCK", st, gfn)
+	}
+	return td.track(t)
 }
 
 // FreeExternalSPT reclaims an S-EPT page at teardown. Kernel:
@@ -156,10 +193,79 @@ func (td *TD) FreeExternalSPT(t *sched.Thread, gfn addr.GFN, level addr.Level, s
 	return nil
 }
 
-// SplitExternalSPTE demotes a huge private leaf. Mainline maps private
-// memory at 4K only, so a split is a bug (the huge-page series adds it).
-func (td *TD) SplitExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level, spt addr.PFN) error {
-	return td.vm.Bug(t, "tdx_sept_split_private_spte: private huge pages are not enabled")
+// SplitExternalSPTE demotes the huge private leaf at gfn, level (mapping
+// pfn) into the
+// new S-EPT page spt, with mmu_lock held for write. Kernel:
+// tdx_sept_split_private_spte() (patches 08, 21-23): the TD must be
+// RUNNABLE; the S-EPT page's Dynamic PAMT reference and, for a 2M leaf,
+// the page pair for the guest range it splits (2M mappings have none) come
+// from the per-VM split cache; TDH.MEM.RANGE.BLOCK, tdx_track(),
+// TDH.MEM.PAGE.DEMOTE through tdh_do_no_vcpus. The range's refcount then
+// counts its 512 4K pages. With too few pages in the cache it returns
+// kvm.ErrSplitCacheLow before touching anything. A failure after BLOCK
+// cannot be undone (no NON-BLOCKING-RESIZE): KVM_BUG_ON, EIO.
+func (td *TD) SplitExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level, pfn, spt addr.PFN) error {
+	h := td.h
+	if td.State() != StateRunnable || td.hkid == 0 {
+		return td.vm.Bug(t, fmt.Sprintf("tdx_sept_split_private_spte: TD is %s", td.State()))
+	}
+	if level != addr.Level2M && !(level == addr.Level1G && h.Mod.Config().Allow1GAug) {
+		return td.vm.Bug(t, fmt.Sprintf("tdx_sept_split_private_spte: level %s", level))
+	}
+	guestPair := h.dynamic() && level == addr.Level2M
+	if h.dynamic() {
+		need := 2 // the S-EPT page's pair, in case its range has none yet
+		if guestPair {
+			need += 2
+		}
+		if td.splitPAMT.Len() < need {
+			return kvm.ErrSplitCacheLow
+		}
+	}
+	if err := h.pamtGet(t, spt, td.splitPAMT, td.vm.Account()); err != nil {
+		return err
+	}
+	var pair [2]addr.PFN
+	if guestPair {
+		pair[0], _ = td.splitPAMT.Take(t)
+		pair[1], _ = td.splitPAMT.Take(t)
+	}
+	undo := func() {
+		_ = h.pamtPut(t, spt)
+		if guestPair {
+			td.splitPAMT.Return(pair[0])
+			td.splitPAMT.Return(pair[1])
+		}
+	}
+	if err := td.blockAndTrack(t, gfn, level); err != nil {
+		undo()
+		return err
+	}
+	st := td.doNoVCPUs(t, func() tdxmodule.Status {
+		s, _ := h.Mod.MemPageDemote(t, td.tdr, gfn.GPA(), level, spt, pair)
+		return s
+	})
+	if st != tdxmodule.Success {
+		undo()
+		return td.bug(t, "TDH.MEM.PAGE.DEMOTE", st, gfn)
+	}
+	if guestPair {
+		if err := h.pamtDemoted(t, pfn); err != nil {
+			return td.vm.Bug(t, err.Error())
+		}
+	}
+	td.stats.Splits++
+	return nil
+}
+
+// TopUpSplitCache fills the TD's per-VM split cache with the Dynamic PAMT
+// pages splits demotes may need (two pairs each), before mmu_lock (patch
+// 20). The pages are charged to the VM.
+func (td *TD) TopUpSplitCache(t *sched.Thread, splits int) error {
+	if td.splitPAMT == nil {
+		return nil
+	}
+	return td.splitPAMT.TopUpTo(t, 4*splits)
 }
 
 // doNoVCPUs is tdh_do_no_vcpus() (v6.19): with mmu_lock held for write,

@@ -195,6 +195,22 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 	return nil
 }
 
+// pamtDemoted records that TDH.MEM.PAGE.DEMOTE installed the page pair of
+// the 2 MiB range at pfn for its 512 new 4K leaves: the range's refcount
+// becomes 512, one per page (patch 23, "Pass guest memory's PFN info to
+// demote for updating pamt_refcount"). A range that already had a pair
+// could not have been mapped 2M: that is a bug.
+func (h *Host) pamtDemoted(t *sched.Thread, pfn addr.PFN) error {
+	h.dpamtLock.Lock(t)
+	defer h.dpamtLock.Unlock(t)
+	key := uint64(pfn >> 9)
+	if n := h.dpamtRef[key]; n != 0 {
+		return errno.Newf("tdx_pamt_demote", errno.EIO, "2M range at %s already had %d Dynamic PAMT references", (pfn &^ 511).HPA(), n)
+	}
+	h.dpamtRef[key] = 512
+	return nil
+}
+
 // warn records a WARN: a kernel warning that does not kill a VM.
 func (h *Host) warn(t *sched.Thread, what string, st tdxmodule.Status, pfn addr.PFN) {
 	ev := event.Event{Kind: event.KindTDX, Name: "WARN", Status: uint64(st), Args: [4]uint64{uint64(pfn)},

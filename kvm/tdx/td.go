@@ -51,6 +51,9 @@ type TD struct {
 	// waitForSEPTZap is kvm_tdx->wait_for_sept_zap: while set, vCPUs do
 	// not enter the guest (tdh_do_no_vcpus).
 	waitForSEPTZap atomic.Bool
+
+	// splitPAMT is the per-VM cache of Dynamic PAMT pages for splits.
+	splitPAMT *mmu.Cache
 	// pageAddSrc is kvm_tdx->page_add_src: the source page of the
 	// KVM_TDX_INIT_MEM_REGION page being added.
 	pageAddSrc    addr.PFN
@@ -64,6 +67,8 @@ type TD struct {
 // Stats counts what KVM's TDX code did.
 type Stats struct {
 	PagesAdded, PagesAugmented, PagesRemoved int64
+	HugePagesAugmented, HugePagesRemoved     int64 // 2M and 1G leaves
+	Splits                                   int64 // TDH.MEM.PAGE.DEMOTE done
 	SEPTPagesAdded, SEPTPagesReclaimed       int64
 	BusyRetries                              int64 // SEAMCALLs retried after TDX_OPERAND_BUSY
 	NoVCPURetries                            int64 // tdh_do_no_vcpus second attempts
@@ -86,6 +91,12 @@ func (h *Host) NewTD(vm *kvm.VM, cfg Config) (*TD, error) {
 		return nil, err
 	}
 	td.mmu = m
+	if h.dynamic() {
+		// The per-VM split cache of Dynamic PAMT pages (patch 20).
+		if td.splitPAMT, err = mmu.NewCache(h.Mem, dpamtSourceName, vm.Account(), 0, 4*4); err != nil {
+			return nil, err
+		}
+	}
 	vm.SetArch(td)
 	return td, nil
 }
@@ -436,6 +447,9 @@ func (td *TD) DestroyVCPUs(t *sched.Thread) {
 
 // DestroyVM is tdx_vm_destroy(): reclaim the TDCS pages, then the TDR.
 func (td *TD) DestroyVM(t *sched.Thread) {
+	if td.splitPAMT != nil {
+		_ = td.splitPAMT.Release(t)
+	}
 	td.reclaimControl(t, td.tdcs)
 	td.tdcs = nil
 	if td.tdr != 0 {

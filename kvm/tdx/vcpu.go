@@ -7,6 +7,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
@@ -265,9 +266,11 @@ func (v *VCPU) access(t *sched.Thread, gpa addr.GPA, write bool, tag hostmem.Tag
 
 // handleEPTViolation is tdx_handle_ept_violation(): a private GPA that the
 // guest touched while PENDING with #VE disabled kills the VM (kvm_vm_dead,
-// EIO); otherwise the fault is handled, every private fault as a write, in
-// a local retry loop while it returns RET_PF_RETRY (VM dead -> EIO), so
-// the vCPU does not re-enter without progress.
+// EIO); an EPT violation raised by TDG.MEM.PAGE.ACCEPT caps the fault at
+// the guest's accept level (patch 13, below); then the fault is handled,
+// every private fault as a write, in a local retry loop while it returns
+// RET_PF_RETRY (VM dead -> EIO), so the vCPU does not re-enter without
+// progress.
 func (v *VCPU) handleEPTViolation(t *sched.Thread, x tdxmodule.Exit) error {
 	td := v.td
 	td.stats.EPTViolations++
@@ -276,8 +279,15 @@ func (v *VCPU) handleEPTViolation(t *sched.Thread, x tdxmodule.Exit) error {
 		td.vm.MarkDead(t, fmt.Sprintf("guest touched unaccepted private memory at %s", x.GPA))
 		return errno.New("KVM_RUN", errno.EIO, "guest accessed an unaccepted private page")
 	}
+	maxLevel := addr.Level1G
+	if private && x.ExtQual == tdxmodule.ExtQualAccept {
+		maxLevel = x.ReqLevel
+		if err := td.honorAcceptLevel(t, x.GPA.GFN(), maxLevel); err != nil {
+			return err
+		}
+	}
 	for {
-		res, err := v.mmu.PageFault(t, x.GPA, private)
+		res, err := v.mmu.PageFault(t, x.GPA, private, maxLevel)
 		if err != nil {
 			return err
 		}
@@ -293,6 +303,36 @@ func (v *VCPU) handleEPTViolation(t *sched.Thread, x tdxmodule.Exit) error {
 		}
 		t.Yield()
 	}
+}
+
+// honorAcceptLevel is the accept-level half of tdx_handle_ept_violation()
+// (patches 12-13): the guest accepts gfn at level, so any private huge
+// leaf above level that covers it is split (BLOCK, TRACK, DEMOTE, under
+// mmu_lock for write), and the huge pages above level holding gfn get the
+// guest inhibit so that KVM never maps them huge again (level+1, and
+// level+2 for a 4K accept). Nothing is done once the inhibit is set. A
+// failed split is the fault's error.
+func (td *TD) honorAcceptLevel(t *sched.Thread, gfn addr.GFN, level addr.Level) error {
+	slot := td.vm.SlotAt(gfn)
+	if slot == nil || level >= addr.Level1G || slot.GuestInhibited(level+1, gfn) {
+		return nil
+	}
+	if err := td.mmu.TopUpSplitCache(t); err != nil {
+		return err
+	}
+	lock := td.vm.MMULock()
+	lock.Lock(t)
+	defer lock.Unlock(t)
+	start := gfn &^ (addr.GFN(level.Pages()) - 1)
+	r := gmem.Range{Slot: slot, Start: start, End: start + addr.GFN(level.Pages()), Filter: gmem.FilterPrivate}
+	if err := td.vm.SplitLocked(t, []gmem.Range{r}); err != nil {
+		return err
+	}
+	slot.SetGuestInhibit(level+1, gfn)
+	if level == addr.Level4K {
+		slot.SetGuestInhibit(addr.Level1G, gfn)
+	}
+	return nil
 }
 
 // TDVMCALL status codes (arch/x86/include/asm/shared/tdx.h), in R10.

@@ -1,0 +1,96 @@
+package mmu
+
+import (
+	"fmt"
+
+	"github.com/tdxsim/tdxsim/addr"
+)
+
+// HugePages is the "hugepages" policy (DESIGN.md): the largest level KVM
+// maps private memory at. The zero value is the upstream choice, 2M.
+type HugePages uint8
+
+// Huge-page policies.
+const (
+	HugePages2M  HugePages = iota // 2 MiB leaves (TDX huge-page series, patch 24)
+	HugePagesOff                  // 4 KiB only (mainline v6.19)
+	HugePages1G                   // 1 GiB leaves too, when the TDX module allows 1G AUG
+)
+
+var hugePagesNames = [...]string{"2M", "off", "1G"}
+
+func (h HugePages) String() string {
+	if int(h) < len(hugePagesNames) {
+		return hugePagesNames[h]
+	}
+	return fmt.Sprintf("HugePages(%d)", uint8(h))
+}
+
+// MaxLevel is the policy's cap on a private mapping's level.
+func (h HugePages) MaxLevel() addr.Level {
+	switch h {
+	case HugePagesOff:
+		return addr.Level4K
+	case HugePages1G:
+		return addr.Level1G
+	}
+	return addr.Level2M
+}
+
+// ParseHugePages reads "off", "2M" or "1G".
+func ParseHugePages(s string) (HugePages, error) {
+	for i, n := range hugePagesNames {
+		if n == s {
+			return HugePages(i), nil
+		}
+	}
+	return 0, fmt.Errorf("hugepages %q: must be off, 2M or 1G", s)
+}
+
+// MaxOrderFrom is the "max_order_from" policy (DESIGN.md, seed 002): where
+// KVM learns the largest order it may map a private page at. The zero
+// value is the upstream choice.
+type MaxOrderFrom uint8
+
+// Sources of the max mapping order.
+const (
+	// MaxOrderFromGmem asks guest_memfd (kvm_gmem_mapping_order), the
+	// owner of the answer.
+	MaxOrderFromGmem MaxOrderFrom = iota
+	// MaxOrderFromFolio uses the order of the folio kvm_gmem_get_pfn
+	// returned, the design Sean NAK'd: it maps beyond what guest_memfd
+	// allows whenever the folio is larger than the mapping guest_memfd
+	// would permit (e.g. a binding whose offset is not aligned with its
+	// GFNs).
+	MaxOrderFromFolio
+)
+
+var maxOrderFromNames = [...]string{"gmem", "folio"}
+
+func (o MaxOrderFrom) String() string {
+	if int(o) < len(maxOrderFromNames) {
+		return maxOrderFromNames[o]
+	}
+	return fmt.Sprintf("MaxOrderFrom(%d)", uint8(o))
+}
+
+// ParseMaxOrderFrom reads "gmem" or "folio".
+func ParseMaxOrderFrom(s string) (MaxOrderFrom, error) {
+	for i, n := range maxOrderFromNames {
+		if n == s {
+			return MaxOrderFrom(i), nil
+		}
+	}
+	return 0, fmt.Errorf("max_order_from %q: must be gmem or folio", s)
+}
+
+// levelForOrder is kvm_max_level_for_order().
+func levelForOrder(o addr.Order) addr.Level {
+	switch {
+	case o >= addr.Order1G:
+		return addr.Level1G
+	case o >= addr.Order2M:
+		return addr.Level2M
+	}
+	return addr.Level4K
+}
