@@ -146,6 +146,12 @@ type Config struct {
 	// Ino is the inode number the file reports (the creator numbers its
 	// files, so runs stay deterministic).
 	Ino uint64
+	// SplitFolioFirst is the rejected "split_order: folio_first" policy
+	// (DESIGN.md, seed 002): a conversion to shared splits the huge folio
+	// before the private huge mapping over it, so for a while the S-EPT
+	// maps a split folio huge (and keeps doing so if the mapping's split
+	// then fails). The default, false, is sept_first.
+	SplitFolioFirst bool
 }
 
 // Stat is what fstat reports.
@@ -188,10 +194,11 @@ type File struct {
 	owner Owner
 	ino   uint64
 
-	size      uint64
-	flags     uint64
-	pageOrder addr.Order
-	inPlace   bool
+	size       uint64
+	flags      uint64
+	pageOrder  addr.Order
+	inPlace    bool
+	folioFirst bool
 
 	invalidate *sched.RWSem // mapping->invalidate_lock
 
@@ -238,7 +245,7 @@ func Create(t *sched.Thread, mem *hostmem.Memory, owner Owner, cfg Config, a Cre
 	}
 	f := &File{
 		mem: mem, sink: sink, owner: owner, ino: cfg.Ino,
-		size: a.Size, flags: a.Flags, pageOrder: a.PageOrder, inPlace: a.InPlace,
+		size: a.Size, flags: a.Flags, pageOrder: a.PageOrder, inPlace: a.InPlace, folioFirst: cfg.SplitFolioFirst,
 		invalidate: sched.NewRWSem("mapping.invalidate_lock"),
 		chunks:     map[uint64]*chunk{},
 		refs:       1,

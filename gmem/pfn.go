@@ -109,9 +109,12 @@ func (f *File) poisoned(index uint64) bool {
 // GetPFN were called now, without allocating. guest_memfd is the owner of
 // this answer (seed 002); callers must not derive it from a folio. Kernel:
 // kvm_gmem_mapping_order() (HugeTLB series). It is 0 for a file of 4 KiB
-// folios; for a HugeTLB file it is the page order when the whole aligned
-// huge range is private and its folio is not split, 9 for an intact 2 MiB
-// piece of a split 1 GiB folio, else 0.
+// folios; for a HugeTLB file it is the largest order (the page order, or 9
+// inside a 1 GiB file) whose aligned range of indexes is private, backed
+// by a folio at least that large, inside the file and inside the binding,
+// and lines up with the GFNs (gfn and index agree modulo the order). The
+// last rule is the one a folio's order cannot express: a binding at an
+// offset that is not aligned with its GFNs gets 0 even over a huge folio.
 func MappingOrder(slot Slot, gfn addr.GFN) addr.Order {
 	f := slot.GmemFile()
 	if f == nil || f.released || f.pageOrder == 0 {
@@ -125,7 +128,10 @@ func MappingOrder(slot Slot, gfn addr.GFN) addr.Order {
 	for _, o := range orders {
 		n := uint64(1) << o
 		first := index &^ (n - 1)
-		if first+n > f.size>>pageShift || !f.attrs.All(first, first+n, AttrPrivate) {
+		if (uint64(gfn)^index)&(n-1) != 0 || first+n > f.size>>pageShift || !f.attrs.All(first, first+n, AttrPrivate) {
+			continue
+		}
+		if gfirst := gfn - addr.GFN(index-first); gfirst < slot.BaseGFN() || uint64(gfirst-slot.BaseGFN())+n > slot.NPages() {
 			continue
 		}
 		if c := f.chunks[index>>9]; c != nil && c.order < o {
@@ -321,14 +327,22 @@ func (f *File) convert(t *sched.Thread, start, end, attrs uint64) (uint64, error
 	n := uint64(1) << f.pageOrder
 	invStart, invEnd := start&^(n-1), (end+n-1)&^(n-1)
 	begun := f.invalidateBegin(t, invStart, invEnd)
+	// The folio changes and the attributes are stored before the
+	// invalidation ends, so no fault maps the range from the old state.
+	defer f.invalidateEnd(t, begun)
 	if !toPrivate {
+		if f.folioFirst {
+			// split_order=folio_first: the folio is split while the
+			// S-EPT may still map it huge.
+			if err := f.restructure(t, start, end, false); err != nil {
+				return start, err
+			}
+		}
 		if err := f.splitPrivate(t, start, end); err != nil {
-			f.invalidateEnd(t, begun)
 			return start, errno.Newf(op, errno.Of(err), "splitting private mappings: %v", err)
 		}
 	}
 	f.zap(t, start, end)
-	f.invalidateEnd(t, begun)
 	if err := f.restructure(t, start, end, toPrivate); err != nil {
 		return start, err
 	}

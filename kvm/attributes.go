@@ -200,6 +200,12 @@ func (vm *VM) RangeIsPrivate(start, end addr.GFN) bool {
 	return vm.attrs.All(uint64(start), uint64(end), gmem.AttrPrivate)
 }
 
+// RangeIsShared reports whether no GFN in [start, end) has PRIVATE in
+// KVM's array.
+func (vm *VM) RangeIsShared(start, end addr.GFN) bool {
+	return vm.attrs.All(uint64(start), uint64(end), 0)
+}
+
 // IsPrivate is kvm_mem_is_private(): for a GFN backed by an in-place
 // guest_memfd the file's own state decides, otherwise KVM's array.
 func (vm *VM) IsPrivate(gfn addr.GFN) bool {

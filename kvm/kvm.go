@@ -100,6 +100,9 @@ type Config struct {
 	// (the in-place conversion series), and then INIT_SHARED is allowed for
 	// VMs with private memory too.
 	InPlaceConversion bool
+	// SplitFolioFirst is guest_memfd's rejected split_order=folio_first
+	// policy (gmem.Config.SplitFolioFirst).
+	SplitFolioFirst bool
 	// PhysBits is the host's MAXPHYADDR: a memslot ending past it is
 	// refused (kvm_mmu_max_gfn()).
 	PhysBits uint
@@ -370,7 +373,7 @@ func (vm *VM) CreateGuestMemfd(t *sched.Thread, a gmem.CreateArgs) (*gmem.File, 
 		return nil, errno.New(op, errno.EINVAL, "in-place conversion is not enabled on this host")
 	}
 	vm.sys.inos++
-	f, err := gmem.Create(t, vm.sys.mem, vm, gmem.Config{SupportedFlags: vm.sys.gmemFlags(vm.typ), Ino: vm.sys.inos}, a, vm.sink)
+	f, err := gmem.Create(t, vm.sys.mem, vm, gmem.Config{SupportedFlags: vm.sys.gmemFlags(vm.typ), Ino: vm.sys.inos, SplitFolioFirst: vm.sys.cfg.SplitFolioFirst}, a, vm.sink)
 	if err != nil {
 		return nil, err
 	}

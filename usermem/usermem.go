@@ -78,6 +78,12 @@ func (s *Space) Mmap(size uint64) (uint64, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Like the kernel's THP-aware get_unmapped_area, large mappings start
+	// on a huge-page boundary, so that a memslot over them can be mapped
+	// huge (the GFN and the address must agree in alignment).
+	if size >= addr.Size1G {
+		s.next = (s.next + addr.Size1G - 1) &^ (addr.Size1G - 1)
+	}
 	hva := s.next
 	s.next += (size + addr.Size2M - 1) &^ (addr.Size2M - 1)
 	s.vmas = append(s.vmas, vma{hva, hva + size})

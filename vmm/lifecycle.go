@@ -24,7 +24,11 @@ type LifecycleOptions struct {
 	MemBytes    uint64 // TD memory (one memslot at GPA 0)
 	VCPUs       int
 	ImageBytes  uint64 // measured image at the top of TD memory
-	AcceptBytes uint64 // accepted at 4 KiB from GPA 0, split across the vCPUs
+	AcceptBytes uint64 // accepted from GPA 0, split across the vCPUs
+	// Accept4K makes the guest accept every page at 4 KiB; by default it
+	// accepts like Linux (tdx_accept_memory): 2 MiB where a whole aligned
+	// 2 MiB is asked for, falling back to 4 KiB on PAGE_SIZE_MISMATCH.
+	Accept4K bool
 	// ConvertBytes, from GPA 0, go shared with MapGPA (the guest writes
 	// and reads them through the shared alias), then private again and
 	// are re-accepted, reading zero.
@@ -91,7 +95,9 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 	case o.AcceptBytes+(o.ImageBytes+addr.PageSize-1)&^(addr.PageSize-1) > o.MemBytes:
 		return res, fmt.Errorf("accepted memory %#x and image %#x do not fit in %#x", o.AcceptBytes, o.ImageBytes, o.MemBytes)
 	}
-	mem, err := hostmem.New(hostmem.Config{Bytes: o.HostBytes}, sink)
+	vcfg := Config{MemBytes: o.MemBytes, VCPUs: o.VCPUs, TD: tdx.Config{MMU: o.MMU}}
+	huge2M, huge1G := HugePoolPages(vcfg)
+	mem, err := hostmem.New(hostmem.Config{Bytes: o.HostBytes, Huge2M: huge2M, Huge1G: huge1G}, sink)
 	if err != nil {
 		return res, err
 	}
@@ -115,7 +121,7 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 		}
 	}
 	s.Go("vmm", func(t *sched.Thread) {
-		m, err := Create(t, host, Config{MemBytes: o.MemBytes, VCPUs: o.VCPUs, TD: tdx.Config{MMU: o.MMU}})
+		m, err := Create(t, host, vcfg)
 		if err != nil {
 			setErr(err)
 			return
@@ -143,7 +149,7 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 		}
 		mod.SetInjector(o.Inject)
 		defer mod.SetInjector(nil)
-		g := &guest{m: m, errs: &res.GuestErrors}
+		g := &guest{m: m, errs: &res.GuestErrors, accept4K: o.Accept4K}
 		per := (o.AcceptBytes / uint64(o.VCPUs)) &^ (addr.PageSize - 1)
 		done := 0
 		for i, v := range m.VCPUs {
@@ -154,7 +160,7 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 			}
 			t.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) {
 				defer func() { v.Halt(); done++ }()
-				setErr(g.acceptRange(vt, v, lo, n))
+				setErr(g.acceptRange(vt, v, lo, n, 1))
 			})
 		}
 		t.WaitUntil("every vCPU accepted its share", func() bool { return done == o.VCPUs })
@@ -192,8 +198,9 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 // guest is the TD's side of the lifecycle: what the vCPUs do, with the
 // checks a guest can make on what it reads.
 type guest struct {
-	m    *VMM
-	errs *[]string
+	m        *VMM
+	errs     *[]string
+	accept4K bool
 }
 
 func (g *guest) fail(format string, args ...any) {
@@ -204,32 +211,73 @@ func (g *guest) tag(v *tdx.VCPU, gpa uint64, round uint64) hostmem.Tag {
 	return hostmem.MakeTag(uint16(g.m.TD.HKID()), gpa>>addr.PageShift<<8|round<<4|uint64(v.ID()))
 }
 
-// acceptRange accepts [lo, lo+n) at 4K, checks each page reads zero, then
-// writes a tag and reads it back.
-func (g *guest) acceptRange(t *sched.Thread, v *tdx.VCPU, lo, n uint64) error {
-	for gpa := lo; gpa < lo+n; gpa += addr.PageSize {
-		if err := g.acceptOne(t, v, gpa, 1); err != nil {
+// acceptRange accepts [lo, lo+n) (2 MiB at a time where it can, unless
+// the guest accepts at 4K only), checks each page reads zero, then writes
+// a tag and reads it back.
+func (g *guest) acceptRange(t *sched.Thread, v *tdx.VCPU, lo, n, round uint64) error {
+	for gpa := lo; gpa < lo+n; {
+		if !g.accept4K && gpa%addr.Size2M == 0 && gpa+addr.Size2M <= lo+n {
+			st, err := g.accept(t, v, gpa, addr.Level2M)
+			if err != nil {
+				return err
+			}
+			if st == tdxmodule.Success {
+				for p := gpa; p < gpa+addr.Size2M; p += addr.PageSize {
+					if err := g.checkFresh(t, v, p, round); err != nil {
+						return err
+					}
+				}
+				gpa += addr.Size2M
+				continue
+			}
+			if !st.HasCode(tdxmodule.PageSizeMismatch) {
+				return fmt.Errorf("vCPU %d accept %#x at 2M: %v", v.ID(), gpa, st)
+			}
+			// Mapped at 4K already: fall back to 4K accepts.
+			for end := gpa + addr.Size2M; gpa < end; gpa += addr.PageSize {
+				if err := g.acceptOne(t, v, gpa, round); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if err := g.acceptOne(t, v, gpa, round); err != nil {
 			return err
 		}
+		gpa += addr.PageSize
 	}
 	return nil
 }
 
-func (g *guest) acceptOne(t *sched.Thread, v *tdx.VCPU, gpa, round uint64) error {
+// accept runs TDG.MEM.PAGE.ACCEPT until it is not BUSY.
+func (g *guest) accept(t *sched.Thread, v *tdx.VCPU, gpa uint64, level addr.Level) (tdxmodule.Status, error) {
 	for tries := 0; ; tries++ {
-		st, err := v.Accept(t, addr.GPA(gpa), addr.Level4K)
+		st, err := v.Accept(t, addr.GPA(gpa), level)
 		if err != nil {
-			return fmt.Errorf("vCPU %d accept %#x: %w", v.ID(), gpa, err)
-		}
-		if st == tdxmodule.Success {
-			break
+			return 0, fmt.Errorf("vCPU %d accept %#x at %s: %w", v.ID(), gpa, level, err)
 		}
 		if st.HasCode(tdxmodule.OperandBusy) && tries < busyRetries {
 			t.Yield()
 			continue
 		}
+		return st, nil
+	}
+}
+
+func (g *guest) acceptOne(t *sched.Thread, v *tdx.VCPU, gpa, round uint64) error {
+	st, err := g.accept(t, v, gpa, addr.Level4K)
+	if err != nil {
+		return err
+	}
+	if st != tdxmodule.Success {
 		return fmt.Errorf("vCPU %d accept %#x: %v", v.ID(), gpa, st)
 	}
+	return g.checkFresh(t, v, gpa, round)
+}
+
+// checkFresh checks that a just-accepted page reads zero, then writes a
+// tag and reads it back.
+func (g *guest) checkFresh(t *sched.Thread, v *tdx.VCPU, gpa, round uint64) error {
 	if got, err := v.Read(t, addr.GPA(gpa)); err != nil {
 		return err
 	} else if got != 0 {
@@ -277,12 +325,7 @@ func (g *guest) convertRoundTrip(t *sched.Thread, v *tdx.VCPU, lo, n uint64) err
 	if err := g.mapGPA(t, v, lo, n); err != nil {
 		return err
 	}
-	for gpa := lo; gpa < lo+n; gpa += addr.PageSize {
-		if err := g.acceptOne(t, v, gpa, 3); err != nil {
-			return err
-		}
-	}
-	return nil
+	return g.acceptRange(t, v, lo, n, 3)
 }
 
 func (g *guest) mapGPA(t *sched.Thread, v *tdx.VCPU, gpa, size uint64) error {

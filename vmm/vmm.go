@@ -15,6 +15,7 @@ import (
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/kvm"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/usermem"
@@ -91,7 +92,7 @@ func Create(t *sched.Thread, host *tdx.Host, cfg Config) (*VMM, error) {
 	if m.hva, err = m.User.Mmap(cfg.MemBytes); err != nil {
 		return nil, err
 	}
-	if m.Gmem, err = vm.CreateGuestMemfd(t, gmem.CreateArgs{Size: cfg.MemBytes}); err != nil {
+	if m.Gmem, err = vm.CreateGuestMemfd(t, gmemArgs(cfg)); err != nil {
 		return nil, err
 	}
 	if err := vm.SetUserMemoryRegion2(t, kvm.Region{Slot: 0, Flags: kvm.MemGuestMemfd, MemorySize: cfg.MemBytes,
@@ -113,6 +114,36 @@ func Create(t *sched.Thread, host *tdx.Host, cfg Config) (*VMM, error) {
 	}
 	m.TD.SetVMM(m.mapGPA)
 	return m, nil
+}
+
+// gmemArgs is the guest_memfd for the TD's memory: 4 KiB folios with
+// huge pages off, else a HugeTLB file of 2 MiB pages (or 1 GiB pages for
+// hugepages=1G when the memory is a whole number of them), from which KVM
+// may map private memory huge.
+func gmemArgs(cfg Config) gmem.CreateArgs {
+	a := gmem.CreateArgs{Size: cfg.MemBytes}
+	switch cfg.TD.MMU.HugePages {
+	case mmu.HugePages2M:
+		a.Flags, a.PageOrder = gmem.FlagHugeTLB, addr.Order2M
+	case mmu.HugePages1G:
+		a.Flags, a.PageOrder = gmem.FlagHugeTLB, addr.Order2M
+		if cfg.MemBytes%addr.Size1G == 0 {
+			a.PageOrder = addr.Order1G
+		}
+	}
+	return a
+}
+
+// HugePoolPages is how many pages of the host's 2 MiB and 1 GiB hugetlb
+// pools a TD with cfg takes.
+func HugePoolPages(cfg Config) (huge2M, huge1G int) {
+	switch a := gmemArgs(cfg); {
+	case a.PageOrder == addr.Order1G:
+		return 0, int(cfg.MemBytes / addr.Size1G)
+	case a.PageOrder == addr.Order2M:
+		return int(cfg.MemBytes / addr.Size2M), 0
+	}
+	return 0, 0
 }
 
 // Stats returns the conversion counters.
@@ -177,8 +208,24 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 	if m.cfg.KeepSharedBacking {
 		return nil
 	}
-	m.stats.PunchedBytes += size
-	return m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(x.GPA), int64(size))
+	unit := uint64(addr.PageSize) << m.Gmem.PageOrder()
+	if unit == addr.PageSize {
+		m.stats.PunchedBytes += size
+		return m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(x.GPA), int64(size))
+	}
+	// A HugeTLB file is punched in whole huge pages only: those of the
+	// range that are now shared throughout (QEMU discards at the backend's
+	// page size). The private pages of a partly shared huge page stay.
+	for lo := x.GPA &^ (unit - 1); lo < x.GPA+size; lo += unit {
+		if !m.VM.RangeIsShared(addr.GPA(lo).GFN(), addr.GPA(lo+unit).GFN()) {
+			continue
+		}
+		m.stats.PunchedBytes += unit
+		if err := m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(lo), int64(unit)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // PunchHole punches [gpa, gpa+size) out of guest_memfd, as a VMM
