@@ -377,6 +377,7 @@ func (f *File) restructure(t *sched.Thread, start, end uint64, toPrivate bool) e
 			c.order, c.base = f.pageOrder, head+addr.PFN(i)
 			c.pfns = nil
 		}
+		f.emit(t, "merge_folio", first<<pageShift, n<<pageShift, 0)
 		return nil
 	}
 	if c0.order == 0 {
@@ -392,6 +393,7 @@ func (f *File) restructure(t *sched.Thread, start, end uint64, toPrivate bool) e
 		c := f.chunks[(first+i)>>9]
 		c.order = 0 // pages keep their PFNs: base + offset
 	}
+	f.emit(t, "split_folio", first<<pageShift, n<<pageShift, 0)
 	return nil
 }
 

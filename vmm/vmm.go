@@ -33,6 +33,15 @@ type Config struct {
 	// KeepSharedBacking skips the guest_memfd punch hole when memory goes
 	// shared (QEMU punches by default, freeing the private pages).
 	KeepSharedBacking bool
+	// InPlace makes the guest_memfd convert in place (DESIGN.md's second
+	// conversion mode): MapGPA is answered with the file's own
+	// KVM_SET_MEMORY_ATTRIBUTES2, which splits private huge mappings and
+	// folios itself, and nothing is punched.
+	InPlace bool
+	// GmemOffset is where in the guest_memfd GPA 0 is bound
+	// (guest_memfd_offset, page aligned). A HugeTLB file grows by one huge
+	// page to make room.
+	GmemOffset uint64
 }
 
 // Region is part of the TD's initial image.
@@ -96,7 +105,7 @@ func Create(t *sched.Thread, host *tdx.Host, cfg Config) (*VMM, error) {
 		return nil, err
 	}
 	if err := vm.SetUserMemoryRegion2(t, kvm.Region{Slot: 0, Flags: kvm.MemGuestMemfd, MemorySize: cfg.MemBytes,
-		UserspaceAddr: m.hva, GuestMemfd: kvm.FD{File: m.Gmem}}); err != nil {
+		UserspaceAddr: m.hva, GuestMemfdOffset: cfg.GmemOffset, GuestMemfd: kvm.FD{File: m.Gmem}}); err != nil {
 		return nil, err
 	}
 	if err := vm.SetMemoryAttributes(t, kvm.MemoryAttributes{Size: cfg.MemBytes, Attributes: gmem.AttrPrivate}); err != nil {
@@ -121,7 +130,7 @@ func Create(t *sched.Thread, host *tdx.Host, cfg Config) (*VMM, error) {
 // hugepages=1G when the memory is a whole number of them), from which KVM
 // may map private memory huge.
 func gmemArgs(cfg Config) gmem.CreateArgs {
-	a := gmem.CreateArgs{Size: cfg.MemBytes}
+	a := gmem.CreateArgs{Size: cfg.MemBytes + cfg.GmemOffset, InPlace: cfg.InPlace}
 	switch cfg.TD.MMU.HugePages {
 	case mmu.HugePages2M:
 		a.Flags, a.PageOrder = gmem.FlagHugeTLB, addr.Order2M
@@ -131,6 +140,8 @@ func gmemArgs(cfg Config) gmem.CreateArgs {
 			a.PageOrder = addr.Order1G
 		}
 	}
+	unit := uint64(addr.PageSize) << a.PageOrder
+	a.Size = (a.Size + unit - 1) &^ (unit - 1)
 	return a
 }
 
@@ -139,9 +150,9 @@ func gmemArgs(cfg Config) gmem.CreateArgs {
 func HugePoolPages(cfg Config) (huge2M, huge1G int) {
 	switch a := gmemArgs(cfg); {
 	case a.PageOrder == addr.Order1G:
-		return 0, int(cfg.MemBytes / addr.Size1G)
+		return 0, int(a.Size / addr.Size1G)
 	case a.PageOrder == addr.Order2M:
-		return int(cfg.MemBytes / addr.Size2M), 0
+		return int(a.Size / addr.Size2M), 0
 	}
 	return 0, 0
 }
@@ -195,6 +206,19 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 	if x.Private {
 		attrs = gmem.AttrPrivate
 	}
+	if m.cfg.InPlace {
+		if _, err := m.Gmem.SetAttributes(t, x.GPA+m.cfg.GmemOffset, size, attrs, 0); err != nil {
+			return err
+		}
+		if x.Private {
+			m.stats.ToPrivate++
+			m.stats.BytesToPrivate += size
+			return m.User.Discard(t, m.hva+x.GPA, size)
+		}
+		m.stats.ToShared++
+		m.stats.BytesToShared += size
+		return nil
+	}
 	if err := m.VM.SetMemoryAttributes(t, kvm.MemoryAttributes{Address: x.GPA, Size: size, Attributes: attrs}); err != nil {
 		return err
 	}
@@ -221,7 +245,7 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 			continue
 		}
 		m.stats.PunchedBytes += unit
-		if err := m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(lo), int64(unit)); err != nil {
+		if err := m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(lo+m.cfg.GmemOffset), int64(unit)); err != nil {
 			return err
 		}
 	}
@@ -231,7 +255,7 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 // PunchHole punches [gpa, gpa+size) out of guest_memfd, as a VMM
 // releasing memory does (the private pages are zapped and freed).
 func (m *VMM) PunchHole(t *sched.Thread, gpa, size uint64) error {
-	return m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(gpa), int64(size))
+	return m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(gpa+m.cfg.GmemOffset), int64(size))
 }
 
 // Teardown closes the guest_memfd (which zaps every private page while

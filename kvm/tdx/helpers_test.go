@@ -44,6 +44,12 @@ type opts struct {
 	noFinal  bool   // stop before KVM_TDX_FINALIZE_VM
 	record   bool
 	mmu      mmu.Config
+	// huge keeps mmu.HugePages (a HugeTLB guest_memfd, pools reserved);
+	// without it the TD runs with huge pages off, as mainline does.
+	huge    bool
+	allow1G bool // the module allows 1G AUG
+	kvm     *kvm.Config
+	vmm     vmm.Config // InPlace, GmemOffset
 }
 
 // runTD builds a TD under the deterministic scheduler and runs body in the
@@ -61,21 +67,31 @@ func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) (*env, err
 	if o.record {
 		sink = event.Tee{e.c, e.rec}
 	}
+	if !o.huge {
+		o.mmu.HugePages = mmu.HugePagesOff
+	}
+	vcfg := o.vmm
+	vcfg.MemBytes, vcfg.VCPUs, vcfg.TD = o.memBytes, o.vcpus, tdx.Config{MMU: o.mmu}
+	huge2M, huge1G := vmm.HugePoolPages(vcfg)
 	var err error
-	if e.mem, err = hostmem.New(hostmem.Config{Bytes: 1 << 30}, sink); err != nil {
+	if e.mem, err = hostmem.New(hostmem.Config{Bytes: 1<<30 + 2*o.memBytes, Huge2M: huge2M, Huge1G: huge1G}, sink); err != nil {
 		t.Fatal(err)
 	}
-	if e.mod, err = tdxmodule.New(e.mem, tdxmodule.Config{DynamicPAMT: o.dynamic, Packages: 2}, sink); err != nil {
+	if e.mod, err = tdxmodule.New(e.mem, tdxmodule.Config{DynamicPAMT: o.dynamic, Packages: 2, Allow1GAug: o.allow1G}, sink); err != nil {
 		t.Fatal(err)
 	}
 	e.mem.SetGuard(e.mod)
-	if e.host, err = tdx.NewHost(kvm.NewSystem(kvm.DefaultConfig(), e.mem, sink), e.mod); err != nil {
+	kcfg := kvm.DefaultConfig()
+	if o.kvm != nil {
+		kcfg = *o.kvm
+	}
+	if e.host, err = tdx.NewHost(kvm.NewSystem(kcfg, e.mem, sink), e.mod); err != nil {
 		t.Fatal(err)
 	}
 	e.free0 = e.mem.FreePages()
 	s := sched.New(sched.Deterministic, o.seed, sink)
 	s.Go("vmm", func(th *sched.Thread) {
-		m, err := vmm.Create(th, e.host, vmm.Config{MemBytes: o.memBytes, VCPUs: o.vcpus, TD: tdx.Config{MMU: o.mmu}})
+		m, err := vmm.Create(th, e.host, vcfg)
 		if err != nil {
 			t.Errorf("vmm.Create: %v", err)
 			return
