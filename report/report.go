@@ -25,6 +25,7 @@ type Lifecycle struct {
 	SharedPeak   int64             `json:"shared_mappings_peak"`
 	Memory       Memory            `json:"memory"`
 	Conversions  Conversions       `json:"conversions"`
+	Splits       map[string]int64  `json:"splits"` // huge private leaves split (TDH.MEM.PAGE.DEMOTE), by the level split
 	Faults       Faults            `json:"faults"`
 	Teardown     Teardown          `json:"teardown"`
 	Steps        uint64            `json:"steps"`
@@ -76,6 +77,7 @@ func NewLifecycle(seed uint64, c *event.Counter, res vmm.LifecycleResult) *Lifec
 	seam, td := SplitCalls(c)
 	r := &Lifecycle{Seed: seed, Seamcalls: seam, Tdcalls: td, Failed: c.Failed(),
 		Mappings: map[string]int64{}, MappingsPeak: map[string]int64{}, SharedPeak: res.MMU.PeakMapped[0][0],
+		Splits: map[string]int64{"2M": res.MMU.Splits[1], "1G": res.MMU.Splits[2]},
 		Memory: Memory{PAMTBytes: res.PAMTPeak.Total(), PAMTStaticBytes: res.PAMTPeak.Static, PAMTDynamicBytes: res.PAMTPeak.Dynamic,
 			DPAMTRanges: res.DPAMTRanges, SEPTPages: res.SEPTPagesPeak, PageTables: res.PageTablesPeak},
 		Conversions: Conversions{ToShared: res.VMM.ToShared, ToPrivate: res.VMM.ToPrivate,
@@ -144,8 +146,9 @@ func (l *Lifecycle) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "  %s (guest)\t%d\t%s\n", k, l.Tdcalls[k], failedNote(l.Failed[k]))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nPrivate mappings (mirror root): peak 4K %d, 2M %d, 1G %d; at the end 4K %d\n",
-		l.MappingsPeak["4K"], l.MappingsPeak["2M"], l.MappingsPeak["1G"], l.Mappings["4K"])
+	fmt.Fprintf(w, "\nPrivate mappings (mirror root): peak 4K %d, 2M %d, 1G %d; at the end 4K %d, 2M %d, 1G %d\n",
+		l.MappingsPeak["4K"], l.MappingsPeak["2M"], l.MappingsPeak["1G"], l.Mappings["4K"], l.Mappings["2M"], l.Mappings["1G"])
+	fmt.Fprintf(w, "Splits of huge private mappings: %d at 2M, %d at 1G\n", l.Splits["2M"], l.Splits["1G"])
 	fmt.Fprintf(w, "Shared mappings (direct root): peak %d\n", l.SharedPeak)
 	fmt.Fprintf(w, "Faults: %d EPT violations, %d fixed, %d retried, %d OPERAND_BUSY retries\n",
 		l.Faults.EPTViolations, l.Faults.Fixed, l.Faults.Retries, l.Faults.BusyRetries)

@@ -1,6 +1,7 @@
 package vmm
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -41,6 +42,10 @@ type LifecycleOptions struct {
 	Inject tdxmodule.Injector
 	// MMU holds policy knobs.
 	MMU mmu.Config
+	// SplitFolioFirst is guest_memfd's split_order=folio_first policy.
+	SplitFolioFirst bool
+	// Allow1GAug lets the TDX module AUG 1G pages (hugepages=1G).
+	Allow1GAug bool
 }
 
 // Image returns the image bytes a run with these options loads.
@@ -77,6 +82,10 @@ type LifecycleResult struct {
 	GuestErrors    []string // what the guest read that it should not have
 }
 
+// ErrBadOptions wraps every rule a LifecycleOptions breaks (bad input,
+// not a failed run).
+var ErrBadOptions = errors.New("bad lifecycle options")
+
 // Lifecycle runs one TD through its life under the deterministic scheduler: the
 // VMM thread builds and finalizes, one thread per vCPU accepts its share,
 // vCPU 0 converts ConvertBytes to shared and back, the VMM punches
@@ -85,28 +94,34 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 	var res LifecycleResult
 	switch {
 	case o.VCPUs < 1:
-		return res, fmt.Errorf("vcpus %d: need at least one", o.VCPUs)
+		return res, fmt.Errorf("%w: vcpus %d: need at least one", ErrBadOptions, o.VCPUs)
 	case o.MemBytes == 0 || o.MemBytes%addr.Size2M != 0:
-		return res, fmt.Errorf("memory %#x: want a non-zero multiple of 2 MiB", o.MemBytes)
+		return res, fmt.Errorf("%w: memory %#x: want a non-zero multiple of 2 MiB", ErrBadOptions, o.MemBytes)
 	case o.AcceptBytes%addr.PageSize != 0 || o.ConvertBytes%addr.PageSize != 0 || o.PunchBytes%addr.PageSize != 0:
-		return res, fmt.Errorf("accept, convert and punch sizes must be 4 KiB multiples")
+		return res, fmt.Errorf("%w: accept, convert and punch sizes must be 4 KiB multiples", ErrBadOptions)
 	case o.ConvertBytes+o.PunchBytes > o.AcceptBytes:
-		return res, fmt.Errorf("convert %#x + punch %#x exceed the accepted %#x", o.ConvertBytes, o.PunchBytes, o.AcceptBytes)
+		return res, fmt.Errorf("%w: convert %#x + punch %#x exceed the accepted %#x", ErrBadOptions, o.ConvertBytes, o.PunchBytes, o.AcceptBytes)
 	case o.AcceptBytes+(o.ImageBytes+addr.PageSize-1)&^(addr.PageSize-1) > o.MemBytes:
-		return res, fmt.Errorf("accepted memory %#x and image %#x do not fit in %#x", o.AcceptBytes, o.ImageBytes, o.MemBytes)
+		return res, fmt.Errorf("%w: accepted memory %#x and image %#x do not fit in %#x", ErrBadOptions, o.AcceptBytes, o.ImageBytes, o.MemBytes)
 	}
 	vcfg := Config{MemBytes: o.MemBytes, VCPUs: o.VCPUs, TD: tdx.Config{MMU: o.MMU}}
+	if unit := uint64(addr.PageSize) << gmemArgs(vcfg).PageOrder; (o.ConvertBytes|o.PunchBytes)%unit != 0 && o.PunchBytes != 0 {
+		return res, fmt.Errorf("%w: punch [%#x, %#x): a HugeTLB guest_memfd (hugepages=%s) punches whole %s pages only",
+			ErrBadOptions, o.ConvertBytes, o.ConvertBytes+o.PunchBytes, o.MMU.HugePages, humanSize(unit))
+	}
 	huge2M, huge1G := HugePoolPages(vcfg)
 	mem, err := hostmem.New(hostmem.Config{Bytes: o.HostBytes, Huge2M: huge2M, Huge1G: huge1G}, sink)
 	if err != nil {
 		return res, err
 	}
-	mod, err := tdxmodule.New(mem, tdxmodule.Config{DynamicPAMT: o.DynamicPAMT, Packages: o.Packages}, sink)
+	mod, err := tdxmodule.New(mem, tdxmodule.Config{DynamicPAMT: o.DynamicPAMT, Packages: o.Packages, Allow1GAug: o.Allow1GAug}, sink)
 	if err != nil {
 		return res, err
 	}
 	mem.SetGuard(mod)
-	host, err := tdx.NewHost(kvm.NewSystem(kvm.DefaultConfig(), mem, sink), mod)
+	kcfg := kvm.DefaultConfig()
+	kcfg.SplitFolioFirst = o.SplitFolioFirst
+	host, err := tdx.NewHost(kvm.NewSystem(kcfg, mem, sink), mod)
 	if err != nil {
 		return res, err
 	}
@@ -346,4 +361,11 @@ func (g *guest) mapGPA(t *sched.Thread, v *tdx.VCPU, gpa, size uint64) error {
 		}
 		return fmt.Errorf("MapGPA(%#x, %#x): status %#x at %#x", gpa, size, st, r11)
 	}
+}
+
+func humanSize(b uint64) string {
+	if b >= addr.Size1G {
+		return fmt.Sprintf("%dG", b>>30)
+	}
+	return fmt.Sprintf("%dM", b>>20)
 }

@@ -10,14 +10,17 @@ import (
 
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/internal/mrtdvec"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
 )
 
 // e2eOptions is the end-to-end TD: a measured 2 MiB image, two
 // vCPUs accepting 64 MiB of private memory, 8 MiB converted to shared and
-// back, a 4 MiB punch hole, teardown.
+// back, a 4 MiB punch hole, teardown; huge pages off (mainline), so every
+// figure is a 4K one.
 func e2eOptions(seed uint64) LifecycleOptions {
 	return LifecycleOptions{HostBytes: 2 << 30, DynamicPAMT: true, Packages: 2, MemBytes: 128 << 20, VCPUs: 2,
-		ImageBytes: 2 << 20, AcceptBytes: 64 << 20, ConvertBytes: 8 << 20, PunchBytes: 4 << 20, Seed: seed}
+		ImageBytes: 2 << 20, AcceptBytes: 64 << 20, ConvertBytes: 8 << 20, PunchBytes: 4 << 20, Seed: seed,
+		MMU: mmu.Config{HugePages: mmu.HugePagesOff}}
 }
 
 // checkE2E asserts everything that must hold on every seed.

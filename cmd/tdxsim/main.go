@@ -13,6 +13,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/mrtd"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/vmm"
@@ -102,13 +103,17 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs.Var(sizeFlag{&o.HostBytes}, "host-mem", "host memory size")
 	fs.Var(sizeFlag{&o.MemBytes}, "mem", "TD memory (one memslot at GPA 0; a multiple of 2M)")
 	fs.Var(sizeFlag{&o.ImageBytes}, "image", "measured firmware image at the top of TD memory")
-	fs.Var(sizeFlag{&o.AcceptBytes}, "accept", "private memory the vCPUs accept at 4 KiB, from GPA 0")
+	fs.Var(sizeFlag{&o.AcceptBytes}, "accept", "private memory the vCPUs accept, from GPA 0")
 	fs.Var(sizeFlag{&o.ConvertBytes}, "convert", "memory the guest converts to shared (MapGPA) and back")
 	fs.Var(sizeFlag{&o.PunchBytes}, "punch", "memory the VMM punches out of guest_memfd after the conversion")
 	fs.IntVar(&o.VCPUs, "vcpus", o.VCPUs, "vCPUs accepting memory concurrently")
 	fs.IntVar(&o.Packages, "packages", o.Packages, "CPU packages (KEY.CONFIG and CACHE.WB run on each)")
 	fs.BoolVar(&o.DynamicPAMT, "dpamt", true, "Dynamic PAMT")
 	fs.Uint64Var(&o.Seed, "seed", 1, "deterministic scheduler seed")
+	hugePages := fs.String("hugepages", "2M", "policy hugepages: off, 2M or 1G (1G also lets the TDX module AUG 1G pages)")
+	maxOrderFrom := fs.String("max-order-from", "gmem", "policy max_order_from: gmem or folio (the rejected design)")
+	splitOrder := fs.String("split-order", "sept_first", "policy split_order: sept_first or folio_first (the rejected design)")
+	fs.BoolVar(&o.Accept4K, "accept-4k", false, "the guest accepts at 4 KiB only (default: 2 MiB first, as Linux)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: tdxsim run [flags]\n\nRuns the embedded default through the whole stack: the VMM builds a TD with\na measured image (KVM_TDX_INIT_MEM_REGION), vCPUs fault and accept memory\n(EPT violation -> TDP MMU mirror root -> TDH.MEM.PAGE.AUG), the guest\nconverts memory to shared and back with MapGPA, the VMM punches a hole,\nand the TD is torn down. Scenario files arrive with the scenario layer.\n\nflags:")
@@ -119,6 +124,24 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "tdxsim run: scenario file %q: scenario files are not supported yet; run without a file for the embedded default\n", fs.Arg(0))
+		return exitBadInput
+	}
+	var err error
+	if o.MMU.HugePages, err = mmu.ParseHugePages(*hugePages); err != nil {
+		fmt.Fprintf(stderr, "tdxsim run: -hugepages: %v\n", err)
+		return exitBadInput
+	}
+	o.Allow1GAug = o.MMU.HugePages == mmu.HugePages1G
+	if o.MMU.MaxOrderFrom, err = mmu.ParseMaxOrderFrom(*maxOrderFrom); err != nil {
+		fmt.Fprintf(stderr, "tdxsim run: -max-order-from: %v\n", err)
+		return exitBadInput
+	}
+	switch *splitOrder {
+	case "sept_first":
+	case "folio_first":
+		o.SplitFolioFirst = true
+	default:
+		fmt.Fprintf(stderr, "tdxsim run: -split-order %q: must be sept_first or folio_first\n", *splitOrder)
 		return exitBadInput
 	}
 	if o.VCPUs < 1 || o.VCPUs > 256 {
@@ -144,6 +167,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	c := event.NewCounter()
 	res, err := vmm.Lifecycle(o, c)
+	if errors.Is(err, vmm.ErrBadOptions) {
+		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
+		return exitBadInput
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
 		return exitCheck

@@ -16,7 +16,7 @@ func run(args ...string) (int, string, string) {
 }
 
 func TestRunDefaultJSON(t *testing.T) {
-	code, out, errs := run("run", "--json", "--accept", "4M", "--convert", "1M", "--punch", "1M")
+	code, out, errs := run("run", "--json", "--hugepages", "off", "--accept", "4M", "--convert", "1M", "--punch", "1M")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -40,7 +40,7 @@ func TestRunDefaultJSON(t *testing.T) {
 		t.Fatalf("report %+v", r)
 	}
 	// Same seed, same report, byte for byte.
-	_, out2, _ := run("run", "--json", "--accept", "4M", "--convert", "1M", "--punch", "1M")
+	_, out2, _ := run("run", "--json", "--hugepages", "off", "--accept", "4M", "--convert", "1M", "--punch", "1M")
 	if out != out2 {
 		t.Fatal("two runs with the same seed differ")
 	}
@@ -56,6 +56,10 @@ func TestBadInputExits2(t *testing.T) {
 	}{
 		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
 		{[]string{"run", "--vcpus", "0"}, "-vcpus 0: must be 1..256"},
+		{[]string{"run", "--hugepages", "4M"}, `hugepages "4M": must be off, 2M or 1G`},
+		{[]string{"run", "--max-order-from", "pfn"}, `max_order_from "pfn": must be gmem or folio`},
+		{[]string{"run", "--split-order", "x"}, `-split-order "x": must be sept_first or folio_first`},
+		{[]string{"run", "--accept", "4M", "--convert", "1M", "--punch", "1M"}, "punches whole 2M pages only"},
 		{[]string{"run", "--accept", "5K"}, "4 KiB multiples"},
 		{[]string{"run", "--mem", "3M"}, "multiple of 2M"},
 		{[]string{"run", "--accept", "4M", "--convert", "4M", "--punch", "1M"}, "convert+punch <= accept"},
@@ -85,5 +89,26 @@ func TestMRTDExample(t *testing.T) {
 	code, out, errs := run("mrtd", "--layout", "../../examples/mrtd/layout.yaml", "--json")
 	if code != 0 || !strings.HasPrefix(out, `{"mrtd": "`) || len(strings.TrimSpace(out)) != len(`{"mrtd": ""}`)+96 {
 		t.Fatalf("exit %d out %q err %q", code, out, errs)
+	}
+}
+
+// With huge pages (the default), the guest accepts 2M first: untouched
+// 2 MiB ranges stay 2M, the converted 4K-aligned ones are split.
+func TestRunHugePagesJSON(t *testing.T) {
+	code, out, errs := run("run", "--json", "--accept", "8M", "--convert", "4K", "--punch", "0")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var r struct {
+		Seamcalls map[string]uint64 `json:"seamcalls"`
+		Mappings  map[string]int64  `json:"mappings_peak"`
+		Splits    map[string]int64  `json:"splits"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	// 8 MiB = four 2M accepts; converting the first 4K splits one of them.
+	if r.Mappings["2M"] != 4 || r.Splits["2M"] != 1 || r.Seamcalls["TDH.MEM.PAGE.DEMOTE"] != 1 {
+		t.Fatalf("report %+v", r)
 	}
 }

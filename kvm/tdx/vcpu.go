@@ -132,12 +132,24 @@ func (v *VCPU) enter(t *sched.Thread) error {
 			t.WaitUntil("wait_for_sept_zap cleared", func() bool { return !td.waitForSEPTZap.Load() || td.vm.Dead() })
 			continue
 		}
+		// vcpu->mode = IN_GUEST_MODE before the last look at pending
+		// requests (vcpu_enter_guest): a kick from now on waits for this
+		// vCPU, and one that came before cancels the entry. Setting it
+		// only after TDH.VP.ENTER returned would let tdx_track() miss a
+		// vCPU that entered in the old TLB epoch.
+		v.inGuest.Store(true)
+		if v.kick.Load() {
+			v.kick.Store(false)
+			v.inGuest.Store(false)
+			v.exits.Add(1)
+			continue
+		}
 		st := td.h.Mod.VPEnter(t, v.tdvpr)
 		if st == tdxmodule.Success {
-			v.kick.Store(false)
-			v.inGuest.Store(true)
 			return nil
 		}
+		v.inGuest.Store(false)
+		v.exits.Add(1)
 		if !busy(st) || tries > busyRetries {
 			return td.bug(t, "TDH.VP.ENTER", st, 0)
 		}
@@ -152,6 +164,7 @@ func (v *VCPU) exit() {
 		return
 	}
 	v.td.h.Mod.TDExit(v.mod)
+	v.kick.Store(false) // the exit serves KVM_REQ_OUTSIDE_GUEST_MODE
 	v.inGuest.Store(false)
 	v.exits.Add(1)
 }
