@@ -5,8 +5,10 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
+	"text/tabwriter"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
@@ -236,9 +238,12 @@ func (h *hugeConvert) check(res hugeResult) []string {
 	fail := func(f string, a ...any) { bad = append(bad, fmt.Sprintf(f, a...)) }
 	touched := h.touched2M()
 	ranges := int64((h.mem - addr.Size2M) / addr.Size2M)
+	if h.huge == mmu.HugePagesOff {
+		touched, ranges = 0, 0 // everything is 4K; nothing splits
+	}
 	// Untouched ranges stay 2M; touched ones and the image are 4K, every
 	// converted page mapped again after its re-accept.
-	if want := [3]int64{512*touched + 512, ranges - touched, 0}; res.Mapped != want {
+	if want := [3]int64{int64(h.mem/addr.PageSize) - 512*(ranges-touched), ranges - touched, 0}; res.Mapped != want {
 		fail("mirror leaves %v, want %v (%d 2M ranges touched)", res.Mapped, want, touched)
 	}
 	if res.Splits != [3]int64{0, touched, 0} {
@@ -279,17 +284,62 @@ func (h *hugeConvert) check(res hugeResult) []string {
 // mappings converts 1000 randomly placed 4 KiB pages to shared and back
 // and ends with the right mapping levels, the right Dynamic PAMT pages
 // and no leak.
+//
+// It runs with hugepages=off too and logs the two side by side (go test
+// -v -run TestHugeConvert1000 ./vmm): SEAMCALLs, S-EPT pages, PAMT bytes.
 func TestHugeConvert1000(t *testing.T) {
-	h := &hugeConvert{seed: 1, vcpus: 2, pages: 1000, mem: 1 << 30}
-	res, err := h.run()
-	if err != nil {
-		t.Fatal(err)
+	results := map[mmu.HugePages]hugeResult{}
+	policies := []mmu.HugePages{mmu.HugePagesOff, mmu.HugePages2M}
+	for _, hp := range policies {
+		t.Run("hugepages="+hp.String(), func(t *testing.T) {
+			h := &hugeConvert{seed: 1, vcpus: 2, pages: 1000, mem: 1 << 30, huge: hp}
+			res, err := h.run()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range h.check(res) {
+				t.Error(b)
+			}
+			results[hp] = res
+		})
 	}
-	for _, b := range h.check(res) {
-		t.Error(b)
+	if t.Failed() {
+		return
 	}
-	t.Logf("touched %d 2M ranges; leaves %v; S-EPT pages %d; DPAMT ranges %d; PAMT %+v",
-		h.touched2M(), res.Mapped, res.SEPTPages, res.DPAMTRanges, res.PAMT)
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "\thugepages=off\thugepages=2M\t\n")
+	row := func(name string, f func(hugeResult) any) {
+		fmt.Fprintf(tw, "%s\t%v\t%v\t\n", name, f(results[policies[0]]), f(results[policies[1]]))
+	}
+	leaves := map[string]uint64{}
+	for _, r := range results {
+		for k := range r.Calls {
+			if strings.HasPrefix(k, "TDH.") || strings.HasPrefix(k, "TDG.") {
+				leaves[k] = 1
+			}
+		}
+	}
+	total := func(r hugeResult) any {
+		n := uint64(0)
+		for k, v := range r.Calls {
+			if strings.HasPrefix(k, "TDH.") {
+				n += v
+			}
+		}
+		return n
+	}
+	for _, k := range event.SortedKeys(leaves) {
+		row(k, func(r hugeResult) any { return r.Calls[k] })
+	}
+	row("SEAMCALLs (TDH.*) total", total)
+	row("leaves 4K/2M at the end", func(r hugeResult) any { return fmt.Sprintf("%d/%d", r.Mapped[0], r.Mapped[1]) })
+	row("S-EPT pages", func(r hugeResult) any { return r.SEPTPages })
+	row("PAMT static bytes", func(r hugeResult) any { return r.PAMT.Static })
+	row("PAMT dynamic bytes", func(r hugeResult) any { return r.PAMT.Dynamic })
+	row("DPAMT 2M ranges", func(r hugeResult) any { return r.DPAMTRanges })
+	tw.Flush()
+	t.Logf("1 GiB TD, 1000 random 4K pages converted to shared and back:\n%s", b.String())
 }
 
 // TestHugeConvertSeeds runs the same over 200 deterministic-scheduler
