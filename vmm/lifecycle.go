@@ -165,7 +165,12 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 		mod.SetInjector(o.Inject)
 		defer mod.SetInjector(nil)
 		g := &guest{m: m, errs: &res.GuestErrors, accept4K: o.Accept4K}
+		// Shares start on 2 MiB boundaries where they can, so that no
+		// vCPU's edge cuts a range the guest could accept whole.
 		per := (o.AcceptBytes / uint64(o.VCPUs)) &^ (addr.PageSize - 1)
+		if per >= addr.Size2M {
+			per &^= addr.Size2M - 1
+		}
 		done := 0
 		for i, v := range m.VCPUs {
 			lo := uint64(i) * per
