@@ -196,25 +196,14 @@ func (h *hugeConvert) measure(m *VMM, host *tdx.Host, mod *tdxmodule.Module, res
 		res.SEPTPages = info.SEPTPages
 	}
 	res.PAMT = mod.PAMT()
-	want := map[addr.PFN]int32{}
 	m.TD.MMU().Leaves(true, func(l mmu.Leaf) bool {
 		ent, ok := mod.Lookup(m.TD.TDR(), l.GFN.GPA())
 		if !ok || ent.Level != l.Level || ent.HPA != l.PFN.HPA() {
 			res.Disagree = append(res.Disagree, fmt.Sprintf("mirror %s %s %s vs S-EPT %+v", l.GFN, l.Level, l.PFN, ent))
 		}
-		if l.Level == addr.Level4K {
-			want[l.PFN>>9]++
-		}
 		return true
 	})
-	m.TD.MMU().Tables(true, func(tb mmu.Table) {
-		if tb.HasExt {
-			want[tb.External>>9]++
-		}
-	})
-	for _, p := range m.TD.ControlPages() {
-		want[p>>9]++
-	}
+	want := m.TD.DPAMTNeeded()
 	res.DPAMTRanges, res.DPAMTWant = host.DPAMTRanges(), len(want)
 	for r, n := range want {
 		if got := host.DPAMTRef(r << 9); got != n {

@@ -206,20 +206,13 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 	if x.Private {
 		attrs = gmem.AttrPrivate
 	}
+	var err error
 	if m.cfg.InPlace {
-		if _, err := m.Gmem.SetAttributes(t, x.GPA+m.cfg.GmemOffset, size, attrs, 0); err != nil {
-			return err
-		}
-		if x.Private {
-			m.stats.ToPrivate++
-			m.stats.BytesToPrivate += size
-			return m.User.Discard(t, m.hva+x.GPA, size)
-		}
-		m.stats.ToShared++
-		m.stats.BytesToShared += size
-		return nil
+		_, err = m.Gmem.SetAttributes(t, x.GPA+m.cfg.GmemOffset, size, attrs, 0)
+	} else {
+		err = m.VM.SetMemoryAttributes(t, kvm.MemoryAttributes{Address: x.GPA, Size: size, Attributes: attrs})
 	}
-	if err := m.VM.SetMemoryAttributes(t, kvm.MemoryAttributes{Address: x.GPA, Size: size, Attributes: attrs}); err != nil {
+	if err != nil {
 		return err
 	}
 	if x.Private {
@@ -229,6 +222,9 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 	}
 	m.stats.ToShared++
 	m.stats.BytesToShared += size
+	if m.cfg.InPlace {
+		return nil // the pages stay in the file, now shared
+	}
 	if m.cfg.KeepSharedBacking {
 		return nil
 	}

@@ -81,21 +81,7 @@ func (e *env) agreeLeaves() {
 // and the TD's control pages in it; 2M and 1G leaves count nothing.
 func (e *env) dpamtAgrees() {
 	e.t.Helper()
-	want := map[addr.PFN]int32{}
-	e.td.MMU().Leaves(true, func(l mmu.Leaf) bool {
-		if l.Level == addr.Level4K {
-			want[l.PFN>>9]++
-		}
-		return true
-	})
-	e.td.MMU().Tables(true, func(tb mmu.Table) {
-		if tb.HasExt {
-			want[tb.External>>9]++
-		}
-	})
-	for _, p := range e.td.ControlPages() {
-		want[p>>9]++
-	}
+	want := e.td.DPAMTNeeded()
 	if got := e.host.DPAMTRanges(); got != len(want) {
 		e.t.Errorf("%d 2M ranges hold a Dynamic PAMT pair, want %d", got, len(want))
 	}

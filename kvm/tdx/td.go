@@ -113,6 +113,30 @@ func (td *TD) State() State { return State(td.state.Load()) }
 // HKID returns the TD's private KeyID, 0 when none is assigned.
 func (td *TD) HKID() int { return td.hkid }
 
+// DPAMTNeeded returns, per 2 MiB host range (PFN>>9), how many Dynamic
+// PAMT references the TD's pages need now: one per 4K private leaf, per
+// S-EPT page and per control page; 2M and 1G leaves need none (TDX
+// huge-page series patch 17). A read-only view for checks, to compare
+// with DPAMTRef.
+func (td *TD) DPAMTNeeded() map[addr.PFN]int32 {
+	want := map[addr.PFN]int32{}
+	td.mmu.Leaves(true, func(l mmu.Leaf) bool {
+		if l.Level == addr.Level4K {
+			want[l.PFN>>9]++
+		}
+		return true
+	})
+	td.mmu.Tables(true, func(tb mmu.Table) {
+		if tb.HasExt {
+			want[tb.External>>9]++
+		}
+	})
+	for _, p := range td.ControlPages() {
+		want[p>>9]++
+	}
+	return want
+}
+
 // TDR returns the TDR page (zero before INIT_VM).
 func (td *TD) TDR() addr.PFN { return td.tdr }
 
