@@ -13,7 +13,6 @@ import (
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/hostmem"
-	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
@@ -56,20 +55,11 @@ func (h *hugeConvert) run() (hugeResult, error) {
 	var res hugeResult
 	c := event.NewCounter()
 	cfg := Config{MemBytes: h.mem, VCPUs: h.vcpus, TD: tdx.Config{MMU: mmu.Config{HugePages: h.huge}}}
-	huge2M, huge1G := HugePoolPages(cfg)
-	mem, err := hostmem.New(hostmem.Config{Bytes: 4 << 30, Huge2M: huge2M, Huge1G: huge1G}, c)
+	host, err := NewHost(HostConfig{Bytes: 4 << 30, DynamicPAMT: true, Packages: 2, TDs: []Config{cfg}}, c)
 	if err != nil {
 		return res, err
 	}
-	mod, err := tdxmodule.New(mem, tdxmodule.Config{DynamicPAMT: true, Packages: 2}, c)
-	if err != nil {
-		return res, err
-	}
-	mem.SetGuard(mod)
-	host, err := tdx.NewHost(kvm.NewSystem(kvm.DefaultConfig(), mem, c), mod)
-	if err != nil {
-		return res, err
-	}
+	mem, mod := host.Mem, host.Mod
 	free0 := int64(mem.FreePages())
 	imageGPA := h.mem - addr.Size2M
 	rng := rand.New(rand.NewPCG(h.seed, 0x5eed))
@@ -83,12 +73,8 @@ func (h *hugeConvert) run() (hugeResult, error) {
 	}
 	sort.Slice(h.converts, func(i, j int) bool { return h.converts[i] < h.converts[j] })
 	s := sched.New(sched.Deterministic, h.seed, c)
-	var runErr error
-	setErr := func(e error) {
-		if runErr == nil && e != nil {
-			runErr = e
-		}
-	}
+	var first firstError
+	setErr := first.set
 	s.Go("vmm", func(t *sched.Thread) {
 		m, err := Create(t, host, cfg)
 		if err != nil {
@@ -144,7 +130,7 @@ func (h *hugeConvert) run() (hugeResult, error) {
 			}
 			return nil
 		})
-		if runErr == nil {
+		if first.err == nil {
 			h.measure(m, host, mod, &res)
 		}
 		setErr(m.Teardown(t))
@@ -161,7 +147,7 @@ func (h *hugeConvert) run() (hugeResult, error) {
 	if host.DPAMTRanges() != 0 {
 		res.Disagree = append(res.Disagree, fmt.Sprintf("%d Dynamic PAMT ranges after teardown", host.DPAMTRanges()))
 	}
-	return res, runErr
+	return res, first.err
 }
 
 // owner is the vCPU that accepted gpa at boot.

@@ -109,32 +109,20 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 		return res, fmt.Errorf("%w: punch [%#x, %#x): a HugeTLB guest_memfd (hugepages=%s) punches whole %s pages only",
 			ErrBadOptions, o.ConvertBytes, o.ConvertBytes+o.PunchBytes, o.MMU.HugePages, humanSize(unit))
 	}
-	huge2M, huge1G := HugePoolPages(vcfg)
-	mem, err := hostmem.New(hostmem.Config{Bytes: o.HostBytes, Huge2M: huge2M, Huge1G: huge1G}, sink)
-	if err != nil {
-		return res, err
-	}
-	mod, err := tdxmodule.New(mem, tdxmodule.Config{DynamicPAMT: o.DynamicPAMT, Packages: o.Packages, Allow1GAug: o.Allow1GAug}, sink)
-	if err != nil {
-		return res, err
-	}
-	mem.SetGuard(mod)
 	kcfg := kvm.DefaultConfig()
 	kcfg.SplitFolioFirst = o.SplitFolioFirst
-	host, err := tdx.NewHost(kvm.NewSystem(kcfg, mem, sink), mod)
+	host, err := NewHost(HostConfig{Bytes: o.HostBytes, DynamicPAMT: o.DynamicPAMT, Packages: o.Packages,
+		Allow1GAug: o.Allow1GAug, KVM: &kcfg, TDs: []Config{vcfg}}, sink)
 	if err != nil {
 		return res, err
 	}
+	mem, mod := host.Mem, host.Mod
 	freeBefore := int64(mem.FreePages())
 	// The deterministic scheduler only: the model's gmem page cache and
 	// KVM-side counters are not yet safe under the parallel one.
 	s := sched.New(sched.Deterministic, o.Seed, sink)
-	var runErr error
-	setErr := func(e error) {
-		if runErr == nil && e != nil {
-			runErr = e
-		}
-	}
+	var first firstError
+	setErr := first.set
 	s.Go("vmm", func(t *sched.Thread) {
 		m, err := Create(t, host, vcfg)
 		if err != nil {
@@ -184,7 +172,7 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 			})
 		}
 		t.WaitUntil("every vCPU accepted its share", func() bool { return done == o.VCPUs })
-		if runErr != nil {
+		if first.err != nil {
 			return
 		}
 		res.PAMTPeak = mod.PAMT()
@@ -212,7 +200,7 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 	res.Steps = s.Steps()
 	res.LockDep = s.LockDep().Reports()
 	res.LeakedPages = freeBefore - int64(mem.FreePages())
-	return res, runErr
+	return res, first.err
 }
 
 // guest is the TD's side of the lifecycle: what the vCPUs do, with the

@@ -40,7 +40,9 @@ type Config struct {
 	InPlace bool
 	// GmemOffset is where in the guest_memfd GPA 0 is bound
 	// (guest_memfd_offset, page aligned). A HugeTLB file grows by one huge
-	// page to make room.
+	// page to make room; with an offset that is not a whole number of huge
+	// pages, guest_memfd refuses the VMM's punches (EINVAL), so use it with
+	// InPlace or KeepSharedBacking.
 	GmemOffset uint64
 }
 

@@ -60,17 +60,6 @@ func (m *MMU) SplitCrossBoundary(t *sched.Thread, r gmem.Range) error {
 	return nil
 }
 
-// SplitHuge splits every private huge leaf above level that covers gfn,
-// so that gfn ends up mapped (if at all) at level or below. It is
-// SplitCrossBoundary for [gfn rounded down to level, + one page of level),
-// which the TDX accept-level handling calls (patch 13). mmu_lock held for
-// write.
-func (m *MMU) SplitHuge(t *sched.Thread, slot *kvm.Memslot, gfn addr.GFN, level addr.Level) error {
-	n := addr.GFN(level.Pages())
-	start := gfn &^ (n - 1)
-	return m.SplitCrossBoundary(t, gmem.Range{Slot: slot, Start: start, End: start + n, Filter: gmem.FilterPrivate})
-}
-
 // hugeLeafAt finds the present huge mirror leaf covering gfn.
 func (m *MMU) hugeLeafAt(gfn addr.GFN) (*page, int, bool) {
 	p := m.mirror

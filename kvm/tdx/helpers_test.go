@@ -72,22 +72,12 @@ func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) (*env, err
 	}
 	vcfg := o.vmm
 	vcfg.MemBytes, vcfg.VCPUs, vcfg.TD = o.memBytes, o.vcpus, tdx.Config{MMU: o.mmu}
-	huge2M, huge1G := vmm.HugePoolPages(vcfg)
 	var err error
-	if e.mem, err = hostmem.New(hostmem.Config{Bytes: 1<<30 + 2*o.memBytes, Huge2M: huge2M, Huge1G: huge1G}, sink); err != nil {
+	if e.host, err = vmm.NewHost(vmm.HostConfig{Bytes: 1<<30 + 2*o.memBytes, DynamicPAMT: o.dynamic, Packages: 2,
+		Allow1GAug: o.allow1G, KVM: o.kvm, TDs: []vmm.Config{vcfg}}, sink); err != nil {
 		t.Fatal(err)
 	}
-	if e.mod, err = tdxmodule.New(e.mem, tdxmodule.Config{DynamicPAMT: o.dynamic, Packages: 2, Allow1GAug: o.allow1G}, sink); err != nil {
-		t.Fatal(err)
-	}
-	e.mem.SetGuard(e.mod)
-	kcfg := kvm.DefaultConfig()
-	if o.kvm != nil {
-		kcfg = *o.kvm
-	}
-	if e.host, err = tdx.NewHost(kvm.NewSystem(kcfg, e.mem, sink), e.mod); err != nil {
-		t.Fatal(err)
-	}
+	e.mem, e.mod = e.host.Mem, e.host.Mod
 	e.free0 = e.mem.FreePages()
 	s := sched.New(sched.Deterministic, o.seed, sink)
 	s.Go("vmm", func(th *sched.Thread) {
