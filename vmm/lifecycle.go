@@ -6,6 +6,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
+	"github.com/tdxsim/tdxsim/guest"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
@@ -152,7 +153,16 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 		}
 		mod.SetInjector(o.Inject)
 		defer mod.SetInjector(nil)
-		g := &guest{m: m, errs: &res.GuestErrors, accept4K: o.Accept4K}
+		gcfg := guest.Config{RAM: []guest.Range{{GPA: 0, Size: o.MemBytes}}, MaxAcceptLevel: addr.Level2M}
+		if o.Accept4K {
+			gcfg.MaxAcceptLevel = addr.Level4K
+		}
+		g, err := guest.New(m.TD, m.VCPUs, gcfg)
+		if err != nil {
+			setErr(err)
+			return
+		}
+		defer func() { res.GuestErrors = g.Problems() }()
 		// Shares start on 2 MiB boundaries where they can, so that no
 		// vCPU's edge cuts a range the guest could accept whole.
 		per := (o.AcceptBytes / uint64(o.VCPUs)) &^ (addr.PageSize - 1)
@@ -168,7 +178,7 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 			}
 			t.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) {
 				defer func() { v.Halt(); done++ }()
-				setErr(g.acceptRange(vt, v, lo, n, 1))
+				setErr(acceptAndTouch(vt, g, v, lo, n))
 			})
 		}
 		t.WaitUntil("every vCPU accepted its share", func() bool { return done == o.VCPUs })
@@ -186,7 +196,7 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 			converted := false
 			t.Go("vcpu0-convert", func(vt *sched.Thread) {
 				defer func() { m.VCPUs[0].Halt(); converted = true }()
-				setErr(g.convertRoundTrip(vt, m.VCPUs[0], 0, o.ConvertBytes))
+				setErr(convertRoundTrip(vt, g, m.VCPUs[0], 0, o.ConvertBytes))
 			})
 			t.WaitUntil("conversion done", func() bool { return converted })
 		}
@@ -203,157 +213,39 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 	return res, first.err
 }
 
-// guest is the TD's side of the lifecycle: what the vCPUs do, with the
-// checks a guest can make on what it reads.
-type guest struct {
-	m        *VMM
-	errs     *[]string
-	accept4K bool
-}
-
-func (g *guest) fail(format string, args ...any) {
-	*g.errs = append(*g.errs, fmt.Sprintf(format, args...))
-}
-
-func (g *guest) tag(v *tdx.VCPU, gpa uint64, round uint64) hostmem.Tag {
-	return hostmem.MakeTag(uint16(g.m.TD.HKID()), gpa>>addr.PageShift<<8|round<<4|uint64(v.ID()))
-}
-
-// acceptRange accepts [lo, lo+n) (2 MiB at a time where it can, unless
-// the guest accepts at 4K only), checks each page reads zero, then writes
-// a tag and reads it back.
-func (g *guest) acceptRange(t *sched.Thread, v *tdx.VCPU, lo, n, round uint64) error {
-	for gpa := lo; gpa < lo+n; {
-		if !g.accept4K && gpa%addr.Size2M == 0 && gpa+addr.Size2M <= lo+n {
-			st, err := g.accept(t, v, gpa, addr.Level2M)
-			if err != nil {
-				return err
-			}
-			if st == tdxmodule.Success {
-				for p := gpa; p < gpa+addr.Size2M; p += addr.PageSize {
-					if err := g.checkFresh(t, v, p, round); err != nil {
-						return err
-					}
-				}
-				gpa += addr.Size2M
-				continue
-			}
-			if !st.HasCode(tdxmodule.PageSizeMismatch) {
-				return fmt.Errorf("vCPU %d accept %#x at 2M: %v", v.ID(), gpa, st)
-			}
-			// Mapped at 4K already: fall back to 4K accepts.
-			for end := gpa + addr.Size2M; gpa < end; gpa += addr.PageSize {
-				if err := g.acceptOne(t, v, gpa, round); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		if err := g.acceptOne(t, v, gpa, round); err != nil {
-			return err
-		}
-		gpa += addr.PageSize
-	}
-	return nil
-}
-
-// accept runs TDG.MEM.PAGE.ACCEPT until it is not BUSY.
-func (g *guest) accept(t *sched.Thread, v *tdx.VCPU, gpa uint64, level addr.Level) (tdxmodule.Status, error) {
-	for tries := 0; ; tries++ {
-		st, err := v.Accept(t, addr.GPA(gpa), level)
-		if err != nil {
-			return 0, fmt.Errorf("vCPU %d accept %#x at %s: %w", v.ID(), gpa, level, err)
-		}
-		if st.HasCode(tdxmodule.OperandBusy) && tries < busyRetries {
-			t.Yield()
-			continue
-		}
-		return st, nil
-	}
-}
-
-func (g *guest) acceptOne(t *sched.Thread, v *tdx.VCPU, gpa, round uint64) error {
-	st, err := g.accept(t, v, gpa, addr.Level4K)
-	if err != nil {
-		return err
-	}
-	if st != tdxmodule.Success {
-		return fmt.Errorf("vCPU %d accept %#x: %v", v.ID(), gpa, st)
-	}
-	return g.checkFresh(t, v, gpa, round)
-}
-
-// checkFresh checks that a just-accepted page reads zero, then writes a
-// tag and reads it back.
-func (g *guest) checkFresh(t *sched.Thread, v *tdx.VCPU, gpa, round uint64) error {
-	if got, err := v.Read(t, addr.GPA(gpa)); err != nil {
-		return err
-	} else if got != 0 {
-		g.fail("gpa %#x reads tag %#x right after accept, want zero", gpa, uint64(got))
-	}
-	want := g.tag(v, gpa, round)
-	if err := v.Write(t, addr.GPA(gpa), want); err != nil {
-		return err
-	}
-	if got, err := v.Read(t, addr.GPA(gpa)); err != nil {
-		return err
-	} else if got != want {
-		g.fail("gpa %#x reads tag %#x, wrote %#x", gpa, uint64(got), uint64(want))
-	}
-	return nil
-}
-
-const busyRetries = 1000
-
-// convertRoundTrip converts [lo, lo+n) to shared with MapGPA, uses it
-// through the shared alias, converts it back to private and re-accepts it:
-// private content must not survive the round trip.
-func (g *guest) convertRoundTrip(t *sched.Thread, v *tdx.VCPU, lo, n uint64) error {
-	sharedBit := uint64(g.m.VM.SharedBit().GPA())
-	if err := g.mapGPA(t, v, lo|sharedBit, n); err != nil {
+// acceptAndTouch accepts [lo, lo+n) like Linux (2 MiB first, or 4 KiB
+// only), then reads every page (zero) and writes and reads back its tag.
+func acceptAndTouch(t *sched.Thread, g *guest.Guest, v *tdx.VCPU, lo, n uint64) error {
+	if err := g.AcceptRange(t, v, lo, n); err != nil {
 		return err
 	}
 	for gpa := lo; gpa < lo+n; gpa += addr.PageSize {
-		alias := addr.GPA(gpa | sharedBit)
-		if got, err := v.Read(t, alias); err != nil {
+		if err := g.Touch(t, v, gpa, true); err != nil {
 			return err
-		} else if got != 0 {
-			g.fail("shared gpa %#x reads tag %#x before any write, want zero (private data leaked?)", gpa, uint64(got))
-		}
-		want := g.tag(v, gpa, 2)
-		if err := v.Write(t, alias, want); err != nil {
-			return err
-		}
-		if got, err := v.Read(t, alias); err != nil {
-			return err
-		} else if got != want {
-			g.fail("shared gpa %#x reads %#x, wrote %#x", gpa, uint64(got), uint64(want))
 		}
 	}
-	if err := g.mapGPA(t, v, lo, n); err != nil {
-		return err
-	}
-	return g.acceptRange(t, v, lo, n, 3)
+	return nil
 }
 
-func (g *guest) mapGPA(t *sched.Thread, v *tdx.VCPU, gpa, size uint64) error {
-	for tries := 0; ; tries++ {
-		st, r11, err := v.MapGPA(t, gpa, size)
-		if err != nil {
+// convertRoundTrip converts [lo, lo+n) to shared with MapGPA, uses it
+// through the shared alias, converts it back to private (which accepts
+// it) and touches it: private content must not survive the round trip.
+func convertRoundTrip(t *sched.Thread, g *guest.Guest, v *tdx.VCPU, lo, n uint64) error {
+	if err := g.ConvertToShared(t, v, lo, n); err != nil {
+		return err
+	}
+	if err := g.UseShared(t, v, lo, n); err != nil {
+		return err
+	}
+	if err := g.ConvertToPrivate(t, v, lo, n); err != nil {
+		return err
+	}
+	for gpa := lo; gpa < lo+n; gpa += addr.PageSize {
+		if err := g.Touch(t, v, gpa, true); err != nil {
 			return err
 		}
-		switch st {
-		case tdx.TDVMCallSuccess:
-			return nil
-		case tdx.TDVMCallRetry:
-			if tries < busyRetries {
-				size -= r11 - gpa
-				gpa = r11
-				continue
-			}
-		}
-		return fmt.Errorf("MapGPA(%#x, %#x): status %#x at %#x", gpa, size, st, r11)
 	}
+	return nil
 }
 
 func humanSize(b uint64) string {
