@@ -23,9 +23,15 @@ import (
 
 // Config describes one TD.
 type Config struct {
-	// MemBytes is the guest's memory: one memslot at GPA 0 backed by a
-	// guest_memfd (private) and by the VMM's anonymous memory (shared).
+	// MemBytes is the guest's memory: by default one memslot at GPA 0
+	// backed by a guest_memfd (private) and by the VMM's anonymous memory
+	// (shared). With Slots it must be their total.
 	MemBytes uint64
+	// Slots is the memslot layout (slot i is memslot i), each a 2 MiB
+	// aligned GPA range; all are bound to one guest_memfd, one after the
+	// other from GmemOffset, and to one anonymous mapping, as QEMU splits
+	// RAM below and above the 32-bit PCI hole. Empty means one slot.
+	Slots []Slot
 	// VCPUs is the number of vCPUs.
 	VCPUs int
 	// TD holds KVM-side options.
@@ -44,6 +50,54 @@ type Config struct {
 	// pages, guest_memfd refuses the VMM's punches (EINVAL), so use it with
 	// InPlace or KeepSharedBacking.
 	GmemOffset uint64
+}
+
+// Slot is one memslot: guest physical [GPA, GPA+Size).
+type Slot struct{ GPA, Size uint64 }
+
+// End returns the first GPA past s.
+func (s Slot) End() uint64 { return s.GPA + s.Size }
+
+// slot is a memslot as the VMM set it up.
+type slot struct {
+	Slot
+	gmemOff uint64 // where GPA lives in the guest_memfd
+	hva     uint64 // userspace address of GPA's shared backing
+	deleted bool
+}
+
+// SlotLayout returns cfg's memslots (one at GPA 0 when none are given).
+func (cfg Config) SlotLayout() []Slot {
+	if len(cfg.Slots) == 0 {
+		return []Slot{{GPA: 0, Size: cfg.MemBytes}}
+	}
+	return cfg.Slots
+}
+
+// checkSlots enforces what Create needs of a layout: 2 MiB aligned,
+// non-empty, non-overlapping slots below the shared bit (GPAW 48: bit 47)
+// adding up to MemBytes.
+func (cfg Config) checkSlots() error {
+	var total uint64
+	slots := cfg.SlotLayout()
+	for i, s := range slots {
+		if s.Size == 0 || s.GPA%addr.Size2M != 0 || s.Size%addr.Size2M != 0 {
+			return fmt.Errorf("vmm: slot %d [%#x, %#x): GPA and size must be non-zero multiples of 2 MiB", i, s.GPA, s.End())
+		}
+		if s.End() > 1<<47 || s.End() < s.GPA {
+			return fmt.Errorf("vmm: slot %d [%#x, %#x) reaches the shared bit (GPA bit 47)", i, s.GPA, s.End())
+		}
+		for j := range i {
+			if o := slots[j]; s.GPA < o.End() && o.GPA < s.End() {
+				return fmt.Errorf("vmm: slot %d [%#x, %#x) overlaps slot %d [%#x, %#x)", i, s.GPA, s.End(), j, o.GPA, o.End())
+			}
+		}
+		total += s.Size
+	}
+	if total != cfg.MemBytes {
+		return fmt.Errorf("vmm: slots add up to %#x bytes, memory is %#x", total, cfg.MemBytes)
+	}
+	return nil
 }
 
 // Region is part of the TD's initial image.
@@ -70,7 +124,7 @@ type VMM struct {
 	VCPUs []*tdx.VCPU
 
 	cfg   Config
-	hva   uint64 // userspace address of GPA 0's shared backing
+	slots []slot
 	stats Stats
 }
 
@@ -83,6 +137,9 @@ func Create(t *sched.Thread, host *tdx.Host, cfg Config) (*VMM, error) {
 	}
 	if cfg.VCPUs < 1 {
 		return nil, fmt.Errorf("vmm: %d vCPUs: need at least one", cfg.VCPUs)
+	}
+	if err := cfg.checkSlots(); err != nil {
+		return nil, err
 	}
 	vm, err := host.Sys.CreateVM(t, kvm.TDXVM)
 	if err != nil {
@@ -100,18 +157,25 @@ func Create(t *sched.Thread, host *tdx.Host, cfg Config) (*VMM, error) {
 	}
 	vm.SetUserMemory(m.User)
 	m.User.Register(vm)
-	if m.hva, err = m.User.Mmap(cfg.MemBytes); err != nil {
+	hva, err := m.User.Mmap(cfg.MemBytes)
+	if err != nil {
 		return nil, err
 	}
 	if m.Gmem, err = vm.CreateGuestMemfd(t, gmemArgs(cfg)); err != nil {
 		return nil, err
 	}
-	if err := vm.SetUserMemoryRegion2(t, kvm.Region{Slot: 0, Flags: kvm.MemGuestMemfd, MemorySize: cfg.MemBytes,
-		UserspaceAddr: m.hva, GuestMemfdOffset: cfg.GmemOffset, GuestMemfd: kvm.FD{File: m.Gmem}}); err != nil {
-		return nil, err
-	}
-	if err := vm.SetMemoryAttributes(t, kvm.MemoryAttributes{Size: cfg.MemBytes, Attributes: gmem.AttrPrivate}); err != nil {
-		return nil, err
+	off := uint64(0)
+	for i, s := range cfg.SlotLayout() {
+		sl := slot{Slot: s, gmemOff: cfg.GmemOffset + off, hva: hva + off}
+		if err := vm.SetUserMemoryRegion2(t, kvm.Region{Slot: uint32(i), Flags: kvm.MemGuestMemfd, GuestPhysAddr: s.GPA,
+			MemorySize: s.Size, UserspaceAddr: sl.hva, GuestMemfdOffset: sl.gmemOff, GuestMemfd: kvm.FD{File: m.Gmem}}); err != nil {
+			return nil, err
+		}
+		if err := vm.SetMemoryAttributes(t, kvm.MemoryAttributes{Address: s.GPA, Size: s.Size, Attributes: gmem.AttrPrivate}); err != nil {
+			return nil, err
+		}
+		m.slots = append(m.slots, sl)
+		off += s.Size
 	}
 	for i := range cfg.VCPUs {
 		v, err := m.TD.CreateVCPU(t, uint32(i))
@@ -162,8 +226,48 @@ func HugePoolPages(cfg Config) (huge2M, huge1G int) {
 // Stats returns the conversion counters.
 func (m *VMM) Stats() Stats { return m.stats }
 
-// SharedHVA returns the userspace address backing gpa when it is shared.
-func (m *VMM) SharedHVA(gpa uint64) uint64 { return m.hva + gpa }
+// SharedHVA returns the userspace address backing gpa when it is shared
+// (0 outside every memslot).
+func (m *VMM) SharedHVA(gpa uint64) uint64 {
+	if s := m.slotOf(gpa, 1); s != nil {
+		return s.hva + gpa - s.GPA
+	}
+	return 0
+}
+
+// slotOf returns the live memslot holding all of [gpa, gpa+size), or nil.
+func (m *VMM) slotOf(gpa, size uint64) *slot {
+	for i := range m.slots {
+		s := &m.slots[i]
+		if !s.deleted && gpa >= s.GPA && gpa+size <= s.End() && gpa+size > gpa {
+			return s
+		}
+	}
+	return nil
+}
+
+// pieces calls fn for each part of [gpa, gpa+size) in one live memslot,
+// in order; a part in no memslot is EINVAL (QEMU's kvm_convert_memory:
+// "Cannot find memory region").
+func (m *VMM) pieces(op string, gpa, size uint64, fn func(s *slot, gpa, size uint64) error) error {
+	for next, end := gpa, gpa+size; next < end; {
+		var s *slot
+		for i := range m.slots {
+			if c := &m.slots[i]; !c.deleted && next >= c.GPA && next < c.End() {
+				s = c
+			}
+		}
+		if s == nil {
+			return errno.Newf(op, errno.EINVAL, "%#x is in no memslot", next)
+		}
+		n := min(end, s.End()) - next
+		if err := fn(s, next, n); err != nil {
+			return err
+		}
+		next += n
+	}
+	return nil
+}
 
 // LoadImage copies each region into a staging buffer in the VMM's memory
 // and adds it with KVM_TDX_INIT_MEM_REGION on vCPU 0, measured when asked.
@@ -201,49 +305,55 @@ func (m *VMM) Finalize(t *sched.Thread) ([]byte, error) { return m.TD.Finalize(t
 // backing.
 func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 	size := x.NPages << addr.PageShift
-	if x.GPA+size > m.cfg.MemBytes {
-		return errno.Newf("kvm_convert_memory", errno.EINVAL, "[%#x, %#x) is outside guest memory", x.GPA, x.GPA+size)
+	if err := m.pieces("kvm_convert_memory", x.GPA, size, func(*slot, uint64, uint64) error { return nil }); err != nil {
+		return err
 	}
 	attrs := uint64(0)
 	if x.Private {
 		attrs = gmem.AttrPrivate
 	}
-	var err error
-	if m.cfg.InPlace {
-		_, err = m.Gmem.SetAttributes(t, x.GPA+m.cfg.GmemOffset, size, attrs, 0)
-	} else {
-		err = m.VM.SetMemoryAttributes(t, kvm.MemoryAttributes{Address: x.GPA, Size: size, Attributes: attrs})
+	if !m.cfg.InPlace {
+		if err := m.VM.SetMemoryAttributes(t, kvm.MemoryAttributes{Address: x.GPA, Size: size, Attributes: attrs}); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return err
-	}
-	if x.Private {
-		m.stats.ToPrivate++
-		m.stats.BytesToPrivate += size
-		return m.User.Discard(t, m.hva+x.GPA, size)
-	}
-	m.stats.ToShared++
-	m.stats.BytesToShared += size
-	if m.cfg.InPlace {
-		return nil // the pages stay in the file, now shared
-	}
-	if m.cfg.KeepSharedBacking {
-		return nil
-	}
+	return m.pieces("kvm_convert_memory", x.GPA, size, func(s *slot, gpa, size uint64) error {
+		if m.cfg.InPlace {
+			if _, err := m.Gmem.SetAttributes(t, s.gmemOff+gpa-s.GPA, size, attrs, 0); err != nil {
+				return err
+			}
+		}
+		if x.Private {
+			m.stats.ToPrivate++
+			m.stats.BytesToPrivate += size
+			return m.User.Discard(t, s.hva+gpa-s.GPA, size)
+		}
+		m.stats.ToShared++
+		m.stats.BytesToShared += size
+		if m.cfg.InPlace || m.cfg.KeepSharedBacking {
+			return nil // in place: the pages stay in the file, now shared
+		}
+		return m.punchShared(t, s, gpa, size)
+	})
+}
+
+// punchShared frees the private pages behind [gpa, gpa+size), now shared,
+// as QEMU's ram_block_discard_range() on the guest_memfd does. A HugeTLB
+// file is punched in whole huge pages only: those of the range that are
+// now shared throughout (QEMU discards at the backend's page size). The
+// private pages of a partly shared huge page stay.
+func (m *VMM) punchShared(t *sched.Thread, s *slot, gpa, size uint64) error {
 	unit := uint64(addr.PageSize) << m.Gmem.PageOrder()
 	if unit == addr.PageSize {
 		m.stats.PunchedBytes += size
-		return m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(x.GPA), int64(size))
+		return m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(s.gmemOff+gpa-s.GPA), int64(size))
 	}
-	// A HugeTLB file is punched in whole huge pages only: those of the
-	// range that are now shared throughout (QEMU discards at the backend's
-	// page size). The private pages of a partly shared huge page stay.
-	for lo := x.GPA &^ (unit - 1); lo < x.GPA+size; lo += unit {
-		if !m.VM.RangeIsShared(addr.GPA(lo).GFN(), addr.GPA(lo+unit).GFN()) {
+	for lo := gpa &^ (unit - 1); lo < gpa+size; lo += unit {
+		if lo < s.GPA || lo+unit > s.End() || !m.VM.RangeIsShared(addr.GPA(lo).GFN(), addr.GPA(lo+unit).GFN()) {
 			continue
 		}
 		m.stats.PunchedBytes += unit
-		if err := m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(lo+m.cfg.GmemOffset), int64(unit)); err != nil {
+		if err := m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(s.gmemOff+lo-s.GPA), int64(unit)); err != nil {
 			return err
 		}
 	}
@@ -253,7 +363,68 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 // PunchHole punches [gpa, gpa+size) out of guest_memfd, as a VMM
 // releasing memory does (the private pages are zapped and freed).
 func (m *VMM) PunchHole(t *sched.Thread, gpa, size uint64) error {
-	return m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(gpa+m.cfg.GmemOffset), int64(size))
+	return m.pieces("fallocate", gpa, size, func(s *slot, gpa, size uint64) error {
+		m.stats.PunchedBytes += size
+		return m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(s.gmemOff+gpa-s.GPA), int64(size))
+	})
+}
+
+// DiscardShared drops the shared backing of [gpa, gpa+size)
+// (madvise(MADV_DONTNEED) on the VMM's memory), as a balloon device does
+// with pages the guest gave back; in-place conversion punches the
+// now-shared pages out of the guest_memfd as well.
+func (m *VMM) DiscardShared(t *sched.Thread, gpa, size uint64) error {
+	return m.pieces("madvise", gpa, size, func(s *slot, gpa, size uint64) error {
+		if m.cfg.InPlace {
+			if err := m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(s.gmemOff+gpa-s.GPA), int64(size)); err != nil {
+				return err
+			}
+			m.stats.PunchedBytes += size
+		}
+		return m.User.Discard(t, s.hva+gpa-s.GPA, size)
+	})
+}
+
+// DeleteSlot deletes memslot id (KVM_SET_USER_MEMORY_REGION2 with size 0).
+// For a TD, KVM zaps every private page of the slot: the guest loses
+// that memory (kvm_arch_flush_shadow_memslot).
+func (m *VMM) DeleteSlot(t *sched.Thread, id int) error {
+	if id < 0 || id >= len(m.slots) || m.slots[id].deleted {
+		return errno.Newf("KVM_SET_USER_MEMORY_REGION2", errno.EINVAL, "no memslot %d", id)
+	}
+	s := &m.slots[id]
+	if err := m.VM.SetUserMemoryRegion2(t, kvm.Region{Slot: uint32(id), Flags: kvm.MemGuestMemfd, GuestPhysAddr: s.GPA,
+		GuestMemfd: kvm.FD{File: m.Gmem}, GuestMemfdOffset: s.gmemOff}); err != nil {
+		return err
+	}
+	s.deleted = true
+	return nil
+}
+
+// MMUNotifier invalidates the VMM's mapping of [gpa, gpa+size) as an
+// MMU-notifier event would (munmap, migration, KSM of the shared backing).
+func (m *VMM) MMUNotifier(t *sched.Thread, gpa, size uint64) error {
+	return m.pieces("mmu_notifier", gpa, size, func(s *slot, gpa, size uint64) error {
+		m.VM.MMUNotifierInvalidate(t, s.hva+gpa-s.GPA, size)
+		return nil
+	})
+}
+
+// MemtypeChange zaps [gpa, gpa+size) as a guest memory-type change does
+// (kvm_zap_gfn_range() on an MTRR or noncoherent-DMA event).
+func (m *VMM) MemtypeChange(t *sched.Thread, gpa, size uint64) error {
+	return m.pieces("kvm_zap_gfn_range", gpa, size, func(_ *slot, gpa, size uint64) error {
+		m.VM.ZapGFNRangeMemtype(t, addr.GPA(gpa).GFN(), addr.GPA(gpa+size).GFN())
+		return nil
+	})
+}
+
+// MemoryFailure reports a hardware memory error on the private page at
+// gpa (memory_failure() -> guest_memfd's error_remove_folio).
+func (m *VMM) MemoryFailure(t *sched.Thread, gpa uint64) error {
+	return m.pieces("memory_failure", gpa, addr.PageSize, func(s *slot, gpa, _ uint64) error {
+		return m.Gmem.MemoryFailure(t, (s.gmemOff+gpa-s.GPA)>>addr.PageShift)
+	})
 }
 
 // Teardown closes the guest_memfd (which zaps every private page while
