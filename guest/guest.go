@@ -40,6 +40,10 @@ type Config struct {
 	// does. Linux tries 1G first; Level4K (the zero value) is a guest that
 	// accepts 4 KiB only, as early firmware does.
 	MaxAcceptLevel addr.Level
+	// Reserved ranges were accepted before the guest ran (the measured
+	// image, added with TDH.MEM.PAGE.ADD): the guest never accepts,
+	// touches or converts them (firmware and kernel image live there).
+	Reserved []Range
 }
 
 // Stats counts what the guest did.
@@ -66,6 +70,9 @@ type Guest struct {
 	maxLevel  addr.Level
 
 	accepted, written, shared bitmap
+	// off marks pages the guest does not use: reserved, or lost with a
+	// deleted memslot.
+	off bitmap
 
 	c struct {
 		accepts                            [3]atomic.Int64
@@ -96,8 +103,23 @@ func New(td *tdx.TD, vcpus []*tdx.VCPU, cfg Config) (*Guest, error) {
 	pages := top >> addr.PageShift
 	g := &Guest{td: td, vcpus: vcpus, ram: append([]Range(nil), cfg.RAM...),
 		sharedBit: uint64(td.VM().SharedBit().GPA()), owner: uint16(td.HKID()), maxLevel: lvl,
-		accepted: newBitmap(pages), written: newBitmap(pages), shared: newBitmap(pages)}
+		accepted: newBitmap(pages), written: newBitmap(pages), shared: newBitmap(pages), off: newBitmap(pages)}
+	for _, r := range cfg.Reserved {
+		if r.GPA%addr.PageSize != 0 || r.Size%addr.PageSize != 0 || r.End() > top {
+			return nil, fmt.Errorf("guest: reserved [%#x, %#x) is not 4 KiB aligned inside RAM", r.GPA, r.End())
+		}
+		g.accepted.setRange(r.GPA>>addr.PageShift, r.Size>>addr.PageShift)
+		g.off.setRange(r.GPA>>addr.PageShift, r.Size>>addr.PageShift)
+	}
 	return g, nil
+}
+
+// SetMaxAcceptLevel changes the largest accept the guest tries (the boot
+// step's choice); call it while no vCPU runs.
+func (g *Guest) SetMaxAcceptLevel(l addr.Level) {
+	if l <= addr.Level1G {
+		g.maxLevel = l
+	}
 }
 
 // VCPUs returns the guest's vCPUs.
@@ -152,6 +174,21 @@ func (g *Guest) fail(format string, args ...any) {
 	g.mu.Unlock()
 }
 
+// Usable reports whether the guest uses the page at gpa as memory: in
+// RAM, not reserved, not lost with a deleted memslot.
+func (g *Guest) Usable(gpa uint64) bool {
+	return g.InRAM(gpa&^(addr.PageSize-1), addr.PageSize) && !g.off.get(gpa>>addr.PageShift)
+}
+
+// Forget drops [lo, lo+n) from the memory the guest uses, as when the
+// host deleted its memslot (the guest would fault on it forever).
+func (g *Guest) Forget(lo, n uint64) {
+	first, np := lo>>addr.PageShift, n>>addr.PageShift
+	g.off.setRange(first, np)
+	g.accepted.clearRange(first, np)
+	g.written.clearRange(first, np)
+}
+
 // Accepted reports whether the guest has accepted the private page at gpa.
 func (g *Guest) Accepted(gpa uint64) bool { return g.accepted.get(gpa >> addr.PageShift) }
 
@@ -190,8 +227,8 @@ func (g *Guest) accept(t *sched.Thread, v *tdx.VCPU, gpa uint64, level addr.Leve
 }
 
 // AcceptRange accepts [lo, lo+n) as tdx_accept_memory() does: at each
-// GPA, the largest level (up to the guest's maximum) that is aligned and
-// fits, falling back to the next smaller level on TDX_PAGE_SIZE_MISMATCH
+// GPA, the largest level (up to the guest's maximum) that is aligned, fits
+// and holds no page the guest accepted already (those it skips), falling back to the next smaller level on TDX_PAGE_SIZE_MISMATCH
 // (the host mapped it smaller). Any other failure is an error (Linux
 // panics: "TDX: Failed to accept memory").
 func (g *Guest) AcceptRange(t *sched.Thread, v *tdx.VCPU, lo, n uint64) error {
@@ -199,9 +236,13 @@ func (g *Guest) AcceptRange(t *sched.Thread, v *tdx.VCPU, lo, n uint64) error {
 		return fmt.Errorf("guest: accept [%#x, %#x): not 4 KiB aligned", lo, lo+n)
 	}
 	for gpa, end := lo, lo+n; gpa < end; {
+		if g.accepted.get(gpa >> addr.PageShift) {
+			gpa += addr.PageSize // accepted before (firmware, the image)
+			continue
+		}
 		level := g.maxLevel
 		for ; level > addr.Level4K; level-- {
-			if sz := level.Bytes(); gpa%sz == 0 && gpa+sz <= end {
+			if sz := level.Bytes(); gpa%sz == 0 && gpa+sz <= end && g.accepted.none(gpa>>addr.PageShift, level.Pages()) {
 				break
 			}
 		}
@@ -248,7 +289,7 @@ func (g *Guest) markAccepted(gpa, size uint64) {
 func (g *Guest) Touch(t *sched.Thread, v *tdx.VCPU, gpa uint64, write bool) error {
 	gpa &^= addr.PageSize - 1
 	pg := gpa >> addr.PageShift
-	if g.shared.get(pg) {
+	if g.shared.get(pg) || g.off.get(pg) {
 		return nil
 	}
 	if !g.accepted.get(pg) {
@@ -297,11 +338,11 @@ func (g *Guest) lazyAccept(t *sched.Thread, v *tdx.VCPU, gpa uint64) error {
 	unit := gpa &^ (addr.Size2M - 1)
 	first := unit >> addr.PageShift
 	g.c.lazy.Add(1)
-	if g.accepted.none(first, 512) && g.shared.none(first, 512) {
+	if g.accepted.none(first, 512) && g.shared.none(first, 512) && g.off.none(first, 512) && g.InRAM(unit, addr.Size2M) {
 		return g.AcceptRange(t, v, unit, addr.Size2M)
 	}
 	for p := uint64(0); p < 512; p++ {
-		if g.accepted.get(first+p) || g.shared.get(first+p) {
+		if g.accepted.get(first+p) || g.shared.get(first+p) || g.off.get(first+p) || !g.InRAM(unit+p<<addr.PageShift, addr.PageSize) {
 			continue
 		}
 		if err := g.AcceptRange(t, v, unit+p<<addr.PageShift, addr.PageSize); err != nil {

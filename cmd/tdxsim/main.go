@@ -5,18 +5,19 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
 
-	"github.com/tdxsim/tdxsim/addr"
-	"github.com/tdxsim/tdxsim/event"
-	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/mrtd"
 	"github.com/tdxsim/tdxsim/report"
-	"github.com/tdxsim/tdxsim/vmm"
+	"github.com/tdxsim/tdxsim/scenario"
 )
 
 const (
@@ -33,6 +34,7 @@ type command struct {
 var commands = []command{
 	{"run", "run a TD through build, run and teardown and print a report", cmdRun},
 	{"mrtd", "print the MRTD of a TD built from a memory layout file", cmdMRTD},
+	{"schema", "print the JSON Schema of scenario files", cmdSchema},
 }
 
 func main() { os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -77,113 +79,133 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) int {
 	return -1
 }
 
-// sizeFlag is a flag.Value taking 4K/2M/1G-style sizes.
-type sizeFlag struct{ v *uint64 }
+// policyFlag collects repeated --policy k=v.
+type policyFlag [][2]string
 
-func (s sizeFlag) String() string {
-	if s.v == nil {
-		return "0"
-	}
-	return fmt.Sprint(*s.v)
-}
+func (p *policyFlag) String() string { return fmt.Sprint([][2]string(*p)) }
 
-func (s sizeFlag) Set(v string) error {
-	n, err := addr.ParseSize(v)
-	if err != nil {
-		return err
+func (p *policyFlag) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("%q: want key=value", v)
 	}
-	*s.v = n
+	*p = append(*p, [2]string{k, val})
 	return nil
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim run", flag.ContinueOnError)
-	o := vmm.LifecycleOptions{HostBytes: 64 << 30, MemBytes: 1 << 30, VCPUs: 2, Packages: 2,
-		ImageBytes: 2 << 20, AcceptBytes: 64 << 20, ConvertBytes: 8 << 20, PunchBytes: 4 << 20}
-	fs.Var(sizeFlag{&o.HostBytes}, "host-mem", "host memory size")
-	fs.Var(sizeFlag{&o.MemBytes}, "mem", "TD memory (one memslot at GPA 0; a multiple of 2M)")
-	fs.Var(sizeFlag{&o.ImageBytes}, "image", "measured firmware image at the top of TD memory")
-	fs.Var(sizeFlag{&o.AcceptBytes}, "accept", "private memory the vCPUs accept, from GPA 0")
-	fs.Var(sizeFlag{&o.ConvertBytes}, "convert", "memory the guest converts to shared (MapGPA) and back")
-	fs.Var(sizeFlag{&o.PunchBytes}, "punch", "memory the VMM punches out of guest_memfd after the conversion")
-	fs.IntVar(&o.VCPUs, "vcpus", o.VCPUs, "vCPUs accepting memory concurrently")
-	fs.IntVar(&o.Packages, "packages", o.Packages, "CPU packages (KEY.CONFIG and CACHE.WB run on each)")
-	fs.BoolVar(&o.DynamicPAMT, "dpamt", true, "Dynamic PAMT")
-	fs.Uint64Var(&o.Seed, "seed", 1, "deterministic scheduler seed")
-	hugePages := fs.String("hugepages", "2M", "policy hugepages: off, 2M or 1G (1G also lets the TDX module AUG 1G pages)")
-	maxOrderFrom := fs.String("max-order-from", "gmem", "policy max_order_from: gmem or folio (the rejected design)")
-	splitOrder := fs.String("split-order", "sept_first", "policy split_order: sept_first or folio_first (the rejected design)")
-	fs.BoolVar(&o.Accept4K, "accept-4k", false, "the guest accepts at 4 KiB only (default: 2 MiB first, as Linux)")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
+	seed := fs.Uint64("seed", 0, "scheduler and workload seed (default: the scenario's)")
+	parallel := fs.Bool("parallel", false, "run simulated threads on real goroutines and locks (not replayable)")
+	asJSON := fs.Bool("json", false, "print the report as JSON (schema in the README)")
+	costs := fs.Bool("costs", false, "print the SEAMCALL cost table in use, with the source of every figure, and exit")
+	var policies policyFlag
+	fs.Var(&policies, "policy", "override a policy: hugepages=off|2M|1G, dynamic_pamt=true|false, max_order_from=gmem|folio,\nsplit_order=sept_first|folio_first, zap_private_on_notifier=true|false (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tdxsim run [flags]\n\nRuns the embedded default through the whole stack: the VMM builds a TD with\na measured image (KVM_TDX_INIT_MEM_REGION), vCPUs fault and accept memory\n(EPT violation -> TDP MMU mirror root -> TDH.MEM.PAGE.AUG), the guest\nconverts memory to shared and back with MapGPA, the VMM punches a hole,\nand the TD is torn down. Scenario files arrive with the scenario layer.\n\nflags:")
+		fmt.Fprintln(stderr, `usage: tdxsim run [flags] [FILE]
+
+Runs a scenario file (YAML; see examples/ and 'tdxsim schema') through the
+whole stack, or with no FILE the embedded default: a 4 GiB TD with 2 vCPUs,
+a measured firmware image, lazy accept, 5% of memory converted to shared
+and back, teardown. Prints the report: phases with modeled time, SEAMCALLs
+by leaf, mappings, memory overhead, conversions, checks, the MRTD.
+
+flags:`)
 		fs.PrintDefaults()
 	}
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "tdxsim run: scenario file %q: scenario files are not supported yet; run without a file for the embedded default\n", fs.Arg(0))
+	if fs.NArg() > 1 {
+		fmt.Fprintln(stderr, "tdxsim run: at most one scenario file")
 		return exitBadInput
 	}
+	var f *scenario.File
 	var err error
-	if o.MMU.HugePages, err = mmu.ParseHugePages(*hugePages); err != nil {
-		fmt.Fprintf(stderr, "tdxsim run: -hugepages: %v\n", err)
-		return exitBadInput
-	}
-	o.Allow1GAug = o.MMU.HugePages == mmu.HugePages1G
-	if o.MMU.MaxOrderFrom, err = mmu.ParseMaxOrderFrom(*maxOrderFrom); err != nil {
-		fmt.Fprintf(stderr, "tdxsim run: -max-order-from: %v\n", err)
-		return exitBadInput
-	}
-	switch *splitOrder {
-	case "sept_first":
-	case "folio_first":
-		o.SplitFolioFirst = true
-	default:
-		fmt.Fprintf(stderr, "tdxsim run: -split-order %q: must be sept_first or folio_first\n", *splitOrder)
-		return exitBadInput
-	}
-	if o.VCPUs < 1 || o.VCPUs > 256 {
-		fmt.Fprintf(stderr, "tdxsim run: -vcpus %d: must be 1..256\n", o.VCPUs)
-		return exitBadInput
-	}
-	if o.Packages < 1 || o.Packages > 64 {
-		fmt.Fprintf(stderr, "tdxsim run: -packages %d: must be 1..64\n", o.Packages)
-		return exitBadInput
-	}
-	if o.MemBytes == 0 || o.MemBytes%(2<<20) != 0 || o.MemBytes > 1<<40 {
-		fmt.Fprintln(stderr, "tdxsim run: -mem must be a multiple of 2M, at most 1T")
-		return exitBadInput
-	}
-	if o.AcceptBytes%addr.PageSize != 0 || o.ConvertBytes%addr.PageSize != 0 || o.PunchBytes%addr.PageSize != 0 ||
-		o.ConvertBytes+o.PunchBytes > o.AcceptBytes {
-		fmt.Fprintln(stderr, "tdxsim run: -accept, -convert and -punch must be 4 KiB multiples with convert+punch <= accept")
-		return exitBadInput
-	}
-	if o.AcceptBytes+o.ImageBytes > o.MemBytes || o.MemBytes > o.HostBytes/2 {
-		fmt.Fprintln(stderr, "tdxsim run: -accept plus -image must fit in -mem, and -mem in half of -host-mem")
-		return exitBadInput
-	}
-	c := event.NewCounter()
-	res, err := vmm.Lifecycle(o, c)
-	if errors.Is(err, vmm.ErrBadOptions) {
-		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
-		return exitBadInput
+	if fs.NArg() == 1 {
+		f, err = scenario.Load(fs.Arg(0))
+	} else {
+		f, err = scenario.Default()
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
+		return exitBadInput
+	}
+	for _, p := range policies {
+		if err := f.SetPolicy(p[0], p[1]); err != nil {
+			fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
+			return exitBadInput
+		}
+	}
+	if *costs {
+		return printCosts(stdout, f, *asJSON)
+	}
+	o := scenario.Options{Parallel: *parallel}
+	fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == "seed" {
+			o.Seed = seed
+		}
+	})
+	bar := newProgress(stderr)
+	o.Progress = bar.update
+	r, err := scenario.Run(f, o)
+	bar.finish()
+	if r == nil {
+		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
 		return exitCheck
 	}
-	r := report.NewLifecycle(o.Seed, c, res)
 	if *asJSON {
 		r.WriteJSON(stdout)
 	} else {
 		r.WriteText(stdout)
 	}
-	if len(r.Violations) > 0 {
+	if err != nil || r.Failed() {
 		return exitCheck
 	}
+	return exitOK
+}
+
+// printCosts prints the cost table a run of f uses.
+func printCosts(w io.Writer, f *scenario.File, asJSON bool) int {
+	table := report.DefaultCosts().With(f.Host.TDX.Costs)
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(table)
+		return exitOK
+	}
+	keys := make([]string, 0, len(table))
+	for k := range table {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "leaf\tns\tsource")
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", k, table[k].NS, table[k].Source)
+	}
+	tw.Flush()
+	return exitOK
+}
+
+func cmdSchema(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tdxsim schema", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: tdxsim schema\n\nPrints the JSON Schema of scenario files (generated from the Go types the loader\ndecodes into), for editors: yaml-language-server's $schema, VS Code, ...")
+	}
+	if code := parse(fs, args, stderr); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "tdxsim schema: takes no arguments")
+		return exitBadInput
+	}
+	b, err := scenario.Schema()
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim schema: %v\n", err)
+		return exitCheck
+	}
+	stdout.Write(append(b, '\n'))
 	return exitOK
 }
 

@@ -15,15 +15,48 @@ func run(args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-func TestRunDefaultJSON(t *testing.T) {
-	code, out, errs := run("run", "--json", "--hugepages", "off", "--accept", "4M", "--convert", "1M", "--punch", "1M")
+func writeScenario(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "s.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A 1 GiB TD at 4K: 4 MiB accepted at boot, 1 MiB converted and back,
+// 1 MiB punched by the VMM.
+const small4K = `
+policies: {hugepages: "off"}
+tds:
+  - {memory: 1G, vcpus: 2, image: [{gpa: 0x3FE00000, size: 2M, measure: true}]}
+timeline:
+  - boot: {accept: lazy, upfront: 4M}
+  - convert: {count: 1, size: 1M, placement: sequential}
+  - punch_hole: {gpa: 1M, size: 1M}
+`
+
+func TestRunScenarioJSON(t *testing.T) {
+	file := writeScenario(t, small4K)
+	code, out, errs := run("run", "--json", file)
 	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errs)
+		t.Fatalf("exit %d: %s\n%s", code, errs, out)
 	}
 	var r struct {
-		Seamcalls map[string]uint64 `json:"seamcalls"`
-		MRTD      string            `json:"mrtd"`
-		Mappings  map[string]int64  `json:"mappings_peak"`
+		Seamcalls    map[string]uint64 `json:"seamcalls"`
+		MRTD         string            `json:"mrtd"`
+		Mappings     map[string]int64  `json:"mappings"`
+		MappingsPeak map[string]int64  `json:"mappings_peak"`
+		Memory       struct {
+			PAMT  uint64            `json:"pamt_bytes"`
+			SEPT  int               `json:"sept_pages"`
+			Charg map[string]uint64 `json:"charged_bytes"`
+		} `json:"memory"`
+		Conversions struct {
+			ToShared int64 `json:"to_shared"`
+		} `json:"conversions"`
+		Splits    map[string]int64  `json:"splits"`
+		ModeledNS map[string]uint64 `json:"modeled_ns"`
 		Teardown  struct {
 			Leaked    int64 `json:"leaked_pages"`
 			Reclaimed int64 `json:"sept_pages_reclaimed"`
@@ -36,66 +69,31 @@ func TestRunDefaultJSON(t *testing.T) {
 	// 1024 pages accepted, 256 of them converted and accepted again; the
 	// 512-page image and every AUGed page are removed once.
 	if r.Seamcalls["TDH.MEM.PAGE.AUG"] != 1024+256 || r.Seamcalls["TDH.MEM.PAGE.REMOVE"] != 512+1024+256 ||
-		r.Mappings["4K"] != 512+1024 || len(r.MRTD) != 96 || r.Teardown.Leaked != 0 || r.Teardown.Reclaimed == 0 || len(r.Violations) != 0 {
+		r.MappingsPeak["4K"] != 512+1024 || r.Mappings["4K"] != 512+1024-256 || len(r.MRTD) != 96 ||
+		r.Teardown.Leaked != 0 || r.Teardown.Reclaimed == 0 || r.Violations == nil || len(r.Violations) != 0 {
+		t.Fatalf("report %+v", r)
+	}
+	if r.Memory.PAMT == 0 || r.Memory.SEPT == 0 || r.Memory.Charg["td0"] == 0 || r.Conversions.ToShared == 0 ||
+		r.ModeledNS["build"] == 0 || r.ModeledNS["boot"] == 0 || r.ModeledNS["total"] == 0 || r.Splits == nil {
 		t.Fatalf("report %+v", r)
 	}
 	// Same seed, same report, byte for byte.
-	_, out2, _ := run("run", "--json", "--hugepages", "off", "--accept", "4M", "--convert", "1M", "--punch", "1M")
+	_, out2, _ := run("run", "--json", file)
 	if out != out2 {
 		t.Fatal("two runs with the same seed differ")
-	}
-}
-
-func TestBadInputExits2(t *testing.T) {
-	dir := t.TempDir()
-	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("regions:\n  - {gpa: 0x10, size: 4K}\n"), 0o644)
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
-		{[]string{"run", "--vcpus", "0"}, "-vcpus 0: must be 1..256"},
-		{[]string{"run", "--hugepages", "4M"}, `hugepages "4M": must be off, 2M or 1G`},
-		{[]string{"run", "--max-order-from", "pfn"}, `max_order_from "pfn": must be gmem or folio`},
-		{[]string{"run", "--split-order", "x"}, `-split-order "x": must be sept_first or folio_first`},
-		{[]string{"run", "--accept", "4M", "--convert", "1M", "--punch", "1M"}, "punches whole 2M pages only"},
-		{[]string{"run", "--accept", "5K"}, "4 KiB multiples"},
-		{[]string{"run", "--mem", "3M"}, "multiple of 2M"},
-		{[]string{"run", "--accept", "4M", "--convert", "4M", "--punch", "1M"}, "convert+punch <= accept"},
-		{[]string{"run", "--accept", "lots"}, "invalid value"},
-		{[]string{"run", "scenario.yaml"}, "not supported yet"},
-		{[]string{"mrtd"}, "--layout FILE is required"},
-		{[]string{"mrtd", "--layout", bad}, "bad.yaml:2: regions[0].gpa: 0x10 is not 4 KiB aligned"},
-		{[]string{"mrtd", "--layout", filepath.Join(dir, "none.yaml")}, "no such file"},
-	} {
-		code, _, errs := run(c.args...)
-		if code != 2 || !strings.Contains(errs, c.want) {
-			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", c.args, code, errs, c.want)
-		}
-	}
-}
-
-func TestHelp(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"mrtd", "-h"}} {
-		code, out, errs := run(args...)
-		if code != 0 || !strings.Contains(out+errs, "usage: tdxsim") {
-			t.Errorf("%v: exit %d", args, code)
-		}
-	}
-}
-
-func TestMRTDExample(t *testing.T) {
-	code, out, errs := run("mrtd", "--layout", "../../examples/mrtd/layout.yaml", "--json")
-	if code != 0 || !strings.HasPrefix(out, `{"mrtd": "`) || len(strings.TrimSpace(out)) != len(`{"mrtd": ""}`)+96 {
-		t.Fatalf("exit %d out %q err %q", code, out, errs)
 	}
 }
 
 // With huge pages (the default), the guest accepts 2M first: untouched
 // 2 MiB ranges stay 2M, the converted 4K-aligned ones are split.
 func TestRunHugePagesJSON(t *testing.T) {
-	code, out, errs := run("run", "--json", "--accept", "8M", "--convert", "4K", "--punch", "0")
+	file := writeScenario(t, `
+tds: [{memory: 1G, image: [{gpa: 0x3FE00000, size: 2M, measure: true}]}]
+timeline:
+  - boot: {upfront: 8M}
+  - convert: {count: 1, size: 4K, placement: sequential}
+`)
+	code, out, errs := run("run", "--json", file)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
@@ -110,5 +108,85 @@ func TestRunHugePagesJSON(t *testing.T) {
 	// 8 MiB = four 2M accepts; converting the first 4K splits one of them.
 	if r.Mappings["2M"] != 4 || r.Splits["2M"] != 1 || r.Seamcalls["TDH.MEM.PAGE.DEMOTE"] != 1 {
 		t.Fatalf("report %+v", r)
+	}
+	// --policy hugepages=off: no 2M mapping, no split.
+	code, out, _ = run("run", "--json", "--policy", "hugepages=off", file)
+	if err := json.Unmarshal([]byte(out), &r); code != 0 || err != nil || r.Mappings["2M"] != 0 || r.Splits["2M"] != 0 {
+		t.Fatalf("hugepages=off: exit %d, %+v", code, r)
+	}
+}
+
+func TestRunDefaultText(t *testing.T) {
+	code, out, errs := run("run")
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errs, out)
+	}
+	for _, want := range []string{"default: seed 1", "td0: 4.00 GiB, 2 vCPUs", "SEAMCALLs by leaf", "TDH.MEM.PAGE.AUG",
+		"Private mappings", "PAMT static", "charged to td0", "MRTD td0 ", "violations: none"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if errs != "" {
+		t.Errorf("stderr is not a terminal, yet got %q", errs)
+	}
+}
+
+func TestSchema(t *testing.T) {
+	code, out, _ := run("schema")
+	var s map[string]any
+	if err := json.Unmarshal([]byte(out), &s); code != 0 || err != nil || s["properties"] == nil {
+		t.Fatalf("exit %d, %v", code, err)
+	}
+}
+
+func TestCosts(t *testing.T) {
+	code, out, _ := run("run", "--costs")
+	if code != 0 || !strings.Contains(out, "TDH.MEM.PAGE.AUG") || !strings.Contains(out, "Dstack") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+}
+
+func TestBadInputExits2(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("regions:\n  - {gpa: 0x10, size: 4K}\n"), 0o644)
+	badScenario := writeScenario(t, "tds:\n  - {memory: 3M}\n")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"run", "--policy", "hugepages=4M"}, `--policy: policies.hugepages: "4M": must be one of [2M off 1G]`},
+		{[]string{"run", "--policy", "colour=blue"}, "unknown policy"},
+		{[]string{"run", "--policy", "novalue"}, "want key=value"},
+		{[]string{"run", badScenario}, "s.yaml:2: tds[0].memory: 0x300000 is not a multiple of 2M"},
+		{[]string{"run", filepath.Join(dir, "none.yaml")}, "no such file"},
+		{[]string{"run", "a.yaml", "b.yaml"}, "at most one scenario file"},
+		{[]string{"schema", "x"}, "takes no arguments"},
+		{[]string{"mrtd"}, "--layout FILE is required"},
+		{[]string{"mrtd", "--layout", bad}, "bad.yaml:2: regions[0].gpa: 0x10 is not 4 KiB aligned"},
+		{[]string{"mrtd", "--layout", filepath.Join(dir, "none.yaml")}, "no such file"},
+	} {
+		code, _, errs := run(c.args...)
+		if code != 2 || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", c.args, code, errs, c.want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"run", "--help"}, {"mrtd", "-h"}, {"schema", "-h"}} {
+		code, out, errs := run(args...)
+		if code != 0 || !strings.Contains(out+errs, "usage: tdxsim") {
+			t.Errorf("%v: exit %d", args, code)
+		}
+	}
+}
+
+func TestMRTDExample(t *testing.T) {
+	code, out, errs := run("mrtd", "--layout", "../../examples/mrtd/layout.yaml", "--json")
+	if code != 0 || !strings.HasPrefix(out, `{"mrtd": "`) || len(strings.TrimSpace(out)) != len(`{"mrtd": ""}`)+96 {
+		t.Fatalf("exit %d out %q err %q", code, out, errs)
 	}
 }

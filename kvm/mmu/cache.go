@@ -59,6 +59,9 @@ func (c *Cache) TopUpTo(t *sched.Thread, min int) error {
 		return nil
 	}
 	c.TopUps++
+	if t != nil {
+		t.Emit(event.Event{Kind: event.KindMMU, Name: "cache_topup", Detail: c.name})
+	}
 	for len(c.pages) < max(c.capacity, min) {
 		p, err := c.mem.Alloc(t, hostmem.Request{Source: c.src, Account: c.acct, Charged: true})
 		if err != nil {

@@ -1,0 +1,294 @@
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/tdxsim/tdxsim/event"
+)
+
+// Run is the report of one scenario run. Its JSON form is the stable
+// schema `tdxsim run --json` prints (documented in the README); new keys
+// may be added, existing ones keep their meaning.
+type Run struct {
+	Scenario string `json:"scenario"`
+	Seed     uint64 `json:"seed"`
+	Steps    uint64 `json:"scheduler_steps"`
+	// Seamcalls counts host SEAMCALLs by leaf name; SeamcallsFailed those
+	// that returned a non-success status; SeamcallNS their modeled time.
+	Seamcalls       map[string]uint64 `json:"seamcalls"`
+	SeamcallsFailed map[string]uint64 `json:"seamcalls_failed"`
+	SeamcallNS      map[string]uint64 `json:"seamcall_modeled_ns"`
+	Tdcalls         map[string]uint64 `json:"tdcalls"`
+	// Mappings are private (mirror-root) leaves by size at the end of the
+	// run, summed over TDs; MappingsPeak at their peak.
+	Mappings     map[string]int64 `json:"mappings"`
+	MappingsPeak map[string]int64 `json:"mappings_peak"`
+	SharedPeak   int64            `json:"shared_mappings_peak"`
+	Memory       Memory           `json:"memory"`
+	Conversions  Conversions      `json:"conversions"`
+	// Splits counts huge private leaves split (TDH.MEM.PAGE.DEMOTE) by
+	// the size split.
+	Splits          map[string]int64  `json:"splits"`
+	PageCacheTopUps map[string]uint64 `json:"page_cache_topups"`
+	Faults          Faults            `json:"faults"`
+	Guest           Guest             `json:"guest"`
+	Teardown        Teardown          `json:"teardown"`
+	Checks          Checks            `json:"checks"`
+	Violations      []string          `json:"violations"`
+	Expectations    []Expectation     `json:"expectations"`
+	// MRTD is the first TD's measurement (hex); MRTDs every TD's by name.
+	MRTD  string            `json:"mrtd"`
+	MRTDs map[string]string `json:"mrtds"`
+	// ModeledNS is modeled time by phase ("build", "boot", "touch",
+	// "convert", ..., "teardown", summed over steps of that kind) and
+	// "total"; Phases the same per step, in order; ModeledNSByThread per
+	// simulated thread ("td0/vcpu1", "td0/vmm").
+	ModeledNS         map[string]uint64 `json:"modeled_ns"`
+	Phases            []Phase           `json:"phases"`
+	ModeledNSByThread map[string]uint64 `json:"modeled_ns_by_thread"`
+	TDs               []TD              `json:"tds"`
+	// Error is what stopped the run early, if anything did.
+	Error string `json:"error,omitempty"`
+}
+
+// Memory is the TDX memory overhead and what each VM was charged.
+type Memory struct {
+	PAMTBytes        uint64 `json:"pamt_bytes"` // static + dynamic at peak
+	PAMTStaticBytes  uint64 `json:"pamt_static_bytes"`
+	PAMTDynamicBytes uint64 `json:"pamt_dynamic_bytes_peak"`
+	DPAMTRanges      int    `json:"dpamt_ranges_peak"`
+	SEPTPages        int    `json:"sept_pages"` // at peak, summed over TDs
+	PageTables       int64  `json:"kvm_page_tables_peak"`
+	// ChargedBytes is the host memory charged to each VM's account at
+	// its peak (page tables, caches, S-EPT and control pages, guest_memfd
+	// folios); ChargedBytesEnd after teardown (0 unless something leaked).
+	ChargedBytes    map[string]uint64 `json:"charged_bytes"`
+	ChargedBytesEnd map[string]uint64 `json:"charged_bytes_end"`
+}
+
+// Conversions counts MapGPA conversions the VMMs carried out.
+type Conversions struct {
+	ToShared       int64  `json:"to_shared"`
+	ToPrivate      int64  `json:"to_private"`
+	BytesToShared  uint64 `json:"bytes_to_shared"`
+	BytesToPrivate uint64 `json:"bytes_to_private"`
+	PunchedBytes   uint64 `json:"punched_bytes"`
+}
+
+// Faults counts EPT-violation handling.
+type Faults struct {
+	EPTViolations int64 `json:"ept_violations"`
+	Fixed         int64 `json:"fixed"`
+	Retries       int64 `json:"retries"`
+	BusyRetries   int64 `json:"busy_retries"`
+}
+
+// Guest counts what the guests did.
+type Guest struct {
+	Accepts       map[string]int64 `json:"accepts"` // successful TDG.MEM.PAGE.ACCEPT by level
+	SizeMismatch  int64            `json:"accept_size_mismatch"`
+	LazyAccepts   int64            `json:"lazy_accepts"`
+	Touches       int64            `json:"touches"`
+	SharedTouches int64            `json:"shared_touches"`
+}
+
+// Teardown is what the end of the TDs left.
+type Teardown struct {
+	SEPTPagesReclaimed    int64  `json:"sept_pages_reclaimed"`
+	ControlPagesReclaimed int64  `json:"control_pages_reclaimed"`
+	LeakedPages           int64  `json:"leaked_pages"`
+	ChargedAfter          uint64 `json:"charged_pages_after"`
+}
+
+// Checks counts the invariant checks the run made.
+type Checks struct {
+	Run    int      `json:"run"`
+	Passed int      `json:"passed"`
+	Names  []string `json:"names"`
+}
+
+// Expectation is one of the scenario's expectations and how it went.
+type Expectation struct {
+	What   string `json:"what"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// TD is one TD's part of the report.
+type TD struct {
+	Name         string           `json:"name"`
+	MemoryBytes  uint64           `json:"memory_bytes"`
+	VCPUs        int              `json:"vcpus"`
+	MRTD         string           `json:"mrtd"`
+	Mappings     map[string]int64 `json:"mappings"`
+	MappingsPeak map[string]int64 `json:"mappings_peak"`
+	SEPTPages    int              `json:"sept_pages_peak"`
+	Splits       map[string]int64 `json:"splits"`
+	ChargedBytes uint64           `json:"charged_bytes_peak"`
+	Conversions  Conversions      `json:"conversions"`
+	Bugged       string           `json:"bugged,omitempty"`
+}
+
+// LevelNames are the mapping sizes, by addr.Level.
+var LevelNames = [3]string{"4K", "2M", "1G"}
+
+// Failed reports whether the run broke a check or an expectation.
+func (r *Run) Failed() bool {
+	if len(r.Violations) > 0 {
+		return true
+	}
+	for _, e := range r.Expectations {
+		if !e.OK {
+			return true
+		}
+	}
+	return false
+}
+
+// SplitCalls separates SEAMCALL and TDCALL counts from a counter.
+func SplitCalls(c *event.Counter) (seam, td map[string]uint64) {
+	seam, td = map[string]uint64{}, map[string]uint64{}
+	for k, v := range c.Calls() {
+		if strings.HasPrefix(k, "TDG.") {
+			td[k] = v
+		} else {
+			seam[k] = v
+		}
+	}
+	return seam, td
+}
+
+// WriteJSON writes r as indented JSON.
+func (r *Run) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// WriteText writes the report a person reads in ten seconds: phases with
+// modeled time, SEAMCALLs by leaf with count and time, memory, mappings,
+// conversions, checks, the MRTD.
+func (r *Run) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "%s: seed %d, %d scheduler steps, modeled %s\n", r.Scenario, r.Seed, r.Steps, Duration(r.ModeledNS["total"]))
+	for _, td := range r.TDs {
+		fmt.Fprintf(w, "  %s: %s, %d vCPUs%s\n", td.Name, HumanBytes(td.MemoryBytes), td.VCPUs, bugNote(td.Bugged))
+	}
+	fmt.Fprintln(w, "\nPhases (modeled time: the busiest thread of each step)")
+	for _, p := range r.Phases {
+		fmt.Fprintf(tw, "  %s\t%s\t%d SEAMCALLs\t\n", p.Name, Duration(p.ModeledNS), p.Seamcalls)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nSEAMCALLs by leaf\tcount\tmodeled")
+	var total, totalNS uint64
+	for _, k := range event.SortedKeys(r.Seamcalls) {
+		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", k, r.Seamcalls[k], Duration(r.SeamcallNS[k]), failedNote(r.SeamcallsFailed[k]))
+		total += r.Seamcalls[k]
+		totalNS += r.SeamcallNS[k]
+	}
+	fmt.Fprintf(tw, "  total\t%d\t%s\t\n", total, Duration(totalNS))
+	for _, k := range event.SortedKeys(r.Tdcalls) {
+		fmt.Fprintf(tw, "  %s (guest)\t%d\t%s\t%s\n", k, r.Tdcalls[k], Duration(r.SeamcallNS[k]), failedNote(r.SeamcallsFailed[k]))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nPrivate mappings: at peak 4K %d, 2M %d, 1G %d; at the end 4K %d, 2M %d, 1G %d; shared at peak %d\n",
+		r.MappingsPeak["4K"], r.MappingsPeak["2M"], r.MappingsPeak["1G"], r.Mappings["4K"], r.Mappings["2M"], r.Mappings["1G"], r.SharedPeak)
+	fmt.Fprintf(w, "Splits: %d at 2M, %d at 1G. Page-cache top-ups: %d\n", r.Splits["2M"], r.Splits["1G"], sum(r.PageCacheTopUps))
+	fmt.Fprintf(w, "Faults: %d EPT violations, %d fixed, %d retried, %d OPERAND_BUSY retries\n",
+		r.Faults.EPTViolations, r.Faults.Fixed, r.Faults.Retries, r.Faults.BusyRetries)
+	fmt.Fprintf(w, "Guest: accepts 4K %d, 2M %d, 1G %d (%d size mismatches, %d lazy units); %d private and %d shared touches\n",
+		r.Guest.Accepts["4K"], r.Guest.Accepts["2M"], r.Guest.Accepts["1G"], r.Guest.SizeMismatch, r.Guest.LazyAccepts, r.Guest.Touches, r.Guest.SharedTouches)
+	fmt.Fprintf(w, "Conversions: %d to shared (%s), %d to private (%s); %s punched\n", r.Conversions.ToShared,
+		HumanBytes(r.Conversions.BytesToShared), r.Conversions.ToPrivate, HumanBytes(r.Conversions.BytesToPrivate), HumanBytes(r.Conversions.PunchedBytes))
+	fmt.Fprintln(w, "\nMemory")
+	fmt.Fprintf(w, "  PAMT static %s, dynamic at peak %s (%d 2 MiB ranges)\n", HumanBytes(r.Memory.PAMTStaticBytes),
+		HumanBytes(r.Memory.PAMTDynamicBytes), r.Memory.DPAMTRanges)
+	fmt.Fprintf(w, "  S-EPT pages at peak %d (%s); KVM page tables at peak %d\n", r.Memory.SEPTPages, HumanBytes(uint64(r.Memory.SEPTPages)*4096), r.Memory.PageTables)
+	for _, k := range event.SortedKeys(r.Memory.ChargedBytes) {
+		fmt.Fprintf(w, "  charged to %s: %s at peak, %s after teardown\n", k, HumanBytes(r.Memory.ChargedBytes[k]), HumanBytes(r.Memory.ChargedBytesEnd[k]))
+	}
+	fmt.Fprintf(w, "  teardown: %d S-EPT and %d control pages reclaimed, %d pages leaked\n",
+		r.Teardown.SEPTPagesReclaimed, r.Teardown.ControlPagesReclaimed, r.Teardown.LeakedPages)
+	fmt.Fprintln(w)
+	names := make([]string, 0, len(r.MRTDs))
+	for k := range r.MRTDs {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		fmt.Fprintf(w, "MRTD %s %s\n", k, r.MRTDs[k])
+	}
+	fmt.Fprintf(w, "checks: %d run, %d passed\n", r.Checks.Run, r.Checks.Passed)
+	for _, e := range r.Expectations {
+		mark := "ok"
+		if !e.OK {
+			mark = "FAILED"
+		}
+		fmt.Fprintf(w, "expect %s: %s (%s)\n", e.What, mark, e.Detail)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "error: %s\n", r.Error)
+	}
+	if len(r.Violations) == 0 {
+		fmt.Fprintln(w, "violations: none")
+	} else {
+		fmt.Fprintf(w, "violations: %d\n", len(r.Violations))
+		for _, v := range r.Violations {
+			fmt.Fprintf(w, "  %s\n", v)
+		}
+	}
+	return nil
+}
+
+func bugNote(why string) string {
+	if why == "" {
+		return ""
+	}
+	return " (KVM_BUG_ON: " + why + ")"
+}
+
+func sum(m map[string]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func failedNote(n uint64) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("(%d non-success)", n)
+}
+
+// Duration formats modeled nanoseconds.
+func Duration(ns uint64) string {
+	switch {
+	case ns >= 1e9:
+		return fmt.Sprintf("%.3f s", float64(ns)/1e9)
+	case ns >= 1e6:
+		return fmt.Sprintf("%.3f ms", float64(ns)/1e6)
+	case ns >= 1e3:
+		return fmt.Sprintf("%.1f us", float64(ns)/1e3)
+	}
+	return fmt.Sprintf("%d ns", ns)
+}
+
+// HumanBytes formats a byte count.
+func HumanBytes(b uint64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}

@@ -1,0 +1,301 @@
+package scenario
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// InputError is bad input: it names the file, the line, the field (a path
+// such as tds[0].memslots[1].size) and the rule broken.
+type InputError struct {
+	File  string
+	Line  int
+	Field string
+	Rule  string
+}
+
+func (e *InputError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Rule)
+	}
+	return fmt.Sprintf("%s: %s", loc, e.Rule)
+}
+
+// File is a loaded, validated scenario.
+type File struct {
+	Scenario
+	Path  string
+	dir   string
+	lines map[string]int // field path -> line, for validation errors
+	// images holds each TD's image regions' bytes, read at load time.
+	images [][][]byte
+}
+
+// Load reads and validates a scenario file.
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &InputError{File: path, Rule: err.Error()}
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates scenario text; path names it in errors and
+// anchors relative image files.
+func Parse(path string, data []byte) (*File, error) {
+	f := &File{Path: path, dir: filepath.Dir(path), lines: map[string]int{}}
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &InputError{File: path, Rule: "empty scenario: want at least a `tds:` list"}
+		}
+		return nil, yamlError(path, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, &InputError{File: path, Line: extra.Line, Rule: "more than one YAML document: a scenario is one document"}
+	}
+	d := decoder{file: path, lines: f.lines}
+	if err := d.decode(&root, reflect.ValueOf(&f.Scenario).Elem(), ""); err != nil {
+		return nil, err
+	}
+	if err := f.validate(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func yamlError(path string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	// yaml.v3 syntax errors read "line N: ...".
+	if strings.HasPrefix(msg, "line ") {
+		if i := strings.Index(msg, ":"); i > 0 {
+			if n, err := strconv.Atoi(msg[5:i]); err == nil {
+				return &InputError{File: path, Line: n, Rule: "YAML syntax: " + strings.TrimSpace(msg[i+1:])}
+			}
+		}
+	}
+	return &InputError{File: path, Rule: "YAML syntax: " + msg}
+}
+
+// decoder decodes a YAML node tree into the scenario types strictly:
+// every key must be a field, every value the field's type. yaml.v3 does
+// the parsing and the scalar conversions; this walk adds field paths and
+// lines to every error and records where each field was written.
+type decoder struct {
+	file  string
+	lines map[string]int
+}
+
+var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
+
+func (d *decoder) fail(n *yaml.Node, field, format string, args ...any) error {
+	return &InputError{File: d.file, Line: n.Line, Field: field, Rule: fmt.Sprintf(format, args...)}
+}
+
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil
+		}
+		return d.decode(n.Content[0], v, path)
+	case yaml.AliasNode:
+		return d.decode(n.Alias, v, path)
+	}
+	if path != "" {
+		d.lines[path] = n.Line
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // `key:` with no value: the zero value, as if left out
+	}
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		return d.decode(n, v.Elem(), path)
+	}
+	if reflect.PointerTo(v.Type()).Implements(unmarshalerType) {
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			return d.fail(n, path, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return d.fail(n, path, "want a mapping of %s, got a %s", keyList(v.Type()), kindName(n.Kind))
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			fi, ok := fieldByKey(v.Type(), k.Value)
+			sub := join(path, k.Value)
+			if !ok {
+				return d.fail(k, sub, "unknown key; known keys here: %s", keyList(v.Type()))
+			}
+			if err := d.decode(val, v.Field(fi), sub); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return d.fail(n, path, "want a list, got a %s", kindName(n.Kind))
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, c := range n.Content {
+			if err := d.decode(c, s.Index(i), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+		v.Set(s)
+		return nil
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return d.fail(n, path, "want a mapping, got a %s", kindName(n.Kind))
+		}
+		m := reflect.MakeMap(v.Type())
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			e := reflect.New(v.Type().Elem()).Elem()
+			if err := d.decode(val, e, join(path, k.Value)); err != nil {
+				return err
+			}
+			m.SetMapIndex(reflect.ValueOf(k.Value), e)
+		}
+		v.Set(m)
+		return nil
+	}
+	if n.Kind != yaml.ScalarNode {
+		return d.fail(n, path, "want %s, got a %s", typeWord(v.Type()), kindName(n.Kind))
+	}
+	if v.Kind() == reflect.String && n.Tag != "!!str" {
+		return d.fail(n, path, "want a string, got %q (quote it)", n.Value)
+	}
+	if err := n.Decode(v.Addr().Interface()); err != nil {
+		return d.fail(n, path, "want %s, got %q", typeWord(v.Type()), n.Value)
+	}
+	return nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// fieldByKey finds the struct field whose yaml tag is key.
+func fieldByKey(t reflect.Type, key string) (int, bool) {
+	for i := range t.NumField() {
+		if yamlName(t.Field(i)) == key {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func yamlName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	return name
+}
+
+func keyList(t reflect.Type) string {
+	var keys []string
+	for i := range t.NumField() {
+		if n := yamlName(t.Field(i)); n != "" && n != "-" {
+			keys = append(keys, n)
+		}
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
+}
+
+func typeWord(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return "an integer"
+	case reflect.Uint, reflect.Uint64, reflect.Uint32:
+		return "a non-negative integer"
+	case reflect.Float64:
+		return "a number"
+	case reflect.String:
+		return "a string"
+	}
+	return t.String()
+}
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultName is how the embedded default names itself in errors.
+const DefaultName = "(embedded default)"
+
+// Default returns the embedded default scenario of `tdxsim run`.
+func Default() (*File, error) { return Parse(DefaultName, defaultYAML) }
+
+// DefaultYAML returns the embedded default scenario's text.
+func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
+
+// SetPolicy overrides one policy (--policy k=v) after loading, with the
+// same rules as the file's policies section.
+func (f *File) SetPolicy(key, value string) error {
+	p := &f.Scenario.Policies
+	field := "policies." + key
+	switch key {
+	case "hugepages":
+		p.HugePages = value
+	case "max_order_from":
+		p.MaxOrderFrom = value
+	case "split_order":
+		p.SplitOrder = value
+	case "populate":
+		p.Populate = value
+	case "external_spt_cache":
+		p.ExternalSPTCache = value
+	case "dynamic_pamt", "zap_private_on_notifier", "pin_private_pages":
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return &InputError{File: "--policy", Field: field, Rule: fmt.Sprintf("%q: want true or false", value)}
+		}
+		switch key {
+		case "dynamic_pamt":
+			p.DynamicPAMT = &b
+		case "zap_private_on_notifier":
+			p.ZapPrivateOnNotifier = b
+		default:
+			p.PinPrivatePages = b
+		}
+	default:
+		return &InputError{File: "--policy", Field: key, Rule: "unknown policy; known: " + keyList(reflect.TypeOf(Policies{}))}
+	}
+	if _, set := f.lines["host.tdx.max_level"]; !set {
+		f.Host.TDX.MaxLevel = ""
+	}
+	if err := f.validatePolicies(); err != nil {
+		var ie *InputError
+		if errors.As(err, &ie) {
+			ie.File, ie.Line = "--policy", 0
+		}
+		return err
+	}
+	return nil
+}

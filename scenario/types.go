@@ -1,0 +1,228 @@
+// Package scenario reads scenario files (YAML) and runs them through the
+// whole stack: a host with its TDX module, policies, one or more TDs with
+// their memslots and measured images, a timeline of guest workloads and
+// host events, and expectations checked at the end.
+//
+// Loading is strict: an unknown key, a wrong type, an unaligned size or an
+// impossible layout is an *InputError naming the file, the line, the field
+// and the rule. The JSON Schema of the format is generated from the types
+// in this file (Schema), so the doc tags below are what editors show.
+package scenario
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tdxsim/tdxsim/addr"
+)
+
+// Scenario is a whole scenario file.
+type Scenario struct {
+	Name        string   `yaml:"name" doc:"a short name, printed at the top of the report"`
+	Description string   `yaml:"description" doc:"what the scenario shows, for people"`
+	Seed        *uint64  `yaml:"seed" doc:"deterministic-scheduler and workload seed (default 1; --seed overrides)"`
+	Host        Host     `yaml:"host" doc:"the machine"`
+	Policies    Policies `yaml:"policies" doc:"design alternatives debated in the seeds (DESIGN.md); defaults are upstream's"`
+	TDs         []TD     `yaml:"tds" doc:"the TDs, built (KVM_TDX_INIT_VM, INIT_MEM_REGION, FINALIZE) before the timeline starts" required:"true"`
+	Timeline    []Step   `yaml:"timeline" doc:"guest workloads and host events, in order; TDs not torn down are torn down at the end"`
+	Expect      Expect   `yaml:"expect" doc:"what must hold at the end (exit 1 otherwise)"`
+}
+
+// Host is the machine the TDs run on.
+type Host struct {
+	Memory   Size `yaml:"memory" doc:"host memory (default 64G); hugetlb pools for the TDs' guest_memfds are reserved from it"`
+	Packages int  `yaml:"packages" doc:"CPU packages: TDH.MNG.KEY.CONFIG and TDH.PHYMEM.CACHE.WB run once per package (default 2)" min:"1" max:"64"`
+	TDX      TDX  `yaml:"tdx" doc:"TDX module options"`
+}
+
+// TDX holds the TDX module's options.
+type TDX struct {
+	MaxLevel string            `yaml:"max_level" doc:"largest TDH.MEM.PAGE.AUG the module accepts: 2M, or 1G (default: 1G when policies.hugepages is 1G, else 2M)" enum:"2M,1G"`
+	Costs    map[string]uint64 `yaml:"costs" doc:"SEAMCALL/TDCALL latency overrides in ns, by leaf name (TDH.MEM.PAGE.AUG) or leaf/level (TDG.MEM.PAGE.ACCEPT/2M); see tdxsim run --costs for the defaults and their sources"`
+}
+
+// Policies are DESIGN.md's design alternatives.
+type Policies struct {
+	HugePages            string `yaml:"hugepages" doc:"largest private mapping: off (4K), 2M (upstream), or 1G" enum:"off,2M,1G"`
+	DynamicPAMT          *bool  `yaml:"dynamic_pamt" doc:"Dynamic PAMT (default true)"`
+	MaxOrderFrom         string `yaml:"max_order_from" doc:"where the max mapping order comes from: gmem (kvm_gmem_mapping_order, upstream) or folio (the rejected design)" enum:"gmem,folio"`
+	SplitOrder           string `yaml:"split_order" doc:"on conversion, split the S-EPT before the folio (sept_first, upstream) or the folio first (folio_first, rejected)" enum:"sept_first,folio_first"`
+	ZapPrivateOnNotifier bool   `yaml:"zap_private_on_notifier" doc:"zap private mappings on MMU-notifier and memory-type events (the rejected design: accepted memory is lost)"`
+	PinPrivatePages      bool   `yaml:"pin_private_pages" doc:"get_page on private map (not modelled yet: only false is accepted)"`
+	Populate             string `yaml:"populate" doc:"TD build path: decoupled (upstream); gmem_populate is not modelled yet" enum:"decoupled,gmem_populate"`
+	ExternalSPTCache     string `yaml:"external_spt_cache" doc:"who owns S-EPT page caches: kvm (upstream); tdx_prealloc is not modelled yet" enum:"kvm,tdx_prealloc"`
+}
+
+// TD is one trust domain.
+type TD struct {
+	Name              string        `yaml:"name" doc:"name used by timeline steps (default td0, td1, ...)"`
+	Memory            Size          `yaml:"memory" doc:"guest memory, a multiple of 2M; one memslot at GPA 0 unless memslots are given (then their total)"`
+	VCPUs             int           `yaml:"vcpus" doc:"vCPUs (default 1); guest workloads are spread over them and run concurrently" min:"1" max:"256"`
+	Memslots          []Memslot     `yaml:"memslots" doc:"memslot layout, all backed by one guest_memfd in order"`
+	Conversion        string        `yaml:"conversion" doc:"kvm: attributes in KVM, the VMM punches on private-to-shared (upstream); in_place: guest_memfd converts in place" enum:"kvm,in_place"`
+	KeepSharedBacking bool          `yaml:"keep_shared_backing" doc:"the VMM does not punch the guest_memfd when memory goes shared"`
+	GmemOffset        Size          `yaml:"gmem_offset" doc:"guest_memfd offset of the first memslot (page aligned)"`
+	Image             []ImageRegion `yaml:"image" doc:"initial image regions, added with KVM_TDX_INIT_MEM_REGION in order"`
+}
+
+// Memslot is one memslot.
+type Memslot struct {
+	GPA  Size `yaml:"gpa" doc:"first guest physical address (2M aligned)"`
+	Size Size `yaml:"size" doc:"size (a non-zero multiple of 2M)" required:"true"`
+}
+
+// ImageRegion is part of the TD's initial image.
+type ImageRegion struct {
+	GPA     Size   `yaml:"gpa" doc:"where it goes (4K aligned, inside a memslot)" required:"true"`
+	Size    Size   `yaml:"size" doc:"bytes (rounded up to 4K); with file, at most the file's size is used"`
+	File    string `yaml:"file" doc:"file with the content, relative to the scenario file"`
+	Fill    *int   `yaml:"fill" doc:"fill byte when there is no file (default: a fixed pattern)" min:"0" max:"255"`
+	Measure bool   `yaml:"measure" doc:"extend MRTD with the content (KVM_TDX_MEASURE_MEMORY_REGION)"`
+}
+
+// Step is one timeline entry: exactly one of its kinds, plus an optional
+// expected error.
+type Step struct {
+	Boot             *Boot          `yaml:"boot" doc:"the guest boots: accepts memory eagerly, or lazily on first touch"`
+	Touch            *Touch         `yaml:"touch" doc:"the guest reads and writes pages (lazily accepting them)"`
+	Convert          *Convert       `yaml:"convert" doc:"the guest converts ranges to shared with MapGPA (and back)"`
+	Balloon          *Balloon       `yaml:"balloon" doc:"the guest gives memory back: converts it to shared, the VMM discards it"`
+	Idle             *Idle          `yaml:"idle" doc:"the vCPUs halt for a while (modeled time only)"`
+	PunchHole        *HostRange     `yaml:"punch_hole" doc:"the VMM punches a hole in the guest_memfd (private pages are removed)"`
+	MemslotDelete    *MemslotDelete `yaml:"memslot_delete" doc:"the VMM deletes a memslot (its private pages are removed)"`
+	MemoryTypeChange *HostRange     `yaml:"memory_type_change" doc:"a memory-type change zaps the range (kvm_zap_gfn_range)"`
+	MMUNotifier      *HostRange     `yaml:"mmu_notifier" doc:"an MMU-notifier invalidation of the VMM's mapping of the range"`
+	MemoryFailure    *MemoryFailure `yaml:"memory_failure" doc:"a hardware memory error on the page at gpa"`
+	Teardown         *TDRef         `yaml:"teardown" doc:"the VMM closes the guest_memfd and the VM"`
+	Parallel         []Step         `yaml:"parallel" doc:"steps run concurrently (on their own threads); the timeline waits for all"`
+	ExpectError      string         `yaml:"expect_error" doc:"the step must fail with this error: an errno name (EINVAL) or text the error contains"`
+}
+
+// Boot is the guest's boot-time accept.
+type Boot struct {
+	TD      string `yaml:"td" doc:"TD name (default: the only TD)"`
+	Accept  string `yaml:"accept" doc:"eager: accept all memory at boot; lazy: accept only upfront, the rest on first touch (Linux accept_memory=lazy, the default)" enum:"eager,lazy"`
+	Upfront *Size  `yaml:"upfront" doc:"lazy: bytes accepted at boot from the lowest GPA (default 512M, a lazy-accept OVMF's PcdLazyAcceptPartialMemorySize)"`
+	Level   string `yaml:"level" doc:"largest accept the guest tries: 4K, 2M (default) or 1G; it falls back on TDX_PAGE_SIZE_MISMATCH" enum:"4K,2M,1G"`
+}
+
+// Touch is a memory-access workload.
+type Touch struct {
+	TD      string  `yaml:"td" doc:"TD name (default: the only TD)"`
+	Pattern string  `yaml:"pattern" doc:"which pages: sequential from start, random (uniform), or zipf (skewed to the start of the range)" enum:"sequential,random,zipf"`
+	Start   Size    `yaml:"start" doc:"offset into guest RAM (in memslot order) where the range starts"`
+	Size    Size    `yaml:"size" doc:"range size (default: the rest of RAM)"`
+	Count   int     `yaml:"count" doc:"pages touched (default: every page of the range)" min:"0"`
+	Write   *bool   `yaml:"write" doc:"write a tag after reading (default true)"`
+	Skew    float64 `yaml:"skew" doc:"zipf exponent s > 1 (default 1.1)"`
+}
+
+// Convert is a conversion workload.
+type Convert struct {
+	TD        string `yaml:"td" doc:"TD name (default: the only TD)"`
+	Count     int    `yaml:"count" doc:"how many ranges" min:"1" required:"true"`
+	Size      Size   `yaml:"size" doc:"bytes per range, a multiple of 4K (default 4K); ranges are aligned to their size when it is a power of two"`
+	Placement string `yaml:"placement" doc:"random (default) or sequential from start" enum:"random,sequential"`
+	Start     Size   `yaml:"start" doc:"sequential: offset into guest RAM of the first range"`
+	Back      *bool  `yaml:"back" doc:"convert back to private and re-accept (default true)"`
+	Use       *bool  `yaml:"use" doc:"write and read each page through the shared alias while shared (default true)"`
+}
+
+// Balloon gives guest memory back to the host.
+type Balloon struct {
+	TD   string `yaml:"td" doc:"TD name (default: the only TD)"`
+	Size Size   `yaml:"size" doc:"bytes, a multiple of 2M, taken from the top of guest RAM" required:"true"`
+}
+
+// Idle is time with nothing running.
+type Idle struct {
+	Time Duration `yaml:"time" doc:"how long, as a Go duration (10ms, 1.5s)" required:"true"`
+}
+
+// HostRange is a host event over a GPA range of a TD.
+type HostRange struct {
+	TD   string `yaml:"td" doc:"TD name (default: the only TD)"`
+	GPA  Size   `yaml:"gpa" doc:"first guest physical address (4K aligned)"`
+	Size Size   `yaml:"size" doc:"bytes, a multiple of 4K" required:"true"`
+}
+
+// MemslotDelete deletes a memslot.
+type MemslotDelete struct {
+	TD   string `yaml:"td" doc:"TD name (default: the only TD)"`
+	Slot int    `yaml:"slot" doc:"memslot index in the TD's memslots list" min:"0"`
+}
+
+// MemoryFailure is a hardware error on one page.
+type MemoryFailure struct {
+	TD  string `yaml:"td" doc:"TD name (default: the only TD)"`
+	GPA Size   `yaml:"gpa" doc:"the failing page (4K aligned)" required:"true"`
+}
+
+// TDRef names a TD.
+type TDRef struct {
+	TD string `yaml:"td" doc:"TD name (default: the only TD)"`
+}
+
+// Expect is what must hold at the end.
+type Expect struct {
+	MRTD      map[string]string `yaml:"mrtd" doc:"expected MRTD (96 hex digits) by TD name"`
+	Seamcalls map[string]Bound  `yaml:"seamcalls" doc:"bounds on SEAMCALL counts by leaf name, or total"`
+	Error     string            `yaml:"error" doc:"the run must stop with an error: an errno name or text it contains"`
+}
+
+// Bound is an inclusive range; either end may be left out.
+type Bound struct {
+	Min *uint64 `yaml:"min" doc:"at least"`
+	Max *uint64 `yaml:"max" doc:"at most"`
+}
+
+// Size is a byte count or address: an integer, or a string in decimal,
+// 0x hex, or with a K/M/G/T suffix (powers of 1024).
+type Size uint64
+
+// UnmarshalYAML accepts integers and suffixed strings.
+func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a size (4096, 0x1000, 2M), got a %s", kindName(n.Kind))
+	}
+	v, err := addr.ParseSize(strings.TrimSpace(n.Value))
+	if err != nil {
+		return err
+	}
+	*s = Size(v)
+	return nil
+}
+
+// Duration is a Go duration string (10ms, 1.5s).
+type Duration time.Duration
+
+// UnmarshalYAML parses a duration.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a duration (10ms), got a %s", kindName(n.Kind))
+	}
+	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration (10ms, 1.5s)", n.Value)
+	}
+	if v < 0 {
+		return fmt.Errorf("%q is negative", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func kindName(k yaml.Kind) string {
+	switch k {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.AliasNode:
+		return "alias"
+	}
+	return "value"
+}

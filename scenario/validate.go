@@ -1,0 +1,611 @@
+package scenario
+
+import (
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/report"
+)
+
+// Limits the model enforces on scenario sizes.
+const (
+	MaxTDMemory    = 1 << 40 // 1 TiB per TD
+	MaxHostMemory  = 4 << 40
+	MaxImageBytes  = 256 << 20
+	sharedBitGPA   = 1 << 47 // GPAW 48: the shared bit
+	defaultUpfront = 512 << 20
+)
+
+var tdName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// bad builds an InputError for field, with the line where it was written
+// (or the closest enclosing field that was).
+func (f *File) bad(field, format string, args ...any) error {
+	line := 0
+	for p := field; p != ""; p = parent(p) {
+		if l, ok := f.lines[p]; ok {
+			line = l
+			break
+		}
+	}
+	return &InputError{File: f.Path, Line: line, Field: field, Rule: fmt.Sprintf(format, args...)}
+}
+
+func parent(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '.' || p[i] == '[' {
+			return p[:i]
+		}
+	}
+	return ""
+}
+
+// validate applies defaults and checks every rule a run relies on.
+func (f *File) validate() error {
+	s := &f.Scenario
+	if s.Seed == nil {
+		one := uint64(1)
+		s.Seed = &one
+	}
+	if s.Host.Memory == 0 {
+		s.Host.Memory = 64 << 30
+	}
+	if s.Host.Packages == 0 {
+		s.Host.Packages = 2
+	}
+	if err := f.validateHost(); err != nil {
+		return err
+	}
+	if err := f.validatePolicies(); err != nil {
+		return err
+	}
+	if len(s.TDs) == 0 {
+		return f.bad("tds", "at least one TD is required")
+	}
+	var total uint64
+	f.images = make([][][]byte, len(s.TDs))
+	for i := range s.TDs {
+		if err := f.validateTD(i); err != nil {
+			return err
+		}
+		total += uint64(s.TDs[i].Memory)
+	}
+	if total > uint64(s.Host.Memory)/2 {
+		return f.bad("tds", "the TDs' memory (%s) must fit in half of host.memory (%s): the rest holds PAMT, page tables and the VMM",
+			report.HumanBytes(total), report.HumanBytes(uint64(s.Host.Memory)))
+	}
+	tl := newTimelineCheck(f)
+	for i := range s.Timeline {
+		if err := tl.step(&s.Timeline[i], fmt.Sprintf("timeline[%d]", i), false); err != nil {
+			return err
+		}
+	}
+	return f.validateExpect()
+}
+
+func (f *File) validateHost() error {
+	h := &f.Scenario.Host
+	switch {
+	case uint64(h.Memory)%(2<<20) != 0:
+		return f.bad("host.memory", "%#x is not a multiple of 2M", uint64(h.Memory))
+	case h.Memory > MaxHostMemory:
+		return f.bad("host.memory", "%s is more than the model's 4T", report.HumanBytes(uint64(h.Memory)))
+	case h.Packages < 1 || h.Packages > 64:
+		return f.bad("host.packages", "%d: must be 1..64", h.Packages)
+	}
+	if err := enum(f, "host.tdx.max_level", h.TDX.MaxLevel, "2M", "1G"); err != nil {
+		return err
+	}
+	costs := report.CostTable{}
+	for k, v := range h.TDX.Costs {
+		if v == 0 {
+			return f.bad("host.tdx.costs."+k, "a latency must be positive (ns)")
+		}
+		costs[k] = report.Cost{NS: v}
+	}
+	if err := costs.Validate(); err != nil {
+		return f.bad("host.tdx.costs", "%v", err)
+	}
+	return nil
+}
+
+func enum(f *File, field, v string, allowed ...string) error {
+	if v == "" {
+		return nil
+	}
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return f.bad(field, "%q: must be one of %v", v, allowed)
+}
+
+func (f *File) validatePolicies() error {
+	p := &f.Scenario.Policies
+	for _, e := range []struct {
+		field, v string
+		allowed  []string
+		def      *string
+	}{
+		{"policies.hugepages", p.HugePages, []string{"2M", "off", "1G"}, &p.HugePages},
+		{"policies.max_order_from", p.MaxOrderFrom, []string{"gmem", "folio"}, &p.MaxOrderFrom},
+		{"policies.split_order", p.SplitOrder, []string{"sept_first", "folio_first"}, &p.SplitOrder},
+		{"policies.populate", p.Populate, []string{"decoupled", "gmem_populate"}, &p.Populate},
+		{"policies.external_spt_cache", p.ExternalSPTCache, []string{"kvm", "tdx_prealloc"}, &p.ExternalSPTCache},
+	} {
+		if err := enum(f, e.field, e.v, e.allowed...); err != nil {
+			return err
+		}
+		if *e.def == "" { // the first allowed value is upstream's
+			*e.def = e.allowed[0]
+		}
+	}
+	// Not modelled yet: refuse rather than run the upstream design under
+	// the alternative's name.
+	switch {
+	case p.PinPrivatePages:
+		return f.bad("policies.pin_private_pages", "true is not modelled yet (only false)")
+	case p.Populate != "decoupled":
+		return f.bad("policies.populate", "%q is not modelled yet (only decoupled)", p.Populate)
+	case p.ExternalSPTCache != "kvm":
+		return f.bad("policies.external_spt_cache", "%q is not modelled yet (only kvm)", p.ExternalSPTCache)
+	}
+	if p.DynamicPAMT == nil {
+		t := true
+		p.DynamicPAMT = &t
+	}
+	if f.Host.TDX.MaxLevel == "" {
+		f.Host.TDX.MaxLevel = "2M"
+		if p.HugePages == "1G" {
+			f.Host.TDX.MaxLevel = "1G"
+		}
+	}
+	return nil
+}
+
+func (f *File) validateTD(i int) error {
+	td := &f.Scenario.TDs[i]
+	at := fmt.Sprintf("tds[%d]", i)
+	if td.Name == "" {
+		td.Name = fmt.Sprintf("td%d", i)
+	}
+	if !tdName.MatchString(td.Name) {
+		return f.bad(at+".name", "%q: 1 to 32 letters, digits, _ or -", td.Name)
+	}
+	for j := range i {
+		if f.Scenario.TDs[j].Name == td.Name {
+			return f.bad(at+".name", "%q is already the name of tds[%d]", td.Name, j)
+		}
+	}
+	if td.VCPUs == 0 {
+		td.VCPUs = 1
+	}
+	if td.VCPUs < 1 || td.VCPUs > 256 {
+		return f.bad(at+".vcpus", "%d: must be 1..256", td.VCPUs)
+	}
+	if err := enum(f, at+".conversion", td.Conversion, "kvm", "in_place"); err != nil {
+		return err
+	}
+	if td.Conversion == "" {
+		td.Conversion = "kvm"
+	}
+	if len(td.Memslots) > 0 {
+		var sum uint64
+		for k, m := range td.Memslots {
+			ms := fmt.Sprintf("%s.memslots[%d]", at, k)
+			switch {
+			case m.Size == 0:
+				return f.bad(ms+".size", "required, non-zero")
+			case uint64(m.GPA)%addr.Size2M != 0:
+				return f.bad(ms+".gpa", "%#x is not 2M aligned", uint64(m.GPA))
+			case uint64(m.Size)%addr.Size2M != 0:
+				return f.bad(ms+".size", "%#x is not a multiple of 2M", uint64(m.Size))
+			case uint64(m.GPA)+uint64(m.Size) > sharedBitGPA || uint64(m.GPA)+uint64(m.Size) < uint64(m.GPA):
+				return f.bad(ms, "[%#x, %#x) reaches the shared bit (GPA bit 47 with GPAW 48)", uint64(m.GPA), uint64(m.GPA)+uint64(m.Size))
+			}
+			for j := range k {
+				o := td.Memslots[j]
+				if m.GPA < o.GPA+o.Size && o.GPA < m.GPA+m.Size {
+					return f.bad(ms, "[%#x, %#x) overlaps memslots[%d] [%#x, %#x)", uint64(m.GPA), uint64(m.GPA+m.Size), j, uint64(o.GPA), uint64(o.GPA+o.Size))
+				}
+			}
+			sum += uint64(m.Size)
+		}
+		if td.Memory == 0 {
+			td.Memory = Size(sum)
+		} else if uint64(td.Memory) != sum {
+			return f.bad(at+".memory", "%s, but the memslots add up to %s", report.HumanBytes(uint64(td.Memory)), report.HumanBytes(sum))
+		}
+	}
+	switch {
+	case td.Memory == 0:
+		return f.bad(at+".memory", "required (or give memslots)")
+	case uint64(td.Memory)%addr.Size2M != 0:
+		return f.bad(at+".memory", "%#x is not a multiple of 2M", uint64(td.Memory))
+	case td.Memory > MaxTDMemory:
+		return f.bad(at+".memory", "%s is more than the model's 1T per TD", report.HumanBytes(uint64(td.Memory)))
+	case uint64(td.Memory) >= sharedBitGPA:
+		return f.bad(at+".memory", "reaches the shared bit")
+	}
+	if len(td.Memslots) == 0 {
+		td.Memslots = []Memslot{{GPA: 0, Size: td.Memory}}
+	}
+	if uint64(td.GmemOffset)%addr.PageSize != 0 {
+		return f.bad(at+".gmem_offset", "%#x is not 4K aligned", uint64(td.GmemOffset))
+	}
+	if hp := f.Scenario.Policies.HugePages; hp != "off" && uint64(td.GmemOffset)%addr.Size2M != 0 && td.Conversion == "kvm" && !td.KeepSharedBacking {
+		return f.bad(at+".gmem_offset", "%#x is not a whole number of huge pages: guest_memfd (hugepages=%s) would refuse the VMM's punches on conversion; use conversion: in_place or keep_shared_backing: true", uint64(td.GmemOffset), hp)
+	}
+	return f.validateImage(i)
+}
+
+func (f *File) validateImage(i int) error {
+	td := &f.Scenario.TDs[i]
+	var total uint64
+	type span struct{ lo, hi uint64 }
+	var spans []span
+	for k := range td.Image {
+		r := &td.Image[k]
+		at := fmt.Sprintf("tds[%d].image[%d]", i, k)
+		if uint64(r.GPA)%addr.PageSize != 0 {
+			return f.bad(at+".gpa", "%#x is not 4K aligned", uint64(r.GPA))
+		}
+		if r.Fill != nil && (*r.Fill < 0 || *r.Fill > 255) {
+			return f.bad(at+".fill", "%d is not a byte (0..255)", *r.Fill)
+		}
+		var data []byte
+		switch {
+		case r.File != "":
+			if r.Fill != nil {
+				return f.bad(at+".fill", "goes with size, not file")
+			}
+			p := r.File
+			if !filepath.IsAbs(p) {
+				p = filepath.Join(f.dir, p)
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return f.bad(at+".file", "%v", err)
+			}
+			if r.Size != 0 && uint64(r.Size) < uint64(len(b)) {
+				b = b[:r.Size]
+			}
+			data = b
+		case r.Size == 0:
+			return f.bad(at, "needs size or file")
+		default:
+			if uint64(r.Size) > MaxImageBytes {
+				return f.bad(at+".size", "more than the model's %d MiB image limit", MaxImageBytes>>20)
+			}
+			data = make([]byte, r.Size)
+			for j := range data {
+				if r.Fill != nil {
+					data[j] = byte(*r.Fill)
+				} else {
+					data[j] = byte(j*7 + j>>12)
+				}
+			}
+		}
+		if len(data) == 0 {
+			return f.bad(at+".file", "is empty")
+		}
+		n := (uint64(len(data)) + addr.PageSize - 1) &^ (addr.PageSize - 1)
+		lo, hi := uint64(r.GPA), uint64(r.GPA)+n
+		inSlot := false
+		for _, m := range td.Memslots {
+			if lo >= uint64(m.GPA) && hi <= uint64(m.GPA+m.Size) {
+				inSlot = true
+			}
+		}
+		if !inSlot {
+			return f.bad(at, "[%#x, %#x) is not inside one memslot of %s", lo, hi, td.Name)
+		}
+		for j, s := range spans {
+			if lo < s.hi && s.lo < hi {
+				return f.bad(at, "overlaps image[%d]", j)
+			}
+		}
+		spans = append(spans, span{lo, hi})
+		if total += n; total > MaxImageBytes {
+			return f.bad(at, "the image exceeds the model's %d MiB limit", MaxImageBytes>>20)
+		}
+		f.images[i] = append(f.images[i], data)
+	}
+	return nil
+}
+
+func (f *File) validateExpect() error {
+	e := &f.Scenario.Expect
+	for _, name := range sortedKeys(e.MRTD) {
+		if f.td(name) < 0 {
+			return f.bad("expect.mrtd."+name, "no TD is named %q", name)
+		}
+		if b, err := hex.DecodeString(e.MRTD[name]); err != nil || len(b) != 48 {
+			return f.bad("expect.mrtd."+name, "want 96 hex digits (a SHA-384)")
+		}
+	}
+	for _, k := range sortedKeys(e.Seamcalls) {
+		b := e.Seamcalls[k]
+		if k != "total" {
+			if err := (report.CostTable{k: {}}).Validate(); err != nil || k[:4] != "TDH." {
+				return f.bad("expect.seamcalls."+k, "not a SEAMCALL leaf name (TDH.MEM.PAGE.AUG) or total")
+			}
+		}
+		if b.Min == nil && b.Max == nil {
+			return f.bad("expect.seamcalls."+k, "give min, max or both")
+		}
+		if b.Min != nil && b.Max != nil && *b.Min > *b.Max {
+			return f.bad("expect.seamcalls."+k, "min %d is above max %d", *b.Min, *b.Max)
+		}
+	}
+	return nil
+}
+
+func (f *File) td(name string) int {
+	for i, td := range f.Scenario.TDs {
+		if td.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// timelineCheck follows the timeline to check each step against the state
+// the steps before it leave: torn-down TDs, deleted memslots, booted TDs.
+type timelineCheck struct {
+	f        *File
+	torn     map[int]string
+	booted   map[int]string
+	deleted  map[[2]int]string
+	parallel map[int]string // TD -> the parallel group's guest step using it
+}
+
+func newTimelineCheck(f *File) *timelineCheck {
+	return &timelineCheck{f: f, torn: map[int]string{}, booted: map[int]string{}, deleted: map[[2]int]string{}}
+}
+
+// resolve finds the TD a step names (the only TD when it names none).
+func (c *timelineCheck) resolve(name, at string) (int, error) {
+	f := c.f
+	if name == "" {
+		if len(f.Scenario.TDs) != 1 {
+			return 0, f.bad(at+".td", "required: the scenario has %d TDs", len(f.Scenario.TDs))
+		}
+		return 0, nil
+	}
+	i := f.td(name)
+	if i < 0 {
+		return 0, f.bad(at+".td", "no TD is named %q", name)
+	}
+	if where, ok := c.torn[i]; ok {
+		return 0, f.bad(at+".td", "%s was torn down at %s", name, where)
+	}
+	return i, nil
+}
+
+// ramBytes is a TD's memory in its live memslots.
+func (c *timelineCheck) ramBytes(i int) uint64 {
+	var n uint64
+	for k, m := range c.f.Scenario.TDs[i].Memslots {
+		if _, gone := c.deleted[[2]int{i, k}]; !gone {
+			n += uint64(m.Size)
+		}
+	}
+	return n
+}
+
+func (c *timelineCheck) inLiveSlot(i int, gpa, size uint64) bool {
+	for k, m := range c.f.Scenario.TDs[i].Memslots {
+		if _, gone := c.deleted[[2]int{i, k}]; !gone && gpa >= uint64(m.GPA) && gpa+size <= uint64(m.GPA+m.Size) && gpa+size > gpa {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
+	f := c.f
+	kinds := 0
+	var kind string
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{
+		{"boot", s.Boot != nil}, {"touch", s.Touch != nil}, {"convert", s.Convert != nil}, {"balloon", s.Balloon != nil},
+		{"idle", s.Idle != nil}, {"punch_hole", s.PunchHole != nil}, {"memslot_delete", s.MemslotDelete != nil},
+		{"memory_type_change", s.MemoryTypeChange != nil}, {"mmu_notifier", s.MMUNotifier != nil},
+		{"memory_failure", s.MemoryFailure != nil}, {"teardown", s.Teardown != nil}, {"parallel", s.Parallel != nil},
+	} {
+		if k.set {
+			kinds++
+			kind = k.name
+		}
+	}
+	if kinds != 1 {
+		return f.bad(at, "a step has exactly one of boot, touch, convert, balloon, idle, punch_hole, memslot_delete, memory_type_change, mmu_notifier, memory_failure, teardown, parallel (found %d)", kinds)
+	}
+	at += "." + kind
+	switch {
+	case s.Boot != nil:
+		b := s.Boot
+		i, err := c.resolve(b.TD, at)
+		if err != nil {
+			return err
+		}
+		if where, ok := c.booted[i]; ok {
+			return f.bad(at, "%s already booted at %s", f.Scenario.TDs[i].Name, where)
+		}
+		c.booted[i] = at
+		if err := enum(f, at+".accept", b.Accept, "eager", "lazy"); err != nil {
+			return err
+		}
+		if err := enum(f, at+".level", b.Level, "4K", "2M", "1G"); err != nil {
+			return err
+		}
+		if b.Accept == "" {
+			b.Accept = "lazy"
+		}
+		if b.Level == "" {
+			b.Level = "2M"
+		}
+		if b.Upfront != nil && b.Accept == "eager" {
+			return f.bad(at+".upfront", "goes with accept: lazy")
+		}
+		if b.Upfront == nil {
+			u := Size(min(defaultUpfront, c.ramBytes(i)))
+			b.Upfront = &u
+		}
+		if uint64(*b.Upfront)%addr.PageSize != 0 || uint64(*b.Upfront) > c.ramBytes(i) {
+			return f.bad(at+".upfront", "%#x must be a 4K multiple no larger than the TD's RAM (%s)", uint64(*b.Upfront), report.HumanBytes(c.ramBytes(i)))
+		}
+	case s.Touch != nil:
+		t := s.Touch
+		i, err := c.resolve(t.TD, at)
+		if err != nil {
+			return err
+		}
+		if err := enum(f, at+".pattern", t.Pattern, "sequential", "random", "zipf"); err != nil {
+			return err
+		}
+		if t.Pattern == "" {
+			t.Pattern = "sequential"
+		}
+		ram := c.ramBytes(i)
+		if uint64(t.Start)%addr.PageSize != 0 || uint64(t.Size)%addr.PageSize != 0 {
+			return f.bad(at, "start and size must be 4K multiples")
+		}
+		if t.Size == 0 && uint64(t.Start) < ram {
+			t.Size = Size(ram - uint64(t.Start))
+		}
+		if uint64(t.Start)+uint64(t.Size) > ram || t.Size == 0 {
+			return f.bad(at, "[start %#x, +%#x) is not inside the TD's RAM (%s)", uint64(t.Start), uint64(t.Size), report.HumanBytes(ram))
+		}
+		if t.Count < 0 {
+			return f.bad(at+".count", "%d: must not be negative", t.Count)
+		}
+		if t.Count == 0 {
+			t.Count = int(uint64(t.Size) / addr.PageSize)
+		}
+		if t.Skew == 0 {
+			t.Skew = 1.1
+		}
+		if t.Skew <= 1 {
+			return f.bad(at+".skew", "%g: zipf needs s > 1", t.Skew)
+		}
+	case s.Convert != nil:
+		cv := s.Convert
+		i, err := c.resolve(cv.TD, at)
+		if err != nil {
+			return err
+		}
+		if err := enum(f, at+".placement", cv.Placement, "random", "sequential"); err != nil {
+			return err
+		}
+		if cv.Placement == "" {
+			cv.Placement = "random"
+		}
+		if cv.Size == 0 {
+			cv.Size = addr.PageSize
+		}
+		if uint64(cv.Size)%addr.PageSize != 0 {
+			return f.bad(at+".size", "%#x is not a multiple of 4K", uint64(cv.Size))
+		}
+		if uint64(cv.Start)%addr.PageSize != 0 {
+			return f.bad(at+".start", "%#x is not a multiple of 4K", uint64(cv.Start))
+		}
+		if cv.Count < 1 {
+			return f.bad(at+".count", "%d: need at least one range", cv.Count)
+		}
+		if need := uint64(cv.Count) * uint64(cv.Size); need/uint64(cv.Size) != uint64(cv.Count) || uint64(cv.Start)+need > c.ramBytes(i)/2 {
+			return f.bad(at, "%d ranges of %s do not fit in half the TD's RAM (%s)", cv.Count, report.HumanBytes(uint64(cv.Size)), report.HumanBytes(c.ramBytes(i)))
+		}
+	case s.Balloon != nil:
+		i, err := c.resolve(s.Balloon.TD, at)
+		if err != nil {
+			return err
+		}
+		if n := uint64(s.Balloon.Size); n == 0 || n%addr.Size2M != 0 || n > c.ramBytes(i)/2 {
+			return f.bad(at+".size", "%#x must be a non-zero multiple of 2M, at most half the TD's RAM", n)
+		}
+	case s.Idle != nil:
+		if s.Idle.Time == 0 {
+			return f.bad(at+".time", "required, positive")
+		}
+	case s.PunchHole != nil || s.MemoryTypeChange != nil || s.MMUNotifier != nil:
+		r := s.PunchHole
+		if r == nil {
+			r = s.MemoryTypeChange
+		}
+		if r == nil {
+			r = s.MMUNotifier
+		}
+		i, err := c.resolve(r.TD, at)
+		if err != nil {
+			return err
+		}
+		if uint64(r.GPA)%addr.PageSize != 0 || uint64(r.Size)%addr.PageSize != 0 || r.Size == 0 {
+			return f.bad(at, "gpa %#x and size %#x must be 4K multiples, size non-zero", uint64(r.GPA), uint64(r.Size))
+		}
+		if !c.inLiveSlot(i, uint64(r.GPA), uint64(r.Size)) {
+			return f.bad(at, "[%#x, %#x) is not inside one live memslot of %s", uint64(r.GPA), uint64(r.GPA+r.Size), f.Scenario.TDs[i].Name)
+		}
+	case s.MemslotDelete != nil:
+		i, err := c.resolve(s.MemslotDelete.TD, at)
+		if err != nil {
+			return err
+		}
+		k := s.MemslotDelete.Slot
+		if k < 0 || k >= len(f.Scenario.TDs[i].Memslots) {
+			return f.bad(at+".slot", "%d: %s has memslots 0..%d", k, f.Scenario.TDs[i].Name, len(f.Scenario.TDs[i].Memslots)-1)
+		}
+		if where, ok := c.deleted[[2]int{i, k}]; ok {
+			return f.bad(at+".slot", "memslot %d was deleted at %s", k, where)
+		}
+		c.deleted[[2]int{i, k}] = at
+	case s.MemoryFailure != nil:
+		i, err := c.resolve(s.MemoryFailure.TD, at)
+		if err != nil {
+			return err
+		}
+		if g := uint64(s.MemoryFailure.GPA); g%addr.PageSize != 0 || !c.inLiveSlot(i, g, addr.PageSize) {
+			return f.bad(at+".gpa", "%#x must be a 4K aligned GPA in a live memslot", g)
+		}
+	case s.Teardown != nil:
+		if inParallel {
+			return f.bad(at, "teardown cannot run in parallel with other steps")
+		}
+		i, err := c.resolve(s.Teardown.TD, at)
+		if err != nil {
+			return err
+		}
+		c.torn[i] = at
+	case s.Parallel != nil:
+		if inParallel {
+			return f.bad(at, "parallel steps do not nest")
+		}
+		if len(s.Parallel) < 2 {
+			return f.bad(at, "needs at least two steps")
+		}
+		for k := range s.Parallel {
+			if err := c.step(&s.Parallel[k], fmt.Sprintf("%s[%d]", at, k), true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
