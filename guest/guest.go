@@ -49,7 +49,7 @@ type Config struct {
 // Stats counts what the guest did.
 type Stats struct {
 	Accepts       [3]int64 // successful TDG.MEM.PAGE.ACCEPT by level
-	SizeMismatch  int64    // accepts that fell back to a smaller level
+	SizeMismatch  int64    // accepts that failed at a level and fell back to a smaller one
 	LazyAccepts   int64    // 2 MiB units accepted on first touch
 	Touches       int64    // private pages read (and written) by workloads
 	SharedTouches int64    // shared pages written and read through the alias
@@ -73,6 +73,10 @@ type Guest struct {
 	// off marks pages the guest does not use: reserved, or lost with a
 	// deleted memslot.
 	off bitmap
+	// accepting marks 2 MiB units a vCPU is lazily accepting (Linux's
+	// accepting_list in accept_memory()): another vCPU touching the unit
+	// waits instead of accepting it twice.
+	accepting bitmap
 
 	c struct {
 		accepts                            [3]atomic.Int64
@@ -103,7 +107,8 @@ func New(td *tdx.TD, vcpus []*tdx.VCPU, cfg Config) (*Guest, error) {
 	pages := top >> addr.PageShift
 	g := &Guest{td: td, vcpus: vcpus, ram: append([]Range(nil), cfg.RAM...),
 		sharedBit: uint64(td.VM().SharedBit().GPA()), owner: uint16(td.HKID()), maxLevel: lvl,
-		accepted: newBitmap(pages), written: newBitmap(pages), shared: newBitmap(pages), off: newBitmap(pages)}
+		accepted: newBitmap(pages), written: newBitmap(pages), shared: newBitmap(pages), off: newBitmap(pages),
+		accepting: newBitmap(pages / 512)}
 	for _, r := range cfg.Reserved {
 		if r.GPA%addr.PageSize != 0 || r.Size%addr.PageSize != 0 || r.End() > top {
 			return nil, fmt.Errorf("guest: reserved [%#x, %#x) is not 4 KiB aligned inside RAM", r.GPA, r.End())
@@ -257,16 +262,20 @@ func (g *Guest) AcceptRange(t *sched.Thread, v *tdx.VCPU, lo, n uint64) error {
 				gpa += level.Bytes()
 				break
 			}
-			if st.HasCode(tdxmodule.PageSizeMismatch) && level > addr.Level4K {
-				g.c.mismatch.Add(1)
-				level--
-				continue
-			}
 			if st.HasCode(tdxmodule.PageAlreadyAccepted) {
 				g.fail("vCPU %d: accept %#x at %s: %v, but the guest never accepted it", v.ID(), gpa, level, st)
 				g.markAccepted(gpa, level.Bytes())
 				gpa += level.Bytes()
 				break
+			}
+			if level > addr.Level4K {
+				// try_accept_one() returns 0 on any failure and the
+				// caller tries the next smaller size: the host mapped it
+				// smaller (PAGE_SIZE_MISMATCH), or the module does not
+				// accept this level (1G on TDX 1.5: OPERAND_INVALID).
+				g.c.mismatch.Add(1)
+				level--
+				continue
 			}
 			return fmt.Errorf("vCPU %d accept %#x at %s: %v", v.ID(), gpa, level, st)
 		}
@@ -337,6 +346,18 @@ func whatWant(t hostmem.Tag) string {
 func (g *Guest) lazyAccept(t *sched.Thread, v *tdx.VCPU, gpa uint64) error {
 	unit := gpa &^ (addr.Size2M - 1)
 	first := unit >> addr.PageShift
+	u := unit / addr.Size2M
+	if !g.accepting.claim(u) {
+		// Another vCPU is accepting this unit: wait for it, halted (a
+		// vCPU blocked in guest mode would stall TLB-tracking kicks).
+		v.Halt()
+		t.WaitUntil("another vCPU accepting the unit", func() bool { return !g.accepting.get(u) })
+		return nil
+	}
+	defer g.accepting.clear(u)
+	if g.accepted.get(gpa >> addr.PageShift) {
+		return nil // accepted while this vCPU waited
+	}
 	g.c.lazy.Add(1)
 	if g.accepted.none(first, 512) && g.shared.none(first, 512) && g.off.none(first, 512) && g.InRAM(unit, addr.Size2M) {
 		return g.AcceptRange(t, v, unit, addr.Size2M)
@@ -457,6 +478,20 @@ func (b bitmap) get(i uint64) bool {
 func (b bitmap) set(i uint64) {
 	if i/64 < uint64(len(b)) {
 		b[i/64].Or(1 << (i % 64))
+	}
+}
+
+// claim sets bit i and reports whether it was clear.
+func (b bitmap) claim(i uint64) bool {
+	if i/64 >= uint64(len(b)) {
+		return false
+	}
+	return b[i/64].Or(1<<(i%64))&(1<<(i%64)) == 0
+}
+
+func (b bitmap) clear(i uint64) {
+	if i/64 < uint64(len(b)) {
+		b[i/64].And(^(uint64(1) << (i % 64)))
 	}
 }
 

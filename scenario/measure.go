@@ -74,9 +74,9 @@ func (rn *runner) sample() {
 		}
 	}
 	rn.ptPeak = max(rn.ptPeak, pt)
-	if len(rn.tds) > 0 {
+	if *rn.f.Policies.DynamicPAMT {
 		var bad []string
-		if got := rn.host.DPAMTRanges(); got != len(need) && *rn.f.Policies.DynamicPAMT {
+		if got := rn.host.DPAMTRanges(); got != len(need) {
 			bad = append(bad, fmt.Sprintf("%d 2 MiB ranges hold a DPAMT pair, %d need one", got, len(need)))
 		}
 		keys := make([]addr.PFN, 0, len(need))
@@ -112,6 +112,10 @@ func (rn *runner) finish(leaked int64) {
 	}
 	var problems []string
 	for _, td := range rn.tds {
+		if td.m != nil {
+			u := rn.host.Mem.Usage(td.m.VM.Account())
+			td.chargedEnd = (u.Charged + u.Uncharged) * addr.PageSize
+		}
 		t := report.TD{Name: td.spec.Name, MemoryBytes: uint64(td.spec.Memory), VCPUs: td.spec.VCPUs, MRTD: hex.EncodeToString(td.mrtd),
 			Mappings: map[string]int64{}, MappingsPeak: map[string]int64{}, SEPTPages: td.septPeak,
 			Splits: map[string]int64{"2M": td.mmuStats.Splits[1], "1G": td.mmuStats.Splits[2]}, ChargedBytes: td.charged,

@@ -52,7 +52,7 @@ type tdRun struct {
 	mmuStats   mmu.Stats
 	tdStats    tdx.Stats
 	vmmStats   vmm.Stats
-	chargedEnd uint64
+	chargedEnd uint64 // after every TD's teardown: a DPAMT pair one TD installed may be freed by another's last put
 	bugged     string
 	mappedEnd  [3]int64 // private leaves right before teardown
 }
@@ -618,7 +618,5 @@ func (rn *runner) teardown(t *sched.Thread, td *tdRun) error {
 	td.mappedEnd = m.TD.MMU().Stats().Mapped[1]
 	err := m.Teardown(t)
 	td.mmuStats, td.tdStats, td.vmmStats = m.TD.MMU().Stats(), m.TD.Stats(), m.Stats()
-	u := rn.host.Mem.Usage(m.VM.Account())
-	td.chargedEnd = (u.Charged + u.Uncharged) * addr.PageSize
 	return err
 }

@@ -522,8 +522,8 @@ func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
 		if cv.Count < 1 {
 			return f.bad(at+".count", "%d: need at least one range", cv.Count)
 		}
-		if need := uint64(cv.Count) * uint64(cv.Size); need/uint64(cv.Size) != uint64(cv.Count) || uint64(cv.Start)+need > c.ramBytes(i)/2 {
-			return f.bad(at, "%d ranges of %s do not fit in half the TD's RAM (%s)", cv.Count, report.HumanBytes(uint64(cv.Size)), report.HumanBytes(c.ramBytes(i)))
+		if need := uint64(cv.Count) * uint64(cv.Size); need/uint64(cv.Size) != uint64(cv.Count) || need > c.ramBytes(i)/2 || uint64(cv.Start)+need > c.ramBytes(i) {
+			return f.bad(at, "%d ranges of %s from %#x do not fit: at most half the TD's RAM (%s), inside it", cv.Count, report.HumanBytes(uint64(cv.Size)), uint64(cv.Start), report.HumanBytes(c.ramBytes(i)))
 		}
 	case s.Balloon != nil:
 		i, err := c.resolve(s.Balloon.TD, at)
