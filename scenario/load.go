@@ -185,8 +185,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 	if n.Kind != yaml.ScalarNode {
 		return d.fail(n, path, "want %s, got a %s", typeWord(v.Type()), kindName(n.Kind))
 	}
-	if v.Kind() == reflect.String && n.Tag != "!!str" {
-		return d.fail(n, path, "want a string, got %q (quote it)", n.Value)
+	if v.Kind() == reflect.String {
+		v.SetString(n.Value) // any scalar reads as its text (an all-digit MRTD is a string)
+		return nil
 	}
 	if err := n.Decode(v.Addr().Interface()); err != nil {
 		return d.fail(n, path, "want %s, got %q", typeWord(v.Type()), n.Value)

@@ -55,7 +55,7 @@ func (f *File) validate() error {
 	if s.Host.Memory == 0 {
 		s.Host.Memory = 64 << 30
 	}
-	if s.Host.Packages == 0 {
+	if _, given := f.lines["host.packages"]; s.Host.Packages == 0 && !given {
 		s.Host.Packages = 2
 	}
 	if err := f.validateHost(); err != nil {
@@ -183,7 +183,7 @@ func (f *File) validateTD(i int) error {
 			return f.bad(at+".name", "%q is already the name of tds[%d]", td.Name, j)
 		}
 	}
-	if td.VCPUs == 0 {
+	if _, given := f.lines[at+".vcpus"]; td.VCPUs == 0 && !given {
 		td.VCPUs = 1
 	}
 	if td.VCPUs < 1 || td.VCPUs > 256 {
@@ -373,14 +373,13 @@ func newTimelineCheck(f *File) *timelineCheck {
 // resolve finds the TD a step names (the only TD when it names none).
 func (c *timelineCheck) resolve(name, at string) (int, error) {
 	f := c.f
+	i := 0
 	if name == "" {
 		if len(f.Scenario.TDs) != 1 {
 			return 0, f.bad(at+".td", "required: the scenario has %d TDs", len(f.Scenario.TDs))
 		}
-		return 0, nil
-	}
-	i := f.td(name)
-	if i < 0 {
+		name = f.Scenario.TDs[0].Name
+	} else if i = f.td(name); i < 0 {
 		return 0, f.bad(at+".td", "no TD is named %q", name)
 	}
 	if where, ok := c.torn[i]; ok {
