@@ -96,7 +96,7 @@ func (p *policyFlag) Set(v string) error {
 func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim run", flag.ContinueOnError)
 	seed := fs.Uint64("seed", 0, "scheduler and workload seed (default: the scenario's)")
-	parallel := fs.Bool("parallel", false, "run simulated threads on real goroutines and locks (not replayable)")
+	parallel := fs.Bool("parallel", false, "run simulated threads on real goroutines and locks: refused until the model is race-free on them (issue 8)")
 	asJSON := fs.Bool("json", false, "print the report as JSON (schema in the README)")
 	costs := fs.Bool("costs", false, "print the SEAMCALL cost table in use, with the source of every figure, and exit")
 	var policies policyFlag
@@ -140,7 +140,11 @@ flags:`)
 	if *costs {
 		return printCosts(stdout, f, *asJSON)
 	}
-	o := scenario.Options{Parallel: *parallel}
+	if *parallel {
+		fmt.Fprintln(stderr, "tdxsim run: --parallel: the model is not yet race-free on real goroutines (KVM's TDX counters, the split-cache top-up, lpage_info bits); runs use the deterministic scheduler")
+		return exitBadInput
+	}
+	o := scenario.Options{}
 	fs.Visit(func(fl *flag.Flag) {
 		if fl.Name == "seed" {
 			o.Seed = seed
