@@ -184,7 +184,8 @@ func (r *Run) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "  %s\t%s\t%d SEAMCALLs\t\n", p.Name, Duration(p.ModeledNS), p.Seamcalls)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "\nSEAMCALLs by leaf\tcount\tmodeled")
+	fmt.Fprintln(w)
+	fmt.Fprintln(tw, "SEAMCALLs by leaf\tcount\tmodeled\t")
 	var total, totalNS uint64
 	for _, k := range event.SortedKeys(r.Seamcalls) {
 		fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\n", k, r.Seamcalls[k], Duration(r.SeamcallNS[k]), failedNote(r.SeamcallsFailed[k]))
