@@ -8,6 +8,7 @@ package event
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 )
@@ -139,11 +140,7 @@ func (c *Counter) Failed() map[string]uint64 { return c.copyMap(c.failed) }
 func (c *Counter) copyMap(m map[string]uint64) map[string]uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]uint64, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(m)
 }
 
 // Violations returns the violation and deadlock events, in emission order.

@@ -463,6 +463,30 @@ func (g *Guest) UseShared(t *sched.Thread, v *tdx.VCPU, lo, n uint64) error {
 	return nil
 }
 
+// RoundTrip converts [lo, lo+n) to shared, uses it through the shared
+// alias when use is set, converts it back (which accepts it) and touches
+// every page: private content must not survive the round trip, so each
+// reads zero before the guest writes its tag again.
+func (g *Guest) RoundTrip(t *sched.Thread, v *tdx.VCPU, lo, n uint64, use bool) error {
+	if err := g.ConvertToShared(t, v, lo, n); err != nil {
+		return err
+	}
+	if use {
+		if err := g.UseShared(t, v, lo, n); err != nil {
+			return err
+		}
+	}
+	if err := g.ConvertToPrivate(t, v, lo, n); err != nil {
+		return err
+	}
+	for gpa := lo; gpa < lo+n; gpa += addr.PageSize {
+		if err := g.Touch(t, v, gpa, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // bitmap is one bit per 4 KiB page in atomic 64-bit words.
 type bitmap []atomic.Uint64
 

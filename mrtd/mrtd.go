@@ -12,13 +12,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
+
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/yamlin"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 	"github.com/tdxsim/tdxsim/tdxmodule/tdhost"
@@ -31,32 +32,8 @@ const MaxGPA = 1 << 47
 // MaxImageBytes bounds the total image (real bytes are kept for it).
 const MaxImageBytes = 4 << 30
 
-// Size is a byte count or address written as decimal, 0x hex, or with a
-// K/M/G/T suffix.
-type Size uint64
-
-// UnmarshalYAML accepts integers and suffixed strings.
-func (s *Size) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want a number, got a %s", kindName(n.Kind))
-	}
-	v, err := addr.ParseSize(strings.TrimSpace(n.Value))
-	if err != nil {
-		return err
-	}
-	*s = Size(v)
-	return nil
-}
-
-func kindName(k yaml.Kind) string {
-	switch k {
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "list"
-	}
-	return "value"
-}
+// Size is a byte count or address (decimal, 0x hex, or K/M/G-suffixed).
+type Size = yamlin.Size
 
 // Region is one entry of `regions:`.
 type Region struct {
@@ -76,23 +53,7 @@ type Layout struct {
 }
 
 // InputError is bad input: it names the file, line, field and rule.
-type InputError struct {
-	File  string
-	Line  int
-	Field string
-	Rule  string
-}
-
-func (e *InputError) Error() string {
-	loc := e.File
-	if e.Line > 0 {
-		loc += ":" + strconv.Itoa(e.Line)
-	}
-	if e.Field != "" {
-		return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Rule)
-	}
-	return fmt.Sprintf("%s: %s", loc, e.Rule)
-}
+type InputError = yamlin.InputError
 
 // Load reads and validates a layout file.
 func Load(path string) (*Layout, error) {
@@ -132,23 +93,7 @@ func Parse(path string, data []byte) (*Layout, error) {
 	return &l, l.validate()
 }
 
-func yamlError(path string, err error) error {
-	var te *yaml.TypeError
-	msg := err.Error()
-	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg = te.Errors[0]
-	}
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	// yaml.v3 messages start with "line N: ...".
-	if strings.HasPrefix(msg, "line ") {
-		if i := strings.Index(msg, ":"); i > 0 {
-			if n, err := strconv.Atoi(msg[5:i]); err == nil {
-				return &InputError{File: path, Line: n, Rule: strings.TrimSpace(msg[i+1:])}
-			}
-		}
-	}
-	return &InputError{File: path, Rule: msg}
-}
+func yamlError(path string, err error) error { return yamlin.Error(path, "", err) }
 
 func (l *Layout) validate() error {
 	if len(l.Regions) == 0 {

@@ -2,9 +2,12 @@ package report
 
 import (
 	"fmt"
-	"sort"
+	"io"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
+	"text/tabwriter"
 
 	"github.com/tdxsim/tdxsim/event"
 )
@@ -71,7 +74,7 @@ func DefaultCosts() CostTable {
 
 // Validate checks a table: known shape of names, non-zero costs.
 func (c CostTable) Validate() error {
-	for _, k := range sortedCostKeys(c) {
+	for _, k := range slices.Sorted(maps.Keys(c)) {
 		if k == "default" {
 			continue
 		}
@@ -88,10 +91,7 @@ func (c CostTable) Validate() error {
 
 // With returns c with over's entries replacing or adding to it.
 func (c CostTable) With(over map[string]uint64) CostTable {
-	out := CostTable{}
-	for k, v := range c {
-		out[k] = v
-	}
+	out := maps.Clone(c)
 	for k, ns := range over {
 		out[k] = Cost{NS: ns, Source: "scenario file"}
 	}
@@ -124,15 +124,6 @@ func (c CostTable) Of(e event.Event) uint64 {
 		return v.NS
 	}
 	return c["default"].NS
-}
-
-func sortedCostKeys(c CostTable) []string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Phase is the modeled time of one part of a run.
@@ -253,9 +244,15 @@ func (c *Clock) TopUps() map[string]uint64 { return c.copy(c.topUps) }
 func (c *Clock) copy(m map[string]uint64) map[string]uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]uint64, len(m))
-	for k, v := range m {
-		out[k] = v
+	return maps.Clone(m)
+}
+
+// WriteText prints the table, one leaf per line with its source.
+func (c CostTable) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "leaf\tns\tsource")
+	for _, k := range slices.Sorted(maps.Keys(c)) {
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", k, c[k].NS, c[k].Source)
 	}
-	return out
+	return tw.Flush()
 }

@@ -14,27 +14,13 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tdxsim/tdxsim/internal/yamlin"
 )
 
 // InputError is bad input: it names the file, the line, the field (a path
 // such as tds[0].memslots[1].size) and the rule broken.
-type InputError struct {
-	File  string
-	Line  int
-	Field string
-	Rule  string
-}
-
-func (e *InputError) Error() string {
-	loc := e.File
-	if e.Line > 0 {
-		loc += ":" + strconv.Itoa(e.Line)
-	}
-	if e.Field != "" {
-		return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Rule)
-	}
-	return fmt.Sprintf("%s: %s", loc, e.Rule)
-}
+type InputError = yamlin.InputError
 
 // File is a loaded, validated scenario.
 type File struct {
@@ -65,7 +51,7 @@ func Parse(path string, data []byte) (*File, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, &InputError{File: path, Rule: "empty scenario: want at least a `tds:` list"}
 		}
-		return nil, yamlError(path, err)
+		return nil, yamlin.Error(path, "YAML syntax: ", err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -79,19 +65,6 @@ func Parse(path string, data []byte) (*File, error) {
 		return nil, err
 	}
 	return f, nil
-}
-
-func yamlError(path string, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	// yaml.v3 syntax errors read "line N: ...".
-	if strings.HasPrefix(msg, "line ") {
-		if i := strings.Index(msg, ":"); i > 0 {
-			if n, err := strconv.Atoi(msg[5:i]); err == nil {
-				return &InputError{File: path, Line: n, Rule: "YAML syntax: " + strings.TrimSpace(msg[i+1:])}
-			}
-		}
-	}
-	return &InputError{File: path, Rule: "YAML syntax: " + msg}
 }
 
 // decoder decodes a YAML node tree into the scenario types strictly:
@@ -140,7 +113,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 	switch v.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			return d.fail(n, path, "want a mapping of %s, got a %s", keyList(v.Type()), kindName(n.Kind))
+			return d.fail(n, path, "want a mapping of %s, got a %s", keyList(v.Type()), yamlin.KindName(n.Kind))
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
@@ -156,7 +129,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		return nil
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			return d.fail(n, path, "want a list, got a %s", kindName(n.Kind))
+			return d.fail(n, path, "want a list, got a %s", yamlin.KindName(n.Kind))
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, c := range n.Content {
@@ -168,7 +141,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		return nil
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			return d.fail(n, path, "want a mapping, got a %s", kindName(n.Kind))
+			return d.fail(n, path, "want a mapping, got a %s", yamlin.KindName(n.Kind))
 		}
 		m := reflect.MakeMap(v.Type())
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -183,7 +156,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		return nil
 	}
 	if n.Kind != yaml.ScalarNode {
-		return d.fail(n, path, "want %s, got a %s", typeWord(v.Type()), kindName(n.Kind))
+		return d.fail(n, path, "want %s, got a %s", typeWord(v.Type()), yamlin.KindName(n.Kind))
 	}
 	if v.Kind() == reflect.String {
 		v.SetString(n.Value) // any scalar reads as its text (an all-digit MRTD is a string)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
@@ -222,9 +223,9 @@ func (rn *runner) phases() {
 	r.Phases = rn.clock.Phases()
 	r.ModeledNS = map[string]uint64{}
 	for _, p := range r.Phases {
-		kind := p.Name
-		if i := bytes.IndexByte([]byte(kind), ' '); i >= 0 {
-			kind = kind[i+1:]
+		kind := p.Name // "3 convert" -> "convert"
+		if _, k, ok := strings.Cut(kind, " "); ok {
+			kind = k
 		}
 		r.ModeledNS[kind] += p.ModeledNS
 		r.ModeledNS["total"] += p.ModeledNS

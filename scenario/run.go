@@ -184,10 +184,10 @@ func (rn *runner) main(t *sched.Thread) error {
 	for i := range rn.f.Timeline {
 		st := &rn.f.Timeline[i]
 		at := fmt.Sprintf("timeline[%d]", i)
-		rn.clock.Begin(fmt.Sprintf("%d %s", i, stepKind(st)))
+		rn.clock.Begin(fmt.Sprintf("%d %s", i, st.kind()))
 		err := rn.step(t, st, i)
 		if err = rn.matchExpected(st, at, err); err != nil {
-			stop = fmt.Errorf("%s (%s): %w", at, stepKind(st), err)
+			stop = fmt.Errorf("%s (%s): %w", at, st.kind(), err)
 			break
 		}
 		rn.sample()
@@ -230,34 +230,6 @@ func (rn *runner) matchExpected(st *Step, at string, err error) error {
 
 func (rn *runner) expect(what string, ok bool, detail string) {
 	rn.r.Expectations = append(rn.r.Expectations, report.Expectation{What: what, OK: ok, Detail: detail})
-}
-
-func stepKind(s *Step) string {
-	switch {
-	case s.Boot != nil:
-		return "boot"
-	case s.Touch != nil:
-		return "touch"
-	case s.Convert != nil:
-		return "convert"
-	case s.Balloon != nil:
-		return "balloon"
-	case s.Idle != nil:
-		return "idle"
-	case s.PunchHole != nil:
-		return "punch_hole"
-	case s.MemslotDelete != nil:
-		return "memslot_delete"
-	case s.MemoryTypeChange != nil:
-		return "memory_type_change"
-	case s.MMUNotifier != nil:
-		return "mmu_notifier"
-	case s.MemoryFailure != nil:
-		return "memory_failure"
-	case s.Teardown != nil:
-		return "teardown"
-	}
-	return "parallel"
 }
 
 // build creates a TD, loads and measures its image, finalizes it and
@@ -491,28 +463,22 @@ func (rn *runner) placeRanges(td *tdRun, c *Convert, idx int) ([]uint64, error) 
 	}
 	r := rn.rng(idx, 1<<15)
 	slots := td.g.RAMBytes() / align
-	taken := map[uint64]bool{} // one entry per picked range, not per page
+	taken := map[uint64]bool{} // by align-sized slot: one entry per range, not per page
 	for len(out) < c.Count {
 		found := false
 		for try := 0; try < 1000 && !found; try++ {
-			off := r.Uint64N(slots) * align
-			gpa, ok := ramGPA(td.g, off)
-			if !ok || taken[gpa/align] || (align < size && (taken[(gpa+size-1)/align])) || !usable(gpa) {
+			gpa, ok := ramGPA(td.g, r.Uint64N(slots)*align)
+			first, last := gpa/align, (gpa+size-1)/align
+			clash := false
+			for p := first; p <= last; p++ {
+				clash = clash || taken[p]
+			}
+			if !ok || clash || !usable(gpa) {
 				continue
 			}
-			if align < size {
-				clash := false
-				for p := gpa / align; p <= (gpa+size-1)/align; p++ {
-					clash = clash || taken[p]
-				}
-				if clash {
-					continue
-				}
-				for p := gpa / align; p <= (gpa+size-1)/align; p++ {
-					taken[p] = true
-				}
+			for p := first; p <= last; p++ {
+				taken[p] = true
 			}
-			taken[gpa/align] = true
 			out = append(out, gpa)
 			found = true
 		}
@@ -536,22 +502,17 @@ func (rn *runner) convert(t *sched.Thread, c *Convert, idx int) error {
 	return rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
 		for k := i; k < len(ranges); k += nv {
 			gpa := ranges[k]
+			if back {
+				if err := td.g.RoundTrip(vt, v, gpa, size, use); err != nil {
+					return err
+				}
+				continue
+			}
 			if err := td.g.ConvertToShared(vt, v, gpa, size); err != nil {
 				return err
 			}
 			if use {
 				if err := td.g.UseShared(vt, v, gpa, size); err != nil {
-					return err
-				}
-			}
-			if !back {
-				continue
-			}
-			if err := td.g.ConvertToPrivate(vt, v, gpa, size); err != nil {
-				return err
-			}
-			for p := gpa; p < gpa+size; p += addr.PageSize {
-				if err := td.g.Touch(vt, v, p, true); err != nil {
 					return err
 				}
 			}

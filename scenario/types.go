@@ -11,12 +11,13 @@ package scenario
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/internal/yamlin"
 )
 
 // Scenario is a whole scenario file.
@@ -101,6 +102,38 @@ type Step struct {
 	ExpectError      string         `yaml:"expect_error" doc:"the step must fail with this error: an errno name (EINVAL) or text the error contains"`
 }
 
+// stepKinds are the yaml names of Step's kinds, in field order.
+var stepKinds = func() []string {
+	var out []string
+	t := reflect.TypeOf(Step{})
+	for i := range t.NumField() {
+		if k := t.Field(i).Type.Kind(); k == reflect.Pointer || k == reflect.Slice {
+			out = append(out, yamlName(t.Field(i)))
+		}
+	}
+	return out
+}()
+
+// kinds returns the names of the kinds set in s (one, once validated).
+func (s *Step) kinds() []string {
+	v := reflect.ValueOf(s).Elem()
+	var out []string
+	for i := range v.NumField() {
+		if f := v.Field(i); (f.Kind() == reflect.Pointer || f.Kind() == reflect.Slice) && !f.IsNil() {
+			out = append(out, yamlName(v.Type().Field(i)))
+		}
+	}
+	return out
+}
+
+// kind is the validated step's kind.
+func (s *Step) kind() string {
+	if k := s.kinds(); len(k) > 0 {
+		return k[0]
+	}
+	return ""
+}
+
 // Boot is the guest's boot-time accept.
 type Boot struct {
 	TD      string `yaml:"td" doc:"TD name (default: the only TD)"`
@@ -181,20 +214,7 @@ type Bound struct {
 
 // Size is a byte count or address: an integer, or a string in decimal,
 // 0x hex, or with a K/M/G/T suffix (powers of 1024).
-type Size uint64
-
-// UnmarshalYAML accepts integers and suffixed strings.
-func (s *Size) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want a size (4096, 0x1000, 2M), got a %s", kindName(n.Kind))
-	}
-	v, err := addr.ParseSize(strings.TrimSpace(n.Value))
-	if err != nil {
-		return err
-	}
-	*s = Size(v)
-	return nil
-}
+type Size = yamlin.Size
 
 // Duration is a Go duration string (10ms, 1.5s).
 type Duration time.Duration
@@ -202,7 +222,7 @@ type Duration time.Duration
 // UnmarshalYAML parses a duration.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("want a duration (10ms), got a %s", kindName(n.Kind))
+		return fmt.Errorf("want a duration (10ms), got a %s", yamlin.KindName(n.Kind))
 	}
 	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
 	if err != nil {
@@ -213,16 +233,4 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*d = Duration(v)
 	return nil
-}
-
-func kindName(k yaml.Kind) string {
-	switch k {
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "list"
-	case yaml.AliasNode:
-		return "alias"
-	}
-	return "value"
 }

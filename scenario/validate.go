@@ -3,10 +3,12 @@ package scenario
 import (
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/report"
@@ -410,26 +412,10 @@ func (c *timelineCheck) inLiveSlot(i int, gpa, size uint64) bool {
 
 func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
 	f := c.f
-	kinds := 0
-	var kind string
-	for _, k := range []struct {
-		name string
-		set  bool
-	}{
-		{"boot", s.Boot != nil}, {"touch", s.Touch != nil}, {"convert", s.Convert != nil}, {"balloon", s.Balloon != nil},
-		{"idle", s.Idle != nil}, {"punch_hole", s.PunchHole != nil}, {"memslot_delete", s.MemslotDelete != nil},
-		{"memory_type_change", s.MemoryTypeChange != nil}, {"mmu_notifier", s.MMUNotifier != nil},
-		{"memory_failure", s.MemoryFailure != nil}, {"teardown", s.Teardown != nil}, {"parallel", s.Parallel != nil},
-	} {
-		if k.set {
-			kinds++
-			kind = k.name
-		}
+	if kinds := s.kinds(); len(kinds) != 1 {
+		return f.bad(at, "a step has exactly one of %s (found %d)", strings.Join(stepKinds, ", "), len(kinds))
 	}
-	if kinds != 1 {
-		return f.bad(at, "a step has exactly one of boot, touch, convert, balloon, idle, punch_hole, memslot_delete, memory_type_change, mmu_notifier, memory_failure, teardown, parallel (found %d)", kinds)
-	}
-	at += "." + kind
+	at += "." + s.kind()
 	switch {
 	case s.Boot != nil:
 		b := s.Boot
@@ -600,11 +586,4 @@ func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
 	return nil
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

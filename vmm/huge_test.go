@@ -112,7 +112,7 @@ func (h *hugeConvert) run() (hugeResult, error) {
 		// Conversions: page k goes to vCPU k % vcpus.
 		h.onVCPUs(t, m, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
 			for k := i; k < len(h.converts); k += h.vcpus {
-				if err := convertRoundTrip(vt, g, v, h.converts[k], addr.PageSize); err != nil {
+				if err := g.RoundTrip(vt, v, h.converts[k], addr.PageSize, true); err != nil {
 					return err
 				}
 			}

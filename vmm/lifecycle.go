@@ -196,7 +196,7 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 			converted := false
 			t.Go("vcpu0-convert", func(vt *sched.Thread) {
 				defer func() { m.VCPUs[0].Halt(); converted = true }()
-				setErr(convertRoundTrip(vt, g, m.VCPUs[0], 0, o.ConvertBytes))
+				setErr(g.RoundTrip(vt, m.VCPUs[0], 0, o.ConvertBytes, true))
 			})
 			t.WaitUntil("conversion done", func() bool { return converted })
 		}
@@ -217,27 +217,6 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 // only), then reads every page (zero) and writes and reads back its tag.
 func acceptAndTouch(t *sched.Thread, g *guest.Guest, v *tdx.VCPU, lo, n uint64) error {
 	if err := g.AcceptRange(t, v, lo, n); err != nil {
-		return err
-	}
-	for gpa := lo; gpa < lo+n; gpa += addr.PageSize {
-		if err := g.Touch(t, v, gpa, true); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// convertRoundTrip converts [lo, lo+n) to shared with MapGPA, uses it
-// through the shared alias, converts it back to private (which accepts
-// it) and touches it: private content must not survive the round trip.
-func convertRoundTrip(t *sched.Thread, g *guest.Guest, v *tdx.VCPU, lo, n uint64) error {
-	if err := g.ConvertToShared(t, v, lo, n); err != nil {
-		return err
-	}
-	if err := g.UseShared(t, v, lo, n); err != nil {
-		return err
-	}
-	if err := g.ConvertToPrivate(t, v, lo, n); err != nil {
 		return err
 	}
 	for gpa := lo; gpa < lo+n; gpa += addr.PageSize {

@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/tdxsim/tdxsim/mrtd"
 	"github.com/tdxsim/tdxsim/report"
@@ -138,7 +136,15 @@ flags:`)
 		}
 	}
 	if *costs {
-		return printCosts(stdout, f, *asJSON)
+		table := report.DefaultCosts().With(f.Host.TDX.Costs)
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(table)
+		} else {
+			table.WriteText(stdout)
+		}
+		return exitOK
 	}
 	if *parallel {
 		fmt.Fprintln(stderr, "tdxsim run: --parallel: the model is not yet race-free on real goroutines (KVM's TDX counters, the split-cache top-up, lpage_info bits); runs use the deterministic scheduler")
@@ -166,29 +172,6 @@ flags:`)
 	if err != nil || r.Failed() {
 		return exitCheck
 	}
-	return exitOK
-}
-
-// printCosts prints the cost table a run of f uses.
-func printCosts(w io.Writer, f *scenario.File, asJSON bool) int {
-	table := report.DefaultCosts().With(f.Host.TDX.Costs)
-	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(table)
-		return exitOK
-	}
-	keys := make([]string, 0, len(table))
-	for k := range table {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "leaf\tns\tsource")
-	for _, k := range keys {
-		fmt.Fprintf(tw, "%s\t%d\t%s\n", k, table[k].NS, table[k].Source)
-	}
-	tw.Flush()
 	return exitOK
 }
 

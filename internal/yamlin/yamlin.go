@@ -1,0 +1,84 @@
+// Package yamlin holds what the project's YAML input files share: the
+// one-line bad-input error (file:line: field: rule), the size scalar, and
+// the translation of yaml.v3's errors into that form.
+package yamlin
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tdxsim/tdxsim/addr"
+)
+
+// InputError is bad input: it names the file, the line, the field and the
+// rule broken.
+type InputError struct {
+	File  string
+	Line  int
+	Field string
+	Rule  string
+}
+
+func (e *InputError) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc += ":" + strconv.Itoa(e.Line)
+	}
+	if e.Field != "" {
+		return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Rule)
+	}
+	return fmt.Sprintf("%s: %s", loc, e.Rule)
+}
+
+// Size is a byte count or address written as an integer, or a string in
+// decimal, 0x hex, or with a K/M/G/T suffix (powers of 1024).
+type Size uint64
+
+// UnmarshalYAML accepts integers and suffixed strings.
+func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("want a size (4096, 0x1000, 2M), got a %s", KindName(n.Kind))
+	}
+	v, err := addr.ParseSize(strings.TrimSpace(n.Value))
+	if err != nil {
+		return err
+	}
+	*s = Size(v)
+	return nil
+}
+
+// KindName names a node kind in an error.
+func KindName(k yaml.Kind) string {
+	switch k {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	case yaml.AliasNode:
+		return "alias"
+	}
+	return "value"
+}
+
+// Error turns a yaml.v3 decoding error ("line N: ...", or a TypeError's
+// first message) into an InputError for path, its rule prefixed.
+func Error(path, prefix string, err error) *InputError {
+	var te *yaml.TypeError
+	msg := err.Error()
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	if strings.HasPrefix(msg, "line ") {
+		if i := strings.Index(msg, ":"); i > 0 {
+			if n, err := strconv.Atoi(msg[5:i]); err == nil {
+				return &InputError{File: path, Line: n, Rule: prefix + strings.TrimSpace(msg[i+1:])}
+			}
+		}
+	}
+	return &InputError{File: path, Rule: prefix + msg}
+}
