@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -202,6 +203,14 @@ type File struct {
 
 	invalidate *sched.RWSem // mapping->invalidate_lock
 
+	// pc guards chunks, attrs, bindings, orphans, pages and released
+	// against the fault path, which takes no invalidate lock (v6.19) and
+	// may run on many vCPUs at once. It stands for what makes the
+	// kernel's lookups safe there: the page cache's xarray (RCU lookups,
+	// xa_lock for stores), the folio lock, and the bindings xarray. A
+	// sync.Mutex, not a sched lock: nothing under it yields, so it never
+	// changes the deterministic interleaving.
+	pc       sync.Mutex
 	chunks   map[uint64]*chunk // by index>>9
 	attrs    rangemap.Map      // index -> AttrPrivate or 0
 	bindings []binding         // sorted by start, disjoint
@@ -285,18 +294,34 @@ func (f *File) Closed() bool { return f.closed }
 
 // Released reports whether kvm_gmem_release ran (fd closed and every
 // mapping gone).
-func (f *File) Released() bool { return f.released }
+func (f *File) Released() bool {
+	f.pc.Lock()
+	defer f.pc.Unlock()
+	return f.released
+}
 
 // Pages returns the number of 4 KiB pages in the page cache.
-func (f *File) Pages() uint64 { return f.pages }
+func (f *File) Pages() uint64 {
+	f.pc.Lock()
+	defer f.pc.Unlock()
+	return f.pages
+}
 
 // IsPrivate returns the file's own attribute for index (only meaningful for
 // an InPlace file; for others it is the creation default).
-func (f *File) IsPrivate(index uint64) bool { return f.attrs.Get(index) == AttrPrivate }
+func (f *File) IsPrivate(index uint64) bool {
+	f.pc.Lock()
+	defer f.pc.Unlock()
+	return f.attrs.Get(index) == AttrPrivate
+}
 
 // RangePrivate reports whether every index in [start, end) is private in the
 // file's own attributes (kvm_gmem_range_has_attributes).
-func (f *File) RangePrivate(start, end uint64) bool { return f.attrs.All(start, end, AttrPrivate) }
+func (f *File) RangePrivate(start, end uint64) bool {
+	f.pc.Lock()
+	defer f.pc.Unlock()
+	return f.attrs.All(start, end, AttrPrivate)
+}
 
 func (f *File) badf(op string) error {
 	if f.closed {
@@ -420,6 +445,8 @@ func (f *File) allocate(t *sched.Thread, offset, length uint64) error {
 	}
 	f.invalidate.RLock(t)
 	defer f.invalidate.RUnlock(t)
+	f.pc.Lock()
+	defer f.pc.Unlock()
 	for index := offset >> pageShift; index < (offset+length)>>pageShift; {
 		if _, err := f.getFolio(t, index); err != nil {
 			return errno.Newf("fallocate", errno.ENOMEM, "folio for index %#x: %v", index, err)
@@ -440,7 +467,8 @@ func (f *File) folioEnd(index uint64) uint64 {
 }
 
 // getFolio returns the PFN backing index, allocating its folio when absent
-// (kvm_gmem_get_folio / __filemap_get_folio(FGP_CREAT)).
+// (kvm_gmem_get_folio / __filemap_get_folio(FGP_CREAT)). The caller holds
+// f.pc.
 func (f *File) getFolio(t *sched.Thread, index uint64) (addr.PFN, error) {
 	ci, off := index>>9, index&511
 	if c := f.chunks[ci]; c != nil && c.present.get(off) {
@@ -606,6 +634,8 @@ func (f *File) punchHole(t *sched.Thread, start, end uint64) error {
 func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) error {
 	f.Reap(t)
 	f.unmapUser(t, start, end)
+	f.pc.Lock()
+	defer f.pc.Unlock()
 	if f.pageOrder != 0 {
 		if idx, ok := f.safeRefcount(start, end); !ok && requireMerge {
 			return errno.Newf("fallocate(PUNCH_HOLE)", errno.EAGAIN, "folio at index %#x holds an extra reference", idx)
@@ -709,6 +739,8 @@ func (f *File) release1(t *sched.Thread, pfn addr.PFN, src hostmem.Source) error
 // Reap frees the truncated folios whose last outside reference is gone,
 // and returns how many still wait.
 func (f *File) Reap(t *sched.Thread) int {
+	f.pc.Lock()
+	defer f.pc.Unlock()
 	keep := f.orphans[:0]
 	for _, o := range f.orphans {
 		if fo, ok := f.mem.FolioOf(o.pfn); ok && fo.Ref > 1 || f.mem.Vetoed(o.pfn) {
@@ -762,6 +794,8 @@ func (f *File) Bind(t *sched.Thread, owner Owner, slot Slot, offset uint64) erro
 	}
 	f.invalidate.Lock(t)
 	defer f.invalidate.Unlock(t)
+	f.pc.Lock()
+	defer f.pc.Unlock()
 	start, end := offset>>pageShift, offset>>pageShift+slot.NPages()
 	i := sort.Search(len(f.bindings), func(i int) bool { return f.bindings[i].end > start })
 	if i < len(f.bindings) && f.bindings[i].start < end {
@@ -783,6 +817,8 @@ func (f *File) Unbind(t *sched.Thread, slot Slot) {
 	}
 	f.invalidate.Lock(t)
 	defer f.invalidate.Unlock(t)
+	f.pc.Lock()
+	defer f.pc.Unlock()
 	for i, b := range f.bindings {
 		if b.slot == slot {
 			f.bindings = append(f.bindings[:i], f.bindings[i+1:]...)
@@ -792,6 +828,7 @@ func (f *File) Unbind(t *sched.Thread, slot Slot) {
 }
 
 // boundSlot returns the slot bound at index (xa_load(&f->bindings, index)).
+// The caller holds f.pc or the invalidate lock.
 func (f *File) boundSlot(index uint64) Slot {
 	i := sort.Search(len(f.bindings), func(i int) bool { return f.bindings[i].end > index })
 	if i < len(f.bindings) && f.bindings[i].start <= index {
@@ -832,8 +869,10 @@ func (f *File) release(t *sched.Thread) {
 	begun := f.invalidateBegin(t, 0, ^uint64(0))
 	f.zap(t, 0, ^uint64(0))
 	f.invalidateEnd(t, begun)
+	f.pc.Lock()
 	f.bindings = nil
 	f.released = true
+	f.pc.Unlock()
 	f.invalidate.Unlock(t)
 	sl.Unlock(t)
 	f.owner.PutRef(t)

@@ -95,6 +95,8 @@ func (m *Mapping) Munmap(t *sched.Thread) {
 // dropPages unmaps file indexes [start, end) from the process page table,
 // dropping the page references.
 func (m *Mapping) dropPages(t *sched.Thread, start, end uint64) {
+	m.f.pc.Lock()
+	defer m.f.pc.Unlock()
 	m.mapped.Each(start, end, func(s, e, v uint64) {
 		if v == 0 {
 			return
@@ -132,13 +134,18 @@ func (m *Mapping) fault(t *sched.Thread, off uint64, write bool) (addr.PFN, erro
 	if index >= f.size>>pageShift {
 		return 0, fmt.Errorf("index %#x past EOF: %w", index, ErrSIGBUS)
 	}
+	f.pc.Lock()
 	if m.mapped.Get(index) != 0 {
-		c := f.chunks[index>>9]
-		return c.pfn(index & 511), nil
+		pfn := f.chunks[index>>9].pfn(index & 511)
+		f.pc.Unlock()
+		return pfn, nil
 	}
+	f.pc.Unlock()
 	f.invalidate.RLock(t)
 	defer f.invalidate.RUnlock(t)
-	if f.IsPrivate(index) {
+	f.pc.Lock()
+	defer f.pc.Unlock()
+	if f.attrs.Get(index) == AttrPrivate {
 		return 0, fmt.Errorf("index %#x is private: %w", index, ErrSIGBUS)
 	}
 	pfn, err := f.getFolio(t, index)

@@ -32,7 +32,12 @@ type PFN struct {
 func GetPFN(t *sched.Thread, slot Slot, gfn addr.GFN) (PFN, error) {
 	const op = "kvm_gmem_get_pfn"
 	f := slot.GmemFile()
-	if f == nil || f.released {
+	if f == nil {
+		return PFN{}, errno.New(op, errno.EFAULT, "memslot has no live guest_memfd")
+	}
+	f.pc.Lock()
+	defer f.pc.Unlock()
+	if f.released {
 		return PFN{}, errno.New(op, errno.EFAULT, "memslot has no live guest_memfd")
 	}
 	index := Index(slot, gfn)
@@ -117,7 +122,12 @@ func (f *File) poisoned(index uint64) bool {
 // offset that is not aligned with its GFNs gets 0 even over a huge folio.
 func MappingOrder(slot Slot, gfn addr.GFN) addr.Order {
 	f := slot.GmemFile()
-	if f == nil || f.released || f.pageOrder == 0 {
+	if f == nil || f.pageOrder == 0 {
+		return 0
+	}
+	f.pc.Lock()
+	defer f.pc.Unlock()
+	if f.released {
 		return 0
 	}
 	index := Index(slot, gfn)
@@ -166,7 +176,7 @@ func Populate(t *sched.Thread, slot Slot, start addr.GFN, src SourcePage, npages
 		return 0, errno.New(op, errno.EINVAL, "no memslot with guest_memfd at the GFN")
 	}
 	f := slot.GmemFile()
-	if f == nil || f.released {
+	if f == nil || f.Released() {
 		return 0, errno.New(op, errno.EFAULT, "memslot's guest_memfd was released")
 	}
 	npages = min(npages, int64(slot.NPages()-uint64(start-slot.BaseGFN())))
@@ -197,15 +207,9 @@ func (f *File) populateOne(t *sched.Thread, slot Slot, gfn addr.GFN, src addr.PF
 	f.invalidate.Lock(t)
 	defer f.invalidate.Unlock(t)
 	index := Index(slot, gfn)
-	if f.boundSlot(index) != slot {
-		return errno.Newf(op, errno.EIO, "index %#x is not bound to this memslot", index)
-	}
-	pfn, err := f.getFolio(t, index)
+	pfn, err := f.lookupForPopulate(t, slot, index)
 	if err != nil {
-		return errno.Newf(op, errno.ENOMEM, "index %#x: %v", index, err)
-	}
-	if f.poisoned(index) {
-		return errno.Newf(op, errno.EHWPOISON, "index %#x is hwpoisoned", index)
+		return err
 	}
 	private := f.owner.RangeIsPrivate(gfn, gfn+1)
 	if f.inPlace {
@@ -221,8 +225,29 @@ func (f *File) populateOne(t *sched.Thread, slot Slot, gfn addr.GFN, src addr.PF
 	if err := cb(t, gfn, pfn, src); err != nil {
 		return err
 	}
+	f.pc.Lock()
 	f.chunks[index>>9].uptodate.set(index & 511)
+	f.pc.Unlock()
 	return nil
+}
+
+// lookupForPopulate is populateOne's page-cache half: the binding, the
+// folio (created if absent) and its poison bit, under f.pc.
+func (f *File) lookupForPopulate(t *sched.Thread, slot Slot, index uint64) (addr.PFN, error) {
+	const op = "kvm_gmem_populate"
+	f.pc.Lock()
+	defer f.pc.Unlock()
+	if f.boundSlot(index) != slot {
+		return 0, errno.Newf(op, errno.EIO, "index %#x is not bound to this memslot", index)
+	}
+	pfn, err := f.getFolio(t, index)
+	if err != nil {
+		return 0, errno.Newf(op, errno.ENOMEM, "index %#x: %v", index, err)
+	}
+	if f.poisoned(index) {
+		return 0, errno.Newf(op, errno.EHWPOISON, "index %#x is hwpoisoned", index)
+	}
+	return pfn, nil
 }
 
 // MemoryFailure handles a hardware memory error on the folio holding index.
@@ -231,15 +256,18 @@ func (f *File) populateOne(t *sched.Thread, slot Slot, gfn addr.GFN, src addr.PF
 // returns EHWPOISON. It returns MF_DELAYED's meaning: userspace decides.
 func (f *File) MemoryFailure(t *sched.Thread, index uint64) error {
 	const op = "memory_failure"
+	f.pc.Lock()
 	c := f.chunks[index>>9]
 	if c == nil || !c.present.get(index&511) {
+		f.pc.Unlock()
 		return errno.Newf(op, errno.ENOENT, "index %#x has no folio", index)
 	}
-	f.invalidate.RLock(t)
-	defer f.invalidate.RUnlock(t)
 	n := uint64(1) << c.order
 	start := index &^ (n - 1)
 	c.poison.set(index & 511)
+	f.pc.Unlock()
+	f.invalidate.RLock(t)
+	defer f.invalidate.RUnlock(t)
 	begun := f.invalidateBegin(t, start, start+n)
 	f.zap(t, start, start+n)
 	f.invalidateEnd(t, begun)
@@ -250,6 +278,8 @@ func (f *File) MemoryFailure(t *sched.Thread, index uint64) error {
 // PFNAt returns the page at index if present (for checks and tests; no
 // reference is taken).
 func (f *File) PFNAt(index uint64) (addr.PFN, bool) {
+	f.pc.Lock()
+	defer f.pc.Unlock()
 	c := f.chunks[index>>9]
 	if c == nil || !c.present.get(index&511) {
 		return 0, false
@@ -320,7 +350,10 @@ func (f *File) convert(t *sched.Thread, start, end, attrs uint64) (uint64, error
 	toPrivate := attrs == AttrPrivate
 	if toPrivate {
 		f.unmapUser(t, start, end)
-		if idx, ok := f.safeRefcount(start, end); !ok {
+		f.pc.Lock()
+		idx, ok := f.safeRefcount(start, end)
+		f.pc.Unlock()
+		if !ok {
 			return idx, errno.Newf(op, errno.EAGAIN, "folio at offset %#x has an unexpected reference", idx<<pageShift)
 		}
 	}
@@ -346,7 +379,9 @@ func (f *File) convert(t *sched.Thread, start, end, attrs uint64) (uint64, error
 	if err := f.restructure(t, start, end, toPrivate); err != nil {
 		return start, err
 	}
+	f.pc.Lock()
 	f.attrs.Set(start, end, attrs)
+	f.pc.Unlock()
 	return 0, nil
 }
 
@@ -357,6 +392,8 @@ func (f *File) restructure(t *sched.Thread, start, end uint64, toPrivate bool) e
 	if f.pageOrder == 0 {
 		return nil
 	}
+	f.pc.Lock()
+	defer f.pc.Unlock()
 	n := uint64(1) << f.pageOrder
 	first := start &^ (n - 1)
 	c0 := f.chunks[first>>9]
@@ -406,7 +443,9 @@ type PageInfo struct {
 
 // Page returns the state of index.
 func (f *File) Page(index uint64) PageInfo {
-	pi := PageInfo{Private: f.IsPrivate(index)}
+	f.pc.Lock()
+	defer f.pc.Unlock()
+	pi := PageInfo{Private: f.attrs.Get(index) == AttrPrivate}
 	c := f.chunks[index>>9]
 	if c == nil || !c.present.get(index&511) {
 		return pi

@@ -111,7 +111,9 @@ func (vm *VM) SetMemoryAttributes(t *sched.Thread, a MemoryAttributes) error {
 		}
 		vm.mmuLock.Unlock(t)
 	}
+	vm.attrsMu.Lock() // writers are serialised by slots_lock; this is for lockless readers
 	vm.attrs.Set(uint64(start), uint64(end), a.Attributes)
+	vm.attrsMu.Unlock()
 	// Post-set: recompute MIXED, then end the invalidation.
 	if len(slots) > 0 {
 		vm.mmuLock.Lock(t)
@@ -131,7 +133,7 @@ func (vm *VM) SetMemoryAttributes(t *sched.Thread, a MemoryAttributes) error {
 
 func (vm *VM) slotsIn(start, end addr.GFN) []*Memslot {
 	var out []*Memslot
-	for _, s := range vm.slots {
+	for _, s := range vm.slotList() {
 		if s.base < end && start < s.EndGFN() {
 			out = append(out, s)
 		}
@@ -175,7 +177,8 @@ func (vm *VM) postSetMixed(s *Memslot, start, end addr.GFN) {
 }
 
 // hugePageUniform reports whether the huge page of level at gfn has one
-// attribute throughout (for 1G: every 2M page non-mixed and alike).
+// attribute throughout (for 1G: every 2M page non-mixed and alike). The
+// caller holds slots_lock, which excludes every writer of attrs.
 func (vm *VM) hugePageUniform(s *Memslot, level addr.Level, gfn addr.GFN) bool {
 	if level == addr.Level2M {
 		_, ok := vm.attrs.Uniform(uint64(gfn), uint64(gfn)+level.Pages())
@@ -192,17 +195,25 @@ func (vm *VM) hugePageUniform(s *Memslot, level addr.Level, gfn addr.GFN) bool {
 
 // Attributes returns the attributes of gfn in KVM's array
 // (kvm_get_memory_attributes).
-func (vm *VM) Attributes(gfn addr.GFN) uint64 { return vm.attrs.Get(uint64(gfn)) }
+func (vm *VM) Attributes(gfn addr.GFN) uint64 {
+	vm.attrsMu.RLock()
+	defer vm.attrsMu.RUnlock()
+	return vm.attrs.Get(uint64(gfn))
+}
 
 // RangeIsPrivate reports whether every GFN in [start, end) has PRIVATE in
 // KVM's array (gmem.Owner; kvm_range_has_memory_attributes).
 func (vm *VM) RangeIsPrivate(start, end addr.GFN) bool {
+	vm.attrsMu.RLock()
+	defer vm.attrsMu.RUnlock()
 	return vm.attrs.All(uint64(start), uint64(end), gmem.AttrPrivate)
 }
 
 // RangeIsShared reports whether no GFN in [start, end) has PRIVATE in
 // KVM's array.
 func (vm *VM) RangeIsShared(start, end addr.GFN) bool {
+	vm.attrsMu.RLock()
+	defer vm.attrsMu.RUnlock()
 	return vm.attrs.All(uint64(start), uint64(end), 0)
 }
 
@@ -215,5 +226,5 @@ func (vm *VM) IsPrivate(gfn addr.GFN) bool {
 	if s := vm.SlotAt(gfn); s != nil && s.file != nil && s.file.InPlace() {
 		return s.file.IsPrivate(gmem.Index(s, gfn))
 	}
-	return vm.attrs.Get(uint64(gfn))&gmem.AttrPrivate != 0
+	return vm.Attributes(gfn)&gmem.AttrPrivate != 0
 }

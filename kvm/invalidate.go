@@ -29,7 +29,7 @@ func (vm *VM) invalidateRangeAddLocked(start, end addr.GFN) {
 }
 
 func (vm *VM) invalidateEndLocked() {
-	vm.invalSeq++
+	vm.invalSeq.Add(1)
 	vm.invalInProgress--
 }
 
@@ -102,12 +102,12 @@ func (vm *VM) InvalidateEnd(t *sched.Thread) {
 	vm.mmuLock.Lock(t)
 	vm.invalidateEndLocked()
 	vm.mmuLock.Unlock(t)
-	vm.event(t, "invalidate_end", vm.invalSeq, 0, "")
+	vm.event(t, "invalidate_end", vm.invalSeq.Load(), 0, "")
 }
 
 // InvalidateSeq returns mmu_invalidate_seq, which a fault snapshots before
 // it looks up the PFN.
-func (vm *VM) InvalidateSeq() uint64 { return vm.invalSeq }
+func (vm *VM) InvalidateSeq() uint64 { return vm.invalSeq.Load() }
 
 // InvalidateRetry is mmu_invalidate_retry_gfn(kvm, seq, gfn): the fault
 // that snapshotted seq must retry because an invalidation covering gfn is
@@ -116,7 +116,7 @@ func (vm *VM) InvalidateRetry(seq uint64, gfn addr.GFN) bool {
 	if vm.invalInProgress > 0 && (vm.invalStart > vm.invalEnd || (gfn >= vm.invalStart && gfn < vm.invalEnd)) {
 		return true
 	}
-	return vm.invalSeq != seq
+	return vm.invalSeq.Load() != seq
 }
 
 // InvalidateInProgress returns how many invalidations are running.
@@ -130,7 +130,7 @@ func (vm *VM) InvalidateInProgress() int { return vm.invalInProgress }
 // seed 004).
 func (vm *VM) MMUNotifierInvalidate(t *sched.Thread, hva, size uint64) {
 	var ranges []gmem.Range
-	for _, s := range vm.slots {
+	for _, s := range vm.slotList() {
 		lo, hi := s.userAddr, s.userAddr+s.npages<<addr.PageShift
 		if hva >= hi || hva+size <= lo || s.gmemOnly {
 			continue

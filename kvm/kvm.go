@@ -15,6 +15,8 @@ package kvm
 import (
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -235,13 +237,22 @@ type VM struct {
 	slotsLock *sched.Mutex  // kvm->slots_lock
 	mmuLock   *sched.RWLock // kvm->mmu_lock
 
-	slots    []*Memslot // sorted by base GFN
+	// slots are the memslots sorted by base GFN, replaced whole on every
+	// change: readers (the fault path) load them without a lock, as the
+	// kernel reads kvm->memslots under SRCU.
+	slots    atomic.Pointer[[]*Memslot]
 	slotByID map[uint16]*Memslot
-	attrs    rangemap.Map // gfn -> attributes (kvm->mem_attr_array)
-	gmems    []*gmem.File
+	// attrs is kvm->mem_attr_array (gfn -> attributes). The fault path
+	// reads it without mmu_lock (RCU xa_load in the kernel); attrsMu
+	// makes those reads safe on real goroutines. Nothing under it yields.
+	attrsMu sync.RWMutex
+	attrs   rangemap.Map
+	gmems   []*gmem.File
 
-	// MMU invalidation (kvm->mmu_invalidate_*).
-	invalSeq        uint64
+	// MMU invalidation (kvm->mmu_invalidate_*). invalSeq is read without
+	// mmu_lock by a fault taking its snapshot (smp_rmb in the kernel);
+	// the rest only under mmu_lock.
+	invalSeq        atomic.Uint64
 	invalInProgress int
 	invalStart      addr.GFN
 	invalEnd        addr.GFN
@@ -419,8 +430,8 @@ func (vm *VM) destroy(t *sched.Thread) {
 	vm.mmu.Destroy(t)
 	vm.arch.DestroyVM(t)
 	vm.slotsLock.Lock(t)
-	for len(vm.slots) > 0 {
-		s := vm.slots[len(vm.slots)-1]
+	for len(vm.slotList()) > 0 {
+		s := vm.slotList()[len(vm.slotList())-1]
 		vm.removeSlot(s)
 		if f := s.file; f != nil {
 			f.Unbind(t, s)

@@ -2,6 +2,7 @@ package kvm
 
 import (
 	"sort"
+	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -36,7 +37,7 @@ type Memslot struct {
 	npages   uint64
 	flags    uint32
 	userAddr uint64
-	invalid  bool // KVM_MEMSLOT_INVALID while being deleted or moved
+	invalid  atomic.Bool // KVM_MEMSLOT_INVALID while being deleted or moved
 
 	file     *gmem.File // slot->gmem.file
 	pgoff    uint64     // slot->gmem.pgoff
@@ -92,16 +93,25 @@ func (s *Memslot) HasGmem() bool { return s.flags&MemGuestMemfd != 0 }
 func (s *Memslot) GmemOnly() bool { return s.gmemOnly }
 
 // Invalid reports KVM_MEMSLOT_INVALID (being deleted or moved).
-func (s *Memslot) Invalid() bool { return s.invalid }
+func (s *Memslot) Invalid() bool { return s.invalid.Load() }
 
 // Slots returns the memslots in GFN order.
-func (vm *VM) Slots() []*Memslot { return append([]*Memslot(nil), vm.slots...) }
+func (vm *VM) Slots() []*Memslot { return append([]*Memslot(nil), vm.slotList()...) }
+
+// slotList is the current memslot array (read-only).
+func (vm *VM) slotList() []*Memslot {
+	if p := vm.slots.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
 // SlotAt returns the memslot holding gfn (gfn_to_memslot), or nil.
 func (vm *VM) SlotAt(gfn addr.GFN) *Memslot {
-	i := sort.Search(len(vm.slots), func(i int) bool { return vm.slots[i].EndGFN() > gfn })
-	if i < len(vm.slots) && vm.slots[i].base <= gfn {
-		return vm.slots[i]
+	slots := vm.slotList()
+	i := sort.Search(len(slots), func(i int) bool { return slots[i].EndGFN() > gfn })
+	if i < len(slots) && slots[i].base <= gfn {
+		return slots[i]
 	}
 	return nil
 }
@@ -246,7 +256,7 @@ func (vm *VM) setMemoryRegionLocked(t *sched.Thread, op string, r Region) error 
 }
 
 func (vm *VM) overlaps(id uint16, start, end addr.GFN) bool {
-	for _, s := range vm.slots {
+	for _, s := range vm.slotList() {
 		if s.id != id && s.base < end && start < s.EndGFN() {
 			return true
 		}
@@ -255,20 +265,23 @@ func (vm *VM) overlaps(id uint16, start, end addr.GFN) bool {
 }
 
 func (vm *VM) insertSlot(s *Memslot) {
-	i := sort.Search(len(vm.slots), func(i int) bool { return vm.slots[i].base > s.base })
-	vm.slots = append(vm.slots, nil)
-	copy(vm.slots[i+1:], vm.slots[i:])
-	vm.slots[i] = s
+	old := vm.slotList()
+	i := sort.Search(len(old), func(i int) bool { return old[i].base > s.base })
+	slots := make([]*Memslot, 0, len(old)+1)
+	slots = append(append(append(slots, old[:i]...), s), old[i:]...)
+	vm.slots.Store(&slots)
 	vm.slotByID[s.id] = s
 }
 
 func (vm *VM) removeSlot(s *Memslot) {
-	for i, x := range vm.slots {
-		if x == s {
-			vm.slots = append(vm.slots[:i], vm.slots[i+1:]...)
-			break
+	old := vm.slotList()
+	slots := make([]*Memslot, 0, len(old))
+	for _, x := range old {
+		if x != s {
+			slots = append(slots, x)
 		}
 	}
+	vm.slots.Store(&slots)
 	delete(vm.slotByID, s.id)
 }
 
@@ -277,7 +290,7 @@ func (vm *VM) removeSlot(s *Memslot) {
 // shared leaves; kvm_arch_flush_shadow_memslot), then the slot goes and its
 // guest_memfd binding is dropped (kvm_free_memslot -> kvm_gmem_unbind).
 func (vm *VM) deleteSlot(t *sched.Thread, s *Memslot) {
-	s.invalid = true
+	s.invalid.Store(true)
 	vm.mmu.FlushShadowMemslot(t, s)
 	vm.removeSlot(s)
 	if f := s.file; f != nil {
@@ -287,10 +300,11 @@ func (vm *VM) deleteSlot(t *sched.Thread, s *Memslot) {
 
 // moveSlot is KVM_MR_MOVE (never for guest_memfd slots).
 func (vm *VM) moveSlot(t *sched.Thread, s *Memslot, base addr.GFN) {
-	s.invalid = true
+	s.invalid.Store(true)
 	vm.mmu.FlushShadowMemslot(t, s)
 	vm.removeSlot(s)
-	s.base, s.invalid = base, false
+	s.base = base
+	s.invalid.Store(false)
 	vm.initLpage(s)
 	vm.insertSlot(s)
 }
@@ -340,9 +354,9 @@ func (s *Memslot) lpageIndex(level addr.Level, gfn addr.GFN) uint64 {
 func (vm *VM) setMixed(s *Memslot, level addr.Level, gfn addr.GFN, mixed bool) {
 	p := &s.lpage[level-1][s.lpageIndex(level, gfn)]
 	if mixed {
-		*p |= lpageMixed
+		atomic.OrUint32(p, lpageMixed)
 	} else {
-		*p &^= lpageMixed
+		atomic.AndUint32(p, ^uint32(lpageMixed))
 	}
 }
 
@@ -352,7 +366,7 @@ func (s *Memslot) Mixed(level addr.Level, gfn addr.GFN) bool {
 	if level == addr.Level4K || level > addr.Level1G {
 		return false
 	}
-	return s.lpage[level-1][s.lpageIndex(level, gfn)]&lpageMixed != 0
+	return atomic.LoadUint32(&s.lpage[level-1][s.lpageIndex(level, gfn)])&lpageMixed != 0
 }
 
 // SetGuestInhibit marks the huge page of level holding gfn as never to be
@@ -363,7 +377,7 @@ func (s *Memslot) SetGuestInhibit(level addr.Level, gfn addr.GFN) {
 	if level == addr.Level4K || level > addr.Level1G || gfn < s.base || gfn >= s.EndGFN() {
 		return
 	}
-	s.lpage[level-1][s.lpageIndex(level, gfn)] |= lpageGuestInhibit
+	atomic.OrUint32(&s.lpage[level-1][s.lpageIndex(level, gfn)], lpageGuestInhibit)
 }
 
 // GuestInhibited reports whether SetGuestInhibit was called for the huge
@@ -372,7 +386,7 @@ func (s *Memslot) GuestInhibited(level addr.Level, gfn addr.GFN) bool {
 	if level == addr.Level4K || level > addr.Level1G || gfn < s.base || gfn >= s.EndGFN() {
 		return false
 	}
-	return s.lpage[level-1][s.lpageIndex(level, gfn)]&lpageGuestInhibit != 0
+	return atomic.LoadUint32(&s.lpage[level-1][s.lpageIndex(level, gfn)])&lpageGuestInhibit != 0
 }
 
 // HugePageAllowed reports whether KVM may map gfn at level as far as the
@@ -386,5 +400,5 @@ func (s *Memslot) HugePageAllowed(level addr.Level, gfn addr.GFN) bool {
 	if level > addr.Level1G {
 		return false
 	}
-	return s.lpage[level-1][s.lpageIndex(level, gfn)] == 0
+	return atomic.LoadUint32(&s.lpage[level-1][s.lpageIndex(level, gfn)]) == 0
 }

@@ -135,12 +135,12 @@ func (v *VCPU) FaultInPFN(t *sched.Thread, gfn addr.GFN, private bool) (Fault, e
 		return Fault{}, err
 	}
 	vm := v.vm
-	f := Fault{GFN: gfn, Private: private, Seq: vm.invalSeq}
+	f := Fault{GFN: gfn, Private: private, Seq: vm.invalSeq.Load()}
 	mf := func(e errno.Errno, why string) error {
 		return &MemoryFault{GPA: uint64(gfn) << addr.PageShift, Size: addr.PageSize, Private: private, Errno: e, Why: why}
 	}
 	s := vm.SlotAt(gfn)
-	if s != nil && s.invalid {
+	if s != nil && s.invalid.Load() {
 		return f, ErrRetry
 	}
 	if private != vm.IsPrivate(gfn) {

@@ -6,6 +6,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -29,6 +30,10 @@ type Options struct {
 	Progress func(done, total int)
 	// Sink also receives every event (traces, tests); nil for none.
 	Sink event.Sink
+	// Parallel runs the simulated threads on real goroutines (sched.Parallel)
+	// instead of the seeded deterministic scheduler: faster on many cores,
+	// but the interleaving (and so some counts) varies from run to run.
+	Parallel bool
 }
 
 // ErrRun marks a run the model could not complete (a step failed without
@@ -99,11 +104,11 @@ func Run(f *File, o Options) (*report.Run, error) {
 		return nil, err
 	}
 	rn.total = len(f.Timeline) + 2
-	// The deterministic scheduler only: KVM's TDX counters, the per-VM
-	// split cache top-up and the lpage_info inhibit bits are not yet safe
-	// on real goroutines (go run -race finds them), which is the
-	// parallel-scheduler work of issue 8.
-	rn.s = sched.New(sched.Deterministic, rn.seed, sink)
+	mode := sched.Deterministic
+	if o.Parallel {
+		mode = sched.Parallel
+	}
+	rn.s = sched.New(mode, rn.seed, sink)
 	freeBefore := int64(rn.host.Mem.FreePages())
 	var runErr error
 	th := rn.s.Go("vmm", func(t *sched.Thread) { runErr = rn.main(t) })
@@ -275,16 +280,16 @@ func (rn *runner) tdOf(name string) *tdRun {
 
 // onVCPUs runs fn on a thread per vCPU of td and waits for all.
 func (rn *runner) onVCPUs(t *sched.Thread, td *tdRun, fn func(vt *sched.Thread, i int, v *tdx.VCPU) error) error {
-	done := 0
+	var done atomic.Int32
 	errs := make([]error, len(td.m.VCPUs))
 	for i, v := range td.m.VCPUs {
 		th := t.Go(fmt.Sprintf("%s/vcpu%d", td.spec.Name, i), func(vt *sched.Thread) {
-			defer func() { v.Halt(); done++ }()
+			defer func() { v.Halt(); done.Add(1) }()
 			errs[i] = fn(vt, i, v)
 		})
 		rn.clock.Name(th.ID(), fmt.Sprintf("%s/vcpu%d", td.spec.Name, i))
 	}
-	t.WaitUntil(td.spec.Name+" vCPUs done", func() bool { return done == len(td.m.VCPUs) })
+	t.WaitUntil(td.spec.Name+" vCPUs done", func() bool { return int(done.Load()) == len(td.m.VCPUs) })
 	return errors.Join(errs...)
 }
 
@@ -339,18 +344,18 @@ func (rn *runner) step(t *sched.Thread, st *Step, idx int) error {
 		return rn.teardown(t, rn.tdOf(st.Teardown.TD))
 	}
 	// parallel: each sub-step on its own thread
-	done := 0
+	var done atomic.Int32
 	errs := make([]error, len(st.Parallel))
 	for k := range st.Parallel {
 		sub := &st.Parallel[k]
 		th := t.Go(fmt.Sprintf("step%d.%d", idx, k), func(pt *sched.Thread) {
-			defer func() { done++ }()
+			defer done.Add(1)
 			err := rn.step(pt, sub, idx*64+k+1)
 			errs[k] = rn.matchExpected(sub, fmt.Sprintf("timeline[%d].parallel[%d]", idx, k), err)
 		})
 		rn.clock.Name(th.ID(), fmt.Sprintf("step%d.%d", idx, k))
 	}
-	t.WaitUntil("parallel steps done", func() bool { return done == len(st.Parallel) })
+	t.WaitUntil("parallel steps done", func() bool { return int(done.Load()) == len(st.Parallel) })
 	return errors.Join(errs...)
 }
 

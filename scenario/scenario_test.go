@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -123,6 +124,31 @@ func TestExamples(t *testing.T) {
 			}
 			if len(r.Expectations) == 0 && len(f.Expect.MRTD)+len(f.Expect.Seamcalls) > 0 {
 				t.Fatal("expectations not evaluated")
+			}
+		})
+	}
+}
+
+// On the parallel scheduler (real goroutines) every example runs clean too:
+// the interleaving is the machine's, so counts may differ from the seeded
+// run, but no check may fail. Under -race this is the test that the model
+// is safe on goroutines.
+func TestParallel(t *testing.T) {
+	files, _ := filepath.Glob("../examples/*.yaml")
+	for _, p := range files {
+		t.Run(filepath.Base(p), func(t *testing.T) {
+			if testing.Short() && !slices.Contains([]string{"balloon.yaml", "convert-splits.yaml", "host-events.yaml", "in-place.yaml", "two-tds.yaml"}, filepath.Base(p)) {
+				t.Skip("short: the small examples only")
+			}
+			f, err := Load(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := Run(f, Options{Parallel: true})
+			if err != nil || r.Failed() {
+				var b bytes.Buffer
+				r.WriteText(&b)
+				t.Fatalf("%v\n%s", err, b.String())
 			}
 		})
 	}

@@ -10,6 +10,7 @@ package vmm
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -125,7 +126,12 @@ type VMM struct {
 
 	cfg   Config
 	slots []slot
-	stats Stats
+	// stats are Stats as atomics: vCPUs exit to the VMM concurrently.
+	stats struct {
+		toShared, toPrivate           atomic.Int64
+		bytesToShared, bytesToPrivate atomic.Uint64
+		punchedBytes                  atomic.Uint64
+	}
 }
 
 // Create builds a TD up to the point where its image can be loaded:
@@ -224,7 +230,11 @@ func HugePoolPages(cfg Config) (huge2M, huge1G int) {
 }
 
 // Stats returns the conversion counters.
-func (m *VMM) Stats() Stats { return m.stats }
+func (m *VMM) Stats() Stats {
+	return Stats{ToShared: m.stats.toShared.Load(), ToPrivate: m.stats.toPrivate.Load(),
+		BytesToShared: m.stats.bytesToShared.Load(), BytesToPrivate: m.stats.bytesToPrivate.Load(),
+		PunchedBytes: m.stats.punchedBytes.Load()}
+}
 
 // SharedHVA returns the userspace address backing gpa when it is shared
 // (0 outside every memslot).
@@ -324,12 +334,12 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 			}
 		}
 		if x.Private {
-			m.stats.ToPrivate++
-			m.stats.BytesToPrivate += size
+			m.stats.toPrivate.Add(1)
+			m.stats.bytesToPrivate.Add(size)
 			return m.User.Discard(t, s.hva+gpa-s.GPA, size)
 		}
-		m.stats.ToShared++
-		m.stats.BytesToShared += size
+		m.stats.toShared.Add(1)
+		m.stats.bytesToShared.Add(size)
 		if m.cfg.InPlace || m.cfg.KeepSharedBacking {
 			return nil // in place: the pages stay in the file, now shared
 		}
@@ -345,14 +355,14 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 func (m *VMM) punchShared(t *sched.Thread, s *slot, gpa, size uint64) error {
 	unit := uint64(addr.PageSize) << m.Gmem.PageOrder()
 	if unit == addr.PageSize {
-		m.stats.PunchedBytes += size
+		m.stats.punchedBytes.Add(size)
 		return m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(s.gmemOff+gpa-s.GPA), int64(size))
 	}
 	for lo := gpa &^ (unit - 1); lo < gpa+size; lo += unit {
 		if lo < s.GPA || lo+unit > s.End() || !m.VM.RangeIsShared(addr.GPA(lo).GFN(), addr.GPA(lo+unit).GFN()) {
 			continue
 		}
-		m.stats.PunchedBytes += unit
+		m.stats.punchedBytes.Add(unit)
 		if err := m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(s.gmemOff+lo-s.GPA), int64(unit)); err != nil {
 			return err
 		}
@@ -364,7 +374,7 @@ func (m *VMM) punchShared(t *sched.Thread, s *slot, gpa, size uint64) error {
 // releasing memory does (the private pages are zapped and freed).
 func (m *VMM) PunchHole(t *sched.Thread, gpa, size uint64) error {
 	return m.pieces("fallocate", gpa, size, func(s *slot, gpa, size uint64) error {
-		m.stats.PunchedBytes += size
+		m.stats.punchedBytes.Add(size)
 		return m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(s.gmemOff+gpa-s.GPA), int64(size))
 	})
 }
@@ -379,7 +389,7 @@ func (m *VMM) DiscardShared(t *sched.Thread, gpa, size uint64) error {
 			if err := m.Gmem.Fallocate(t, gmem.FallocPunchHole|gmem.FallocKeepSize, int64(s.gmemOff+gpa-s.GPA), int64(size)); err != nil {
 				return err
 			}
-			m.stats.PunchedBytes += size
+			m.stats.punchedBytes.Add(size)
 		}
 		return m.User.Discard(t, s.hva+gpa-s.GPA, size)
 	})

@@ -190,3 +190,25 @@ func TestMRTDExample(t *testing.T) {
 		t.Fatalf("exit %d out %q err %q", code, out, errs)
 	}
 }
+
+// --parallel runs the same scenario on real goroutines: the checks pass and
+// the MRTD (built before any vCPU runs) is the seeded run's.
+func TestRunParallel(t *testing.T) {
+	file := writeScenario(t, small4K)
+	var reports [2]struct {
+		MRTD       string   `json:"mrtd"`
+		Violations []string `json:"violations"`
+	}
+	for i, args := range [][]string{{"run", "--json", file}, {"run", "--json", "--parallel", file}} {
+		code, out, errs := run(args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s\n%s", args, code, errs, out)
+		}
+		if err := json.Unmarshal([]byte(out), &reports[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if reports[1].MRTD == "" || reports[1].MRTD != reports[0].MRTD || len(reports[1].Violations) != 0 {
+		t.Fatalf("parallel run: mrtd %q (seeded %q), violations %v", reports[1].MRTD, reports[0].MRTD, reports[1].Violations)
+	}
+}

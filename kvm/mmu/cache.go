@@ -2,6 +2,7 @@ package mmu
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -16,8 +17,13 @@ import (
 // cache's hostmem source, so a page freed into another pool is caught
 // (seed 003: KVM's page-table pages are never mixed with PAMT pages).
 //
-// A cache belongs to one vCPU (or one VM operation) and is used by one
-// thread at a time, as in the kernel.
+// A per-vCPU cache is used by one thread at a time, as in the kernel. A
+// per-VM cache (the split caches) is topped up by any vCPU outside
+// mmu_lock while another draws from it under mmu_lock, so the page list
+// has its own lock, held only around the list update and never across the
+// sleeping allocation: tdx_topup_vm_split_cache() and its
+// prealloc_split_cache_lock (seed 003). A sync.Mutex rather than a
+// sched lock because nothing inside it yields.
 type Cache struct {
 	name     string
 	mem      *hostmem.Memory
@@ -25,8 +31,9 @@ type Cache struct {
 	acct     hostmem.Account
 	min      int // kvm_mmu_topup_memory_cache(mc, min)
 	capacity int // mc->capacity: a top-up fills to here
-	pages    []addr.PFN
 
+	mu    sync.Mutex
+	pages []addr.PFN
 	// TopUps counts top-ups that allocated; Allocated and Taken count
 	// pages.
 	TopUps, Allocated, Taken uint64
@@ -43,7 +50,11 @@ func NewCache(mem *hostmem.Memory, name string, acct hostmem.Account, min, capac
 }
 
 // Len returns the number of pages ready.
-func (c *Cache) Len() int { return len(c.pages) }
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pages)
+}
 
 // TopUp fills the cache to capacity when it holds fewer than min pages,
 // with GFP_KERNEL_ACCOUNT allocations that may sleep: calling it under
@@ -55,25 +66,37 @@ func (c *Cache) TopUp(t *sched.Thread) error {
 
 // TopUpTo is TopUp with an explicit minimum (__kvm_mmu_topup_memory_cache).
 func (c *Cache) TopUpTo(t *sched.Thread, min int) error {
+	c.mu.Lock()
 	if len(c.pages) >= min {
+		c.mu.Unlock()
 		return nil
 	}
 	c.TopUps++
+	c.mu.Unlock()
 	if t != nil {
 		t.Emit(event.Event{Kind: event.KindMMU, Name: "cache_topup", Detail: c.name})
 	}
-	for len(c.pages) < max(c.capacity, min) {
+	for {
+		c.mu.Lock()
+		n := len(c.pages)
+		c.mu.Unlock()
+		if n >= max(c.capacity, min) {
+			return nil
+		}
 		p, err := c.mem.Alloc(t, hostmem.Request{Source: c.src, Account: c.acct, Charged: true})
+		c.mu.Lock()
 		if err != nil {
-			if len(c.pages) >= min {
+			n := len(c.pages)
+			c.mu.Unlock()
+			if n >= min {
 				return nil
 			}
 			return errno.Newf("kvm_mmu_topup_memory_cache", errno.ENOMEM, "%s: %v", c.name, err)
 		}
 		c.pages = append(c.pages, p)
 		c.Allocated++
+		c.mu.Unlock()
 	}
-	return nil
 }
 
 // Take hands out one page. It never sleeps; an empty cache is a bug in the
@@ -82,7 +105,9 @@ func (c *Cache) TopUpTo(t *sched.Thread, min int) error {
 // the caller backs out without changing any page table.
 // Kernel: kvm_mmu_memory_cache_alloc().
 func (c *Cache) Take(t *sched.Thread) (addr.PFN, error) {
+	c.mu.Lock()
 	if len(c.pages) == 0 {
+		c.mu.Unlock()
 		ev := event.Event{Kind: event.KindViolation, Name: "mmu.cache-empty",
 			Detail: fmt.Sprintf("%s: allocation under mmu_lock from an empty cache (not topped up)", c.name)}
 		if t != nil {
@@ -93,11 +118,16 @@ func (c *Cache) Take(t *sched.Thread) (addr.PFN, error) {
 	p := c.pages[len(c.pages)-1]
 	c.pages = c.pages[:len(c.pages)-1]
 	c.Taken++
+	c.mu.Unlock()
 	return p, nil
 }
 
 // Return puts an unused page back (a DPAMT pair that was not needed).
-func (c *Cache) Return(p addr.PFN) { c.pages = append(c.pages, p) }
+func (c *Cache) Return(p addr.PFN) {
+	c.mu.Lock()
+	c.pages = append(c.pages, p)
+	c.mu.Unlock()
+}
 
 // FreePage gives a page taken from this cache back to the host (free_page
 // of a page-table page). The cache's source is checked by hostmem.
@@ -107,12 +137,15 @@ func (c *Cache) FreePage(t *sched.Thread, p addr.PFN) error {
 
 // Release frees every page still in the cache (kvm_mmu_free_memory_cache).
 func (c *Cache) Release(t *sched.Thread) error {
+	c.mu.Lock()
+	pages := c.pages
+	c.pages = nil
+	c.mu.Unlock()
 	var first error
-	for _, p := range c.pages {
+	for _, p := range pages {
 		if err := c.mem.Free(t, p, c.src); err != nil && first == nil {
 			first = err
 		}
 	}
-	c.pages = nil
 	return first
 }

@@ -2,6 +2,7 @@ package tdx
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -81,16 +82,16 @@ func (td *TD) SetExternalSPTE(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level 
 // success counts it; otherwise the page's Dynamic PAMT reference (when it
 // took one: pamt) goes back, and BUSY becomes -EBUSY (the fault retries)
 // while any other status is TDX_BUG_ON (-EIO).
-func (td *TD) installed(t *sched.Thread, leaf string, st tdxmodule.Status, gfn addr.GFN, page addr.PFN, pamt bool, count *int64) error {
+func (td *TD) installed(t *sched.Thread, leaf string, st tdxmodule.Status, gfn addr.GFN, page addr.PFN, pamt bool, count *atomic.Int64) error {
 	if st == tdxmodule.Success {
-		*count++
+		count.Add(1)
 		return nil
 	}
 	if pamt {
 		_ = td.h.pamtPut(t, page)
 	}
 	if busy(st) {
-		td.stats.BusyRetries++
+		td.stats.BusyRetries.Add(1)
 		return errno.New(leaf, errno.EBUSY, st.String())
 	}
 	return td.bug(t, leaf, st, gfn)
@@ -153,9 +154,9 @@ func (td *TD) RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level
 	_ = h.Mem.FillTag(t, pfn, level.Order(), 0) // tdx_quirk_reset_folio
 	if level == addr.Level4K {
 		_ = h.pamtPut(t, pfn)
-		td.stats.PagesRemoved++
+		td.stats.PagesRemoved.Add(1)
 	} else {
-		td.stats.HugePagesRemoved++
+		td.stats.HugePagesRemoved.Add(1)
 	}
 	return nil
 }
@@ -178,18 +179,18 @@ func (td *TD) blockAndTrack(t *sched.Thread, gfn addr.GFN, level addr.Level) err
 func (td *TD) FreeExternalSPT(t *sched.Thread, gfn addr.GFN, level addr.Level, spt addr.PFN) error {
 	h := td.h
 	if td.hkid != 0 {
-		td.stats.Leaked++
+		td.stats.Leaked.Add(1)
 		return td.vm.Bug(t, "tdx_sept_free_private_spt: HKID still assigned")
 	}
 	st, _ := h.Mod.PhymemPageReclaim(t, spt)
 	if st != tdxmodule.Success {
-		td.stats.Leaked++
+		td.stats.Leaked.Add(1)
 		h.warn(t, "TDH.PHYMEM.PAGE.RECLAIM", st, spt)
 		return errno.Newf("tdx_sept_free_private_spt", errno.EIO, "%v", st)
 	}
 	_ = h.Mem.FillTag(t, spt, 0, 0)
 	_ = h.pamtPut(t, spt)
-	td.stats.SEPTPagesReclaimed++
+	td.stats.SEPTPagesReclaimed.Add(1)
 	return nil
 }
 
@@ -254,7 +255,7 @@ func (td *TD) SplitExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level,
 			return td.vm.Bug(t, err.Error())
 		}
 	}
-	td.stats.Splits++
+	td.stats.Splits.Add(1)
 	return nil
 }
 
@@ -279,7 +280,7 @@ func (td *TD) doNoVCPUs(t *sched.Thread, call func() tdxmodule.Status) tdxmodule
 	if !busy(st) {
 		return st
 	}
-	td.stats.NoVCPURetries++
+	td.stats.NoVCPURetries.Add(1)
 	td.waitForSEPTZap.Store(true)
 	td.kickAll(t)
 	st = call()
@@ -309,7 +310,7 @@ func (td *TD) track(t *sched.Thread) error {
 // has (they re-enter in the new epoch, or not at all while
 // wait_for_sept_zap is set).
 func (td *TD) kickAll(t *sched.Thread) {
-	td.stats.Kicks++
+	td.stats.Kicks.Add(1)
 	type pending struct {
 		v   *VCPU
 		gen uint64

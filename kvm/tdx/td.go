@@ -61,7 +61,19 @@ type TD struct {
 
 	vmm MapGPAHandler
 
-	stats Stats
+	stats counters
+}
+
+// counters are Stats as atomics: vCPUs on real goroutines (the parallel
+// scheduler) bump them concurrently, as the kernel's per-VM stats do.
+type counters struct {
+	PagesAdded, PagesAugmented, PagesRemoved atomic.Int64
+	HugePagesAugmented, HugePagesRemoved     atomic.Int64
+	Splits                                   atomic.Int64
+	SEPTPagesAdded, SEPTPagesReclaimed       atomic.Int64
+	BusyRetries, NoVCPURetries, Kicks        atomic.Int64
+	EPTViolations, MapGPAExits               atomic.Int64
+	ControlPagesReclaimed, Leaked            atomic.Int64
 }
 
 // Stats counts what KVM's TDX code did.
@@ -141,7 +153,18 @@ func (td *TD) DPAMTNeeded() map[addr.PFN]int32 {
 func (td *TD) TDR() addr.PFN { return td.tdr }
 
 // Stats returns the counters.
-func (td *TD) Stats() Stats { return td.stats }
+func (td *TD) Stats() Stats {
+	c := &td.stats
+	return Stats{
+		PagesAdded: c.PagesAdded.Load(), PagesAugmented: c.PagesAugmented.Load(), PagesRemoved: c.PagesRemoved.Load(),
+		HugePagesAugmented: c.HugePagesAugmented.Load(), HugePagesRemoved: c.HugePagesRemoved.Load(),
+		Splits:         c.Splits.Load(),
+		SEPTPagesAdded: c.SEPTPagesAdded.Load(), SEPTPagesReclaimed: c.SEPTPagesReclaimed.Load(),
+		BusyRetries: c.BusyRetries.Load(), NoVCPURetries: c.NoVCPURetries.Load(), Kicks: c.Kicks.Load(),
+		EPTViolations: c.EPTViolations.Load(), MapGPAExits: c.MapGPAExits.Load(),
+		ControlPagesReclaimed: c.ControlPagesReclaimed.Load(), Leaked: c.Leaked.Load(),
+	}
+}
 
 // ControlPages returns the pages the TD's control structures live in
 // (TDR, TDCS, each vCPU's TDVPR and TDVPX), for checks.
@@ -486,15 +509,15 @@ func (td *TD) DestroyVM(t *sched.Thread) {
 func (td *TD) reclaimControl(t *sched.Thread, pages []addr.PFN) {
 	for _, p := range pages {
 		if td.hkid != 0 {
-			td.stats.Leaked++
+			td.stats.Leaked.Add(1)
 			td.h.warn(t, "reclaim with HKID assigned", 0, p)
 			continue
 		}
 		if err := td.h.reclaimPage(t, p, hostmem.SourceBuddy); err != nil {
-			td.stats.Leaked++
+			td.stats.Leaked.Add(1)
 			continue
 		}
-		td.stats.ControlPagesReclaimed++
+		td.stats.ControlPagesReclaimed.Add(1)
 	}
 }
 

@@ -153,7 +153,7 @@ func (v *VCPU) enter(t *sched.Thread) error {
 		if !busy(st) || tries > busyRetries {
 			return td.bug(t, "TDH.VP.ENTER", st, 0)
 		}
-		td.stats.BusyRetries++
+		td.stats.BusyRetries.Add(1)
 		t.Yield()
 	}
 }
@@ -286,7 +286,7 @@ func (v *VCPU) access(t *sched.Thread, gpa addr.GPA, write bool, tag hostmem.Tag
 // progress.
 func (v *VCPU) handleEPTViolation(t *sched.Thread, x tdxmodule.Exit) error {
 	td := v.td
-	td.stats.EPTViolations++
+	td.stats.EPTViolations.Add(1)
 	private := x.GPA.GFN()&td.vm.SharedBit() == 0
 	if private && x.ExtQual == tdxmodule.ExtQualPendingViolate {
 		td.vm.MarkDead(t, fmt.Sprintf("guest touched unaccepted private memory at %s", x.GPA))
@@ -394,7 +394,7 @@ func (v *VCPU) MapGPA(t *sched.Thread, gpa, size uint64) (status, r11 uint64, er
 	}
 	v.boundary(t)
 	v.exit() // TDG.VP.VMCALL is a TD exit
-	td.stats.MapGPAExits++
+	td.stats.MapGPAExits.Add(1)
 	shared := uint64(td.vm.SharedBit().GPA())
 	gpaw := uint64(1) << 48
 	switch {
