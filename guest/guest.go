@@ -309,6 +309,11 @@ func (g *Guest) Touch(t *sched.Thread, v *tdx.VCPU, gpa uint64, write bool) erro
 	g.c.touches.Add(1)
 	got, err := v.Read(t, addr.GPA(gpa))
 	if err != nil {
+		if errors.Is(err, tdx.ErrVE) {
+			// Linux panics on a #VE for memory it accepted: the host
+			// took the accepted page away (seed 004's lost memory).
+			g.fail("vCPU %d: #VE on private gpa %#x, which the guest accepted: accepted memory was lost", v.ID(), gpa)
+		}
 		return err
 	}
 	want := hostmem.Tag(0)

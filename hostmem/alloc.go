@@ -18,6 +18,7 @@ var (
 	ErrNotHead      = errors.New("not the head of a folio")
 	ErrWrongSource  = errors.New("freed into another pool or cache than it came from")
 	ErrReferenced   = errors.New("freed while other references are held")
+	ErrSplitMapped  = errors.New("folio split while a Secure EPT maps it at a larger size")
 	ErrTDXOwned     = errors.New("freed while the TDX module still assigns it to a TD")
 	ErrNotAllocated = errors.New("page is not allocated")
 	ErrRefUnderflow = errors.New("refcount underflow")
@@ -271,6 +272,18 @@ func (m *Memory) IsAllocated(pfn addr.PFN) bool {
 // split_folio_to_order(), it fails (changing nothing) when anyone but the
 // owner holds a reference.
 func (m *Memory) SplitFolio(t *sched.Thread, pfn addr.PFN, newOrder addr.Order) error {
+	m.mu.Lock()
+	g, _ := m.guard.(SplitGuard)
+	m.mu.Unlock()
+	if g != nil {
+		if f, ok := m.FolioOf(pfn); ok && f.Head == pfn && newOrder < f.Order {
+			if err := g.CheckSplit(pfn, f.Order, newOrder); err != nil {
+				m.mu.Lock()
+				_ = m.violation(t, "split", pfn, "hostmem.split-mapped-huge", ErrSplitMapped, err.Error())
+				m.mu.Unlock()
+			}
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	head, hp, ok := m.folioHead(pfn)

@@ -63,6 +63,15 @@ type Guard interface {
 	CheckFree(pfn addr.PFN, order addr.Order) error
 }
 
+// SplitGuard is a Guard that also watches folio splits: the TDX module
+// reports a folio split to a smaller order while a Secure EPT still maps
+// part of it at a larger one (seed 002's split_order=folio_first). The
+// split happens anyway, as in the kernel; the report is the violation
+// "hostmem.split-mapped-huge".
+type SplitGuard interface {
+	CheckSplit(pfn addr.PFN, order, newOrder addr.Order) error
+}
+
 // Config sizes host memory.
 type Config struct {
 	Bytes  uint64 // total memory; a multiple of 4 KiB, at most 64 TiB

@@ -110,6 +110,9 @@ type Checks struct {
 	Run    int      `json:"run"`
 	Passed int      `json:"passed"`
 	Names  []string `json:"names"`
+	// Failed counts, by invariant, the evaluations that found a
+	// violation (a check runs after every step).
+	Failed map[string]int `json:"failed"`
 }
 
 // Expectation is one of the scenario's expectations and how it went.

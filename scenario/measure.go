@@ -4,52 +4,54 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
 	"github.com/tdxsim/tdxsim/addr"
-	"github.com/tdxsim/tdxsim/kvm/mmu"
+	"github.com/tdxsim/tdxsim/check"
 	"github.com/tdxsim/tdxsim/report"
 )
 
-// Invariant checks a run makes. Each is counted once per time it runs;
-// a failure adds violations naming the objects involved.
-const (
-	checkMirrorSEPT = "mirror_sept_agree"     // every mirror leaf is the S-EPT leaf at that GPA (level, HPA), after each step
-	checkDPAMT      = "dpamt_refcounts"       // DPAMT pairs exist exactly where 4K private pages need them, with those refcounts, after each step
-	checkGuest      = "guest_reads_back"      // the guest read what it wrote, or zero after accept
-	checkEvents     = "no_violation_events"   // no layer reported a broken rule
-	checkLockdep    = "lock_order"            // no lock-order cycle or sleep in atomic context
-	checkBug        = "no_kvm_bug"            // no KVM_BUG_ON
-	checkTeardown   = "teardown_reclaims_all" // after teardown nothing leaked, charged, or holding an HKID or a DPAMT pair
-)
-
-func (rn *runner) check(name string, ok bool, violations ...string) {
-	c, seen := rn.checks[name]
+// check records one evaluation of invariant inv at step at: it passed
+// when vs is empty; otherwise each violation joins the report, prefixed
+// with the step.
+func (rn *runner) check(at, inv string, vs ...string) {
+	c, seen := rn.checks[inv]
 	if !seen {
-		rn.order = append(rn.order, name)
+		rn.order = append(rn.order, inv)
 	}
 	c[0]++
-	if !ok {
+	if len(vs) > 0 {
 		c[1]++
-		for _, v := range violations {
+		for _, v := range vs {
 			if len(rn.r.Violations) < 100 {
-				rn.r.Violations = append(rn.r.Violations, name+": "+v)
+				rn.r.Violations = append(rn.r.Violations, fmt.Sprintf("%s at %s: %s", inv, at, v))
 			}
 		}
 	}
-	rn.checks[name] = c
+	rn.checks[inv] = c
+}
+
+// world is what the cross-layer checks see: the TDs not torn down.
+func (rn *runner) world() check.World {
+	w := check.World{Host: rn.host, DynamicPAMT: *rn.f.Policies.DynamicPAMT}
+	for _, td := range rn.tds {
+		if td.m != nil && !td.torn {
+			w.TDs = append(w.TDs, check.TD{Name: td.spec.Name, VM: td.m.VM, TD: td.m.TD, Gmem: td.m.Gmem})
+		}
+	}
+	return w
 }
 
 // sample records peaks at a step boundary and runs the per-step checks.
-func (rn *runner) sample() {
+func (rn *runner) sample(at string) {
 	mod := rn.host.Mod
 	p := mod.PAMT()
 	rn.pamtPeak, rn.pamtStatic = max(rn.pamtPeak, p.Total()), p.Static
 	rn.pamtDynPeak = max(rn.pamtDynPeak, p.Dynamic)
 	rn.dpamtPeak = max(rn.dpamtPeak, rn.host.DPAMTRanges())
 	var pt int64
-	need := map[addr.PFN]int32{}
 	for _, td := range rn.tds {
 		if td.m == nil || td.torn {
 			continue
@@ -61,36 +63,53 @@ func (rn *runner) sample() {
 		td.charged = max(td.charged, (u.Charged+u.Uncharged)*addr.PageSize)
 		st := td.m.TD.MMU().Stats()
 		pt += st.PageTables[0] + st.PageTables[1]
-		var bad []string
-		td.m.TD.MMU().Leaves(true, func(l mmu.Leaf) bool {
-			ent, ok := mod.Lookup(td.m.TD.TDR(), l.GFN.GPA())
-			if !ok || ent.Level != l.Level || ent.HPA != l.PFN.HPA() {
-				bad = append(bad, fmt.Sprintf("%s: mirror maps %s %s at %s, S-EPT has %s at %s", td.spec.Name, l.GFN.GPA(), l.Level, l.PFN.HPA(), ent.Level, ent.HPA))
-			}
-			return len(bad) < 5
-		})
-		rn.check(checkMirrorSEPT, len(bad) == 0, bad...)
-		for r, n := range td.m.TD.DPAMTNeeded() {
-			need[r] += n
-		}
 	}
 	rn.ptPeak = max(rn.ptPeak, pt)
-	if *rn.f.Policies.DynamicPAMT {
-		var bad []string
-		if got := rn.host.DPAMTRanges(); got != len(need) {
-			bad = append(bad, fmt.Sprintf("%d 2 MiB ranges hold a DPAMT pair, %d need one", got, len(need)))
-		}
-		keys := make([]addr.PFN, 0, len(need))
-		for r := range need {
-			keys = append(keys, r)
-		}
-		slices.Sort(keys)
-		for _, r := range keys {
-			if got := rn.host.DPAMTRef(r << 9); got != need[r] && len(bad) < 5 {
-				bad = append(bad, fmt.Sprintf("range %s: refcount %d, want %d", (r<<9).HPA(), got, need[r]))
+	res := check.Step(rn.world())
+	for _, inv := range res.Ran {
+		var vs []string
+		for _, v := range res.Violations {
+			if v.Invariant == inv {
+				vs = append(vs, strings.TrimPrefix(v.String(), inv+": "))
 			}
 		}
-		rn.check(checkDPAMT, len(bad) == 0, bad...)
+		rn.check(at, inv, vs...)
+	}
+	rn.newReports(at)
+}
+
+// newReports turns what the layers reported since the last call (rule
+// violations, lock-order reports, guest problems) into check results at
+// step at.
+func (rn *runner) newReports(at string) {
+	byInv := map[string][]string{}
+	evs := rn.count.Violations()
+	for _, e := range evs[min(rn.seenEvents, len(evs)):] {
+		inv := check.EventInvariant(e.Name)
+		byInv[inv] = append(byInv[inv], e.Name+": "+e.Detail)
+	}
+	rn.seenEvents = len(evs)
+	locks := rn.s.LockDep().Reports()
+	for _, l := range locks[min(rn.seenLocks, len(locks)):] {
+		byInv[check.LockOrder] = append(byInv[check.LockOrder], l.String())
+	}
+	rn.seenLocks = len(locks)
+	for _, td := range rn.tds {
+		if td.g == nil {
+			continue
+		}
+		ps := td.g.Problems()
+		for _, p := range ps[min(td.seenProblems, len(ps)):] {
+			byInv[check.GuestReadsBack] = append(byInv[check.GuestReadsBack], td.spec.Name+": "+p)
+		}
+		td.seenProblems = len(ps)
+	}
+	for _, inv := range []string{check.GuestReadsBack, check.LockOrder, check.Events} {
+		rn.check(at, inv, byInv[inv]...)
+		delete(byInv, inv)
+	}
+	for _, inv := range slices.Sorted(maps.Keys(byInv)) {
+		rn.check(at, inv, byInv[inv]...)
 	}
 }
 
@@ -111,7 +130,6 @@ func (rn *runner) finish(leaked int64) {
 	for _, name := range report.LevelNames {
 		r.Mappings[name], r.MappingsPeak[name], r.Guest.Accepts[name] = 0, 0, 0
 	}
-	var problems []string
 	for _, td := range rn.tds {
 		if td.m != nil {
 			u := rn.host.Mem.Usage(td.m.VM.Account())
@@ -158,9 +176,6 @@ func (rn *runner) finish(leaked int64) {
 			r.Guest.LazyAccepts += gs.LazyAccepts
 			r.Guest.Touches += gs.Touches
 			r.Guest.SharedTouches += gs.SharedTouches
-			for _, p := range td.g.Problems() {
-				problems = append(problems, td.spec.Name+": "+p)
-			}
 		}
 		if len(td.mrtd) > 0 {
 			r.MRTDs[td.spec.Name] = t.MRTD
@@ -169,20 +184,14 @@ func (rn *runner) finish(leaked int64) {
 			}
 		}
 		r.TDs = append(r.TDs, t)
-		rn.check(checkBug, td.bugged == "", fmt.Sprintf("%s: %s", td.spec.Name, td.bugged))
+		var bug []string
+		if td.bugged != "" {
+			bug = append(bug, fmt.Sprintf("%s: %s", td.spec.Name, td.bugged))
+		}
+		rn.check("end", check.NoKVMBug, bug...)
 	}
 	rn.mappingsAtEnd()
-	rn.check(checkGuest, len(problems) == 0, problems...)
-	var evs []string
-	for _, v := range rn.count.Violations() {
-		evs = append(evs, v.Name+": "+v.Detail)
-	}
-	rn.check(checkEvents, len(evs) == 0, evs...)
-	var locks []string
-	for _, l := range rn.s.LockDep().Reports() {
-		locks = append(locks, l.String())
-	}
-	rn.check(checkLockdep, len(locks) == 0, locks...)
+	rn.newReports("teardown")
 	r.Teardown.LeakedPages = leaked
 	var td []string
 	if leaked != 0 {
@@ -197,12 +206,16 @@ func (rn *runner) finish(leaked int64) {
 	if n := rn.host.DPAMTRanges(); n != 0 {
 		td = append(td, fmt.Sprintf("%d DPAMT pairs still installed", n))
 	}
-	rn.check(checkTeardown, len(td) == 0, td...)
+	rn.check("end", check.Teardown, td...)
+	r.Checks.Failed = map[string]int{}
 	for _, name := range rn.order {
 		c := rn.checks[name]
 		r.Checks.Run += c[0]
 		r.Checks.Passed += c[0] - c[1]
 		r.Checks.Names = append(r.Checks.Names, name)
+		if c[1] > 0 {
+			r.Checks.Failed[name] = c[1]
+		}
 	}
 	rn.phases()
 	rn.expectations()

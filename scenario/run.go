@@ -42,14 +42,16 @@ var ErrRun = errors.New("run stopped")
 
 // tdRun is one TD during a run.
 type tdRun struct {
-	spec     *TD
-	cfg      vmm.Config
-	m        *vmm.VMM
-	g        *guest.Guest
-	mrtd     []byte
-	torn     bool
-	septPeak int
-	charged  uint64 // peak bytes charged to the VM
+	spec *TD
+	cfg  vmm.Config
+	m    *vmm.VMM
+	g    *guest.Guest
+	// seenProblems is how many guest problems the last check saw.
+	seenProblems int
+	mrtd         []byte
+	torn         bool
+	septPeak     int
+	charged      uint64 // peak bytes charged to the VM
 	// captured at teardown
 	mmuStats   mmu.Stats
 	tdStats    tdx.Stats
@@ -71,8 +73,10 @@ type runner struct {
 	r      *report.Run
 	checks map[string][2]int // name -> run, failed
 	order  []string
-	done   int
-	total  int
+	// what the layers had reported at the last check
+	seenEvents, seenLocks int
+	done                  int
+	total                 int
 	// peaks sampled at step boundaries
 	pamtPeak    uint64
 	pamtStatic  uint64
@@ -183,7 +187,7 @@ func (rn *runner) main(t *sched.Thread) error {
 			return fmt.Errorf("building %s: %w", td.spec.Name, err)
 		}
 	}
-	rn.sample()
+	rn.sample("build")
 	rn.progress()
 	var stop error
 	for i := range rn.f.Timeline {
@@ -193,9 +197,10 @@ func (rn *runner) main(t *sched.Thread) error {
 		err := rn.step(t, st, i)
 		if err = rn.matchExpected(st, at, err); err != nil {
 			stop = fmt.Errorf("%s (%s): %w", at, st.kind(), err)
+			rn.newReports(fmt.Sprintf("%s (%s)", at, st.kind()))
 			break
 		}
-		rn.sample()
+		rn.sample(fmt.Sprintf("%s (%s)", at, st.kind()))
 		rn.progress()
 	}
 	for _, td := range rn.tds {

@@ -327,6 +327,25 @@ func (m *Module) leaf(pfn addr.PFN) (*pamtEnt, addr.Level) {
 	return n.kid(pfn), addr.Level4K
 }
 
+// CheckSplit is the hostmem split guard: a folio split below the size a
+// Secure EPT maps part of it at leaves a huge S-EPT mapping over pieces
+// the host now manages separately (seed 002).
+func (m *Module) CheckSplit(pfn addr.PFN, order, newOrder addr.Order) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pfn >= m.memPages {
+		return nil
+	}
+	for p := pfn; p < pfn+addr.PFN(1)<<order; {
+		e, lvl := m.leaf(p)
+		if e.pt == PTREG && lvl.Order() > newOrder {
+			return fmt.Errorf("PAMT: %s is mapped by TD %d at %s; the folio is split to order %d", p.HPA(), e.owner, lvl, newOrder)
+		}
+		p += addr.PFN(1) << min(lvl.Order(), order)
+	}
+	return nil
+}
+
 // CheckFree is the hostmem guard: a block must not go back to the host
 // while PAMT still assigns any page of it, or while it backs the PAMT.
 func (m *Module) CheckFree(pfn addr.PFN, order addr.Order) error {

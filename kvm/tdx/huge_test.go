@@ -557,7 +557,7 @@ func TestSplitOrder(t *testing.T) {
 			k := kvm.DefaultConfig()
 			k.SplitFolioFirst = folioFirst
 			o.kvm = &k
-			runClean(t, o, func(th *sched.Thread, e *env) {
+			e, err := runTD(t, o, func(th *sched.Thread, e *env) {
 				e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
 					if err := acceptTagged(vt, v, 0, 2*mib); err != nil {
 						return err
@@ -587,6 +587,23 @@ func TestSplitOrder(t *testing.T) {
 				e.agreeLeaves()
 				e.teardown(th)
 			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// folio_first splits the folio while the S-EPT maps it 2M:
+			// the TDX module's split guard reports it.
+			var split int
+			for _, v := range e.c.Violations() {
+				if v.Name == "hostmem.split-mapped-huge" {
+					split++
+				} else {
+					t.Errorf("violation %s: %s", v.Name, v.Detail)
+				}
+			}
+			if (split > 0) != folioFirst {
+				t.Errorf("%s: %d split-mapped-huge violations", name, split)
+			}
+			e.clean()
 		})
 	}
 }

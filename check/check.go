@@ -1,0 +1,312 @@
+// Package check holds tdxsim's cross-layer invariants: properties that tie
+// KVM's mirror root, the TDX module's Secure EPT and PAMT, guest_memfd, and
+// the host allocator together, and that no single layer can check alone.
+//
+// A check reads model state without taking model locks, so it runs where
+// nothing is in flight: between timeline steps, with every simulated thread
+// parked or done. Each violation names its invariant and the objects
+// involved; the caller adds the step.
+package check
+
+import (
+	"fmt"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/gmem"
+	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/kvm"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
+	"github.com/tdxsim/tdxsim/kvm/tdx"
+	"github.com/tdxsim/tdxsim/tdxmodule"
+)
+
+// Invariant names, as reports and fuzz summaries count them.
+const (
+	// MirrorSEPT: the mirror root and the Secure EPT hold the same private
+	// leaves (GPA, level, PFN), both ways.
+	MirrorSEPT = "mirror_sept_agree"
+	// PrivateOwned: every PFN a Secure EPT maps is PAMT-assigned (PT_REG)
+	// to that TD at that level, allocated in the host, and the page
+	// guest_memfd holds at that GFN's index (seed 000's use-after-free
+	// window is a mapped page that is none of these).
+	PrivateOwned = "private_page_owned"
+	// MappingLevel: no private leaf is larger than guest_memfd's mapping
+	// order, spans GFNs that are not all private, or leaves its memslot
+	// (seed 002).
+	MappingLevel = "mapping_level_allowed"
+	// SharedNotPrivate: a shared GPA is never backed by a page the PAMT
+	// assigns to a TD, nor by one holding a TD's private content.
+	SharedNotPrivate = "shared_not_private"
+	// DPAMT: Dynamic PAMT pairs exist exactly for the 2 MiB ranges that
+	// hold 4K private pages, S-EPT pages or control pages, with matching
+	// refcounts.
+	DPAMT = "dpamt_refcounts"
+	// Charged: every page allocated for a VM is charged to its account.
+	Charged = "allocations_charged"
+	// CachePool: every page taken from a cache is freed to the pool it
+	// came from (seed 003).
+	CachePool = "cache_pool"
+	// NoUseAfterFree: no page is freed while referenced or assigned to a
+	// TD, freed twice, or used while free.
+	NoUseAfterFree = "no_use_after_free"
+	// GuestReadsBack: the guest reads what it wrote, or zero after accept,
+	// and never takes an unexpected #VE on memory it accepted.
+	GuestReadsBack = "guest_reads_back"
+	// ConversionProgress: a conversion the guest asked for completes; a
+	// reference that never drops blocks it forever (pinning).
+	ConversionProgress = "conversion_progress"
+	// LockOrder: no lock-order cycle, no sleep in atomic context.
+	LockOrder = "lock_order"
+	// NoDeadlock: the deterministic scheduler never finds every thread
+	// blocked.
+	NoDeadlock = "no_deadlock"
+	// NoKVMBug: no KVM_BUG_ON.
+	NoKVMBug = "no_kvm_bug"
+	// Events: any other rule a layer reports as broken.
+	Events = "no_violation_events"
+	// Teardown: after teardown nothing is owned by or charged to a TD.
+	Teardown = "teardown_reclaims_all"
+)
+
+// Violation is one broken invariant.
+type Violation struct {
+	Invariant string
+	// Objects names what is involved: TD, GPA, PFN, range.
+	Objects string
+	Detail  string
+}
+
+func (v Violation) String() string {
+	if v.Objects == "" {
+		return v.Invariant + ": " + v.Detail
+	}
+	return v.Invariant + ": " + v.Objects + ": " + v.Detail
+}
+
+// TD is what the checks see of one live TD.
+type TD struct {
+	Name string
+	VM   *kvm.VM
+	TD   *tdx.TD
+	Gmem *gmem.File
+}
+
+// World is the state the per-step invariants read.
+type World struct {
+	Host        *tdx.Host
+	DynamicPAMT bool
+	TDs         []TD
+}
+
+// maxPerInvariant bounds the violations one invariant reports per call:
+// the first few say what is wrong; thousands say nothing more.
+const maxPerInvariant = 5
+
+type collector struct {
+	out []Violation
+	n   map[string]int
+	ran map[string]bool
+}
+
+func (c *collector) ran1(inv string) { c.ran[inv] = true }
+
+func (c *collector) add(inv, objects, format string, args ...any) {
+	c.n[inv]++
+	if c.n[inv] <= maxPerInvariant {
+		c.out = append(c.out, Violation{Invariant: inv, Objects: objects, Detail: fmt.Sprintf(format, args...)})
+	}
+}
+
+// Result is what Step found: the invariants evaluated, and the violations.
+type Result struct {
+	Ran        []string
+	Violations []Violation
+}
+
+// Step evaluates the per-step invariants over w.
+func Step(w World) Result {
+	c := &collector{n: map[string]int{}, ran: map[string]bool{}}
+	for i := range w.TDs {
+		td := &w.TDs[i]
+		c.private(w.Host, td)
+		c.shared(w.Host, td)
+		c.charged(w.Host, td)
+	}
+	if w.DynamicPAMT {
+		c.dpamt(w)
+	}
+	var r Result
+	for _, inv := range []string{MirrorSEPT, PrivateOwned, MappingLevel, SharedNotPrivate, Charged, DPAMT} {
+		if c.ran[inv] {
+			r.Ran = append(r.Ran, inv)
+		}
+	}
+	r.Violations = c.out
+	return r
+}
+
+// private checks both directions between the mirror root and the S-EPT,
+// then every S-EPT leaf against the PAMT, the host allocator, guest_memfd
+// and KVM's view of the GFN.
+func (c *collector) private(h *tdx.Host, td *TD) {
+	c.ran1(MirrorSEPT)
+	c.ran1(PrivateOwned)
+	c.ran1(MappingLevel)
+	m := td.TD.MMU()
+	tdr := td.TD.TDR()
+	var mirror int
+	m.Leaves(true, func(l mmu.Leaf) bool {
+		mirror++
+		ent, ok := h.Mod.Lookup(tdr, l.GFN.GPA())
+		if !ok || ent.Level != l.Level || ent.HPA != l.PFN.HPA() {
+			c.add(MirrorSEPT, fmt.Sprintf("%s %s", td.Name, l.GFN.GPA()), "mirror maps %s at %s, S-EPT has %s at %s (%s)",
+				l.Level, l.PFN.HPA(), ent.Level, ent.HPA, tdxmodule.SeptStateName(ent.State))
+		}
+		return true
+	})
+	var sept int
+	h.Mod.SEPTLeaves(tdr, func(s tdxmodule.SEPTLeaf) bool {
+		sept++
+		gfn := s.GPA.GFN()
+		objects := fmt.Sprintf("%s %s %s %s", td.Name, s.GPA, s.Level, s.HPA.PFN())
+		if l, ok := m.Lookup(true, gfn); !ok || l.Level != s.Level || l.PFN.HPA() != s.HPA {
+			c.add(MirrorSEPT, objects, "S-EPT leaf (%s) has no matching mirror leaf", tdxmodule.SeptStateName(s.State))
+		}
+		c.owned(h, td, tdr, s, objects)
+		c.level(td, gfn, s.Level, objects)
+		return true
+	})
+	if mirror != sept {
+		c.add(MirrorSEPT, td.Name, "%d mirror leaves, %d S-EPT leaves", mirror, sept)
+	}
+}
+
+func (c *collector) owned(h *tdx.Host, td *TD, tdr addr.PFN, s tdxmodule.SEPTLeaf, objects string) {
+	pfn := s.HPA.PFN()
+	if pg := h.Mod.PAMTOf(pfn); pg.Type != tdxmodule.PTREG || pg.Owner != tdr || pg.Level != s.Level {
+		c.add(PrivateOwned, objects, "PAMT says %s at %s owned by TDR %s, want PT_REG at %s owned by TDR %s",
+			tdxmodule.PTName(pg.Type), pg.Level, pg.Owner.HPA(), s.Level, tdr.HPA())
+	}
+	if _, ok := h.Mem.FolioOf(pfn); !ok {
+		c.add(PrivateOwned, objects, "the host allocator has the page free while the S-EPT maps it")
+		return
+	}
+	slot := td.VM.SlotAt(s.GPA.GFN())
+	if slot == nil {
+		c.add(PrivateOwned, objects, "mapped outside every memslot")
+		return
+	}
+	f := slot.GmemFile()
+	if f == nil {
+		c.add(PrivateOwned, objects, "memslot %d has no guest_memfd", slot.ID())
+		return
+	}
+	// The first and last page of the leaf: a huge leaf over pages of other
+	// indexes (a folio mapped at the wrong GFN) differs at one of them.
+	n := addr.PFN(s.Level.Pages())
+	for _, k := range []addr.PFN{0, n - 1} {
+		gfn := s.GPA.GFN() + addr.GFN(k)
+		held, ok := f.PFNAt(gmem.Index(slot, gfn))
+		if !ok || held != pfn+k {
+			c.add(PrivateOwned, objects, "GFN %#x maps PFN %s, guest_memfd holds %s at index %#x (present %v)",
+				uint64(gfn), pfn+k, held, gmem.Index(slot, gfn), ok)
+			return
+		}
+	}
+}
+
+func (c *collector) level(td *TD, gfn addr.GFN, level addr.Level, objects string) {
+	if level == addr.Level4K {
+		return
+	}
+	slot := td.VM.SlotAt(gfn)
+	if slot == nil {
+		return // reported by owned
+	}
+	n := addr.GFN(level.Pages())
+	if gfn < slot.BaseGFN() || gfn+n > slot.BaseGFN()+addr.GFN(slot.NPages()) {
+		c.add(MappingLevel, objects, "the leaf crosses memslot %d's edge", slot.ID())
+		return
+	}
+	if o := gmem.MappingOrder(slot, gfn); o < level.Order() {
+		c.add(MappingLevel, objects, "guest_memfd allows order %d here, the S-EPT maps order %d", o, level.Order())
+		return
+	}
+	if f := slot.GmemFile(); f != nil && f.InPlace() {
+		i := gmem.Index(slot, gfn)
+		if !f.RangePrivate(i, i+uint64(n)) {
+			c.add(MappingLevel, objects, "the leaf spans shared indexes of the in-place guest_memfd")
+		}
+	} else if !td.VM.RangeIsPrivate(gfn, gfn+n) {
+		c.add(MappingLevel, objects, "the leaf spans GFNs whose attributes are not all private")
+	}
+}
+
+// shared checks every leaf of the direct (shared) root.
+func (c *collector) shared(h *tdx.Host, td *TD) {
+	c.ran1(SharedNotPrivate)
+	td.TD.MMU().Leaves(false, func(l mmu.Leaf) bool {
+		objects := fmt.Sprintf("%s shared %s %s", td.Name, l.GFN.GPA(), l.PFN)
+		for k := addr.PFN(0); k < addr.PFN(l.Level.Pages()); k++ {
+			pfn := l.PFN + k
+			if pg := h.Mod.PAMTOf(pfn); pg.Type != tdxmodule.PTNDA {
+				c.add(SharedNotPrivate, objects, "backed by %s %s in the PAMT (owner TDR %s)", tdxmodule.PTName(pg.Type), pfn, pg.Owner.HPA())
+				return true
+			}
+			if tag := h.Mem.Tag(pfn); isPrivateTag(tag) {
+				c.add(SharedNotPrivate, objects, "page %s holds private content of TD %d (tag %#x) not cleared", pfn, tag.Owner(), uint64(tag))
+				return true
+			}
+		}
+		return true
+	})
+}
+
+// isPrivateTag reports whether a tag is a guest's private write: the guest
+// tags pages with its owner id and gfn<<1, the low bit set for shared.
+func isPrivateTag(t hostmem.Tag) bool {
+	return t.Owner() != 0 && t.Version()&1 == 0
+}
+
+func (c *collector) charged(h *tdx.Host, td *TD) {
+	c.ran1(Charged)
+	if u := h.Mem.Usage(td.VM.Account()); u.Uncharged != 0 {
+		c.add(Charged, td.Name, "%d pages allocated for the VM are not charged to its account", u.Uncharged)
+	}
+}
+
+// dpamt compares the DPAMT pairs installed with what the TDs need.
+func (c *collector) dpamt(w World) {
+	c.ran1(DPAMT)
+	need := map[addr.PFN]int32{}
+	for _, td := range w.TDs {
+		for r, n := range td.TD.DPAMTNeeded() {
+			need[r] += n
+		}
+	}
+	if got := w.Host.DPAMTRanges(); got != len(need) {
+		c.add(DPAMT, "", "%d 2 MiB ranges hold a DPAMT pair, %d need one", got, len(need))
+	}
+	for r, n := range sortedRanges(need) {
+		if got := w.Host.DPAMTRef(r << 9); got != n {
+			c.add(DPAMT, fmt.Sprintf("range %s", (r<<9).HPA()), "refcount %d, want %d", got, n)
+		}
+	}
+}
+
+// EventInvariant maps a rule a layer reported (an event.KindViolation
+// name) to the invariant it breaks.
+func EventInvariant(rule string) string {
+	switch rule {
+	case "hostmem.wrong-source":
+		return CachePool
+	case "hostmem.free-tdx-owned", "hostmem.free-referenced", "hostmem.double-free",
+		"hostmem.read-unallocated", "hostmem.write-unallocated", "hostmem.ref-underflow":
+		return NoUseAfterFree
+	case "hostmem.split-mapped-huge":
+		return MappingLevel
+	case "sched.deadlock":
+		return NoDeadlock
+	}
+	return Events
+}

@@ -1,0 +1,79 @@
+package tdxmodule
+
+import "github.com/tdxsim/tdxsim/addr"
+
+// This file is the checker's read-only view of the module's private state:
+// what an invariant needs to compare the module with KVM, guest_memfd and
+// the host allocator. Nothing here is a SEAMCALL; nothing changes state.
+
+// SEPTLeaf is one leaf entry of a TD's Secure EPT (MAPPED, PENDING or one
+// of their BLOCKED forms).
+type SEPTLeaf struct {
+	GPA addr.GPA
+	SEPTEntry
+}
+
+// SEPTLeaves calls fn for every leaf of tdr's Secure EPT in GPA order,
+// until fn returns false. The leaves are copied out under the module's
+// lock (a compact array, 24 bytes a leaf) and fn runs without it, so fn
+// may query the module.
+func (m *Module) SEPTLeaves(tdr addr.PFN, fn func(SEPTLeaf) bool) {
+	m.mu.Lock()
+	td := m.tds[tdr]
+	var leaves []SEPTLeaf
+	if td != nil && td.root != nil {
+		walkSEPT(td.root, 0, func(l SEPTLeaf) bool {
+			leaves = append(leaves, l)
+			return true
+		})
+	}
+	m.mu.Unlock()
+	for _, l := range leaves {
+		if !fn(l) {
+			return
+		}
+	}
+}
+
+func walkSEPT(p *septPage, base addr.GPA, fn func(SEPTLeaf) bool) bool {
+	span := addr.GPA(p.level.Pages()) << addr.PageShift
+	for i := range p.e {
+		e := p.e[i]
+		s := e.state()
+		gpa := base + addr.GPA(i)*span
+		switch {
+		case isLeafState(s):
+			if !fn(SEPTLeaf{GPA: gpa, SEPTEntry: SEPTEntry{Level: p.level, State: s, HPA: e.hpa()}}) {
+				return false
+			}
+		case s != SeptFree && p.children != nil && p.children[i] != nil:
+			if !walkSEPT(p.children[i], gpa, fn) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// PAMTPage is what the PAMT says of one physical page: its type, the
+// size it is assigned at, and the owning TD's TDR (zero for none).
+type PAMTPage struct {
+	Type  uint8
+	Level addr.Level
+	Owner addr.PFN
+}
+
+// PAMTOf returns the PAMT's view of pfn.
+func (m *Module) PAMTOf(pfn addr.PFN) PAMTPage {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pfn >= m.memPages {
+		return PAMTPage{}
+	}
+	e, lvl := m.leaf(pfn)
+	pg := PAMTPage{Type: e.pt, Level: lvl}
+	if e.pt != PTNDA && int(e.owner) < len(m.byID) && m.byID[e.owner] != nil {
+		pg.Owner = m.byID[e.owner].tdr
+	}
+	return pg
+}
