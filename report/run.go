@@ -18,6 +18,9 @@ type Run struct {
 	Scenario string `json:"scenario"`
 	Seed     uint64 `json:"seed"`
 	Steps    uint64 `json:"scheduler_steps"`
+	// Schedule identifies the interleaving (sched.ScheduleHash, hex);
+	// empty for a run on the parallel scheduler.
+	Schedule string `json:"schedule,omitempty"`
 	// Seamcalls counts host SEAMCALLs by leaf name; SeamcallsFailed those
 	// that returned a non-success status; SeamcallNS their modeled time.
 	Seamcalls       map[string]uint64 `json:"seamcalls"`

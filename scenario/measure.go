@@ -76,6 +76,35 @@ func (rn *runner) sample(at string) {
 		rn.check(at, inv, vs...)
 	}
 	rn.newReports(at)
+	rn.trace(at, nil)
+}
+
+// trace writes the step's line for Options.Trace: the step, its SEAMCALLs,
+// the error it stopped with, and the violations found since the last line.
+func (rn *runner) trace(at string, err error) {
+	w := rn.o.Trace
+	if w == nil {
+		return
+	}
+	var calls uint64
+	for _, n := range rn.count.Calls() {
+		calls += n
+	}
+	fmt.Fprintf(w, "%-32s %8d calls  %7d scheduler steps", at, calls-rn.traceCalls, rn.s.Steps()-rn.traceSteps)
+	rn.traceCalls, rn.traceSteps = calls, rn.s.Steps()
+	vs := rn.r.Violations[min(rn.traceViolations, len(rn.r.Violations)):]
+	rn.traceViolations = len(rn.r.Violations)
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "  stopped: %v\n", err)
+	case len(vs) == 0:
+		fmt.Fprintf(w, "  checks ok\n")
+	default:
+		fmt.Fprintf(w, "  %d violations\n", len(vs))
+	}
+	for _, v := range vs {
+		fmt.Fprintf(w, "    %s\n", v)
+	}
 }
 
 // newReports turns what the layers reported since the last call (rule
@@ -117,6 +146,9 @@ func (rn *runner) newReports(at string) {
 func (rn *runner) finish(leaked int64) {
 	r := rn.r
 	r.Steps = rn.s.Steps()
+	if !rn.o.Parallel {
+		r.Schedule = fmt.Sprintf("%016x", rn.s.ScheduleHash())
+	}
 	r.Seamcalls, r.Tdcalls = report.SplitCalls(rn.count)
 	r.SeamcallsFailed = rn.count.Failed()
 	r.SeamcallNS = rn.clock.ByLeaf()
@@ -207,6 +239,7 @@ func (rn *runner) finish(leaked int64) {
 		td = append(td, fmt.Sprintf("%d DPAMT pairs still installed", n))
 	}
 	rn.check("end", check.Teardown, td...)
+	rn.trace("teardown, end checks", nil)
 	r.Checks.Failed = map[string]int{}
 	for _, name := range rn.order {
 		c := rn.checks[name]

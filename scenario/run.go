@@ -3,6 +3,7 @@ package scenario
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/bits"
 	"math/rand/v2"
 	"strings"
@@ -30,6 +31,9 @@ type Options struct {
 	Progress func(done, total int)
 	// Sink also receives every event (traces, tests); nil for none.
 	Sink event.Sink
+	// Trace, if set, gets a line per step: what ran, the SEAMCALLs it
+	// made, and the checks it broke (tdxsim replay).
+	Trace io.Writer
 	// Parallel runs the simulated threads on real goroutines (sched.Parallel)
 	// instead of the seeded deterministic scheduler: faster on many cores,
 	// but the interleaving (and so some counts) varies from run to run.
@@ -75,6 +79,9 @@ type runner struct {
 	order  []string
 	// what the layers had reported at the last check
 	seenEvents, seenLocks int
+	// what the last Options.Trace line covered
+	traceCalls, traceSteps uint64
+	traceViolations        int
 	done                  int
 	total                 int
 	// peaks sampled at step boundaries
@@ -198,6 +205,7 @@ func (rn *runner) main(t *sched.Thread) error {
 		if err = rn.matchExpected(st, at, err); err != nil {
 			stop = fmt.Errorf("%s (%s): %w", at, st.kind(), err)
 			rn.newReports(fmt.Sprintf("%s (%s)", at, st.kind()))
+			rn.trace(fmt.Sprintf("%s (%s)", at, st.kind()), err)
 			break
 		}
 		rn.sample(fmt.Sprintf("%s (%s)", at, st.kind()))
@@ -328,7 +336,13 @@ func (rn *runner) step(t *sched.Thread, st *Step, idx int) error {
 		rn.clock.Idle(uint64(time.Duration(st.Idle.Time)))
 		return nil
 	case st.PunchHole != nil:
-		return rn.tdOf(st.PunchHole.TD).m.PunchHole(t, uint64(st.PunchHole.GPA), uint64(st.PunchHole.Size))
+		// The host takes the memory away: the guest is told (as by a
+		// hot-unplug) and does not touch it again, so a later access is
+		// not a loss. mmu_notifier and memory_type_change must not lose
+		// anything, and the guest keeps using those ranges.
+		td := rn.tdOf(st.PunchHole.TD)
+		td.g.Forget(uint64(st.PunchHole.GPA), uint64(st.PunchHole.Size))
+		return td.m.PunchHole(t, uint64(st.PunchHole.GPA), uint64(st.PunchHole.Size))
 	case st.MemslotDelete != nil:
 		td := rn.tdOf(st.MemslotDelete.TD)
 		if err := td.m.DeleteSlot(t, st.MemslotDelete.Slot); err != nil {
@@ -344,6 +358,8 @@ func (rn *runner) step(t *sched.Thread, st *Step, idx int) error {
 		r := st.MMUNotifier
 		return rn.tdOf(r.TD).m.MMUNotifier(t, uint64(r.GPA), uint64(r.Size))
 	case st.MemoryFailure != nil:
+		// The guest is not told: its next access gets EHWPOISON (the
+		// VMM would inject a machine check).
 		return rn.tdOf(st.MemoryFailure.TD).m.MemoryFailure(t, uint64(st.MemoryFailure.GPA))
 	case st.Teardown != nil:
 		return rn.teardown(t, rn.tdOf(st.Teardown.TD))

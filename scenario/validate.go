@@ -442,11 +442,11 @@ func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
 		if b.Upfront != nil && b.Accept == "eager" {
 			return f.bad(at+".upfront", "goes with accept: lazy")
 		}
-		if b.Upfront == nil {
+		if b.Upfront == nil && b.Accept == "lazy" {
 			u := Size(min(defaultUpfront, c.ramBytes(i)))
 			b.Upfront = &u
 		}
-		if uint64(*b.Upfront)%addr.PageSize != 0 || uint64(*b.Upfront) > c.ramBytes(i) {
+		if b.Upfront != nil && (uint64(*b.Upfront)%addr.PageSize != 0 || uint64(*b.Upfront) > c.ramBytes(i)) {
 			return f.bad(at+".upfront", "%#x must be a 4K multiple no larger than the TD's RAM (%s)", uint64(*b.Upfront), report.HumanBytes(c.ramBytes(i)))
 		}
 	case s.Touch != nil:

@@ -72,6 +72,7 @@ type Scheduler struct {
 	done     chan struct{}
 	failure  error
 	switches uint64
+	schedule uint64 // FNV-1a over the ids of the threads picked, in order
 }
 
 // New returns a scheduler. seed matters only in Deterministic mode; sink may be
@@ -103,6 +104,11 @@ func (s *Scheduler) Sink() event.Sink { return s.sink }
 
 // Steps returns the number of yield points passed so far.
 func (s *Scheduler) Steps() uint64 { return s.step.Load() }
+
+// ScheduleHash identifies the interleaving a deterministic run took: a
+// hash of the sequence of threads the scheduler picked. Two runs with the
+// same hash ran the same interleaving (the fuzzer counts distinct ones).
+func (s *Scheduler) ScheduleHash() uint64 { return s.schedule }
 
 // Switches returns how many times the deterministic scheduler handed the CPU
 // from one thread to another.
@@ -327,13 +333,20 @@ func (s *Scheduler) pick() *Thread {
 			}
 		}
 	}
+	var t *Thread
 	switch len(ready) {
 	case 0:
 		return nil
 	case 1:
-		return ready[0]
+		t = ready[0]
+	default:
+		t = ready[s.rng.IntN(len(ready))]
 	}
-	return ready[s.rng.IntN(len(ready))]
+	if s.schedule == 0 {
+		s.schedule = 14695981039346656037
+	}
+	s.schedule = (s.schedule ^ uint64(t.id)) * 1099511628211
+	return t
 }
 
 func (s *Scheduler) anyLive() bool {
