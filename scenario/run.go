@@ -82,8 +82,8 @@ type runner struct {
 	// what the last Options.Trace line covered
 	traceCalls, traceSteps uint64
 	traceViolations        int
-	done                  int
-	total                 int
+	done                   int
+	total                  int
 	// peaks sampled at step boundaries
 	pamtPeak    uint64
 	pamtStatic  uint64
