@@ -75,6 +75,7 @@ func TestBadInput(t *testing.T) {
 		{"memory failure outside", td + "timeline:\n  - memory_failure: {gpa: 64M}\n", "timeline[0].memory_failure.gpa: 0x4000000 must be a 4K aligned GPA in a live memslot"},
 		{"parallel nesting", td + "timeline:\n  - parallel: [{parallel: [{idle: {time: 1ms}}, {idle: {time: 1ms}}]}, {idle: {time: 1ms}}]\n", "timeline[0].parallel[0].parallel: parallel steps do not nest"},
 		{"teardown in parallel", td + "timeline:\n  - parallel: [{teardown: {}}, {idle: {time: 1ms}}]\n", "timeline[0].parallel[0].teardown: teardown cannot run in parallel"},
+		{"two workloads of one TD in parallel", td + "timeline:\n  - parallel: [{touch: {count: 1}}, {convert: {count: 1}}]\n", "timeline[0].parallel[1]: a second guest workload of TD \"td0\" beside timeline[0].parallel[0]"},
 		{"expect mrtd hex", td + "expect: {mrtd: {td0: abc}}\n", "s.yaml:3: expect.mrtd.td0: want 96 hex digits"},
 		{"expect mrtd TD", td + "expect: {mrtd: {td9: abc}}\n", `expect.mrtd.td9: no TD is named "td9"`},
 		{"expect seamcall leaf", td + "expect: {seamcalls: {AUG: {max: 1}}}\n", "expect.seamcalls.AUG: not a SEAMCALL leaf name"},

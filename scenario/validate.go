@@ -577,13 +577,42 @@ func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
 		if len(s.Parallel) < 2 {
 			return f.bad(at, "needs at least two steps")
 		}
+		// A vCPU runs one thing at a time: two guest workloads of one
+		// TD would drive its vCPUs from two threads at once.
+		busy := map[string]int{}
 		for k := range s.Parallel {
-			if err := c.step(&s.Parallel[k], fmt.Sprintf("%s[%d]", at, k), true); err != nil {
+			sub := &s.Parallel[k]
+			if err := c.step(sub, fmt.Sprintf("%s[%d]", at, k), true); err != nil {
 				return err
+			}
+			if name, guest := guestWorkloadTD(sub); guest {
+				if name == "" {
+					name = c.f.Scenario.TDs[0].Name // the only TD
+				}
+				if j, dup := busy[name]; dup {
+					return f.bad(fmt.Sprintf("%s[%d]", at, k), "a second guest workload of TD %q beside %s[%d]: a TD's vCPUs run one workload at a time", name, at, j)
+				}
+				busy[name] = k
 			}
 		}
 	}
 	return nil
+}
+
+// guestWorkloadTD returns the TD a guest workload step runs on (resolved
+// by validation), and whether s is one: boot, touch, convert, balloon.
+func guestWorkloadTD(s *Step) (string, bool) {
+	switch {
+	case s.Boot != nil:
+		return s.Boot.TD, true
+	case s.Touch != nil:
+		return s.Touch.TD, true
+	case s.Convert != nil:
+		return s.Convert.TD, true
+	case s.Balloon != nil:
+		return s.Balloon.TD, true
+	}
+	return "", false
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

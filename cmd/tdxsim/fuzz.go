@@ -1,0 +1,147 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/tdxsim/tdxsim/fuzz"
+	"github.com/tdxsim/tdxsim/scenario"
+)
+
+// shardFlag is --shard i/n.
+type shardFlag struct{ i, n int }
+
+func (s *shardFlag) String() string { return fmt.Sprintf("%d/%d", s.i, s.n) }
+
+func (s *shardFlag) Set(v string) error {
+	a, b, ok := strings.Cut(v, "/")
+	i, err1 := strconv.Atoi(a)
+	n, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || n < 1 || i < 0 || i >= n {
+		return fmt.Errorf("%q: want i/n with 0 <= i < n (e.g. 0/4)", v)
+	}
+	s.i, s.n = i, n
+	return nil
+}
+
+func cmdFuzz(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tdxsim fuzz", flag.ContinueOnError)
+	seed := fs.Uint64("seed", 1, "first seed")
+	runs := fs.Int("runs", 0, "scenarios to run (default 100 when --duration is not given)")
+	duration := fs.Duration("duration", 0, "stop after this long (e.g. 60s, 10m)")
+	out := fs.String("out", "fuzz-out", "directory for shrunk reproducers (\"\" for none)")
+	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	shrinkRuns := fs.Int("shrink-runs", 400, "runs one shrink may make")
+	shard := shardFlag{0, 1}
+	fs.Var(&shard, "shard", "run shard i of n: seeds seed+i, seed+i+n, ... (disjoint across shards)")
+	var policies policyFlag
+	fs.Var(&policies, "policy", "set a policy in every generated scenario (repeatable), as for run")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `usage: tdxsim fuzz [flags]
+
+Generates random scenarios from consecutive seeds (host events, guest
+workloads, concurrent vCPUs and steps), runs each under the deterministic
+scheduler with every invariant checked after every step, and shrinks the
+first failure of each invariant to a minimal scenario file that
+'tdxsim replay FILE' reproduces exactly. Exit 1 when a violation was found.
+
+flags:`)
+		fs.PrintDefaults()
+	}
+	if code := parse(fs, args, stderr); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tdxsim fuzz: unexpected argument %q\n", fs.Arg(0))
+		return exitBadInput
+	}
+	if *runs < 0 || *duration < 0 || *shrinkRuns < 1 {
+		fmt.Fprintln(stderr, "tdxsim fuzz: --runs and --duration must not be negative, --shrink-runs must be positive")
+		return exitBadInput
+	}
+	// Policies are checked once here, so a typo is bad input, not a
+	// failure of every run.
+	probe, err := scenario.Default()
+	if err == nil {
+		for _, p := range policies {
+			if err = probe.SetPolicy(p[0], p[1]); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim fuzz: %v\n", err)
+		return exitBadInput
+	}
+	bar := newProgress(stderr)
+	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Policies: policies, Shard: shard.i, Shards: shard.n,
+		Out: *out, ShrinkRuns: *shrinkRuns}
+	if *runs > 0 {
+		cfg.Progress = func(n int, _ *fuzz.Summary) { bar.update(n, *runs) }
+	}
+	sum, err := fuzz.Campaign(cfg)
+	bar.finish()
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim fuzz: %v\n", err)
+		return exitCheck
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(sum)
+	} else {
+		sum.WriteText(stdout)
+	}
+	if len(sum.Violations) > 0 {
+		return exitCheck
+	}
+	return exitOK
+}
+
+func cmdReplay(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tdxsim replay", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the report as JSON after the trace")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `usage: tdxsim replay [flags] FILE
+
+Runs a scenario file (a fuzz reproducer, or any scenario) under the
+deterministic scheduler with its seed, printing a line per step: the
+SEAMCALLs it made, the scheduler steps, and every check it broke; then the
+report. Exit 1 when a check failed.
+
+flags:`)
+		fs.PrintDefaults()
+	}
+	if code := parse(fs, args, stderr); code >= 0 {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "tdxsim replay: want exactly one scenario file")
+		return exitBadInput
+	}
+	f, err := scenario.Load(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
+		return exitBadInput
+	}
+	fmt.Fprintf(stdout, "replay %s: seed %d\n", fs.Arg(0), *f.Seed)
+	r, err := scenario.Run(f, scenario.Options{Trace: stdout})
+	if r == nil {
+		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
+		return exitCheck
+	}
+	fmt.Fprintln(stdout)
+	if *asJSON {
+		r.WriteJSON(stdout)
+	} else {
+		r.WriteText(stdout)
+	}
+	if err != nil || r.Failed() {
+		return exitCheck
+	}
+	return exitOK
+}

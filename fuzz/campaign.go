@@ -1,0 +1,214 @@
+package fuzz
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tdxsim/tdxsim/report"
+	"github.com/tdxsim/tdxsim/scenario"
+)
+
+// StepError is the invariant a run breaks when a step fails that the
+// scenario did not expect to fail: the model refused something a valid
+// scenario asked for.
+const StepError = "step_completes"
+
+// Outcome is one scenario's run.
+type Outcome struct {
+	Steps    int    // timeline steps (parallel groups count their members)
+	Schedule string // the interleaving (sched.ScheduleHash)
+	// Broken lists the invariants violated, sorted; empty when clean.
+	Broken []string
+	Report *report.Run
+}
+
+// RunOne runs f under the deterministic scheduler with every check on.
+func RunOne(f *scenario.File) Outcome {
+	r, err := scenario.Run(f, scenario.Options{})
+	o := Outcome{Steps: countSteps(f.Timeline), Report: r}
+	if r == nil {
+		o.Broken = []string{StepError}
+		return o
+	}
+	o.Schedule = r.Schedule
+	set := map[string]bool{}
+	for inv := range r.Checks.Failed {
+		set[inv] = true
+	}
+	if err != nil && errors.Is(err, scenario.ErrRun) && len(set) == 0 {
+		set[StepError] = true
+	}
+	o.Broken = slices.Sorted(maps.Keys(set))
+	return o
+}
+
+func countSteps(steps []scenario.Step) int {
+	n := 0
+	for _, s := range steps {
+		if len(s.Parallel) > 0 {
+			n += countSteps(s.Parallel)
+		} else {
+			n++
+		}
+	}
+	return n
+}
+
+// Config is a campaign.
+type Config struct {
+	Seed     uint64        // first seed
+	Runs     int           // scenarios to run (0: until Duration)
+	Duration time.Duration // stop after this long (0: until Runs)
+	Policies [][2]string   // overrides applied to every scenario
+	// Shard and Shards split the seed space: this campaign runs seeds
+	// Seed+Shard, Seed+Shard+Shards, ... (Shards 0 or 1: every seed).
+	Shard, Shards int
+	Out           string // directory for reproducers ("" writes none)
+	// ShrinkRuns bounds the runs one shrink may make (0: 400).
+	ShrinkRuns int
+	// Progress, if set, is called after each run.
+	Progress func(runs int, s *Summary)
+}
+
+// Summary is what a campaign found.
+type Summary struct {
+	Runs          int            `json:"runs"`
+	Steps         int            `json:"steps"`
+	Interleavings int            `json:"interleavings"`
+	Violations    map[string]int `json:"violations"` // runs that broke each invariant
+	Reproducers   []string       `json:"reproducers"`
+	Findings      []Finding      `json:"findings"`
+	Seeds         [2]uint64      `json:"seeds"` // first and last seed run
+	ElapsedMS     int64          `json:"elapsed_ms"`
+	Policies      []string       `json:"policies"`
+}
+
+// Finding is one failing seed and what its shrunk reproducer is.
+type Finding struct {
+	Seed        uint64   `json:"seed"`
+	Broken      []string `json:"broken"`
+	Steps       int      `json:"steps"`        // timeline steps of the generated scenario
+	ShrunkSteps int      `json:"shrunk_steps"` // and of the reproducer
+	Reproducer  string   `json:"reproducer,omitempty"`
+	FoundAfter  int64    `json:"found_after_ms"`
+}
+
+// Campaign runs generated scenarios until Runs or Duration, shrinking and
+// writing a reproducer for the first failure of each invariant.
+func Campaign(cfg Config) (*Summary, error) {
+	start := time.Now()
+	shards := max(cfg.Shards, 1)
+	if cfg.Shard < 0 || cfg.Shard >= shards {
+		return nil, fmt.Errorf("fuzz: shard %d of %d", cfg.Shard, shards)
+	}
+	if cfg.Runs <= 0 && cfg.Duration <= 0 {
+		cfg.Runs = 100
+	}
+	sum := &Summary{Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}}
+	for _, p := range cfg.Policies {
+		sum.Policies = append(sum.Policies, p[0]+"="+p[1])
+	}
+	schedules := map[string]bool{}
+	reported := map[string]bool{}
+	for i := 0; ; i++ {
+		if cfg.Runs > 0 && i >= cfg.Runs || cfg.Duration > 0 && time.Since(start) >= cfg.Duration {
+			break
+		}
+		seed := cfg.Seed + uint64(cfg.Shard) + uint64(i)*uint64(shards)
+		f, err := Generate(seed, cfg.Policies)
+		if err != nil {
+			return sum, err
+		}
+		o := RunOne(f)
+		if i == 0 {
+			sum.Seeds[0] = seed
+		}
+		sum.Seeds[1] = seed
+		sum.Runs++
+		sum.Steps += o.Steps
+		if o.Schedule != "" {
+			schedules[fmt.Sprint(seed%1024, o.Schedule)] = true
+		}
+		for _, inv := range o.Broken {
+			sum.Violations[inv]++
+		}
+		if len(o.Broken) > 0 && !reported[o.Broken[0]] {
+			for _, inv := range o.Broken {
+				reported[inv] = true
+			}
+			fd := Finding{Seed: seed, Broken: o.Broken, Steps: o.Steps, FoundAfter: time.Since(start).Milliseconds()}
+			small := Shrink(f, o.Broken[0], cfg.ShrinkRuns)
+			fd.ShrunkSteps = countSteps(small.Timeline)
+			if cfg.Out != "" {
+				path, err := writeReproducer(cfg.Out, seed, o.Broken[0], small)
+				if err != nil {
+					return sum, err
+				}
+				fd.Reproducer = path
+				sum.Reproducers = append(sum.Reproducers, path)
+			}
+			sum.Findings = append(sum.Findings, fd)
+		}
+		sum.Interleavings = len(schedules)
+		if cfg.Progress != nil {
+			cfg.Progress(sum.Runs, sum)
+		}
+	}
+	sum.ElapsedMS = time.Since(start).Milliseconds()
+	return sum, nil
+}
+
+// writeReproducer writes f as dir/<invariant>-<seed>.yaml with a header
+// saying what it reproduces.
+func writeReproducer(dir string, seed uint64, inv string, f *scenario.File) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	b, err := Reproducer(seed, inv, f)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%s-%d.yaml", inv, seed))
+	return path, os.WriteFile(path, b, 0o644)
+}
+
+// Reproducer is the text of a reproducer file for f.
+func Reproducer(seed uint64, inv string, f *scenario.File) ([]byte, error) {
+	f.Description = fmt.Sprintf("tdxsim fuzz seed %d, shrunk: breaks %s", seed, inv)
+	b, err := scenario.Marshal(&f.Scenario)
+	if err != nil {
+		return nil, err
+	}
+	head := fmt.Sprintf("# Reproducer written by tdxsim fuzz (seed %d): breaks %s.\n# Replay it step by step with: tdxsim replay FILE\n", seed, inv)
+	return append([]byte(head), b...), nil
+}
+
+// WriteText prints the summary for people.
+func (s *Summary) WriteText(w interface{ Write([]byte) (int, error) }) {
+	fmt.Fprintf(w, "fuzz: %d runs (seeds %d..%d), %d timeline steps, %d distinct interleavings, %.1f s\n",
+		s.Runs, s.Seeds[0], s.Seeds[1], s.Steps, s.Interleavings, float64(s.ElapsedMS)/1000)
+	if len(s.Policies) > 0 {
+		fmt.Fprintf(w, "policies: %s\n", strings.Join(s.Policies, ", "))
+	}
+	if len(s.Violations) == 0 {
+		fmt.Fprintln(w, "violations: none")
+		return
+	}
+	fmt.Fprintln(w, "violations (runs, by invariant):")
+	for _, inv := range slices.Sorted(maps.Keys(s.Violations)) {
+		fmt.Fprintf(w, "  %-24s %d\n", inv, s.Violations[inv])
+	}
+	for _, fd := range s.Findings {
+		fmt.Fprintf(w, "seed %d breaks %s after %d ms: %d steps, shrunk to %d", fd.Seed, strings.Join(fd.Broken, ", "), fd.FoundAfter, fd.Steps, fd.ShrunkSteps)
+		if fd.Reproducer != "" {
+			fmt.Fprintf(w, ": %s", fd.Reproducer)
+		}
+		fmt.Fprintln(w)
+	}
+}

@@ -1,0 +1,229 @@
+// Package fuzz generates random scenarios from a seed, runs them under the
+// deterministic scheduler with every invariant checked after every step,
+// shrinks a failing one to a minimal scenario file, and summarises a
+// campaign. The same seed always generates the same scenario, and the
+// scenario file it writes replays the failure exactly (tdxsim replay).
+package fuzz
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/tdxsim/tdxsim/scenario"
+)
+
+// hostMemory is the host every generated scenario runs on: small enough
+// that a run takes milliseconds, large enough for two TDs on HugeTLB.
+const hostMemory = 4 << 30
+
+// Generate returns the scenario for seed: one TD (sometimes two) of 32 to
+// 256 MiB with one to four vCPUs, a memslot layout, a conversion mode, a
+// small measured image, and a timeline that boots the guest and then runs
+// guest workloads and host events, some of them concurrently. Every
+// generated scenario is valid (Parse accepts it); a step the timeline
+// rules refuse is left out.
+func Generate(seed uint64, policies [][2]string) (*scenario.File, error) {
+	g := &gen{r: rand.New(rand.NewPCG(seed, seed^0x5bd1e995))}
+	s := g.scenario(seed)
+	// Build the timeline step by step, keeping each step the loader
+	// accepts, so the result is always a valid file.
+	steps := s.Timeline
+	s.Timeline = nil
+	f, err := parse(s, policies)
+	if err != nil {
+		return nil, fmt.Errorf("fuzz: seed %d: generated host and TDs refused: %w", seed, err)
+	}
+	for _, st := range steps {
+		s.Timeline = append(s.Timeline, st)
+		if g2, err := parse(s, policies); err == nil {
+			f = g2
+		} else {
+			s.Timeline = s.Timeline[:len(s.Timeline)-1]
+		}
+	}
+	return f, nil
+}
+
+// parse writes s out and reads it back: the file a reproducer would be,
+// validated, with defaults filled and the policy overrides applied.
+func parse(s *scenario.Scenario, policies [][2]string) (*scenario.File, error) {
+	b, err := scenario.Marshal(s)
+	if err != nil {
+		return nil, err
+	}
+	f, err := scenario.Parse("fuzz.yaml", b)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range policies {
+		if err := f.SetPolicy(p[0], p[1]); err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
+}
+
+type gen struct{ r *rand.Rand }
+
+func (g *gen) pick(xs ...string) string { return xs[g.r.IntN(len(xs))] }
+func (g *gen) chance(p float64) bool    { return g.r.Float64() < p }
+
+func ptr[T any](v T) *T { return &v }
+
+const mib = 1 << 20
+
+func (g *gen) scenario(seed uint64) *scenario.Scenario {
+	s := &scenario.Scenario{Name: fmt.Sprintf("fuzz-%d", seed), Seed: ptr(seed)}
+	s.Host.Memory = hostMemory
+	s.Policies.HugePages = g.pick("2M", "2M", "2M", "off")
+	ntd := 1
+	if g.chance(0.15) {
+		ntd = 2
+	}
+	for i := range ntd {
+		td := scenario.TD{Name: fmt.Sprintf("td%d", i), VCPUs: 1 + g.r.IntN(4)}
+		mem := scenario.Size((16 + 16*g.r.IntN(8)) * 2 * mib) // 32..256M
+		if g.chance(0.25) {
+			// Two memslots on one guest_memfd, with a hole between.
+			a := scenario.Size(2*mib*(4+g.r.IntN(12)))
+			td.Memslots = []scenario.Memslot{{GPA: 0, Size: a}, {GPA: a + 64*mib, Size: mem - a}}
+		} else {
+			td.Memory = mem
+		}
+		switch {
+		case g.chance(0.3):
+			td.Conversion = "in_place"
+		case g.chance(0.2):
+			td.KeepSharedBacking = true
+			if g.chance(0.5) {
+				td.GmemOffset = scenario.Size(mib) // GFNs and indexes out of 2M step
+			}
+		}
+		if g.chance(0.5) {
+			top := uint64(mem) - 2*mib
+			if len(td.Memslots) > 0 {
+				top = uint64(td.Memslots[0].Size) - 2*mib
+			}
+			td.Image = []scenario.ImageRegion{{GPA: scenario.Size(top), Size: scenario.Size(64 << 10), Measure: true}}
+		}
+		s.TDs = append(s.TDs, td)
+	}
+	for i := range s.TDs {
+		s.Timeline = append(s.Timeline, g.boot(&s.TDs[i]))
+	}
+	n := 2 + g.r.IntN(9)
+	for range n {
+		td := &s.TDs[g.r.IntN(len(s.TDs))]
+		if g.chance(0.25) {
+			// A guest workload racing host events on the same memory
+			// (a TD's vCPUs run one workload at a time).
+			par := scenario.Step{Parallel: []scenario.Step{g.guestStep(td)}}
+			for range 1 + g.r.IntN(2) {
+				par.Parallel = append(par.Parallel, g.hostEvent(td, true))
+			}
+			s.Timeline = append(s.Timeline, par)
+			continue
+		}
+		s.Timeline = append(s.Timeline, g.step(td, false))
+	}
+	// A guest pass over its memory at the end reads back everything.
+	for i := range s.TDs {
+		s.Timeline = append(s.Timeline, scenario.Step{Touch: &scenario.Touch{TD: s.TDs[i].Name, Pattern: "sequential", Write: ptr(false)}})
+	}
+	if g.chance(0.15) {
+		td := &s.TDs[0]
+		s.Timeline = append(s.Timeline, scenario.Step{MemoryFailure: &scenario.MemoryFailure{TD: td.Name, GPA: scenario.Size(g.page(td))}})
+	}
+	return s
+}
+
+func ram(td *scenario.TD) uint64 {
+	if len(td.Memslots) == 0 {
+		return uint64(td.Memory)
+	}
+	var n uint64
+	for _, m := range td.Memslots {
+		n += uint64(m.Size)
+	}
+	return n
+}
+
+// page returns a random page GPA inside the TD's first memslot.
+func (g *gen) page(td *scenario.TD) uint64 {
+	end := uint64(td.Memory)
+	if len(td.Memslots) > 0 {
+		end = uint64(td.Memslots[0].Size)
+	}
+	return g.r.Uint64N(end>>12) << 12
+}
+
+// hostRange returns a random range of the first memslot: 4K to 4M,
+// aligned to 2M half of the time.
+func (g *gen) hostRange(td *scenario.TD) (scenario.Size, scenario.Size) {
+	end := uint64(td.Memory)
+	if len(td.Memslots) > 0 {
+		end = uint64(td.Memslots[0].Size)
+	}
+	size := uint64(4096) << g.r.IntN(11)
+	gpa := g.r.Uint64N(end/size) * size
+	if g.chance(0.5) {
+		size = 2 * mib
+		gpa = g.r.Uint64N(end/size) * size
+	}
+	return scenario.Size(gpa), scenario.Size(size)
+}
+
+func (g *gen) boot(td *scenario.TD) scenario.Step {
+	b := &scenario.Boot{TD: td.Name, Accept: g.pick("lazy", "lazy", "eager"), Level: g.pick("2M", "2M", "4K")}
+	if b.Accept == "lazy" {
+		b.Upfront = ptr(scenario.Size(2 * mib * uint64(g.r.IntN(8))))
+	}
+	return scenario.Step{Boot: b}
+}
+
+// step returns one random timeline step for td.
+func (g *gen) step(td *scenario.TD, inParallel bool) scenario.Step {
+	if g.chance(0.6) {
+		return g.guestStep(td)
+	}
+	return g.hostEvent(td, inParallel)
+}
+
+// guestStep is a guest workload: touch, convert or balloon.
+func (g *gen) guestStep(td *scenario.TD) scenario.Step {
+	r := ram(td)
+	switch k := g.r.IntN(9); {
+	case k < 4:
+		t := &scenario.Touch{TD: td.Name, Pattern: g.pick("sequential", "random", "zipf"), Count: 1 + g.r.IntN(512)}
+		if g.chance(0.3) {
+			t.Start = scenario.Size(g.r.Uint64N(r/(2*mib)) * 2 * mib)
+		}
+		return scenario.Step{Touch: t}
+	case k < 8:
+		c := &scenario.Convert{TD: td.Name, Count: 1 + g.r.IntN(8), Size: scenario.Size(uint64(4096) << g.r.IntN(10)),
+			Placement: "random"} // sequential ranges may run into punched or ballooned memory: a workload error, not a finding
+		if g.chance(0.2) {
+			c.Use = ptr(false)
+		}
+		return scenario.Step{Convert: c}
+	default:
+		return scenario.Step{Balloon: &scenario.Balloon{TD: td.Name, Size: scenario.Size(2 * mib * uint64(1+g.r.IntN(4)))}}
+	}
+}
+
+// hostEvent is an MMU-notifier invalidation, a memory-type change, or
+// (not beside other steps) a hole punched in whole 2 MiB pages.
+func (g *gen) hostEvent(td *scenario.TD, inParallel bool) scenario.Step {
+	gpa, size := g.hostRange(td)
+	switch k := g.r.IntN(3); {
+	case k == 0:
+		return scenario.Step{MMUNotifier: &scenario.HostRange{TD: td.Name, GPA: gpa, Size: size}}
+	case k == 1 || inParallel || td.GmemOffset != 0:
+		// A punch must cover whole huge pages of the file: not at an
+		// offset out of step with the GPAs.
+		return scenario.Step{MemoryTypeChange: &scenario.HostRange{TD: td.Name, GPA: gpa, Size: size}}
+	default:
+		gpa &^= 2*mib - 1
+		return scenario.Step{PunchHole: &scenario.HostRange{TD: td.Name, GPA: gpa, Size: scenario.Size(2 * mib)}}
+	}
+}
