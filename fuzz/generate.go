@@ -85,7 +85,7 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 		mem := scenario.Size((16 + 16*g.r.IntN(8)) * 2 * mib) // 32..256M
 		if g.chance(0.25) {
 			// Two memslots on one guest_memfd, with a hole between.
-			a := scenario.Size(2*mib*(4+g.r.IntN(12)))
+			a := scenario.Size(2 * mib * (4 + g.r.IntN(12)))
 			td.Memslots = []scenario.Memslot{{GPA: 0, Size: a}, {GPA: a + 64*mib, Size: mem - a}}
 		} else {
 			td.Memory = mem
