@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/tdxsim/tdxsim/fuzz"
+	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
 )
 
@@ -141,6 +143,79 @@ flags:`)
 		r.WriteText(stdout)
 	}
 	if err != nil || r.Failed() {
+		return exitCheck
+	}
+	return exitOK
+}
+
+func cmdCompare(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tdxsim compare", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the comparison as JSON")
+	seed := fs.Uint64("seed", 0, "seed for both runs (default: A's)")
+	var policies policyFlag
+	fs.Var(&policies, "policy", "B is A with this policy set (repeatable); or give a second file")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `usage: tdxsim compare [flags] A.yaml [B.yaml]
+       tdxsim compare --policy k=v [--policy k=v ...] A.yaml
+
+Runs two scenarios (two files, or one file and the same file with policy
+overrides) on the same seed and prints their figures side by side, the
+differences marked: SEAMCALLs, modeled time, memory overhead, mappings,
+splits, violations. Exit 1 when either run broke a check.
+
+flags:`)
+		fs.PrintDefaults()
+	}
+	if code := parse(fs, args, stderr); code >= 0 {
+		return code
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 || (fs.NArg() == 1) == (len(policies) == 0) {
+		fmt.Fprintln(stderr, "tdxsim compare: want two scenario files, or one file and --policy overrides")
+		return exitBadInput
+	}
+	a, err := scenario.Load(fs.Arg(0))
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim compare: %v\n", err)
+		return exitBadInput
+	}
+	bPath := fs.Arg(0)
+	if fs.NArg() == 2 {
+		bPath = fs.Arg(1)
+	}
+	b, err := scenario.Load(bPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim compare: %v\n", err)
+		return exitBadInput
+	}
+	nameB := bPath
+	for _, p := range policies {
+		if err := b.SetPolicy(p[0], p[1]); err != nil {
+			fmt.Fprintf(stderr, "tdxsim compare: %v\n", err)
+			return exitBadInput
+		}
+		nameB += " " + p[0] + "=" + p[1]
+	}
+	s := *a.Seed
+	fs.Visit(func(fl *flag.Flag) {
+		if fl.Name == "seed" {
+			s = *seed
+		}
+	})
+	ra, errA := scenario.Run(a, scenario.Options{Seed: &s})
+	rb, errB := scenario.Run(b, scenario.Options{Seed: &s})
+	if ra == nil || rb == nil {
+		fmt.Fprintf(stderr, "tdxsim compare: %v\n", errors.Join(errA, errB))
+		return exitCheck
+	}
+	c := report.Compare(fs.Arg(0), ra, nameB, rb)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(c)
+	} else {
+		c.WriteText(stdout)
+	}
+	if errA != nil || errB != nil || ra.Failed() || rb.Failed() {
 		return exitCheck
 	}
 	return exitOK

@@ -32,6 +32,7 @@ type command struct {
 var commands = []command{
 	{"run", "run a TD through build, run and teardown and print a report", cmdRun},
 	{"fuzz", "run random scenarios with every invariant checked; shrink failures to reproducers", cmdFuzz},
+	{"compare", "run two scenarios (or one with policy overrides) on one seed, side by side", cmdCompare},
 	{"replay", "run a scenario (a fuzz reproducer) step by step with its trace", cmdReplay},
 	{"mrtd", "print the MRTD of a TD built from a memory layout file", cmdMRTD},
 	{"schema", "print the JSON Schema of scenario files", cmdSchema},

@@ -212,3 +212,64 @@ func TestRunParallel(t *testing.T) {
 		t.Fatalf("parallel run: mrtd %q (seeded %q), violations %v", reports[1].MRTD, reports[0].MRTD, reports[1].Violations)
 	}
 }
+
+// fuzz with a hazard's policy finds it, writes a shrunk reproducer, exits
+// 1; replay reproduces it step by step; with upstream policies a short
+// campaign exits 0.
+func TestFuzzReplay(t *testing.T) {
+	out := t.TempDir()
+	code, stdout, errs := run("fuzz", "--runs", "3", "--policy", "zap_private_on_notifier=true", "--out", out, "--json")
+	if code != 1 {
+		t.Fatalf("exit %d: %s\n%s", code, errs, stdout)
+	}
+	var sum struct {
+		Runs        int            `json:"runs"`
+		Steps       int            `json:"steps"`
+		Violations  map[string]int `json:"violations"`
+		Reproducers []string       `json:"reproducers"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Runs != 3 || sum.Steps == 0 || sum.Violations["guest_reads_back"] == 0 || len(sum.Reproducers) == 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	code, stdout, errs = run("replay", sum.Reproducers[0])
+	if code != 1 || !strings.Contains(stdout, "guest_reads_back at timeline[") {
+		t.Fatalf("replay exit %d: %s\n%s", code, errs, stdout)
+	}
+	if code, stdout, errs := run("fuzz", "--runs", "2", "--out", ""); code != 0 || !strings.Contains(stdout, "violations: none") {
+		t.Fatalf("default campaign exit %d: %s\n%s", code, errs, stdout)
+	}
+	for _, bad := range [][]string{{"fuzz", "--shard", "3/2"}, {"fuzz", "--policy", "split_order=sideways"}, {"replay"}, {"compare", "a.yaml"}} {
+		if code, _, errs := run(bad...); code != 2 || errs == "" {
+			t.Errorf("%v: exit %d, stderr %q", bad, code, errs)
+		}
+	}
+}
+
+func TestCompare(t *testing.T) {
+	file := writeScenario(t, small4K)
+	code, out, errs := run("compare", "--json", "--policy", "dynamic_pamt=false", file)
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errs, out)
+	}
+	var c struct {
+		Diffs []struct {
+			Metric string `json:"metric"`
+			Differ bool   `json:"differ"`
+		} `json:"diffs"`
+	}
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range c.Diffs {
+		if d.Metric == "seamcalls TDH.PHYMEM.PAMT.ADD" && d.Differ {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("static PAMT run shows no PAMT.ADD difference: %s", out)
+	}
+}
