@@ -132,20 +132,8 @@ flags:`)
 	}
 	fmt.Fprintf(stdout, "replay %s: seed %d\n", fs.Arg(0), *f.Seed)
 	r, err := scenario.Run(f, scenario.Options{Trace: stdout})
-	if r == nil {
-		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
-		return exitCheck
-	}
 	fmt.Fprintln(stdout)
-	if *asJSON {
-		r.WriteJSON(stdout)
-	} else {
-		r.WriteText(stdout)
-	}
-	if err != nil || r.Failed() {
-		return exitCheck
-	}
-	return exitOK
+	return printRun("replay", r, err, *asJSON, stdout, stderr)
 }
 
 func cmdCompare(args []string, stdout, stderr io.Writer) int {

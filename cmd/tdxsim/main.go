@@ -159,11 +159,17 @@ flags:`)
 	o.Progress = bar.update
 	r, err := scenario.Run(f, o)
 	bar.finish()
+	return printRun("run", r, err, *asJSON, stdout, stderr)
+}
+
+// printRun prints a run's report and returns the exit code: 1 when the
+// run stopped or a check or expectation failed.
+func printRun(cmd string, r *report.Run, err error, asJSON bool, stdout, stderr io.Writer) int {
 	if r == nil {
-		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
+		fmt.Fprintf(stderr, "tdxsim %s: %v\n", cmd, err)
 		return exitCheck
 	}
-	if *asJSON {
+	if asJSON {
 		r.WriteJSON(stdout)
 	} else {
 		r.WriteText(stdout)
