@@ -132,7 +132,11 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 	}
 	if g.chance(0.15) {
 		td := &s.TDs[0]
-		s.Timeline = append(s.Timeline, scenario.Step{MemoryFailure: &scenario.MemoryFailure{TD: td.Name, GPA: scenario.Size(g.page(td))}})
+		// A hardware error hits a page guest_memfd holds: touch it first.
+		gpa := scenario.Size(g.page(td))
+		s.Timeline = append(s.Timeline,
+			scenario.Step{Touch: &scenario.Touch{TD: td.Name, Pattern: "sequential", Start: gpa, Size: 4096, Count: 1}},
+			scenario.Step{MemoryFailure: &scenario.MemoryFailure{TD: td.Name, GPA: gpa}})
 	}
 	return s
 }
