@@ -10,6 +10,8 @@ package check
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/gmem"
@@ -52,9 +54,6 @@ const (
 	// GuestReadsBack: the guest reads what it wrote, or zero after accept,
 	// and never takes an unexpected #VE on memory it accepted.
 	GuestReadsBack = "guest_reads_back"
-	// ConversionProgress: a conversion the guest asked for completes; a
-	// reference that never drops blocks it forever (pinning).
-	ConversionProgress = "conversion_progress"
 	// LockOrder: no lock-order cycle, no sleep in atomic context.
 	LockOrder = "lock_order"
 	// NoDeadlock: the deterministic scheduler never finds every thread
@@ -287,9 +286,9 @@ func (c *collector) dpamt(w World) {
 	if got := w.Host.DPAMTRanges(); got != len(need) {
 		c.add(DPAMT, "", "%d 2 MiB ranges hold a DPAMT pair, %d need one", got, len(need))
 	}
-	for r, n := range sortedRanges(need) {
-		if got := w.Host.DPAMTRef(r << 9); got != n {
-			c.add(DPAMT, fmt.Sprintf("range %s", (r<<9).HPA()), "refcount %d, want %d", got, n)
+	for _, r := range slices.Sorted(maps.Keys(need)) { // in address order: reports do not depend on map order
+		if got := w.Host.DPAMTRef(r << 9); got != need[r] {
+			c.add(DPAMT, fmt.Sprintf("range %s", (r<<9).HPA()), "refcount %d, want %d", got, need[r])
 		}
 	}
 }

@@ -72,8 +72,8 @@ type Config struct {
 	Out           string // directory for reproducers ("" writes none)
 	// ShrinkRuns bounds the runs one shrink may make (0: 400).
 	ShrinkRuns int
-	// Progress, if set, is called after each run.
-	Progress func(runs int, s *Summary)
+	// Progress, if set, is called after each run with the runs so far.
+	Progress func(runs int)
 }
 
 // Summary is what a campaign found.
@@ -157,7 +157,7 @@ func Campaign(cfg Config) (*Summary, error) {
 		}
 		sum.Interleavings = len(schedules)
 		if cfg.Progress != nil {
-			cfg.Progress(sum.Runs, sum)
+			cfg.Progress(sum.Runs)
 		}
 	}
 	sum.ElapsedMS = time.Since(start).Milliseconds()

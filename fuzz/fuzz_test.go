@@ -20,11 +20,11 @@ func TestDefaultCampaignClean(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(sum.Violations) != 0 {
-		var b []byte
 		for _, fd := range sum.Findings {
 			f, _ := Generate(fd.Seed, nil)
-			b, _ = Reproducer(fd.Seed, fd.Broken[0], Shrink(f, fd.Broken[0], 0))
-			t.Errorf("seed %d breaks %v:\n%s\n%s", fd.Seed, fd.Broken, b, RunOne(Shrink(f, fd.Broken[0], 0)).Report.Violations)
+			small := Shrink(f, fd.Broken[0], 0)
+			b, _ := Reproducer(fd.Seed, fd.Broken[0], small)
+			t.Errorf("seed %d breaks %v:\n%s\n%s", fd.Seed, fd.Broken, b, RunOne(small).Report.Violations)
 		}
 	}
 	if sum.Runs != runs || sum.Steps == 0 || sum.Interleavings == 0 {

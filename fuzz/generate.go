@@ -68,12 +68,10 @@ type gen struct{ r *rand.Rand }
 func (g *gen) pick(xs ...string) string { return xs[g.r.IntN(len(xs))] }
 func (g *gen) chance(p float64) bool    { return g.r.Float64() < p }
 
-func ptr[T any](v T) *T { return &v }
-
 const mib = 1 << 20
 
 func (g *gen) scenario(seed uint64) *scenario.Scenario {
-	s := &scenario.Scenario{Name: fmt.Sprintf("fuzz-%d", seed), Seed: ptr(seed)}
+	s := &scenario.Scenario{Name: fmt.Sprintf("fuzz-%d", seed), Seed: new(seed)}
 	s.Host.Memory = hostMemory
 	s.Policies.HugePages = g.pick("2M", "2M", "2M", "off")
 	ntd := 1
@@ -128,7 +126,7 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 	}
 	// A guest pass over its memory at the end reads back everything.
 	for i := range s.TDs {
-		s.Timeline = append(s.Timeline, scenario.Step{Touch: &scenario.Touch{TD: s.TDs[i].Name, Pattern: "sequential", Write: ptr(false)}})
+		s.Timeline = append(s.Timeline, scenario.Step{Touch: &scenario.Touch{TD: s.TDs[i].Name, Pattern: "sequential", Write: new(false)}})
 	}
 	if g.chance(0.15) {
 		td := &s.TDs[0]
@@ -180,7 +178,7 @@ func (g *gen) hostRange(td *scenario.TD) (scenario.Size, scenario.Size) {
 func (g *gen) boot(td *scenario.TD) scenario.Step {
 	b := &scenario.Boot{TD: td.Name, Accept: g.pick("lazy", "lazy", "eager"), Level: g.pick("2M", "2M", "4K")}
 	if b.Accept == "lazy" {
-		b.Upfront = ptr(scenario.Size(2 * mib * uint64(g.r.IntN(8))))
+		b.Upfront = new(scenario.Size(2 * mib * uint64(g.r.IntN(8))))
 	}
 	return scenario.Step{Boot: b}
 }
@@ -207,7 +205,7 @@ func (g *gen) guestStep(td *scenario.TD) scenario.Step {
 		c := &scenario.Convert{TD: td.Name, Count: 1 + g.r.IntN(8), Size: scenario.Size(uint64(4096) << g.r.IntN(10)),
 			Placement: "random"} // sequential ranges may run into punched or ballooned memory: a workload error, not a finding
 		if g.chance(0.2) {
-			c.Use = ptr(false)
+			c.Use = new(false)
 		}
 		return scenario.Step{Convert: c}
 	default:

@@ -59,13 +59,10 @@ func signature(o Outcome, inv string) string {
 
 var numbers = regexp.MustCompile(`0x[0-9a-fA-F]+|[0-9]+`)
 
-// clone deep-copies a scenario through its YAML form.
+// clone deep-copies a scenario through its YAML form (nil if it no longer
+// validates).
 func clone(s *scenario.Scenario) *scenario.Scenario {
-	b, err := scenario.Marshal(s)
-	if err != nil {
-		return nil
-	}
-	f, err := scenario.Parse("shrink.yaml", b)
+	f, err := parse(s, nil)
 	if err != nil {
 		return nil
 	}
@@ -86,7 +83,7 @@ func candidates(s *scenario.Scenario) []*scenario.Scenario {
 			try(func(c *scenario.Scenario) bool {
 				name := c.TDs[k].Name
 				c.TDs = slices.Delete(c.TDs, k, k+1)
-				c.Timeline = slices.DeleteFunc(c.Timeline, func(st scenario.Step) bool { return stepTD(&st) == name })
+				c.Timeline = slices.DeleteFunc(c.Timeline, func(st scenario.Step) bool { return st.TDName() == name })
 				return true
 			})
 		}
@@ -165,31 +162,4 @@ func smaller(st *scenario.Step) bool {
 		return false
 	}
 	return true
-}
-
-// stepTD is the TD a step names ("" for idle and groups).
-func stepTD(st *scenario.Step) string {
-	switch {
-	case st.Boot != nil:
-		return st.Boot.TD
-	case st.Touch != nil:
-		return st.Touch.TD
-	case st.Convert != nil:
-		return st.Convert.TD
-	case st.Balloon != nil:
-		return st.Balloon.TD
-	case st.PunchHole != nil:
-		return st.PunchHole.TD
-	case st.MemslotDelete != nil:
-		return st.MemslotDelete.TD
-	case st.MemoryTypeChange != nil:
-		return st.MemoryTypeChange.TD
-	case st.MMUNotifier != nil:
-		return st.MMUNotifier.TD
-	case st.MemoryFailure != nil:
-		return st.MemoryFailure.TD
-	case st.Teardown != nil:
-		return st.Teardown.TD
-	}
-	return ""
 }

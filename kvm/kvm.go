@@ -430,8 +430,8 @@ func (vm *VM) destroy(t *sched.Thread) {
 	vm.mmu.Destroy(t)
 	vm.arch.DestroyVM(t)
 	vm.slotsLock.Lock(t)
-	for len(vm.slotList()) > 0 {
-		s := vm.slotList()[len(vm.slotList())-1]
+	for slots := vm.slotList(); len(slots) > 0; slots = vm.slotList() {
+		s := slots[len(slots)-1]
 		vm.removeSlot(s)
 		if f := s.file; f != nil {
 			f.Unbind(t, s)

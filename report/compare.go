@@ -20,7 +20,6 @@ type Diff struct {
 
 // Comparison is two runs of the same workload side by side.
 type Comparison struct {
-	A, B  *Run   `json:"-"`
 	NameA string `json:"a"`
 	NameB string `json:"b"`
 	Seed  uint64 `json:"seed"`
@@ -34,7 +33,7 @@ type Comparison struct {
 // by leaf), modeled time (total and by phase kind), memory overhead,
 // mappings, splits, conversions, faults, and the checks.
 func Compare(nameA string, a *Run, nameB string, b *Run) *Comparison {
-	c := &Comparison{A: a, B: b, NameA: nameA, NameB: nameB, Seed: a.Seed,
+	c := &Comparison{NameA: nameA, NameB: nameB, Seed: a.Seed,
 		ViolationsA: a.Checks.Failed, ViolationsB: b.Checks.Failed}
 	add := func(metric string, x, y float64) {
 		d := Diff{Metric: metric, A: x, B: y, Differ: x != y}

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -99,7 +101,7 @@ func encodeNode(v reflect.Value) (*yaml.Node, error) {
 		}
 		m := &yaml.Node{Kind: yaml.MappingNode}
 		keys := v.MapKeys()
-		sortValues(keys)
+		slices.SortFunc(keys, func(a, b reflect.Value) int { return strings.Compare(a.String(), b.String()) })
 		for _, k := range keys {
 			c, err := encodeNode(v.MapIndex(k))
 			if err != nil {
@@ -153,14 +155,6 @@ func zeroNode(v reflect.Value) *yaml.Node {
 		return &yaml.Node{Kind: yaml.MappingNode}
 	}
 	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!int", Value: "0"}
-}
-
-func sortValues(keys []reflect.Value) {
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j].String() < keys[j-1].String(); j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
 }
 
 // formatSize writes n with the largest K/M/G/T suffix that divides it.

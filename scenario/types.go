@@ -134,6 +134,26 @@ func (s *Step) kind() string {
 	return ""
 }
 
+// TDName returns the TD the step names: its kind's td field ("" for idle,
+// parallel groups, and steps on the only TD that leave it out).
+func (s *Step) TDName() string {
+	v := reflect.ValueOf(s).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Pointer && !f.IsNil() {
+			if td := f.Elem().FieldByName("TD"); td.IsValid() {
+				return td.String()
+			}
+		}
+	}
+	return ""
+}
+
+// GuestWorkload reports whether the step runs on its TD's vCPUs (boot,
+// touch, convert, balloon): a vCPU runs one such step at a time.
+func (s *Step) GuestWorkload() bool {
+	return s.Boot != nil || s.Touch != nil || s.Convert != nil || s.Balloon != nil
+}
+
 // Boot is the guest's boot-time accept.
 type Boot struct {
 	TD      string `yaml:"td" doc:"TD name (default: the only TD)"`

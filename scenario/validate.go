@@ -585,7 +585,8 @@ func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
 			if err := c.step(sub, fmt.Sprintf("%s[%d]", at, k), true); err != nil {
 				return err
 			}
-			if name, guest := guestWorkloadTD(sub); guest {
+			if sub.GuestWorkload() {
+				name := sub.TDName()
 				if name == "" {
 					name = c.f.Scenario.TDs[0].Name // the only TD
 				}
@@ -597,22 +598,6 @@ func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
 		}
 	}
 	return nil
-}
-
-// guestWorkloadTD returns the TD a guest workload step runs on (resolved
-// by validation), and whether s is one: boot, touch, convert, balloon.
-func guestWorkloadTD(s *Step) (string, bool) {
-	switch {
-	case s.Boot != nil:
-		return s.Boot.TD, true
-	case s.Touch != nil:
-		return s.Touch.TD, true
-	case s.Convert != nil:
-		return s.Convert.TD, true
-	case s.Balloon != nil:
-		return s.Balloon.TD, true
-	}
-	return "", false
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

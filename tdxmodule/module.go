@@ -331,31 +331,18 @@ func (m *Module) leaf(pfn addr.PFN) (*pamtEnt, addr.Level) {
 // Secure EPT maps part of it at leaves a huge S-EPT mapping over pieces
 // the host now manages separately (seed 002).
 func (m *Module) CheckSplit(pfn addr.PFN, order, newOrder addr.Order) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if pfn >= m.memPages {
-		return nil
-	}
-	for p := pfn; p < pfn+addr.PFN(1)<<order; {
-		e, lvl := m.leaf(p)
+	return m.eachPAMTLeaf(pfn, order, func(p addr.PFN, e *pamtEnt, lvl addr.Level) error {
 		if e.pt == PTREG && lvl.Order() > newOrder {
 			return fmt.Errorf("PAMT: %s is mapped by TD %d at %s; the folio is split to order %d", p.HPA(), e.owner, lvl, newOrder)
 		}
-		p += addr.PFN(1) << min(lvl.Order(), order)
-	}
-	return nil
+		return nil
+	})
 }
 
 // CheckFree is the hostmem guard: a block must not go back to the host
 // while PAMT still assigns any page of it, or while it backs the PAMT.
 func (m *Module) CheckFree(pfn addr.PFN, order addr.Order) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if pfn >= m.memPages {
-		return nil
-	}
-	for p := pfn; p < pfn+addr.PFN(1)<<order; {
-		e, lvl := m.leaf(p)
+	return m.eachPAMTLeaf(pfn, order, func(p addr.PFN, e *pamtEnt, lvl addr.Level) error {
 		if e.pt != PTNDA {
 			owner := ""
 			if int(e.owner) < len(m.byID) && m.byID[e.owner] != nil {
@@ -365,6 +352,25 @@ func (m *Module) CheckFree(pfn addr.PFN, order addr.Order) error {
 		}
 		if m.cfg.DynamicPAMT && m.bitmapBit(p) {
 			return fmt.Errorf("PAMT: %s is a donated Dynamic PAMT page", p.HPA())
+		}
+		return nil
+	})
+}
+
+// eachPAMTLeaf calls fn, under the module's lock, for each PAMT entry
+// describing the block [pfn, pfn+2^order), one call per entry (a 2M or 1G
+// entry once), and returns fn's first error. Pages past the PAMT's memory
+// have no entry.
+func (m *Module) eachPAMTLeaf(pfn addr.PFN, order addr.Order, fn func(p addr.PFN, e *pamtEnt, lvl addr.Level) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if pfn >= m.memPages {
+		return nil
+	}
+	for p := pfn; p < pfn+addr.PFN(1)<<order; {
+		e, lvl := m.leaf(p)
+		if err := fn(p, e, lvl); err != nil {
+			return err
 		}
 		step := addr.PFN(1)
 		if lvl != addr.Level4K && !(m.cfg.DynamicPAMT && m.gib(p).bitmap != nil) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -65,36 +64,23 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim fuzz: --runs and --duration must not be negative, --shrink-runs must be positive")
 		return exitBadInput
 	}
-	// Policies are checked once here, so a typo is bad input, not a
-	// failure of every run.
-	probe, err := scenario.Default()
-	if err == nil {
-		for _, p := range policies {
-			if err = probe.SetPolicy(p[0], p[1]); err != nil {
-				break
-			}
-		}
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "tdxsim fuzz: %v\n", err)
-		return exitBadInput
-	}
 	bar := newProgress(stderr)
 	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Policies: policies, Shard: shard.i, Shards: shard.n,
 		Out: *out, ShrinkRuns: *shrinkRuns}
 	if *runs > 0 {
-		cfg.Progress = func(n int, _ *fuzz.Summary) { bar.update(n, *runs) }
+		cfg.Progress = func(n int) { bar.update(n, *runs) }
 	}
 	sum, err := fuzz.Campaign(cfg)
 	bar.finish()
 	if err != nil {
 		fmt.Fprintf(stderr, "tdxsim fuzz: %v\n", err)
+		if errors.As(err, new(*scenario.InputError)) {
+			return exitBadInput // a bad --policy: every generated scenario refuses it
+		}
 		return exitCheck
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(sum)
+		writeJSON(stdout, sum)
 	} else {
 		sum.WriteText(stdout)
 	}
@@ -125,10 +111,9 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim replay: want exactly one scenario file")
 		return exitBadInput
 	}
-	f, err := scenario.Load(fs.Arg(0))
-	if err != nil {
-		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
-		return exitBadInput
+	f, code := loadScenario("replay", fs.Arg(0), nil, stderr)
+	if f == nil {
+		return code
 	}
 	fmt.Fprintf(stdout, "replay %s: seed %d\n", fs.Arg(0), *f.Seed)
 	r, err := scenario.Run(f, scenario.Options{Trace: stdout})
@@ -161,26 +146,17 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim compare: want two scenario files, or one file and --policy overrides")
 		return exitBadInput
 	}
-	a, err := scenario.Load(fs.Arg(0))
-	if err != nil {
-		fmt.Fprintf(stderr, "tdxsim compare: %v\n", err)
-		return exitBadInput
+	a, code := loadScenario("compare", fs.Arg(0), nil, stderr)
+	if a == nil {
+		return code
 	}
-	bPath := fs.Arg(0)
-	if fs.NArg() == 2 {
-		bPath = fs.Arg(1)
-	}
-	b, err := scenario.Load(bPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "tdxsim compare: %v\n", err)
-		return exitBadInput
+	bPath := fs.Arg(fs.NArg() - 1)
+	b, code := loadScenario("compare", bPath, policies, stderr)
+	if b == nil {
+		return code
 	}
 	nameB := bPath
 	for _, p := range policies {
-		if err := b.SetPolicy(p[0], p[1]); err != nil {
-			fmt.Fprintf(stderr, "tdxsim compare: %v\n", err)
-			return exitBadInput
-		}
 		nameB += " " + p[0] + "=" + p[1]
 	}
 	s := *a.Seed
@@ -197,9 +173,7 @@ flags:`)
 	}
 	c := report.Compare(fs.Arg(0), ra, nameB, rb)
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(c)
+		writeJSON(stdout, c)
 	} else {
 		c.WriteText(stdout)
 	}

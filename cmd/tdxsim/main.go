@@ -121,29 +121,14 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim run: at most one scenario file")
 		return exitBadInput
 	}
-	var f *scenario.File
-	var err error
-	if fs.NArg() == 1 {
-		f, err = scenario.Load(fs.Arg(0))
-	} else {
-		f, err = scenario.Default()
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
-		return exitBadInput
-	}
-	for _, p := range policies {
-		if err := f.SetPolicy(p[0], p[1]); err != nil {
-			fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
-			return exitBadInput
-		}
+	f, code := loadScenario("run", fs.Arg(0), policies, stderr)
+	if f == nil {
+		return code
 	}
 	if *costs {
 		table := report.DefaultCosts().With(f.Host.TDX.Costs)
 		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			enc.Encode(table)
+			writeJSON(stdout, table)
 		} else {
 			table.WriteText(stdout)
 		}
@@ -160,6 +145,37 @@ flags:`)
 	r, err := scenario.Run(f, o)
 	bar.finish()
 	return printRun("run", r, err, *asJSON, stdout, stderr)
+}
+
+// loadScenario loads path (the embedded default when "") and applies the
+// --policy overrides; on bad input it prints why and returns nil and exit
+// code 2.
+func loadScenario(cmd, path string, policies policyFlag, stderr io.Writer) (*scenario.File, int) {
+	var f *scenario.File
+	var err error
+	if path != "" {
+		f, err = scenario.Load(path)
+	} else {
+		f, err = scenario.Default()
+	}
+	for _, p := range policies {
+		if err != nil {
+			break
+		}
+		err = f.SetPolicy(p[0], p[1])
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim %s: %v\n", cmd, err)
+		return nil, exitBadInput
+	}
+	return f, exitOK
+}
+
+// writeJSON prints v as indented JSON.
+func writeJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
 }
 
 // printRun prints a run's report and returns the exit code: 1 when the
