@@ -59,6 +59,11 @@ const (
 	// NoDeadlock: the deterministic scheduler never finds every thread
 	// blocked.
 	NoDeadlock = "no_deadlock"
+	// ConversionProgress: a guest's MapGPA completes; the host never
+	// answers TDVMCALL_RETRY until the guest gives up (seed 000: a
+	// reference guest_memfd cannot tell from a transient one blocks
+	// in-place conversion forever).
+	ConversionProgress = "conversion_progress"
 	// NoKVMBug: no KVM_BUG_ON.
 	NoKVMBug = "no_kvm_bug"
 	// Events: any other rule a layer reports as broken.

@@ -128,8 +128,7 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 	for i := range s.TDs {
 		s.Timeline = append(s.Timeline, scenario.Step{Touch: &scenario.Touch{TD: s.TDs[i].Name, Pattern: "sequential", Write: new(false)}})
 	}
-	if g.chance(0.15) {
-		td := &s.TDs[0]
+	if td := &s.TDs[0]; g.chance(0.15) && keepsEveryPage(s.Timeline, td) {
 		// A hardware error hits a page guest_memfd holds: touch it first.
 		gpa := scenario.Size(g.page(td))
 		s.Timeline = append(s.Timeline,
@@ -137,6 +136,32 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 			scenario.Step{MemoryFailure: &scenario.MemoryFailure{TD: td.Name, GPA: gpa}})
 	}
 	return s
+}
+
+// keepsEveryPage reports whether guest_memfd still holds a page for every
+// GPA of td once it was touched: nothing in the timeline frees one
+// (balloon, a punched hole, a conversion to shared that punches the
+// private page). Only then may a memory_failure name any GPA: a hardware
+// error hits a page, and a GPA without one is a scenario error (ENOENT),
+// not a finding.
+func keepsEveryPage(steps []scenario.Step, td *scenario.TD) bool {
+	if td.Conversion != "in_place" && !td.KeepSharedBacking {
+		for _, st := range steps {
+			for _, m := range append([]scenario.Step{st}, st.Parallel...) {
+				if m.Convert != nil && m.TDName() == td.Name {
+					return false
+				}
+			}
+		}
+	}
+	for _, st := range steps {
+		for _, m := range append([]scenario.Step{st}, st.Parallel...) {
+			if (m.Balloon != nil || m.PunchHole != nil) && m.TDName() == td.Name {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func ram(td *scenario.TD) uint64 {

@@ -26,14 +26,20 @@ type PFN struct {
 // page is mapped (kvm_release_faultin_page). Kernel: kvm_gmem_get_pfn().
 //
 // The invalidate lock is not taken (v6.19): a racing truncation is caught
-// by the MMU invalidation sequence. Errors: no file or a released one
-// (EFAULT); the index bound to another slot (EIO); a poisoned folio
-// (EHWPOISON); no memory (ENOMEM).
+// by the MMU invalidation sequence. An in-place file (the in-place
+// conversion series, seed 001's [5]) takes it shared, so that the page's
+// shared/private state cannot change under the lookup. Errors: no file or
+// a released one (EFAULT); the index bound to another slot (EIO); a
+// poisoned folio (EHWPOISON); no memory (ENOMEM).
 func GetPFN(t *sched.Thread, slot Slot, gfn addr.GFN) (PFN, error) {
 	const op = "kvm_gmem_get_pfn"
 	f := slot.GmemFile()
 	if f == nil {
 		return PFN{}, errno.New(op, errno.EFAULT, "memslot has no live guest_memfd")
+	}
+	if f.inPlace {
+		f.invalidate.RLock(t) // filemap_invalidate_lock_shared
+		defer f.invalidate.RUnlock(t)
 	}
 	f.pc.Lock()
 	defer f.pc.Unlock()

@@ -379,27 +379,42 @@ func (g *Guest) lazyAccept(t *sched.Thread, v *tdx.VCPU, gpa uint64) error {
 }
 
 // MapGPA is TDG.VP.VMCALL<MapGPA>, retried from where the host stopped
-// while it answers TDVMCALL_RETRY, as tdx_map_gpa() in the guest does.
+// while it answers TDVMCALL_RETRY, as tdx_map_gpa() in the guest does: at
+// most MapGPARetries times in a row without progress (max_retries_per_page),
+// and a resume address outside the range is the host's error.
 func (g *Guest) MapGPA(t *sched.Thread, v *tdx.VCPU, gpa, size uint64) error {
-	for tries := 0; ; tries++ {
+	for stuck := 0; ; {
 		st, r11, err := v.MapGPA(t, gpa, size)
 		if err != nil {
 			return err
 		}
-		switch st {
-		case tdx.TDVMCallSuccess:
+		switch {
+		case st == tdx.TDVMCallSuccess:
 			return nil
-		case tdx.TDVMCallRetry:
-			if tries < busyRetries {
-				g.c.retries.Add(1)
-				size -= r11 - gpa
-				gpa = r11
-				continue
+		case st == tdx.TDVMCallRetry && r11 >= gpa && r11 < gpa+size:
+			g.c.retries.Add(1)
+			if r11 == gpa {
+				if stuck++; stuck < MapGPARetries {
+					continue
+				}
+				return &MapGPAError{GPA: gpa, Size: size, Status: st, At: r11}
 			}
+			size -= r11 - gpa
+			gpa, stuck = r11, 0
+			continue
 		}
 		return &MapGPAError{GPA: gpa, Size: size, Status: st, At: r11}
 	}
 }
+
+// MapGPARetries is tdx_map_gpa()'s max_retries_per_page: "retrying the
+// hypercall a second time should succeed; use 3 as a reasonable threshold
+// to avoid looping forever" (arch/x86/coco/tdx/tdx.c).
+const MapGPARetries = 3
+
+// Stuck reports whether the host kept answering TDVMCALL_RETRY without
+// progress until the guest gave up: a conversion that cannot complete.
+func (e *MapGPAError) Stuck() bool { return e.Status == tdx.TDVMCallRetry }
 
 // MapGPAError is a MapGPA the host refused.
 type MapGPAError struct {

@@ -17,7 +17,7 @@ var (
 	ErrDoubleFree   = errors.New("double free")
 	ErrNotHead      = errors.New("not the head of a folio")
 	ErrWrongSource  = errors.New("freed into another pool or cache than it came from")
-	ErrReferenced   = errors.New("freed while other references are held")
+	ErrReferenced   = errors.New("other references are held")
 	ErrSplitMapped  = errors.New("folio split while a Secure EPT maps it at a larger size")
 	ErrTDXOwned     = errors.New("freed while the TDX module still assigns it to a TD")
 	ErrNotAllocated = errors.New("page is not allocated")
@@ -233,6 +233,46 @@ func (m *Memory) Put(t *sched.Thread, pfn addr.PFN) error {
 			fmt.Sprintf("refcount %d", hp.ref))
 	}
 	m.setHead(head, func(p *pageMeta) { p.ref-- })
+	return nil
+}
+
+// GetPages takes one reference per page of [pfn, pfn+n) on the folio
+// holding each page (get_page on every 4 KiB page of a mapping), folio by
+// folio. Nothing is taken when a page is not allocated.
+func (m *Memory) GetPages(pfn addr.PFN, n uint64) error {
+	return m.addPageRefs(nil, pfn, n, 1)
+}
+
+// PutPages drops references taken with GetPages (put_page on each page).
+func (m *Memory) PutPages(t *sched.Thread, pfn addr.PFN, n uint64) error {
+	return m.addPageRefs(t, pfn, n, -1)
+}
+
+func (m *Memory) addPageRefs(t *sched.Thread, pfn addr.PFN, n uint64, sign int32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	type run struct {
+		head addr.PFN
+		refs int32
+	}
+	var runs []run
+	for p, end := pfn, pfn+addr.PFN(n); p < end; {
+		head, hp, ok := m.folioHead(p)
+		if !ok || p >= m.npages {
+			return &Error{Op: "get", PFN: p, Err: ErrNotAllocated}
+		}
+		next := min(head+addr.PFN(1)<<hp.order(), end)
+		k := int32(next - p)
+		if sign < 0 && hp.ref-k < 1 {
+			return m.violation(t, "put", p, "hostmem.ref-underflow", ErrRefUnderflow,
+				fmt.Sprintf("refcount %d, dropping %d", hp.ref, k))
+		}
+		runs = append(runs, run{head, sign * k})
+		p = next
+	}
+	for _, r := range runs {
+		m.setHead(r.head, func(p *pageMeta) { p.ref += r.refs })
+	}
 	return nil
 }
 

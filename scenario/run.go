@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/check"
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/guest"
 	"github.com/tdxsim/tdxsim/kvm"
@@ -79,6 +80,10 @@ type runner struct {
 	order  []string
 	// what the layers had reported at the last check
 	seenEvents, seenLocks int
+	// phase is where the run is ("build", "timeline[3] (convert)",
+	// "teardown"): what is reported after the scheduler stopped (a
+	// deadlock, say) is attributed to it.
+	phase string
 	// what the last Options.Trace line covered
 	traceCalls, traceSteps uint64
 	traceViolations        int
@@ -165,7 +170,9 @@ func (rn *runner) setup(sink event.Sink) error {
 		spec := &f.TDs[i]
 		cfg := vmm.Config{MemBytes: uint64(spec.Memory), VCPUs: spec.VCPUs, InPlace: spec.Conversion == "in_place",
 			KeepSharedBacking: spec.KeepSharedBacking, GmemOffset: uint64(spec.GmemOffset),
-			TD: tdx.Config{MMU: mmu.Config{HugePages: hp, MaxOrderFrom: mof, ZapPrivateOnNotifier: pol.ZapPrivateOnNotifier}}}
+			TD: tdx.Config{MMU: mmu.Config{HugePages: hp, MaxOrderFrom: mof, ZapPrivateOnNotifier: pol.ZapPrivateOnNotifier},
+				PinPrivatePages: pol.PinPrivatePages, PopulateThroughFault: pol.Populate == "gmem_populate",
+				ExternalSPTFromPrealloc: pol.ExternalSPTCache == "tdx_prealloc"}}
 		for _, m := range spec.Memslots {
 			cfg.Slots = append(cfg.Slots, vmm.Slot{GPA: uint64(m.GPA), Size: uint64(m.Size)})
 		}
@@ -189,6 +196,7 @@ func (rn *runner) progress() {
 // main is the VMM thread: build every TD, run the timeline, tear down.
 func (rn *runner) main(t *sched.Thread) error {
 	rn.clock.Begin("build")
+	rn.phase = "build"
 	for i, td := range rn.tds {
 		if err := rn.build(t, td, i); err != nil {
 			return fmt.Errorf("building %s: %w", td.spec.Name, err)
@@ -200,8 +208,10 @@ func (rn *runner) main(t *sched.Thread) error {
 	for i := range rn.f.Timeline {
 		st := &rn.f.Timeline[i]
 		at := fmt.Sprintf("timeline[%d]", i)
+		rn.phase = fmt.Sprintf("%s (%s)", at, st.kind())
 		rn.clock.Begin(fmt.Sprintf("%d %s", i, st.kind()))
 		err := rn.step(t, st, i)
+		rn.conversionProgress(st, err)
 		if err = rn.matchExpected(st, at, err); err != nil {
 			stop = fmt.Errorf("%s (%s): %w", at, st.kind(), err)
 			rn.newReports(fmt.Sprintf("%s (%s)", at, st.kind()))
@@ -211,6 +221,7 @@ func (rn *runner) main(t *sched.Thread) error {
 		rn.sample(fmt.Sprintf("%s (%s)", at, st.kind()))
 		rn.progress()
 	}
+	rn.phase = "teardown"
 	for _, td := range rn.tds {
 		if !td.torn {
 			rn.clock.Begin("teardown")
@@ -226,6 +237,34 @@ func (rn *runner) main(t *sched.Thread) error {
 	}
 	rn.progress()
 	return stop
+}
+
+// conversionProgress checks, after a guest workload (or a parallel group
+// with one), that none of its conversions ended with the guest giving up
+// on TDVMCALL_RETRY.
+func (rn *runner) conversionProgress(st *Step, err error) {
+	var tds []string
+	for _, m := range append([]Step{*st}, st.Parallel...) {
+		if m.GuestWorkload() {
+			tds = append(tds, m.TDName())
+		}
+	}
+	if len(tds) == 0 {
+		return
+	}
+	var mf *guest.MapGPAError
+	if !errors.As(err, &mf) || !mf.Stuck() {
+		rn.check(rn.phase, check.ConversionProgress)
+		return
+	}
+	var why []string
+	for _, name := range tds {
+		if td := rn.tdOf(name); td != nil && td.m != nil && td.m.TD.LastMapGPARetry() != "" {
+			why = append(why, td.spec.Name+": "+td.m.TD.LastMapGPARetry())
+		}
+	}
+	rn.check(rn.phase, check.ConversionProgress, fmt.Sprintf("%v: the guest gave up after %d retries without progress; the host's last EAGAIN: %s",
+		mf, guest.MapGPARetries, strings.Join(why, "; ")))
 }
 
 // matchExpected applies a step's expect_error to what the step returned.

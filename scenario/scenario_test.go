@@ -48,7 +48,6 @@ func TestBadInput(t *testing.T) {
 		{"image without content", "tds:\n  - memory: 64M\n    image: [{gpa: 0}]\n", "tds[0].image[0]: needs size or file"},
 		{"fill out of range", "tds:\n  - memory: 64M\n    image: [{gpa: 0, size: 4K, fill: 300}]\n", "tds[0].image[0].fill: 300 is not a byte"},
 		{"enum", "policies: {hugepages: 4M}\n" + td, `s.yaml:1: policies.hugepages: "4M": must be one of [2M off 1G]`},
-		{"policy not modelled", "policies: {pin_private_pages: true}\n" + td, "policies.pin_private_pages: true is not modelled yet"},
 		{"gmem offset vs punches", "tds:\n  - {memory: 64M, gmem_offset: 4K}\n", "tds[0].gmem_offset: 0x1000 is not a whole number of huge pages"},
 		{"cost leaf name", "host: {tdx: {costs: {AUG: 5}}}\n" + td, `host.tdx.costs: "AUG": not a SEAMCALL`},
 		{"cost zero", "host: {tdx: {costs: {TDH.MEM.PAGE.AUG: 0}}}\n" + td, "host.tdx.costs.TDH.MEM.PAGE.AUG: a latency must be positive"},

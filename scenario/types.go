@@ -52,9 +52,9 @@ type Policies struct {
 	MaxOrderFrom         string `yaml:"max_order_from" doc:"where the max mapping order comes from: gmem (kvm_gmem_mapping_order, upstream) or folio (the rejected design)" enum:"gmem,folio"`
 	SplitOrder           string `yaml:"split_order" doc:"on conversion, split the S-EPT before the folio (sept_first, upstream) or the folio first (folio_first, rejected)" enum:"sept_first,folio_first"`
 	ZapPrivateOnNotifier bool   `yaml:"zap_private_on_notifier" doc:"zap private mappings on MMU-notifier and memory-type events (the rejected design: accepted memory is lost)"`
-	PinPrivatePages      bool   `yaml:"pin_private_pages" doc:"get_page on private map (not modelled yet: only false is accepted)"`
-	Populate             string `yaml:"populate" doc:"TD build path: decoupled (upstream); gmem_populate is not modelled yet" enum:"decoupled,gmem_populate"`
-	ExternalSPTCache     string `yaml:"external_spt_cache" doc:"who owns S-EPT page caches: kvm (upstream); tdx_prealloc is not modelled yet" enum:"kvm,tdx_prealloc"`
+	PinPrivatePages      bool   `yaml:"pin_private_pages" doc:"TDX takes a reference on every private page it maps, dropped on REMOVE (the v6.16 design: in-place conversion then waits on it forever)"`
+	Populate             string `yaml:"populate" doc:"TD build path: decoupled (kvm_tdp_mmu_map_private_pfn, upstream) or gmem_populate (a synthesized fault under kvm_gmem_populate: lock recursion on the invalidate lock)" enum:"decoupled,gmem_populate"`
+	ExternalSPTCache     string `yaml:"external_spt_cache" doc:"who supplies S-EPT pages: kvm (mmu_external_spt_cache, upstream) or tdx_prealloc (the NAK'd mix: TDX prealloc pages freed by KVM, split cache not charged)" enum:"kvm,tdx_prealloc"`
 }
 
 // TD is one trust domain.

@@ -148,16 +148,6 @@ func (f *File) validatePolicies() error {
 			*e.def = e.allowed[0]
 		}
 	}
-	// Not modelled yet: refuse rather than run the upstream design under
-	// the alternative's name.
-	switch {
-	case p.PinPrivatePages:
-		return f.bad("policies.pin_private_pages", "true is not modelled yet (only false)")
-	case p.Populate != "decoupled":
-		return f.bad("policies.populate", "%q is not modelled yet (only decoupled)", p.Populate)
-	case p.ExternalSPTCache != "kvm":
-		return f.bad("policies.external_spt_cache", "%q is not modelled yet (only kvm)", p.ExternalSPTCache)
-	}
 	if p.DynamicPAMT == nil {
 		t := true
 		p.DynamicPAMT = &t

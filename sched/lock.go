@@ -2,6 +2,7 @@ package sched
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/tdxsim/tdxsim/event"
@@ -91,9 +92,18 @@ type heldLock struct {
 func (l *lockCore) acquire(t *Thread, mode accessMode) {
 	s := t.s
 	if s.aborted.Load() {
+		if s.mode == Parallel {
+			runtime.Goexit() // never run on without the lock
+		}
 		return
 	}
 	s.lockdep.acquire(t, l, mode)
+	if s.mode == Parallel && t.waitsForItself(l, mode) {
+		// The deterministic scheduler finds this when every thread
+		// blocks; real goroutines would hang, so end the run here.
+		s.abortParallel(s.selfDeadlock(t, l, mode))
+		runtime.Goexit()
+	}
 	t.Yield()
 	l.mu.Lock()
 	if len(l.queue) == 0 && l.compatible(mode) {
@@ -106,7 +116,11 @@ func (l *lockCore) acquire(t *Thread, mode accessMode) {
 	t.Emit(event.Event{Kind: event.KindLockWait, Name: l.class, Detail: mode.verb()})
 	if s.mode == Parallel {
 		l.mu.Unlock()
-		<-t.grant
+		select {
+		case <-t.grant:
+		case <-s.abort:
+			runtime.Goexit()
+		}
 	} else {
 		l.mu.Unlock()
 		t.state, t.waitingOn, t.waitMode = stateBlocked, l, mode
@@ -115,6 +129,18 @@ func (l *lockCore) acquire(t *Thread, mode accessMode) {
 	}
 	t.held = append(t.held, heldLock{l, mode})
 	t.Emit(event.Event{Kind: event.KindLockAcquire, Name: l.class, Detail: mode.verb()})
+}
+
+// waitsForItself reports whether t asks for l in a mode its own hold
+// excludes (a write hold, or a read hold asked to become a write): it can
+// never be granted.
+func (t *Thread) waitsForItself(l *lockCore, mode accessMode) bool {
+	for _, h := range t.held {
+		if h.lock == l && (h.mode == modeWrite || mode == modeWrite) {
+			return true
+		}
+	}
+	return false
 }
 
 // tryAcquire takes l if it is free for mode and nobody is queued.

@@ -252,6 +252,30 @@ func (s *Scheduler) fail(err error) {
 	}
 }
 
+// abortParallel ends a parallel run that can never finish (a thread
+// waits for a lock it holds itself): the failure is recorded, and every
+// thread ends at its next lock, yield or wait rather than run on.
+func (s *Scheduler) abortParallel(err error) {
+	s.mu.Lock()
+	first := s.failure == nil
+	if first {
+		s.failure = err
+	}
+	s.mu.Unlock()
+	if first {
+		s.aborted.Store(true)
+		close(s.abort)
+	}
+}
+
+// selfDeadlock is the report for t waiting for a lock it holds.
+func (s *Scheduler) selfDeadlock(t *Thread, l *lockCore, mode accessMode) *DeadlockError {
+	w := fmt.Sprintf("%s waits to %s %s held by %s", t, mode.verb(), l.describe(), t)
+	d := &DeadlockError{Step: s.step.Load(), Cycle: []string{w}, Blocked: []string{w}}
+	s.sink.Emit(event.Event{Kind: event.KindDeadlock, Step: d.Step, Thread: -1, Name: "sched.deadlock", Detail: d.Error()})
+	return d
+}
+
 // awaitBaton parks the calling goroutine until the scheduler hands it the
 // CPU, or ends it (runtime.Goexit, running deferred calls) on abort.
 func (t *Thread) awaitBaton() {
@@ -296,6 +320,9 @@ func (t *Thread) Yield() {
 	}
 	s := t.s
 	s.step.Add(1)
+	if s.mode == Parallel && s.aborted.Load() {
+		runtime.Goexit()
+	}
 	if s.mode == Parallel || s.aborted.Load() {
 		return
 	}
@@ -369,6 +396,9 @@ func (t *Thread) WaitUntil(desc string, cond func() bool) {
 	}
 	if s.mode == Parallel {
 		for !cond() {
+			if s.aborted.Load() {
+				runtime.Goexit()
+			}
 			runtime.Gosched()
 		}
 		return

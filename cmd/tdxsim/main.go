@@ -101,7 +101,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the report as JSON (schema in the README)")
 	costs := fs.Bool("costs", false, "print the SEAMCALL cost table in use, with the source of every figure, and exit")
 	var policies policyFlag
-	fs.Var(&policies, "policy", "override a policy: hugepages=off|2M|1G, dynamic_pamt=true|false, max_order_from=gmem|folio,\nsplit_order=sept_first|folio_first, zap_private_on_notifier=true|false (repeatable)")
+	fs.Var(&policies, "policy", "override a policy: hugepages=off|2M|1G, dynamic_pamt=true|false, max_order_from=gmem|folio,\nsplit_order=sept_first|folio_first, zap_private_on_notifier=true|false,\npin_private_pages=true|false, populate=decoupled|gmem_populate, external_spt_cache=kvm|tdx_prealloc (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim run [flags] [FILE]
 

@@ -32,6 +32,11 @@ type Cache struct {
 	min      int // kvm_mmu_topup_memory_cache(mc, min)
 	capacity int // mc->capacity: a top-up fills to here
 
+	// Uncharged makes top-ups allocate without __GFP_ACCOUNT: the pages
+	// are the VM's but not charged to its account (the bug of seed 003's
+	// tdx_topup_vm_split_cache, kept for the tdx_prealloc policy).
+	Uncharged bool
+
 	mu    sync.Mutex
 	pages []addr.PFN
 	// TopUps counts top-ups that allocated; Allocated and Taken count
@@ -83,7 +88,7 @@ func (c *Cache) TopUpTo(t *sched.Thread, min int) error {
 		if n >= max(c.capacity, min) {
 			return nil
 		}
-		p, err := c.mem.Alloc(t, hostmem.Request{Source: c.src, Account: c.acct, Charged: true})
+		p, err := c.mem.Alloc(t, hostmem.Request{Source: c.src, Account: c.acct, Charged: !c.Uncharged})
 		c.mu.Lock()
 		if err != nil {
 			n := len(c.pages)

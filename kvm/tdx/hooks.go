@@ -50,7 +50,8 @@ func (td *TD) TopUpExternalCache(t *sched.Thread, v *mmu.VCPU) error {
 // the level. Only a 4K mapping takes a Dynamic PAMT reference (patch 17:
 // a 2M page's PAMT entry is its own). BUSY -> EBUSY (the fault retries);
 // other errors are KVM_BUG_ON (EIO). No reference is taken on the page
-// (seed 000), and the page or folio is never looked at (seed 002).
+// (seed 000; Config.PinPrivatePages takes one), and the page or folio is
+// never looked at (seed 002).
 func (td *TD) SetExternalSPTE(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level addr.Level, pfn addr.PFN) error {
 	h := td.h
 	small := level == addr.Level4K
@@ -68,14 +69,29 @@ func (td *TD) SetExternalSPTE(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level 
 			return td.vm.Bug(t, fmt.Sprintf("tdx_mem_page_add: %s at %s before KVM_TDX_FINALIZE_VM (no source page, or not 4K)", gfn, level))
 		}
 		st, _ := h.Mod.MemPageAdd(t, td.tdr, gpa, pfn, td.pageAddSrc)
-		return td.installed(t, "TDH.MEM.PAGE.ADD", st, gfn, pfn, small, &td.stats.PagesAdded)
+		return td.pinIfInstalled(t, td.installed(t, "TDH.MEM.PAGE.ADD", st, gfn, pfn, small, &td.stats.PagesAdded), pfn, level)
 	}
 	st, _ := h.Mod.MemPageAug(t, td.tdr, gpa, level, pfn)
 	count := &td.stats.PagesAugmented
 	if !small {
 		count = &td.stats.HugePagesAugmented
 	}
-	return td.installed(t, "TDH.MEM.PAGE.AUG", st, gfn, pfn, small, count)
+	return td.pinIfInstalled(t, td.installed(t, "TDH.MEM.PAGE.AUG", st, gfn, pfn, small, count), pfn, level)
+}
+
+// pinIfInstalled is the pin_private_pages policy (v6.16's get_page in
+// tdx_sept_set_private_spte, dropped by seed 000): once the module holds
+// the leaf, every 4K page of it carries one more reference, which only a
+// successful REMOVE drops (tdx_unpin). The default takes none.
+func (td *TD) pinIfInstalled(t *sched.Thread, err error, pfn addr.PFN, level addr.Level) error {
+	if err != nil || !td.cfg.PinPrivatePages {
+		return err
+	}
+	if perr := td.h.Mem.GetPages(pfn, level.Pages()); perr != nil {
+		return td.vm.Bug(t, fmt.Sprintf("get_page on %s: %v", pfn, perr))
+	}
+	td.stats.PagesPinned.Add(int64(level.Pages()))
+	return nil
 }
 
 // installed finishes a hook that handed page to the module with leaf:
@@ -152,6 +168,10 @@ func (td *TD) RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level
 		}
 	}
 	_ = h.Mem.FillTag(t, pfn, level.Order(), 0) // tdx_quirk_reset_folio
+	if td.cfg.PinPrivatePages {
+		_ = h.Mem.PutPages(t, pfn, level.Pages()) // tdx_unpin
+		td.stats.PagesPinned.Add(-int64(level.Pages()))
+	}
 	if level == addr.Level4K {
 		_ = h.pamtPut(t, pfn)
 		td.stats.PagesRemoved.Add(1)

@@ -33,6 +33,27 @@ func (s State) String() string {
 type Config struct {
 	// MMU holds the TDP MMU's policy knobs.
 	MMU mmu.Config
+	// PinPrivatePages is the pin_private_pages policy (seed 000, the
+	// v6.16 design): tdx_sept_set_private_spte() takes a reference
+	// (get_page) on every 4K page it maps, and tdx_sept_drop_private_spte()
+	// drops it (tdx_unpin) after a successful REMOVE. guest_memfd cannot
+	// tell that reference from a transient one, so in-place conversion's
+	// folio split waits for it forever.
+	PinPrivatePages bool
+	// PopulateThroughFault is populate=gmem_populate (seed 001, the
+	// v6.16 design): tdx_gmem_post_populate() maps the page with
+	// kvm_tdp_map_page(), a synthesized fault that asks guest_memfd for
+	// the PFN again (kvm_gmem_get_pfn) while kvm_gmem_populate holds the
+	// invalidate lock; when get_pfn takes that lock too (the in-place
+	// conversion series), the thread waits for itself.
+	PopulateThroughFault bool
+	// ExternalSPTFromPrealloc is external_spt_cache=tdx_prealloc (seed
+	// 003, the NAK'd v4 DPAMT series): the fault path's S-EPT pages come
+	// from TDX's per-vCPU prealloc cache (the Dynamic PAMT page cache),
+	// KVM frees them as its own (tdp_mmu_free_sp: free_page), and the
+	// per-VM split cache is topped up with GFP_KERNEL (not charged to
+	// the VM).
+	ExternalSPTFromPrealloc bool
 }
 
 // TD is struct kvm_tdx: KVM's side of one TD.
@@ -59,7 +80,8 @@ type TD struct {
 	pageAddSrc    addr.PFN
 	hasPageAddSrc bool
 
-	vmm MapGPAHandler
+	vmm       MapGPAHandler
+	lastRetry atomic.Pointer[string] // the last EAGAIN behind a TDVMCALL_RETRY
 
 	stats counters
 }
@@ -74,6 +96,7 @@ type counters struct {
 	BusyRetries, NoVCPURetries, Kicks        atomic.Int64
 	EPTViolations, MapGPAExits               atomic.Int64
 	ControlPagesReclaimed, Leaked            atomic.Int64
+	PagesPinned                              atomic.Int64
 }
 
 // Stats counts what KVM's TDX code did.
@@ -88,6 +111,7 @@ type Stats struct {
 	EPTViolations, MapGPAExits               int64
 	ControlPagesReclaimed                    int64
 	Leaked                                   int64 // pages left behind after a failed reclaim
+	PagesPinned                              int64 // 4K pages holding a pin_private_pages reference now
 }
 
 // NewTD makes vm, a KVM_X86_TDX_VM, a TD: it attaches a TDP MMU with a
@@ -108,6 +132,9 @@ func (h *Host) NewTD(vm *kvm.VM, cfg Config) (*TD, error) {
 		if td.splitPAMT, err = mmu.NewCache(h.Mem, dpamtSourceName, vm.Account(), 0, 4*4); err != nil {
 			return nil, err
 		}
+		// tdx_topup_vm_split_cache() in the v4 series allocates with
+		// GFP_KERNEL, not GFP_KERNEL_ACCOUNT (seed 003).
+		td.splitPAMT.Uncharged = cfg.ExternalSPTFromPrealloc
 	}
 	vm.SetArch(td)
 	return td, nil
@@ -162,7 +189,7 @@ func (td *TD) Stats() Stats {
 		SEPTPagesAdded: c.SEPTPagesAdded.Load(), SEPTPagesReclaimed: c.SEPTPagesReclaimed.Load(),
 		BusyRetries: c.BusyRetries.Load(), NoVCPURetries: c.NoVCPURetries.Load(), Kicks: c.Kicks.Load(),
 		EPTViolations: c.EPTViolations.Load(), MapGPAExits: c.MapGPAExits.Load(),
-		ControlPagesReclaimed: c.ControlPagesReclaimed.Load(), Leaked: c.Leaked.Load(),
+		ControlPagesReclaimed: c.ControlPagesReclaimed.Load(), Leaked: c.Leaked.Load(), PagesPinned: c.PagesPinned.Load(),
 	}
 }
 
@@ -417,7 +444,12 @@ func (td *TD) postPopulate(t *sched.Thread, v *VCPU, gfn addr.GFN, pfn, src addr
 		return td.vm.Bug(t, "page_add_src already set")
 	}
 	td.pageAddSrc, td.hasPageAddSrc = src, true
-	err := v.mmu.MapPrivatePFN(t, gfn, pfn)
+	var err error
+	if td.cfg.PopulateThroughFault {
+		err = td.mapThroughFault(t, v, gfn)
+	} else {
+		err = v.mmu.MapPrivatePFN(t, gfn, pfn)
+	}
 	td.pageAddSrc, td.hasPageAddSrc = 0, false
 	if err != nil {
 		return err
@@ -432,6 +464,29 @@ func (td *TD) postPopulate(t *sched.Thread, v *VCPU, gfn addr.GFN, pfn, src addr
 		}
 	}
 	return nil
+}
+
+// mapThroughFault is the populate=gmem_populate policy's mapping step:
+// kvm_tdp_map_page() (v6.16, called from tdx_gmem_post_populate), a
+// synthesized private fault at 4K retried while RET_PF_RETRY, which throws
+// away the PFN kvm_gmem_populate handed over and asks guest_memfd again
+// (kvm_mmu_faultin_pfn -> kvm_gmem_get_pfn) with the invalidate lock held
+// (seed 001). Errors: the fault's; EIO for a result other than FIXED or
+// SPURIOUS.
+func (td *TD) mapThroughFault(t *sched.Thread, v *VCPU, gfn addr.GFN) error {
+	for {
+		res, err := v.mmu.PageFault(t, gfn.GPA(), true, addr.Level4K)
+		if err != nil {
+			return err
+		}
+		switch res {
+		case mmu.RetFixed, mmu.RetSpurious:
+			return nil
+		case mmu.RetRetry:
+			continue
+		}
+		return errno.Newf("kvm_tdp_map_page", errno.EIO, "%s at %s", res, gfn)
+	}
 }
 
 // PreDestroyVM is tdx_mmu_release_hkid(): flush every vCPU off its CPU

@@ -59,7 +59,17 @@ func (td *TD) CreateVCPU(t *sched.Thread, id uint32) (*VCPU, error) {
 	}
 	v := &VCPU{td: td, kv: kv, mmu: mv}
 	mv.Arch = v
-	if td.h.dynamic() {
+	switch {
+	case td.cfg.ExternalSPTFromPrealloc:
+		// The NAK'd mix (seed 003): one TDX prealloc cache holds the
+		// Dynamic PAMT pages and the S-EPT pages a fault may add
+		// (tdx_topup_external_fault_cache), and KVM's allocation of
+		// sp->external_spt draws from it (tdx_alloc_external_fault_cache).
+		if v.pamtCache, err = mmu.NewCache(td.h.Mem, dpamtSourceName, td.vm.Account(), 8+5, 16+40); err != nil {
+			return nil, err
+		}
+		mv.ExternalSPTCache = v.pamtCache
+	case td.h.dynamic():
 		// One pair for the leaf and one per S-EPT page a fault may add.
 		if v.pamtCache, err = mmu.NewCache(td.h.Mem, dpamtSourceName, td.vm.Account(), 8, 16); err != nil {
 			return nil, err
@@ -379,6 +389,15 @@ type MapGPAHandler func(t *sched.Thread, v *VCPU, x MapGPAExit) error
 // (KVM_CAP_EXIT_HYPERCALL with KVM_HC_MAP_GPA_RANGE).
 func (td *TD) SetVMM(h MapGPAHandler) { td.vmm = h }
 
+// LastMapGPARetry returns why userspace last answered a MapGPA exit with
+// EAGAIN (which the guest sees as TDVMCALL_RETRY), or "".
+func (td *TD) LastMapGPARetry() string {
+	if p := td.lastRetry.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
 // MapGPA is the guest's TDG.VP.VMCALL<MapGPA>(gpa, size): gpa with the
 // shared bit asks for shared memory, without it for private. Kernel:
 // tdx_map_gpa(): no VMM handler -> SUBFUNC_UNSUPPORTED; a range that wraps,
@@ -411,6 +430,8 @@ func (v *VCPU) MapGPA(t *sched.Thread, gpa, size uint64) (status, r11 uint64, er
 		err := td.vmm(t, v, MapGPAExit{GPA: next &^ shared, NPages: n >> addr.PageShift, Private: private})
 		switch {
 		case errors.Is(err, errno.EAGAIN):
+			why := err.Error()
+			td.lastRetry.Store(&why)
 			return TDVMCallRetry, next, nil
 		case errors.Is(err, errno.EINVAL):
 			return TDVMCallInvalidOperand, next, nil
