@@ -347,3 +347,41 @@ func BenchmarkAllocFree4K(b *testing.B) {
 		m.Free(nil, p, SourceBuddy)
 	}
 }
+
+// GetPages takes one reference per page on the folio holding it, across
+// folio boundaries; a folio with such references cannot split, and
+// PutPages gives them back (the pin_private_pages policy's get_page and
+// tdx_unpin).
+func TestPageRefsAcrossFolios(t *testing.T) {
+	m, c := newMem(t, Config{Bytes: 64 << 20})
+	a, _ := m.Alloc(nil, Request{Order: 9, Source: SourceBuddy})
+	if err := m.SplitFolio(nil, a, 8); err != nil { // two order-8 folios
+		t.Fatal(err)
+	}
+	if err := m.GetPages(a+200, 100); err != nil { // 56 pages in the first, 44 in the second
+		t.Fatal(err)
+	}
+	f0, _ := m.FolioOf(a)
+	f1, _ := m.FolioOf(a + 256)
+	if f0.Ref != 1+56 || f1.Ref != 1+44 {
+		t.Fatalf("refs %d, %d; want 57, 45", f0.Ref, f1.Ref)
+	}
+	if err := m.SplitFolio(nil, a, 0); !errors.Is(err, ErrReferenced) {
+		t.Fatalf("split of a referenced folio: %v", err)
+	}
+	if err := m.PutPages(nil, a+200, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.PutPages(nil, a+200, 100); !errors.Is(err, ErrRefUnderflow) || c.Violations()[len(c.Violations())-1].Name != "hostmem.ref-underflow" {
+		t.Fatalf("second put: %v", err)
+	}
+	if f, _ := m.FolioOf(a + 256); f.Ref != 1 {
+		t.Fatalf("ref after put %d (a refused put changed a count)", f.Ref)
+	}
+	if err := m.SplitFolio(nil, a, 0); err != nil {
+		t.Fatalf("split after the pins went: %v", err)
+	}
+	if err := m.GetPages(addr.PFN(m.Pages()), 1); !errors.Is(err, ErrNotAllocated) {
+		t.Fatalf("get past the end: %v", err)
+	}
+}

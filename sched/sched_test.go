@@ -130,6 +130,32 @@ func TestRWSemReadInsideWriteIsReportedAndDeadlocks(t *testing.T) {
 	}
 }
 
+// The parallel scheduler cannot find a deadlock by seeing every thread
+// blocked, but a thread waiting for a lock it holds itself ends the run
+// with the same report instead of hanging; the other threads stop at their
+// next lock or yield.
+func TestParallelSelfDeadlockEndsTheRun(t *testing.T) {
+	s := New(Parallel, 0, nil)
+	sem := NewRWSem("filemap_invalidate_lock")
+	other := NewMutex("other")
+	s.Go("gmem_populate", func(t *Thread) {
+		sem.Lock(t)
+		sem.RLock(t) // kvm_gmem_get_pfn inside kvm_gmem_populate
+		panic("unreachable: the read lock was granted inside the write lock")
+	})
+	s.Go("bystander", func(t *Thread) {
+		for {
+			other.Lock(t)
+			other.Unlock(t)
+		}
+	})
+	err := s.Run()
+	var d *DeadlockError
+	if !errors.As(err, &d) || len(d.Cycle) != 1 || !strings.Contains(d.Cycle[0], "gmem_populate[0] waits to read-lock") {
+		t.Fatalf("Run = %v, want the self-deadlock", err)
+	}
+}
+
 func TestSleepUnderSpinlockAndMMULock(t *testing.T) {
 	s := New(Deterministic, 3, nil)
 	spin := NewSpinLock("dpamt_lock")

@@ -50,6 +50,7 @@ type opts struct {
 	allow1G bool // the module allows 1G AUG
 	kvm     *kvm.Config
 	vmm     vmm.Config // InPlace, GmemOffset
+	pin     bool       // the pin_private_pages policy
 }
 
 // runTD builds a TD under the deterministic scheduler and runs body in the
@@ -71,7 +72,7 @@ func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) (*env, err
 		o.mmu.HugePages = mmu.HugePagesOff
 	}
 	vcfg := o.vmm
-	vcfg.MemBytes, vcfg.VCPUs, vcfg.TD = o.memBytes, o.vcpus, tdx.Config{MMU: o.mmu}
+	vcfg.MemBytes, vcfg.VCPUs, vcfg.TD = o.memBytes, o.vcpus, tdx.Config{MMU: o.mmu, PinPrivatePages: o.pin}
 	var err error
 	if e.host, err = vmm.NewHost(vmm.HostConfig{Bytes: 1<<30 + 2*o.memBytes, DynamicPAMT: o.dynamic, Packages: 2,
 		Allow1GAug: o.allow1G, KVM: o.kvm, TDs: []vmm.Config{vcfg}}, sink); err != nil {

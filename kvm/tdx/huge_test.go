@@ -607,3 +607,43 @@ func TestSplitOrder(t *testing.T) {
 		})
 	}
 }
+
+// pin_private_pages (the v6.16 design seed 000 removed): every 4K page of
+// a private leaf holds one more folio reference while it is in the S-EPT;
+// a demote keeps them, a REMOVE drops its pages' ones, and teardown leaves
+// nothing pinned or leaked.
+func TestPinPrivatePages(t *testing.T) {
+	o := hugeOpts(3)
+	o.pin = true
+	runClean(t, o, func(th *sched.Thread, e *env) {
+		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
+			if st, err := acceptAt(vt, v, 0, addr.Level2M); err != nil || st != tdxmodule.Success {
+				t.Errorf("2M accept at 0: %v, %v", st, err)
+			}
+			return nil
+		})
+		l, ok := e.leafAt(0)
+		if !ok || l.Level != addr.Level2M {
+			t.Fatalf("no 2M leaf at 0: %+v", l)
+		}
+		if f, _ := e.mem.FolioOf(l.PFN); f.Ref != 1+512 {
+			t.Errorf("folio refcount %d after a pinned 2M AUG, want 513 (guest_memfd's + 512 pins)", f.Ref)
+		}
+		// Convert one 4K page to shared: the leaf is demoted (pins
+		// stay), the page is removed (its pin goes).
+		if err := e.m.VM.SetMemoryAttributes(th, attrs(0, 4*kib, false)); err != nil {
+			t.Fatal(err)
+		}
+		if f, _ := e.mem.FolioOf(l.PFN); f.Ref != 1+511 {
+			t.Errorf("folio refcount %d after removing one 4K page, want 512", f.Ref)
+		}
+		if got := e.td.Stats().PagesPinned; got != 511 {
+			t.Errorf("%d pages pinned, want 511", got)
+		}
+		e.agreeLeaves()
+		e.teardown(th)
+		if got := e.td.Stats().PagesPinned; got != 0 {
+			t.Errorf("%d pages still pinned after teardown", got)
+		}
+	})
+}
