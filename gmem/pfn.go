@@ -358,9 +358,14 @@ func (f *File) convert(t *sched.Thread, start, end, attrs uint64) (uint64, error
 		f.unmapUser(t, start, end)
 		f.pc.Lock()
 		idx, ok := f.safeRefcount(start, end)
+		var ref int32
+		if !ok {
+			fo, _ := f.mem.FolioOf(f.chunks[idx>>9].pfn(idx & 511))
+			ref = fo.Ref
+		}
 		f.pc.Unlock()
 		if !ok {
-			return idx, errno.Newf(op, errno.EAGAIN, "folio at offset %#x has an unexpected reference", idx<<pageShift)
+			return idx, errno.Newf(op, errno.EAGAIN, "folio at offset %#x has an unexpected reference (refcount %d)", idx<<pageShift, ref)
 		}
 	}
 	n := uint64(1) << f.pageOrder

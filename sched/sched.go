@@ -312,6 +312,15 @@ func (t *Thread) exit() {
 	close(s.done)
 }
 
+// Relax is a busy-wait's pause (cpu_relax, cond_resched): a scheduling
+// point that, on the parallel scheduler, also lets other goroutines run.
+func (t *Thread) Relax() {
+	t.Yield()
+	if t != nil && t.s.mode == Parallel {
+		runtime.Gosched()
+	}
+}
+
 // Yield is a scheduling point: the deterministic scheduler may switch to
 // another runnable thread here.
 func (t *Thread) Yield() {

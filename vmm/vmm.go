@@ -9,6 +9,7 @@
 package vmm
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -113,6 +114,7 @@ type Stats struct {
 	ToShared, ToPrivate           int64 // MapGPA exits handled, by direction
 	BytesToShared, BytesToPrivate uint64
 	PunchedBytes                  uint64
+	InPlaceRetries                int64 // in-place conversions retried after EAGAIN
 }
 
 // VMM is one TD's userspace.
@@ -131,6 +133,7 @@ type VMM struct {
 		toShared, toPrivate           atomic.Int64
 		bytesToShared, bytesToPrivate atomic.Uint64
 		punchedBytes                  atomic.Uint64
+		inPlaceRetries                atomic.Int64
 	}
 }
 
@@ -233,7 +236,7 @@ func HugePoolPages(cfg Config) (huge2M, huge1G int) {
 func (m *VMM) Stats() Stats {
 	return Stats{ToShared: m.stats.toShared.Load(), ToPrivate: m.stats.toPrivate.Load(),
 		BytesToShared: m.stats.bytesToShared.Load(), BytesToPrivate: m.stats.bytesToPrivate.Load(),
-		PunchedBytes: m.stats.punchedBytes.Load()}
+		PunchedBytes: m.stats.punchedBytes.Load(), InPlaceRetries: m.stats.inPlaceRetries.Load()}
 }
 
 // SharedHVA returns the userspace address backing gpa when it is shared
@@ -329,7 +332,7 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 	}
 	return m.pieces("kvm_convert_memory", x.GPA, size, func(s *slot, gpa, size uint64) error {
 		if m.cfg.InPlace {
-			if _, err := m.Gmem.SetAttributes(t, s.gmemOff+gpa-s.GPA, size, attrs, 0); err != nil {
+			if err := m.convertInPlace(t, s.gmemOff+gpa-s.GPA, size, attrs); err != nil {
 				return err
 			}
 		}
@@ -346,6 +349,26 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 		return m.punchShared(t, s, gpa, size)
 	})
 }
+
+// convertInPlace is KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd, retried
+// while it answers EAGAIN: an unexpected folio reference is usually a
+// transient one (a vCPU's fault in flight, a GUP), gone in a moment, so
+// the VMM pauses and tries again, at most inPlaceRetries times, before the
+// guest is told TDVMCALL_RETRY. A reference that never goes (the
+// pin_private_pages design) exhausts the retries, and then the guest's.
+func (m *VMM) convertInPlace(t *sched.Thread, offset, size, attrs uint64) error {
+	for tries := 0; ; tries++ {
+		_, err := m.Gmem.SetAttributes(t, offset, size, attrs, 0)
+		if err == nil || !errors.Is(err, errno.EAGAIN) || tries == inPlaceRetries {
+			return err
+		}
+		m.stats.inPlaceRetries.Add(1)
+		t.Relax()
+	}
+}
+
+// inPlaceRetries bounds convertInPlace's retries of one conversion.
+const inPlaceRetries = 64
 
 // punchShared frees the private pages behind [gpa, gpa+size), now shared,
 // as QEMU's ram_block_discard_range() on the guest_memfd does. A HugeTLB
