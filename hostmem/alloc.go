@@ -24,6 +24,15 @@ var (
 	ErrRefUnderflow = errors.New("refcount underflow")
 )
 
+// allocWhat names a sleeping allocation for lockdep, by order (formatted
+// once, not per allocation).
+var allocWhat = func() (w [maxOrder + 1]string) {
+	for o := range w {
+		w[o] = fmt.Sprintf("alloc_pages(GFP_KERNEL, order %d)", o)
+	}
+	return w
+}()
+
 // Error is a refused operation. Rule names the broken rule as the event
 // record and the checks name it (hostmem.double-free, ...).
 type Error struct {
@@ -62,7 +71,7 @@ func (m *Memory) Alloc(t *sched.Thread, r Request) (addr.PFN, error) {
 		return 0, &Error{Op: "alloc", Err: ErrBadRequest, Detail: fmt.Sprintf("order %d > %d", r.Order, maxOrder)}
 	}
 	if !r.Atomic {
-		t.MightSleep(fmt.Sprintf("alloc_pages(GFP_KERNEL, order %d)", r.Order))
+		t.MightSleep(allocWhat[min(int(r.Order), len(allocWhat)-1)])
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

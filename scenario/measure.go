@@ -65,7 +65,10 @@ func (rn *runner) sample(at string) {
 		pt += st.PageTables[0] + st.PageTables[1]
 	}
 	rn.ptPeak = max(rn.ptPeak, pt)
-	res := check.Step(rn.world())
+	var res check.Result
+	if !rn.o.NoStepChecks {
+		res = check.Step(rn.world())
+	}
 	for _, inv := range res.Ran {
 		var vs []string
 		for _, v := range res.Violations {

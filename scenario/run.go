@@ -39,6 +39,10 @@ type Options struct {
 	// instead of the seeded deterministic scheduler: faster on many cores,
 	// but the interleaving (and so some counts) varies from run to run.
 	Parallel bool
+	// NoStepChecks skips the cross-layer walks of the check package after
+	// each step (what the layers report themselves, lock order and the
+	// guest's reads, is still counted): for measuring what they cost.
+	NoStepChecks bool
 }
 
 // ErrRun marks a run the model could not complete (a step failed without

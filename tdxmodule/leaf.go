@@ -66,11 +66,20 @@ var leafNames = map[Leaf]string{
 
 // String returns the leaf's architectural name.
 func (l Leaf) String() string {
-	if n, ok := leafNames[l]; ok {
-		return n
+	if int(l) < len(leafNameByNum) && leafNameByNum[l] != "" {
+		return leafNameByNum[l]
 	}
 	return fmt.Sprintf("TDH.LEAF(%d)", uint16(l))
 }
+
+// leafNameByNum is leafNames as an array: String is on every SEAMCALL's
+// path, and an index is cheaper than a map lookup.
+var leafNameByNum = func() (a [64]string) {
+	for l, n := range leafNames {
+		a[l] = n
+	}
+	return a
+}()
 
 // Leaves returns every modelled host leaf, in number order.
 func Leaves() []Leaf {

@@ -3,6 +3,7 @@ package tdxmodule
 import (
 	"fmt"
 	"hash"
+	"sync"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
@@ -83,20 +84,31 @@ func (v *VCPU) Inside() bool { return v.inside }
 
 type leafFunc func(m *Module, ls *lockset, in Regs) Regs
 
-var dispatch = map[Leaf]leafFunc{}
+// dispatch is indexed by leaf number (every modelled leaf is below 64).
+var dispatch [64]leafFunc
 
 func register(l Leaf, f leafFunc) { dispatch[l] = f }
+
+// locksets recycles the per-call lock records: a SEAMCALL on the fault
+// path allocates nothing.
+var locksets = sync.Pool{New: func() any { return new(lockset) }}
 
 // SEAMCALL executes one host SEAMCALL. in.RAX holds the leaf (bits 15:0) and
 // version (bits 23:16); the returned Regs hold the status in RAX and the
 // outputs. t is the simulated CPU making the call (nil outside a scheduler):
 // after the call has taken its locks the scheduler may run other threads,
 // which then see those locks busy.
+
 func (m *Module) SEAMCALL(t *sched.Thread, in Regs) Regs {
 	leaf := Leaf(in.RAX & 0xffff)
 	version := (in.RAX >> 16) & 0xff
 	var out Regs
-	var ls lockset
+	ls := locksets.Get().(*lockset)
+	defer func() {
+		// Forget what an aborted run (a Goexit at the yield below) left.
+		ls.held, ls.entries = ls.held[:0], ls.entries[:0]
+		locksets.Put(ls)
+	}()
 	injected := false
 	switch {
 	case in.RAX>>24 != 0:
@@ -104,8 +116,11 @@ func (m *Module) SEAMCALL(t *sched.Thread, in Regs) Regs {
 	case version != 0 && leaf != LeafMemPagePromote && leaf != LeafMemSEPTAdd && leaf != LeafMemSEPTRemove:
 		out.RAX = uint64(OperandInvalid.With(OpRAX))
 	default:
-		f, ok := dispatch[leaf]
-		if !ok {
+		var f leafFunc
+		if int(leaf) < len(dispatch) {
+			f = dispatch[leaf]
+		}
+		if f == nil {
 			out.RAX = uint64(OperandInvalid.With(OpRAX))
 			break
 		}
@@ -120,7 +135,7 @@ func (m *Module) SEAMCALL(t *sched.Thread, in Regs) Regs {
 			}
 		}
 		m.mu.Lock()
-		out = f(m, &ls, in)
+		out = f(m, ls, in)
 		m.mu.Unlock()
 	}
 	if len(ls.held) > 0 || len(ls.entries) > 0 {

@@ -34,6 +34,7 @@ var commands = []command{
 	{"fuzz", "run random scenarios with every invariant checked; shrink failures to reproducers", cmdFuzz},
 	{"compare", "run two scenarios (or one with policy overrides) on one seed, side by side", cmdCompare},
 	{"replay", "run a scenario (a fuzz reproducer) step by step with its trace", cmdReplay},
+	{"bench", "measure the model's fault, split, build, teardown and scheduler speed and memory per page", cmdBench},
 	{"mrtd", "print the MRTD of a TD built from a memory layout file", cmdMRTD},
 	{"schema", "print the JSON Schema of scenario files", cmdSchema},
 }
