@@ -110,7 +110,7 @@ func Campaign(cfg Config) (*Summary, error) {
 	if cfg.Runs <= 0 && cfg.Duration <= 0 {
 		cfg.Runs = 100
 	}
-	sum := &Summary{Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}}
+	sum := &Summary{Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}}
 	for _, p := range cfg.Policies {
 		sum.Policies = append(sum.Policies, p[0]+"="+p[1])
 	}
