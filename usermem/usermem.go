@@ -40,8 +40,13 @@ type Space struct {
 	next      uint64
 }
 
-// base is where the first mapping goes (a typical mmap base, 2 MiB aligned).
-const base = 0x7f0000000000
+// base is the mmap base: mappings go below it, top down (a typical
+// mmap_base, 2 MiB aligned). mmapFloor is the lowest address handed out
+// (TASK_UNMAPPED_BASE-like: above the program and its heap).
+const (
+	base      = 0x7f0000000000
+	mmapFloor = 0x10000000000
+)
 
 // New creates an empty address space charged to a new account called name.
 func New(mem *hostmem.Memory, name string) (*Space, error) {
@@ -71,21 +76,31 @@ func (s *Space) Register(n Notifier) {
 
 // Mmap maps size bytes of anonymous memory (MAP_PRIVATE|MAP_ANONYMOUS)
 // at a 2 MiB-aligned address it picks, and returns that address. Errors:
-// size zero or not page aligned (EINVAL).
+// size zero or not page aligned (EINVAL); no room left (ENOMEM).
 func (s *Space) Mmap(size uint64) (uint64, error) {
 	if size == 0 || size%addr.PageSize != 0 {
 		return 0, errno.Newf("mmap", errno.EINVAL, "length %#x: zero or not page aligned", size)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Like the kernel's THP-aware get_unmapped_area, large mappings start
-	// on a huge-page boundary, so that a memslot over them can be mapped
+	// Top down from the mmap base, as the kernel's default layout does
+	// (so a 1 TiB guest's memory fits below TASK_SIZE). Like the THP-aware
+	// get_unmapped_area, a mapping starts on a 2 MiB boundary, and a large
+	// one on a 1 GiB boundary, so that a memslot over it can be mapped
 	// huge (the GFN and the address must agree in alignment).
+	align := uint64(addr.Size2M)
 	if size >= addr.Size1G {
-		s.next = (s.next + addr.Size1G - 1) &^ (addr.Size1G - 1)
+		align = addr.Size1G
 	}
-	hva := s.next
-	s.next += (size + addr.Size2M - 1) &^ (addr.Size2M - 1)
+	span := (size + addr.Size2M - 1) &^ (addr.Size2M - 1)
+	if span > s.next-mmapFloor {
+		return 0, errno.Newf("mmap", errno.ENOMEM, "length %#x: no room left in the address space", size)
+	}
+	hva := (s.next - span) &^ (align - 1)
+	if hva < mmapFloor {
+		return 0, errno.Newf("mmap", errno.ENOMEM, "length %#x: no room left in the address space", size)
+	}
+	s.next = hva
 	s.vmas = append(s.vmas, vma{hva, hva + size})
 	sort.Slice(s.vmas, func(i, j int) bool { return s.vmas[i].start < s.vmas[j].start })
 	return hva, nil
