@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -406,6 +407,7 @@ func Scaling(memBytes uint64) (Result, error) {
 // run's wall time (host, build, accept, teardown) and the process's peak
 // resident memory during it, in the note. The ops are the pages mapped.
 func Scale(memBytes uint64, huge bool) (Result, error) {
+	debug.FreeOSMemory() // give back what earlier figures left, so the peak is this run's
 	resetPeakRSS()
 	start := time.Now()
 	r, err := Faults(Options{MemBytes: memBytes, Huge: huge, Parallel: true})
