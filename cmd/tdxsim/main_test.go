@@ -164,6 +164,8 @@ func TestBadInputExits2(t *testing.T) {
 		{[]string{"run", filepath.Join(dir, "none.yaml")}, "no such file"},
 		{[]string{"run", "a.yaml", "b.yaml"}, "at most one scenario file"},
 		{[]string{"schema", "x"}, "takes no arguments"},
+		{[]string{"bench", "x"}, "takes no arguments"},
+		{[]string{"bench", "--scale=maybe"}, "invalid boolean value"},
 		{[]string{"mrtd"}, "--layout FILE is required"},
 		{[]string{"mrtd", "--layout", bad}, "bad.yaml:2: regions[0].gpa: 0x10 is not 4 KiB aligned"},
 		{[]string{"mrtd", "--layout", filepath.Join(dir, "none.yaml")}, "no such file"},
@@ -271,5 +273,42 @@ func TestCompare(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("static PAMT run shows no PAMT.ADD difference: %s", out)
+	}
+}
+
+// tdxsim bench --quick --json prints the figures issue 8 names.
+func TestBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a quick bench run takes a few seconds")
+	}
+	code, out, errs := run("bench", "--quick", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var rep struct {
+		Cores   int `json:"cores"`
+		Results []struct {
+			Name         string   `json:"name"`
+			OpsPerSec    *float64 `json:"ops_per_sec"`
+			BytesPerPage *float64 `json:"bytes_per_page"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, r := range rep.Results {
+		if r.OpsPerSec == nil || r.BytesPerPage == nil {
+			t.Errorf("%s lacks ops_per_sec or bytes_per_page", r.Name)
+		}
+		names[r.Name] = true
+	}
+	for _, n := range []string{"fault_4k", "fault_2m", "convert_4k_in_2m", "build_64m", "teardown_per_gib", "sched_switch", "real_kvm_fault_4k"} {
+		if !names[n] {
+			t.Errorf("no %s in %s", n, out)
+		}
+	}
+	if rep.Cores < 1 {
+		t.Errorf("cores %d", rep.Cores)
 	}
 }
