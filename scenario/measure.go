@@ -80,6 +80,9 @@ func (rn *runner) sample(at string) {
 	}
 	rn.newReports(at)
 	rn.trace(at, nil)
+	if rn.o.OnStep != nil {
+		rn.o.OnStep(StepView{At: at, World: rn.world(), Calls: rn.count.Calls(), Violations: len(rn.r.Violations)})
+	}
 }
 
 // trace writes the step's line for Options.Trace: the step, its SEAMCALLs,

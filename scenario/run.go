@@ -43,6 +43,20 @@ type Options struct {
 	// each step (what the layers report themselves, lock order and the
 	// guest's reads, is still counted): for measuring what they cost.
 	NoStepChecks bool
+	// OnStep, if set, is called at each step boundary (after the build
+	// and after every timeline step) with the state then, from the VMM
+	// thread while no other simulated thread runs: what viewers show
+	// (tdxsim serve's timeline). It must only read.
+	OnStep func(StepView)
+}
+
+// StepView is the state at one step boundary.
+type StepView struct {
+	At    string            // "build", "timeline[3] (convert)"
+	World check.World       // the TDs not torn down
+	Calls map[string]uint64 // SEAMCALLs and TDCALLs so far, by leaf
+	// Violations is how many violations the run has reported so far.
+	Violations int
 }
 
 // ErrRun marks a run the model could not complete (a step failed without

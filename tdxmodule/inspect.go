@@ -77,3 +77,37 @@ func (m *Module) PAMTOf(pfn addr.PFN) PAMTPage {
 	}
 	return pg
 }
+
+// SEPTStep is one level of a GPA's walk through a Secure EPT: the entry
+// at that level (its state and the HPA it holds: an S-EPT page for a
+// non-leaf, the page for a leaf) and the HPA of the S-EPT page holding it.
+type SEPTStep struct {
+	Level addr.Level
+	Index int
+	Page  addr.HPA // the S-EPT page the entry is in
+	SEPTEntry
+}
+
+// SEPTPath returns the walk of gpa through tdr's Secure EPT from the root
+// down to the leaf or the first entry that is not NL_MAPPED (what
+// TDH.MEM.SEPT.RD would read level by level); nil when tdr has no S-EPT.
+func (m *Module) SEPTPath(tdr addr.PFN, gpa addr.GPA) []SEPTStep {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	td := m.tds[tdr]
+	if td == nil || td.root == nil {
+		return nil
+	}
+	var out []SEPTStep
+	for p := td.root; p != nil; {
+		i := indexAt(gpa, p.level)
+		e := p.e[i]
+		out = append(out, SEPTStep{Level: p.level, Index: i, Page: p.hpa,
+			SEPTEntry: SEPTEntry{Level: p.level, State: e.state(), HPA: e.hpa()}})
+		if e.state() != SeptNLMapped && e.state() != SeptNLBlocked || p.children == nil {
+			break
+		}
+		p = p.children[i]
+	}
+	return out
+}
