@@ -176,7 +176,7 @@ func CellPages(mod *tdxmodule.Module, td check.TD, gpa uint64) []Page {
 		p := &pages[i]
 		gfn := addr.GPA(p.GPA).GFN()
 		if l, ok := td.TD.MMU().Lookup(false, gfn|shared); ok {
-			p.State, p.Level, p.HPA = string(Shared), l.Level.String(), uint64((l.PFN+addr.PFN(gfn-(l.GFN&^shared))).HPA())
+			p.State, p.Level, p.HPA = string(Shared), l.Level.String(), uint64((l.PFN + addr.PFN(gfn-(l.GFN&^shared))).HPA())
 			continue
 		}
 		e, ok := mod.Lookup(td.TD.TDR(), addr.GPA(p.GPA))
