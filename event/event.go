@@ -31,6 +31,7 @@ const (
 	KindKVM                         // a KVM VM-level event (Name = ioctl or event such as "invalidate_begin", "vm_bugged")
 	KindMMU                         // a TDP MMU change (Name = "map", "zap", "link", "free_pt"; Args = gfn, level, pfn, root: 0 direct, 1 mirror)
 	KindTDX                         // KVM's TDX code (Name = ioctl, hook or phase; Args per name)
+	KindLockRelease                 // a thread released a lock (only when the scheduler traces locks)
 	numKinds
 )
 
@@ -48,6 +49,7 @@ var kindNames = [...]string{
 	KindNote:        "note",
 	KindGmem:        "gmem",
 	KindKVM:         "kvm",
+	KindLockRelease: "lock_release",
 }
 
 func (k Kind) String() string {

@@ -83,6 +83,7 @@ type Summary struct {
 	Interleavings int            `json:"interleavings"`
 	Violations    map[string]int `json:"violations"` // runs that broke each invariant
 	Reproducers   []string       `json:"reproducers"`
+	Traces        []string       `json:"traces,omitempty"` // Chrome traces of the reproducers (tdxsim fuzz --trace)
 	Findings      []Finding      `json:"findings"`
 	Seeds         [2]uint64      `json:"seeds"` // first and last seed run
 	ElapsedMS     int64          `json:"elapsed_ms"`

@@ -48,6 +48,9 @@ type Options struct {
 	// thread while no other simulated thread runs: what viewers show
 	// (tdxsim serve's timeline). It must only read.
 	OnStep func(StepView)
+	// TraceLocks makes every lock acquire and release an event (for a
+	// trace's lock holds), not only the waits.
+	TraceLocks bool
 }
 
 // StepView is the state at one step boundary.
@@ -143,10 +146,13 @@ func Run(f *File, o Options) (*report.Run, error) {
 		mode = sched.Parallel
 	}
 	rn.s = sched.New(mode, rn.seed, sink)
+	if o.TraceLocks {
+		rn.s.TraceLocks()
+	}
 	freeBefore := int64(rn.host.Mem.FreePages())
 	var runErr error
 	th := rn.s.Go("vmm", func(t *sched.Thread) { runErr = rn.main(t) })
-	rn.clock.Name(th.ID(), "vmm")
+	rn.nameThread(th.ID(), "vmm")
 	schedErr := rn.s.Run()
 	rn.clock.End()
 	leaked := freeBefore - int64(rn.host.Mem.FreePages())
@@ -202,6 +208,15 @@ func (rn *runner) setup(sink event.Sink) error {
 	rn.host, err = vmm.NewHost(vmm.HostConfig{Bytes: uint64(f.Host.Memory), DynamicPAMT: *pol.DynamicPAMT,
 		Packages: f.Host.Packages, Allow1GAug: f.Host.TDX.MaxLevel == "1G", KVM: &kcfg, TDs: cfgs}, sink)
 	return err
+}
+
+// nameThread names a simulated thread for the clock's per-thread totals
+// and, when the sink keeps tracks (a trace), for its track.
+func (rn *runner) nameThread(id int32, name string) {
+	rn.clock.Name(id, name)
+	if n, ok := rn.o.Sink.(interface{ Name(int32, string) }); ok {
+		n.Name(id, name)
+	}
 }
 
 func (rn *runner) progress() {
@@ -357,7 +372,7 @@ func (rn *runner) onVCPUs(t *sched.Thread, td *tdRun, fn func(vt *sched.Thread, 
 			defer func() { v.Halt(); done.Add(1) }()
 			errs[i] = fn(vt, i, v)
 		})
-		rn.clock.Name(th.ID(), fmt.Sprintf("%s/vcpu%d", td.spec.Name, i))
+		rn.nameThread(th.ID(), fmt.Sprintf("%s/vcpu%d", td.spec.Name, i))
 	}
 	t.WaitUntil(td.spec.Name+" vCPUs done", func() bool { return int(done.Load()) == len(td.m.VCPUs) })
 	return errors.Join(errs...)
@@ -431,7 +446,7 @@ func (rn *runner) step(t *sched.Thread, st *Step, idx int) error {
 			err := rn.step(pt, sub, idx*64+k+1)
 			errs[k] = rn.matchExpected(sub, fmt.Sprintf("timeline[%d].parallel[%d]", idx, k), err)
 		})
-		rn.clock.Name(th.ID(), fmt.Sprintf("step%d.%d", idx, k))
+		rn.nameThread(th.ID(), fmt.Sprintf("step%d.%d", idx, k))
 	}
 	t.WaitUntil("parallel steps done", func() bool { return int(done.Load()) == len(st.Parallel) })
 	return errors.Join(errs...)

@@ -110,6 +110,9 @@ func (l *lockCore) acquire(t *Thread, mode accessMode) {
 		l.take(t, mode)
 		l.mu.Unlock()
 		t.held = append(t.held, heldLock{l, mode})
+		if s.traceLocks {
+			t.Emit(event.Event{Kind: event.KindLockAcquire, Name: l.class, Detail: mode.verb()})
+		}
 		return
 	}
 	l.queue = append(l.queue, waiter{t, mode})
@@ -159,6 +162,9 @@ func (l *lockCore) tryAcquire(t *Thread, mode accessMode) bool {
 	if ok {
 		s.lockdep.acquired(t, l, mode)
 		t.held = append(t.held, heldLock{l, mode})
+		if s.traceLocks {
+			t.Emit(event.Event{Kind: event.KindLockAcquire, Name: l.class, Detail: mode.verb()})
+		}
 	}
 	return ok
 }
@@ -182,6 +188,9 @@ func (l *lockCore) release(t *Thread, mode accessMode) {
 		return
 	}
 	t.held = append(t.held[:idx], t.held[idx+1:]...)
+	if s.traceLocks {
+		t.Emit(event.Event{Kind: event.KindLockRelease, Name: l.class, Detail: mode.verb()})
+	}
 	l.mu.Lock()
 	if mode == modeWrite {
 		l.writer = nil

@@ -61,6 +61,10 @@ type Scheduler struct {
 	lockdep *LockDep
 	step    atomic.Uint64
 
+	// traceLocks makes every lock acquire and release an event (for
+	// traces), not only the waits. Set before Run.
+	traceLocks bool
+
 	mu      sync.Mutex // guards threads (parallel spawns) and started
 	threads []*Thread
 	started bool
@@ -91,6 +95,11 @@ func New(mode Mode, seed uint64, sink event.Sink) *Scheduler {
 	s.lockdep = newLockDep(sink)
 	return s
 }
+
+// TraceLocks makes every lock acquire and release an event
+// (event.KindLockAcquire, KindLockRelease), so that a trace can show lock
+// holds; by default only waits are. Call before Run.
+func (s *Scheduler) TraceLocks() { s.traceLocks = true }
 
 // Mode reports which scheduler this is.
 func (s *Scheduler) Mode() Mode { return s.mode }

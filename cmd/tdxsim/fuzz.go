@@ -37,6 +37,7 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "fuzz-out", "directory for shrunk reproducers (\"\" for none)")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	shrinkRuns := fs.Int("shrink-runs", 400, "runs one shrink may make")
+	withTrace := fs.Bool("trace", false, "write a Chrome trace beside each reproducer (NAME.trace.json)")
 	shard := shardFlag{0, 1}
 	fs.Var(&shard, "shard", "run shard i of n: seeds seed+i, seed+i+n, ... (disjoint across shards)")
 	var policies policyFlag
@@ -79,6 +80,16 @@ flags:`)
 		}
 		return exitCheck
 	}
+	if *withTrace {
+		for _, p := range sum.Reproducers {
+			tp, err := traceReproducer(p)
+			if err != nil {
+				fmt.Fprintf(stderr, "tdxsim fuzz: tracing %s: %v\n", p, err)
+				return exitCheck
+			}
+			sum.Traces = append(sum.Traces, tp)
+		}
+	}
 	if *asJSON {
 		writeJSON(stdout, sum)
 	} else {
@@ -93,6 +104,7 @@ flags:`)
 func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim replay", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the report as JSON after the trace")
+	tf := addTraceFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim replay [flags] FILE
 
@@ -111,13 +123,23 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim replay: want exactly one scenario file")
 		return exitBadInput
 	}
+	if err := tf.check(); err != nil {
+		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
+		return exitBadInput
+	}
 	f, code := loadScenario("replay", fs.Arg(0), nil, stderr)
 	if f == nil {
 		return code
 	}
 	fmt.Fprintf(stdout, "replay %s: seed %d\n", fs.Arg(0), *f.Seed)
-	r, err := scenario.Run(f, scenario.Options{Trace: stdout})
+	o := scenario.Options{Trace: stdout}
+	rec := tf.options(f, &o)
+	r, err := scenario.Run(f, o)
 	fmt.Fprintln(stdout)
+	if werr := tf.write(rec); werr != nil {
+		fmt.Fprintf(stderr, "tdxsim replay: writing the trace: %v\n", werr)
+		return exitCheck
+	}
 	return printRun("replay", r, err, *asJSON, stdout, stderr)
 }
 

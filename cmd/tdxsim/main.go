@@ -101,6 +101,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	parallel := fs.Bool("parallel", false, "run simulated threads on real goroutines and locks (faster; the interleaving, and so some counts, vary from run to run)")
 	asJSON := fs.Bool("json", false, "print the report as JSON (schema in the README)")
 	costs := fs.Bool("costs", false, "print the SEAMCALL cost table in use, with the source of every figure, and exit")
+	tf := addTraceFlags(fs)
 	var policies policyFlag
 	fs.Var(&policies, "policy", "override a policy: hugepages=off|2M|1G, dynamic_pamt=true|false, max_order_from=gmem|folio,\nsplit_order=sept_first|folio_first, zap_private_on_notifier=true|false,\npin_private_pages=true|false, populate=decoupled|gmem_populate, external_spt_cache=kvm|tdx_prealloc (repeatable)")
 	fs.Usage = func() {
@@ -122,6 +123,10 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim run: at most one scenario file")
 		return exitBadInput
 	}
+	if err := tf.check(); err != nil {
+		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
+		return exitBadInput
+	}
 	f, code := loadScenario("run", fs.Arg(0), policies, stderr)
 	if f == nil {
 		return code
@@ -141,10 +146,15 @@ flags:`)
 			o.Seed = seed
 		}
 	})
+	rec := tf.options(f, &o)
 	bar := newProgress(stderr)
 	o.Progress = bar.update
 	r, err := scenario.Run(f, o)
 	bar.finish()
+	if werr := tf.write(rec); werr != nil {
+		fmt.Fprintf(stderr, "tdxsim run: writing the trace: %v\n", werr)
+		return exitCheck
+	}
 	return printRun("run", r, err, *asJSON, stdout, stderr)
 }
 

@@ -297,6 +297,7 @@ func (v *VCPU) access(t *sched.Thread, gpa addr.GPA, write bool, tag hostmem.Tag
 func (v *VCPU) handleEPTViolation(t *sched.Thread, x tdxmodule.Exit) error {
 	td := v.td
 	td.stats.EPTViolations.Add(1)
+	td.event(t, "ept_violation", uint64(x.GPA), uint64(x.ReqLevel), 0, "")
 	private := x.GPA.GFN()&td.vm.SharedBit() == 0
 	if private && x.ExtQual == tdxmodule.ExtQualPendingViolate {
 		td.vm.MarkDead(t, fmt.Sprintf("guest touched unaccepted private memory at %s", x.GPA))
