@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/tdxsim/tdxsim/mrtd"
+	"github.com/tdxsim/tdxsim/picture"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
+	"github.com/tdxsim/tdxsim/view"
 )
 
 const (
@@ -102,6 +105,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the report as JSON (schema in the README)")
 	costs := fs.Bool("costs", false, "print the SEAMCALL cost table in use, with the source of every figure, and exit")
 	tf := addTraceFlags(fs)
+	svgFile := fs.String("svg", "", "write the memory map (each TD's state at the last step before teardown) and the charts as a standalone SVG to FILE")
 	var policies policyFlag
 	fs.Var(&policies, "policy", "override a policy: hugepages=off|2M|1G, dynamic_pamt=true|false, max_order_from=gmem|folio,\nsplit_order=sept_first|folio_first, zap_private_on_notifier=true|false,\npin_private_pages=true|false, populate=decoupled|gmem_populate, external_spt_cache=kvm|tdx_prealloc (repeatable)")
 	fs.Usage = func() {
@@ -147,6 +151,19 @@ flags:`)
 		}
 	})
 	rec := tf.options(f, &o)
+	var lastMaps []view.Map // each TD's map at its last step before teardown
+	if *svgFile != "" {
+		o.OnStep = func(sv scenario.StepView) {
+			for _, m := range view.Snapshot(sv.World) {
+				i := slices.IndexFunc(lastMaps, func(x view.Map) bool { return x.TD == m.TD })
+				if i < 0 {
+					lastMaps = append(lastMaps, m)
+				} else {
+					lastMaps[i] = m
+				}
+			}
+		}
+	}
 	bar := newProgress(stderr)
 	o.Progress = bar.update
 	r, err := scenario.Run(f, o)
@@ -154,6 +171,12 @@ flags:`)
 	if werr := tf.write(rec); werr != nil {
 		fmt.Fprintf(stderr, "tdxsim run: writing the trace: %v\n", werr)
 		return exitCheck
+	}
+	if *svgFile != "" && r != nil {
+		if werr := writeSVG(*svgFile, r, lastMaps); werr != nil {
+			fmt.Fprintf(stderr, "tdxsim run: writing the SVG: %v\n", werr)
+			return exitCheck
+		}
 	}
 	return printRun("run", r, err, *asJSON, stdout, stderr)
 }
@@ -276,4 +299,17 @@ flags:`)
 		fmt.Fprintln(stdout, mrtd.Hex(d))
 	}
 	return exitOK
+}
+
+// writeSVG draws r and the TDs' maps into path.
+func writeSVG(path string, r *report.Run, maps []view.Map) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = picture.Write(out, r, maps)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
