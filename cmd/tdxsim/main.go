@@ -37,6 +37,7 @@ var commands = []command{
 	{"fuzz", "run random scenarios with every invariant checked; shrink failures to reproducers", cmdFuzz},
 	{"compare", "run two scenarios (or one with policy overrides) on one seed, side by side", cmdCompare},
 	{"replay", "run a scenario (a fuzz reproducer) step by step with its trace", cmdReplay},
+	{"serve", "serve a web UI over a run: GPA map, timeline, S-EPT walk, report, compare", cmdServe},
 	{"bench", "measure the model's fault, split, build, teardown and scheduler speed and memory per page", cmdBench},
 	{"mrtd", "print the MRTD of a TD built from a memory layout file", cmdMRTD},
 	{"schema", "print the JSON Schema of scenario files", cmdSchema},

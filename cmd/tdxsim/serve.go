@@ -1,0 +1,82 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/tdxsim/tdxsim/scenario"
+	"github.com/tdxsim/tdxsim/web"
+)
+
+func cmdServe(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tdxsim serve", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback by default; the UI has no authentication)")
+	var policies policyFlag
+	fs.Var(&policies, "policy", "the Compare page's second run is FILE with this policy set (repeatable; default hugepages=off)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, `usage: tdxsim serve [flags] [FILE [FILE2]]
+
+Runs FILE (the embedded default without one) and serves a web UI over it:
+the GPA map of each TD (2 MiB cells by state; click to zoom into a cell's
+512 pages), a timeline scrubber over the steps, the Secure EPT walk of a
+GPA, the report with its charts, and FILE beside a second run (FILE2, or
+FILE with --policy overrides) on the Compare page. It reads only the
+files it was given.
+
+flags:`)
+		fs.PrintDefaults()
+	}
+	if code := parse(fs, args, stderr); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 2 || (fs.NArg() == 2 && len(policies) > 0) {
+		fmt.Fprintln(stderr, "tdxsim serve: at most two scenario files, and --policy only with one")
+		return exitBadInput
+	}
+	a, code := loadScenario("serve", fs.Arg(0), nil, stderr)
+	if a == nil {
+		return code
+	}
+	nameA := fs.Arg(0)
+	if nameA == "" {
+		nameA = "default"
+	}
+	nameB := fs.Arg(1)
+	var bPolicies policyFlag
+	if fs.NArg() < 2 {
+		nameB, bPolicies = nameA, policies
+		if len(bPolicies) == 0 {
+			bPolicies = policyFlag{{"hugepages", "off"}}
+		}
+		for _, p := range bPolicies {
+			nameB += " " + p[0] + "=" + p[1]
+		}
+	}
+	var b *scenario.File
+	if fs.NArg() == 2 {
+		b, code = loadScenario("serve", fs.Arg(1), nil, stderr)
+	} else {
+		b, code = loadScenario("serve", fs.Arg(0), bPolicies, stderr)
+	}
+	if b == nil {
+		return code
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim serve: %v\n", err)
+		return exitBadInput
+	}
+	fmt.Fprintf(stderr, "tdxsim serve: running %s and %s...\n", nameA, nameB)
+	s := web.New(nameA, a, nameB, b)
+	fmt.Fprintf(stdout, "tdxsim serve: http://%s/\n", ln.Addr())
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if err := srv.Serve(ln); err != nil {
+		fmt.Fprintf(stderr, "tdxsim serve: %v\n", err)
+		return exitCheck
+	}
+	return exitOK
+}
