@@ -103,7 +103,7 @@ func Write(w io.Writer, r *report.Run, tdMaps []view.Map) error {
 		if l.per > 1 {
 			unit = fmt.Sprintf("%d MiB", 2*l.per)
 		}
-		canvas.Text(margin, y, fmt.Sprintf("%s: GPA 0 to %s, one square per %s", l.m.TD, size(l.m.Bytes), unit), fontCSS)
+		canvas.Text(margin, y, fmt.Sprintf("%s: GPA 0 to %s, one square per %s", l.m.TD, report.HumanBytes(l.m.Bytes), unit), fontCSS)
 		y += 4
 		for i := 0; i < len(l.cells); i++ {
 			x := margin + (i%perRow)*cellPx
@@ -146,7 +146,7 @@ func Write(w io.Writer, r *report.Run, tdMaps []view.Map) error {
 		bw := max(1, int(float64(barMax)*float64(m.bytes)/float64(maxB)))
 		canvas.Text(margin, y+barH-3, m.name, fontCSS)
 		canvas.Rect(margin+labelW, y, bw, barH, "fill:#66a182")
-		canvas.Text(margin+labelW+bw+6, y+barH-3, size(m.bytes), fontCSS)
+		canvas.Text(margin+labelW+bw+6, y+barH-3, report.HumanBytes(m.bytes), fontCSS)
 		y += barH + 4
 	}
 	canvas.End()
@@ -169,16 +169,4 @@ func memoryRows(r *report.Run) []memRow {
 		rows = append(rows, memRow{"charged to " + td, r.Memory.ChargedBytes[td]})
 	}
 	return rows
-}
-
-func size(b uint64) string {
-	switch {
-	case b >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
-	case b >= 1<<20:
-		return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20))
-	case b >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", b)
 }

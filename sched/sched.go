@@ -244,13 +244,7 @@ func (s *Scheduler) start(t *Thread) {
 // fail records the first failure and, in deterministic mode, releases every
 // parked thread so that Run can return without leaking goroutines.
 func (s *Scheduler) fail(err error) {
-	s.mu.Lock()
-	first := s.failure == nil
-	if first {
-		s.failure = err
-	}
-	s.mu.Unlock()
-	if s.mode == Deterministic && first {
+	if s.firstFailure(err) && s.mode == Deterministic {
 		s.aborted.Store(true)
 		close(s.abort)
 		select {
@@ -261,17 +255,23 @@ func (s *Scheduler) fail(err error) {
 	}
 }
 
+// firstFailure records err as the run's failure unless one is recorded
+// already, and reports whether it was the first.
+func (s *Scheduler) firstFailure(err error) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failure != nil {
+		return false
+	}
+	s.failure = err
+	return true
+}
+
 // abortParallel ends a parallel run that can never finish (a thread
 // waits for a lock it holds itself): the failure is recorded, and every
 // thread ends at its next lock, yield or wait rather than run on.
 func (s *Scheduler) abortParallel(err error) {
-	s.mu.Lock()
-	first := s.failure == nil
-	if first {
-		s.failure = err
-	}
-	s.mu.Unlock()
-	if first {
+	if s.firstFailure(err) {
 		s.aborted.Store(true)
 		close(s.abort)
 	}

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
 )
 
@@ -196,7 +197,7 @@ func (r *Recorder) WriteChrome(w io.Writer) error {
 				args["detail"] = e.Detail
 			}
 			if e.Kind == event.KindMMU {
-				args["gfn"], args["level"], args["pfn"] = hex(e.Args[0]), levelName(e.Args[1]), hex(e.Args[2])
+				args["gfn"], args["level"], args["pfn"] = hex(e.Args[0]), addr.Level(e.Args[1]).String(), hex(e.Args[2])
 				args["root"] = map[uint64]string{0: "direct", 1: "mirror"}[e.Args[3]]
 			} else {
 				args["a0"], args["a1"] = hex(e.Args[0]), hex(e.Args[1])
@@ -209,18 +210,6 @@ func (r *Recorder) WriteChrome(w io.Writer) error {
 }
 
 func hex(v uint64) string { return fmt.Sprintf("%#x", v) }
-
-func levelName(l uint64) string {
-	switch l {
-	case 0:
-		return "4K"
-	case 1:
-		return "2M"
-	case 2:
-		return "1G"
-	}
-	return fmt.Sprint(l)
-}
 
 // WriteFtrace writes the trace as trace-cmd report lines: "comm-tid [cpu]
 // seconds: event: fields", with the kernel's own tracepoint names and

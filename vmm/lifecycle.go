@@ -119,8 +119,7 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 	}
 	mem, mod := host.Mem, host.Mod
 	freeBefore := int64(mem.FreePages())
-	// The deterministic scheduler only: the model's gmem page cache and
-	// KVM-side counters are not yet safe under the parallel one.
+	// The deterministic scheduler: the same seed gives the same run.
 	s := sched.New(sched.Deterministic, o.Seed, sink)
 	var first firstError
 	setErr := first.set

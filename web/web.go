@@ -195,11 +195,11 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		run.Report.WriteText(w)
 	})
-	mux.HandleFunc("GET /api/cell", s.query("cell", func(mod check.World, td check.TD, gpa uint64) any {
-		return view.CellPages(mod.Host.Mod, td, gpa)
+	mux.HandleFunc("GET /api/cell", s.query("cell", func(w check.World, td check.TD, gpa uint64) any {
+		return view.CellPages(w.Host.Mod, td, gpa)
 	}))
-	mux.HandleFunc("GET /api/sept", s.query("sept", func(mod check.World, td check.TD, gpa uint64) any {
-		return view.SEPTPath(mod.Host.Mod, td, gpa)
+	mux.HandleFunc("GET /api/sept", s.query("sept", func(w check.World, td check.TD, gpa uint64) any {
+		return view.SEPTPath(w.Host.Mod, td, gpa)
 	}))
 	return mux
 }
