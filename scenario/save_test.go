@@ -2,7 +2,10 @@ package scenario
 
 import (
 	"bytes"
+	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -33,4 +36,40 @@ func TestMarshalRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParse feeds the scenario loader arbitrary bytes (seeded with every
+// example): it must never panic, a refusal must be an *InputError naming
+// the file, and what it accepts must write out and load back the same
+// (go test -fuzz=FuzzParse ./scenario).
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob("../examples/*.yaml")
+	for _, p := range files {
+		if b, err := os.ReadFile(p); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("tds: [{memory: 3M}]"))
+	f.Add([]byte("timeline: [{parallel: [{touch: {}}, {touch: {}}]}]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sf, err := Parse("fuzz.yaml", b)
+		if err != nil {
+			var ie *InputError
+			if !errors.As(err, &ie) || !strings.HasPrefix(err.Error(), "fuzz.yaml") {
+				t.Fatalf("refusal is not an InputError naming the file: %T %v", err, err)
+			}
+			return
+		}
+		out, err := Marshal(&sf.Scenario)
+		if err != nil {
+			t.Fatalf("accepted but cannot write out: %v", err)
+		}
+		again, err := Parse("again.yaml", out)
+		if err != nil {
+			t.Fatalf("written out, refused on reload: %v\n%s", err, out)
+		}
+		if out2, _ := Marshal(&again.Scenario); string(out2) != string(out) {
+			t.Fatalf("round trip changed the file:\n%s\n---\n%s", out, out2)
+		}
+	})
 }
