@@ -66,6 +66,7 @@ type Config struct {
 	Runs     int           // scenarios to run (0: until Duration)
 	Duration time.Duration // stop after this long (0: until Runs)
 	Policies [][2]string   // overrides applied to every scenario
+	Inject   [][2]string   // fault injection set in every scenario (--inject)
 	// Shard and Shards split the seed space: this campaign runs seeds
 	// Seed+Shard, Seed+Shard+Shards, ... (Shards 0 or 1: every seed).
 	Shard, Shards int
@@ -88,6 +89,9 @@ type Summary struct {
 	Seeds         [2]uint64      `json:"seeds"` // first and last seed run
 	ElapsedMS     int64          `json:"elapsed_ms"`
 	Policies      []string       `json:"policies"`
+	Inject        []string       `json:"inject"`
+	// Injected counts the faults injected over the campaign, by kind.
+	Injected map[string]uint64 `json:"injected"`
 }
 
 // Finding is one failing seed and what its shrunk reproducer is.
@@ -111,9 +115,12 @@ func Campaign(cfg Config) (*Summary, error) {
 	if cfg.Runs <= 0 && cfg.Duration <= 0 {
 		cfg.Runs = 100
 	}
-	sum := &Summary{Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}}
+	sum := &Summary{Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}, Inject: []string{}, Injected: map[string]uint64{}}
 	for _, p := range cfg.Policies {
 		sum.Policies = append(sum.Policies, p[0]+"="+p[1])
+	}
+	for _, p := range cfg.Inject {
+		sum.Inject = append(sum.Inject, p[0]+"="+p[1])
 	}
 	schedules := map[string]bool{}
 	reported := map[string]bool{}
@@ -122,7 +129,7 @@ func Campaign(cfg Config) (*Summary, error) {
 			break
 		}
 		seed := cfg.Seed + uint64(cfg.Shard) + uint64(i)*uint64(shards)
-		f, err := Generate(seed, cfg.Policies)
+		f, err := Generate(seed, Options{Policies: cfg.Policies, Inject: cfg.Inject})
 		if err != nil {
 			return sum, err
 		}
@@ -133,6 +140,11 @@ func Campaign(cfg Config) (*Summary, error) {
 		sum.Seeds[1] = seed
 		sum.Runs++
 		sum.Steps += o.Steps
+		if o.Report != nil {
+			for k, n := range o.Report.Injected {
+				sum.Injected[k] += n
+			}
+		}
 		if o.Schedule != "" {
 			schedules[fmt.Sprint(seed%1024, o.Schedule)] = true
 		}

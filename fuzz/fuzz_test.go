@@ -21,7 +21,7 @@ func TestDefaultCampaignClean(t *testing.T) {
 	}
 	if len(sum.Violations) != 0 {
 		for _, fd := range sum.Findings {
-			f, _ := Generate(fd.Seed, nil)
+			f, _ := Generate(fd.Seed, Options{})
 			small := Shrink(f, fd.Broken[0], 0)
 			b, _ := Reproducer(fd.Seed, fd.Broken[0], small)
 			t.Errorf("seed %d breaks %v:\n%s\n%s", fd.Seed, fd.Broken, b, RunOne(small).Report.Violations)
@@ -76,8 +76,8 @@ func TestHazardReproducers(t *testing.T) {
 // same interleaving.
 func TestGenerateDeterministic(t *testing.T) {
 	for seed := uint64(1); seed <= 5; seed++ {
-		a, err1 := Generate(seed, nil)
-		b, err2 := Generate(seed, nil)
+		a, err1 := Generate(seed, Options{})
+		b, err2 := Generate(seed, Options{})
 		if err1 != nil || err2 != nil {
 			t.Fatal(err1, err2)
 		}
@@ -99,7 +99,7 @@ func FuzzScenario(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, seed uint64) {
-		sc, err := Generate(seed, nil)
+		sc, err := Generate(seed, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

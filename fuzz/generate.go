@@ -22,20 +22,20 @@ const hostMemory = 4 << 30
 // guest workloads and host events, some of them concurrently. Every
 // generated scenario is valid (Parse accepts it); a step the timeline
 // rules refuse is left out.
-func Generate(seed uint64, policies [][2]string) (*scenario.File, error) {
+func Generate(seed uint64, o Options) (*scenario.File, error) {
 	g := &gen{r: rand.New(rand.NewPCG(seed, seed^0x5bd1e995))}
 	s := g.scenario(seed)
 	// Build the timeline step by step, keeping each step the loader
 	// accepts, so the result is always a valid file.
 	steps := s.Timeline
 	s.Timeline = nil
-	f, err := parse(s, policies)
+	f, err := parse(s, o)
 	if err != nil {
 		return nil, fmt.Errorf("fuzz: seed %d: generated host and TDs refused: %w", seed, err)
 	}
 	for _, st := range steps {
 		s.Timeline = append(s.Timeline, st)
-		if g2, err := parse(s, policies); err == nil {
+		if g2, err := parse(s, o); err == nil {
 			f = g2
 		} else {
 			s.Timeline = s.Timeline[:len(s.Timeline)-1]
@@ -44,9 +44,15 @@ func Generate(seed uint64, policies [][2]string) (*scenario.File, error) {
 	return f, nil
 }
 
+// Options shape what Generate makes.
+type Options struct {
+	Policies [][2]string // policy overrides (--policy k=v) set in every scenario
+	Inject   [][2]string // fault injection (--inject k=v) set in every scenario
+}
+
 // parse writes s out and reads it back: the file a reproducer would be,
-// validated, with defaults filled and the policy overrides applied.
-func parse(s *scenario.Scenario, policies [][2]string) (*scenario.File, error) {
+// validated, with defaults filled and the overrides applied.
+func parse(s *scenario.Scenario, o Options) (*scenario.File, error) {
 	b, err := scenario.Marshal(s)
 	if err != nil {
 		return nil, err
@@ -55,8 +61,13 @@ func parse(s *scenario.Scenario, policies [][2]string) (*scenario.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range policies {
+	for _, p := range o.Policies {
 		if err := f.SetPolicy(p[0], p[1]); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range o.Inject {
+		if err := f.SetInject(p[0], p[1]); err != nil {
 			return nil, err
 		}
 	}

@@ -26,7 +26,7 @@ func Shrink(f *scenario.File, inv string, budget int) *scenario.File {
 			if budget <= 0 {
 				break
 			}
-			g, err := parse(cand, nil)
+			g, err := parse(cand, Options{})
 			if err != nil {
 				continue // the change made the file invalid
 			}
@@ -62,7 +62,7 @@ var numbers = regexp.MustCompile(`0x[0-9a-fA-F]+|[0-9]+`)
 // clone deep-copies a scenario through its YAML form (nil if it no longer
 // validates).
 func clone(s *scenario.Scenario) *scenario.Scenario {
-	f, err := parse(s, nil)
+	f, err := parse(s, Options{})
 	if err != nil {
 		return nil
 	}

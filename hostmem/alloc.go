@@ -78,6 +78,9 @@ func (m *Memory) Alloc(t *sched.Thread, r Request) (addr.PFN, error) {
 	if int(r.Account) >= len(m.accounts) {
 		return 0, &Error{Op: "alloc", Err: ErrBadRequest, Detail: fmt.Sprintf("unknown account %d", r.Account)}
 	}
+	if m.failAlloc != nil && m.failAlloc(m.sourceName(r.Source), r.Order) {
+		return 0, &Error{Op: "alloc", Err: ErrNoMemory, Detail: "injected allocation failure"}
+	}
 	if r.Source == 0 || int(r.Source) >= len(m.sources) {
 		return 0, &Error{Op: "alloc", Err: ErrBadRequest, Detail: fmt.Sprintf("unknown source %d", r.Source)}
 	}

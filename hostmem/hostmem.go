@@ -105,6 +105,8 @@ type Memory struct {
 	mu    sync.Mutex
 	sink  event.Sink
 	guard Guard
+	// failAlloc is fault injection (SetAllocFailer); nil for none.
+	failAlloc func(source string, order addr.Order) bool
 
 	npages       addr.PFN
 	sections     []*section
@@ -187,6 +189,16 @@ func New(cfg Config, sink event.Sink) (*Memory, error) {
 		}
 	}
 	return m, nil
+}
+
+// SetAllocFailer installs fault injection on allocations: fail is asked,
+// under the allocator's lock, about every allocation (the source's name
+// and the order) and makes it fail with ErrNoMemory when it says so. nil
+// removes it.
+func (m *Memory) SetAllocFailer(fail func(source string, order addr.Order) bool) {
+	m.mu.Lock()
+	m.failAlloc = fail
+	m.mu.Unlock()
 }
 
 // SetGuard installs the veto on frees (the TDX module's PAMT check).

@@ -43,6 +43,9 @@ type Run struct {
 	Teardown        Teardown          `json:"teardown"`
 	Checks          Checks            `json:"checks"`
 	Violations      []string          `json:"violations"`
+	// Injected counts the faults injected (scenario inject, --inject):
+	// "TDX_OPERAND_BUSY", "<leaf> failed", "allocation failed".
+	Injected map[string]uint64 `json:"injected,omitempty"`
 	Expectations    []Expectation     `json:"expectations"`
 	// MRTD is the first TD's measurement (hex); MRTDs every TD's by name.
 	MRTD  string            `json:"mrtd"`

@@ -159,6 +159,13 @@ func (rn *runner) finish(leaked int64) {
 		r.Schedule = fmt.Sprintf("%016x", rn.s.ScheduleHash())
 	}
 	r.Seamcalls, r.Tdcalls = report.SplitCalls(rn.count)
+	if rn.inj != nil {
+		st := rn.inj.Stats()
+		r.Injected = map[string]uint64{"TDX_OPERAND_BUSY": st.Busy, "allocation failed": st.AllocsFailed}
+		for leaf, n := range st.Failed {
+			r.Injected[leaf+" failed"] = n
+		}
+	}
 	r.SeamcallsFailed = rn.count.Failed()
 	r.SeamcallNS = rn.clock.ByLeaf()
 	r.PageCacheTopUps = rn.clock.TopUps()

@@ -14,6 +14,7 @@ import (
 	"github.com/tdxsim/tdxsim/check"
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/guest"
+	"github.com/tdxsim/tdxsim/inject"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
@@ -101,6 +102,8 @@ type runner struct {
 	order  []string
 	// what the layers had reported at the last check
 	seenEvents, seenLocks int
+	// inj is the fault injector (nil without injection).
+	inj *inject.Injector
 	// phase is where the run is ("build", "timeline[3] (convert)",
 	// "teardown"): what is reported after the scheduler stopped (a
 	// deadlock, say) is attributed to it.
@@ -207,7 +210,18 @@ func (rn *runner) setup(sink event.Sink) error {
 	kcfg.SplitFolioFirst = pol.SplitOrder == "folio_first"
 	rn.host, err = vmm.NewHost(vmm.HostConfig{Bytes: uint64(f.Host.Memory), DynamicPAMT: *pol.DynamicPAMT,
 		Packages: f.Host.Packages, Allow1GAug: f.Host.TDX.MaxLevel == "1G", KVM: &kcfg, TDs: cfgs}, sink)
-	return err
+	if err != nil {
+		return err
+	}
+	ic, err := f.InjectConfig()
+	if err != nil || !ic.Any() {
+		return err
+	}
+	ic.Seed = rn.seed
+	rn.inj = inject.New(ic)
+	rn.host.Mod.SetInjector(rn.inj.SEAMCALL)
+	rn.host.Mem.SetAllocFailer(rn.inj.Alloc)
+	return nil
 }
 
 // nameThread names a simulated thread for the clock's per-thread totals
@@ -230,15 +244,21 @@ func (rn *runner) progress() {
 func (rn *runner) main(t *sched.Thread) error {
 	rn.clock.Begin("build")
 	rn.phase = "build"
+	var stop error
 	for i, td := range rn.tds {
 		if err := rn.build(t, td, i); err != nil {
-			return fmt.Errorf("building %s: %w", td.spec.Name, err)
+			stop = fmt.Errorf("building %s: %w", td.spec.Name, err)
+			break
 		}
 	}
-	rn.sample("build")
+	if stop == nil {
+		rn.sample("build")
+	}
 	rn.progress()
-	var stop error
 	for i := range rn.f.Timeline {
+		if stop != nil {
+			break // the build failed: tear down what was built
+		}
 		st := &rn.f.Timeline[i]
 		at := fmt.Sprintf("timeline[%d]", i)
 		rn.phase = fmt.Sprintf("%s (%s)", at, st.kind())

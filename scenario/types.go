@@ -30,6 +30,33 @@ type Scenario struct {
 	TDs         []TD     `yaml:"tds" doc:"the TDs, built (KVM_TDX_INIT_VM, INIT_MEM_REGION, FINALIZE) before the timeline starts" required:"true"`
 	Timeline    []Step   `yaml:"timeline" doc:"guest workloads and host events, in order; TDs not torn down are torn down at the end"`
 	Expect      Expect   `yaml:"expect" doc:"what must hold at the end (exit 1 otherwise)"`
+	Inject      Inject   `yaml:"inject" doc:"fault injection: a faulty TDX module, a host short of memory (--inject sets it too)"`
+}
+
+// Inject is fault injection: SEAMCALLs that return TDX_OPERAND_BUSY or
+// fail, and host allocations that fail. KVM's answer to each is part of
+// the model: retry, KVM_BUG_ON (the VM dies, its pages are kept from
+// reuse), or -ENOMEM to the faulting path. Decisions depend only on the
+// seed and the call counts, so a run with injection replays exactly.
+type Inject struct {
+	Busy       float64        `yaml:"busy" doc:"probability that a SEAMCALL returns TDX_OPERAND_BUSY instead of running (0 to 1)"`
+	BusyLeaves []string       `yaml:"busy_leaves" doc:"leaves busy applies to, e.g. TDH.MEM.PAGE.AUG (default: every leaf)"`
+	Fail       []LeafFailure  `yaml:"fail" doc:"SEAMCALLs that fail outright (a TDX module bug)"`
+	AllocFail  []AllocFailure `yaml:"alloc_fail" doc:"host allocations that fail (ENOMEM)"`
+}
+
+// LeafFailure makes one SEAMCALL leaf fail.
+type LeafFailure struct {
+	Leaf   string `yaml:"leaf" doc:"SEAMCALL leaf name, e.g. TDH.MEM.PAGE.REMOVE" required:"true"`
+	Nth    uint64 `yaml:"nth" doc:"which call of the leaf fails, counting from 1 over the run" required:"true"`
+	Every  uint64 `yaml:"every" doc:"and every this many calls after it (default 0: only the nth)"`
+	Status string `yaml:"status" doc:"the status it returns, by name or number (default TDX_OPERAND_INVALID)"`
+}
+
+// AllocFailure makes one host allocation fail.
+type AllocFailure struct {
+	Source string `yaml:"source" doc:"the cache or pool: kvm.mmu_shadow_page_cache, kvm.mmu_external_spt_cache, tdx.dpamt, buddy, ... (default: any)"`
+	Nth    uint64 `yaml:"nth" doc:"which allocation from it fails, counting from 1" required:"true"`
 }
 
 // Host is the machine the TDs run on.

@@ -2,16 +2,20 @@ package scenario
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/inject"
 	"github.com/tdxsim/tdxsim/report"
+	"github.com/tdxsim/tdxsim/tdxmodule"
 )
 
 // Limits the model enforces on scenario sizes.
@@ -64,6 +68,9 @@ func (f *File) validate() error {
 		return err
 	}
 	if err := f.validatePolicies(); err != nil {
+		return err
+	}
+	if _, err := f.InjectConfig(); err != nil {
 		return err
 	}
 	if len(s.TDs) == 0 {
@@ -591,3 +598,101 @@ func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+
+// InjectConfig checks the inject section and returns the injector's
+// configuration (its seed is the run's, set by the runner).
+func (f *File) InjectConfig() (inject.Config, error) {
+	in := f.Scenario.Inject
+	var c inject.Config
+	if in.Busy < 0 || in.Busy > 1 || in.Busy != in.Busy {
+		return c, f.bad("inject.busy", "%v: want a probability from 0 to 1", in.Busy)
+	}
+	c.Busy = in.Busy
+	for i, name := range in.BusyLeaves {
+		l, err := inject.ParseLeaf(name)
+		if err != nil {
+			return c, f.bad(fmt.Sprintf("inject.busy_leaves[%d]", i), "%v", err)
+		}
+		c.BusyLeaves = append(c.BusyLeaves, l)
+	}
+	for i, lf := range in.Fail {
+		field := fmt.Sprintf("inject.fail[%d]", i)
+		l, err := inject.ParseLeaf(lf.Leaf)
+		if err != nil {
+			return c, f.bad(field+".leaf", "%v", err)
+		}
+		if lf.Nth == 0 {
+			return c, f.bad(field+".nth", "required, counting from 1")
+		}
+		st := tdxmodule.OperandInvalid
+		if lf.Status != "" {
+			if st, err = inject.ParseStatus(lf.Status); err != nil {
+				return c, f.bad(field+".status", "%v", err)
+			}
+			if st == tdxmodule.Success {
+				return c, f.bad(field+".status", "a failure cannot return TDX_SUCCESS")
+			}
+		}
+		c.Fail = append(c.Fail, inject.Failure{Leaf: l, Nth: lf.Nth, Every: lf.Every, Status: st})
+	}
+	for i, af := range in.AllocFail {
+		if af.Nth == 0 {
+			return c, f.bad(fmt.Sprintf("inject.alloc_fail[%d].nth", i), "required, counting from 1")
+		}
+		c.AllocFail = append(c.AllocFail, inject.AllocFailure{Source: af.Source, Nth: af.Nth})
+	}
+	return c, nil
+}
+
+// SetInject adds one --inject setting after loading: busy=P,
+// busy_leaves=L1,L2, fail=LEAF:N[:EVERY[:STATUS]], alloc=[SOURCE]:N.
+func (f *File) SetInject(key, value string) error {
+	in := &f.Scenario.Inject
+	bad := func(rule string) error { return &InputError{File: "--inject", Field: key, Rule: rule} }
+	switch key {
+	case "busy":
+		p, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			return bad(fmt.Sprintf("%q: want a probability from 0 to 1", value))
+		}
+		in.Busy = p
+	case "busy_leaves":
+		in.BusyLeaves = append(in.BusyLeaves, strings.Split(value, ",")...)
+	case "fail":
+		parts := strings.Split(value, ":")
+		if len(parts) < 2 || len(parts) > 4 {
+			return bad(fmt.Sprintf("%q: want LEAF:N[:EVERY[:STATUS]]", value))
+		}
+		lf := LeafFailure{Leaf: parts[0]}
+		var err error
+		if lf.Nth, err = strconv.ParseUint(parts[1], 10, 64); err != nil {
+			return bad(fmt.Sprintf("%q: N is not a number", value))
+		}
+		if len(parts) > 2 {
+			if lf.Every, err = strconv.ParseUint(parts[2], 10, 64); err != nil {
+				return bad(fmt.Sprintf("%q: EVERY is not a number", value))
+			}
+		}
+		if len(parts) > 3 {
+			lf.Status = parts[3]
+		}
+		in.Fail = append(in.Fail, lf)
+	case "alloc":
+		src, n, ok := strings.Cut(value, ":")
+		nth, err := strconv.ParseUint(n, 10, 64)
+		if !ok || err != nil {
+			return bad(fmt.Sprintf("%q: want [SOURCE]:N", value))
+		}
+		in.AllocFail = append(in.AllocFail, AllocFailure{Source: src, Nth: nth})
+	default:
+		return bad("unknown; known: busy, busy_leaves, fail, alloc")
+	}
+	if _, err := f.InjectConfig(); err != nil {
+		var ie *InputError
+		if errors.As(err, &ie) {
+			ie.File = "--inject"
+		}
+		return err
+	}
+	return nil
+}

@@ -1,6 +1,9 @@
 package tdxmodule
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Status is a TDX module completion status as returned in RAX: bits 63:32
 // carry the class and code (bit 63 error, 62 non-recoverable, 61 fatal),
@@ -172,3 +175,13 @@ func (s Status) String() string {
 
 // Error lets a Status be returned as an error by wrappers.
 func (s Status) Error() string { return s.String() }
+
+// Statuses returns every named status (no operand), in numeric order.
+func Statuses() []Status {
+	out := make([]Status, 0, len(statusNames))
+	for s := range statusNames {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}

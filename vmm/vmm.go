@@ -155,33 +155,46 @@ func Create(t *sched.Thread, host *tdx.Host, cfg Config) (*VMM, error) {
 		return nil, err
 	}
 	m := &VMM{Host: host, VM: vm, cfg: cfg}
+	if err := m.setUp(t); err != nil {
+		// The VMM exits: its fds close and KVM destroys the VM
+		// (kvm_destroy_vm), reclaiming what the TD holds.
+		return nil, errors.Join(err, m.Teardown(t))
+	}
+	m.TD.SetVMM(m.mapGPA)
+	return m, nil
+}
+
+// setUp is Create after KVM_CREATE_VM.
+func (m *VMM) setUp(t *sched.Thread) error {
+	host, vm, cfg := m.Host, m.VM, m.cfg
+	var err error
 	if m.TD, err = host.NewTD(vm, cfg.TD); err != nil {
-		return nil, err
+		return err
 	}
 	if err := m.TD.InitVM(t, tdx.InitVM{GPAW: 48, MaxVCPUs: cfg.VCPUs}); err != nil {
-		return nil, err
+		return err
 	}
 	if m.User, err = usermem.New(host.Mem, "vmm-"+vm.Name()); err != nil {
-		return nil, err
+		return err
 	}
 	vm.SetUserMemory(m.User)
 	m.User.Register(vm)
 	hva, err := m.User.Mmap(cfg.MemBytes)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if m.Gmem, err = vm.CreateGuestMemfd(t, gmemArgs(cfg)); err != nil {
-		return nil, err
+		return err
 	}
 	off := uint64(0)
 	for i, s := range cfg.SlotLayout() {
 		sl := slot{Slot: s, gmemOff: cfg.GmemOffset + off, hva: hva + off}
 		if err := vm.SetUserMemoryRegion2(t, kvm.Region{Slot: uint32(i), Flags: kvm.MemGuestMemfd, GuestPhysAddr: s.GPA,
 			MemorySize: s.Size, UserspaceAddr: sl.hva, GuestMemfdOffset: sl.gmemOff, GuestMemfd: kvm.FD{File: m.Gmem}}); err != nil {
-			return nil, err
+			return err
 		}
 		if err := vm.SetMemoryAttributes(t, kvm.MemoryAttributes{Address: s.GPA, Size: s.Size, Attributes: gmem.AttrPrivate}); err != nil {
-			return nil, err
+			return err
 		}
 		m.slots = append(m.slots, sl)
 		off += s.Size
@@ -189,15 +202,14 @@ func Create(t *sched.Thread, host *tdx.Host, cfg Config) (*VMM, error) {
 	for i := range cfg.VCPUs {
 		v, err := m.TD.CreateVCPU(t, uint32(i))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := v.InitVCPU(t); err != nil {
-			return nil, err
+			return err
 		}
 		m.VCPUs = append(m.VCPUs, v)
 	}
-	m.TD.SetVMM(m.mapGPA)
-	return m, nil
+	return nil
 }
 
 // gmemArgs is the guest_memfd for the TD's memory: 4 KiB folios with
@@ -468,11 +480,16 @@ func (m *VMM) Teardown(t *sched.Thread) error {
 	for _, v := range m.VCPUs {
 		v.Halt()
 	}
-	if err := m.Gmem.Close(t); err != nil {
-		return err
+	if m.Gmem != nil {
+		if err := m.Gmem.Close(t); err != nil {
+			return err
+		}
 	}
 	if err := m.VM.Close(t); err != nil {
 		return err
+	}
+	if m.User == nil {
+		return nil
 	}
 	return m.User.Release(t)
 }

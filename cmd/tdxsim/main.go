@@ -106,6 +106,8 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the report as JSON (schema in the README)")
 	costs := fs.Bool("costs", false, "print the SEAMCALL cost table in use, with the source of every figure, and exit")
 	tf := addTraceFlags(fs)
+	var injects policyFlag
+	fs.Var(&injects, "inject", "fault injection (repeatable): busy=P (TDX_OPERAND_BUSY at rate P), busy_leaves=L1,L2,\nfail=LEAF:N[:EVERY[:STATUS]] (the Nth call of LEAF fails), alloc=[SOURCE]:N (the Nth allocation fails)")
 	svgFile := fs.String("svg", "", "write the memory map (each TD's state at the last step before teardown) and the charts as a standalone SVG to FILE")
 	var policies policyFlag
 	fs.Var(&policies, "policy", "override a policy: hugepages=off|2M|1G, dynamic_pamt=true|false, max_order_from=gmem|folio,\nsplit_order=sept_first|folio_first, zap_private_on_notifier=true|false,\npin_private_pages=true|false, populate=decoupled|gmem_populate, external_spt_cache=kvm|tdx_prealloc (repeatable)")
@@ -135,6 +137,12 @@ flags:`)
 	f, code := loadScenario("run", fs.Arg(0), policies, stderr)
 	if f == nil {
 		return code
+	}
+	for _, in := range injects {
+		if err := f.SetInject(in[0], in[1]); err != nil {
+			fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
+			return exitBadInput
+		}
 	}
 	if *costs {
 		table := report.DefaultCosts().With(f.Host.TDX.Costs)

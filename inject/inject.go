@@ -1,0 +1,164 @@
+// Package inject is fault injection for runs and fuzz campaigns (issue
+// 10): TDX_OPERAND_BUSY at a chosen rate on any SEAMCALL leaf, the n-th
+// call of a leaf failing outright (a faulty TDX module), and the n-th
+// allocation from a cache or pool failing (a host out of memory in a
+// top-up). Decisions depend only on the seed and on how many calls came
+// before, so a deterministic run with injection replays exactly.
+package inject
+
+import (
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/tdxmodule"
+)
+
+// Failure makes the Nth call (from 1) of Leaf fail with Status; Every > 0
+// repeats it every Every calls after that.
+type Failure struct {
+	Leaf   tdxmodule.Leaf
+	Nth    uint64
+	Every  uint64
+	Status tdxmodule.Status
+}
+
+// AllocFailure makes the Nth allocation (from 1) from the hostmem source
+// named Source fail ("" matches every source).
+type AllocFailure struct {
+	Source string
+	Nth    uint64
+}
+
+// Config is what to inject.
+type Config struct {
+	Seed uint64
+	// Busy is the probability that a SEAMCALL of BusyLeaves (every leaf
+	// when empty) returns TDX_OPERAND_BUSY instead of running.
+	Busy       float64
+	BusyLeaves []tdxmodule.Leaf
+	Fail       []Failure
+	AllocFail  []AllocFailure
+}
+
+// Any reports whether c injects anything.
+func (c Config) Any() bool { return c.Busy > 0 || len(c.Fail) > 0 || len(c.AllocFail) > 0 }
+
+// Stats counts what was injected.
+type Stats struct {
+	Busy         uint64            `json:"busy"`
+	Failed       map[string]uint64 `json:"failed"` // by leaf
+	AllocsFailed uint64            `json:"allocs_failed"`
+}
+
+// Total is every fault injected.
+func (s Stats) Total() uint64 {
+	n := s.Busy + s.AllocsFailed
+	for _, v := range s.Failed {
+		n += v
+	}
+	return n
+}
+
+// Injector carries out a Config. Its methods are safe for concurrent use.
+type Injector struct {
+	cfg Config
+
+	mu     sync.Mutex
+	calls  [64]uint64
+	allocs map[string]uint64
+	stats  Stats
+}
+
+// New returns an injector for cfg.
+func New(cfg Config) *Injector {
+	return &Injector{cfg: cfg, allocs: map[string]uint64{}, stats: Stats{Failed: map[string]uint64{}}}
+}
+
+// SEAMCALL is a tdxmodule.Injector: it decides whether this call of leaf
+// fails and with which status.
+func (in *Injector) SEAMCALL(leaf tdxmodule.Leaf, _ tdxmodule.Regs) (tdxmodule.Status, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if int(leaf) >= len(in.calls) {
+		return 0, false
+	}
+	in.calls[leaf]++
+	k := in.calls[leaf]
+	for _, f := range in.cfg.Fail {
+		if f.Leaf == leaf && (k == f.Nth || f.Every > 0 && k > f.Nth && (k-f.Nth)%f.Every == 0) {
+			in.stats.Failed[leaf.String()]++
+			return f.Status, true
+		}
+	}
+	if in.cfg.Busy > 0 && (len(in.cfg.BusyLeaves) == 0 || slices.Contains(in.cfg.BusyLeaves, leaf)) &&
+		chance(in.cfg.Seed, uint64(leaf), k) < in.cfg.Busy {
+		in.stats.Busy++
+		return tdxmodule.OperandBusy, true
+	}
+	return 0, false
+}
+
+// Alloc is a hostmem alloc failer.
+func (in *Injector) Alloc(source string, _ addr.Order) bool {
+	if len(in.cfg.AllocFail) == 0 {
+		return false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.allocs[source]++
+	in.allocs[""]++
+	for _, f := range in.cfg.AllocFail {
+		if in.allocs[f.Source] == f.Nth && (f.Source == "" || f.Source == source) {
+			in.stats.AllocsFailed++
+			return true
+		}
+	}
+	return false
+}
+
+// Stats returns what was injected so far.
+func (in *Injector) Stats() Stats {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	s := in.stats
+	s.Failed = map[string]uint64{}
+	for k, v := range in.stats.Failed {
+		s.Failed[k] = v
+	}
+	return s
+}
+
+// chance is a deterministic number in [0, 1) for call k of leaf.
+func chance(seed, leaf, k uint64) float64 {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%d/%d", seed, leaf, k)
+	return float64(h.Sum64()>>11) / (1 << 53)
+}
+
+// ParseLeaf reads a SEAMCALL leaf name ("TDH.MEM.PAGE.REMOVE").
+func ParseLeaf(name string) (tdxmodule.Leaf, error) {
+	for _, l := range tdxmodule.Leaves() {
+		if l.String() == name {
+			return l, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown SEAMCALL leaf %q", name)
+}
+
+// ParseStatus reads a status by name ("TDX_OPERAND_INVALID") or number.
+func ParseStatus(s string) (tdxmodule.Status, error) {
+	if v, err := strconv.ParseUint(s, 0, 64); err == nil {
+		return tdxmodule.Status(v), nil
+	}
+	for _, st := range tdxmodule.Statuses() {
+		if st.String() == s || strings.TrimPrefix(st.String(), "TDX_") == strings.TrimPrefix(s, "TDX_") {
+			return st, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown TDX status %q", s)
+}
