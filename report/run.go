@@ -45,8 +45,8 @@ type Run struct {
 	Violations      []string          `json:"violations"`
 	// Injected counts the faults injected (scenario inject, --inject):
 	// "TDX_OPERAND_BUSY", "<leaf> failed", "allocation failed".
-	Injected map[string]uint64 `json:"injected,omitempty"`
-	Expectations    []Expectation     `json:"expectations"`
+	Injected     map[string]uint64 `json:"injected,omitempty"`
+	Expectations []Expectation     `json:"expectations"`
 	// MRTD is the first TD's measurement (hex); MRTDs every TD's by name.
 	MRTD  string            `json:"mrtd"`
 	MRTDs map[string]string `json:"mrtds"`
