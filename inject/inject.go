@@ -155,10 +155,8 @@ func ParseStatus(s string) (tdxmodule.Status, error) {
 	if v, err := strconv.ParseUint(s, 0, 64); err == nil {
 		return tdxmodule.Status(v), nil
 	}
-	for _, st := range tdxmodule.Statuses() {
-		if st.String() == s || strings.TrimPrefix(st.String(), "TDX_") == strings.TrimPrefix(s, "TDX_") {
-			return st, nil
-		}
+	if st, ok := tdxmodule.StatusByName("TDX_" + strings.TrimPrefix(s, "TDX_")); ok {
+		return st, nil
 	}
 	return 0, fmt.Errorf("unknown TDX status %q", s)
 }

@@ -2,6 +2,7 @@ package tdxmodule
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 )
 
@@ -176,12 +177,13 @@ func (s Status) String() string {
 // Error lets a Status be returned as an error by wrappers.
 func (s Status) Error() string { return s.String() }
 
-// Statuses returns every named status (no operand), in numeric order.
-func Statuses() []Status {
-	out := make([]Status, 0, len(statusNames))
-	for s := range statusNames {
-		out = append(out, s)
+// StatusByName returns the status (without operand) named name, e.g.
+// "TDX_OPERAND_BUSY".
+func StatusByName(name string) (Status, bool) {
+	for _, s := range slices.Sorted(maps.Keys(statusNames)) { // sorted: a name maps to one status
+		if statusNames[s] == name {
+			return s, true
+		}
 	}
-	slices.Sort(out)
-	return out
+	return 0, false
 }
