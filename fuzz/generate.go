@@ -23,7 +23,7 @@ const hostMemory = 4 << 30
 // generated scenario is valid (Parse accepts it); a step the timeline
 // rules refuse is left out.
 func Generate(seed uint64, o Options) (*scenario.File, error) {
-	g := &gen{r: rand.New(rand.NewPCG(seed, seed^0x5bd1e995))}
+	g := &gen{r: rand.New(rand.NewPCG(seed, seed^0x5bd1e995)), hostile: o.Hostile}
 	s := g.scenario(seed)
 	// Build the timeline step by step, keeping each step the loader
 	// accepts, so the result is always a valid file.
@@ -48,6 +48,9 @@ func Generate(seed uint64, o Options) (*scenario.File, error) {
 type Options struct {
 	Policies [][2]string // policy overrides (--policy k=v) set in every scenario
 	Inject   [][2]string // fault injection (--inject k=v) set in every scenario
+	// Hostile makes a third of the guest workloads hostile guests
+	// (ACCEPT and MapGPA with any operands, racing vCPUs).
+	Hostile bool
 }
 
 // parse writes s out and reads it back: the file a reproducer would be,
@@ -74,7 +77,10 @@ func parse(s *scenario.Scenario, o Options) (*scenario.File, error) {
 	return f, nil
 }
 
-type gen struct{ r *rand.Rand }
+type gen struct {
+	r       *rand.Rand
+	hostile bool
+}
 
 func (g *gen) pick(xs ...string) string { return xs[g.r.IntN(len(xs))] }
 func (g *gen) chance(p float64) bool    { return g.r.Float64() < p }
@@ -227,8 +233,12 @@ func (g *gen) step(td *scenario.TD, inParallel bool) scenario.Step {
 	return g.hostEvent(td, inParallel)
 }
 
-// guestStep is a guest workload: touch, convert or balloon.
+// guestStep is a guest workload: touch, convert or balloon, or in
+// hostile mode sometimes a hostile guest.
 func (g *gen) guestStep(td *scenario.TD) scenario.Step {
+	if g.hostile && g.chance(0.35) {
+		return scenario.Step{Hostile: &scenario.Hostile{TD: td.Name, Ops: 50 + g.r.IntN(450)}}
+	}
 	r := ram(td)
 	switch k := g.r.IntN(9); {
 	case k < 4:

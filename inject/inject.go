@@ -8,7 +8,6 @@ package inject
 
 import (
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,7 +50,7 @@ func (c Config) Any() bool { return c.Busy > 0 || len(c.Fail) > 0 || len(c.Alloc
 // Stats counts what was injected.
 type Stats struct {
 	Busy         uint64            `json:"busy"`
-	Failed       map[string]uint64 `json:"failed"` // by leaf
+	Failed       map[string]uint64 `json:"failed"` // by "LEAF STATUS"
 	AllocsFailed uint64            `json:"allocs_failed"`
 }
 
@@ -91,7 +90,8 @@ func (in *Injector) SEAMCALL(leaf tdxmodule.Leaf, _ tdxmodule.Regs) (tdxmodule.S
 	k := in.calls[leaf]
 	for _, f := range in.cfg.Fail {
 		if f.Leaf == leaf && (k == f.Nth || f.Every > 0 && k > f.Nth && (k-f.Nth)%f.Every == 0) {
-			in.stats.Failed[leaf.String()]++
+			name, _, _ := strings.Cut(f.Status.String(), "(") // without the operand
+			in.stats.Failed[leaf.String()+" "+name]++
 			return f.Status, true
 		}
 	}
@@ -133,11 +133,17 @@ func (in *Injector) Stats() Stats {
 	return s
 }
 
-// chance is a deterministic number in [0, 1) for call k of leaf.
+// chance is a deterministic number in [0, 1) for call k of leaf: the
+// splitmix64 finalizer over the three, so neighbouring calls are
+// independent.
 func chance(seed, leaf, k uint64) float64 {
-	h := fnv.New64a()
-	fmt.Fprintf(h, "%d/%d/%d", seed, leaf, k)
-	return float64(h.Sum64()>>11) / (1 << 53)
+	x := seed*0x9e3779b97f4a7c15 ^ leaf<<48 ^ k
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return float64(x>>11) / (1 << 53)
 }
 
 // ParseLeaf reads a SEAMCALL leaf name ("TDH.MEM.PAGE.REMOVE").

@@ -44,9 +44,12 @@ type Run struct {
 	Checks          Checks            `json:"checks"`
 	Violations      []string          `json:"violations"`
 	// Injected counts the faults injected (scenario inject, --inject):
-	// "TDX_OPERAND_BUSY", "<leaf> failed", "allocation failed".
-	Injected     map[string]uint64 `json:"injected,omitempty"`
-	Expectations []Expectation     `json:"expectations"`
+	// "TDX_OPERAND_BUSY" (the busy rate), "<leaf> <status>" (fail entries), "allocation failed".
+	Injected map[string]uint64 `json:"injected,omitempty"`
+	// Hostile counts a hostile guest's operations by what the host
+	// answered ("accept: TDX_OPERAND_INVALID(RCX)").
+	Hostile      map[string]int64 `json:"hostile,omitempty"`
+	Expectations []Expectation    `json:"expectations"`
 	// MRTD is the first TD's measurement (hex); MRTDs every TD's by name.
 	MRTD  string            `json:"mrtd"`
 	MRTDs map[string]string `json:"mrtds"`

@@ -30,10 +30,10 @@ timeline:
 		injected    string // a key of report.Injected that must be non-zero
 	}{
 		{"busy AUG retried", "inject: {busy: 0.3, busy_leaves: [TDH.MEM.PAGE.AUG]}", "", "", "TDX_OPERAND_BUSY"},
-		{"busy BLOCK retried with vCPUs kicked", "inject: {fail: [{leaf: TDH.MEM.RANGE.BLOCK, nth: 2, every: 5, status: TDX_OPERAND_BUSY}]}", "", "", "TDH.MEM.RANGE.BLOCK failed"},
-		{"REMOVE fails", "inject: {fail: [{leaf: TDH.MEM.PAGE.REMOVE, nth: 2}]}", "a", "", "TDH.MEM.PAGE.REMOVE failed"},
-		{"DEMOTE fails", "inject: {fail: [{leaf: TDH.MEM.PAGE.DEMOTE, nth: 1}]}", "a", "", "TDH.MEM.PAGE.DEMOTE failed"},
-		{"TRACK fails", "inject: {fail: [{leaf: TDH.MEM.TRACK, nth: 1}]}", "a", "", "TDH.MEM.TRACK failed"},
+		{"busy BLOCK retried with vCPUs kicked", "inject: {fail: [{leaf: TDH.MEM.RANGE.BLOCK, nth: 2, every: 5, status: TDX_OPERAND_BUSY}]}", "", "", "TDH.MEM.RANGE.BLOCK TDX_OPERAND_BUSY"},
+		{"REMOVE fails", "inject: {fail: [{leaf: TDH.MEM.PAGE.REMOVE, nth: 2}]}", "a", "", "TDH.MEM.PAGE.REMOVE TDX_OPERAND_INVALID"},
+		{"DEMOTE fails", "inject: {fail: [{leaf: TDH.MEM.PAGE.DEMOTE, nth: 1}]}", "a", "", "TDH.MEM.PAGE.DEMOTE TDX_OPERAND_INVALID"},
+		{"TRACK fails", "inject: {fail: [{leaf: TDH.MEM.TRACK, nth: 1}]}", "a", "", "TDH.MEM.TRACK TDX_OPERAND_INVALID"},
 		// A top-up that gets fewer pages than the fault needs fails the
 		// fault with ENOMEM (here the first one, the vCPU's first load
 		// of the roots); one that already has enough does not.
@@ -82,5 +82,49 @@ timeline:
 			}
 			t.Logf("injected %v; error %v; %d violations", r.Injected, err, len(r.Violations))
 		})
+	}
+}
+
+// A hostile guest's operations get the real statuses (an ACCEPT at a
+// level the module refuses, of a page accepted twice, at a GPA the host
+// mapped smaller; MapGPA refusals), while vCPUs race and host events run
+// beside them, and the host keeps every invariant and is never bugged.
+func TestHostileGuest(t *testing.T) {
+	f, err := Parse("hostile.yaml", []byte(`
+tds:
+  - {name: a, memory: 128M, vcpus: 3, memslots: [{size: 64M}, {gpa: 96M, size: 64M}]}
+  - {name: b, memory: 64M, vcpus: 2, conversion: in_place}
+timeline:
+  - boot: {td: a, accept: lazy, upfront: 16M}
+  - boot: {td: b, accept: eager}
+  - hostile: {td: a, ops: 1500}
+  - parallel:
+      - hostile: {td: b, ops: 1500}
+      - mmu_notifier: {td: b, gpa: 4M, size: 4M}
+      - memory_type_change: {td: b, gpa: 8M, size: 2M}
+  - touch: {td: a, pattern: sequential, write: false}
+  - touch: {td: b, pattern: sequential, write: false}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(f, Options{})
+	if err != nil {
+		t.Fatalf("%v\n%v", err, r.Violations)
+	}
+	if len(r.Violations) > 0 {
+		t.Fatalf("violations: %v", r.Violations)
+	}
+	for _, want := range []string{"accept: TDX_OPERAND_INVALID(RCX)", "accept: TDX_PAGE_ALREADY_ACCEPTED", "accept: TDX_SUCCESS",
+		"accept: TDX_PAGE_SIZE_MISMATCH(0x1)", "mapgpa: TDVMCALL status 0x0", "mapgpa: TDVMCALL status 0x8000000000000000",
+		"accept: exit to userspace: memory fault EFAULT", "touch: ok", "convert back: ok"} {
+		if r.Hostile[want] == 0 {
+			t.Errorf("no %q among %v", want, r.Hostile)
+		}
+	}
+	for _, td := range r.TDs {
+		if td.Bugged != "" {
+			t.Errorf("%s bugged by guest input: %s", td.Name, td.Bugged)
+		}
 	}
 }

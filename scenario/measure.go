@@ -159,11 +159,14 @@ func (rn *runner) finish(leaked int64) {
 		r.Schedule = fmt.Sprintf("%016x", rn.s.ScheduleHash())
 	}
 	r.Seamcalls, r.Tdcalls = report.SplitCalls(rn.count)
+	if len(rn.hostileOps) > 0 {
+		r.Hostile = rn.hostileOps
+	}
 	if rn.inj != nil {
 		st := rn.inj.Stats()
 		r.Injected = map[string]uint64{"TDX_OPERAND_BUSY": st.Busy, "allocation failed": st.AllocsFailed}
-		for leaf, n := range st.Failed {
-			r.Injected[leaf+" failed"] = n
+		for what, n := range st.Failed {
+			r.Injected[what] = n
 		}
 	}
 	r.SeamcallsFailed = rn.count.Failed()

@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -102,6 +103,10 @@ type runner struct {
 	order  []string
 	// what the layers had reported at the last check
 	seenEvents, seenLocks int
+	// hostileOps counts a hostile guest's operations by what the host
+	// answered ("accept: TDX_SUCCESS").
+	hostileMu  sync.Mutex
+	hostileOps map[string]int64
 	// inj is the fault injector (nil without injection).
 	inj *inject.Injector
 	// phase is where the run is ("build", "timeline[3] (convert)",
@@ -125,7 +130,7 @@ type runner struct {
 // ErrRun-wrapped when a step failed unexpectedly (the report's Error
 // says which), or a setup failure (the host could not be built).
 func Run(f *File, o Options) (*report.Run, error) {
-	rn := &runner{f: f, o: o, seed: *f.Seed, count: event.NewCounter(), checks: map[string][2]int{}}
+	rn := &runner{f: f, o: o, seed: *f.Seed, count: event.NewCounter(), checks: map[string][2]int{}, hostileOps: map[string]int64{}}
 	if o.Seed != nil {
 		rn.seed = *o.Seed
 	}
@@ -424,6 +429,8 @@ func (rn *runner) step(t *sched.Thread, st *Step, idx int) error {
 		return rn.convert(t, st.Convert, idx)
 	case st.Balloon != nil:
 		return rn.balloon(t, st.Balloon)
+	case st.Hostile != nil:
+		return rn.hostile(t, st.Hostile, idx)
 	case st.Idle != nil:
 		rn.clock.Idle(uint64(time.Duration(st.Idle.Time)))
 		return nil
@@ -695,4 +702,19 @@ func (rn *runner) teardown(t *sched.Thread, td *tdRun) error {
 	err := m.Teardown(t)
 	td.mmuStats, td.tdStats, td.vmmStats = m.TD.MMU().Stats(), m.TD.Stats(), m.Stats()
 	return err
+}
+
+// hostile runs a hostile guest on every vCPU of the TD at once; what the
+// host answered is counted in the report. Only a host-side failure is an
+// error.
+func (rn *runner) hostile(t *sched.Thread, h *Hostile, idx int) error {
+	td := rn.tdOf(h.TD)
+	nv := len(td.m.VCPUs)
+	return rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
+		return td.g.Hostile(vt, v, i, nv, h.Ops, rn.rng(idx, i), func(op, outcome string) {
+			rn.hostileMu.Lock()
+			rn.hostileOps[op+": "+outcome]++
+			rn.hostileMu.Unlock()
+		})
+	})
 }

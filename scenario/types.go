@@ -118,6 +118,7 @@ type Step struct {
 	Touch            *Touch         `yaml:"touch" doc:"the guest reads and writes pages (lazily accepting them)"`
 	Convert          *Convert       `yaml:"convert" doc:"the guest converts ranges to shared with MapGPA (and back)"`
 	Balloon          *Balloon       `yaml:"balloon" doc:"the guest gives memory back: converts it to shared, the VMM discards it"`
+	Hostile          *Hostile       `yaml:"hostile" doc:"a hostile guest: every vCPU at once issues ACCEPT and MapGPA with any operands and touches memory"`
 	Idle             *Idle          `yaml:"idle" doc:"the vCPUs halt for a while (modeled time only)"`
 	PunchHole        *HostRange     `yaml:"punch_hole" doc:"the VMM punches a hole in the guest_memfd (private pages are removed)"`
 	MemslotDelete    *MemslotDelete `yaml:"memslot_delete" doc:"the VMM deletes a memslot (its private pages are removed)"`
@@ -178,7 +179,13 @@ func (s *Step) TDName() string {
 // GuestWorkload reports whether the step runs on its TD's vCPUs (boot,
 // touch, convert, balloon): a vCPU runs one such step at a time.
 func (s *Step) GuestWorkload() bool {
-	return s.Boot != nil || s.Touch != nil || s.Convert != nil || s.Balloon != nil
+	return s.Boot != nil || s.Touch != nil || s.Convert != nil || s.Balloon != nil || s.Hostile != nil
+}
+
+// Hostile is a hostile guest's burst of operations.
+type Hostile struct {
+	TD  string `yaml:"td" doc:"TD name (default: the only TD)"`
+	Ops int    `yaml:"ops" doc:"operations per vCPU: TDG.MEM.PAGE.ACCEPT at any GPA and level, MapGPA over any range, touches (default 100)" max:"100000"`
 }
 
 // Boot is the guest's boot-time accept.

@@ -515,6 +515,16 @@ func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
 		if n := uint64(s.Balloon.Size); n == 0 || n%addr.Size2M != 0 || n > c.ramBytes(i)/2 {
 			return f.bad(at+".size", "%#x must be a non-zero multiple of 2M, at most half the TD's RAM", n)
 		}
+	case s.Hostile != nil:
+		if _, err := c.resolve(s.Hostile.TD, at); err != nil {
+			return err
+		}
+		if s.Hostile.Ops == 0 {
+			s.Hostile.Ops = 100
+		}
+		if s.Hostile.Ops < 1 || s.Hostile.Ops > 100000 {
+			return f.bad(at+".ops", "%d: want 1 to 100000", s.Hostile.Ops)
+		}
 	case s.Idle != nil:
 		if s.Idle.Time == 0 {
 			return f.bad(at+".time", "required, positive")

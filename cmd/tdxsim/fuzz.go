@@ -42,6 +42,7 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&shard, "shard", "run shard i of n: seeds seed+i, seed+i+n, ... (disjoint across shards)")
 	var policies policyFlag
 	fs.Var(&policies, "policy", "set a policy in every generated scenario (repeatable), as for run")
+	hostile := fs.Bool("hostile", false, "hostile guests: a third of the guest workloads issue ACCEPT and MapGPA with any operands while their vCPUs race")
 	var injects policyFlag
 	fs.Var(&injects, "inject", "fault injection in every generated scenario (repeatable), as for run")
 	fs.Usage = func() {
@@ -68,7 +69,7 @@ flags:`)
 		return exitBadInput
 	}
 	bar := newProgress(stderr)
-	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Policies: policies, Inject: injects, Shard: shard.i, Shards: shard.n,
+	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
 		Out: *out, ShrinkRuns: *shrinkRuns}
 	if *runs > 0 {
 		cfg.Progress = func(n int) { bar.update(n, *runs) }
