@@ -34,6 +34,9 @@ timeline:
 		{"REMOVE fails", "inject: {fail: [{leaf: TDH.MEM.PAGE.REMOVE, nth: 2}]}", "a", "", "TDH.MEM.PAGE.REMOVE TDX_OPERAND_INVALID"},
 		{"DEMOTE fails", "inject: {fail: [{leaf: TDH.MEM.PAGE.DEMOTE, nth: 1}]}", "a", "", "TDH.MEM.PAGE.DEMOTE TDX_OPERAND_INVALID"},
 		{"TRACK fails", "inject: {fail: [{leaf: TDH.MEM.TRACK, nth: 1}]}", "a", "", "TDH.MEM.TRACK TDX_OPERAND_INVALID"},
+		// A failed Dynamic PAMT add is a WARN and -EIO to the caller
+		// (tdx_pamt_get), not a KVM_BUG_ON.
+		{"PAMT.ADD fails", "inject: {fail: [{leaf: TDH.PHYMEM.PAMT.ADD, nth: 3}]}", "", "EIO", "TDH.PHYMEM.PAMT.ADD TDX_OPERAND_INVALID"},
 		// A top-up that gets fewer pages than the fault needs fails the
 		// fault with ENOMEM (here the first one, the vCPU's first load
 		// of the roots); one that already has enough does not.
@@ -126,5 +129,40 @@ timeline:
 		if td.Bugged != "" {
 			t.Errorf("%s bugged by guest input: %s", td.Name, td.Bugged)
 		}
+	}
+}
+
+// A hardware memory error on a private page: guest_memfd zaps it from
+// every mapping (kvm_gmem_error_folio) and keeps the folio; the guest's
+// next access exits with EHWPOISON (the VMM would inject a machine
+// check); the other TD is not touched, nothing is bugged, and teardown
+// gives everything back.
+func TestHWPoisonPrivatePage(t *testing.T) {
+	f, err := Parse("poison.yaml", []byte(`
+tds:
+  - {name: a, memory: 64M, vcpus: 1}
+  - {name: b, memory: 64M, vcpus: 1}
+timeline:
+  - boot: {td: a, accept: eager}
+  - boot: {td: b, accept: eager}
+  - memory_failure: {td: a, gpa: 8M}
+  - touch: {td: b, pattern: sequential}
+  - touch: {td: a, pattern: sequential, start: 8M, size: 4K, count: 1}
+    expect_error: EHWPOISON
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(f, Options{})
+	if err != nil || len(r.Violations) > 0 || r.Failed() {
+		t.Fatalf("%v; violations %v; expectations %+v", err, r.Violations, r.Expectations)
+	}
+	for _, td := range r.TDs {
+		if td.Bugged != "" {
+			t.Errorf("%s bugged: %s", td.Name, td.Bugged)
+		}
+	}
+	if r.Teardown.LeakedPages != 0 {
+		t.Errorf("%d pages leaked", r.Teardown.LeakedPages)
 	}
 }
