@@ -60,6 +60,18 @@ func RunOne(f *scenario.File) Outcome {
 	return o
 }
 
+// refused reports whether a hostile operation's outcome ("accept:
+// TDX_OPERAND_INVALID(RCX)") is the host refusing it.
+func refused(what string) bool {
+	_, outcome, _ := strings.Cut(what, ": ")
+	switch {
+	case outcome == "TDX_SUCCESS", outcome == "TDVMCALL status 0x0", outcome == "ok",
+		strings.HasPrefix(outcome, "skipped"), strings.HasPrefix(outcome, "not issued"):
+		return false
+	}
+	return true
+}
+
 // injectedENOMEM reports whether the run stopped with ENOMEM after an
 // injected allocation failure: KVM's answer (-ENOMEM to the faulting
 // path, which the VMM cannot get past), not a finding.
@@ -112,6 +124,9 @@ type Summary struct {
 	Inject        []string       `json:"inject"`
 	// GuestOps counts the hostile guests' operations (--hostile).
 	GuestOps int64 `json:"hostile_guest_ops"`
+	// GuestRefused counts those the host refused (a bad operand, a
+	// range it would not convert, an exit to userspace): bad guest input.
+	GuestRefused int64 `json:"hostile_guest_ops_refused"`
 	// Injected counts the faults injected over the campaign, by kind.
 	Injected map[string]uint64 `json:"injected"`
 }
@@ -166,8 +181,11 @@ func Campaign(cfg Config) (*Summary, error) {
 			for k, n := range o.Report.Injected {
 				sum.Injected[k] += n
 			}
-			for _, n := range o.Report.Hostile {
+			for what, n := range o.Report.Hostile {
 				sum.GuestOps += n
+				if refused(what) {
+					sum.GuestRefused += n
+				}
 			}
 		}
 		if o.Schedule != "" {
@@ -233,6 +251,16 @@ func (s *Summary) WriteText(w interface{ Write([]byte) (int, error) }) {
 		s.Runs, s.Seeds[0], s.Seeds[1], s.Steps, s.Interleavings, float64(s.ElapsedMS)/1000)
 	if len(s.Policies) > 0 {
 		fmt.Fprintf(w, "policies: %s\n", strings.Join(s.Policies, ", "))
+	}
+	if s.GuestOps > 0 {
+		fmt.Fprintf(w, "hostile guest: %d operations, %d refused by the host\n", s.GuestOps, s.GuestRefused)
+	}
+	if len(s.Inject) > 0 {
+		var n uint64
+		for _, v := range s.Injected {
+			n += v
+		}
+		fmt.Fprintf(w, "faults injected: %d (%s)\n", n, strings.Join(s.Inject, ", "))
 	}
 	if len(s.Violations) == 0 {
 		fmt.Fprintln(w, "violations: none")
