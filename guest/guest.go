@@ -356,12 +356,16 @@ func (g *Guest) lazyAccept(t *sched.Thread, v *tdx.VCPU, gpa uint64) error {
 	unit := gpa &^ (addr.Size2M - 1)
 	first := unit >> addr.PageShift
 	u := unit / addr.Size2M
-	if !g.accepting.claim(u) {
+	for !g.accepting.claim(u) {
 		// Another vCPU is accepting this unit: wait for it, halted (a
-		// vCPU blocked in guest mode would stall TLB-tracking kicks).
+		// vCPU blocked in guest mode would stall TLB-tracking kicks),
+		// then look again, as accept_memory() does ("goto retry"): the
+		// other vCPU may have stopped before this page.
 		v.Halt()
 		t.WaitUntil("another vCPU accepting the unit", func() bool { return !g.accepting.get(u) })
-		return nil
+		if g.accepted.get(gpa >> addr.PageShift) {
+			return nil
+		}
 	}
 	defer g.accepting.clear(u)
 	if g.accepted.get(gpa >> addr.PageShift) {

@@ -108,10 +108,14 @@ type Guest struct {
 
 // Teardown is what the end of the TDs left.
 type Teardown struct {
-	SEPTPagesReclaimed    int64  `json:"sept_pages_reclaimed"`
-	ControlPagesReclaimed int64  `json:"control_pages_reclaimed"`
-	LeakedPages           int64  `json:"leaked_pages"`
-	ChargedAfter          uint64 `json:"charged_pages_after"`
+	SEPTPagesReclaimed    int64 `json:"sept_pages_reclaimed"`
+	ControlPagesReclaimed int64 `json:"control_pages_reclaimed"`
+	LeakedPages           int64 `json:"leaked_pages"`
+	// HeldByModule is what the TDX module still holds after a teardown
+	// KVM could not finish (a VM killed by KVM_BUG_ON): pages left on
+	// purpose, never handed back while they may still be mapped.
+	HeldByModule uint64 `json:"held_by_module,omitempty"`
+	ChargedAfter uint64 `json:"charged_pages_after"`
 }
 
 // Checks counts the invariant checks the run made.

@@ -111,3 +111,36 @@ func (m *Module) SEPTPath(tdr addr.PFN, gpa addr.GPA) []SEPTStep {
 	}
 	return out
 }
+
+// HeldPages counts the 4 KiB pages the module holds for TDs (PAMT-assigned
+// as a TD's TDR, TDCX, TDVPR, S-EPT or private page) and the Dynamic PAMT
+// page pairs it holds: after a teardown that KVM could not finish (an HKID
+// or a page it had to leak), what is left on purpose.
+func (m *Module) HeldPages() uint64 {
+	var n uint64
+	m.mu.Lock()
+	pages, pairs := m.memPages, m.pairs
+	m.mu.Unlock()
+	for base := addr.PFN(0); base < pages; {
+		o := addr.Order(18)
+		for base+addr.PFN(1)<<o > pages {
+			o--
+		}
+		// eachPAMTLeaf calls once per entry, or once per page where a
+		// huge entry is split into Dynamic PAMT pages: an entry covers
+		// the pages up to the next call.
+		held, from := false, base
+		_ = m.eachPAMTLeaf(base, o, func(p addr.PFN, e *pamtEnt, _ addr.Level) error {
+			if held {
+				n += uint64(p - from)
+			}
+			held, from = e.pt != PTNDA && e.pt != PTRSVD && e.pt != PTPAMT, p
+			return nil
+		})
+		base += addr.PFN(1) << o
+		if held {
+			n += uint64(base - from)
+		}
+	}
+	return n + 2*pairs
+}

@@ -69,11 +69,15 @@ func (v *VCPU) PageFault(t *sched.Thread, gpa addr.GPA, private bool, maxLevel a
 	}
 	defer m.mem.Put(t, f.PFN) // kvm_release_faultin_page: mapping holds no reference
 	mirror := private && m.Mirrored()
+	m.lock.RLock(t)
+	// kvm_mmu_hugepage_adjust() runs in kvm_tdp_mmu_map(), under
+	// mmu_lock: the level is chosen after any writer that changed the
+	// lpage info (a guest-inhibit set with a split of the accept level,
+	// patch 13) is done, so no huge leaf is installed over it.
 	goal := addr.Level4K
 	if mirror {
 		goal = m.privateLevel(f, maxLevel)
 	}
-	m.lock.RLock(t)
 	res := RetRetry
 	if !m.vm.InvalidateRetry(f.Seq, gfn) {
 		res, err = m.tdpMap(t, v, mirror, m.rootGFN(mirror, gfn), goal, f.PFN)
