@@ -86,8 +86,10 @@ type Guest struct {
 	}
 	mu       sync.Mutex
 	problems []string
-	// hostile is set once a hostile operation ran (Hostile).
-	hostile hostileFlag
+	// hostile is set once a hostile operation ran (Hostile): the books
+	// can then be ahead of a vCPU's view (another vCPU accepted its
+	// page), so an accept finding the page accepted is not a finding.
+	hostile atomic.Bool
 }
 
 // New returns the guest of td, whose vCPUs are vcpus.

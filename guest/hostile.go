@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -124,7 +123,7 @@ func (g *Guest) hostileOp(t *sched.Thread, v *tdx.VCPU, i, nv int, rng *rand.Ran
 		if rng.IntN(8) == 0 {
 			gpa |= g.sharedBit // the shared alias
 		}
-		err := g.hostileAccept(t, v, i, nv, gpa, level, &outcome)
+		err := g.hostileAccept(t, v, gpa, level, &outcome)
 		return "accept", outcome, err
 	case k < 7:
 		size := []uint64{addr.PageSize, 16 << 10, hostileChunk, addr.Size2M, 4097, 0, 3 << 20, 1 << 30}[rng.IntN(8)]
@@ -145,10 +144,10 @@ func (g *Guest) hostileOp(t *sched.Thread, v *tdx.VCPU, i, nv int, rng *rand.Ran
 	}
 }
 
-// hostileAccept is one TDG.MEM.PAGE.ACCEPT. Success on the guest's own
-// RAM is booked (the page now reads zero); on another vCPU's share the
-// guest keeps its books only for pages it had not accepted yet.
-func (g *Guest) hostileAccept(t *sched.Thread, v *tdx.VCPU, i, nv int, gpa uint64, level addr.Level, outcome *string) error {
+// hostileAccept is one TDG.MEM.PAGE.ACCEPT, anywhere: success is booked
+// (the pages now read zero; a success can only be on pages not accepted
+// before, so nothing the guest wrote is forgotten wrongly).
+func (g *Guest) hostileAccept(t *sched.Thread, v *tdx.VCPU, gpa uint64, level addr.Level, outcome *string) error {
 	st, err := v.Accept(t, addr.GPA(gpa), level)
 	if err != nil {
 		return err
@@ -222,8 +221,3 @@ func (g *Guest) hostileMapGPA(t *sched.Thread, v *tdx.VCPU, i, nv int, gpa, size
 	}
 	return nil
 }
-
-// hostileFlag is set once a hostile operation ran: the guest's books can
-// then be ahead of a vCPU's view (another vCPU accepted its page), so an
-// accept finding the page already accepted is not a lost-memory finding.
-type hostileFlag = atomic.Bool
