@@ -63,6 +63,11 @@ func TestHostileCampaignClean(t *testing.T) {
 //   - hostile-lazy-accept-retry: a vCPU that waited for another to accept
 //     a 2 MiB unit did not look again, and read a page the other had
 //     not reached (#VE); it now retries as accept_memory() does.
+//   - hostile-inplace-folio-clear: the first fault on a never-used page of
+//     a HugeTLB folio merged back after in-place conversion cleared the
+//     whole folio, wiping what the guest had written to its other pages
+//     (and, on any TD, a measured image's pages): only pages not up to
+//     date are cleared now.
 func TestRegressions(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join("testdata", "regressions", "*.yaml"))
 	if len(files) == 0 {

@@ -90,9 +90,24 @@ func (f *File) clearFolio(t *sched.Thread, index uint64) {
 	n := uint64(1) << c.order
 	first := index &^ (n - 1)
 	head := f.chunks[first>>9].base
-	_ = f.mem.FillTag(t, head, c.order, 0)
 	for i := uint64(0); i < n; i += 512 {
-		f.chunks[(first+i)>>9].uptodate = full
+		ch := f.chunks[(first+i)>>9]
+		base := head + addr.PFN(i)
+		switch {
+		case ch.uptodate.empty() && n >= 512:
+			_ = f.mem.FillTag(t, base, min(c.order, 9), 0)
+		default:
+			// Pages populated or cleared while the folio was split (or
+			// by kvm_gmem_populate) keep their contents: only the
+			// rest is cleared (the kernel's uptodate is per folio; a
+			// folio restored from pieces is as up to date as they were).
+			for k := uint64(0); k < min(n, 512); k++ {
+				if !ch.uptodate.get(k) {
+					_ = f.mem.SetTag(t, base+addr.PFN(k), 0)
+				}
+			}
+		}
+		ch.uptodate = full
 	}
 }
 
