@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/event"
 )
@@ -48,7 +49,10 @@ type waiter struct {
 type lockCore struct {
 	class string
 	kind  lockKind
-	id    int // lockdep class id
+	// class is lockdep's id of class (nil: not looked up yet), so that
+	// taking a lock does not hash its name; it names its LockDep, as a
+	// lock may outlive one scheduler.
+	classRef atomic.Pointer[classRef]
 
 	mu      sync.Mutex // parallel mode; uncontended in deterministic mode
 	writer  *Thread
@@ -221,6 +225,12 @@ func (l *lockCore) release(t *Thread, mode accessMode) {
 		}
 	}
 	t.Yield()
+}
+
+// classRef is a lock class's id in one LockDep.
+type classRef struct {
+	d  *LockDep
+	id int
 }
 
 func newCore(class string, kind lockKind) lockCore {

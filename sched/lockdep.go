@@ -99,22 +99,50 @@ func (d *LockDep) acquire(t *Thread, l *lockCore, mode accessMode) {
 	d.acquired(t, l, mode)
 }
 
-// acquired records the class-order edges from every lock t holds to l.
-func (d *LockDep) acquired(t *Thread, l *lockCore, mode accessMode) {
-	if len(t.held) == 0 {
-		d.mu.Lock()
-		d.classID(l)
-		d.mu.Unlock()
-		return
+// id returns l's class id, looking the class up (under d.mu) only the
+// first time the lock is taken.
+func (d *LockDep) id(l *lockCore) int {
+	if r := l.classRef.Load(); r != nil && r.d == d {
+		return r.id
 	}
 	d.mu.Lock()
-	to := d.classID(l)
-	var found []Report
+	id := d.classID(l)
+	d.mu.Unlock()
+	l.classRef.Store(&classRef{d, id})
+	return id
+}
+
+// acquired records the class-order edges from every lock t holds to l.
+// An edge this thread has recorded before needs no lock: the shared
+// graph is only consulted (under d.mu) for an edge new to the thread, so
+// threads on real goroutines do not all serialize on lockdep.
+func (d *LockDep) acquired(t *Thread, l *lockCore, mode accessMode) {
+	to := d.id(l)
+	if len(t.held) == 0 {
+		return
+	}
+	var fresh []int
 	for _, h := range t.held {
-		from := d.classID(h.lock)
+		from := d.id(h.lock)
 		if from == to {
 			continue // same class, another instance (nesting annotations omitted)
 		}
+		key := uint64(from)<<32 | uint64(to)
+		if _, ok := t.edges[key]; ok {
+			continue
+		}
+		if t.edges == nil {
+			t.edges = map[uint64]struct{}{}
+		}
+		t.edges[key] = struct{}{}
+		fresh = append(fresh, from)
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	d.mu.Lock()
+	var found []Report
+	for _, from := range fresh {
 		if _, ok := d.after[from][to]; ok {
 			continue
 		}

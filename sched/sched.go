@@ -136,6 +136,7 @@ type Thread struct {
 	grant chan struct{} // parallel: lock granted
 
 	held      []heldLock
+	edges     map[uint64]struct{} // lock-order edges this thread has recorded (lockdep)
 	waitingOn *lockCore
 	waitMode  accessMode
 	cond      func() bool
