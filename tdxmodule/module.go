@@ -16,6 +16,7 @@ package tdxmodule
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
@@ -113,7 +114,9 @@ type Module struct {
 	vcpus  map[addr.PFN]*VCPU
 	nextID uint16
 
-	inject Injector
+	// inject is the fault injector (nil: none), read on every SEAMCALL
+	// without the module's lock.
+	inject atomic.Pointer[Injector]
 }
 
 // Injector is fault injection: it sees every host SEAMCALL before it runs
@@ -124,9 +127,11 @@ type Injector func(leaf Leaf, in Regs) (st Status, ok bool)
 
 // SetInjector installs (or, with nil, removes) fault injection.
 func (m *Module) SetInjector(f Injector) {
-	m.mu.Lock()
-	m.inject = f
-	m.mu.Unlock()
+	if f == nil {
+		m.inject.Store(nil)
+		return
+	}
+	m.inject.Store(&f)
 }
 
 // New creates a TDX module over host memory: it initialises PAMT for every

@@ -124,11 +124,8 @@ func (m *Module) SEAMCALL(t *sched.Thread, in Regs) Regs {
 			out.RAX = uint64(OperandInvalid.With(OpRAX))
 			break
 		}
-		m.mu.Lock()
-		inj := m.inject
-		m.mu.Unlock()
-		if inj != nil {
-			if st, ok := inj(leaf, in); ok {
+		if inj := m.inject.Load(); inj != nil {
+			if st, ok := (*inj)(leaf, in); ok {
 				out.RAX = uint64(st)
 				injected = true
 				break
