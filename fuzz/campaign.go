@@ -277,4 +277,7 @@ func (s *Summary) WriteText(w interface{ Write([]byte) (int, error) }) {
 		}
 		fmt.Fprintln(w)
 	}
+	for _, tr := range s.Traces {
+		fmt.Fprintf(w, "trace: %s\n", tr)
+	}
 }
