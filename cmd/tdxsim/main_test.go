@@ -229,7 +229,7 @@ func TestRunParallel(t *testing.T) {
 // campaign exits 0.
 func TestFuzzReplay(t *testing.T) {
 	out := t.TempDir()
-	code, stdout, errs := run("fuzz", "--runs", "3", "--policy", "zap_private_on_notifier=true", "--out", out, "--json")
+	code, stdout, errs := run("fuzz", "--runs", "3", "--policy", "zap_private_on_notifier=true", "--out", out, "--json", "--trace")
 	if code != 1 {
 		t.Fatalf("exit %d: %s\n%s", code, errs, stdout)
 	}
@@ -238,12 +238,19 @@ func TestFuzzReplay(t *testing.T) {
 		Steps       int            `json:"steps"`
 		Violations  map[string]int `json:"violations"`
 		Reproducers []string       `json:"reproducers"`
+		Traces      []string       `json:"traces"`
 	}
 	if err := json.Unmarshal([]byte(stdout), &sum); err != nil {
 		t.Fatal(err)
 	}
-	if sum.Runs != 3 || sum.Steps == 0 || sum.Violations["guest_reads_back"] == 0 || len(sum.Reproducers) == 0 {
+	if sum.Runs != 3 || sum.Steps == 0 || sum.Violations["guest_reads_back"] == 0 || len(sum.Reproducers) == 0 || len(sum.Traces) != len(sum.Reproducers) {
 		t.Fatalf("summary %+v", sum)
+	}
+	var tr struct {
+		TraceEvents []map[string]any `json:"traceEvents"`
+	}
+	if b, err := os.ReadFile(sum.Traces[0]); err != nil || json.Unmarshal(b, &tr) != nil || len(tr.TraceEvents) == 0 {
+		t.Fatalf("trace %s: %v", sum.Traces[0], err)
 	}
 	code, stdout, errs = run("replay", sum.Reproducers[0])
 	if code != 1 || !strings.Contains(stdout, "guest_reads_back at timeline[") {
