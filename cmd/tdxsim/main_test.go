@@ -362,3 +362,29 @@ func FuzzFlags(f *testing.F) {
 		}
 	})
 }
+
+// run --svg writes the SVG and --trace the trace, in both formats.
+func TestRunSVGAndTrace(t *testing.T) {
+	file := writeScenario(t, small4K)
+	dir := t.TempDir()
+	svg, js, ft := filepath.Join(dir, "m.svg"), filepath.Join(dir, "t.json"), filepath.Join(dir, "t.ftrace")
+	if code, _, errs := run("run", "--svg", svg, "--trace", js, file); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if code, _, errs := run("run", "--trace", ft, "--trace-format", "ftrace", file); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	b, _ := os.ReadFile(svg)
+	if !strings.HasPrefix(string(b), "<?xml") || !strings.Contains(string(b), "<svg") || !strings.Contains(string(b), "td0: GPA 0 to") {
+		t.Errorf("SVG: %.200s", b)
+	}
+	var tr struct {
+		TraceEvents []map[string]any `json:"traceEvents"`
+	}
+	if b, _ := os.ReadFile(js); json.Unmarshal(b, &tr) != nil || len(tr.TraceEvents) < 100 {
+		t.Errorf("Chrome trace: %d events", len(tr.TraceEvents))
+	}
+	if b, _ := os.ReadFile(ft); !strings.Contains(string(b), ": kvm_page_fault: ") || !strings.Contains(string(b), ": tdx_seamcall: leaf TDH.MEM.PAGE.AUG") {
+		t.Errorf("ftrace: %.300s", b)
+	}
+}
