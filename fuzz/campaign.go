@@ -65,7 +65,7 @@ func RunOne(f *scenario.File) Outcome {
 func refused(what string) bool {
 	_, outcome, _ := strings.Cut(what, ": ")
 	switch {
-	case outcome == "TDX_SUCCESS", outcome == "TDVMCALL status 0x0", outcome == "ok",
+	case outcome == "TDX_SUCCESS", outcome == "TDVMCALL_STATUS_SUCCESS", outcome == "ok",
 		strings.HasPrefix(outcome, "skipped"), strings.HasPrefix(outcome, "not issued"):
 		return false
 	}

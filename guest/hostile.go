@@ -195,7 +195,7 @@ func (g *Guest) hostileMapGPA(t *sched.Thread, v *tdx.VCPU, i, nv int, gpa, size
 	if err != nil {
 		return err
 	}
-	*outcome = fmt.Sprintf("TDVMCALL status %#x", st)
+	*outcome = tdx.TDVMCallStatusName(st)
 	done := r11 &^ g.sharedBit
 	if st == tdx.TDVMCallSuccess {
 		done = gpa + size

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -222,6 +224,23 @@ func (r *Run) WriteText(w io.Writer) error {
 		r.Guest.Accepts["4K"], r.Guest.Accepts["2M"], r.Guest.Accepts["1G"], r.Guest.SizeMismatch, r.Guest.LazyAccepts, r.Guest.Touches, r.Guest.SharedTouches)
 	fmt.Fprintf(w, "Conversions: %d to shared (%s), %d to private (%s); %s punched\n", r.Conversions.ToShared,
 		HumanBytes(r.Conversions.BytesToShared), r.Conversions.ToPrivate, HumanBytes(r.Conversions.BytesToPrivate), HumanBytes(r.Conversions.PunchedBytes))
+	if len(r.Hostile) > 0 {
+		var n int64
+		for _, c := range r.Hostile {
+			n += c
+		}
+		fmt.Fprintf(w, "Hostile guest: %d operations, by what the host answered:\n", n)
+		for _, k := range slices.Sorted(maps.Keys(r.Hostile)) {
+			fmt.Fprintf(w, "  %8d  %s\n", r.Hostile[k], k)
+		}
+	}
+	if len(r.Injected) > 0 {
+		var parts []string
+		for _, k := range event.SortedKeys(r.Injected) {
+			parts = append(parts, fmt.Sprintf("%s %d", k, r.Injected[k]))
+		}
+		fmt.Fprintf(w, "Faults injected: %s\n", strings.Join(parts, ", "))
+	}
 	fmt.Fprintln(w, "\nMemory")
 	fmt.Fprintf(w, "  PAMT static %s, dynamic at peak %s (%d 2 MiB ranges)\n", HumanBytes(r.Memory.PAMTStaticBytes),
 		HumanBytes(r.Memory.PAMTDynamicBytes), r.Memory.DPAMTRanges)

@@ -121,7 +121,7 @@ timeline:
 		t.Fatalf("violations: %v", r.Violations)
 	}
 	for _, want := range []string{"accept: TDX_OPERAND_INVALID(RCX)", "accept: TDX_PAGE_ALREADY_ACCEPTED", "accept: TDX_SUCCESS",
-		"accept: TDX_PAGE_SIZE_MISMATCH(0x1)", "mapgpa: TDVMCALL status 0x0", "mapgpa: TDVMCALL status 0x8000000000000000",
+		"accept: TDX_PAGE_SIZE_MISMATCH(0x1)", "mapgpa: TDVMCALL_STATUS_SUCCESS", "mapgpa: TDVMCALL_STATUS_INVALID_OPERAND",
 		"accept: exit to userspace: memory fault EFAULT", "touch: ok", "convert back: ok"} {
 		if r.Hostile[want] == 0 {
 			t.Errorf("no %q among %v", want, r.Hostile)

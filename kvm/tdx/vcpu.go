@@ -368,6 +368,23 @@ const (
 	TDVMCallSubfuncUnsupported uint64 = 0x8000000000000003
 )
 
+// TDVMCallStatusName names a TDVMCALL status (TDVMCALL_STATUS_RETRY, ...).
+func TDVMCallStatusName(st uint64) string {
+	switch st {
+	case TDVMCallSuccess:
+		return "TDVMCALL_STATUS_SUCCESS"
+	case TDVMCallRetry:
+		return "TDVMCALL_STATUS_RETRY"
+	case TDVMCallInvalidOperand:
+		return "TDVMCALL_STATUS_INVALID_OPERAND"
+	case TDVMCallAlignError:
+		return "TDVMCALL_STATUS_ALIGN_ERROR"
+	case TDVMCallSubfuncUnsupported:
+		return "TDVMCALL_STATUS_SUBFUNC_UNSUPPORTED"
+	}
+	return fmt.Sprintf("TDVMCALL_STATUS(%#x)", st)
+}
+
 // mapGPAMaxLen is the largest range KVM forwards to userspace in one
 // KVM_EXIT_HYPERCALL (TDX_MAP_GPA_MAX_LEN).
 const mapGPAMaxLen = 2 << 20
