@@ -27,6 +27,7 @@ import (
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/kvmhost"
+	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/vmm"
@@ -419,18 +420,8 @@ func Scale(memBytes uint64, huge bool) (Result, error) {
 	if huge {
 		lvl = "2M"
 	}
-	r.Name = fmt.Sprintf("scale_%s_at_%s", sizeName(memBytes), lvl)
-	r.Unit = fmt.Sprintf("%s TD booted and fully accepted at %s", sizeName(memBytes), lvl)
-	r.Note = fmt.Sprintf("%.1f s wall for the whole run, peak RSS %s", wall.Seconds(), sizeName(peakRSS()))
+	r.Name = "" // the caller names it (Run: scale_64GiB_at_4K, scale_1TiB_at_2M)
+	r.Unit = fmt.Sprintf("%s TD booted and fully accepted at %s", report.HumanBytes(memBytes), lvl)
+	r.Note = fmt.Sprintf("%.1f s wall for the whole run, peak RSS %s", wall.Seconds(), report.HumanBytes(peakRSS()))
 	return r, nil
-}
-
-func sizeName(b uint64) string {
-	switch {
-	case b >= 1<<40 && b%(1<<40) == 0:
-		return fmt.Sprintf("%dTiB", b>>40)
-	case b >= 1<<30:
-		return fmt.Sprintf("%.1fGiB", float64(b)/(1<<30))
-	}
-	return fmt.Sprintf("%dMiB", b>>20)
 }

@@ -57,6 +57,9 @@ func Run(cfg Config) (*Report, error) {
 			}
 			r = Result{Name: st.name, Note: "not measured: " + err.Error()}
 		}
+		if r.Name == "" {
+			r.Name = st.name
+		}
 		rep.Results = append(rep.Results, r)
 	}
 	return rep, nil

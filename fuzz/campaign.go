@@ -10,21 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tdxsim/tdxsim/guest"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
 )
-
-// CampaignInject is the fault injection of the README's hostile campaign
-// (tdxsim fuzz --hostile --inject ...): TDX_OPERAND_BUSY on 5% of the
-// fault path's AUGs and SEPT.ADDs (KVM retries the fault), on every
-// few BLOCKs, TRACKs and REMOVEs (tdh_do_no_vcpus kicks the vCPUs and
-// retries once), and the 200th page-table page allocation failing (a
-// top-up short of its minimum is -ENOMEM to the faulting path).
-var CampaignInject = [][2]string{
-	{"busy", "0.05"}, {"busy_leaves", "TDH.MEM.PAGE.AUG,TDH.MEM.SEPT.ADD"},
-	{"fail", "TDH.MEM.RANGE.BLOCK:3:7:TDX_OPERAND_BUSY"}, {"fail", "TDH.MEM.TRACK:2:5:TDX_OPERAND_BUSY"},
-	{"fail", "TDH.MEM.PAGE.REMOVE:4:9:TDX_OPERAND_BUSY"}, {"alloc", "kvm.mmu_shadow_page_cache:200"},
-}
 
 // StepError is the invariant a run breaks when a step fails that the
 // scenario did not expect to fail: the model refused something a valid
@@ -60,23 +49,11 @@ func RunOne(f *scenario.File) Outcome {
 	return o
 }
 
-// refused reports whether a hostile operation's outcome ("accept:
-// TDX_OPERAND_INVALID(RCX)") is the host refusing it.
-func refused(what string) bool {
-	_, outcome, _ := strings.Cut(what, ": ")
-	switch {
-	case outcome == "TDX_SUCCESS", outcome == "TDVMCALL_STATUS_SUCCESS", outcome == "ok",
-		strings.HasPrefix(outcome, "skipped"), strings.HasPrefix(outcome, "not issued"):
-		return false
-	}
-	return true
-}
-
 // injectedENOMEM reports whether the run stopped with ENOMEM after an
 // injected allocation failure: KVM's answer (-ENOMEM to the faulting
 // path, which the VMM cannot get past), not a finding.
 func injectedENOMEM(r *report.Run) bool {
-	return r.Injected["allocation failed"] > 0 && strings.Contains(r.Error, "ENOMEM")
+	return r.Injected[report.InjectedAllocFailed] > 0 && strings.Contains(r.Error, "ENOMEM")
 }
 
 func countSteps(steps []scenario.Step) int {
@@ -183,7 +160,7 @@ func Campaign(cfg Config) (*Summary, error) {
 			}
 			for what, n := range o.Report.Hostile {
 				sum.GuestOps += n
-				if refused(what) {
+				if guest.HostileRefused(what) {
 					sum.GuestRefused += n
 				}
 			}

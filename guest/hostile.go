@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxmodule"
 )
 
 // A hostile guest issues TDG.MEM.PAGE.ACCEPT and MapGPA with any operand
@@ -79,12 +81,33 @@ func (g *Guest) Hostile(t *sched.Thread, v *tdx.VCPU, i, nv, n int, rng *rand.Ra
 					}
 					return fmt.Errorf("hostile: converting [%#x, %#x) back: %w", p, end, err)
 				}
-				stats("convert back", "ok")
+				stats("convert back", outcomeOK)
 				p = end
 			}
 		}
 	}
 	return nil
+}
+
+// Outcomes that are not the host refusing anything: the operation worked,
+// or the guest did not issue it.
+const (
+	outcomeOK       = "ok"
+	skippedPrefix   = "skipped"
+	notIssuedPrefix = "not issued"
+)
+
+// HostileRefused reports whether a hostile operation, as the report keys
+// it ("accept: TDX_OPERAND_INVALID(RCX)"), was refused by the host: a bad
+// operand, a range it would not convert, an exit to userspace.
+func HostileRefused(key string) bool {
+	_, outcome, _ := strings.Cut(key, ": ")
+	switch {
+	case outcome == tdxmodule.Success.String(), outcome == tdx.TDVMCallStatusName(tdx.TDVMCallSuccess), outcome == outcomeOK,
+		strings.HasPrefix(outcome, skippedPrefix), strings.HasPrefix(outcome, notIssuedPrefix):
+		return false
+	}
+	return true
 }
 
 // mine reports whether the page at gpa is in vCPU i's share.
@@ -135,12 +158,12 @@ func (g *Guest) hostileOp(t *sched.Thread, v *tdx.VCPU, i, nv int, rng *rand.Ran
 		ram := g.ram[rng.IntN(len(g.ram))]
 		gpa := ram.GPA + rng.Uint64N(ram.Size/addr.PageSize)*addr.PageSize
 		if !mine(gpa, i, nv) || !g.Usable(gpa) {
-			return "touch", "skipped (another vCPU's memory)", nil
+			return "touch", skippedPrefix + " (another vCPU's memory)", nil
 		}
 		if err := g.Touch(t, v, gpa, rng.IntN(2) == 0); err != nil {
 			return "touch", "", err
 		}
-		return "touch", "ok", nil
+		return "touch", outcomeOK, nil
 	}
 }
 
@@ -177,13 +200,13 @@ func (g *Guest) hostileMapGPA(t *sched.Thread, v *tdx.VCPU, i, nv int, gpa, size
 		switch {
 		case !g.InRAM(p, addr.PageSize):
 		case !mine(p, i, nv):
-			*outcome = "not issued (another vCPU's memory)"
+			*outcome = notIssuedPrefix + " (another vCPU's memory)"
 			return nil
 		case !toShared && !g.shared.get(p>>addr.PageShift):
 			// Converting private memory to private would keep the
 			// guest's books right only if the host did nothing; a
 			// guest asks it only for memory it converted to shared.
-			*outcome = "not issued (private already)"
+			*outcome = notIssuedPrefix + " (private already)"
 			return nil
 		}
 	}

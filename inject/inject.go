@@ -54,15 +54,6 @@ type Stats struct {
 	AllocsFailed uint64            `json:"allocs_failed"`
 }
 
-// Total is every fault injected.
-func (s Stats) Total() uint64 {
-	n := s.Busy + s.AllocsFailed
-	for _, v := range s.Failed {
-		n += v
-	}
-	return n
-}
-
 // Injector carries out a Config. Its methods are safe for concurrent use.
 type Injector struct {
 	cfg Config

@@ -13,6 +13,12 @@ import (
 	"github.com/tdxsim/tdxsim/event"
 )
 
+// Keys of Run.Injected for the busy rate and for failed allocations.
+const (
+	InjectedBusy        = "TDX_OPERAND_BUSY"
+	InjectedAllocFailed = "allocation failed"
+)
+
 // Run is the report of one scenario run. Its JSON form is the stable
 // schema `tdxsim run --json` prints (documented in the README); new keys
 // may be added, existing ones keep their meaning.
@@ -46,7 +52,8 @@ type Run struct {
 	Checks          Checks            `json:"checks"`
 	Violations      []string          `json:"violations"`
 	// Injected counts the faults injected (scenario inject, --inject):
-	// "TDX_OPERAND_BUSY" (the busy rate), "<leaf> <status>" (fail entries), "allocation failed".
+	// InjectedBusy (the busy rate), "<leaf> <status>" (fail entries),
+	// InjectedAllocFailed.
 	Injected map[string]uint64 `json:"injected,omitempty"`
 	// Hostile counts a hostile guest's operations by what the host
 	// answered ("accept: TDX_OPERAND_INVALID(RCX)").

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tdxsim/tdxsim/report"
+
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tdxsim/tdxsim/internal/yamlin"
@@ -222,6 +224,10 @@ var defaultYAML []byte
 
 // DefaultName is how the embedded default names itself in errors.
 const DefaultName = "(embedded default)"
+
+// Costs is the SEAMCALL cost table the run uses: the defaults with the
+// file's host.tdx.costs overrides.
+func (f *File) Costs() report.CostTable { return report.DefaultCosts().With(f.Host.TDX.Costs) }
 
 // Default returns the embedded default scenario of `tdxsim run`.
 func Default() (*File, error) { return Parse(DefaultName, defaultYAML) }

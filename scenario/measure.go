@@ -164,7 +164,7 @@ func (rn *runner) finish(leaked int64) {
 	}
 	if rn.inj != nil {
 		st := rn.inj.Stats()
-		r.Injected = map[string]uint64{"TDX_OPERAND_BUSY": st.Busy, "allocation failed": st.AllocsFailed}
+		r.Injected = map[string]uint64{report.InjectedBusy: st.Busy, report.InjectedAllocFailed: st.AllocsFailed}
 		for what, n := range st.Failed {
 			r.Injected[what] = n
 		}

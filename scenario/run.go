@@ -134,7 +134,7 @@ func Run(f *File, o Options) (*report.Run, error) {
 	if o.Seed != nil {
 		rn.seed = *o.Seed
 	}
-	costs := report.DefaultCosts().With(f.Host.TDX.Costs)
+	costs := f.Costs()
 	rn.clock = report.NewClock(costs)
 	var sink event.Sink = event.Tee{rn.count, rn.clock}
 	if o.Sink != nil {

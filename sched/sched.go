@@ -281,7 +281,11 @@ func (s *Scheduler) abortParallel(err error) {
 // selfDeadlock is the report for t waiting for a lock it holds.
 func (s *Scheduler) selfDeadlock(t *Thread, l *lockCore, mode accessMode) *DeadlockError {
 	w := fmt.Sprintf("%s waits to %s %s held by %s", t, mode.verb(), l.describe(), t)
-	d := &DeadlockError{Step: s.step.Load(), Cycle: []string{w}, Blocked: []string{w}}
+	return s.reportDeadlock(&DeadlockError{Step: s.step.Load(), Cycle: []string{w}, Blocked: []string{w}})
+}
+
+// reportDeadlock emits d as the sched.deadlock event and returns it.
+func (s *Scheduler) reportDeadlock(d *DeadlockError) *DeadlockError {
 	s.sink.Emit(event.Event{Kind: event.KindDeadlock, Step: d.Step, Thread: -1, Name: "sched.deadlock", Detail: d.Error()})
 	return d
 }
@@ -495,9 +499,7 @@ func (s *Scheduler) deadlock() *DeadlockError {
 			break
 		}
 	}
-	e := event.Event{Kind: event.KindDeadlock, Step: d.Step, Thread: -1, Name: "sched.deadlock", Detail: d.Error()}
-	s.sink.Emit(e)
-	return d
+	return s.reportDeadlock(d)
 }
 
 func findCycle(start *Thread, g map[*Thread][]*Thread) []*Thread {

@@ -78,13 +78,6 @@ func (r *Recorder) Emit(e event.Event) {
 	r.recs = append(r.recs, rec{ts: end - dur, dur: dur, e: e})
 }
 
-// Len returns the number of events recorded.
-func (r *Recorder) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.recs)
-}
-
 func (r *Recorder) name(id int32) string {
 	if n, ok := r.names[id]; ok {
 		return n

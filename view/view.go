@@ -6,6 +6,8 @@
 package view
 
 import (
+	"slices"
+
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/check"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
@@ -55,6 +57,21 @@ type Map struct {
 	Cells string `json:"cells"`
 	// Counts is how many cells are in each state, by code.
 	Counts map[string]int `json:"counts"`
+}
+
+// Latest folds snap into maps, keeping each TD's newest map (by name, in
+// order of first appearance): fed every step's Snapshot, it ends with each
+// TD as it was at its last step before teardown.
+func Latest(maps, snap []Map) []Map {
+	for _, m := range snap {
+		i := slices.IndexFunc(maps, func(x Map) bool { return x.TD == m.TD })
+		if i < 0 {
+			maps = append(maps, m)
+		} else {
+			maps[i] = m
+		}
+	}
+	return maps
 }
 
 // Snapshot maps every TD of w.

@@ -217,16 +217,8 @@ func (s *Server) run(name string) (*Run, bool) {
 // lastMaps is each TD's map at its last step before teardown.
 func lastMaps(run *Run) []view.Map {
 	var out []view.Map
-	seen := map[string]int{}
 	for _, st := range run.Steps {
-		for _, m := range st.Maps {
-			if i, ok := seen[m.TD]; ok {
-				out[i] = m
-			} else {
-				seen[m.TD] = len(out)
-				out = append(out, m)
-			}
-		}
+		out = view.Latest(out, st.Maps)
 	}
 	return out
 }

@@ -180,10 +180,7 @@ flags:`)
 	if b == nil {
 		return code
 	}
-	nameB := bPath
-	for _, p := range policies {
-		nameB += " " + p[0] + "=" + p[1]
-	}
+	nameB := policies.label(bPath)
 	s := *a.Seed
 	fs.Visit(func(fl *flag.Flag) {
 		if fl.Name == "seed" {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/tdxsim/tdxsim/mrtd"
@@ -90,6 +89,14 @@ type policyFlag [][2]string
 
 func (p *policyFlag) String() string { return fmt.Sprint([][2]string(*p)) }
 
+// label names a run of file with these overrides ("a.yaml hugepages=off").
+func (p policyFlag) label(file string) string {
+	for _, kv := range p {
+		file += " " + kv[0] + "=" + kv[1]
+	}
+	return file
+}
+
 func (p *policyFlag) Set(v string) error {
 	k, val, ok := strings.Cut(v, "=")
 	if !ok || k == "" {
@@ -145,7 +152,7 @@ flags:`)
 		}
 	}
 	if *costs {
-		table := report.DefaultCosts().With(f.Host.TDX.Costs)
+		table := f.Costs()
 		if *asJSON {
 			writeJSON(stdout, table)
 		} else {
@@ -162,16 +169,7 @@ flags:`)
 	rec := tf.options(f, &o)
 	var lastMaps []view.Map // each TD's map at its last step before teardown
 	if *svgFile != "" {
-		o.OnStep = func(sv scenario.StepView) {
-			for _, m := range view.Snapshot(sv.World) {
-				i := slices.IndexFunc(lastMaps, func(x view.Map) bool { return x.TD == m.TD })
-				if i < 0 {
-					lastMaps = append(lastMaps, m)
-				} else {
-					lastMaps[i] = m
-				}
-			}
-		}
+		o.OnStep = func(sv scenario.StepView) { lastMaps = view.Latest(lastMaps, view.Snapshot(sv.World)) }
 	}
 	bar := newProgress(stderr)
 	o.Progress = bar.update

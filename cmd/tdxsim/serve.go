@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/tdxsim/tdxsim/scenario"
 	"github.com/tdxsim/tdxsim/web"
 )
 
@@ -45,23 +44,17 @@ flags:`)
 	if nameA == "" {
 		nameA = "default"
 	}
-	nameB := fs.Arg(1)
-	var bPolicies policyFlag
+	// B is FILE2, or FILE with the --policy overrides (hugepages=off
+	// when none are given).
+	pathB, nameB, bPolicies := fs.Arg(1), fs.Arg(1), policyFlag(nil)
 	if fs.NArg() < 2 {
-		nameB, bPolicies = nameA, policies
+		pathB, bPolicies = fs.Arg(0), policies
 		if len(bPolicies) == 0 {
 			bPolicies = policyFlag{{"hugepages", "off"}}
 		}
-		for _, p := range bPolicies {
-			nameB += " " + p[0] + "=" + p[1]
-		}
+		nameB = bPolicies.label(nameA)
 	}
-	var b *scenario.File
-	if fs.NArg() == 2 {
-		b, code = loadScenario("serve", fs.Arg(1), nil, stderr)
-	} else {
-		b, code = loadScenario("serve", fs.Arg(0), bPolicies, stderr)
-	}
+	b, code := loadScenario("serve", pathB, bPolicies, stderr)
 	if b == nil {
 		return code
 	}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
 	"github.com/tdxsim/tdxsim/trace"
 )
@@ -40,7 +39,7 @@ func (tf traceFlags) options(f *scenario.File, o *scenario.Options) *trace.Recor
 }
 
 func newRecorder(f *scenario.File) *trace.Recorder {
-	return trace.New(report.DefaultCosts().With(f.Host.TDX.Costs).Of)
+	return trace.New(f.Costs().Of)
 }
 
 // write writes rec to the trace file.
