@@ -261,9 +261,13 @@ func cmdSchema(args []string, stdout, stderr io.Writer) int {
 func cmdMRTD(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim mrtd", flag.ContinueOnError)
 	layout := fs.String("layout", "", "layout file (YAML: regions of {gpa, file|size, fill, measure})")
-	asJSON := fs.Bool("json", false, `print {"mrtd": "..."}`)
+	firmware := fs.String("firmware", "", "TDVF firmware image (OVMF with TDX metadata, e.g. /usr/share/ovmf/OVMF.fd)")
+	sections := fs.Bool("sections", false, "with --firmware: print the section table before the MRTD")
+	memory := fs.String("memory", "2G", "with --firmware: the TD's RAM, laid out as QEMU's q35 does (the MRTD does not depend on it)")
+	asJSON := fs.Bool("json", false, `print {"mrtd": "..."} (with --firmware also "sections": [...])`)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim mrtd --layout FILE [--json]
+       tdxsim mrtd --firmware FILE [--sections] [--memory SIZE] [--json]
 
 Prints the MRTD (SHA-384, 96 hex characters) of a TD built from FILE: each
 4 KiB page added with TDH.MEM.PAGE.ADD in the order given and, where
@@ -275,14 +279,28 @@ measure is true, extended with TDH.MR.EXTEND in 256-byte chunks.
 
 GPAs and sizes: decimal, 0x hex, or with K/M/G. file is relative to FILE.
 
+With --firmware, FILE is a TDVF image and the TD is built as QEMU builds
+it on KVM: its TDX metadata sections in metadata order, one
+KVM_TDX_INIT_MEM_REGION each (BFV and CFV from the file, TD_HOB holding
+QEMU's HOB list, TempMem zeroed), MR.EXTEND sections measured, PAGE.AUG
+sections left out. A damaged or non-TDVF image is exit 2 with the file
+offset of what is wrong.
+
 flags:`)
 		fs.PrintDefaults()
 	}
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
-	if *layout == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "tdxsim mrtd: --layout FILE is required (and nothing else)")
+	if (*layout == "") == (*firmware == "") || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "tdxsim mrtd: --layout FILE is required (or --firmware FILE; one of them, and nothing else)")
+		return exitBadInput
+	}
+	if *firmware != "" {
+		return firmwareMRTD(*firmware, *memory, *sections, *asJSON, stdout, stderr)
+	}
+	if *sections {
+		fmt.Fprintln(stderr, "tdxsim mrtd: --sections goes with --firmware")
 		return exitBadInput
 	}
 	l, err := mrtd.Load(*layout)

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tdxsim/tdxsim/tdvf/tdvftest"
+)
+
+// goldenFirmwareMRTD is vmm's golden MRTD of tdvftest.Golden() (hand
+// computed there).
+const goldenFirmwareMRTD = "19e34d4223c9ea3a0bcc468bcee92009c50f14884a2ac003a84409fa451d6a0b0bfbe841e5a3958ea65b7e68abe1aad0"
+
+func writeFirmware(t *testing.T, img []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "fw.fd")
+	if err := os.WriteFile(p, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestMRTDFirmware(t *testing.T) {
+	p := writeFirmware(t, tdvftest.Golden().Build())
+	code, out, errs := run("mrtd", "--firmware", p)
+	if code != 0 || strings.TrimSpace(out) != goldenFirmwareMRTD {
+		t.Fatalf("exit %d out %q err %q", code, out, errs)
+	}
+	code, out, errs = run("mrtd", "--firmware", p, "--json")
+	var j struct {
+		MRTD     string `json:"mrtd"`
+		Sections []struct {
+			Type          string `json:"type"`
+			GPA           uint64 `json:"gpa"`
+			Attributes    string `json:"attributes"`
+			PagesAdded    uint64 `json:"pages_added"`
+			PagesMeasured uint64 `json:"pages_measured"`
+		} `json:"sections"`
+	}
+	if err := json.Unmarshal([]byte(out), &j); code != 0 || err != nil {
+		t.Fatalf("--json: exit %d, %v, err %q", code, err, errs)
+	}
+	if j.MRTD != goldenFirmwareMRTD || len(j.Sections) != 5 || j.Sections[0].Type != "BFV" || j.Sections[0].PagesMeasured != 14 ||
+		j.Sections[4].Attributes != "PAGE.AUG" || j.Sections[4].PagesAdded != 0 {
+		t.Errorf("--json: %+v", j)
+	}
+	code, out, _ = run("mrtd", "--firmware", p, "--sections")
+	if code != 0 || !strings.Contains(out, "pages measured") || !strings.Contains(out, "TD_HOB") || !strings.HasSuffix(out, "MRTD "+goldenFirmwareMRTD+"\n") {
+		t.Errorf("--sections: exit %d\n%s", code, out)
+	}
+}
+
+func TestMRTDFirmwareBad(t *testing.T) {
+	im := tdvftest.Golden()
+	damaged := im.Build()
+	damaged[im.MetadataAt] = 'X'
+	short := im.Build()[:4096]
+	good := writeFirmware(t, im.Build())
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"mrtd", "--firmware", writeFirmware(t, damaged)}, `offset 0xf000: TDVF metadata signature: "XDVF": want "TDVF"`},
+		{[]string{"mrtd", "--firmware", writeFirmware(t, short)}, "whole 64 KiB"},
+		{[]string{"mrtd", "--firmware", filepath.Join(t.TempDir(), "none.fd")}, "no such file"},
+		{[]string{"mrtd", "--firmware", good, "--memory", "8M"}, "not inside the TD's RAM"},
+		{[]string{"mrtd", "--firmware", good, "--memory", "lots"}, "--memory"},
+		{[]string{"mrtd", "--firmware", good, "--layout", "x.yaml"}, "one of them"},
+		{[]string{"mrtd", "--layout", "x.yaml", "--sections"}, "--sections goes with --firmware"},
+	} {
+		code, out, errs := run(c.args...)
+		if code != 2 || out != "" || !strings.Contains(errs, c.want) {
+			t.Errorf("%v: exit %d, out %q, stderr %q; want 2 and %q", c.args, code, out, errs, c.want)
+		}
+	}
+}
