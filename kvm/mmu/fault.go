@@ -180,7 +180,7 @@ func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, root Root, gfn addr.GFN, goal add
 		}
 		if level == goal {
 			if !old.Present() || old.Leaf(level) {
-				return m.mapTarget(t, v, p, i, gfn, pfn, old)
+				return m.mapTarget(t, v, p, i, pfn, old)
 			}
 			// A page table where a huge leaf is wanted. The direct root
 			// would replace it (huge page adjustment); the mirror root
@@ -222,59 +222,32 @@ func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, root Root, gfn addr.GFN, goal add
 	}
 }
 
-// link is tdp_mmu_link_sp(): publish child below entry i of p. The entry
-// is frozen while the child pointer is published and, for a mirror table,
-// while TDH.MEM.SEPT.ADD adds the S-EPT page; then the non-leaf SPTE is
-// written. (The kernel's direct-root link is a single cmpxchg of an SPTE
-// that carries the child's PFN; the model freezes there too, because its
-// child pointer lives beside the SPTE.)
+// link is tdp_mmu_link_sp(): publish child below entry i of p (for a
+// mirror table, TDH.MEM.SEPT.ADD adds its S-EPT page first), through
+// changeSPTE.
 func (m *MMU) link(t *sched.Thread, v *VCPU, p *page, i int, old SPTE, child *page) error {
-	if !p.cas(i, old, FrozenSPTE) {
-		return errno.New("tdp_mmu_link_sp", errno.EBUSY, "lost the race for the entry")
-	}
-	p.children[i].Store(child)
-	if p.root == MirrorRoot {
-		if err := m.ext.LinkExternalSPT(t, v, p.entryGFN(i), p.level, child.external); err != nil {
-			p.children[i].Store(nil)
-			p.store(i, old)
-			return err
-		}
-	}
-	p.store(i, makeNonLeaf(child.pfn))
-	m.emit(t, "link", p.entryGFN(i), p.level, child.pfn, p.root, "")
-	return nil
+	return m.changeSPTE(t, v, spteChange{p: p, i: i, old: old, new: makeNonLeaf(child.pfn), child: child})
 }
 
 // mapTarget is tdp_mmu_map_handle_target_level(): a present leaf is
-// spurious; otherwise install the leaf atomically. For a mirror entry that
-// is set_external_spte_present(): freeze, map in the S-EPT, then publish
-// (or put the old value back on failure). A huge leaf maps the PFN
-// rounded down to the level, as kvm_mmu_hugepage_adjust() does
+// spurious; otherwise install the leaf through changeSPTE (for a mirror
+// entry that is set_external_spte_present(): freeze, map in the S-EPT,
+// then publish, or put the old value back on failure). A huge leaf maps
+// the PFN rounded down to the level, as kvm_mmu_hugepage_adjust() does
 // (fault->pfn &= ~mask); guest_memfd's mapping order guarantees that GFN
 // and PFN agree in alignment, the folio's order does not.
-func (m *MMU) mapTarget(t *sched.Thread, v *VCPU, p *page, i int, gfn addr.GFN, pfn addr.PFN, old SPTE) (Result, error) {
+func (m *MMU) mapTarget(t *sched.Thread, v *VCPU, p *page, i int, pfn addr.PFN, old SPTE) (Result, error) {
 	level := p.level
 	if old.Present() {
 		return RetSpurious, nil
 	}
 	pfn &^= addr.PFN(level.Pages() - 1)
-	newSPTE := makeLeaf(pfn, level)
-	if p.root == MirrorRoot {
-		if !p.cas(i, old, FrozenSPTE) {
-			return RetRetry, nil
-		}
-		if err := m.ext.SetExternalSPTE(t, v, p.entryGFN(i), level, pfn); err != nil {
-			p.store(i, old)
-			if isBusy(err) {
-				return RetRetry, nil
-			}
-			return 0, err
-		}
-		p.store(i, newSPTE)
-	} else if !p.cas(i, old, newSPTE) {
+	err := m.changeSPTE(t, v, spteChange{p: p, i: i, old: old, new: makeLeaf(pfn, level)})
+	switch {
+	case isBusy(err):
 		return RetRetry, nil
+	case err != nil:
+		return 0, err
 	}
-	m.countMap(p.root, level, 1)
-	m.emit(t, "map", p.entryGFN(i), level, pfn, p.root, "")
 	return RetFixed, nil
 }

@@ -2,7 +2,6 @@ package mmu
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -97,21 +96,16 @@ func (m *MMU) splitLeaf(t *sched.Thread, p *page, i int) error {
 	extPFN, _ := m.splitExt.Take(t)
 	child := newPage(MirrorRoot, level-1, gfn, ptPFN)
 	child.external, child.hasExt = extPFN, true
+	// The child is not reachable yet, so its entries are plain writes,
+	// as tdp_mmu_split_huge_page() fills sp->spt before linking it.
 	base, step := old.PFN(), addr.PFN((level - 1).Pages())
 	for k := range 512 {
 		child.store(k, makeLeaf(base+addr.PFN(k)*step, level-1))
 	}
-	if err := m.ext.SplitExternalSPTE(t, gfn, level, base, extPFN); err != nil {
+	if err := m.changeSPTE(t, nil, spteChange{p: p, i: i, old: old, new: makeNonLeaf(ptPFN), child: child}); err != nil {
 		m.splitPT.Return(ptPFN)
 		m.splitExt.Return(extPFN)
 		return err
 	}
-	p.children[i].Store(child)
-	p.store(i, makeNonLeaf(ptPFN))
-	m.c.tables[MirrorRoot].Add(1)
-	m.countMap(MirrorRoot, level, -1)
-	m.countMap(MirrorRoot, level-1, 512)
-	m.c.splits[level].Add(1)
-	m.emit(t, "split", gfn, level, base, MirrorRoot, fmt.Sprintf("into %d leaves at %s", 512, level-1))
 	return nil
 }

@@ -102,65 +102,36 @@ func (m *MMU) zapLeafs(t *sched.Thread, r Root, start, end addr.GFN) bool {
 	}
 	zapped := false
 	for e := range leaves(m.root(r), m.rootGFN(r, start), m.rootGFN(r, end-1)+1) {
-		m.zapLeaf(t, e.p, e.i, e.old)
+		m.zapSPTE(t, e.p, e.i, e.old)
 		zapped = true
 	}
 	return zapped
 }
 
-// zapLeaf clears one present leaf under the write lock and, for a mirror
-// leaf, removes it from the S-EPT.
-func (m *MMU) zapLeaf(t *sched.Thread, p *page, i int, old SPTE) {
-	p.store(i, NonPresent)
-	m.countMap(p.root, p.level, -1)
-	m.c.zapped.Add(1)
-	gfn := p.entryGFN(i)
-	m.emit(t, "zap", gfn, p.level, old.PFN(), p.root, "")
-	if p.root == MirrorRoot {
-		_ = m.ext.RemoveExternalSPTE(t, gfn, p.level, old.PFN())
-	}
+// zapSPTE makes one present entry non-present under the write lock through
+// changeSPTE, which for a mirror leaf also removes it from the S-EPT and
+// for a table removes the table below (handleRemovedPT).
+func (m *MMU) zapSPTE(t *sched.Thread, p *page, i int, old SPTE) {
+	_ = m.changeSPTE(t, nil, spteChange{p: p, i: i, old: old, new: NonPresent})
 }
 
 // zapRoot is tdp_mmu_zap_root(): every entry of the root goes, page tables
 // with their leaves (handle_removed_pt), under mmu_lock for write.
 func (m *MMU) zapRoot(t *sched.Thread, r *page) {
 	for e := range r.present() {
-		i, old := e.i, e.old
-		if old.Leaf(r.level) {
-			m.zapLeaf(t, r, i, old)
-			continue
-		}
-		r.store(i, NonPresent)
-		c := r.child(i)
-		r.children[i].Store(nil)
-		if c != nil {
-			m.removePT(t, c)
-		}
+		m.zapSPTE(t, r, e.i, e.old)
 	}
 }
 
-// removePT is handle_removed_pt() with exclusive mmu_lock: every entry is
-// frozen, leaves are removed (from the S-EPT too, for a mirror table) and
-// child tables recursively; then a mirror table's S-EPT page is reclaimed
-// with free_external_spt (a failure leaks it, as the kernel does) and
-// KVM's pages are freed.
-func (m *MMU) removePT(t *sched.Thread, p *page) {
+// handleRemovedPT is handle_removed_pt() with exclusive mmu_lock, for a
+// table already unlinked from its parent: every entry is frozen through
+// changeSPTE, so leaves are removed (from the S-EPT too, for a mirror
+// table) and child tables recursively; then a mirror table's S-EPT page
+// is reclaimed with free_external_spt (a failure leaks it, as the kernel
+// does) and KVM's pages are freed.
+func (m *MMU) handleRemovedPT(t *sched.Thread, p *page) {
 	for e := range p.present() {
-		i, old := e.i, e.old
-		p.store(i, FrozenSPTE)
-		if old.Leaf(p.level) {
-			m.countMap(p.root, p.level, -1)
-			m.c.zapped.Add(1)
-			m.emit(t, "zap", p.entryGFN(i), p.level, old.PFN(), p.root, "")
-			if p.root == MirrorRoot {
-				_ = m.ext.RemoveExternalSPTE(t, p.entryGFN(i), p.level, old.PFN())
-			}
-			continue
-		}
-		if c := p.child(i); c != nil {
-			p.children[i].Store(nil)
-			m.removePT(t, c)
-		}
+		_ = m.changeSPTE(t, nil, spteChange{p: p, i: e.i, old: e.old, new: FrozenSPTE})
 	}
 	if p.root == MirrorRoot && p.hasExt {
 		if err := m.ext.FreeExternalSPT(t, p.gfn, p.level+1, p.external); err != nil {
