@@ -169,7 +169,7 @@ func (c *collector) private(h *tdx.Host, td *TD) {
 	m := td.TD.MMU()
 	tdr := td.TD.TDR()
 	var mirror int
-	m.Leaves(true, func(l mmu.Leaf) bool {
+	m.Leaves(mmu.MirrorRoot, func(l mmu.Leaf) bool {
 		mirror++
 		ent, ok := h.Mod.Lookup(tdr, l.GFN.GPA())
 		if !ok || ent.Level != l.Level || ent.HPA != l.PFN.HPA() {
@@ -183,7 +183,7 @@ func (c *collector) private(h *tdx.Host, td *TD) {
 		sept++
 		gfn := s.GPA.GFN()
 		objects := fmt.Sprintf("%s %s %s %s", td.Name, s.GPA, s.Level, s.HPA.PFN())
-		if l, ok := m.Lookup(true, gfn); !ok || l.Level != s.Level || l.PFN.HPA() != s.HPA {
+		if l, ok := m.Lookup(mmu.MirrorRoot, gfn); !ok || l.Level != s.Level || l.PFN.HPA() != s.HPA {
 			c.add(MirrorSEPT, objects, "S-EPT leaf (%s) has no matching mirror leaf", tdxmodule.SeptStateName(s.State))
 		}
 		c.owned(h, td, tdr, s, objects)
@@ -259,7 +259,7 @@ func (c *collector) level(td *TD, gfn addr.GFN, level addr.Level, objects string
 // shared checks every leaf of the direct (shared) root.
 func (c *collector) shared(h *tdx.Host, td *TD) {
 	c.ran1(SharedNotPrivate)
-	td.TD.MMU().Leaves(false, func(l mmu.Leaf) bool {
+	td.TD.MMU().Leaves(mmu.DirectRoot, func(l mmu.Leaf) bool {
 		objects := fmt.Sprintf("%s shared %s %s", td.Name, l.GFN.GPA(), l.PFN)
 		for k := addr.PFN(0); k < addr.PFN(l.Level.Pages()); k++ {
 			pfn := l.PFN + k

@@ -8,6 +8,7 @@ import (
 	"github.com/tdxsim/tdxsim/check"
 	"github.com/tdxsim/tdxsim/guest"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/vmm"
 )
@@ -79,7 +80,7 @@ func TestInvariantsCatchCorruption(t *testing.T) {
 		_ = h.Mem.Free(th, p, hostmem.SourceBuddy)
 
 		// Private content showing through a shared mapping.
-		l, ok := m.TD.MMU().Lookup(false, (addr.GPA(shared).GFN() | m.VM.SharedBit()))
+		l, ok := m.TD.MMU().Lookup(mmu.DirectRoot, (addr.GPA(shared).GFN() | m.VM.SharedBit()))
 		if !ok {
 			t.Fatal("no shared leaf")
 		}

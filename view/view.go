@@ -134,7 +134,7 @@ func TDMap(mod *tdxmodule.Module, td check.TD) Map {
 		return true
 	})
 	shared := td.VM.SharedBit()
-	td.TD.MMU().Leaves(false, func(l mmu.Leaf) bool {
+	td.TD.MMU().Leaves(mmu.DirectRoot, func(l mmu.Leaf) bool {
 		gpa := uint64(l.GFN&^shared) << addr.PageShift
 		for p := uint64(0); p < l.Level.Pages(); p += 512 {
 			if i := int((gpa + p<<addr.PageShift) / addr.Size2M); i < n {
@@ -192,7 +192,7 @@ func CellPages(mod *tdxmodule.Module, td check.TD, gpa uint64) []Page {
 	for i := range pages {
 		p := &pages[i]
 		gfn := addr.GPA(p.GPA).GFN()
-		if l, ok := td.TD.MMU().Lookup(false, gfn|shared); ok {
+		if l, ok := td.TD.MMU().Lookup(mmu.DirectRoot, gfn|shared); ok {
 			p.State, p.Level, p.HPA = string(Shared), l.Level.String(), uint64((l.PFN + addr.PFN(gfn-(l.GFN&^shared))).HPA())
 			continue
 		}

@@ -179,7 +179,7 @@ func (h *hugeConvert) measure(m *VMM, host *tdx.Host, mod *tdxmodule.Module, res
 		res.SEPTPages = info.SEPTPages
 	}
 	res.PAMT = mod.PAMT()
-	m.TD.MMU().Leaves(true, func(l mmu.Leaf) bool {
+	m.TD.MMU().Leaves(mmu.MirrorRoot, func(l mmu.Leaf) bool {
 		ent, ok := mod.Lookup(m.TD.TDR(), l.GFN.GPA())
 		if !ok || ent.Level != l.Level || ent.HPA != l.PFN.HPA() {
 			res.Disagree = append(res.Disagree, fmt.Sprintf("mirror %s %s %s vs S-EPT %+v", l.GFN, l.Level, l.PFN, ent))

@@ -68,19 +68,22 @@ func (v *VCPU) PageFault(t *sched.Thread, gpa addr.GPA, private bool, maxLevel a
 			Why: "shared memory without a userspace mapping (no UserMemory)"}
 	}
 	defer m.mem.Put(t, f.PFN) // kvm_release_faultin_page: mapping holds no reference
-	mirror := private && m.Mirrored()
+	root := DirectRoot
+	if private && m.Mirrored() {
+		root = MirrorRoot
+	}
 	m.lock.RLock(t)
 	// kvm_mmu_hugepage_adjust() runs in kvm_tdp_mmu_map(), under
 	// mmu_lock: the level is chosen after any writer that changed the
 	// lpage info (a guest-inhibit set with a split of the accept level,
 	// patch 13) is done, so no huge leaf is installed over it.
 	goal := addr.Level4K
-	if mirror {
+	if root == MirrorRoot {
 		goal = m.privateLevel(f, maxLevel)
 	}
 	res := RetRetry
 	if !m.vm.InvalidateRetry(f.Seq, gfn) {
-		res, err = m.tdpMap(t, v, mirror, m.rootGFN(mirror, gfn), goal, f.PFN)
+		res, err = m.tdpMap(t, v, root, m.rootGFN(root, gfn), goal, f.PFN)
 	}
 	m.lock.RUnlock(t)
 	m.count(res)
@@ -143,7 +146,7 @@ func (v *VCPU) MapPrivatePFN(t *sched.Thread, gfn addr.GFN, pfn addr.PFN) error 
 			return err
 		}
 		m.lock.RLock(t)
-		res, err := m.tdpMap(t, v, true, gfn, addr.Level4K, pfn)
+		res, err := m.tdpMap(t, v, MirrorRoot, gfn, addr.Level4K, pfn)
 		m.lock.RUnlock(t)
 		m.count(res)
 		switch {
@@ -163,8 +166,8 @@ func (v *VCPU) MapPrivatePFN(t *sched.Thread, gfn addr.GFN, pfn addr.PFN) error 
 // tables where entries are missing, then install the leaf. Every change is
 // an atomic compare-and-exchange; a frozen entry, a lost race or a busy
 // external page table gives RET_PF_RETRY. mmu_lock is held for read.
-func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, mirror bool, gfn addr.GFN, goal addr.Level, pfn addr.PFN) (Result, error) {
-	p := m.root(mirror)
+func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, root Root, gfn addr.GFN, goal addr.Level, pfn addr.PFN) (Result, error) {
+	p := m.root(root)
 	if p == nil {
 		return RetRetry, nil
 	}
@@ -177,7 +180,7 @@ func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, mirror bool, gfn addr.GFN, goal a
 		}
 		if level == goal {
 			if !old.Present() || old.Leaf(level) {
-				return m.mapTarget(t, v, p, i, gfn, pfn, old)
+				return m.mapTarget(t, v, p, i, pfn, old)
 			}
 			// A page table where a huge leaf is wanted. The direct root
 			// would replace it (huge page adjustment); the mirror root
@@ -195,7 +198,7 @@ func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, mirror bool, gfn addr.GFN, goal a
 				// A huge leaf above the goal: mainline never maps private
 				// memory huge, and splitting it here would need write
 				// mmu_lock (tdp_mmu.c: KVM_BUG_ON on a mirror root).
-				if mirror {
+				if root == MirrorRoot {
 					return 0, m.vm.Bug(t, fmt.Sprintf("fault at %s would split a present huge mirror SPTE at level %s", gfn, level))
 				}
 				return RetRetry, nil
@@ -204,7 +207,7 @@ func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, mirror bool, gfn addr.GFN, goal a
 			continue
 		}
 		base := gfn &^ addr.GFN(level.Pages()-1)
-		child, err := m.allocPage(t, v, level-1, base, mirror, mirror)
+		child, err := m.allocPage(t, v, root, level-1, base)
 		if err != nil {
 			return 0, err
 		}
@@ -219,59 +222,32 @@ func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, mirror bool, gfn addr.GFN, goal a
 	}
 }
 
-// link is tdp_mmu_link_sp(): publish child below entry i of p. The entry
-// is frozen while the child pointer is published and, for a mirror table,
-// while TDH.MEM.SEPT.ADD adds the S-EPT page; then the non-leaf SPTE is
-// written. (The kernel's direct-root link is a single cmpxchg of an SPTE
-// that carries the child's PFN; the model freezes there too, because its
-// child pointer lives beside the SPTE.)
+// link is tdp_mmu_link_sp(): publish child below entry i of p (for a
+// mirror table, TDH.MEM.SEPT.ADD adds its S-EPT page first), through
+// changeSPTE.
 func (m *MMU) link(t *sched.Thread, v *VCPU, p *page, i int, old SPTE, child *page) error {
-	if !p.cas(i, old, FrozenSPTE) {
-		return errno.New("tdp_mmu_link_sp", errno.EBUSY, "lost the race for the entry")
-	}
-	p.children[i].Store(child)
-	if p.mirror {
-		if err := m.ext.LinkExternalSPT(t, v, p.entryGFN(i), p.level, child.external); err != nil {
-			p.children[i].Store(nil)
-			p.store(i, old)
-			return err
-		}
-	}
-	p.store(i, makeNonLeaf(child.pfn))
-	m.emit(t, "link", p.entryGFN(i), p.level, child.pfn, p.mirror, "")
-	return nil
+	return m.changeSPTE(t, v, spteChange{p: p, i: i, old: old, new: makeNonLeaf(child.pfn), child: child})
 }
 
 // mapTarget is tdp_mmu_map_handle_target_level(): a present leaf is
-// spurious; otherwise install the leaf atomically. For a mirror entry that
-// is set_external_spte_present(): freeze, map in the S-EPT, then publish
-// (or put the old value back on failure). A huge leaf maps the PFN
-// rounded down to the level, as kvm_mmu_hugepage_adjust() does
+// spurious; otherwise install the leaf through changeSPTE (for a mirror
+// entry that is set_external_spte_present(): freeze, map in the S-EPT,
+// then publish, or put the old value back on failure). A huge leaf maps
+// the PFN rounded down to the level, as kvm_mmu_hugepage_adjust() does
 // (fault->pfn &= ~mask); guest_memfd's mapping order guarantees that GFN
 // and PFN agree in alignment, the folio's order does not.
-func (m *MMU) mapTarget(t *sched.Thread, v *VCPU, p *page, i int, gfn addr.GFN, pfn addr.PFN, old SPTE) (Result, error) {
+func (m *MMU) mapTarget(t *sched.Thread, v *VCPU, p *page, i int, pfn addr.PFN, old SPTE) (Result, error) {
 	level := p.level
 	if old.Present() {
 		return RetSpurious, nil
 	}
 	pfn &^= addr.PFN(level.Pages() - 1)
-	newSPTE := makeLeaf(pfn, level)
-	if p.mirror {
-		if !p.cas(i, old, FrozenSPTE) {
-			return RetRetry, nil
-		}
-		if err := m.ext.SetExternalSPTE(t, v, p.entryGFN(i), level, pfn); err != nil {
-			p.store(i, old)
-			if isBusy(err) {
-				return RetRetry, nil
-			}
-			return 0, err
-		}
-		p.store(i, newSPTE)
-	} else if !p.cas(i, old, newSPTE) {
+	err := m.changeSPTE(t, v, spteChange{p: p, i: i, old: old, new: makeLeaf(pfn, level)})
+	switch {
+	case isBusy(err):
 		return RetRetry, nil
+	case err != nil:
+		return 0, err
 	}
-	m.countMap(p.mirror, level, 1)
-	m.emit(t, "map", p.entryGFN(i), level, pfn, p.mirror, "")
 	return RetFixed, nil
 }

@@ -88,7 +88,7 @@ type page struct {
 	gfn      addr.GFN                   // first GFN the table maps (direct root: with the shared bit)
 	pfn      addr.PFN                   // the host page holding spt
 	external addr.PFN                   // sp->external_spt (mirror, below the root)
-	mirror   bool
+	root     Root
 	hasExt   bool
 }
 
@@ -146,14 +146,16 @@ type counters struct {
 
 // MMU is one VM's TDP MMU.
 type MMU struct {
-	vm     *kvm.VM
-	mem    *hostmem.Memory
-	lock   *sched.RWLock
-	cfg    Config
-	ext    External // nil: no mirrored TDP
-	sink   event.Sink
-	direct *page
-	mirror *page
+	vm   *kvm.VM
+	mem  *hostmem.Memory
+	lock *sched.RWLock
+	cfg  Config
+	ext  External // nil: no mirrored TDP
+	sink event.Sink
+	// roots are read without mmu_lock (a vCPU's Load checks them before
+	// taking it; views read them at any time), so they are atomic, as the
+	// kernel reads root lists under RCU.
+	roots  [rootCount]atomic.Pointer[page]
 	vcpus  []*VCPU
 	spSrc  hostmem.Source
 	extSrc hostmem.Source
@@ -217,18 +219,10 @@ func (m *MMU) Stats() Stats {
 	return s
 }
 
-func rootIndex(mirror bool) int {
-	if mirror {
-		return 1
-	}
-	return 0
-}
-
-func (m *MMU) countMap(mirror bool, level addr.Level, d int64) {
+func (m *MMU) countMap(r Root, level addr.Level, d int64) {
 	if level > addr.Level1G {
 		return
 	}
-	r := rootIndex(mirror)
 	n := m.c.mapped[r][level].Add(d)
 	for {
 		p := m.c.peak[r][level].Load()
@@ -238,9 +232,9 @@ func (m *MMU) countMap(mirror bool, level addr.Level, d int64) {
 	}
 }
 
-func (m *MMU) emit(t *sched.Thread, name string, gfn addr.GFN, level addr.Level, pfn addr.PFN, mirror bool, detail string) {
+func (m *MMU) emit(t *sched.Thread, name string, gfn addr.GFN, level addr.Level, pfn addr.PFN, r Root, detail string) {
 	ev := event.Event{Kind: event.KindMMU, Name: name, Detail: detail,
-		Args: [4]uint64{uint64(gfn), uint64(level), uint64(pfn), uint64(rootIndex(mirror))}}
+		Args: [4]uint64{uint64(gfn), uint64(level), uint64(pfn), uint64(r)}}
 	t.Stamp(&ev)
 	m.sink.Emit(ev)
 }
@@ -301,7 +295,7 @@ func (v *VCPU) TopUp(t *sched.Thread) error {
 // mirror root for a TD, and the direct root. The caches must be topped up.
 func (v *VCPU) Load(t *sched.Thread) error {
 	m := v.m
-	if m.direct != nil && (m.mirror != nil || !m.Mirrored()) {
+	if m.loaded() {
 		return nil
 	}
 	if err := v.TopUp(t); err != nil {
@@ -312,35 +306,48 @@ func (v *VCPU) Load(t *sched.Thread) error {
 	if m.destroyed {
 		return errno.New("kvm_mmu_load", errno.EIO, "the VM's MMU was destroyed")
 	}
-	if m.Mirrored() && m.mirror == nil {
-		r, err := m.allocPage(t, v, RootLevel, 0, true, false)
+	for _, r := range m.rootTypes() {
+		if m.root(r) != nil {
+			continue
+		}
+		p, err := m.allocPage(t, v, r, RootLevel, 0)
 		if err != nil {
 			return err
 		}
-		m.mirror = r
-	}
-	if m.direct == nil {
-		r, err := m.allocPage(t, v, RootLevel, 0, false, false)
-		if err != nil {
-			return err
-		}
-		m.direct = r
+		m.roots[r].Store(p)
 	}
 	return nil
 }
 
+// loaded reports whether every root the VM has exists.
+func (m *MMU) loaded() bool {
+	for _, r := range m.rootTypes() {
+		if m.root(r) == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// rootTypes are the roots the VM has, in the order kvm_mmu_load allocates
+// them: the mirror root first for a TD, then the direct root.
+func (m *MMU) rootTypes() []Root {
+	if m.Mirrored() {
+		return []Root{MirrorRoot, DirectRoot}
+	}
+	return []Root{DirectRoot}
+}
+
 // allocPage is tdp_mmu_alloc_sp() (+ kvm_mmu_alloc_external_spt for a
-// mirror table below the root): pages from the vCPU's caches, no sleeping.
-func (m *MMU) allocPage(t *sched.Thread, v *VCPU, level addr.Level, gfn addr.GFN, mirror, external bool) (*page, error) {
+// mirror table below the root, the S-EPT page TDH.MEM.SEPT.ADD will add):
+// pages from the vCPU's caches, no sleeping.
+func (m *MMU) allocPage(t *sched.Thread, v *VCPU, r Root, level addr.Level, gfn addr.GFN) (*page, error) {
 	pfn, err := v.PageCache.Take(t)
 	if err != nil {
 		return nil, err
 	}
-	p := &page{level: level, gfn: gfn, pfn: pfn, mirror: mirror}
-	if level > addr.Level4K {
-		p.children = new([512]atomic.Pointer[page])
-	}
-	if external {
+	p := newPage(r, level, gfn, pfn)
+	if r == MirrorRoot && level < RootLevel {
 		ext, err := v.ExternalSPTCache.Take(t)
 		if err != nil {
 			_ = m.mem.Free(t, pfn, m.spSrc)
@@ -348,8 +355,18 @@ func (m *MMU) allocPage(t *sched.Thread, v *VCPU, level addr.Level, gfn addr.GFN
 		}
 		p.external, p.hasExt = ext, true
 	}
-	m.c.tables[rootIndex(mirror)].Add(1)
+	m.c.tables[r].Add(1)
 	return p, nil
+}
+
+// newPage is a page table in root r whose entries are at level, held in
+// the host page pfn, with no entries yet.
+func newPage(r Root, level addr.Level, gfn addr.GFN, pfn addr.PFN) *page {
+	p := &page{level: level, gfn: gfn, pfn: pfn, root: r}
+	if level > addr.Level4K {
+		p.children = new([512]atomic.Pointer[page])
+	}
+	return p
 }
 
 // freePage is tdp_mmu_free_sp(): both pages go back to the host.
@@ -359,7 +376,7 @@ func (m *MMU) freePage(t *sched.Thread, p *page) {
 		p.hasExt = false
 	}
 	_ = m.mem.Free(t, p.pfn, m.spSrc)
-	m.c.tables[rootIndex(p.mirror)].Add(-1)
+	m.c.tables[p.root].Add(-1)
 }
 
 // Leaf is a present leaf SPTE, for read-only views.
@@ -369,49 +386,23 @@ type Leaf struct {
 	PFN   addr.PFN
 }
 
-// Lookup returns the leaf mapping gfn in the mirror (private) or direct
-// root. For the direct root of a TD, gfn carries the shared bit.
-func (m *MMU) Lookup(mirror bool, gfn addr.GFN) (Leaf, bool) {
-	p := m.root(mirror)
-	for p != nil {
-		i := spteIndex(gfn, p.level)
-		s := p.load(i)
-		if !s.Present() {
-			return Leaf{}, false
-		}
-		if s.Leaf(p.level) {
-			return Leaf{GFN: p.entryGFN(i), Level: p.level, PFN: s.PFN()}, true
-		}
-		p = p.child(i)
+// Lookup returns the leaf mapping gfn in root r. For the direct root of a
+// TD, gfn carries the shared bit.
+func (m *MMU) Lookup(r Root, gfn addr.GFN) (Leaf, bool) {
+	for e := range leaves(m.root(r), gfn, gfn+1) {
+		return e.leaf(), true
 	}
 	return Leaf{}, false
 }
 
-// Leaves calls fn for every present leaf of a root, in GFN order, until fn
+// Leaves calls fn for every present leaf of root r, in GFN order, until fn
 // returns false.
-func (m *MMU) Leaves(mirror bool, fn func(Leaf) bool) {
-	if r := m.root(mirror); r != nil {
-		walkLeaves(r, fn)
-	}
-}
-
-func walkLeaves(p *page, fn func(Leaf) bool) bool {
-	for i := range 512 {
-		s := p.load(i)
-		if !s.Present() {
-			continue
-		}
-		if s.Leaf(p.level) {
-			if !fn(Leaf{GFN: p.entryGFN(i), Level: p.level, PFN: s.PFN()}) {
-				return false
-			}
-			continue
-		}
-		if c := p.child(i); c != nil && !walkLeaves(c, fn) {
-			return false
+func (m *MMU) Leaves(r Root, fn func(Leaf) bool) {
+	for e := range leaves(m.root(r), 0, allGFNs) {
+		if !fn(e.leaf()) {
+			return
 		}
 	}
-	return true
 }
 
 // Table is a page-table page, for read-only views.
@@ -423,38 +414,36 @@ type Table struct {
 	HasExt   bool
 }
 
-// Tables calls fn for every page-table page of a root, parents first.
-func (m *MMU) Tables(mirror bool, fn func(Table)) {
-	var walk func(p *page)
-	walk = func(p *page) {
-		fn(Table{GFN: p.gfn, Level: p.level, PFN: p.pfn, External: p.external, HasExt: p.hasExt})
-		for i := range 512 {
-			if s := p.load(i); s.Present() && !s.Leaf(p.level) {
-				if c := p.child(i); c != nil {
-					walk(c)
-				}
+// Tables calls fn for every page-table page of root r, parents first.
+func (m *MMU) Tables(r Root, fn func(Table)) {
+	p := m.root(r)
+	if p == nil {
+		return
+	}
+	fn(p.table())
+	for e := range walk(p, 0, allGFNs) {
+		if !e.old.Leaf(e.p.level) {
+			if c := e.p.child(e.i); c != nil {
+				fn(c.table())
 			}
 		}
 	}
-	if r := m.root(mirror); r != nil {
-		walk(r)
-	}
 }
 
-func (m *MMU) root(mirror bool) *page {
-	if mirror {
-		return m.mirror
-	}
-	return m.direct
+func (p *page) table() Table {
+	return Table{GFN: p.gfn, Level: p.level, PFN: p.pfn, External: p.external, HasExt: p.hasExt}
 }
+
+// root returns root r's top page table, nil before Load or after Destroy.
+func (m *MMU) root(r Root) *page { return m.roots[r].Load() }
 
 // isBusy reports a hook's "try again" (-EBUSY).
 func isBusy(err error) bool { return errors.Is(err, errno.EBUSY) }
 
 // rootGFN maps a memslot GFN into the root that holds it: the direct root
 // of a TD maps shared GPAs with the shared bit set (kvm_gfn_root_bits).
-func (m *MMU) rootGFN(mirror bool, gfn addr.GFN) addr.GFN {
-	if mirror {
+func (m *MMU) rootGFN(r Root, gfn addr.GFN) addr.GFN {
+	if r == MirrorRoot {
 		return gfn
 	}
 	return gfn | m.vm.SharedBit()

@@ -111,7 +111,7 @@ func TestDirectOnlyFaultAndZap(t *testing.T) {
 		m.UnmapGFNRange(th, gmem.Range{Slot: vm.SlotAt(0x11), Start: 0x11, End: 0x12, Filter: gmem.FilterPrivate})
 		vm.MMULock().Unlock(th)
 		for gfn, want := range map[addr.GFN]bool{0x10: true, 0x11: false, 0x12: true} {
-			if _, ok := m.Lookup(false, gfn); ok != want {
+			if _, ok := m.Lookup(mmu.DirectRoot, gfn); ok != want {
 				t.Errorf("gfn %#x mapped = %v, want %v", uint64(gfn), ok, want)
 			}
 		}

@@ -2,8 +2,6 @@ package mmu
 
 import (
 	"errors"
-	"fmt"
-	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -62,17 +60,8 @@ func (m *MMU) SplitCrossBoundary(t *sched.Thread, r gmem.Range) error {
 
 // hugeLeafAt finds the present huge mirror leaf covering gfn.
 func (m *MMU) hugeLeafAt(gfn addr.GFN) (*page, int, bool) {
-	p := m.mirror
-	for p != nil && p.level > addr.Level4K {
-		i := spteIndex(gfn, p.level)
-		s := p.load(i)
-		if !s.Present() {
-			return nil, 0, false
-		}
-		if s.Leaf(p.level) {
-			return p, i, true
-		}
-		p = p.child(i)
+	for e := range leaves(m.root(MirrorRoot), gfn, gfn+1) {
+		return e.p, e.i, e.level() > addr.Level4K
 	}
 	return nil, 0, false
 }
@@ -94,7 +83,7 @@ func (m *MMU) splitLeaf(t *sched.Thread, p *page, i int) error {
 	old := p.load(i)
 	level := p.level
 	gfn := p.entryGFN(i)
-	if !p.mirror || !old.Present() || !old.Leaf(level) || level == addr.Level4K {
+	if p.root != MirrorRoot || !old.Present() || !old.Leaf(level) || level == addr.Level4K {
 		return errno.Newf(op, errno.EINVAL, "%s at level %s is not a huge mirror leaf", gfn, level)
 	}
 	if !m.lock.HeldWrite(t) {
@@ -105,25 +94,18 @@ func (m *MMU) splitLeaf(t *sched.Thread, p *page, i int) error {
 	}
 	ptPFN, _ := m.splitPT.Take(t)
 	extPFN, _ := m.splitExt.Take(t)
-	child := &page{level: level - 1, gfn: gfn, pfn: ptPFN, external: extPFN, hasExt: true, mirror: true}
-	if child.level > addr.Level4K {
-		child.children = new([512]atomic.Pointer[page])
-	}
+	child := newPage(MirrorRoot, level-1, gfn, ptPFN)
+	child.external, child.hasExt = extPFN, true
+	// The child is not reachable yet, so its entries are plain writes,
+	// as tdp_mmu_split_huge_page() fills sp->spt before linking it.
 	base, step := old.PFN(), addr.PFN((level - 1).Pages())
 	for k := range 512 {
 		child.store(k, makeLeaf(base+addr.PFN(k)*step, level-1))
 	}
-	if err := m.ext.SplitExternalSPTE(t, gfn, level, base, extPFN); err != nil {
+	if err := m.changeSPTE(t, nil, spteChange{p: p, i: i, old: old, new: makeNonLeaf(ptPFN), child: child}); err != nil {
 		m.splitPT.Return(ptPFN)
 		m.splitExt.Return(extPFN)
 		return err
 	}
-	p.children[i].Store(child)
-	p.store(i, makeNonLeaf(ptPFN))
-	m.c.tables[1].Add(1)
-	m.countMap(true, level, -1)
-	m.countMap(true, level-1, 512)
-	m.c.splits[level].Add(1)
-	m.emit(t, "split", gfn, level, base, true, fmt.Sprintf("into %d leaves at %s", 512, level-1))
 	return nil
 }

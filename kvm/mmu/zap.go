@@ -31,14 +31,14 @@ func (m *MMU) UnmapGFNRange(t *sched.Thread, r gmem.Range) bool {
 	flush := false
 	if m.Mirrored() {
 		if r.Filter&gmem.FilterPrivate != 0 {
-			flush = m.zapLeafs(t, true, r.Start, r.End) || flush
+			flush = m.zapLeafs(t, MirrorRoot, r.Start, r.End) || flush
 		}
 		if r.Filter&gmem.FilterShared != 0 {
-			flush = m.zapLeafs(t, false, r.Start, r.End) || flush
+			flush = m.zapLeafs(t, DirectRoot, r.Start, r.End) || flush
 		}
 		return flush
 	}
-	return m.zapLeafs(t, false, r.Start, r.End)
+	return m.zapLeafs(t, DirectRoot, r.Start, r.End)
 }
 
 // FlushShadowMemslot zaps every leaf the slot mapped, private and shared,
@@ -51,9 +51,9 @@ func (m *MMU) FlushShadowMemslot(t *sched.Thread, s *kvm.Memslot) {
 	defer m.lock.Unlock(t)
 	flush := false
 	if m.Mirrored() {
-		flush = m.zapLeafs(t, true, s.BaseGFN(), s.EndGFN())
+		flush = m.zapLeafs(t, MirrorRoot, s.BaseGFN(), s.EndGFN())
 	}
-	flush = m.zapLeafs(t, false, s.BaseGFN(), s.EndGFN()) || flush
+	flush = m.zapLeafs(t, DirectRoot, s.BaseGFN(), s.EndGFN()) || flush
 	if flush {
 		m.FlushRemoteTLBs(t)
 	}
@@ -70,8 +70,8 @@ func (m *MMU) FlushRemoteTLBs(t *sched.Thread) { m.c.flushes.Add(1) }
 func (m *MMU) ZapAll(t *sched.Thread) {
 	m.lock.Lock(t)
 	defer m.lock.Unlock(t)
-	if m.direct != nil {
-		m.zapRoot(t, m.direct)
+	if r := m.root(DirectRoot); r != nil {
+		m.zapRoot(t, r)
 	}
 }
 
@@ -82,9 +82,9 @@ func (m *MMU) ZapAll(t *sched.Thread) {
 func (m *MMU) ZapGFNRange(t *sched.Thread, start, end addr.GFN) {
 	m.lock.Lock(t)
 	defer m.lock.Unlock(t)
-	flush := m.zapLeafs(t, false, start, end)
+	flush := m.zapLeafs(t, DirectRoot, start, end)
 	if m.Mirrored() && m.cfg.ZapPrivateOnNotifier {
-		flush = m.zapLeafs(t, true, start, end) || flush
+		flush = m.zapLeafs(t, MirrorRoot, start, end) || flush
 	}
 	if flush {
 		m.FlushRemoteTLBs(t)
@@ -96,109 +96,51 @@ func (m *MMU) ZapGFNRange(t *sched.Thread, start, end addr.GFN) {
 // non-atomic tdp_mmu_set_spte(), and a mirror leaf is then removed from the
 // S-EPT (remove_external_spte; its failure is the hook's KVM_BUG_ON, and
 // zapping goes on). It reports whether anything was zapped.
-func (m *MMU) zapLeafs(t *sched.Thread, mirror bool, start, end addr.GFN) bool {
-	r := m.root(mirror)
-	if r == nil || start >= end {
+func (m *MMU) zapLeafs(t *sched.Thread, r Root, start, end addr.GFN) bool {
+	if start >= end {
 		return false
 	}
-	return m.zapLeafsIn(t, r, m.rootGFN(mirror, start), m.rootGFN(mirror, end-1)+1)
-}
-
-func (m *MMU) zapLeafsIn(t *sched.Thread, p *page, start, end addr.GFN) bool {
-	span := addr.GFN(p.level.Pages())
-	lo, hi := 0, 511
-	if start > p.gfn {
-		lo = int((start - p.gfn) / span)
-	}
-	if last := p.gfn + 512*span - 1; end-1 < last {
-		hi = int((end - 1 - p.gfn) / span)
-	}
 	zapped := false
-	for i := lo; i <= hi; i++ {
-		old := p.load(i)
-		if !old.Present() {
-			continue
-		}
-		if !old.Leaf(p.level) {
-			if c := p.child(i); c != nil && m.zapLeafsIn(t, c, start, end) {
-				zapped = true
-			}
-			continue
-		}
-		m.zapLeaf(t, p, i, old)
+	for e := range leaves(m.root(r), m.rootGFN(r, start), m.rootGFN(r, end-1)+1) {
+		m.zapSPTE(t, e.p, e.i, e.old)
 		zapped = true
 	}
 	return zapped
 }
 
-// zapLeaf clears one present leaf under the write lock and, for a mirror
-// leaf, removes it from the S-EPT.
-func (m *MMU) zapLeaf(t *sched.Thread, p *page, i int, old SPTE) {
-	p.store(i, NonPresent)
-	m.countMap(p.mirror, p.level, -1)
-	m.c.zapped.Add(1)
-	gfn := p.entryGFN(i)
-	m.emit(t, "zap", gfn, p.level, old.PFN(), p.mirror, "")
-	if p.mirror {
-		_ = m.ext.RemoveExternalSPTE(t, gfn, p.level, old.PFN())
-	}
+// zapSPTE makes one present entry non-present under the write lock through
+// changeSPTE, which for a mirror leaf also removes it from the S-EPT and
+// for a table removes the table below (handleRemovedPT).
+func (m *MMU) zapSPTE(t *sched.Thread, p *page, i int, old SPTE) {
+	_ = m.changeSPTE(t, nil, spteChange{p: p, i: i, old: old, new: NonPresent})
 }
 
 // zapRoot is tdp_mmu_zap_root(): every entry of the root goes, page tables
 // with their leaves (handle_removed_pt), under mmu_lock for write.
 func (m *MMU) zapRoot(t *sched.Thread, r *page) {
-	for i := range 512 {
-		old := r.load(i)
-		if !old.Present() {
-			continue
-		}
-		if old.Leaf(r.level) {
-			m.zapLeaf(t, r, i, old)
-			continue
-		}
-		r.store(i, NonPresent)
-		c := r.child(i)
-		r.children[i].Store(nil)
-		if c != nil {
-			m.removePT(t, c)
-		}
+	for e := range r.present() {
+		m.zapSPTE(t, r, e.i, e.old)
 	}
 }
 
-// removePT is handle_removed_pt() with exclusive mmu_lock: every entry is
-// frozen, leaves are removed (from the S-EPT too, for a mirror table) and
-// child tables recursively; then a mirror table's S-EPT page is reclaimed
-// with free_external_spt (a failure leaks it, as the kernel does) and
-// KVM's pages are freed.
-func (m *MMU) removePT(t *sched.Thread, p *page) {
-	for i := range 512 {
-		old := p.load(i)
-		if !old.Present() {
-			continue
-		}
-		p.store(i, FrozenSPTE)
-		if old.Leaf(p.level) {
-			m.countMap(p.mirror, p.level, -1)
-			m.c.zapped.Add(1)
-			m.emit(t, "zap", p.entryGFN(i), p.level, old.PFN(), p.mirror, "")
-			if p.mirror {
-				_ = m.ext.RemoveExternalSPTE(t, p.entryGFN(i), p.level, old.PFN())
-			}
-			continue
-		}
-		if c := p.child(i); c != nil {
-			p.children[i].Store(nil)
-			m.removePT(t, c)
-		}
+// handleRemovedPT is handle_removed_pt() with exclusive mmu_lock, for a
+// table already unlinked from its parent: every entry is frozen through
+// changeSPTE, so leaves are removed (from the S-EPT too, for a mirror
+// table) and child tables recursively; then a mirror table's S-EPT page
+// is reclaimed with free_external_spt (a failure leaks it, as the kernel
+// does) and KVM's pages are freed.
+func (m *MMU) handleRemovedPT(t *sched.Thread, p *page) {
+	for e := range p.present() {
+		_ = m.changeSPTE(t, nil, spteChange{p: p, i: e.i, old: e.old, new: FrozenSPTE})
 	}
-	if p.mirror && p.hasExt {
+	if p.root == MirrorRoot && p.hasExt {
 		if err := m.ext.FreeExternalSPT(t, p.gfn, p.level+1, p.external); err != nil {
 			m.c.leakedExt.Add(1)
-			m.emit(t, "leak_external_spt", p.gfn, p.level+1, p.external, true, err.Error())
+			m.emit(t, "leak_external_spt", p.gfn, p.level+1, p.external, MirrorRoot, err.Error())
 			p.hasExt = false // sp->external_spt = NULL: leaked
 		}
 	}
-	m.emit(t, "free_pt", p.gfn, p.level, p.pfn, p.mirror, "")
+	m.emit(t, "free_pt", p.gfn, p.level, p.pfn, p.root, "")
 	m.freePage(t, p)
 }
 
@@ -209,18 +151,14 @@ func (m *MMU) removePT(t *sched.Thread, p *page) {
 // (kvm_mmu_destroy, kvm_mmu_free_memory_caches).
 func (m *MMU) Destroy(t *sched.Thread) {
 	m.lock.Lock(t)
-	for _, mirror := range []bool{false, true} {
-		r := m.root(mirror)
+	for _, root := range []Root{DirectRoot, MirrorRoot} {
+		r := m.root(root)
 		if r == nil {
 			continue
 		}
 		m.zapRoot(t, r)
 		m.freePage(t, r)
-		if mirror {
-			m.mirror = nil
-		} else {
-			m.direct = nil
-		}
+		m.roots[root].Store(nil)
 	}
 	m.destroyed = true
 	m.lock.Unlock(t)

@@ -296,8 +296,8 @@ func TestDynamicPAMTAccounting(t *testing.T) {
 		// Every 2M physical range holding a TD page has a pair and a
 		// refcount equal to the TD pages in it.
 		want := map[uint64]int32{}
-		e.td.MMU().Leaves(true, func(l mmu.Leaf) bool { want[uint64(l.PFN>>9)]++; return true })
-		e.td.MMU().Tables(true, func(tb mmu.Table) {
+		e.td.MMU().Leaves(mmu.MirrorRoot, func(l mmu.Leaf) bool { want[uint64(l.PFN>>9)]++; return true })
+		e.td.MMU().Tables(mmu.MirrorRoot, func(tb mmu.Table) {
 			if tb.HasExt {
 				want[uint64(tb.External>>9)]++
 			}

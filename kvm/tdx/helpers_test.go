@@ -156,7 +156,7 @@ func accept(th *sched.Thread, v *tdx.VCPU, gpa, size uint64) error {
 
 // mirrorLeaf reports the mirror root's 4K leaf at gpa.
 func (e *env) mirrorLeaf(gpa uint64) (mmu.Leaf, bool) {
-	return e.td.MMU().Lookup(true, addr.GPA(gpa).GFN())
+	return e.td.MMU().Lookup(mmu.MirrorRoot, addr.GPA(gpa).GFN())
 }
 
 // septMapped reports whether the S-EPT maps gpa with a 4K leaf, and where.

@@ -50,7 +50,7 @@ func (e *env) onVCPU0(th *sched.Thread, fn func(vt *sched.Thread, v *tdx.VCPU) e
 
 // leafAt is the mirror leaf covering gpa.
 func (e *env) leafAt(gpa uint64) (mmu.Leaf, bool) {
-	return e.td.MMU().Lookup(true, addr.GPA(gpa).GFN())
+	return e.td.MMU().Lookup(mmu.MirrorRoot, addr.GPA(gpa).GFN())
 }
 
 // wantLevel checks the mirror maps gpa with a leaf of level.
@@ -66,7 +66,7 @@ func (e *env) wantLevel(gpa uint64, level addr.Level) {
 // GPA, level and HPA.
 func (e *env) agreeLeaves() {
 	e.t.Helper()
-	e.td.MMU().Leaves(true, func(l mmu.Leaf) bool {
+	e.td.MMU().Leaves(mmu.MirrorRoot, func(l mmu.Leaf) bool {
 		ent, ok := e.mod.Lookup(e.td.TDR(), l.GFN.GPA())
 		if !ok || ent.Level != l.Level || ent.HPA != l.PFN.HPA() {
 			e.t.Errorf("mirror leaf %s %s %s, S-EPT %+v", l.GFN, l.Level, l.PFN, ent)

@@ -159,13 +159,13 @@ func (td *TD) HKID() int { return td.hkid }
 // with DPAMTRef.
 func (td *TD) DPAMTNeeded() map[addr.PFN]int32 {
 	want := map[addr.PFN]int32{}
-	td.mmu.Leaves(true, func(l mmu.Leaf) bool {
+	td.mmu.Leaves(mmu.MirrorRoot, func(l mmu.Leaf) bool {
 		if l.Level == addr.Level4K {
 			want[l.PFN>>9]++
 		}
 		return true
 	})
-	td.mmu.Tables(true, func(tb mmu.Table) {
+	td.mmu.Tables(mmu.MirrorRoot, func(tb mmu.Table) {
 		if tb.HasExt {
 			want[tb.External>>9]++
 		}

@@ -257,7 +257,7 @@ func (v *VCPU) access(t *sched.Thread, gpa addr.GPA, write bool, tag hostmem.Tag
 		}
 		if shared {
 			// The CPU walks the shared EPT: KVM's direct root.
-			if l, ok := td.mmu.Lookup(false, gpa.GFN()); ok {
+			if l, ok := td.mmu.Lookup(mmu.DirectRoot, gpa.GFN()); ok {
 				pfn := l.PFN + addr.PFN(gpa.GFN()-l.GFN)
 				if write {
 					return tag, td.h.Mem.SetTag(t, pfn, tag)

@@ -197,7 +197,7 @@ func TestMirrorRootNeverReplaced(t *testing.T) {
 	runClean(t, opts{seed: 6, dynamic: true}, func(th *sched.Thread, e *env) {
 		acceptAndShare(t, th, e)
 		var root mmu.Table
-		e.td.MMU().Tables(true, func(tb mmu.Table) {
+		e.td.MMU().Tables(mmu.MirrorRoot, func(tb mmu.Table) {
 			if tb.Level == mmu.RootLevel {
 				root = tb
 			}
@@ -208,7 +208,7 @@ func TestMirrorRootNeverReplaced(t *testing.T) {
 			t.Fatal(err)
 		}
 		var after mmu.Table
-		e.td.MMU().Tables(true, func(tb mmu.Table) {
+		e.td.MMU().Tables(mmu.MirrorRoot, func(tb mmu.Table) {
 			if tb.Level == mmu.RootLevel {
 				after = tb
 			}
