@@ -449,7 +449,7 @@ func (f *File) allocate(t *sched.Thread, offset, length uint64) error {
 	defer f.pc.Unlock()
 	for index := offset >> pageShift; index < (offset+length)>>pageShift; {
 		if _, err := f.getFolio(t, index); err != nil {
-			return errno.Newf("fallocate", errno.ENOMEM, "folio for index %#x: %v", index, err)
+			return errno.Wrapf("fallocate", errno.ENOMEM, err, "folio for index %#x", index)
 		}
 		index = f.folioEnd(index)
 	}
@@ -618,7 +618,7 @@ func (f *File) punchHole(t *sched.Thread, start, end uint64) error {
 	begun := f.invalidateBegin(t, start, end)
 	if err := f.splitPrivate(t, start, end); err != nil {
 		f.invalidateEnd(t, begun)
-		return errno.Newf("fallocate(PUNCH_HOLE)", errno.Of(err), "splitting private mappings: %v", err)
+		return errno.Wrapf("fallocate(PUNCH_HOLE)", errno.Of(err), err, "splitting private mappings")
 	}
 	f.zap(t, start, end)
 	err := f.truncate(t, start, end, true)
@@ -663,7 +663,7 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 				continue
 			}
 			if err := f.release1(t, c.pfns[off], hostmem.SourceBuddy); err != nil {
-				return errno.Newf("truncate", errno.EBUSY, "index %#x: %v", i, err)
+				return errno.Wrapf("truncate", errno.EBUSY, err, "index %#x", i)
 			}
 			c.present.clear(off)
 			c.uptodate.clear(off)
@@ -692,11 +692,11 @@ func (f *File) freeHuge(t *sched.Thread, first uint64) error {
 	}
 	if fo, ok := f.mem.FolioOf(head); ok && fo.Order != f.pageOrder {
 		if err := f.mem.MergeFolio(t, head, f.pageOrder); err != nil {
-			return errno.Newf("truncate", errno.EAGAIN, "merging folio at index %#x: %v", first, err)
+			return errno.Wrapf("truncate", errno.EAGAIN, err, "merging folio at index %#x", first)
 		}
 	}
 	if err := f.release1(t, head, src); err != nil {
-		return errno.Newf("truncate", errno.EBUSY, "index %#x: %v", first, err)
+		return errno.Wrapf("truncate", errno.EBUSY, err, "index %#x", first)
 	}
 	for i := uint64(0); i < n; i += 512 {
 		delete(f.chunks, (first+i)>>9)
