@@ -812,7 +812,9 @@ func (f *File) Bind(t *sched.Thread, owner Owner, slot Slot, offset uint64) erro
 // Unbind detaches slot (kvm_gmem_unbind, on memslot deletion). Nothing to do
 // once the file was released.
 func (f *File) Unbind(t *sched.Thread, slot Slot) {
-	if f.released {
+	// Released takes f.pc: release sets the flag under it while a vCPU
+	// thread may unbind (a memslot deleted as the file goes).
+	if f.Released() {
 		return
 	}
 	f.invalidate.Lock(t)
