@@ -27,7 +27,7 @@ type PFN struct {
 //
 // The invalidate lock is not taken (v6.19): a racing truncation is caught
 // by the MMU invalidation sequence. An in-place file (the in-place
-// conversion series, seed 001's [5]) takes it shared, so that the page's
+// conversion series) takes it shared, so that the page's
 // shared/private state cannot change under the lookup. Errors: no file or
 // a released one (EFAULT); the index bound to another slot (EIO); a
 // poisoned folio (EHWPOISON); no memory (ENOMEM).
@@ -133,7 +133,7 @@ func (f *File) poisoned(index uint64) bool {
 
 // MappingOrder is the largest order KVM may map at gfn of slot, as if
 // GetPFN were called now, without allocating. guest_memfd is the owner of
-// this answer (seed 002); callers must not derive it from a folio. Kernel:
+// this answer; callers must not derive it from a folio. Kernel:
 // kvm_gmem_mapping_order() (HugeTLB series). It is 0 for a file of 4 KiB
 // folios; for a HugeTLB file it is the largest order (the page order, or 9
 // inside a 1 GiB file) whose aligned range of indexes is private, backed
