@@ -62,24 +62,42 @@ func (e Errno) String() string {
 // Error makes an Errno an error.
 func (e Errno) Error() string { return e.String() }
 
-// Error is a refused call: the operation, the errno the kernel returns, and
-// the rule that refused it, so that a user sees why and a test can compare
-// the errno alone with errors.Is.
+// Error is a refused call: the operation, the errno the kernel returns, the
+// rule that refused it, and the error that caused it (a failed allocation,
+// an injected fault), so that a user sees why and a caller can test the
+// errno or the cause with errors.Is.
 type Error struct {
 	Op    string // the ioctl or file operation, e.g. "KVM_SET_USER_MEMORY_REGION2"
 	Errno Errno
 	Rule  string // the rule, e.g. "guest_memfd_offset must be page aligned"
+	Err   error  // the cause, or nil; its text ends the message
 }
 
 func (e *Error) Error() string {
-	if e.Rule == "" {
-		return e.Op + ": " + e.Errno.String()
+	s := e.Op + ": " + e.Errno.String()
+	if e.Rule != "" {
+		s += ": " + e.Rule
 	}
-	return e.Op + ": " + e.Errno.String() + ": " + e.Rule
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
 }
 
-// Unwrap returns the Errno, so errors.Is(err, errno.EINVAL) works.
-func (e *Error) Unwrap() error { return e.Errno }
+// Unwrap returns the Errno and the cause, so errors.Is(err, errno.EINVAL)
+// and errors.Is(err, cause) both work.
+func (e *Error) Unwrap() []error {
+	if e.Err == nil {
+		return []error{e.Errno}
+	}
+	return []error{e.Errno, e.Err}
+}
+
+// Is reports whether target is e's Errno.
+func (e *Error) Is(target error) bool {
+	n, ok := target.(Errno)
+	return ok && n == e.Errno
+}
 
 // New returns an *Error.
 func New(op string, e Errno, rule string) error { return &Error{Op: op, Errno: e, Rule: rule} }
@@ -87,6 +105,15 @@ func New(op string, e Errno, rule string) error { return &Error{Op: op, Errno: e
 // Newf returns an *Error with a formatted rule.
 func Newf(op string, e Errno, format string, args ...any) error {
 	return &Error{Op: op, Errno: e, Rule: fmt.Sprintf(format, args...)}
+}
+
+// Wrap returns an *Error caused by cause: the message ends with cause's
+// text and errors.Is and errors.As see through to it.
+func Wrap(op string, e Errno, cause error) error { return &Error{Op: op, Errno: e, Err: cause} }
+
+// Wrapf is Wrap with a formatted rule before the cause.
+func Wrapf(op string, e Errno, cause error, format string, args ...any) error {
+	return &Error{Op: op, Errno: e, Rule: fmt.Sprintf(format, args...), Err: cause}
 }
 
 // Of returns the errno carried by err: 0 for nil, the Errno an *Error or a

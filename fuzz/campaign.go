@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/guest"
+	"github.com/tdxsim/tdxsim/inject"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
 )
@@ -42,18 +44,18 @@ func RunOne(f *scenario.File) Outcome {
 	for inv := range r.Checks.Failed {
 		set[inv] = true
 	}
-	if err != nil && errors.Is(err, scenario.ErrRun) && len(set) == 0 && !injectedENOMEM(r) {
+	if err != nil && errors.Is(err, scenario.ErrRun) && len(set) == 0 && !injectedENOMEM(err) {
 		set[StepError] = true
 	}
 	o.Broken = slices.Sorted(maps.Keys(set))
 	return o
 }
 
-// injectedENOMEM reports whether the run stopped with ENOMEM after an
+// injectedENOMEM reports whether the run stopped with ENOMEM caused by an
 // injected allocation failure: KVM's answer (-ENOMEM to the faulting
 // path, which the VMM cannot get past), not a finding.
-func injectedENOMEM(r *report.Run) bool {
-	return r.Injected[report.InjectedAllocFailed] > 0 && strings.Contains(r.Error, "ENOMEM")
+func injectedENOMEM(err error) bool {
+	return errors.Is(err, errno.ENOMEM) && errors.Is(err, inject.ErrAllocFailed)
 }
 
 func countSteps(steps []scenario.Step) int {

@@ -233,7 +233,7 @@ func (m *Mapping) Madvise(t *sched.Thread, off, length uint64, advice int) error
 	case MadvPopulateWrite:
 		for o := off &^ (PageSize - 1); o < off+length; o += PageSize {
 			if _, err := m.fault(t, o, true); err != nil {
-				return errno.Newf(op, errno.EFAULT, "populating offset %#x: %v", o, err)
+				return errno.Wrapf(op, errno.EFAULT, err, "populating offset %#x", o)
 			}
 		}
 	case MadvCollapse:

@@ -27,7 +27,7 @@ type PFN struct {
 //
 // The invalidate lock is not taken (v6.19): a racing truncation is caught
 // by the MMU invalidation sequence. An in-place file (the in-place
-// conversion series, seed 001's [5]) takes it shared, so that the page's
+// conversion series) takes it shared, so that the page's
 // shared/private state cannot change under the lookup. Errors: no file or
 // a released one (EFAULT); the index bound to another slot (EIO); a
 // poisoned folio (EHWPOISON); no memory (ENOMEM).
@@ -52,7 +52,7 @@ func GetPFN(t *sched.Thread, slot Slot, gfn addr.GFN) (PFN, error) {
 	}
 	pfn, err := f.getFolio(t, index)
 	if err != nil {
-		return PFN{}, errno.Newf(op, errno.ENOMEM, "index %#x: %v", index, err)
+		return PFN{}, errno.Wrapf(op, errno.ENOMEM, err, "index %#x", index)
 	}
 	c := f.chunks[index>>9]
 	if f.poisoned(index) {
@@ -133,7 +133,7 @@ func (f *File) poisoned(index uint64) bool {
 
 // MappingOrder is the largest order KVM may map at gfn of slot, as if
 // GetPFN were called now, without allocating. guest_memfd is the owner of
-// this answer (seed 002); callers must not derive it from a folio. Kernel:
+// this answer; callers must not derive it from a folio. Kernel:
 // kvm_gmem_mapping_order() (HugeTLB series). It is 0 for a file of 4 KiB
 // folios; for a HugeTLB file it is the largest order (the page order, or 9
 // inside a 1 GiB file) whose aligned range of indexes is private, backed
@@ -263,7 +263,7 @@ func (f *File) lookupForPopulate(t *sched.Thread, slot Slot, index uint64) (addr
 	}
 	pfn, err := f.getFolio(t, index)
 	if err != nil {
-		return 0, errno.Newf(op, errno.ENOMEM, "index %#x: %v", index, err)
+		return 0, errno.Wrapf(op, errno.ENOMEM, err, "index %#x", index)
 	}
 	if f.poisoned(index) {
 		return 0, errno.Newf(op, errno.EHWPOISON, "index %#x is hwpoisoned", index)
@@ -398,7 +398,7 @@ func (f *File) convert(t *sched.Thread, start, end, attrs uint64) (uint64, error
 			}
 		}
 		if err := f.splitPrivate(t, start, end); err != nil {
-			return start, errno.Newf(op, errno.Of(err), "splitting private mappings: %v", err)
+			return start, errno.Wrapf(op, errno.Of(err), err, "splitting private mappings")
 		}
 	}
 	f.zap(t, start, end)
@@ -433,7 +433,7 @@ func (f *File) restructure(t *sched.Thread, start, end uint64, toPrivate bool) e
 			return nil
 		}
 		if err := f.mem.MergeFolio(t, head, f.pageOrder); err != nil {
-			return errno.Newf("KVM_SET_MEMORY_ATTRIBUTES2", errno.EAGAIN, "merging folio at %#x: %v", first<<pageShift, err)
+			return errno.Wrapf("KVM_SET_MEMORY_ATTRIBUTES2", errno.EAGAIN, err, "merging folio at %#x", first<<pageShift)
 		}
 		for i := uint64(0); i < n; i += 512 {
 			c := f.chunks[(first+i)>>9]
@@ -448,9 +448,9 @@ func (f *File) restructure(t *sched.Thread, start, end uint64, toPrivate bool) e
 	}
 	if err := f.mem.SplitFolio(t, head, 0); err != nil {
 		if errors.Is(err, hostmem.ErrNoMemory) {
-			return errno.Newf("KVM_SET_MEMORY_ATTRIBUTES2", errno.ENOMEM, "splitting folio: %v", err)
+			return errno.Wrapf("KVM_SET_MEMORY_ATTRIBUTES2", errno.ENOMEM, err, "splitting folio")
 		}
-		return errno.Newf("KVM_SET_MEMORY_ATTRIBUTES2", errno.EAGAIN, "splitting folio at %#x: %v", first<<pageShift, err)
+		return errno.Wrapf("KVM_SET_MEMORY_ATTRIBUTES2", errno.EAGAIN, err, "splitting folio at %#x", first<<pageShift)
 	}
 	for i := uint64(0); i < n; i += 512 {
 		c := f.chunks[(first+i)>>9]

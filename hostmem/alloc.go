@@ -40,6 +40,7 @@ type Error struct {
 	PFN    addr.PFN
 	Rule   string
 	Err    error
+	Cause  error // what made it fail (an injected fault), or nil
 	Detail string
 }
 
@@ -51,7 +52,13 @@ func (e *Error) Error() string {
 	return s
 }
 
-func (e *Error) Unwrap() error { return e.Err }
+// Unwrap returns the error kind (ErrNoMemory, ...) and the cause, if any.
+func (e *Error) Unwrap() []error {
+	if e.Cause == nil {
+		return []error{e.Err}
+	}
+	return []error{e.Err, e.Cause}
+}
 
 // violation records a refused operation as a violation event and returns it.
 func (m *Memory) violation(t *sched.Thread, op string, pfn addr.PFN, rule string, err error, detail string) error {
@@ -78,8 +85,10 @@ func (m *Memory) Alloc(t *sched.Thread, r Request) (addr.PFN, error) {
 	if int(r.Account) >= len(m.accounts) {
 		return 0, &Error{Op: "alloc", Err: ErrBadRequest, Detail: fmt.Sprintf("unknown account %d", r.Account)}
 	}
-	if m.failAlloc != nil && m.failAlloc(m.sourceName(r.Source), r.Order) {
-		return 0, &Error{Op: "alloc", Err: ErrNoMemory, Detail: "injected allocation failure"}
+	if m.failAlloc != nil {
+		if cause := m.failAlloc(m.sourceName(r.Source), r.Order); cause != nil {
+			return 0, &Error{Op: "alloc", Err: ErrNoMemory, Cause: cause, Detail: cause.Error()}
+		}
 	}
 	if r.Source == 0 || int(r.Source) >= len(m.sources) {
 		return 0, &Error{Op: "alloc", Err: ErrBadRequest, Detail: fmt.Sprintf("unknown source %d", r.Source)}

@@ -106,7 +106,7 @@ type Memory struct {
 	sink  event.Sink
 	guard Guard
 	// failAlloc is fault injection (SetAllocFailer); nil for none.
-	failAlloc func(source string, order addr.Order) bool
+	failAlloc func(source string, order addr.Order) error
 
 	npages       addr.PFN
 	sections     []*section
@@ -193,9 +193,9 @@ func New(cfg Config, sink event.Sink) (*Memory, error) {
 
 // SetAllocFailer installs fault injection on allocations: fail is asked,
 // under the allocator's lock, about every allocation (the source's name
-// and the order) and makes it fail with ErrNoMemory when it says so. nil
-// removes it.
-func (m *Memory) SetAllocFailer(fail func(source string, order addr.Order) bool) {
+// and the order) and, when it returns an error, the allocation fails with
+// ErrNoMemory caused by that error. nil removes it.
+func (m *Memory) SetAllocFailer(fail func(source string, order addr.Order) error) {
 	m.mu.Lock()
 	m.failAlloc = fail
 	m.mu.Unlock()

@@ -1,5 +1,5 @@
-// Package inject is fault injection for runs and fuzz campaigns (issue
-// 10): TDX_OPERAND_BUSY at a chosen rate on any SEAMCALL leaf, the n-th
+// Package inject is fault injection for runs and fuzz campaigns:
+// TDX_OPERAND_BUSY at a chosen rate on any SEAMCALL leaf, the n-th
 // call of a leaf failing outright (a faulty TDX module), and the n-th
 // allocation from a cache or pool failing (a host out of memory in a
 // top-up). Decisions depend only on the seed and on how many calls came
@@ -7,6 +7,7 @@
 package inject
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -16,6 +17,30 @@ import (
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
+
+// The injected faults, for errors.Is: an error that an injected fault
+// caused wraps one of these, so a caller tells an injected failure from a
+// real one without reading its text.
+var (
+	ErrBusy        = errors.New("injected TDX_OPERAND_BUSY")
+	ErrLeafFailed  = errors.New("injected SEAMCALL failure")
+	ErrAllocFailed = errors.New("injected allocation failure")
+)
+
+// Fault is one injected SEAMCALL failure: the leaf, the status it returns
+// instead of running, and Err, ErrBusy or ErrLeafFailed.
+type Fault struct {
+	Leaf   tdxmodule.Leaf
+	Status tdxmodule.Status
+	Err    error
+}
+
+func (f *Fault) Error() string {
+	return f.Err.Error() + ": " + f.Leaf.String() + " " + f.Status.String()
+}
+
+// Unwrap returns ErrBusy or ErrLeafFailed.
+func (f *Fault) Unwrap() error { return f.Err }
 
 // Failure makes the Nth call (from 1) of Leaf fail with Status; Every > 0
 // repeats it every Every calls after that.
@@ -71,11 +96,20 @@ func New(cfg Config) *Injector {
 
 // SEAMCALL is a tdxmodule.Injector: it decides whether this call of leaf
 // fails and with which status.
-func (in *Injector) SEAMCALL(leaf tdxmodule.Leaf, _ tdxmodule.Regs) (tdxmodule.Status, bool) {
+func (in *Injector) SEAMCALL(leaf tdxmodule.Leaf, regs tdxmodule.Regs) (tdxmodule.Status, bool) {
+	if f := in.Decide(leaf, regs); f != nil {
+		return f.Status, true
+	}
+	return 0, false
+}
+
+// Decide decides whether this call of leaf fails: nil lets it run, a
+// *Fault says with which status and why.
+func (in *Injector) Decide(leaf tdxmodule.Leaf, _ tdxmodule.Regs) *Fault {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if int(leaf) >= len(in.calls) {
-		return 0, false
+		return nil
 	}
 	in.calls[leaf]++
 	k := in.calls[leaf]
@@ -83,21 +117,22 @@ func (in *Injector) SEAMCALL(leaf tdxmodule.Leaf, _ tdxmodule.Regs) (tdxmodule.S
 		if f.Leaf == leaf && (k == f.Nth || f.Every > 0 && k > f.Nth && (k-f.Nth)%f.Every == 0) {
 			name, _, _ := strings.Cut(f.Status.String(), "(") // without the operand
 			in.stats.Failed[leaf.String()+" "+name]++
-			return f.Status, true
+			return &Fault{Leaf: leaf, Status: f.Status, Err: ErrLeafFailed}
 		}
 	}
 	if in.cfg.Busy > 0 && (len(in.cfg.BusyLeaves) == 0 || slices.Contains(in.cfg.BusyLeaves, leaf)) &&
 		chance(in.cfg.Seed, uint64(leaf), k) < in.cfg.Busy {
 		in.stats.Busy++
-		return tdxmodule.OperandBusy, true
+		return &Fault{Leaf: leaf, Status: tdxmodule.OperandBusy, Err: ErrBusy}
 	}
-	return 0, false
+	return nil
 }
 
-// Alloc is a hostmem alloc failer.
-func (in *Injector) Alloc(source string, _ addr.Order) bool {
+// Alloc is a hostmem alloc failer: ErrAllocFailed when this allocation
+// fails, nil otherwise.
+func (in *Injector) Alloc(source string, _ addr.Order) error {
 	if len(in.cfg.AllocFail) == 0 {
-		return false
+		return nil
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -106,10 +141,10 @@ func (in *Injector) Alloc(source string, _ addr.Order) bool {
 	for _, f := range in.cfg.AllocFail {
 		if in.allocs[f.Source] == f.Nth && (f.Source == "" || f.Source == source) {
 			in.stats.AllocsFailed++
-			return true
+			return ErrAllocFailed
 		}
 	}
-	return false
+	return nil
 }
 
 // Stats returns what was injected so far.

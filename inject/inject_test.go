@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/tdxsim/tdxsim/tdxmodule"
@@ -61,7 +62,10 @@ func TestAllocAndParse(t *testing.T) {
 		if k%2 == 0 {
 			src = "kvm.mmu_shadow_page_cache"
 		}
-		if in.Alloc(src, 0) {
+		if err := in.Alloc(src, 0); err != nil {
+			if !errors.Is(err, ErrAllocFailed) {
+				t.Fatalf("allocation %d failed with %v, want ErrAllocFailed", k, err)
+			}
 			failed = append(failed, k)
 		}
 	}
@@ -83,5 +87,17 @@ func TestAllocAndParse(t *testing.T) {
 	}
 	if _, err := ParseStatus("TDX_NOPE"); err == nil {
 		t.Fatal("unknown status accepted")
+	}
+}
+
+func TestDecideNamesTheFault(t *testing.T) {
+	in := New(Config{Busy: 1, Fail: []Failure{{Leaf: tdxmodule.LeafMemPageDemote, Nth: 1, Status: tdxmodule.OperandInvalid}}})
+	f := in.Decide(tdxmodule.LeafMemPageDemote, tdxmodule.Regs{})
+	if f == nil || !errors.Is(f, ErrLeafFailed) || errors.Is(f, ErrBusy) || f.Status != tdxmodule.OperandInvalid {
+		t.Fatalf("fail entry: %v", f)
+	}
+	f = in.Decide(tdxmodule.LeafMemPageDemote, tdxmodule.Regs{})
+	if f == nil || !errors.Is(f, ErrBusy) || f.Status != tdxmodule.OperandBusy {
+		t.Fatalf("busy: %v", f)
 	}
 }

@@ -86,7 +86,7 @@ func (vm *VM) SetMemoryAttributes(t *sched.Thread, a MemoryAttributes) error {
 			if err := vm.SplitLocked(t, rs); err != nil {
 				vm.invalidateEndLocked()
 				vm.mmuLock.Unlock(t)
-				return errno.Newf(op, errno.Of(err), "splitting private huge mappings: %v", err)
+				return errno.Wrapf(op, errno.Of(err), err, "splitting private huge mappings")
 			}
 		}
 		flush := false

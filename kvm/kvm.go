@@ -202,7 +202,7 @@ func (s *System) CreateVM(t *sched.Thread, typ VMType) (*VM, error) {
 	name := fmt.Sprintf("vm%d", s.vms)
 	acct, err := s.mem.NewAccount(name)
 	if err != nil {
-		return nil, errno.Newf("KVM_CREATE_VM", errno.ENOMEM, "%v", err)
+		return nil, errno.Wrap("KVM_CREATE_VM", errno.ENOMEM, err)
 	}
 	vm := &VM{
 		sys: s, typ: typ, name: name, id: s.vms, account: acct, sink: s.sink,

@@ -177,7 +177,7 @@ func Run(f *File, o Options) (*report.Run, error) {
 		if f.Expect.Error != "" {
 			rn.expect("error "+f.Expect.Error, false, "the run stopped with another error")
 		}
-		return rn.r, fmt.Errorf("%w: %v", ErrRun, runErr)
+		return rn.r, fmt.Errorf("%w: %w", ErrRun, runErr)
 	}
 	if f.Expect.Error != "" {
 		rn.expect("error "+f.Expect.Error, false, "the run completed without an error")

@@ -143,7 +143,7 @@ func (s *Space) pageLocked(t *sched.Thread, hva uint64) (addr.PFN, error) {
 	}
 	p, err := s.mem.Alloc(t, hostmem.Request{Source: hostmem.SourceBuddy, Account: s.acct, Charged: true})
 	if err != nil {
-		return 0, errno.Newf("handle_mm_fault", errno.ENOMEM, "%v", err)
+		return 0, errno.Wrap("handle_mm_fault", errno.ENOMEM, err)
 	}
 	c[i] = p + 1
 	s.resident++

@@ -96,7 +96,7 @@ func (c *Cache) TopUpTo(t *sched.Thread, min int) error {
 			if n >= min {
 				return nil
 			}
-			return errno.Newf("kvm_mmu_topup_memory_cache", errno.ENOMEM, "%s: %v", c.name, err)
+			return errno.Wrapf("kvm_mmu_topup_memory_cache", errno.ENOMEM, err, "%s", c.name)
 		}
 		c.pages = append(c.pages, p)
 		c.Allocated++

@@ -112,7 +112,7 @@ func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hos
 		}
 		if err != nil {
 			h.releasePair(t, pair[:i], cache)
-			return errno.Newf("tdx_pamt_get", errno.ENOMEM, "%v", err)
+			return errno.Wrap("tdx_pamt_get", errno.ENOMEM, err)
 		}
 	}
 	h.dpamtLock.Lock(t)
@@ -224,7 +224,7 @@ func (h *Host) warn(t *sched.Thread, what string, st tdxmodule.Status, pfn addr.
 func (h *Host) allocControlPage(t *sched.Thread, acct hostmem.Account) (addr.PFN, error) {
 	p, err := h.Mem.Alloc(t, hostmem.Request{Source: hostmem.SourceBuddy, Account: acct, Charged: true})
 	if err != nil {
-		return 0, errno.Newf("tdx_alloc_control_page", errno.ENOMEM, "%v", err)
+		return 0, errno.Wrap("tdx_alloc_control_page", errno.ENOMEM, err)
 	}
 	if err := h.pamtGet(t, p, nil, acct); err != nil {
 		_ = h.Mem.Free(t, p, hostmem.SourceBuddy)

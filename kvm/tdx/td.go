@@ -410,7 +410,7 @@ func (td *TD) InitMemRegion(t *sched.Thread, v *VCPU, r *MemRegion) error {
 			}
 			p, err := user.GetUserPage(t, r.SourceAddr, false)
 			if err != nil {
-				return 0, nil, errno.Newf("get_user_pages_fast", errno.EFAULT, "source %#x: %v", r.SourceAddr, err)
+				return 0, nil, errno.Wrapf("get_user_pages_fast", errno.EFAULT, err, "source %#x", r.SourceAddr)
 			}
 			return p, func() { _ = td.h.Mem.Put(t, p) }, nil
 		}
