@@ -29,11 +29,11 @@ func TestParseGolden(t *testing.T) {
 	if h := fw.HOB(); h.GPA != 0x800000 {
 		t.Errorf("HOB at %#x", h.GPA)
 	}
-	if got := fw.Sections[4]; got.Added() || got.Measured() {
-		t.Errorf("PAGE.AUG section: added %v measured %v", got.Added(), got.Measured())
+	if got := fw.Sections[4]; got.Attributes != tdvf.PageAug || got.Attributes.String() != "PAGE.AUG" {
+		t.Errorf("PAGE.AUG section: attributes %v", got.Attributes)
 	}
-	if got := fw.Sections[0]; !got.Measured() || len(fw.Data(got)) != 0xe000 {
-		t.Errorf("BFV: measured %v, %d bytes", got.Measured(), len(fw.Data(got)))
+	if got := fw.Sections[0]; got.Attributes != tdvf.MRExtend || len(fw.Data(got)) != 0xe000 || len(fw.RawData(got)) != 0xd000 {
+		t.Errorf("BFV: attributes %v, %d bytes, %d raw", got.Attributes, len(fw.Data(got)), len(fw.RawData(got)))
 	}
 }
 
