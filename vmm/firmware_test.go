@@ -10,7 +10,9 @@ import (
 	"os"
 	"testing"
 
+	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/internal/mrtdvec"
+	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdvf"
 	"github.com/tdxsim/tdxsim/tdvf/tdvftest"
 )
@@ -248,4 +250,79 @@ func TestDebianOVMF(t *testing.T) {
 		t.Errorf("MRTD %s, pinned %s", got, want)
 	}
 	t.Logf("MRTD of %s (sha256 %x): %s", debianOVMF, sum, got)
+}
+
+// TestFirmwareMemory checks what the TD holds after LoadFirmware, read from
+// the pages the Secure EPT maps: the BFV's page past RawDataSize from the
+// image, the HOB list QEMU writes at the TD_HOB, TempMem zero.
+func TestFirmwareMemory(t *testing.T) {
+	im := tdvftest.Golden()
+	img := im.Build()
+	fw, err := tdvf.Parse(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ram := QEMURAM(64 << 20)
+	slots, err := FirmwareSlots(fw, ram)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{MemBytes: 64<<20 + 2<<20, Slots: slots, VCPUs: 1}
+	host, err := NewHost(HostConfig{Bytes: 2 << 30, TDs: []Config{cfg}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := func(m *VMM, gpa uint64) []byte {
+		e, ok := host.Mod.Lookup(m.TD.TDR(), addr.GPA(gpa))
+		if !ok || e.Level != addr.Level4K {
+			t.Fatalf("GPA %#x is not mapped at 4K: %+v", gpa, e)
+		}
+		b := host.Mem.Bytes(e.HPA.PFN())
+		if b == nil {
+			b = make([]byte, 4096) // only a zero tag: a zeroed page
+		}
+		return b
+	}
+	s := sched.New(sched.Deterministic, 0, nil)
+	s.Go("vmm", func(th *sched.Thread) {
+		m, err := Create(th, host, cfg)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer func() {
+			if err := m.Teardown(th); err != nil {
+				t.Error(err)
+			}
+		}()
+		if _, err := m.LoadFirmware(th, fw, ram); err != nil {
+			t.Error(err)
+			return
+		}
+		bfv := fw.Sections[0]
+		last := bfv.GPA + bfv.Size - 4096
+		if got, want := page(m, last), img[uint64(bfv.DataOffset)+bfv.Size-4096:][:4096]; !bytes.Equal(got, want) {
+			t.Errorf("BFV's last page (past RawDataSize) differs from the image")
+		}
+		// RAM [0, 64M) split around the TD_HOB [8M, 8M+4K) and the TempMem
+		// [8M+4K, 8M+12K); the PAGE.AUG TempMem is added by QEMU too.
+		type r = tdvf.RAMEntry
+		entries := []tdvf.RAMEntry{r{GPA: 0, Length: 0x800000}, r{GPA: 0x800000, Length: 0x1000, Added: true},
+			r{GPA: 0x801000, Length: 0x2000, Added: true}, r{GPA: 0x803000, Length: 0x900000 - 0x803000},
+			r{GPA: 0x900000, Length: 0x1000, Added: true}, r{GPA: 0x901000, Length: 64<<20 - 0x901000}}
+		want, err := tdvf.BuildHOB(0x800000, 0x1000, entries)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if got := page(m, 0x800000); !bytes.Equal(got[:len(want)], want) || !bytes.Equal(got[len(want):], make([]byte, 4096-len(want))) {
+			t.Errorf("TD_HOB page:\n% x\nwant\n% x", got[:len(want)], want)
+		}
+		if got := page(m, 0x802000); !bytes.Equal(got, make([]byte, 4096)) {
+			t.Errorf("TempMem page is not zero")
+		}
+	})
+	if err := s.Run(); err != nil {
+		t.Fatal(err)
+	}
 }
