@@ -339,12 +339,14 @@ func (fw *Firmware) parseMetadata() error {
 
 // checkSection makes QEMU's checks of one entry
 // (tdvf_parse_and_check_section_entry()), then those QEMU leaves to KVM or
-// skips: a section must not be empty (KVM_TDX_INIT_MEM_REGION refuses zero
-// pages), must stay in the TD's private GPA space, must not overlap another
-// (TDH.MEM.PAGE.ADD of a mapped GPA fails; checkOverlap), its bytes must lie in the image
-// (QEMU would read past its copy of the image), and TD_HOB and TempMem must
-// not be measured (the TDVF design guide gives them no MR.EXTEND; a
-// measured HOB would tie the MRTD to the TD's memory size).
+// does not make: a section must not be empty (KVM_TDX_INIT_MEM_REGION
+// refuses zero pages), a BFV or CFV must start on a page of the image (KVM
+// refuses a source_addr not page aligned) and lie in it (QEMU would read
+// past its copy of the image), a section must stay in the TD's private GPA
+// space and not overlap another (TDH.MEM.PAGE.ADD of a mapped GPA fails;
+// checkOverlap), and TD_HOB and TempMem must not be measured (the TDVF
+// design guide gives them no MR.EXTEND; a measured HOB would tie the MRTD
+// to the TD's memory size).
 func (fw *Firmware) checkSection(s Section) error {
 	at := s.EntryOffset
 	name := fmt.Sprintf("section %d (%s)", s.Index, s.Type)
@@ -376,6 +378,11 @@ func (fw *Firmware) checkSection(s Section) error {
 	}
 	if s.End() > maxGPA || s.End() < s.GPA {
 		return bad(at+8, name, "[%#x, %#x) leaves the private GPA space (below %#x)", s.GPA, s.GPA+s.Size, uint64(maxGPA))
+	}
+	if s.FromImage() && s.DataOffset%Alignment != 0 {
+		// QEMU passes image + DataOffset as source_addr, and
+		// KVM_TDX_INIT_MEM_REGION refuses one not page aligned.
+		return bad(at, name, "DataOffset %#x is not 4 KiB aligned: KVM_TDX_INIT_MEM_REGION refuses the source", s.DataOffset)
 	}
 	if s.FromImage() && uint64(s.DataOffset)+s.Size > uint64(len(fw.Image)) {
 		return bad(at, name, "DataOffset %#x + MemoryDataSize %#x runs past the end of the image (%#x)", s.DataOffset, s.Size, len(fw.Image))
