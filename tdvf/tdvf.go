@@ -94,9 +94,10 @@ const (
 	// MRExtend: measure the section with TDH.MR.EXTEND (QEMU passes
 	// KVM_TDX_MEASURE_MEMORY_REGION; QEMU: TDVF_SECTION_ATTRIBUTES_MR_EXTEND).
 	MRExtend Attributes = 1 << 0
-	// PageAug: the pages are added after the build with TDH.MEM.PAGE.AUG
-	// (the guest accepts them), not with TDH.MEM.PAGE.ADD (QEMU:
-	// TDVF_SECTION_ATTRIBUTES_PAGE_AUG).
+	// PageAug: the TDVF design guide lets the VMM add the pages after the
+	// build with TDH.MEM.PAGE.AUG (the guest accepts them) instead of
+	// TDH.MEM.PAGE.ADD (QEMU: TDVF_SECTION_ATTRIBUTES_PAGE_AUG, defined
+	// and not used).
 	PageAug Attributes = 1 << 1
 )
 
@@ -141,13 +142,6 @@ func (s Section) End() uint64 { return s.GPA + s.Size }
 // Pages is the section's size in 4 KiB pages.
 func (s Section) Pages() uint64 { return s.Size / Alignment }
 
-// Added reports whether the VMM adds the section with TDH.MEM.PAGE.ADD
-// during the build: all but PAGE.AUG sections.
-func (s Section) Added() bool { return s.Attributes&PageAug == 0 }
-
-// Measured reports whether its added pages are measured with TDH.MR.EXTEND.
-func (s Section) Measured() bool { return s.Added() && s.Attributes&MRExtend != 0 }
-
 // FromImage reports whether the section's bytes come from the image (BFV
 // and CFV); the others start as the VMM fills them.
 func (s Section) FromImage() bool { return s.Type == BFV || s.Type == CFV }
@@ -160,16 +154,24 @@ type Firmware struct {
 	Sections       []Section
 }
 
-// Data returns what KVM_TDX_INIT_MEM_REGION copies for s: for BFV and CFV
-// the image from DataOffset for the whole section (QEMU: tdx_finalize_vm()
-// sets mem_ptr to the image + data_offset and nr_pages covers
-// MemoryDataSize, so bytes past RawDataSize come from the image too); nil
-// for the sections the VMM fills.
+// Data returns the image from DataOffset for the whole of a BFV or CFV
+// section, what QEMU copies (QEMU: tdx_finalize_vm() sets mem_ptr to the
+// image + data_offset and nr_pages covers MemoryDataSize, so bytes past
+// RawDataSize come from the image too); nil for the sections the VMM fills.
 func (f *Firmware) Data(s Section) []byte {
 	if !s.FromImage() {
 		return nil
 	}
 	return f.Image[s.DataOffset : uint64(s.DataOffset)+s.Size]
+}
+
+// RawData returns the section's RawDataSize bytes at DataOffset (nil for
+// the sections the VMM fills).
+func (f *Firmware) RawData(s Section) []byte {
+	if !s.FromImage() {
+		return nil
+	}
+	return f.Image[s.DataOffset : s.DataOffset+s.RawDataSize]
 }
 
 // HOB returns the TD_HOB section (QEMU: tdx_get_hob_entry(), the first one).
@@ -337,12 +339,14 @@ func (fw *Firmware) parseMetadata() error {
 
 // checkSection makes QEMU's checks of one entry
 // (tdvf_parse_and_check_section_entry()), then those QEMU leaves to KVM or
-// skips: a section must not be empty (KVM_TDX_INIT_MEM_REGION refuses zero
-// pages), must stay in the TD's private GPA space, must not overlap another
-// (TDH.MEM.PAGE.ADD of a mapped GPA fails; checkOverlap), its bytes must lie in the image
-// (QEMU would read past its copy of the image), and TD_HOB and TempMem must
-// not be measured (the TDVF design guide gives them no MR.EXTEND; a
-// measured HOB would tie the MRTD to the TD's memory size).
+// does not make: a section must not be empty (KVM_TDX_INIT_MEM_REGION
+// refuses zero pages), a BFV or CFV must start on a page of the image (KVM
+// refuses a source_addr not page aligned) and lie in it (QEMU would read
+// past its copy of the image), a section must stay in the TD's private GPA
+// space and not overlap another (TDH.MEM.PAGE.ADD of a mapped GPA fails;
+// checkOverlap), and TD_HOB and TempMem must not be measured (the TDVF
+// design guide gives them no MR.EXTEND; a measured HOB would tie the MRTD
+// to the TD's memory size).
 func (fw *Firmware) checkSection(s Section) error {
 	at := s.EntryOffset
 	name := fmt.Sprintf("section %d (%s)", s.Index, s.Type)
@@ -374,6 +378,11 @@ func (fw *Firmware) checkSection(s Section) error {
 	}
 	if s.End() > maxGPA || s.End() < s.GPA {
 		return bad(at+8, name, "[%#x, %#x) leaves the private GPA space (below %#x)", s.GPA, s.GPA+s.Size, uint64(maxGPA))
+	}
+	if s.FromImage() && s.DataOffset%Alignment != 0 {
+		// QEMU passes image + DataOffset as source_addr, and
+		// KVM_TDX_INIT_MEM_REGION refuses one not page aligned.
+		return bad(at, name, "DataOffset %#x is not 4 KiB aligned: KVM_TDX_INIT_MEM_REGION refuses the source", s.DataOffset)
 	}
 	if s.FromImage() && uint64(s.DataOffset)+s.Size > uint64(len(fw.Image)) {
 		return bad(at, name, "DataOffset %#x + MemoryDataSize %#x runs past the end of the image (%#x)", s.DataOffset, s.Size, len(fw.Image))

@@ -29,11 +29,11 @@ func TestParseGolden(t *testing.T) {
 	if h := fw.HOB(); h.GPA != 0x800000 {
 		t.Errorf("HOB at %#x", h.GPA)
 	}
-	if got := fw.Sections[4]; got.Added() || got.Measured() {
-		t.Errorf("PAGE.AUG section: added %v measured %v", got.Added(), got.Measured())
+	if got := fw.Sections[4]; got.Attributes != tdvf.PageAug || got.Attributes.String() != "PAGE.AUG" {
+		t.Errorf("PAGE.AUG section: attributes %v", got.Attributes)
 	}
-	if got := fw.Sections[0]; !got.Measured() || len(fw.Data(got)) != 0xe000 {
-		t.Errorf("BFV: measured %v, %d bytes", got.Measured(), len(fw.Data(got)))
+	if got := fw.Sections[0]; got.Attributes != tdvf.MRExtend || len(fw.Data(got)) != 0xe000 || len(fw.RawData(got)) != 0xd000 {
+		t.Errorf("BFV: attributes %v, %d bytes, %d raw", got.Attributes, len(fw.Data(got)), len(fw.RawData(got)))
 	}
 }
 
@@ -74,6 +74,7 @@ func TestDamaged(t *testing.T) {
 		{"Payload", func(b []byte) []byte { put32(b, entry(3, 24), 5); return b }, entry(3, 24), "type 5 is not one QEMU builds"},
 		{"empty section", func(b []byte) []byte { put64(b, entry(3, 16), 0); return b }, entry(3, 16), "MemoryDataSize is 0"},
 		{"shared GPA", func(b []byte) []byte { put64(b, entry(3, 8), 1<<47); return b }, entry(3, 8), "private GPA space"},
+		{"data unaligned", func(b []byte) []byte { put32(b, entry(0, 0), 0x2100); return b }, entry(0, 0), "DataOffset 0x2100 is not 4 KiB aligned"},
 		{"data past end", func(b []byte) []byte { put32(b, entry(0, 0), 0x4000); return b }, entry(0, 0), "past the end of the image"},
 		{"overlap", func(b []byte) []byte { put64(b, entry(3, 8), 0x800000); return b }, entry(3, 8), "overlaps section 2"},
 		{"no HOB", func(b []byte) []byte { put32(b, entry(2, 24), 3); return b }, md, "no TD_HOB"},
@@ -145,7 +146,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("parsed %d sections, HOB %v", len(fw.Sections), fw.HOB())
 		}
 		for _, s := range fw.Sections {
-			if s.GPA%4096 != 0 || s.Size%4096 != 0 || s.Size == 0 || uint64(len(fw.Data(s))) != map[bool]uint64{true: s.Size}[s.FromImage()] {
+			if s.GPA%4096 != 0 || s.Size%4096 != 0 || s.Size == 0 || s.DataOffset%4096 != 0 && s.FromImage() || uint64(len(fw.Data(s))) != map[bool]uint64{true: s.Size}[s.FromImage()] {
 				t.Fatalf("bad section accepted: %+v", s)
 			}
 		}

@@ -47,13 +47,13 @@ func FirmwareSlots(fw *tdvf.Firmware, ram []Slot) ([]Slot, error) {
 	var spans []Slot
 	for _, s := range fw.Sections {
 		if !s.FromImage() {
-			if s.Added() && !inRAM(s.GPA, s.End()) {
+			if !inRAM(s.GPA, s.End()) {
 				return nil, fmt.Errorf("vmm: firmware section %d (%s) [%#x, %#x) is not inside the TD's RAM (QEMU: failed to accept memory for TDVF section)",
 					s.Index, s.Type, s.GPA, s.End())
 			}
 			continue
 		}
-		if !s.Added() || inRAM(s.GPA, s.End()) {
+		if inRAM(s.GPA, s.End()) {
 			continue
 		}
 		lo, hi := s.GPA&^(addr.Size2M-1), (s.End()+addr.Size2M-1)&^(addr.Size2M-1)
@@ -77,6 +77,72 @@ func FirmwareSlots(fw *tdvf.Firmware, ram []Slot) ([]Slot, error) {
 	return append(slices.Clone(ram), merged...), nil
 }
 
+// FirmwareVMM is whose build of a TD from TDVF firmware to follow. They
+// differ in what they copy, measure and leave out, so in the MRTD of some
+// images (not of Debian's OVMF, whose sections have RawDataSize equal to
+// MemoryDataSize and no PAGE.AUG).
+type FirmwareVMM int
+
+const (
+	// QEMU adds every section, measures those with MR.EXTEND, and copies
+	// BFV and CFV from the image for their whole MemoryDataSize (QEMU:
+	// tdx_finalize_vm(), tdx_init_fw_mem_region(); PAGE.AUG is not looked at).
+	QEMU FirmwareVMM = iota
+	// CloudHypervisor adds every section, measures only those whose
+	// attributes are exactly MR.EXTEND, and copies RawDataSize bytes of
+	// BFV and CFV into fresh (zero) memory (cloud-hypervisor:
+	// Vm::populate_tdx_sections(), Vm::init_tdx_memory() in vmm/src/vm.rs).
+	CloudHypervisor
+	// TDVFSpec is QEMU with PAGE.AUG sections left out, as the TDVF design
+	// guide reads: the VMM adds them after the build with
+	// TDH.MEM.PAGE.AUG and their RAM stays unaccepted in the HOB.
+	TDVFSpec
+)
+
+// FirmwareVMMs names the FirmwareVMM values (`mrtd --vmm`).
+var FirmwareVMMs = map[string]FirmwareVMM{"qemu": QEMU, "cloud-hypervisor": CloudHypervisor, "tdvf-spec": TDVFSpec}
+
+func (v FirmwareVMM) String() string {
+	for n, f := range FirmwareVMMs {
+		if f == v {
+			return n
+		}
+	}
+	return fmt.Sprintf("FirmwareVMM(%d)", int(v))
+}
+
+// Adds reports whether the VMM adds s during the build.
+func (v FirmwareVMM) Adds(s tdvf.Section) bool {
+	return v != TDVFSpec || s.Attributes&tdvf.PageAug == 0
+}
+
+// Measures reports whether the VMM asks KVM to measure s.
+func (v FirmwareVMM) Measures(s tdvf.Section) bool {
+	switch v {
+	case CloudHypervisor:
+		return s.Attributes == tdvf.MRExtend
+	case TDVFSpec:
+		return v.Adds(s) && s.Attributes&tdvf.MRExtend != 0
+	}
+	return s.Attributes&tdvf.MRExtend != 0
+}
+
+// source is what the VMM copies into s for KVM_TDX_INIT_MEM_REGION: the
+// image for BFV and CFV, zeros (QEMU: qemu_ram_mmap()) with the HOB list
+// at the start of TD_HOB, zeros for TempMem.
+func (v FirmwareVMM) source(fw *tdvf.Firmware, s tdvf.Section, hob []byte) []byte {
+	if s.FromImage() && v != CloudHypervisor {
+		return fw.Data(s)
+	}
+	data := make([]byte, s.Size)
+	if s.FromImage() {
+		copy(data, fw.RawData(s))
+	} else if s.Type == tdvf.TDHOB {
+		copy(data, hob)
+	}
+	return data
+}
+
 // SectionLoad is what the build did with one firmware section.
 type SectionLoad struct {
 	tdvf.Section
@@ -84,34 +150,36 @@ type SectionLoad struct {
 	PagesMeasured uint64 // pages extended with TDH.MR.EXTEND (16 chunks each)
 }
 
-// LoadFirmware puts fw's sections into the TD as QEMU's tdx_finalize_vm()
-// does, for a TD whose RAM (QEMU's e820 RAM entries) is ram: the RAM
-// entries start unaccepted; each TD_HOB and TempMem section is cut out of
-// its entry as added memory (QEMU: tdx_accept_ram_range()); the entries
-// are sorted by address and the HOB list is written into the TD_HOB
-// section's buffer (QEMU: tdvf_hob_create()); then, in metadata order,
-// each section is added with one KVM_TDX_INIT_MEM_REGION on vCPU 0,
-// KVM_TDX_MEASURE_MEMORY_REGION when it has MR.EXTEND (QEMU:
-// tdx_init_fw_mem_region()): BFV and CFV from the image at DataOffset,
-// TD_HOB holding the list, TempMem zeroed. In the kernel each page is one
-// TDH.MEM.PAGE.ADD and, measured, 16 TDH.MR.EXTENDs of 256 bytes (Kernel:
-// tdx_gmem_post_populate()); the MRTD is then KVM_TDX_FINALIZE_VM's.
-//
-// PAGE.AUG sections are left out: the TDVF design guide has the VMM add
-// them after the build with TDH.MEM.PAGE.AUG, and their RAM stays
-// unaccepted in the HOB. Upstream QEMU's tdx_init_fw_mem_region() does not
-// look at the attribute (it would PAGE.ADD them); no released OVMF sets it.
+// LoadFirmware is LoadFirmwareAs with QEMU.
+func (m *VMM) LoadFirmware(t *sched.Thread, fw *tdvf.Firmware, ram []Slot) ([]SectionLoad, error) {
+	return m.LoadFirmwareAs(t, QEMU, fw, ram)
+}
+
+// LoadFirmwareAs puts fw's sections into the TD as QEMU's tdx_finalize_vm()
+// does (with the differences of vmmKind), for a TD whose RAM (QEMU's e820
+// RAM entries) is ram: the RAM entries start unaccepted; each TD_HOB and
+// TempMem section the VMM adds is cut out of its entry as added memory
+// (QEMU: tdx_accept_ram_range()); the entries are sorted by address and
+// the HOB list is written into the TD_HOB section's buffer (QEMU:
+// tdvf_hob_create()); then, in metadata order, each section is added with
+// one KVM_TDX_INIT_MEM_REGION on vCPU 0, with KVM_TDX_MEASURE_MEMORY_REGION
+// when measured (QEMU: tdx_init_fw_mem_region()). In the kernel each page
+// is one TDH.MEM.PAGE.ADD and, when measured, 16 TDH.MR.EXTENDs of its
+// 256-byte chunks right after (Kernel: tdx_gmem_post_populate(); Module:
+// tdh_mem_page_add(), tdh_mr_extend()); the MRTD is KVM_TDX_FINALIZE_VM's
+// (Module: tdh_mr_finalize()).
 //
 // QEMU issues KVM_TDX_INIT_VCPU after writing the HOB, passing its GPA;
 // Create has already initialised the vCPUs, which changes no measurement
-// (TDH.VP.INIT does not extend MRTD).
-func (m *VMM) LoadFirmware(t *sched.Thread, fw *tdvf.Firmware, ram []Slot) ([]SectionLoad, error) {
+// (TDH.VP.INIT does not extend MRTD). The HOB list is QEMU's whatever
+// vmmKind (cloud-hypervisor adds MMIO resources; the HOB is not measured).
+func (m *VMM) LoadFirmwareAs(t *sched.Thread, vmmKind FirmwareVMM, fw *tdvf.Firmware, ram []Slot) ([]SectionLoad, error) {
 	entries := make([]tdvf.RAMEntry, 0, len(ram)+2*len(fw.Sections))
 	for _, r := range ram {
 		entries = append(entries, tdvf.RAMEntry{GPA: r.GPA, Length: r.Size})
 	}
 	for _, s := range fw.Sections {
-		if s.FromImage() || !s.Added() {
+		if s.FromImage() || !vmmKind.Adds(s) {
 			continue
 		}
 		var err error
@@ -128,22 +196,20 @@ func (m *VMM) LoadFirmware(t *sched.Thread, fw *tdvf.Firmware, ram []Slot) ([]Se
 	var loads []SectionLoad
 	for _, s := range fw.Sections {
 		l := SectionLoad{Section: s}
-		if !s.Added() {
+		if !vmmKind.Adds(s) {
 			loads = append(loads, l)
 			continue
 		}
-		data := fw.Data(s)
-		if !s.FromImage() {
-			data = make([]byte, s.Size) // QEMU: qemu_ram_mmap(), zeroed
-			if s.Index == hobSec.Index {
-				copy(data, hob)
-			}
+		var h []byte
+		if s.Index == hobSec.Index {
+			h = hob
 		}
-		if err := m.LoadImage(t, []Region{{GPA: s.GPA, Data: data, Measure: s.Measured()}}); err != nil {
+		measure := vmmKind.Measures(s)
+		if err := m.LoadImage(t, []Region{{GPA: s.GPA, Data: vmmKind.source(fw, s, h), Measure: measure}}); err != nil {
 			return loads, fmt.Errorf("vmm: firmware section %d (%s) at %#x: %w", s.Index, s.Type, s.GPA, err)
 		}
 		l.PagesAdded = s.Pages()
-		if s.Measured() {
+		if measure {
 			l.PagesMeasured = s.Pages()
 		}
 		loads = append(loads, l)
@@ -184,6 +250,8 @@ type FirmwareOptions struct {
 	// multiple of 2 MiB. The MRTD does not depend on it (the HOB is not
 	// measured) as long as the TD_HOB and TempMem sections fit in it.
 	MemBytes uint64
+	// VMM is whose build to follow (QEMU by default).
+	VMM FirmwareVMM
 }
 
 // FirmwareResult is a TD built from firmware.
@@ -230,7 +298,7 @@ func FirmwareMRTD(fw *tdvf.Firmware, o FirmwareOptions) (FirmwareResult, error) 
 			return
 		}
 		defer func() { first.set(m.Teardown(t)) }()
-		if res.Sections, err = m.LoadFirmware(t, fw, ram); err != nil {
+		if res.Sections, err = m.LoadFirmwareAs(t, o.VMM, fw, ram); err != nil {
 			first.set(err)
 			return
 		}

@@ -10,23 +10,34 @@ import (
 	"os"
 	"testing"
 
+	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/internal/mrtdvec"
+	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdvf"
 	"github.com/tdxsim/tdxsim/tdvf/tdvftest"
 )
 
-// goldenMRTD is the MRTD of tdvftest.Golden(): hand-computed below and
-// through the build path, pinned so neither can drift unnoticed.
-const goldenMRTD = "19e34d4223c9ea3a0bcc468bcee92009c50f14884a2ac003a84409fa451d6a0b0bfbe841e5a3958ea65b7e68abe1aad0"
+// goldenMRTD is the MRTD of tdvftest.Golden() as each VMM builds it:
+// hand-computed below and through the build path, pinned so neither can
+// drift unnoticed. They differ because the image has a PAGE.AUG section
+// and a BFV whose last page is past its RawDataSize.
+var goldenMRTD = map[FirmwareVMM]string{
+	QEMU:            "ecb0c67c40833ba71ce1b30b16842f4ab4654155677469000838b713d07e9cc41e6934dbfdf6092b7d4990f0814c3974",
+	CloudHypervisor: "f622cf4d4e1bdf31af869961c3a4a022bc272ddcec55c93d907a83d7d172cd446264932ff1f4498d64926149215ac1ce",
+	TDVFSpec:        "19e34d4223c9ea3a0bcc468bcee92009c50f14884a2ac003a84409fa451d6a0b0bfbe841e5a3958ea65b7e68abe1aad0",
+}
 
 // handMRTD computes an MRTD from raw section entries with crypto/sha512
 // alone, from the TDX module's definition: per 4 KiB page TDH.MEM.PAGE.ADD
 // extends a 128-byte block ("MEM.PAGE.ADD" zero-padded to 16 bytes, the
 // GPA little-endian, zeros); a measured page then gets, per 256-byte chunk,
 // TDH.MR.EXTEND's block ("MR.EXTEND", the chunk's GPA) and the chunk. The
-// sections go in metadata order, PAGE.AUG ones left out; the bytes of a
-// BFV or CFV page come from the image at DataOffset.
-func handMRTD(img []byte, secs []tdvftest.Section) []byte {
+// sections go in metadata order. What is added, measured and copied is
+// each VMM's rule, restated here: QEMU adds all, measures MR.EXTEND and
+// copies the image for the whole section; cloud-hypervisor measures only
+// attributes == MR.EXTEND and copies RawDataSize bytes (zeros after);
+// the TDVF design guide's reading leaves PAGE.AUG sections out.
+func handMRTD(img []byte, secs []tdvftest.Section, vmmKind FirmwareVMM) []byte {
 	h := sha512.New384()
 	block := func(name string, gpa uint64) {
 		var b [128]byte
@@ -35,19 +46,28 @@ func handMRTD(img []byte, secs []tdvftest.Section) []byte {
 		h.Write(b[:])
 	}
 	for _, s := range secs {
-		if s.Attributes&2 != 0 {
+		if vmmKind == TDVFSpec && s.Attributes&2 != 0 {
 			continue
+		}
+		measured := s.Attributes&1 != 0
+		if vmmKind == CloudHypervisor {
+			measured = s.Attributes == 1
 		}
 		for p := uint64(0); p < s.Size/4096; p++ {
 			gpa := s.GPA + p*4096
 			block("MEM.PAGE.ADD", gpa)
-			if s.Attributes&1 == 0 {
+			if !measured {
 				continue
 			}
 			for c := uint64(0); c < 4096; c += 256 {
 				block("MR.EXTEND", gpa+c)
-				at := uint64(s.DataOffset) + p*4096 + c
-				h.Write(img[at : at+256])
+				chunk := make([]byte, 256)
+				for k := range chunk {
+					if x := p*4096 + c + uint64(k); vmmKind != CloudHypervisor || x < uint64(s.RawDataSize) {
+						chunk[k] = img[uint64(s.DataOffset)+x]
+					}
+				}
+				h.Write(chunk)
 			}
 		}
 	}
@@ -61,43 +81,50 @@ func TestFirmwareGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := FirmwareMRTD(fw, FirmwareOptions{MemBytes: 64 << 20})
-	if err != nil {
-		t.Fatal(err)
+	wantPages := map[FirmwareVMM][]struct{ added, measured uint64 }{
+		QEMU:            {{14, 14}, {2, 0}, {1, 0}, {2, 0}, {1, 0}},
+		CloudHypervisor: {{14, 14}, {2, 0}, {1, 0}, {2, 0}, {1, 0}},
+		TDVFSpec:        {{14, 14}, {2, 0}, {1, 0}, {2, 0}, {0, 0}},
 	}
-	hand := handMRTD(img, im.Sections)
-	var vec []mrtdvec.Region
-	for _, s := range fw.Sections {
-		if s.Added() {
-			data := fw.Data(s)
-			if data == nil {
-				data = make([]byte, s.Size) // the HOB is not measured
+	seen := map[string]FirmwareVMM{}
+	for _, v := range []FirmwareVMM{QEMU, CloudHypervisor, TDVFSpec} {
+		res, err := FirmwareMRTD(fw, FirmwareOptions{MemBytes: 64 << 20, VMM: v})
+		if err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		hand := handMRTD(img, im.Sections, v)
+		var vec []mrtdvec.Region
+		for _, s := range fw.Sections {
+			if v.Adds(s) {
+				vec = append(vec, mrtdvec.Region{GPA: s.GPA, Data: v.source(fw, s, nil), Measure: v.Measures(s)})
 			}
-			vec = append(vec, mrtdvec.Region{GPA: s.GPA, Data: data, Measure: s.Measured()})
 		}
-	}
-	got := hex.EncodeToString(res.MRTD)
-	if !bytes.Equal(res.MRTD, hand) || !bytes.Equal(hand, mrtdvec.Hand(vec)) || got != goldenMRTD {
-		t.Fatalf("MRTD: build path %s, by hand %x, mrtdvec %x, golden %s", got, hand, mrtdvec.Hand(vec), goldenMRTD)
-	}
-	want := []struct{ added, measured uint64 }{{14, 14}, {2, 0}, {1, 0}, {2, 0}, {0, 0}}
-	for i, l := range res.Sections {
-		if l.PagesAdded != want[i].added || l.PagesMeasured != want[i].measured {
-			t.Errorf("section %d (%s): %d added, %d measured, want %+v", i, l.Type, l.PagesAdded, l.PagesMeasured, want[i])
+		got := hex.EncodeToString(res.MRTD)
+		if !bytes.Equal(res.MRTD, hand) || !bytes.Equal(hand, mrtdvec.Hand(vec)) || got != goldenMRTD[v] {
+			t.Errorf("%s: MRTD: build path %s, by hand %x, mrtdvec %x, golden %s", v, got, hand, mrtdvec.Hand(vec), goldenMRTD[v])
 		}
-	}
-	// RAM below 4 GiB, then one 2 MiB slot under 4 GiB for the image.
-	if len(res.Slots) != 2 || res.Slots[1] != (Slot{GPA: 4<<30 - 2<<20, Size: 2 << 20}) {
-		t.Errorf("slots %+v", res.Slots)
-	}
-	// The HOB is not measured: RAM split below and above 4 GiB (more
-	// entries in the HOB) gives the same MRTD.
-	big, err := FirmwareMRTD(fw, FirmwareOptions{MemBytes: 3 << 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(big.MRTD, res.MRTD) || len(big.Slots) != 3 {
-		t.Errorf("3 GiB TD: MRTD %x, slots %+v", big.MRTD, big.Slots)
+		if o, dup := seen[got]; dup {
+			t.Errorf("%s and %s give the same MRTD for an image where they differ", v, o)
+		}
+		seen[got] = v
+		for i, l := range res.Sections {
+			if w := wantPages[v][i]; l.PagesAdded != w.added || l.PagesMeasured != w.measured {
+				t.Errorf("%s: section %d (%s): %d added, %d measured, want %+v", v, i, l.Type, l.PagesAdded, l.PagesMeasured, w)
+			}
+		}
+		// RAM below 4 GiB, then one 2 MiB slot under 4 GiB for the image.
+		if len(res.Slots) != 2 || res.Slots[1] != (Slot{GPA: 4<<30 - 2<<20, Size: 2 << 20}) {
+			t.Errorf("%s: slots %+v", v, res.Slots)
+		}
+		// The HOB is not measured: RAM split below and above 4 GiB (more
+		// entries in the HOB) gives the same MRTD.
+		big, err := FirmwareMRTD(fw, FirmwareOptions{MemBytes: 3 << 30, VMM: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(big.MRTD, res.MRTD) || len(big.Slots) != 3 {
+			t.Errorf("%s: 3 GiB TD: MRTD %x, slots %+v", v, big.MRTD, big.Slots)
+		}
 	}
 }
 
@@ -197,11 +224,8 @@ func TestDebianOVMF(t *testing.T) {
 	}
 	for i, l := range res.Sections {
 		w := secs[i]
-		added, measured := w.Size/4096, w.Size/4096
-		if w.Attributes&2 != 0 {
-			added = 0
-		}
-		if w.Attributes&1 == 0 || added == 0 {
+		added, measured := w.Size/4096, w.Size/4096 // QEMU adds every section
+		if w.Attributes&1 == 0 {
 			measured = 0
 		}
 		if l.DataOffset != w.DataOffset || l.RawDataSize != w.RawDataSize || l.GPA != w.GPA || l.Size != w.Size ||
@@ -211,12 +235,94 @@ func TestDebianOVMF(t *testing.T) {
 		t.Logf("section %d: %-7s GPA %#x size %#x attributes %-9s pages added %d measured %d", i, l.Type, l.GPA, l.Size, l.Attributes, l.PagesAdded, l.PagesMeasured)
 	}
 	got := hex.EncodeToString(res.MRTD)
-	if hand := hex.EncodeToString(handMRTD(img, secs)); got != hand {
+	if hand := hex.EncodeToString(handMRTD(img, secs, QEMU)); got != hand {
 		t.Fatalf("MRTD: build path %s, by hand %s", got, hand)
+	}
+	// Its sections carry their whole size in the file and no PAGE.AUG:
+	// every VMM builds the same TD.
+	for _, v := range []FirmwareVMM{CloudHypervisor, TDVFSpec} {
+		if r, err := FirmwareMRTD(fw, FirmwareOptions{MemBytes: 2 << 30, VMM: v}); err != nil || !bytes.Equal(r.MRTD, res.MRTD) {
+			t.Errorf("%s: MRTD %x (%v), QEMU's %s", v, r.MRTD, err, got)
+		}
 	}
 	sum := sha256.Sum256(img)
 	if want, ok := debianKnown[hex.EncodeToString(sum[:])]; ok && got != want {
 		t.Errorf("MRTD %s, pinned %s", got, want)
 	}
 	t.Logf("MRTD of %s (sha256 %x): %s", debianOVMF, sum, got)
+}
+
+// TestFirmwareMemory checks what the TD holds after LoadFirmware, read from
+// the pages the Secure EPT maps: the BFV's page past RawDataSize from the
+// image, the HOB list QEMU writes at the TD_HOB, TempMem zero.
+func TestFirmwareMemory(t *testing.T) {
+	im := tdvftest.Golden()
+	img := im.Build()
+	fw, err := tdvf.Parse(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ram := QEMURAM(64 << 20)
+	slots, err := FirmwareSlots(fw, ram)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{MemBytes: 64<<20 + 2<<20, Slots: slots, VCPUs: 1}
+	host, err := NewHost(HostConfig{Bytes: 2 << 30, TDs: []Config{cfg}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := func(m *VMM, gpa uint64) []byte {
+		e, ok := host.Mod.Lookup(m.TD.TDR(), addr.GPA(gpa))
+		if !ok || e.Level != addr.Level4K {
+			t.Fatalf("GPA %#x is not mapped at 4K: %+v", gpa, e)
+		}
+		b := host.Mem.Bytes(e.HPA.PFN())
+		if b == nil {
+			b = make([]byte, 4096) // only a zero tag: a zeroed page
+		}
+		return b
+	}
+	s := sched.New(sched.Deterministic, 0, nil)
+	s.Go("vmm", func(th *sched.Thread) {
+		m, err := Create(th, host, cfg)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer func() {
+			if err := m.Teardown(th); err != nil {
+				t.Error(err)
+			}
+		}()
+		if _, err := m.LoadFirmware(th, fw, ram); err != nil {
+			t.Error(err)
+			return
+		}
+		bfv := fw.Sections[0]
+		last := bfv.GPA + bfv.Size - 4096
+		if got, want := page(m, last), img[uint64(bfv.DataOffset)+bfv.Size-4096:][:4096]; !bytes.Equal(got, want) {
+			t.Errorf("BFV's last page (past RawDataSize) differs from the image")
+		}
+		// RAM [0, 64M) split around the TD_HOB [8M, 8M+4K) and the TempMem
+		// [8M+4K, 8M+12K); the PAGE.AUG TempMem is added by QEMU too.
+		type r = tdvf.RAMEntry
+		entries := []tdvf.RAMEntry{r{GPA: 0, Length: 0x800000}, r{GPA: 0x800000, Length: 0x1000, Added: true},
+			r{GPA: 0x801000, Length: 0x2000, Added: true}, r{GPA: 0x803000, Length: 0x900000 - 0x803000},
+			r{GPA: 0x900000, Length: 0x1000, Added: true}, r{GPA: 0x901000, Length: 64<<20 - 0x901000}}
+		want, err := tdvf.BuildHOB(0x800000, 0x1000, entries)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if got := page(m, 0x800000); !bytes.Equal(got[:len(want)], want) || !bytes.Equal(got[len(want):], make([]byte, 4096-len(want))) {
+			t.Errorf("TD_HOB page:\n% x\nwant\n% x", got[:len(want)], want)
+		}
+		if got := page(m, 0x802000); !bytes.Equal(got, make([]byte, 4096)) {
+			t.Errorf("TempMem page is not zero")
+		}
+	})
+	if err := s.Run(); err != nil {
+		t.Fatal(err)
+	}
 }

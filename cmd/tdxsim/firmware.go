@@ -29,11 +29,17 @@ type firmwareSection struct {
 
 // firmwareMRTD is `tdxsim mrtd --firmware`: parse the TDVF image, build a
 // TD from it through the model's stack (vmm.FirmwareMRTD) and print the
-// MRTD, and the section table when asked.
-func firmwareMRTD(path, memory string, table, asJSON bool, stdout, stderr io.Writer) int {
+// MRTD, and the section table when asked. vmmName picks whose build to
+// follow (vmm.FirmwareVMMs).
+func firmwareMRTD(path, memory, vmmName string, table, asJSON bool, stdout, stderr io.Writer) int {
 	mem, err := addr.ParseSize(memory)
 	if err != nil {
 		fmt.Fprintf(stderr, "tdxsim mrtd: --memory %q: %v\n", memory, err)
+		return exitBadInput
+	}
+	vmmKind, ok := vmm.FirmwareVMMs[vmmName]
+	if !ok {
+		fmt.Fprintf(stderr, "tdxsim mrtd: --vmm %q: want qemu, cloud-hypervisor or tdvf-spec\n", vmmName)
 		return exitBadInput
 	}
 	fw, err := tdvf.Load(path)
@@ -47,7 +53,7 @@ func firmwareMRTD(path, memory string, table, asJSON bool, stdout, stderr io.Wri
 		fmt.Fprintf(stderr, "tdxsim mrtd: %s: %v\n", path, err)
 		return exitCheck
 	}
-	res, err := vmm.FirmwareMRTD(fw, vmm.FirmwareOptions{MemBytes: mem})
+	res, err := vmm.FirmwareMRTD(fw, vmm.FirmwareOptions{MemBytes: mem, VMM: vmmKind})
 	if err != nil {
 		if errors.Is(err, vmm.ErrFirmwareLayout) {
 			fmt.Fprintf(stderr, "tdxsim mrtd: %s: %v\n", path, err)

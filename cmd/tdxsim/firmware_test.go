@@ -10,9 +10,13 @@ import (
 	"github.com/tdxsim/tdxsim/tdvf/tdvftest"
 )
 
-// goldenFirmwareMRTD is vmm's golden MRTD of tdvftest.Golden() (hand
-// computed there).
-const goldenFirmwareMRTD = "19e34d4223c9ea3a0bcc468bcee92009c50f14884a2ac003a84409fa451d6a0b0bfbe841e5a3958ea65b7e68abe1aad0"
+// goldenFirmwareMRTD is vmm's golden MRTD of tdvftest.Golden() as QEMU
+// builds it (hand computed there), goldenSpecMRTD with PAGE.AUG sections
+// left out.
+const (
+	goldenFirmwareMRTD = "ecb0c67c40833ba71ce1b30b16842f4ab4654155677469000838b713d07e9cc41e6934dbfdf6092b7d4990f0814c3974"
+	goldenSpecMRTD     = "19e34d4223c9ea3a0bcc468bcee92009c50f14884a2ac003a84409fa451d6a0b0bfbe841e5a3958ea65b7e68abe1aad0"
+)
 
 func writeFirmware(t *testing.T, img []byte) string {
 	t.Helper()
@@ -44,8 +48,12 @@ func TestMRTDFirmware(t *testing.T) {
 		t.Fatalf("--json: exit %d, %v, err %q", code, err, errs)
 	}
 	if j.MRTD != goldenFirmwareMRTD || len(j.Sections) != 5 || j.Sections[0].Type != "BFV" || j.Sections[0].PagesMeasured != 14 ||
-		j.Sections[4].Attributes != "PAGE.AUG" || j.Sections[4].PagesAdded != 0 {
+		j.Sections[4].Attributes != "PAGE.AUG" || j.Sections[4].PagesAdded != 1 {
 		t.Errorf("--json: %+v", j)
+	}
+	code, out, errs = run("mrtd", "--firmware", p, "--vmm", "tdvf-spec")
+	if code != 0 || strings.TrimSpace(out) != goldenSpecMRTD {
+		t.Errorf("--vmm tdvf-spec: exit %d out %q err %q", code, out, errs)
 	}
 	code, out, _ = run("mrtd", "--firmware", p, "--sections")
 	if code != 0 || !strings.Contains(out, "pages measured") || !strings.Contains(out, "TD_HOB") || !strings.HasSuffix(out, "MRTD "+goldenFirmwareMRTD+"\n") {
@@ -68,6 +76,7 @@ func TestMRTDFirmwareBad(t *testing.T) {
 		{[]string{"mrtd", "--firmware", filepath.Join(t.TempDir(), "none.fd")}, "no such file"},
 		{[]string{"mrtd", "--firmware", good, "--memory", "8M"}, "not inside the TD's RAM"},
 		{[]string{"mrtd", "--firmware", good, "--memory", "lots"}, "--memory"},
+		{[]string{"mrtd", "--firmware", good, "--vmm", "xen"}, "want qemu, cloud-hypervisor or tdvf-spec"},
 		{[]string{"mrtd", "--firmware", good, "--layout", "x.yaml"}, "one of them"},
 		{[]string{"mrtd", "--layout", "x.yaml", "--sections"}, "--sections goes with --firmware"},
 	} {

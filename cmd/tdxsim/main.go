@@ -264,10 +264,11 @@ func cmdMRTD(args []string, stdout, stderr io.Writer) int {
 	firmware := fs.String("firmware", "", "TDVF firmware image (OVMF with TDX metadata, e.g. /usr/share/ovmf/OVMF.fd)")
 	sections := fs.Bool("sections", false, "with --firmware: print the section table before the MRTD")
 	memory := fs.String("memory", "2G", "with --firmware: the TD's RAM, laid out as QEMU's q35 does (the MRTD does not depend on it)")
+	vmmName := fs.String("vmm", "qemu", "with --firmware: whose build to follow: qemu, cloud-hypervisor or tdvf-spec (PAGE.AUG sections left out)")
 	asJSON := fs.Bool("json", false, `print {"mrtd": "..."} (with --firmware also "sections": [...])`)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim mrtd --layout FILE [--json]
-       tdxsim mrtd --firmware FILE [--sections] [--memory SIZE] [--json]
+       tdxsim mrtd --firmware FILE [--sections] [--memory SIZE] [--vmm NAME] [--json]
 
 Prints the MRTD (SHA-384, 96 hex characters) of a TD built from FILE: each
 4 KiB page added with TDH.MEM.PAGE.ADD in the order given and, where
@@ -282,9 +283,11 @@ GPAs and sizes: decimal, 0x hex, or with K/M/G. file is relative to FILE.
 With --firmware, FILE is a TDVF image and the TD is built as QEMU builds
 it on KVM: its TDX metadata sections in metadata order, one
 KVM_TDX_INIT_MEM_REGION each (BFV and CFV from the file, TD_HOB holding
-QEMU's HOB list, TempMem zeroed), MR.EXTEND sections measured, PAGE.AUG
-sections left out. A damaged or non-TDVF image is exit 2 with the file
-offset of what is wrong.
+QEMU's HOB list, TempMem zeroed), MR.EXTEND sections measured. --vmm
+cloud-hypervisor follows cloud-hypervisor instead (RawDataSize bytes
+copied, only attributes == MR.EXTEND measured); --vmm tdvf-spec leaves
+PAGE.AUG sections out. A damaged or non-TDVF image is exit 2 with the
+file offset of what is wrong.
 
 flags:`)
 		fs.PrintDefaults()
@@ -297,7 +300,7 @@ flags:`)
 		return exitBadInput
 	}
 	if *firmware != "" {
-		return firmwareMRTD(*firmware, *memory, *sections, *asJSON, stdout, stderr)
+		return firmwareMRTD(*firmware, *memory, *vmmName, *sections, *asJSON, stdout, stderr)
 	}
 	if *sections {
 		fmt.Fprintln(stderr, "tdxsim mrtd: --sections goes with --firmware")
