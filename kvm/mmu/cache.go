@@ -15,14 +15,14 @@ import (
 // accounted allocations before mmu_lock is taken, and drawn from under
 // mmu_lock, where nothing may sleep. Every page it hands out remembers the
 // cache's hostmem source, so a page freed into another pool is caught
-// (seed 003: KVM's page-table pages are never mixed with PAMT pages).
+// (KVM's page-table pages are never mixed with PAMT pages).
 //
 // A per-vCPU cache is used by one thread at a time, as in the kernel. A
 // per-VM cache (the split caches) is topped up by any vCPU outside
 // mmu_lock while another draws from it under mmu_lock, so the page list
 // has its own lock, held only around the list update and never across the
 // sleeping allocation: tdx_topup_vm_split_cache() and its
-// prealloc_split_cache_lock (seed 003). A sync.Mutex rather than a
+// prealloc_split_cache_lock (TDX huge-page series). A sync.Mutex rather than a
 // sched lock because nothing inside it yields.
 type Cache struct {
 	name     string
@@ -33,7 +33,7 @@ type Cache struct {
 	capacity int // mc->capacity: a top-up fills to here
 
 	// Uncharged makes top-ups allocate without __GFP_ACCOUNT: the pages
-	// are the VM's but not charged to its account (the bug of seed 003's
+	// are the VM's but not charged to its account (the bug of the TDX huge-page series'
 	// tdx_topup_vm_split_cache, kept for the tdx_prealloc policy).
 	Uncharged bool
 

@@ -124,7 +124,7 @@ func (m *MMU) count(r Result) {
 
 // MapPrivatePFN maps pfn, which the caller already holds, at private gfn
 // in the mirror root, for the TD build (KVM_TDX_INIT_MEM_REGION): no page
-// fault is synthesized and guest_memfd is not asked again (seed 001). The
+// fault is synthesized and guest_memfd is not asked again. The
 // caller holds slots_lock and guest_memfd's invalidate lock, so nothing can
 // zap the GFN meanwhile. Kernel: kvm_tdp_mmu_map_private_pfn() (v6.19):
 // loop under mmu_lock for read while RET_PF_RETRY; VM dead -> EIO; any

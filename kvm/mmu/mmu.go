@@ -10,7 +10,7 @@
 // mmu_lock for write. Every page-table page comes from a per-vCPU cache
 // topped up before mmu_lock is taken.
 //
-// Which zap touches private memory (seed 004): an attribute change to
+// Which zap touches private memory: an attribute change to
 // shared, a guest_memfd punch hole or release, and memslot deletion zap
 // private leaves; MMU-notifier invalidations and memory-type changes never
 // do; the mirror root is never invalidated or replaced while the VM lives.
@@ -114,7 +114,8 @@ func (p *page) entryGFN(i int) addr.GFN {
 
 // Stats are the MMU's counters, safe to read at any time.
 type Stats struct {
-	// Mapped[root][level]: present leaves now (root 0 direct, 1 mirror).
+	// Mapped[root][level]: present leaves now, indexed by Root
+	// (DirectRoot, MirrorRoot).
 	Mapped [2][3]int64
 	// PeakMapped is the largest Mapped seen for each level.
 	PeakMapped [2][3]int64

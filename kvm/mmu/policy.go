@@ -47,7 +47,7 @@ func ParseHugePages(s string) (HugePages, error) {
 	return 0, fmt.Errorf("hugepages %q: must be off, 2M or 1G", s)
 }
 
-// MaxOrderFrom is the "max_order_from" policy (DESIGN.md, seed 002): where
+// MaxOrderFrom is the "max_order_from" policy (DESIGN.md): where
 // KVM learns the largest order it may map a private page at. The zero
 // value is the upstream choice.
 type MaxOrderFrom uint8

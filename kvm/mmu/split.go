@@ -74,10 +74,10 @@ var errSharedSplit = errors.New("splitting a private huge page needs mmu_lock he
 // splitLeaf is tdp_mmu_split_huge_page() for the huge mirror leaf i of p,
 // with mmu_lock held for write (patches 07-10): a child page table (KVM's
 // page and its S-EPT page, from the per-VM split cache) is filled with 512
-// leaves one level down over the same memory, the S-EPT is demoted
-// (split_external_spte: BLOCK, TRACK, TDH.MEM.PAGE.DEMOTE), and the
-// parent entry then points at the child. On any failure the mirror entry
-// is unchanged and the pages go back to the cache.
+// leaves one level down over the same memory; then changeSPTE demotes the
+// S-EPT (split_external_spte: BLOCK, TRACK, TDH.MEM.PAGE.DEMOTE) and only
+// after that points the parent entry at the child. On any failure the
+// mirror entry is unchanged and the pages go back to the cache.
 func (m *MMU) splitLeaf(t *sched.Thread, p *page, i int) error {
 	const op = "tdp_mmu_split_huge_page"
 	old := p.load(i)

@@ -45,7 +45,7 @@ func (m *MMU) UnmapGFNRange(t *sched.Thread, r gmem.Range) bool {
 // leaving page tables in place. Kernel: kvm_arch_flush_shadow_memslot ->
 // kvm_mmu_zap_memslot() with PRIVATE|SHARED: the "zap all roots on a
 // memslot change" quirk applies to default VMs only, and a TD's mirror root
-// can never be fast-zapped (seed 004).
+// can never be fast-zapped.
 func (m *MMU) FlushShadowMemslot(t *sched.Thread, s *kvm.Memslot) {
 	m.lock.Lock(t)
 	defer m.lock.Unlock(t)
@@ -77,7 +77,7 @@ func (m *MMU) ZapAll(t *sched.Thread) {
 
 // ZapGFNRange is kvm_zap_gfn_range() for a memory-type change: it zaps
 // shared leaves only. Private memory is always write-back, so KVM never
-// zaps it for a memory type (seed 004); Config.ZapPrivateOnNotifier makes it
+// zaps it for a memory type; Config.ZapPrivateOnNotifier makes it
 // do so, as the rejected design would.
 func (m *MMU) ZapGFNRange(t *sched.Thread, start, end addr.GFN) {
 	m.lock.Lock(t)
