@@ -312,12 +312,12 @@ func (c *collector) dpamt(w World) {
 // name) to the invariant it breaks.
 func EventInvariant(rule string) string {
 	switch rule {
-	case "hostmem.wrong-source":
+	case hostmem.RuleWrongSource:
 		return CachePool
-	case "hostmem.free-tdx-owned", "hostmem.free-referenced", "hostmem.double-free",
-		"hostmem.read-unallocated", "hostmem.write-unallocated", "hostmem.ref-underflow":
+	case hostmem.RuleFreeTDXOwned, hostmem.RuleFreeReferenced, hostmem.RuleDoubleFree,
+		hostmem.RuleReadUnallocated, hostmem.RuleWriteUnallocated, hostmem.RuleRefUnderflow:
 		return NoUseAfterFree
-	case "hostmem.split-mapped-huge":
+	case hostmem.RuleSplitMappedHuge:
 		return MappingLevel
 	case "sched.deadlock":
 		return NoDeadlock

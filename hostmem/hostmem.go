@@ -67,7 +67,7 @@ type Guard interface {
 // reports a folio split to a smaller order while a Secure EPT still maps
 // part of it at a larger one (seed 002's split_order=folio_first). The
 // split happens anyway, as in the kernel; the report is the violation
-// "hostmem.split-mapped-huge".
+// RuleSplitMappedHuge.
 type SplitGuard interface {
 	CheckSplit(pfn addr.PFN, order, newOrder addr.Order) error
 }

@@ -113,10 +113,10 @@ func TestHugePools(t *testing.T) {
 	// Freeing a pool page to the buddy allocator is refused and recorded.
 	err = m.Free(nil, p2, SourceBuddy)
 	var he *Error
-	if !errors.As(err, &he) || !errors.Is(err, ErrWrongSource) || he.Rule != "hostmem.wrong-source" {
+	if !errors.As(err, &he) || !errors.Is(err, ErrWrongSource) || he.Rule != RuleWrongSource {
 		t.Fatalf("free to buddy: %v", err)
 	}
-	if v := c.Violations(); len(v) != 1 || v[0].Name != "hostmem.wrong-source" {
+	if v := c.Violations(); len(v) != 1 || v[0].Name != RuleWrongSource {
 		t.Fatalf("violations %v", v)
 	}
 	if err := m.Free(nil, p2, SourceHuge2M); err != nil {
@@ -186,7 +186,7 @@ func TestFreeViolationsChangeNothing(t *testing.T) {
 	for _, v := range c.Violations() {
 		rules = append(rules, v.Name)
 	}
-	want := []string{"hostmem.free-referenced", "hostmem.ref-underflow", "hostmem.double-free", "hostmem.write-unallocated"}
+	want := []string{RuleFreeReferenced, RuleRefUnderflow, RuleDoubleFree, RuleWriteUnallocated}
 	if fmt.Sprint(rules) != fmt.Sprint(want) {
 		t.Fatalf("violations %v, want %v", rules, want)
 	}
@@ -372,7 +372,7 @@ func TestPageRefsAcrossFolios(t *testing.T) {
 	if err := m.PutPages(nil, a+200, 100); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.PutPages(nil, a+200, 100); !errors.Is(err, ErrRefUnderflow) || c.Violations()[len(c.Violations())-1].Name != "hostmem.ref-underflow" {
+	if err := m.PutPages(nil, a+200, 100); !errors.Is(err, ErrRefUnderflow) || c.Violations()[len(c.Violations())-1].Name != RuleRefUnderflow {
 		t.Fatalf("second put: %v", err)
 	}
 	if f, _ := m.FolioOf(a + 256); f.Ref != 1 {

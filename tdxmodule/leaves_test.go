@@ -1,6 +1,7 @@
 package tdxmodule
 
 import (
+	"github.com/tdxsim/tdxsim/hostmem"
 	"testing"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -283,7 +284,7 @@ func TestHostCannotFreeAssignedPage(t *testing.T) {
 	if err := f.mem.Free(nil, pg, 1); err == nil {
 		t.Fatal("a PT_REG page went back to the host")
 	}
-	if v := f.c.Violations(); len(v) != 1 || v[0].Name != "hostmem.free-tdx-owned" {
+	if v := f.c.Violations(); len(v) != 1 || v[0].Name != hostmem.RuleFreeTDXOwned {
 		t.Fatalf("violations %v", v)
 	}
 }

@@ -1,6 +1,7 @@
 package tdxmodule
 
 import (
+	"github.com/tdxsim/tdxsim/hostmem"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -207,7 +208,7 @@ func FuzzSEAMCALL(f *testing.F) {
 			fx.mem.Free(nil, p, 1)
 		}
 		for _, v := range fx.c.Violations() {
-			if v.Name != "hostmem.free-tdx-owned" {
+			if v.Name != hostmem.RuleFreeTDXOwned {
 				t.Fatalf("violation %s: %s", v.Name, v.Detail)
 			}
 		}

@@ -106,14 +106,14 @@ func (c *Cache) TopUpTo(t *sched.Thread, min int) error {
 
 // Take hands out one page. It never sleeps; an empty cache is a bug in the
 // caller's top-up (the kernel WARNs and falls back to GFP_ATOMIC): the
-// model records the violation "mmu.cache-empty" and fails with ENOMEM, so
+// model records the violation RuleCacheEmpty and fails with ENOMEM, so
 // the caller backs out without changing any page table.
 // Kernel: kvm_mmu_memory_cache_alloc().
 func (c *Cache) Take(t *sched.Thread) (addr.PFN, error) {
 	c.mu.Lock()
 	if len(c.pages) == 0 {
 		c.mu.Unlock()
-		ev := event.Event{Kind: event.KindViolation, Name: "mmu.cache-empty",
+		ev := event.Event{Kind: event.KindViolation, Name: RuleCacheEmpty,
 			Detail: fmt.Sprintf("%s: allocation under mmu_lock from an empty cache (not topped up)", c.name)}
 		if t != nil {
 			t.Emit(ev)

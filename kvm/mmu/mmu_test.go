@@ -119,7 +119,7 @@ func TestDirectOnlyFaultAndZap(t *testing.T) {
 		m.UnmapGFNRange(th, gmem.Range{Slot: vm.SlotAt(0x10), Start: 0x10, End: 0x11, Filter: gmem.FilterPrivate})
 		found := false
 		for _, ev := range c.Violations() {
-			found = found || ev.Name == "mmu.lock-not-held"
+			found = found || ev.Name == mmu.RuleLockNotHeld
 		}
 		if !found {
 			t.Error("zap without mmu_lock not reported")
@@ -160,7 +160,7 @@ func TestCacheRules(t *testing.T) {
 		}
 		empty := false
 		for _, ev := range c.Violations() {
-			empty = empty || ev.Name == "mmu.cache-empty"
+			empty = empty || ev.Name == mmu.RuleCacheEmpty
 		}
 		if !empty {
 			t.Error("taking from an empty cache was not reported")

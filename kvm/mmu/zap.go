@@ -14,7 +14,7 @@ import (
 // it is a model bug, reported as a violation.
 func (m *MMU) assertWrite(t *sched.Thread, what string) {
 	if !m.lock.HeldWrite(t) {
-		ev := event.Event{Kind: event.KindViolation, Name: "mmu.lock-not-held",
+		ev := event.Event{Kind: event.KindViolation, Name: RuleLockNotHeld,
 			Detail: fmt.Sprintf("%s without mmu_lock held for write", what)}
 		t.Stamp(&ev)
 		m.sink.Emit(ev)

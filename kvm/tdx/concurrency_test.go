@@ -2,6 +2,7 @@ package tdx_test
 
 import (
 	"errors"
+	"github.com/tdxsim/tdxsim/hostmem"
 	"testing"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -205,7 +206,7 @@ func TestInjectedRemoveFailureKillsVM(t *testing.T) {
 	}
 	var refused bool
 	for _, v := range e.c.Violations() {
-		if v.Name == "hostmem.free-tdx-owned" && addr.PFN(v.Args[0]) == victim {
+		if v.Name == hostmem.RuleFreeTDXOwned && addr.PFN(v.Args[0]) == victim {
 			refused = true
 		}
 	}

@@ -248,7 +248,7 @@ func TestSplitOnlyUnderWriteLock(t *testing.T) {
 	}
 	var lockViolations int
 	for _, v := range e.c.Violations() {
-		if v.Name == "mmu.lock-not-held" {
+		if v.Name == mmu.RuleLockNotHeld {
 			lockViolations++
 		} else {
 			t.Errorf("violation %s: %s", v.Name, v.Detail)
@@ -594,7 +594,7 @@ func TestSplitOrder(t *testing.T) {
 			// the TDX module's split guard reports it.
 			var split int
 			for _, v := range e.c.Violations() {
-				if v.Name == "hostmem.split-mapped-huge" {
+				if v.Name == hostmem.RuleSplitMappedHuge {
 					split++
 				} else {
 					t.Errorf("violation %s: %s", v.Name, v.Detail)
