@@ -3,7 +3,6 @@ package scenario
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -26,15 +25,8 @@ import (
 type Options struct {
 	// Seed overrides the scenario's seed when non-nil.
 	Seed *uint64
-	// Progress, if set, is called after each timeline step with the
-	// number of steps done and the total (build and teardown count as
-	// one step each).
-	Progress func(done, total int)
 	// Sink also receives every event (traces, tests); nil for none.
 	Sink event.Sink
-	// Trace, if set, gets a line per step: what ran, the SEAMCALLs it
-	// made, and the checks it broke (tdxsim replay).
-	Trace io.Writer
 	// Parallel runs the simulated threads on real goroutines (sched.Parallel)
 	// instead of the seeded deterministic scheduler: faster on many cores,
 	// but the interleaving (and so some counts) varies from run to run.
@@ -43,23 +35,9 @@ type Options struct {
 	// each step (what the layers report themselves, lock order and the
 	// guest's reads, is still counted): for measuring what they cost.
 	NoStepChecks bool
-	// OnStep, if set, is called at each step boundary (after the build
-	// and after every timeline step) with the state then, from the VMM
-	// thread while no other simulated thread runs: what viewers show
-	// (tdxsim serve's timeline). It must only read.
-	OnStep func(StepView)
 	// TraceLocks makes every lock acquire and release an event (for a
 	// trace's lock holds), not only the waits.
 	TraceLocks bool
-}
-
-// StepView is the state at one step boundary.
-type StepView struct {
-	At    string            // "build", "timeline[3] (convert)"
-	World check.World       // the TDs not torn down
-	Calls map[string]uint64 // SEAMCALLs and TDCALLs so far, by leaf
-	// Violations is how many violations the run has reported so far.
-	Violations int
 }
 
 // ErrRun marks a run the model could not complete (a step failed without
@@ -111,11 +89,8 @@ type runner struct {
 	// "teardown"): what is reported after the scheduler stopped (a
 	// deadlock, say) is attributed to it.
 	phase string
-	// what the last Options.Trace line covered
-	traceCalls, traceSteps uint64
-	traceViolations        int
-	done                   int
-	total                  int
+	// the caller-driven stepping (runner.go)
+	stepping
 	// peaks sampled at step boundaries
 	pamtPeak    uint64
 	pamtStatic  uint64
@@ -124,63 +99,17 @@ type runner struct {
 	ptPeak      int64
 }
 
-// Run runs a loaded scenario and returns its report. The error is
-// ErrRun-wrapped when a step failed unexpectedly (the report's Error
-// says which), or a setup failure (the host could not be built).
+// Run runs a loaded scenario to the end and returns its report. The
+// error is ErrRun-wrapped when a step failed unexpectedly (the report's
+// Error says which), or a setup failure (the host could not be built).
 func Run(f *File, o Options) (*report.Run, error) {
-	rn := &runner{f: f, o: o, seed: *f.Seed, count: event.NewCounter(), checks: map[string][2]int{}, hostileOps: map[string]int64{}}
-	if o.Seed != nil {
-		rn.seed = *o.Seed
-	}
-	costs := f.Costs()
-	rn.clock = report.NewClock(costs)
-	var sink event.Sink = event.Tee{rn.count, rn.clock}
-	if o.Sink != nil {
-		sink = event.Tee{rn.count, rn.clock, o.Sink}
-	}
-	name := f.Name
-	if name == "" {
-		name = f.Path
-	}
-	rn.r = &report.Run{Scenario: name, Seed: rn.seed, Violations: []string{}, Expectations: []report.Expectation{}}
-	if err := rn.setup(sink); err != nil {
+	r, err := Start(f, o)
+	if err != nil {
 		return nil, err
 	}
-	rn.total = len(f.Timeline) + 2
-	mode := sched.Deterministic
-	if o.Parallel {
-		mode = sched.Parallel
+	for r.Next() {
 	}
-	rn.s = sched.New(mode, rn.seed, sink)
-	if o.TraceLocks {
-		rn.s.TraceLocks()
-	}
-	freeBefore := int64(rn.host.Mem.FreePages())
-	var runErr error
-	th := rn.s.Go("vmm", func(t *sched.Thread) { runErr = rn.main(t) })
-	rn.nameThread(th.ID(), "vmm")
-	schedErr := rn.s.Run()
-	rn.clock.End()
-	leaked := freeBefore - int64(rn.host.Mem.FreePages())
-	rn.finish(leaked)
-	if schedErr != nil {
-		runErr = errors.Join(runErr, schedErr)
-	}
-	if runErr != nil {
-		rn.r.Error = runErr.Error()
-		if f.Expect.Error != "" && strings.Contains(runErr.Error(), f.Expect.Error) {
-			rn.expect("error "+f.Expect.Error, true, runErr.Error())
-			return rn.r, nil
-		}
-		if f.Expect.Error != "" {
-			rn.expect("error "+f.Expect.Error, false, "the run stopped with another error")
-		}
-		return rn.r, fmt.Errorf("%w: %v", ErrRun, runErr)
-	}
-	if f.Expect.Error != "" {
-		rn.expect("error "+f.Expect.Error, false, "the run completed without an error")
-	}
-	return rn.r, nil
+	return r.Report()
 }
 
 // setup boots the host and sizes it for the TDs.
@@ -236,14 +165,8 @@ func (rn *runner) nameThread(id int32, name string) {
 	}
 }
 
-func (rn *runner) progress() {
-	rn.done++
-	if rn.o.Progress != nil {
-		rn.o.Progress(rn.done, rn.total)
-	}
-}
-
 // main is the VMM thread: build every TD, run the timeline, tear down.
+// It parks at every step boundary until the caller resumes it.
 func (rn *runner) main(t *sched.Thread) error {
 	rn.clock.Begin("build")
 	rn.phase = "build"
@@ -257,25 +180,25 @@ func (rn *runner) main(t *sched.Thread) error {
 	if stop == nil {
 		rn.sample("build")
 	}
-	rn.progress()
+	rn.park("build", stop, 0)
 	for i := range rn.f.Timeline {
-		if stop != nil {
-			break // the build failed: tear down what was built
+		if stop != nil || rn.quit {
+			break // the build failed or the caller is done: tear down what was built
 		}
 		st := &rn.f.Timeline[i]
-		at := fmt.Sprintf("timeline[%d]", i)
-		rn.phase = fmt.Sprintf("%s (%s)", at, st.Kind())
+		at := fmt.Sprintf("timeline[%d] (%s)", i, st.Kind())
+		rn.phase = at
 		rn.clock.Begin(fmt.Sprintf("%d %s", i, st.Kind()))
 		err := rn.step(t, st, i)
 		rn.conversionProgress(st, err)
-		if err = rn.matchExpected(st, at, err); err != nil {
-			stop = fmt.Errorf("%s (%s): %w", at, st.Kind(), err)
-			rn.newReports(fmt.Sprintf("%s (%s)", at, st.Kind()))
-			rn.trace(fmt.Sprintf("%s (%s)", at, st.Kind()), err)
+		if err = rn.matchExpected(st, fmt.Sprintf("timeline[%d]", i), err); err != nil {
+			stop = fmt.Errorf("%s: %w", at, err)
+			rn.newReports(at)
+			rn.park(at, err, i+1)
 			break
 		}
-		rn.sample(fmt.Sprintf("%s (%s)", at, st.Kind()))
-		rn.progress()
+		rn.sample(at)
+		rn.park(at, nil, i+1)
 	}
 	rn.phase = "teardown"
 	for _, td := range rn.tds {
@@ -291,7 +214,6 @@ func (rn *runner) main(t *sched.Thread) error {
 			}
 		}
 	}
-	rn.progress()
 	return stop
 }
 
