@@ -61,8 +61,8 @@ func injectedENOMEM(err error) bool {
 func countSteps(steps []scenario.Step) int {
 	n := 0
 	for _, s := range steps {
-		if len(s.Parallel) > 0 {
-			n += countSteps(s.Parallel)
+		if m := s.Members(); len(m) > 0 {
+			n += countSteps(m)
 		} else {
 			n++
 		}

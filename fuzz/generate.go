@@ -124,7 +124,7 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 		s.TDs = append(s.TDs, td)
 	}
 	for i := range s.TDs {
-		s.Timeline = append(s.Timeline, g.boot(&s.TDs[i]))
+		s.Timeline = append(s.Timeline, scenario.Step{Op: g.boot(&s.TDs[i])})
 	}
 	n := 2 + g.r.IntN(9)
 	for range n {
@@ -132,25 +132,25 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 		if g.chance(0.25) {
 			// A guest workload racing host events on the same memory
 			// (a TD's vCPUs run one workload at a time).
-			par := scenario.Step{Parallel: []scenario.Step{g.guestStep(td)}}
+			par := scenario.Parallel{{Op: g.guestStep(td)}}
 			for range 1 + g.r.IntN(2) {
-				par.Parallel = append(par.Parallel, g.hostEvent(td, true))
+				par = append(par, scenario.Step{Op: g.hostEvent(td, true)})
 			}
-			s.Timeline = append(s.Timeline, par)
+			s.Timeline = append(s.Timeline, scenario.Step{Op: &par})
 			continue
 		}
-		s.Timeline = append(s.Timeline, g.step(td, false))
+		s.Timeline = append(s.Timeline, scenario.Step{Op: g.step(td, false)})
 	}
 	// A guest pass over its memory at the end reads back everything.
 	for i := range s.TDs {
-		s.Timeline = append(s.Timeline, scenario.Step{Touch: &scenario.Touch{TD: s.TDs[i].Name, Pattern: "sequential", Write: new(false)}})
+		s.Timeline = append(s.Timeline, scenario.Step{Op: &scenario.Touch{TD: s.TDs[i].Name, Pattern: "sequential", Write: new(false)}})
 	}
 	if td := &s.TDs[0]; g.chance(0.15) && keepsEveryPage(s.Timeline, td) {
 		// A hardware error hits a page guest_memfd holds: touch it first.
 		gpa := scenario.Size(g.page(td))
 		s.Timeline = append(s.Timeline,
-			scenario.Step{Touch: &scenario.Touch{TD: td.Name, Pattern: "sequential", Start: gpa, Size: 4096, Count: 1}},
-			scenario.Step{MemoryFailure: &scenario.MemoryFailure{TD: td.Name, GPA: gpa}})
+			scenario.Step{Op: &scenario.Touch{TD: td.Name, Pattern: "sequential", Start: gpa, Size: 4096, Count: 1}},
+			scenario.Step{Op: &scenario.MemoryFailure{TD: td.Name, GPA: gpa}})
 	}
 	return s
 }
@@ -162,18 +162,18 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 // error hits a page, and a GPA without one is a scenario error (ENOENT),
 // not a finding.
 func keepsEveryPage(steps []scenario.Step, td *scenario.TD) bool {
-	if td.Conversion != "in_place" && !td.KeepSharedBacking {
-		for _, st := range steps {
-			for _, m := range append([]scenario.Step{st}, st.Parallel...) {
-				if m.Convert != nil && m.TDName() == td.Name {
-					return false
-				}
-			}
+	frees := func(op scenario.Op) bool {
+		switch op.(type) {
+		case *scenario.Balloon, *scenario.PunchHole:
+			return true
+		case *scenario.Convert:
+			return td.Conversion != "in_place" && !td.KeepSharedBacking
 		}
+		return false
 	}
 	for _, st := range steps {
-		for _, m := range append([]scenario.Step{st}, st.Parallel...) {
-			if (m.Balloon != nil || m.PunchHole != nil) && m.TDName() == td.Name {
+		for _, m := range append([]scenario.Step{st}, st.Members()...) {
+			if m.Op != nil && frees(m.Op) && m.TDName() == td.Name {
 				return false
 			}
 		}
@@ -217,61 +217,118 @@ func (g *gen) hostRange(td *scenario.TD) (scenario.Size, scenario.Size) {
 	return scenario.Size(gpa), scenario.Size(size)
 }
 
-func (g *gen) boot(td *scenario.TD) scenario.Step {
+func (g *gen) boot(td *scenario.TD) scenario.Op {
 	b := &scenario.Boot{TD: td.Name, Accept: g.pick("lazy", "lazy", "eager"), Level: g.pick("2M", "2M", "4K")}
 	if b.Accept == "lazy" {
 		b.Upfront = new(scenario.Size(2 * mib * uint64(g.r.IntN(8))))
 	}
-	return scenario.Step{Boot: b}
+	return b
 }
 
 // step returns one random timeline step for td.
-func (g *gen) step(td *scenario.TD, inParallel bool) scenario.Step {
+func (g *gen) step(td *scenario.TD, inParallel bool) scenario.Op {
 	if g.chance(0.6) {
 		return g.guestStep(td)
 	}
 	return g.hostEvent(td, inParallel)
 }
 
-// guestStep is a guest workload: touch, convert or balloon, or in
-// hostile mode sometimes a hostile guest.
-func (g *gen) guestStep(td *scenario.TD) scenario.Step {
-	if g.hostile && g.chance(0.35) {
-		return scenario.Step{Hostile: &scenario.Hostile{TD: td.Name, Ops: 50 + g.r.IntN(450)}}
-	}
-	r := ram(td)
-	switch k := g.r.IntN(9); {
-	case k < 4:
-		t := &scenario.Touch{TD: td.Name, Pattern: g.pick("sequential", "random", "zipf"), Count: 1 + g.r.IntN(512)}
-		if g.chance(0.3) {
-			t.Start = scenario.Size(g.r.Uint64N(r/(2*mib)) * 2 * mib)
-		}
-		return scenario.Step{Touch: t}
-	case k < 8:
-		c := &scenario.Convert{TD: td.Name, Count: 1 + g.r.IntN(8), Size: scenario.Size(uint64(4096) << g.r.IntN(10)),
-			Placement: "random"} // sequential ranges may run into punched or ballooned memory: a workload error, not a finding
-		if g.chance(0.2) {
-			c.Use = new(false)
-		}
-		return scenario.Step{Convert: c}
-	default:
-		return scenario.Step{Balloon: &scenario.Balloon{TD: td.Name, Size: scenario.Size(2 * mib * uint64(1+g.r.IntN(4)))}}
-	}
+// guestOps are the guest workloads the generator makes, by weight.
+var guestOps = []struct {
+	weight int
+	make   func(g *gen, td *scenario.TD) scenario.Op
+}{
+	{4, (*gen).touch},
+	{4, (*gen).convert},
+	{1, (*gen).balloon},
 }
 
-// hostEvent is an MMU-notifier invalidation, a memory-type change, or
-// (not beside other steps) a hole punched in whole 2 MiB pages.
-func (g *gen) hostEvent(td *scenario.TD, inParallel bool) scenario.Step {
-	gpa, size := g.hostRange(td)
-	switch k := g.r.IntN(3); {
-	case k == 0:
-		return scenario.Step{MMUNotifier: &scenario.HostRange{TD: td.Name, GPA: gpa, Size: size}}
-	case k == 1 || inParallel || td.GmemOffset != 0:
-		// A punch must cover whole huge pages of the file: not at an
-		// offset out of step with the GPAs.
-		return scenario.Step{MemoryTypeChange: &scenario.HostRange{TD: td.Name, GPA: gpa, Size: size}}
-	default:
-		gpa &^= 2*mib - 1
-		return scenario.Step{PunchHole: &scenario.HostRange{TD: td.Name, GPA: gpa, Size: scenario.Size(2 * mib)}}
+// hostOps are the host events the generator makes, by weight, over a
+// range it drew first.
+var hostOps = []struct {
+	weight int
+	make   func(g *gen, td *scenario.TD, gpa, size scenario.Size, inParallel bool) scenario.Op
+}{
+	{1, (*gen).mmuNotifier},
+	{1, (*gen).memoryTypeChange},
+	{1, (*gen).punchHole},
+}
+
+// weighted picks an index with probability weight/sum.
+func (g *gen) weighted(weights ...int) int {
+	sum := 0
+	for _, w := range weights {
+		sum += w
 	}
+	k := g.r.IntN(sum)
+	for i, w := range weights {
+		if k < w {
+			return i
+		}
+		k -= w
+	}
+	panic("unreachable")
+}
+
+// guestStep is a guest workload from guestOps, or in hostile mode
+// sometimes a hostile guest.
+func (g *gen) guestStep(td *scenario.TD) scenario.Op {
+	if g.hostile && g.chance(0.35) {
+		return &scenario.Hostile{TD: td.Name, Ops: 50 + g.r.IntN(450)}
+	}
+	ws := make([]int, len(guestOps))
+	for i, o := range guestOps {
+		ws[i] = o.weight
+	}
+	return guestOps[g.weighted(ws...)].make(g, td)
+}
+
+func (g *gen) touch(td *scenario.TD) scenario.Op {
+	t := &scenario.Touch{TD: td.Name, Pattern: g.pick("sequential", "random", "zipf"), Count: 1 + g.r.IntN(512)}
+	if g.chance(0.3) {
+		t.Start = scenario.Size(g.r.Uint64N(ram(td)/(2*mib)) * 2 * mib)
+	}
+	return t
+}
+
+func (g *gen) convert(td *scenario.TD) scenario.Op {
+	c := &scenario.Convert{TD: td.Name, Count: 1 + g.r.IntN(8), Size: scenario.Size(uint64(4096) << g.r.IntN(10)),
+		Placement: "random"} // sequential ranges may run into punched or ballooned memory: a workload error, not a finding
+	if g.chance(0.2) {
+		c.Use = new(false)
+	}
+	return c
+}
+
+func (g *gen) balloon(td *scenario.TD) scenario.Op {
+	return &scenario.Balloon{TD: td.Name, Size: scenario.Size(2 * mib * uint64(1+g.r.IntN(4)))}
+}
+
+// hostEvent is a host event from hostOps over a random range.
+func (g *gen) hostEvent(td *scenario.TD, inParallel bool) scenario.Op {
+	gpa, size := g.hostRange(td)
+	ws := make([]int, len(hostOps))
+	for i, o := range hostOps {
+		ws[i] = o.weight
+	}
+	return hostOps[g.weighted(ws...)].make(g, td, gpa, size, inParallel)
+}
+
+func (g *gen) mmuNotifier(td *scenario.TD, gpa, size scenario.Size, _ bool) scenario.Op {
+	return &scenario.MMUNotifier{TD: td.Name, GPA: gpa, Size: size}
+}
+
+func (g *gen) memoryTypeChange(td *scenario.TD, gpa, size scenario.Size, _ bool) scenario.Op {
+	return &scenario.MemoryTypeChange{TD: td.Name, GPA: gpa, Size: size}
+}
+
+// punchHole punches whole 2 MiB pages; not beside other steps, nor at a
+// guest_memfd offset out of step with the GPAs (a punch must cover whole
+// huge pages of the file): a memory-type change there instead.
+func (g *gen) punchHole(td *scenario.TD, gpa, size scenario.Size, inParallel bool) scenario.Op {
+	if inParallel || td.GmemOffset != 0 {
+		return g.memoryTypeChange(td, gpa, size, inParallel)
+	}
+	gpa &^= 2*mib - 1
+	return &scenario.PunchHole{TD: td.Name, GPA: gpa, Size: scenario.Size(2 * mib)}
 }

@@ -94,15 +94,16 @@ func candidates(s *scenario.Scenario) []*scenario.Scenario {
 	}
 	// Run a parallel group's members one after another; drop a member.
 	for i := range s.Timeline {
-		if n := len(s.Timeline[i].Parallel); n > 0 {
+		if n := len(s.Timeline[i].Members()); n > 0 {
 			try(func(c *scenario.Scenario) bool {
-				members := c.Timeline[i].Parallel
+				members := c.Timeline[i].Members()
 				c.Timeline = slices.Replace(c.Timeline, i, i+1, members...)
 				return true
 			})
 			for j := range n {
 				try(func(c *scenario.Scenario) bool {
-					c.Timeline[i].Parallel = slices.Delete(c.Timeline[i].Parallel, j, j+1)
+					p := c.Timeline[i].Op.(*scenario.Parallel)
+					*p = slices.Delete(*p, j, j+1)
 					return true
 				})
 			}
@@ -141,25 +142,6 @@ func candidates(s *scenario.Scenario) []*scenario.Scenario {
 	return out
 }
 
-// smaller halves a step's count or size; false when it has none to halve.
-func smaller(st *scenario.Step) bool {
-	switch {
-	case st.Touch != nil && st.Touch.Count > 1:
-		st.Touch.Count /= 2
-	case st.Convert != nil && st.Convert.Count > 1:
-		st.Convert.Count /= 2
-	case st.Convert != nil && st.Convert.Size > 4096:
-		st.Convert.Size /= 2
-	case st.Boot != nil && st.Boot.Upfront != nil && *st.Boot.Upfront > 0:
-		*st.Boot.Upfront = 0
-	case st.Balloon != nil && st.Balloon.Size > 2<<20:
-		st.Balloon.Size /= 2
-	case st.MMUNotifier != nil && st.MMUNotifier.Size > 4096:
-		st.MMUNotifier.Size /= 2
-	case st.MemoryTypeChange != nil && st.MemoryTypeChange.Size > 4096:
-		st.MemoryTypeChange.Size /= 2
-	default:
-		return false
-	}
-	return true
-}
+// smaller halves a step's count or size (its op's Smaller); false when
+// it has none to halve.
+func smaller(st *scenario.Step) bool { return st.Op != nil && st.Op.Smaller() }

@@ -20,11 +20,20 @@ func TestWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	var maps []view.Map
-	r, err := scenario.Run(f, scenario.Options{OnStep: func(sv scenario.StepView) {
-		if m := view.Snapshot(sv.World); len(m) > 0 {
+	rn, err := scenario.Start(f, scenario.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if m := view.Snapshot(rn.View().World); len(m) > 0 {
 			maps = m
 		}
-	}})
+		if !rn.More() {
+			break
+		}
+		rn.Next()
+	}
+	r, err := rn.Report()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,6 +78,8 @@ type decoder struct {
 	lines map[string]int
 }
 
+var stepType = reflect.TypeFor[Step]()
+
 var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 
 func (d *decoder) fail(n *yaml.Node, field, format string, args ...any) error {
@@ -105,6 +107,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
 		return d.decode(n, v.Elem(), path)
+	}
+	if v.Type() == stepType {
+		return d.decodeStep(n, v.Addr().Interface().(*Step), path)
 	}
 	if reflect.PointerTo(v.Type()).Implements(unmarshalerType) {
 		if err := n.Decode(v.Addr().Interface()); err != nil {
@@ -192,8 +197,9 @@ func yamlName(f reflect.StructField) string {
 	return name
 }
 
-func keyList(t reflect.Type) string {
-	var keys []string
+// keyList is t's yaml keys and extra, sorted, for errors.
+func keyList(t reflect.Type, extra ...string) string {
+	keys := append([]string(nil), extra...)
 	for i := range t.NumField() {
 		if n := yamlName(t.Field(i)); n != "" && n != "-" {
 			keys = append(keys, n)

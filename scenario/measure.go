@@ -79,38 +79,6 @@ func (rn *runner) sample(at string) {
 		rn.check(at, inv, vs...)
 	}
 	rn.newReports(at)
-	rn.trace(at, nil)
-	if rn.o.OnStep != nil {
-		rn.o.OnStep(StepView{At: at, World: rn.world(), Calls: rn.count.Calls(), Violations: len(rn.r.Violations)})
-	}
-}
-
-// trace writes the step's line for Options.Trace: the step, its SEAMCALLs,
-// the error it stopped with, and the violations found since the last line.
-func (rn *runner) trace(at string, err error) {
-	w := rn.o.Trace
-	if w == nil {
-		return
-	}
-	var calls uint64
-	for _, n := range rn.count.Calls() {
-		calls += n
-	}
-	fmt.Fprintf(w, "%-32s %8d calls  %7d scheduler steps", at, calls-rn.traceCalls, rn.s.Steps()-rn.traceSteps)
-	rn.traceCalls, rn.traceSteps = calls, rn.s.Steps()
-	vs := rn.r.Violations[min(rn.traceViolations, len(rn.r.Violations)):]
-	rn.traceViolations = len(rn.r.Violations)
-	switch {
-	case err != nil:
-		fmt.Fprintf(w, "  stopped: %v\n", err)
-	case len(vs) == 0:
-		fmt.Fprintf(w, "  checks ok\n")
-	default:
-		fmt.Fprintf(w, "  %d violations\n", len(vs))
-	}
-	for _, v := range vs {
-		fmt.Fprintf(w, "    %s\n", v)
-	}
 }
 
 // newReports turns what the layers reported since the last call (rule
@@ -272,7 +240,6 @@ func (rn *runner) finish(leaked int64) {
 		}
 	}
 	rn.check("end", check.Teardown, td...)
-	rn.trace("teardown, end checks", nil)
 	r.Checks.Failed = map[string]int{}
 	for _, name := range rn.order {
 		c := rn.checks[name]

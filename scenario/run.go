@@ -3,13 +3,10 @@ package scenario
 import (
 	"errors"
 	"fmt"
-	"io"
-	"math/bits"
 	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/check"
@@ -28,15 +25,8 @@ import (
 type Options struct {
 	// Seed overrides the scenario's seed when non-nil.
 	Seed *uint64
-	// Progress, if set, is called after each timeline step with the
-	// number of steps done and the total (build and teardown count as
-	// one step each).
-	Progress func(done, total int)
 	// Sink also receives every event (traces, tests); nil for none.
 	Sink event.Sink
-	// Trace, if set, gets a line per step: what ran, the SEAMCALLs it
-	// made, and the checks it broke (tdxsim replay).
-	Trace io.Writer
 	// Parallel runs the simulated threads on real goroutines (sched.Parallel)
 	// instead of the seeded deterministic scheduler: faster on many cores,
 	// but the interleaving (and so some counts) varies from run to run.
@@ -45,23 +35,9 @@ type Options struct {
 	// each step (what the layers report themselves, lock order and the
 	// guest's reads, is still counted): for measuring what they cost.
 	NoStepChecks bool
-	// OnStep, if set, is called at each step boundary (after the build
-	// and after every timeline step) with the state then, from the VMM
-	// thread while no other simulated thread runs: what viewers show
-	// (tdxsim serve's timeline). It must only read.
-	OnStep func(StepView)
 	// TraceLocks makes every lock acquire and release an event (for a
 	// trace's lock holds), not only the waits.
 	TraceLocks bool
-}
-
-// StepView is the state at one step boundary.
-type StepView struct {
-	At    string            // "build", "timeline[3] (convert)"
-	World check.World       // the TDs not torn down
-	Calls map[string]uint64 // SEAMCALLs and TDCALLs so far, by leaf
-	// Violations is how many violations the run has reported so far.
-	Violations int
 }
 
 // ErrRun marks a run the model could not complete (a step failed without
@@ -113,11 +89,8 @@ type runner struct {
 	// "teardown"): what is reported after the scheduler stopped (a
 	// deadlock, say) is attributed to it.
 	phase string
-	// what the last Options.Trace line covered
-	traceCalls, traceSteps uint64
-	traceViolations        int
-	done                   int
-	total                  int
+	// the caller-driven stepping (runner.go)
+	stepping
 	// peaks sampled at step boundaries
 	pamtPeak    uint64
 	pamtStatic  uint64
@@ -126,63 +99,17 @@ type runner struct {
 	ptPeak      int64
 }
 
-// Run runs a loaded scenario and returns its report. The error is
-// ErrRun-wrapped when a step failed unexpectedly (the report's Error
-// says which), or a setup failure (the host could not be built).
+// Run runs a loaded scenario to the end and returns its report. The
+// error is ErrRun-wrapped when a step failed unexpectedly (the report's
+// Error says which), or a setup failure (the host could not be built).
 func Run(f *File, o Options) (*report.Run, error) {
-	rn := &runner{f: f, o: o, seed: *f.Seed, count: event.NewCounter(), checks: map[string][2]int{}, hostileOps: map[string]int64{}}
-	if o.Seed != nil {
-		rn.seed = *o.Seed
-	}
-	costs := f.Costs()
-	rn.clock = report.NewClock(costs)
-	var sink event.Sink = event.Tee{rn.count, rn.clock}
-	if o.Sink != nil {
-		sink = event.Tee{rn.count, rn.clock, o.Sink}
-	}
-	name := f.Name
-	if name == "" {
-		name = f.Path
-	}
-	rn.r = &report.Run{Scenario: name, Seed: rn.seed, Violations: []string{}, Expectations: []report.Expectation{}}
-	if err := rn.setup(sink); err != nil {
+	r, err := Start(f, o)
+	if err != nil {
 		return nil, err
 	}
-	rn.total = len(f.Timeline) + 2
-	mode := sched.Deterministic
-	if o.Parallel {
-		mode = sched.Parallel
+	for r.Next() {
 	}
-	rn.s = sched.New(mode, rn.seed, sink)
-	if o.TraceLocks {
-		rn.s.TraceLocks()
-	}
-	freeBefore := int64(rn.host.Mem.FreePages())
-	var runErr error
-	th := rn.s.Go("vmm", func(t *sched.Thread) { runErr = rn.main(t) })
-	rn.nameThread(th.ID(), "vmm")
-	schedErr := rn.s.Run()
-	rn.clock.End()
-	leaked := freeBefore - int64(rn.host.Mem.FreePages())
-	rn.finish(leaked)
-	if schedErr != nil {
-		runErr = errors.Join(runErr, schedErr)
-	}
-	if runErr != nil {
-		rn.r.Error = runErr.Error()
-		if f.Expect.Error != "" && strings.Contains(runErr.Error(), f.Expect.Error) {
-			rn.expect("error "+f.Expect.Error, true, runErr.Error())
-			return rn.r, nil
-		}
-		if f.Expect.Error != "" {
-			rn.expect("error "+f.Expect.Error, false, "the run stopped with another error")
-		}
-		return rn.r, fmt.Errorf("%w: %w", ErrRun, runErr)
-	}
-	if f.Expect.Error != "" {
-		rn.expect("error "+f.Expect.Error, false, "the run completed without an error")
-	}
-	return rn.r, nil
+	return r.Report()
 }
 
 // setup boots the host and sizes it for the TDs.
@@ -238,14 +165,8 @@ func (rn *runner) nameThread(id int32, name string) {
 	}
 }
 
-func (rn *runner) progress() {
-	rn.done++
-	if rn.o.Progress != nil {
-		rn.o.Progress(rn.done, rn.total)
-	}
-}
-
 // main is the VMM thread: build every TD, run the timeline, tear down.
+// It parks at every step boundary until the caller resumes it.
 func (rn *runner) main(t *sched.Thread) error {
 	rn.clock.Begin("build")
 	rn.phase = "build"
@@ -259,25 +180,25 @@ func (rn *runner) main(t *sched.Thread) error {
 	if stop == nil {
 		rn.sample("build")
 	}
-	rn.progress()
+	rn.park("build", stop, 0)
 	for i := range rn.f.Timeline {
-		if stop != nil {
-			break // the build failed: tear down what was built
+		if stop != nil || rn.quit {
+			break // the build failed or the caller is done: tear down what was built
 		}
 		st := &rn.f.Timeline[i]
-		at := fmt.Sprintf("timeline[%d]", i)
-		rn.phase = fmt.Sprintf("%s (%s)", at, st.kind())
-		rn.clock.Begin(fmt.Sprintf("%d %s", i, st.kind()))
+		at := fmt.Sprintf("timeline[%d] (%s)", i, st.Kind())
+		rn.phase = at
+		rn.clock.Begin(fmt.Sprintf("%d %s", i, st.Kind()))
 		err := rn.step(t, st, i)
 		rn.conversionProgress(st, err)
-		if err = rn.matchExpected(st, at, err); err != nil {
-			stop = fmt.Errorf("%s (%s): %w", at, st.kind(), err)
-			rn.newReports(fmt.Sprintf("%s (%s)", at, st.kind()))
-			rn.trace(fmt.Sprintf("%s (%s)", at, st.kind()), err)
+		if err = rn.matchExpected(st, fmt.Sprintf("timeline[%d]", i), err); err != nil {
+			stop = fmt.Errorf("%s: %w", at, err)
+			rn.newReports(at)
+			rn.park(at, err, i+1)
 			break
 		}
-		rn.sample(fmt.Sprintf("%s (%s)", at, st.kind()))
-		rn.progress()
+		rn.sample(at)
+		rn.park(at, nil, i+1)
 	}
 	rn.phase = "teardown"
 	for _, td := range rn.tds {
@@ -293,7 +214,6 @@ func (rn *runner) main(t *sched.Thread) error {
 			}
 		}
 	}
-	rn.progress()
 	return stop
 }
 
@@ -302,7 +222,7 @@ func (rn *runner) main(t *sched.Thread) error {
 // on TDVMCALL_RETRY.
 func (rn *runner) conversionProgress(st *Step, err error) {
 	var tds []string
-	for _, m := range append([]Step{*st}, st.Parallel...) {
+	for _, m := range append([]Step{*st}, st.Members()...) {
 		if m.GuestWorkload() {
 			tds = append(tds, m.TDName())
 		}
@@ -418,91 +338,6 @@ func (rn *runner) rng(stepIndex, stream int) *rand.Rand {
 	return rand.New(rand.NewPCG(rn.seed, uint64(stepIndex)<<16|uint64(stream)))
 }
 
-// step runs one timeline step on the VMM thread t.
-func (rn *runner) step(t *sched.Thread, st *Step, idx int) error {
-	switch {
-	case st.Boot != nil:
-		return rn.boot(t, st.Boot)
-	case st.Touch != nil:
-		return rn.touch(t, st.Touch, idx)
-	case st.Convert != nil:
-		return rn.convert(t, st.Convert, idx)
-	case st.Balloon != nil:
-		return rn.balloon(t, st.Balloon)
-	case st.Hostile != nil:
-		return rn.hostile(t, st.Hostile, idx)
-	case st.Idle != nil:
-		rn.clock.Idle(uint64(time.Duration(st.Idle.Time)))
-		return nil
-	case st.PunchHole != nil:
-		// The host takes the memory away: the guest is told (as by a
-		// hot-unplug) and does not touch it again, so a later access is
-		// not a loss. mmu_notifier and memory_type_change must not lose
-		// anything, and the guest keeps using those ranges.
-		td := rn.tdOf(st.PunchHole.TD)
-		td.g.Forget(uint64(st.PunchHole.GPA), uint64(st.PunchHole.Size))
-		return td.m.PunchHole(t, uint64(st.PunchHole.GPA), uint64(st.PunchHole.Size))
-	case st.MemslotDelete != nil:
-		td := rn.tdOf(st.MemslotDelete.TD)
-		if err := td.m.DeleteSlot(t, st.MemslotDelete.Slot); err != nil {
-			return err
-		}
-		s := td.cfg.SlotLayout()[st.MemslotDelete.Slot]
-		td.g.Forget(s.GPA, s.Size)
-		return nil
-	case st.MemoryTypeChange != nil:
-		r := st.MemoryTypeChange
-		return rn.tdOf(r.TD).m.MemtypeChange(t, uint64(r.GPA), uint64(r.Size))
-	case st.MMUNotifier != nil:
-		r := st.MMUNotifier
-		return rn.tdOf(r.TD).m.MMUNotifier(t, uint64(r.GPA), uint64(r.Size))
-	case st.MemoryFailure != nil:
-		// The guest is not told: its next access gets EHWPOISON (the
-		// VMM would inject a machine check).
-		return rn.tdOf(st.MemoryFailure.TD).m.MemoryFailure(t, uint64(st.MemoryFailure.GPA))
-	case st.Teardown != nil:
-		return rn.teardown(t, rn.tdOf(st.Teardown.TD))
-	}
-	// parallel: each sub-step on its own thread
-	var done atomic.Int32
-	errs := make([]error, len(st.Parallel))
-	for k := range st.Parallel {
-		sub := &st.Parallel[k]
-		th := t.Go(fmt.Sprintf("step%d.%d", idx, k), func(pt *sched.Thread) {
-			defer done.Add(1)
-			err := rn.step(pt, sub, idx*64+k+1)
-			errs[k] = rn.matchExpected(sub, fmt.Sprintf("timeline[%d].parallel[%d]", idx, k), err)
-		})
-		rn.nameThread(th.ID(), fmt.Sprintf("step%d.%d", idx, k))
-	}
-	t.WaitUntil("parallel steps done", func() bool { return int(done.Load()) == len(st.Parallel) })
-	return errors.Join(errs...)
-}
-
-// boot accepts memory at boot: all of it (eager) or the first upfront
-// bytes (lazy), each vCPU a share, on 2 MiB boundaries where it can.
-func (rn *runner) boot(t *sched.Thread, b *Boot) error {
-	td := rn.tdOf(b.TD)
-	lvl := map[string]addr.Level{"4K": addr.Level4K, "2M": addr.Level2M, "1G": addr.Level1G}[b.Level]
-	td.g.SetMaxAcceptLevel(lvl)
-	n := td.g.RAMBytes()
-	if b.Accept == "lazy" {
-		n = uint64(*b.Upfront)
-	}
-	nv := uint64(len(td.m.VCPUs))
-	per := (n / nv) &^ (addr.PageSize - 1)
-	if per >= addr.Size2M {
-		per &^= addr.Size2M - 1
-	}
-	return rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-		lo, cnt := uint64(i)*per, per
-		if uint64(i) == nv-1 {
-			cnt = n - lo
-		}
-		return rn.acceptOffsets(vt, td.g, v, lo, cnt)
-	})
-}
-
 // acceptOffsets accepts RAM offsets [lo, lo+n), memslot by memslot.
 func (rn *runner) acceptOffsets(t *sched.Thread, g *guest.Guest, v *tdx.VCPU, lo, n uint64) error {
 	for _, r := range g.RAM() {
@@ -523,171 +358,6 @@ func (rn *runner) acceptOffsets(t *sched.Thread, g *guest.Guest, v *tdx.VCPU, lo
 	return nil
 }
 
-// touch reads (and writes) pages picked by the pattern; touch k runs on
-// vCPU k mod n.
-func (rn *runner) touch(t *sched.Thread, w *Touch, idx int) error {
-	td := rn.tdOf(w.TD)
-	pages := uint64(w.Size) / addr.PageSize
-	write := w.Write == nil || *w.Write
-	nv := len(td.m.VCPUs)
-	return rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-		r := rn.rng(idx, i)
-		var z *rand.Zipf
-		if w.Pattern == "zipf" {
-			z = rand.NewZipf(r, w.Skew, 1, pages-1)
-		}
-		for k := i; k < w.Count; k += nv {
-			var p uint64
-			switch w.Pattern {
-			case "sequential":
-				p = uint64(k) % pages
-			case "random":
-				p = r.Uint64N(pages)
-			default:
-				p = z.Uint64()
-			}
-			gpa, _ := ramGPA(td.g, uint64(w.Start)+p*addr.PageSize)
-			if !td.g.Usable(gpa) {
-				continue
-			}
-			if err := td.g.Touch(vt, v, gpa, write); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-// placeRanges picks count ranges of size bytes for a conversion: random
-// (aligned to size when it is a power of two, never overlapping, never
-// on pages the guest does not use or already shared) or sequential.
-func (rn *runner) placeRanges(td *tdRun, c *Convert, idx int) ([]uint64, error) {
-	size := uint64(c.Size)
-	align := uint64(addr.PageSize)
-	if bits.OnesCount64(size) == 1 {
-		align = size
-	}
-	usable := func(gpa uint64) bool {
-		for p := gpa; p < gpa+size; p += addr.PageSize {
-			if !td.g.Usable(p) || td.g.Shared(p) {
-				return false
-			}
-		}
-		return td.g.InRAM(gpa, size)
-	}
-	var out []uint64
-	if c.Placement == "sequential" {
-		for k := range c.Count {
-			gpa, ok := ramGPA(td.g, uint64(c.Start)+uint64(k)*size)
-			if !ok || !usable(gpa) {
-				return nil, fmt.Errorf("sequential range %d at RAM offset %#x is not usable private memory (image, shared, or outside a memslot)", k, uint64(c.Start)+uint64(k)*size)
-			}
-			out = append(out, gpa)
-		}
-		return out, nil
-	}
-	r := rn.rng(idx, 1<<15)
-	slots := td.g.RAMBytes() / align
-	taken := map[uint64]bool{} // by align-sized slot: one entry per range, not per page
-	for len(out) < c.Count {
-		found := false
-		for try := 0; try < 1000 && !found; try++ {
-			gpa, ok := ramGPA(td.g, r.Uint64N(slots)*align)
-			first, last := gpa/align, (gpa+size-1)/align
-			clash := false
-			for p := first; p <= last; p++ {
-				clash = clash || taken[p]
-			}
-			if !ok || clash || !usable(gpa) {
-				continue
-			}
-			for p := first; p <= last; p++ {
-				taken[p] = true
-			}
-			out = append(out, gpa)
-			found = true
-		}
-		if !found {
-			return nil, fmt.Errorf("could not place range %d of %d (%s each) in usable private memory", len(out), c.Count, report.HumanBytes(size))
-		}
-	}
-	return out, nil
-}
-
-// convert converts ranges to shared (and back), range k on vCPU k mod n.
-func (rn *runner) convert(t *sched.Thread, c *Convert, idx int) error {
-	td := rn.tdOf(c.TD)
-	ranges, err := rn.placeRanges(td, c, idx)
-	if err != nil {
-		return err
-	}
-	size := uint64(c.Size)
-	back, use := c.Back == nil || *c.Back, c.Use == nil || *c.Use
-	nv := len(td.m.VCPUs)
-	return rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-		for k := i; k < len(ranges); k += nv {
-			gpa := ranges[k]
-			if back {
-				if err := td.g.RoundTrip(vt, v, gpa, size, use); err != nil {
-					return err
-				}
-				continue
-			}
-			if err := td.g.ConvertToShared(vt, v, gpa, size); err != nil {
-				return err
-			}
-			if use {
-				if err := td.g.UseShared(vt, v, gpa, size); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-}
-
-// balloon gives the top of guest RAM back to the host: the guest converts
-// it to shared in 2 MiB units (vCPUs in turn), then the VMM discards it.
-func (rn *runner) balloon(t *sched.Thread, b *Balloon) error {
-	td := rn.tdOf(b.TD)
-	var units []uint64
-	ram := td.g.RAM()
-	for i := len(ram) - 1; i >= 0 && uint64(len(units))*addr.Size2M < uint64(b.Size); i-- {
-		for gpa := ram[i].End() - addr.Size2M; gpa >= ram[i].GPA && uint64(len(units))*addr.Size2M < uint64(b.Size); gpa -= addr.Size2M {
-			ok := true
-			for p := gpa; p < gpa+addr.Size2M; p += addr.PageSize {
-				ok = ok && td.g.Usable(p) && !td.g.Shared(p)
-			}
-			if ok {
-				units = append(units, gpa)
-			}
-			if gpa == 0 {
-				break
-			}
-		}
-	}
-	if uint64(len(units))*addr.Size2M < uint64(b.Size) {
-		return fmt.Errorf("balloon: only %s of usable private memory left", report.HumanBytes(uint64(len(units))*addr.Size2M))
-	}
-	nv := len(td.m.VCPUs)
-	if err := rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-		for k := i; k < len(units); k += nv {
-			if err := td.g.ConvertToShared(vt, v, units[k], addr.Size2M); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	for _, u := range units {
-		if err := td.m.DiscardShared(t, u, addr.Size2M); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // teardown tears a TD down and keeps what it measured.
 func (rn *runner) teardown(t *sched.Thread, td *tdRun) error {
 	m := td.m
@@ -702,19 +372,4 @@ func (rn *runner) teardown(t *sched.Thread, td *tdRun) error {
 	err := m.Teardown(t)
 	td.mmuStats, td.tdStats, td.vmmStats = m.TD.MMU().Stats(), m.TD.Stats(), m.Stats()
 	return err
-}
-
-// hostile runs a hostile guest on every vCPU of the TD at once; what the
-// host answered is counted in the report. Only a host-side failure is an
-// error.
-func (rn *runner) hostile(t *sched.Thread, h *Hostile, idx int) error {
-	td := rn.tdOf(h.TD)
-	nv := len(td.m.VCPUs)
-	return rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-		return td.g.Hostile(vt, v, i, nv, h.Ops, rn.rng(idx, i), func(op, outcome string) {
-			rn.hostileMu.Lock()
-			rn.hostileOps[op+": "+outcome]++
-			rn.hostileMu.Unlock()
-		})
-	})
 }

@@ -37,6 +37,8 @@ func Marshal(s *Scenario) ([]byte, error) {
 func encodeNode(v reflect.Value) (*yaml.Node, error) {
 	scalar := func(tag, s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: s} }
 	switch v.Type() {
+	case stepType:
+		return encodeStep(v.Addr().Interface().(*Step))
 	case sizeType:
 		if v.Uint() == 0 {
 			return nil, nil

@@ -264,7 +264,15 @@ func TestSchemaMatchesTypes(t *testing.T) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		t.Fatal(err)
 	}
-	for _, typ := range []reflect.Type{reflect.TypeOf(Step{}), reflect.TypeOf(TD{}), reflect.TypeOf(Policies{})} {
+	if props, _ := s.Defs["Step"]["properties"].(map[string]any); s.Defs["Step"]["additionalProperties"] != false || len(props) != len(opKinds)+1 {
+		t.Errorf("Step: %d properties for %d kinds and expect_error", len(props), len(opKinds))
+	}
+	for _, k := range opKinds {
+		if k.new().Kind() != k.name {
+			t.Errorf("registry entry %s makes a %s step", k.name, k.new().Kind())
+		}
+	}
+	for _, typ := range []reflect.Type{reflect.TypeOf(TD{}), reflect.TypeOf(Policies{})} {
 		def := s.Defs[typ.Name()]
 		props, _ := def["properties"].(map[string]any)
 		if def["additionalProperties"] != false || len(props) != typ.NumField() {

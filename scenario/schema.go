@@ -50,7 +50,11 @@ func (g *schemaGen) schemaOf(t reflect.Type) map[string]any {
 	case reflect.Struct:
 		if _, ok := g.defs[t.Name()]; !ok {
 			g.defs[t.Name()] = nil // placeholder: a recursive use refers to it
-			g.defs[t.Name()] = g.structSchema(t)
+			if t == stepType {
+				g.defs[t.Name()] = g.stepSchema()
+			} else {
+				g.defs[t.Name()] = g.structSchema(t)
+			}
 		}
 		return map[string]any{"$ref": "#/$defs/" + t.Name()}
 	case reflect.Slice:

@@ -19,20 +19,28 @@ func TestDefaultScenarioMaps(t *testing.T) {
 	var maps [][]view.Map
 	var pages []view.Page
 	var walk []view.SEPTStep
-	_, err = scenario.Run(f, scenario.Options{OnStep: func(sv scenario.StepView) {
+	r, err := scenario.Start(f, scenario.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		sv := r.View()
 		m := view.Snapshot(sv.World)
 		maps = append(maps, m)
 		if len(m) == 1 && strings.Contains(sv.At, "timeline[0]") {
 			i := strings.IndexByte(m[0].Cells, byte(view.Private2M))
 			if i < 0 {
-				t.Errorf("no 2M cell after boot: %v", m[0].Counts)
-				return
+				t.Fatalf("no 2M cell after boot: %v", m[0].Counts)
 			}
 			pages = view.CellPages(sv.World.Host.Mod, sv.World.TDs[0], uint64(i)<<21)
 			walk = view.SEPTPath(sv.World.Host.Mod, sv.World.TDs[0], uint64(i)<<21)
 		}
-	}})
-	if err != nil {
+		if !r.More() {
+			break
+		}
+		r.Next()
+	}
+	if _, err := r.Report(); err != nil {
 		t.Fatal(err)
 	}
 	if len(maps) < 2 {

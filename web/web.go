@@ -55,6 +55,10 @@ type Run struct {
 	Error  string      `json:"error,omitempty"`
 	Steps  []Step      `json:"steps"`
 	file   *scenario.File
+
+	mu     sync.Mutex               // guards parked
+	parked map[int]*scenario.Runner // runners parked at a step, by index into Steps
+	query  sync.Mutex               // serializes reads of parked runners' state
 }
 
 // lastCalls keeps the most recent SEAMCALLs (a ring).
@@ -89,31 +93,82 @@ func (l *lastCalls) snapshot() []Call {
 // boundary. A run that stops early or breaks a check is still a Run: the
 // UI shows how far it got.
 func Execute(name string, f *scenario.File) *Run {
-	run := &Run{Name: name, file: f, Steps: []Step{}}
+	run := &Run{Name: name, file: f, Steps: []Step{}, parked: map[int]*scenario.Runner{}}
 	calls := &lastCalls{}
-	r, err := scenario.Run(f, scenario.Options{Sink: calls, OnStep: func(sv scenario.StepView) {
-		run.Steps = append(run.Steps, Step{At: sv.At, Maps: view.Snapshot(sv.World), Calls: sv.Calls,
-			Violations: sv.Violations, Last: calls.snapshot()})
-	}})
-	run.Report = r
+	r, err := scenario.Start(f, scenario.Options{Sink: calls})
+	if err != nil {
+		run.Error = err.Error()
+		return run
+	}
+	record := func() {
+		if sv := r.View(); sv.Err == nil {
+			run.Steps = append(run.Steps, Step{At: sv.At, Maps: view.Snapshot(sv.World), Calls: sv.Calls,
+				Violations: sv.Violations, Last: calls.snapshot()})
+		}
+	}
+	record()
+	for r.More() {
+		r.Next()
+		record()
+	}
+	run.Report, err = r.Report()
 	if err != nil {
 		run.Error = err.Error()
 	}
 	return run
 }
 
-// at replays the run to step k (deterministic: the same state as the
-// first time) and calls fn with the state there.
+// maxParked bounds the runners a Run keeps parked for queries (each
+// holds a whole model); steps past it are answered by replaying.
+const maxParked = 32
+
+// runnerAt returns a runner parked at step k (a boundary of Steps), the
+// one kept from before or a new one run there from the start (the run is
+// deterministic: the same state as the first time), and keeps it.
+func (run *Run) runnerAt(k int) *scenario.Runner {
+	run.mu.Lock()
+	r, ok := run.parked[k]
+	run.mu.Unlock()
+	if ok {
+		return r
+	}
+	r, err := scenario.Start(run.file, scenario.Options{})
+	if err != nil {
+		return nil
+	}
+	for range k {
+		r.Next()
+	}
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	if old, ok := run.parked[k]; ok {
+		r.Report() // another query parked one here first: let this one finish
+		return old
+	}
+	if len(run.parked) < maxParked {
+		run.parked[k] = r
+	}
+	return r
+}
+
+// Prepare parks a runner at every step (up to maxParked), so that a
+// query at any of them is answered without running the model.
+func (run *Run) Prepare() {
+	for k := range min(len(run.Steps), maxParked) {
+		run.runnerAt(k)
+	}
+}
+
+// at calls fn with the state at step k.
 func (run *Run) at(k int, fn func(check.World)) bool {
-	i, done := 0, false
-	scenario.Run(run.file, scenario.Options{OnStep: func(sv scenario.StepView) {
-		if i == k {
-			fn(sv.World)
-			done = true
-		}
-		i++
-	}})
-	return done
+	r := run.runnerAt(k)
+	if r == nil {
+		return false
+	}
+	run.query.Lock() // a parked runner's state is read by one query at a time
+	defer run.query.Unlock()
+	fn(r.View().World)
+	return true
 }
 
 // Server serves the UI over run A and, when given, run B.
@@ -122,7 +177,7 @@ type Server struct {
 	// Comparison is A against B (nil without B).
 	Comparison *report.Comparison
 
-	mu    sync.Mutex // serializes replays and guards cache
+	mu    sync.Mutex // guards cache
 	cache map[string][]byte
 }
 
@@ -136,6 +191,15 @@ func New(nameA string, a *scenario.File, nameB string, b *scenario.File) *Server
 		}
 	}
 	return s
+}
+
+// Prepare parks a runner at every step of each run (see Run.Prepare):
+// afterwards a cell or S-EPT query at any step only reads.
+func (s *Server) Prepare() {
+	s.A.Prepare()
+	if s.B != nil {
+		s.B.Prepare()
+	}
 }
 
 // Handler returns the HTTP handler: pages, static assets and the JSON API.
@@ -224,7 +288,7 @@ func lastMaps(run *Run) []view.Map {
 }
 
 // query answers /api/cell and /api/sept: ?run=a|b&step=K&td=NAME&gpa=X,
-// by replaying the run to step K.
+// from a runner parked at step K.
 func (s *Server) query(kind string, fn func(check.World, check.TD, uint64) any) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

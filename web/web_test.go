@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tdxsim/tdxsim/scenario"
 	"github.com/tdxsim/tdxsim/view"
@@ -67,6 +68,32 @@ func TestAPI(t *testing.T) {
 			t.Errorf("%s: %d, want %d (%.100s)", path, code, want, body)
 		} else if code == 400 && strings.TrimSpace(body) == "" {
 			t.Errorf("%s: 400 without a reason", path)
+		}
+	}
+}
+
+// After Prepare a query at an earlier step reads a parked runner: it
+// answers the same as the lazy path and at once.
+func TestPreparedQueries(t *testing.T) {
+	f, err := scenario.Parse("s.yaml", []byte("tds: [{memory: 64M, vcpus: 1}]\ntimeline:\n  - boot: {accept: eager}\n  - convert: {count: 2, size: 16K, back: false}\n  - touch: {count: 8}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lazy := httptest.NewServer(web.New("s", f, "", nil).Handler())
+	defer lazy.Close()
+	s := web.New("s", f, "", nil)
+	s.Prepare()
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	for _, q := range []string{"/api/cell?step=3&gpa=0", "/api/cell?step=1&gpa=0", "/api/sept?step=2&gpa=0", "/api/sept?step=0&gpa=200000"} {
+		c1, b1 := get(t, lazy, q)
+		start := time.Now()
+		c2, b2 := get(t, srv, q)
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("%s: %v after Prepare", q, d)
+		}
+		if c1 != http.StatusOK || c1 != c2 || b1 != b2 {
+			t.Errorf("%s: lazy %d %.80s, prepared %d %.80s", q, c1, b1, c2, b2)
 		}
 	}
 }

@@ -135,9 +135,9 @@ flags:`)
 		return code
 	}
 	fmt.Fprintf(stdout, "replay %s: seed %d\n", fs.Arg(0), *f.Seed)
-	o := scenario.Options{Trace: stdout}
+	var o scenario.Options
 	rec := tf.options(f, &o)
-	r, err := scenario.Run(f, o)
+	r, err := drive(f, o, nil, &tracer{w: stdout}, nil)
 	fmt.Fprintln(stdout)
 	if werr := tf.write(rec); werr != nil {
 		fmt.Fprintf(stderr, "tdxsim replay: writing the trace: %v\n", werr)
@@ -187,8 +187,8 @@ flags:`)
 			s = *seed
 		}
 	})
-	ra, errA := scenario.Run(a, scenario.Options{Seed: &s})
-	rb, errB := scenario.Run(b, scenario.Options{Seed: &s})
+	ra, errA := drive(a, scenario.Options{Seed: &s}, nil, nil, nil)
+	rb, errB := drive(b, scenario.Options{Seed: &s}, nil, nil, nil)
 	if ra == nil || rb == nil {
 		fmt.Fprintf(stderr, "tdxsim compare: %v\n", errors.Join(errA, errB))
 		return exitCheck

@@ -168,12 +168,12 @@ flags:`)
 	})
 	rec := tf.options(f, &o)
 	var lastMaps []view.Map // each TD's map at its last step before teardown
+	var each func(scenario.StepView)
 	if *svgFile != "" {
-		o.OnStep = func(sv scenario.StepView) { lastMaps = view.Latest(lastMaps, view.Snapshot(sv.World)) }
+		each = func(sv scenario.StepView) { lastMaps = view.Latest(lastMaps, view.Snapshot(sv.World)) }
 	}
 	bar := newProgress(stderr)
-	o.Progress = bar.update
-	r, err := scenario.Run(f, o)
+	r, err := drive(f, o, bar, nil, each)
 	bar.finish()
 	if werr := tf.write(rec); werr != nil {
 		fmt.Fprintf(stderr, "tdxsim run: writing the trace: %v\n", werr)

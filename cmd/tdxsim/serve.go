@@ -65,6 +65,7 @@ flags:`)
 	}
 	fmt.Fprintf(stderr, "tdxsim serve: running %s and %s...\n", nameA, nameB)
 	s := web.New(nameA, a, nameB, b)
+	go s.Prepare() // park a runner at every step: a query at any step only reads
 	fmt.Fprintf(stdout, "tdxsim serve: http://%s/\n", ln.Addr())
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	if err := srv.Serve(ln); err != nil {

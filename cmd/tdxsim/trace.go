@@ -74,7 +74,7 @@ func traceReproducer(path string) (string, error) {
 		return "", err
 	}
 	rec := newRecorder(f)
-	scenario.Run(f, scenario.Options{Sink: rec, TraceLocks: true}) // a reproducer fails by design
+	drive(f, scenario.Options{Sink: rec, TraceLocks: true}, nil, nil, nil) // a reproducer fails by design
 	out := strings.TrimSuffix(path, ".yaml") + ".trace.json"
 	return out, writeTrace(rec, out, "chrome")
 }

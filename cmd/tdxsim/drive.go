@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/tdxsim/tdxsim/report"
+	"github.com/tdxsim/tdxsim/scenario"
+)
+
+// drive runs f to the end through a scenario.Runner: bar (if not nil)
+// follows the steps, tr (if not nil) writes a line per boundary (the
+// failed step's and the end's included), and each (if not nil) sees the
+// state at every boundary a step completed at (the build, then every
+// timeline step that did not stop the run).
+func drive(f *scenario.File, o scenario.Options, bar *progress, tr *tracer, each func(scenario.StepView)) (*report.Run, error) {
+	r, err := scenario.Start(f, o)
+	if err != nil {
+		return nil, err
+	}
+	total := len(f.Timeline) + 2 // build and teardown count as one step each
+	done := 0
+	boundary := func() {
+		done++
+		v := r.View()
+		if bar != nil {
+			bar.update(done, total)
+		}
+		if v.At == "" || v.At == "build" && v.Err != nil {
+			return // a build that failed (or never finished) has no line; the end's says why
+		}
+		tr.line(r, v)
+		if v.Err == nil && each != nil {
+			each(v)
+		}
+	}
+	boundary()
+	for r.More() {
+		r.Next()
+		boundary()
+	}
+	rep, err := r.Report()
+	if bar != nil {
+		bar.update(total, total)
+	}
+	tr.line(r, r.View())
+	return rep, err
+}
+
+// tracer writes tdxsim replay's line per step: the step, its SEAMCALLs
+// and TDCALLs, the scheduling decisions it took, the error it stopped
+// with, and the violations found since the last line.
+type tracer struct {
+	w          io.Writer
+	calls      uint64
+	steps      uint64
+	violations int
+}
+
+func (tr *tracer) line(r *scenario.Runner, v scenario.StepView) {
+	if tr == nil {
+		return
+	}
+	var calls uint64
+	for _, n := range v.Calls {
+		calls += n
+	}
+	fmt.Fprintf(tr.w, "%-32s %8d calls  %7d scheduler steps", v.At, calls-tr.calls, v.SchedulerSteps-tr.steps)
+	tr.calls, tr.steps = calls, v.SchedulerSteps
+	vs := r.ViolationsSince(tr.violations)
+	tr.violations = v.Violations
+	switch {
+	case v.Err != nil:
+		fmt.Fprintf(tr.w, "  stopped: %v\n", v.Err)
+	case len(vs) == 0:
+		fmt.Fprintf(tr.w, "  checks ok\n")
+	default:
+		fmt.Fprintf(tr.w, "  %d violations\n", len(vs))
+	}
+	for _, s := range vs {
+		fmt.Fprintf(tr.w, "    %s\n", s)
+	}
+}

@@ -1,0 +1,157 @@
+package scenario
+
+import (
+	"fmt"
+	"math/bits"
+
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/kvm/tdx"
+	"github.com/tdxsim/tdxsim/report"
+	"github.com/tdxsim/tdxsim/sched"
+)
+
+// Convert is a conversion workload.
+type Convert struct {
+	TD        string `yaml:"td" doc:"TD name (default: the only TD)"`
+	Count     int    `yaml:"count" doc:"how many ranges" min:"1" required:"true"`
+	Size      Size   `yaml:"size" doc:"bytes per range, a multiple of 4K (default 4K); ranges are aligned to their size when it is a power of two"`
+	Placement string `yaml:"placement" doc:"random (default) or sequential from start" enum:"random,sequential"`
+	Start     Size   `yaml:"start" doc:"sequential: offset into guest RAM of the first range"`
+	Back      *bool  `yaml:"back" doc:"convert back to private and re-accept (default true)"`
+	Use       *bool  `yaml:"use" doc:"write and read each page through the shared alias while shared (default true)"`
+}
+
+func (cv *Convert) Kind() string        { return "convert" }
+func (cv *Convert) TDName() string      { return cv.TD }
+func (cv *Convert) GuestWorkload() bool { return true }
+
+// Smaller halves the ranges, then their size.
+func (cv *Convert) Smaller() bool {
+	switch {
+	case cv.Count > 1:
+		cv.Count /= 2
+	case cv.Size > 4096:
+		cv.Size /= 2
+	default:
+		return false
+	}
+	return true
+}
+
+func (cv *Convert) check(c *timelineCheck, at string, _ bool) error {
+	f := c.f
+	i, err := c.resolve(cv.TD, at)
+	if err != nil {
+		return err
+	}
+	if err := enum(f, at+".placement", cv.Placement, "random", "sequential"); err != nil {
+		return err
+	}
+	if cv.Placement == "" {
+		cv.Placement = "random"
+	}
+	if cv.Size == 0 {
+		cv.Size = addr.PageSize
+	}
+	if uint64(cv.Size)%addr.PageSize != 0 {
+		return f.bad(at+".size", "%#x is not a multiple of 4K", uint64(cv.Size))
+	}
+	if uint64(cv.Start)%addr.PageSize != 0 {
+		return f.bad(at+".start", "%#x is not a multiple of 4K", uint64(cv.Start))
+	}
+	if cv.Count < 1 {
+		return f.bad(at+".count", "%d: need at least one range", cv.Count)
+	}
+	if need := uint64(cv.Count) * uint64(cv.Size); need/uint64(cv.Size) != uint64(cv.Count) || need > c.ramBytes(i)/2 || uint64(cv.Start)+need > c.ramBytes(i) {
+		return f.bad(at, "%d ranges of %s from %#x do not fit: at most half the TD's RAM (%s), inside it", cv.Count, report.HumanBytes(uint64(cv.Size)), uint64(cv.Start), report.HumanBytes(c.ramBytes(i)))
+	}
+	return nil
+}
+
+// run converts ranges to shared (and back), range k on vCPU k mod n.
+func (cv *Convert) run(rn *runner, t *sched.Thread, idx int) error {
+	td := rn.tdOf(cv.TD)
+	ranges, err := rn.placeRanges(td, cv, idx)
+	if err != nil {
+		return err
+	}
+	size := uint64(cv.Size)
+	back, use := cv.Back == nil || *cv.Back, cv.Use == nil || *cv.Use
+	nv := len(td.m.VCPUs)
+	return rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
+		for k := i; k < len(ranges); k += nv {
+			gpa := ranges[k]
+			if back {
+				if err := td.g.RoundTrip(vt, v, gpa, size, use); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := td.g.ConvertToShared(vt, v, gpa, size); err != nil {
+				return err
+			}
+			if use {
+				if err := td.g.UseShared(vt, v, gpa, size); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// placeRanges picks count ranges of size bytes for a conversion: random
+// (aligned to size when it is a power of two, never overlapping, never
+// on pages the guest does not use or already shared) or sequential.
+func (rn *runner) placeRanges(td *tdRun, c *Convert, idx int) ([]uint64, error) {
+	size := uint64(c.Size)
+	align := uint64(addr.PageSize)
+	if bits.OnesCount64(size) == 1 {
+		align = size
+	}
+	usable := func(gpa uint64) bool {
+		for p := gpa; p < gpa+size; p += addr.PageSize {
+			if !td.g.Usable(p) || td.g.Shared(p) {
+				return false
+			}
+		}
+		return td.g.InRAM(gpa, size)
+	}
+	var out []uint64
+	if c.Placement == "sequential" {
+		for k := range c.Count {
+			gpa, ok := ramGPA(td.g, uint64(c.Start)+uint64(k)*size)
+			if !ok || !usable(gpa) {
+				return nil, fmt.Errorf("sequential range %d at RAM offset %#x is not usable private memory (image, shared, or outside a memslot)", k, uint64(c.Start)+uint64(k)*size)
+			}
+			out = append(out, gpa)
+		}
+		return out, nil
+	}
+	r := rn.rng(idx, 1<<15)
+	slots := td.g.RAMBytes() / align
+	taken := map[uint64]bool{} // by align-sized slot: one entry per range, not per page
+	for len(out) < c.Count {
+		found := false
+		for try := 0; try < 1000 && !found; try++ {
+			gpa, ok := ramGPA(td.g, r.Uint64N(slots)*align)
+			first, last := gpa/align, (gpa+size-1)/align
+			clash := false
+			for p := first; p <= last; p++ {
+				clash = clash || taken[p]
+			}
+			if !ok || clash || !usable(gpa) {
+				continue
+			}
+			for p := first; p <= last; p++ {
+				taken[p] = true
+			}
+			out = append(out, gpa)
+			found = true
+		}
+		if !found {
+			return nil, fmt.Errorf("could not place range %d of %d (%s each) in usable private memory", len(out), c.Count, report.HumanBytes(size))
+		}
+	}
+	return out, nil
+}

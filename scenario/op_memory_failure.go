@@ -1,0 +1,34 @@
+package scenario
+
+import (
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/sched"
+)
+
+// MemoryFailure is a hardware error on one page.
+type MemoryFailure struct {
+	TD  string `yaml:"td" doc:"TD name (default: the only TD)"`
+	GPA Size   `yaml:"gpa" doc:"the failing page (4K aligned)" required:"true"`
+}
+
+func (m *MemoryFailure) Kind() string        { return "memory_failure" }
+func (m *MemoryFailure) TDName() string      { return m.TD }
+func (m *MemoryFailure) GuestWorkload() bool { return false }
+func (m *MemoryFailure) Smaller() bool       { return false }
+
+func (m *MemoryFailure) check(c *timelineCheck, at string, _ bool) error {
+	i, err := c.resolve(m.TD, at)
+	if err != nil {
+		return err
+	}
+	if g := uint64(m.GPA); g%addr.PageSize != 0 || !c.inLiveSlot(i, g, addr.PageSize) {
+		return c.f.bad(at+".gpa", "%#x must be a 4K aligned GPA in a live memslot", g)
+	}
+	return nil
+}
+
+// run poisons the page. The guest is not told: its next access gets
+// EHWPOISON (the VMM would inject a machine check).
+func (m *MemoryFailure) run(rn *runner, t *sched.Thread, _ int) error {
+	return rn.tdOf(m.TD).m.MemoryFailure(t, uint64(m.GPA))
+}

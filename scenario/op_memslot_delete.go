@@ -1,0 +1,42 @@
+package scenario
+
+import "github.com/tdxsim/tdxsim/sched"
+
+// MemslotDelete deletes a memslot.
+type MemslotDelete struct {
+	TD   string `yaml:"td" doc:"TD name (default: the only TD)"`
+	Slot int    `yaml:"slot" doc:"memslot index in the TD's memslots list" min:"0"`
+}
+
+func (d *MemslotDelete) Kind() string        { return "memslot_delete" }
+func (d *MemslotDelete) TDName() string      { return d.TD }
+func (d *MemslotDelete) GuestWorkload() bool { return false }
+func (d *MemslotDelete) Smaller() bool       { return false }
+
+func (d *MemslotDelete) check(c *timelineCheck, at string, _ bool) error {
+	f := c.f
+	i, err := c.resolve(d.TD, at)
+	if err != nil {
+		return err
+	}
+	k := d.Slot
+	if k < 0 || k >= len(f.Scenario.TDs[i].Memslots) {
+		return f.bad(at+".slot", "%d: %s has memslots 0..%d", k, f.Scenario.TDs[i].Name, len(f.Scenario.TDs[i].Memslots)-1)
+	}
+	if where, ok := c.deleted[[2]int{i, k}]; ok {
+		return f.bad(at+".slot", "memslot %d was deleted at %s", k, where)
+	}
+	c.deleted[[2]int{i, k}] = at
+	return nil
+}
+
+// run deletes the memslot; the guest forgets its range.
+func (d *MemslotDelete) run(rn *runner, t *sched.Thread, _ int) error {
+	td := rn.tdOf(d.TD)
+	if err := td.m.DeleteSlot(t, d.Slot); err != nil {
+		return err
+	}
+	s := td.cfg.SlotLayout()[d.Slot]
+	td.g.Forget(s.GPA, s.Size)
+	return nil
+}
