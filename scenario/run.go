@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -390,17 +389,15 @@ func (rn *runner) tdOf(name string) *tdRun {
 
 // onVCPUs runs fn on a thread per vCPU of td and waits for all.
 func (rn *runner) onVCPUs(t *sched.Thread, td *tdRun, fn func(vt *sched.Thread, i int, v *tdx.VCPU) error) error {
-	var done atomic.Int32
-	errs := make([]error, len(td.m.VCPUs))
+	g := sched.NewGroup(t, td.spec.Name+" vCPUs done")
 	for i, v := range td.m.VCPUs {
-		th := t.Go(fmt.Sprintf("%s/vcpu%d", td.spec.Name, i), func(vt *sched.Thread) {
-			defer func() { v.Halt(); done.Add(1) }()
-			errs[i] = fn(vt, i, v)
+		th := g.Go(fmt.Sprintf("%s/vcpu%d", td.spec.Name, i), func(vt *sched.Thread) error {
+			defer v.Halt()
+			return fn(vt, i, v)
 		})
 		rn.nameThread(th.ID(), fmt.Sprintf("%s/vcpu%d", td.spec.Name, i))
 	}
-	t.WaitUntil(td.spec.Name+" vCPUs done", func() bool { return int(done.Load()) == len(td.m.VCPUs) })
-	return errors.Join(errs...)
+	return g.Wait()
 }
 
 // ramGPA maps an offset into the TD's RAM (its memslots in order) to a GPA.
@@ -464,19 +461,16 @@ func (rn *runner) step(t *sched.Thread, st *Step, idx int) error {
 		return rn.teardown(t, rn.tdOf(st.Teardown.TD))
 	}
 	// parallel: each sub-step on its own thread
-	var done atomic.Int32
-	errs := make([]error, len(st.Parallel))
+	g := sched.NewGroup(t, "parallel steps done")
 	for k := range st.Parallel {
 		sub := &st.Parallel[k]
-		th := t.Go(fmt.Sprintf("step%d.%d", idx, k), func(pt *sched.Thread) {
-			defer done.Add(1)
+		th := g.Go(fmt.Sprintf("step%d.%d", idx, k), func(pt *sched.Thread) error {
 			err := rn.step(pt, sub, idx*64+k+1)
-			errs[k] = rn.matchExpected(sub, fmt.Sprintf("timeline[%d].parallel[%d]", idx, k), err)
+			return rn.matchExpected(sub, fmt.Sprintf("timeline[%d].parallel[%d]", idx, k), err)
 		})
 		rn.nameThread(th.ID(), fmt.Sprintf("step%d.%d", idx, k))
 	}
-	t.WaitUntil("parallel steps done", func() bool { return int(done.Load()) == len(st.Parallel) })
-	return errors.Join(errs...)
+	return g.Wait()
 }
 
 // boot accepts memory at boot: all of it (eager) or the first upfront
