@@ -154,6 +154,9 @@ type MMU struct {
 	sink   event.Sink
 	direct *page
 	mirror *page
+	// loaded says both roots exist, for Load's check before mmu_lock
+	// (vCPUs fault concurrently; direct and mirror change under it).
+	loaded atomic.Bool
 	vcpus  []*VCPU
 	spSrc  hostmem.Source
 	extSrc hostmem.Source
@@ -301,7 +304,7 @@ func (v *VCPU) TopUp(t *sched.Thread) error {
 // mirror root for a TD, and the direct root. The caches must be topped up.
 func (v *VCPU) Load(t *sched.Thread) error {
 	m := v.m
-	if m.direct != nil && (m.mirror != nil || !m.Mirrored()) {
+	if m.loaded.Load() {
 		return nil
 	}
 	if err := v.TopUp(t); err != nil {
@@ -326,6 +329,7 @@ func (v *VCPU) Load(t *sched.Thread) error {
 		}
 		m.direct = r
 	}
+	m.loaded.Store(true)
 	return nil
 }
 

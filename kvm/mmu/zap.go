@@ -209,6 +209,7 @@ func (m *MMU) removePT(t *sched.Thread, p *page) {
 // (kvm_mmu_destroy, kvm_mmu_free_memory_caches).
 func (m *MMU) Destroy(t *sched.Thread) {
 	m.lock.Lock(t)
+	m.loaded.Store(false)
 	for _, mirror := range []bool{false, true} {
 		r := m.root(mirror)
 		if r == nil {
