@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"sync/atomic"
 	"time"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -82,10 +81,7 @@ func Faults(o Options) (Result, error) {
 	var after, mallocs0, mallocs1 uint64
 	err := withTD(cfg, o.Parallel, level, func(t *sched.Thread, m *vmm.VMM, g *guest.Guest) error {
 		per := o.MemBytes / uint64(vcpus) &^ (uint64(unit) - 1)
-		errs := make([]error, vcpus)
-		done := make(chan struct{}, vcpus)
-		var left atomic.Int32
-		left.Store(int32(vcpus))
+		group := sched.NewGroup(t, "every vCPU accepted")
 		mallocs0 = mallocs()
 		start := time.Now()
 		for i, v := range m.VCPUs {
@@ -93,22 +89,16 @@ func Faults(o Options) (Result, error) {
 			if i == vcpus-1 {
 				n = o.MemBytes - lo
 			}
-			t.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) {
-				defer func() { v.Halt(); left.Add(-1); done <- struct{}{} }()
-				errs[i] = g.AcceptRange(vt, v, lo, n)
+			group.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) error {
+				defer v.Halt()
+				return g.AcceptRange(vt, v, lo, n)
 			})
 		}
-		if o.Parallel {
-			for range vcpus {
-				<-done
-			}
-		} else {
-			t.WaitUntil("every vCPU accepted", func() bool { return left.Load() == 0 })
-		}
+		acceptErr := group.Wait()
 		elapsed = time.Since(start)
 		mallocs1 = mallocs()
 		after = liveHeap()
-		return errors.Join(errs...)
+		return acceptErr
 	})
 	if err != nil {
 		return r, err
@@ -184,14 +174,12 @@ func Convert4KIn2M(n int) (Result, error) {
 	var elapsed time.Duration
 	var splits int64
 	err := withTD(cfg, false, addr.Level2M, func(t *sched.Thread, m *vmm.VMM, g *guest.Guest) error {
-		done := false
-		var err error
-		t.Go("vcpu0", func(vt *sched.Thread) {
-			defer func() { m.VCPUs[0].Halt(); done = true }()
-			err = g.AcceptRange(vt, m.VCPUs[0], 0, mem)
+		vcpu := sched.NewGroup(t, "vCPU accepted")
+		vcpu.Go("vcpu0", func(vt *sched.Thread) error {
+			defer m.VCPUs[0].Halt()
+			return g.AcceptRange(vt, m.VCPUs[0], 0, mem)
 		})
-		t.WaitUntil("vCPU accepted", func() bool { return done })
-		if err != nil {
+		if err := vcpu.Wait(); err != nil {
 			return err
 		}
 		start := time.Now()

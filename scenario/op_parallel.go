@@ -1,9 +1,7 @@
 package scenario
 
 import (
-	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/sched"
 )
@@ -49,17 +47,14 @@ func (p *Parallel) check(c *timelineCheck, at string, inParallel bool) error {
 // run runs each member on its own thread and waits for all.
 func (p *Parallel) run(rn *runner, t *sched.Thread, idx int) error {
 	steps := *p
-	var done atomic.Int32
-	errs := make([]error, len(steps))
+	g := sched.NewGroup(t, "parallel steps done")
 	for k := range steps {
 		sub := &steps[k]
-		th := t.Go(fmt.Sprintf("step%d.%d", idx, k), func(pt *sched.Thread) {
-			defer done.Add(1)
+		th := g.Go(fmt.Sprintf("step%d.%d", idx, k), func(pt *sched.Thread) error {
 			err := rn.step(pt, sub, idx*64+k+1)
-			errs[k] = rn.matchExpected(sub, fmt.Sprintf("timeline[%d].parallel[%d]", idx, k), err)
+			return rn.matchExpected(sub, fmt.Sprintf("timeline[%d].parallel[%d]", idx, k), err)
 		})
 		rn.nameThread(th.ID(), fmt.Sprintf("step%d.%d", idx, k))
 	}
-	t.WaitUntil("parallel steps done", func() bool { return int(done.Load()) == len(steps) })
-	return errors.Join(errs...)
+	return g.Wait()
 }

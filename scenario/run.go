@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/check"
@@ -310,17 +309,15 @@ func (rn *runner) tdOf(name string) *tdRun {
 
 // onVCPUs runs fn on a thread per vCPU of td and waits for all.
 func (rn *runner) onVCPUs(t *sched.Thread, td *tdRun, fn func(vt *sched.Thread, i int, v *tdx.VCPU) error) error {
-	var done atomic.Int32
-	errs := make([]error, len(td.m.VCPUs))
+	g := sched.NewGroup(t, td.spec.Name+" vCPUs done")
 	for i, v := range td.m.VCPUs {
-		th := t.Go(fmt.Sprintf("%s/vcpu%d", td.spec.Name, i), func(vt *sched.Thread) {
-			defer func() { v.Halt(); done.Add(1) }()
-			errs[i] = fn(vt, i, v)
+		th := g.Go(fmt.Sprintf("%s/vcpu%d", td.spec.Name, i), func(vt *sched.Thread) error {
+			defer v.Halt()
+			return fn(vt, i, v)
 		})
 		rn.nameThread(th.ID(), fmt.Sprintf("%s/vcpu%d", td.spec.Name, i))
 	}
-	t.WaitUntil(td.spec.Name+" vCPUs done", func() bool { return int(done.Load()) == len(td.m.VCPUs) })
-	return errors.Join(errs...)
+	return g.Wait()
 }
 
 // ramGPA maps an offset into the TD's RAM (its memslots in order) to a GPA.

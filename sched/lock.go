@@ -2,7 +2,6 @@ package sched
 
 import (
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -45,7 +44,8 @@ type waiter struct {
 }
 
 // lockCore is the state machine shared by every lock type and both
-// schedulers: ownership passes to waiters in FIFO order at unlock.
+// schedulers: ownership passes to waiters in FIFO order at unlock; the
+// engine decides only how a waiter waits and wakes.
 type lockCore struct {
 	class string
 	kind  lockKind
@@ -96,18 +96,11 @@ type heldLock struct {
 func (l *lockCore) acquire(t *Thread, mode accessMode) {
 	s := t.s
 	if s.aborted.Load() {
-		if s.mode == Parallel {
-			runtime.Goexit() // never run on without the lock
-		}
+		s.eng.lockAborted(t)
 		return
 	}
 	s.lockdep.acquire(t, l, mode)
-	if s.mode == Parallel && t.waitsForItself(l, mode) {
-		// The deterministic scheduler finds this when every thread
-		// blocks; real goroutines would hang, so end the run here.
-		s.abortParallel(s.selfDeadlock(t, l, mode))
-		runtime.Goexit()
-	}
+	s.eng.selfWait(t, l, mode)
 	t.Yield()
 	l.mu.Lock()
 	if len(l.queue) == 0 && l.compatible(mode) {
@@ -121,19 +114,8 @@ func (l *lockCore) acquire(t *Thread, mode accessMode) {
 	}
 	l.queue = append(l.queue, waiter{t, mode})
 	t.Emit(event.Event{Kind: event.KindLockWait, Name: l.class, Detail: mode.verb()})
-	if s.mode == Parallel {
-		l.mu.Unlock()
-		select {
-		case <-t.grant:
-		case <-s.abort:
-			runtime.Goexit()
-		}
-	} else {
-		l.mu.Unlock()
-		t.state, t.waitingOn, t.waitMode = stateBlocked, l, mode
-		s.switchFrom(t)
-		t.waitingOn = nil
-	}
+	l.mu.Unlock()
+	s.eng.block(t, l, mode)
 	t.held = append(t.held, heldLock{l, mode})
 	t.Emit(event.Event{Kind: event.KindLockAcquire, Name: l.class, Detail: mode.verb()})
 }
@@ -218,11 +200,7 @@ func (l *lockCore) release(t *Thread, mode accessMode) {
 	}
 	l.mu.Unlock()
 	for _, g := range granted {
-		if s.mode == Parallel {
-			g.grant <- struct{}{}
-		} else {
-			g.state = stateRunnable
-		}
+		s.eng.grant(g)
 	}
 	t.Yield()
 }

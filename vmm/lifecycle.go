@@ -168,19 +168,20 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 		if per >= addr.Size2M {
 			per &^= addr.Size2M - 1
 		}
-		done := 0
+		vcpus := sched.NewGroup(t, "every vCPU accepted its share")
 		for i, v := range m.VCPUs {
 			lo := uint64(i) * per
 			n := per
 			if i == o.VCPUs-1 {
 				n = o.AcceptBytes - lo
 			}
-			t.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) {
-				defer func() { v.Halt(); done++ }()
-				setErr(acceptAndTouch(vt, g, v, lo, n))
+			vcpus.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) error {
+				defer v.Halt()
+				setErr(acceptAndTouch(vt, g, v, lo, n)) // the first error in time, not in vCPU order
+				return nil
 			})
 		}
-		t.WaitUntil("every vCPU accepted its share", func() bool { return done == o.VCPUs })
+		_ = vcpus.Wait()
 		if first.err != nil {
 			return
 		}
@@ -192,12 +193,13 @@ func Lifecycle(o LifecycleOptions, sink event.Sink) (LifecycleResult, error) {
 		pt := m.TD.MMU().Stats().PageTables
 		res.PageTablesPeak = pt[0] + pt[1]
 		if o.ConvertBytes > 0 {
-			converted := false
-			t.Go("vcpu0-convert", func(vt *sched.Thread) {
-				defer func() { m.VCPUs[0].Halt(); converted = true }()
+			convert := sched.NewGroup(t, "conversion done")
+			convert.Go("vcpu0-convert", func(vt *sched.Thread) error {
+				defer m.VCPUs[0].Halt()
 				setErr(g.RoundTrip(vt, m.VCPUs[0], 0, o.ConvertBytes, true))
+				return nil
 			})
-			t.WaitUntil("conversion done", func() bool { return converted })
+			_ = convert.Wait()
 		}
 		if o.PunchBytes > 0 {
 			setErr(m.PunchHole(t, o.ConvertBytes, o.PunchBytes))
