@@ -21,6 +21,7 @@ import (
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxcall"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
 
@@ -127,7 +128,7 @@ func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hos
 	// on its pages hold it shared: BUSY is contention, retried.
 	var st tdxmodule.Status
 	for range busyRetries {
-		if st = h.Mod.PhymemPAMTAdd(t, pfn, pair); !st.HasCode(tdxmodule.OperandBusy) {
+		if st, _ = tdxcall.PhymemPAMTAdd(h.Mod, t, pfn, pair); !st.HasCode(tdxmodule.OperandBusy) {
 			break
 		}
 	}
@@ -178,7 +179,7 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 	var st tdxmodule.Status
 	var out tdxmodule.Regs
 	for range busyRetries {
-		if st, out = h.Mod.PhymemPAMTRemove(t, pfn); !st.HasCode(tdxmodule.OperandBusy) {
+		if st, out = tdxcall.PhymemPAMTRemove(h.Mod, t, pfn); !st.HasCode(tdxmodule.OperandBusy) {
 			break
 		}
 	}
@@ -244,7 +245,7 @@ func (h *Host) freeControlPage(t *sched.Thread, p addr.PFN) {
 // back from the module with TDH.PHYMEM.PAGE.RECLAIM, reset it, put its
 // pair and free it to src. A failed reclaim leaks the page (WARN).
 func (h *Host) reclaimPage(t *sched.Thread, p addr.PFN, src hostmem.Source) error {
-	st, _ := h.Mod.PhymemPageReclaim(t, p)
+	st, _ := tdxcall.PhymemPageReclaim(h.Mod, t, p)
 	if st != tdxmodule.Success {
 		h.warn(t, "TDH.PHYMEM.PAGE.RECLAIM", st, p)
 		return errno.Newf("tdx_reclaim_page", errno.EIO, "%s: %v (page leaked)", p, st)

@@ -15,6 +15,7 @@ import (
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxcall"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
 
@@ -94,7 +95,7 @@ func (h *Host) dpamtGet(t *sched.Thread, acct hostmem.Account, pfn addr.PFN) err
 	// PAMT.ADD takes the 2M PAMT entry exclusively; any SEAMCALL using a page
 	// of that range holds it shared, so BUSY here is expected: retry.
 	st, _ := retryBusy(t, nil, func() (tdxmodule.Status, tdxmodule.Regs) {
-		return h.Mod.PhymemPAMTAdd(t, pfn, pair), tdxmodule.Regs{}
+		return first(tdxcall.PhymemPAMTAdd(h.Mod, t, pfn, pair)), tdxmodule.Regs{}
 	})
 	if st != tdxmodule.Success {
 		return fmt.Errorf("TDH.PHYMEM.PAMT.ADD: %v", st)
@@ -122,7 +123,7 @@ func (h *Host) dpamtPut(t *sched.Thread, pfn addr.PFN) error {
 		return nil
 	}
 	st, out := retryBusy(t, nil, func() (tdxmodule.Status, tdxmodule.Regs) {
-		return h.Mod.PhymemPAMTRemove(t, pfn)
+		return tdxcall.PhymemPAMTRemove(h.Mod, t, pfn)
 	})
 	if st != tdxmodule.Success {
 		return fmt.Errorf("TDH.PHYMEM.PAMT.REMOVE: %v", st)
@@ -169,13 +170,13 @@ func (h *Host) Create(t *sched.Thread, name string, vcpus int) (*TD, error) {
 	if td.TDR, err = h.controlPage(t, acct); err != nil {
 		return nil, err
 	}
-	if err := check("TDH.MNG.CREATE", h.Mod.MngCreate(t, td.TDR, td.HKID)); err != nil {
+	if err := check("TDH.MNG.CREATE", first(tdxcall.MngCreate(h.Mod, t, td.TDR, td.HKID))); err != nil {
 		return nil, err
 	}
 	h.hkidUse[td.HKID] = true
 	cfg := h.Mod.Config()
 	for pkg := 0; pkg < cfg.Packages; pkg++ {
-		if err := check("TDH.MNG.KEY.CONFIG", h.Mod.MngKeyConfig(t, td.TDR, pkg)); err != nil {
+		if err := check("TDH.MNG.KEY.CONFIG", first(tdxcall.MngKeyConfig(h.Mod, t, td.TDR, pkg))); err != nil {
 			return nil, err
 		}
 	}
@@ -185,11 +186,11 @@ func (h *Host) Create(t *sched.Thread, name string, vcpus int) (*TD, error) {
 			return nil, err
 		}
 		td.tdcs = append(td.tdcs, p)
-		if err := check("TDH.MNG.ADDCX", h.Mod.MngAddCX(t, td.TDR, p)); err != nil {
+		if err := check("TDH.MNG.ADDCX", first(tdxcall.MngAddCX(h.Mod, t, td.TDR, p))); err != nil {
 			return nil, err
 		}
 	}
-	if err := check("TDH.MNG.INIT", h.Mod.MngInit(t, td.TDR, 4, max(vcpus, 1))); err != nil {
+	if err := check("TDH.MNG.INIT", first(tdxcall.MngInit(h.Mod, t, td.TDR, 4, max(vcpus, 1)))); err != nil {
 		return nil, err
 	}
 	td.sept = make([]map[uint64]addr.PFN, 5)
@@ -201,7 +202,7 @@ func (h *Host) Create(t *sched.Thread, name string, vcpus int) (*TD, error) {
 		if v.tdvpr, err = h.controlPage(t, acct); err != nil {
 			return nil, err
 		}
-		if err := check("TDH.VP.CREATE", h.Mod.VPCreate(t, td.TDR, v.tdvpr)); err != nil {
+		if err := check("TDH.VP.CREATE", first(tdxcall.VPCreate(h.Mod, t, td.TDR, v.tdvpr))); err != nil {
 			return nil, err
 		}
 		for j := 0; j < cfg.TDVPSPages-1; j++ {
@@ -210,11 +211,11 @@ func (h *Host) Create(t *sched.Thread, name string, vcpus int) (*TD, error) {
 				return nil, err
 			}
 			v.tdvpx = append(v.tdvpx, p)
-			if err := check("TDH.VP.ADDCX", h.Mod.VPAddCX(t, v.tdvpr, p)); err != nil {
+			if err := check("TDH.VP.ADDCX", first(tdxcall.VPAddCX(h.Mod, t, v.tdvpr, p))); err != nil {
 				return nil, err
 			}
 		}
-		if err := check("TDH.VP.INIT", h.Mod.VPInit(t, v.tdvpr)); err != nil {
+		if err := check("TDH.VP.INIT", first(tdxcall.VPInit(h.Mod, t, v.tdvpr))); err != nil {
 			return nil, err
 		}
 		td.vcpus = append(td.vcpus, v)
@@ -254,7 +255,7 @@ func (td *TD) ensureSEPT(t *sched.Thread, gpa addr.GPA, leaf addr.Level) error {
 		}
 		base := addr.GPA(key << (12 + 9*uint(l)))
 		st, _ := retryBusy(t, &td.Retries, func() (tdxmodule.Status, tdxmodule.Regs) {
-			return h.Mod.MemSEPTAdd(t, td.TDR, base, l, p)
+			return tdxcall.MemSEPTAdd(h.Mod, t, td.TDR, base, l, p)
 		})
 		if err := check("TDH.MEM.SEPT.ADD", st); err != nil {
 			return err
@@ -295,7 +296,7 @@ func (td *TD) AddImage(t *sched.Thread, regions []Region) error {
 			if err != nil {
 				return err
 			}
-			st, _ := h.Mod.MemPageAdd(t, td.TDR, gpa, page, src)
+			st, _ := tdxcall.MemPageAdd(h.Mod, t, td.TDR, gpa, page, src)
 			if err := check(fmt.Sprintf("TDH.MEM.PAGE.ADD(%s)", gpa), st); err != nil {
 				h.Mem.Free(t, page, hostmem.SourceBuddy)
 				return err
@@ -303,7 +304,7 @@ func (td *TD) AddImage(t *sched.Thread, regions []Region) error {
 			td.private = append(td.private, page)
 			if r.Measure {
 				for off := addr.GPA(0); off < addr.PageSize; off += 256 {
-					st, _ := h.Mod.MrExtend(t, td.TDR, gpa+off)
+					st, _ := tdxcall.MrExtend(h.Mod, t, td.TDR, gpa+off)
 					if err := check("TDH.MR.EXTEND", st); err != nil {
 						return err
 					}
@@ -316,7 +317,7 @@ func (td *TD) AddImage(t *sched.Thread, regions []Region) error {
 
 // Finalize is KVM_TDX_FINALIZE_VM.
 func (td *TD) Finalize(t *sched.Thread) ([]byte, error) {
-	if err := check("TDH.MR.FINALIZE", td.h.Mod.MrFinalize(t, td.TDR)); err != nil {
+	if err := check("TDH.MR.FINALIZE", first(tdxcall.MrFinalize(td.h.Mod, t, td.TDR))); err != nil {
 		return nil, err
 	}
 	info, _ := td.h.Mod.TD(td.TDR)
@@ -330,7 +331,7 @@ func (td *TD) Finalize(t *sched.Thread) ([]byte, error) {
 func (td *TD) AcceptRange(t *sched.Thread, i int, gpa addr.GPA, size uint64) error {
 	h := td.h
 	v := td.vcpus[i]
-	if err := check("TDH.VP.ENTER", h.Mod.VPEnter(t, v.tdvpr)); err != nil {
+	if err := check("TDH.VP.ENTER", first(tdxcall.VPEnter(h.Mod, t, v.tdvpr))); err != nil {
 		return err
 	}
 	vc := h.Mod.VCPU(v.tdvpr)
@@ -355,7 +356,7 @@ func (td *TD) AcceptRange(t *sched.Thread, i int, gpa addr.GPA, size uint64) err
 			if err := td.aug(t, g); err != nil {
 				return err
 			}
-			if err := check("TDH.VP.ENTER", h.Mod.VPEnter(t, v.tdvpr)); err != nil {
+			if err := check("TDH.VP.ENTER", first(tdxcall.VPEnter(h.Mod, t, v.tdvpr))); err != nil {
 				return err
 			}
 		}
@@ -381,7 +382,7 @@ func (td *TD) aug(t *sched.Thread, gpa addr.GPA) error {
 		return err
 	}
 	st, _ := retryBusy(t, &td.Retries, func() (tdxmodule.Status, tdxmodule.Regs) {
-		return h.Mod.MemPageAug(t, td.TDR, gpa, 0, page)
+		return tdxcall.MemPageAug(h.Mod, t, td.TDR, gpa, 0, page)
 	})
 	if st.HasCode(tdxmodule.EPTEntryStateIncorrect) {
 		// Another vCPU mapped it first (the fault raced): give the page back.
@@ -402,18 +403,18 @@ func (td *TD) aug(t *sched.Thread, gpa addr.GPA) error {
 // the page goes back to the host.
 func (td *TD) RemovePage(t *sched.Thread, gpa addr.GPA) error {
 	h := td.h
-	if err := check("TDH.MEM.RANGE.BLOCK", first(h.Mod.MemRangeBlock(t, td.TDR, gpa, 0))); err != nil {
+	if err := check("TDH.MEM.RANGE.BLOCK", first(tdxcall.MemRangeBlock(h.Mod, t, td.TDR, gpa, 0))); err != nil {
 		return err
 	}
-	if err := check("TDH.MEM.TRACK", h.Mod.MemTrack(t, td.TDR)); err != nil {
+	if err := check("TDH.MEM.TRACK", first(tdxcall.MemTrack(h.Mod, t, td.TDR))); err != nil {
 		return err
 	}
-	st, out := h.Mod.MemPageRemove(t, td.TDR, gpa, 0)
+	st, out := tdxcall.MemPageRemove(h.Mod, t, td.TDR, gpa, 0)
 	if err := check("TDH.MEM.PAGE.REMOVE", st); err != nil {
 		return err
 	}
 	pfn := addr.HPA(out.RCX &^ (1 << 62)).PFN()
-	if err := check("TDH.PHYMEM.PAGE.WBINVD", h.Mod.PhymemPageWBInvd(t, pfn, td.HKID)); err != nil {
+	if err := check("TDH.PHYMEM.PAGE.WBINVD", first(tdxcall.PhymemPageWBInvd(h.Mod, t, pfn, td.HKID))); err != nil {
 		return err
 	}
 	if err := h.Mem.FillTag(t, pfn, 0, 0); err != nil { // tdx_quirk_reset_page
@@ -442,19 +443,19 @@ func first(s tdxmodule.Status, _ tdxmodule.Regs) tdxmodule.Status { return s }
 func (td *TD) Teardown(t *sched.Thread) (int, error) {
 	h := td.h
 	for _, v := range td.vcpus {
-		if st := h.Mod.VPFlush(t, v.tdvpr); st != tdxmodule.Success && !st.HasCode(tdxmodule.VCPUNotAssociated) {
+		if st := first(tdxcall.VPFlush(h.Mod, t, v.tdvpr)); st != tdxmodule.Success && !st.HasCode(tdxmodule.VCPUNotAssociated) {
 			return 0, check("TDH.VP.FLUSH", st)
 		}
 	}
-	if err := check("TDH.MNG.VPFLUSHDONE", h.Mod.MngVPFlushDone(t, td.TDR)); err != nil {
+	if err := check("TDH.MNG.VPFLUSHDONE", first(tdxcall.MngVPFlushDone(h.Mod, t, td.TDR))); err != nil {
 		return 0, err
 	}
 	for pkg := 0; pkg < h.Mod.Config().Packages; pkg++ {
-		if err := check("TDH.PHYMEM.CACHE.WB", h.Mod.PhymemCacheWB(t, pkg)); err != nil {
+		if err := check("TDH.PHYMEM.CACHE.WB", first(tdxcall.PhymemCacheWB(h.Mod, t, pkg))); err != nil {
 			return 0, err
 		}
 	}
-	if err := check("TDH.MNG.KEY.FREEID", h.Mod.MngKeyFreeID(t, td.TDR)); err != nil {
+	if err := check("TDH.MNG.KEY.FREEID", first(tdxcall.MngKeyFreeID(h.Mod, t, td.TDR))); err != nil {
 		return 0, err
 	}
 	h.hkidUse[td.HKID] = false
@@ -472,7 +473,7 @@ func (td *TD) Teardown(t *sched.Thread) (int, error) {
 	pages = append(pages, td.tdcs...)
 	pages = append(pages, td.TDR)
 	for _, p := range pages {
-		st, _ := h.Mod.PhymemPageReclaim(t, p)
+		st, _ := tdxcall.PhymemPageReclaim(h.Mod, t, p)
 		if err := check(fmt.Sprintf("TDH.PHYMEM.PAGE.RECLAIM(%s)", p.HPA()), st); err != nil {
 			return 0, err
 		}
