@@ -13,6 +13,7 @@ package tdx
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -35,7 +36,13 @@ type Host struct {
 	Mod  *tdxmodule.Module
 	sink event.Sink
 
-	hkids     []bool // index = HKID; true = in use
+	// hkidMu guards hkids, as the IDA's own lock does tdx_guest_keyid_pool
+	// in the kernel: KVM_TDX_INIT_VM of different VMs, and teardown, hold
+	// no lock in common. A host mutex, never held across a yield, so it
+	// adds no scheduling point.
+	hkidMu sync.Mutex
+	hkids  []bool // index = HKID; true = in use
+
 	dpamtLock *sched.SpinLock
 	dpamtRef  map[uint64]int32 // 2M physical range -> refcount (no entry = 0)
 	dpamtSrc  hostmem.Source
@@ -61,6 +68,8 @@ func NewHost(sys *kvm.System, mod *tdxmodule.Module) (*Host, error) {
 
 // allocHKID is tdx_guest_keyid_alloc(): ENOSPC when all are taken.
 func (h *Host) allocHKID() (int, error) {
+	h.hkidMu.Lock()
+	defer h.hkidMu.Unlock()
 	for i := 1; i < len(h.hkids); i++ {
 		if !h.hkids[i] {
 			h.hkids[i] = true
@@ -71,6 +80,8 @@ func (h *Host) allocHKID() (int, error) {
 }
 
 func (h *Host) freeHKID(id int) {
+	h.hkidMu.Lock()
+	defer h.hkidMu.Unlock()
 	if id > 0 && id < len(h.hkids) {
 		h.hkids[id] = false
 	}
@@ -78,6 +89,8 @@ func (h *Host) freeHKID(id int) {
 
 // HKIDsInUse returns how many private HKIDs are assigned.
 func (h *Host) HKIDsInUse() int {
+	h.hkidMu.Lock()
+	defer h.hkidMu.Unlock()
 	n := 0
 	for _, u := range h.hkids {
 		if u {
