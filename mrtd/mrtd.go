@@ -1,28 +1,31 @@
 // Package mrtd computes the MRTD a TD built from a memory layout has: each
 // 4 KiB page added with TDH.MEM.PAGE.ADD in the given order and, where
-// asked, measured with TDH.MR.EXTEND in 256-byte chunks. The computation
-// runs the real SEAMCALL sequence against the module model, so it is the
-// MRTD the module would produce, not a re-implementation of the hash.
+// asked, measured with TDH.MR.EXTEND in 256-byte chunks. The TD is built
+// the way every TD of the model is, by a VMM (package vmm) through KVM's
+// TDX code and the module model (KVM_TDX_INIT_MEM_REGION per region, then
+// KVM_TDX_FINALIZE_VM), so it is the MRTD the module would produce, not a
+// re-implementation of the hash.
 package mrtd
 
 import (
+	"cmp"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-
+	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tdxsim/tdxsim/addr"
-	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/internal/yamlin"
+	"github.com/tdxsim/tdxsim/kvm/mmu"
+	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
-	"github.com/tdxsim/tdxsim/tdxmodule"
-	"github.com/tdxsim/tdxsim/tdxmodule/tdhost"
+	"github.com/tdxsim/tdxsim/vmm"
 )
 
 // MaxGPA bounds region addresses: a 4-level EPT TD has GPAW 48, and the
@@ -167,9 +170,10 @@ func (l *Layout) resolve(f string) string {
 	return filepath.Join(l.dir, f)
 }
 
-// Regions loads the region contents.
-func (l *Layout) regions() ([]tdhost.Region, uint64, error) {
-	var out []tdhost.Region
+// regions loads the region contents, each at least one page (an empty
+// file is one zero page, as the layout's validation counts it).
+func (l *Layout) regions() ([]vmm.Region, uint64, error) {
+	var out []vmm.Region
 	var total uint64
 	for i, r := range l.Regions {
 		var data []byte
@@ -187,48 +191,80 @@ func (l *Layout) regions() ([]tdhost.Region, uint64, error) {
 				}
 			}
 		}
-		out = append(out, tdhost.Region{GPA: addr.GPA(*r.GPA), Data: data, Measure: r.Measure})
+		if len(data) == 0 {
+			data = make([]byte, addr.PageSize)
+		}
+		out = append(out, vmm.Region{GPA: uint64(*r.GPA), Data: data, Measure: r.Measure})
 		total += uint64(len(data)) + addr.PageSize
 	}
 	return out, total, nil
 }
 
-// Compute builds a TD from the layout on a fresh model host and returns its
-// MRTD (48 bytes).
+// memslots covers every region with 2 MiB aligned memslots (what vmm asks
+// of a layout), merging those that touch, in GPA order.
+func memslots(regions []vmm.Region) []vmm.Slot {
+	var spans []vmm.Slot
+	for _, r := range regions {
+		lo := r.GPA &^ (addr.Size2M - 1)
+		hi := (r.GPA + uint64(len(r.Data)) + addr.Size2M - 1) &^ (addr.Size2M - 1)
+		spans = append(spans, vmm.Slot{GPA: lo, Size: hi - lo})
+	}
+	slices.SortFunc(spans, func(a, b vmm.Slot) int { return cmp.Compare(a.GPA, b.GPA) })
+	var out []vmm.Slot
+	for _, s := range spans {
+		if n := len(out); n > 0 && s.GPA <= out[n-1].End() {
+			out[n-1].Size = max(out[n-1].End(), s.End()) - out[n-1].GPA
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Compute builds a TD from the layout on a fresh model host, through a
+// VMM, KVM and the TDX module, and returns its MRTD (48 bytes).
 func Compute(l *Layout) ([]byte, error) {
 	regions, total, err := l.regions()
 	if err != nil {
 		return nil, err
 	}
-	memBytes := (total*2 + 256<<20 + addr.Size1G - 1) &^ (addr.Size1G - 1)
-	mem, err := hostmem.New(hostmem.Config{Bytes: memBytes}, nil)
+	slots := memslots(regions)
+	var mem uint64
+	for _, s := range slots {
+		mem += s.Size
+	}
+	cfg := vmm.Config{MemBytes: mem, Slots: slots, VCPUs: 1,
+		TD: tdx.Config{MMU: mmu.Config{HugePages: mmu.HugePagesOff}}}
+	// Host memory for the private pages, the VMM's staging copy of the
+	// largest region and the control structures, in whole GiB.
+	hostBytes := (total*2 + 256<<20 + addr.Size1G - 1) &^ (addr.Size1G - 1)
+	host, err := vmm.NewHost(vmm.HostConfig{Bytes: hostBytes, TDs: []vmm.Config{cfg}}, nil)
 	if err != nil {
 		return nil, err
 	}
-	mod, err := tdxmodule.New(mem, tdxmodule.Config{}, nil)
-	if err != nil {
-		return nil, err
-	}
-	h := tdhost.New(mem, mod)
 	var digest []byte
 	var buildErr error
 	s := sched.New(sched.Deterministic, 0, nil)
 	s.Go("vmm", func(t *sched.Thread) {
-		td, err := h.Create(t, "td", 1)
+		m, err := vmm.Create(t, host, cfg)
 		if err != nil {
 			buildErr = err
 			return
 		}
-		if err := td.AddImage(t, regions); err != nil {
+		if err := m.LoadImage(t, regions); err != nil {
 			buildErr = err
-			return
+		} else {
+			digest, buildErr = m.Finalize(t)
 		}
-		digest, buildErr = td.Finalize(t)
+		buildErr = errors.Join(buildErr, m.Teardown(t))
 	})
 	if err := s.Run(); err != nil {
 		return nil, err
 	}
-	return digest, buildErr
+	if buildErr != nil {
+		return nil, buildErr
+	}
+	return digest, nil
 }
 
 // Hex prints a digest as 96 lowercase hex characters.

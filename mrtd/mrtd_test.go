@@ -81,3 +81,30 @@ func TestLayoutErrors(t *testing.T) {
 		}
 	}
 }
+
+// A firmware file of two pages and a part, and a 3-byte unmeasured region:
+// the partial pages are padded with zeros, the MRTD is the hand-computed
+// one.
+func TestPartialPagesMatchHandVector(t *testing.T) {
+	dir := t.TempDir()
+	fw := strings.Repeat("TDVF", 2048+100)
+	write(t, dir, "fw.bin", fw)
+	write(t, dir, "small.bin", "\x01\x02\x03")
+	l, err := Load(write(t, dir, "layout.yaml", `
+regions:
+  - {gpa: 0xFF800000, file: fw.bin, measure: true}
+  - {gpa: 0x800000, file: small.bin}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Compute(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := mrtdvec.Hand([]mrtdvec.Region{{GPA: 0xFF800000, Data: []byte(fw), Measure: true},
+		{GPA: 0x800000, Data: []byte{1, 2, 3}}})
+	if Hex(got) != Hex(want) {
+		t.Fatalf("MRTD %s, want %s", Hex(got), Hex(want))
+	}
+}

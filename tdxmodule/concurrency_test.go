@@ -1,10 +1,12 @@
-package tdxmodule
+package tdxmodule_test
 
 import (
 	"testing"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxcall"
+	. "github.com/tdxsim/tdxsim/tdxmodule"
 )
 
 // TestConcurrentBusy: two CPUs racing on one S-EPT entry, or a BLOCK (tree
@@ -19,9 +21,9 @@ func TestConcurrentBusy(t *testing.T) {
 		p1, p2 := f.page(), f.page()
 		s := sched.New(sched.Deterministic, seed, nil)
 		var a, b, c Status
-		s.Go("cpu0", func(th *sched.Thread) { a, _ = f.m.MemPageAug(th, f.tdr, 0x400000, 0, p1) })
-		s.Go("cpu1", func(th *sched.Thread) { b, _ = f.m.MemPageAug(th, f.tdr, 0x400000, 0, p2) })
-		s.Go("cpu2", func(th *sched.Thread) { c, _ = f.m.MemRangeBlock(th, f.tdr, 0x200000, 0) })
+		s.Go("cpu0", func(th *sched.Thread) { a, _ = tdxcall.MemPageAug(f.m, th, f.tdr, 0x400000, 0, p1) })
+		s.Go("cpu1", func(th *sched.Thread) { b, _ = tdxcall.MemPageAug(f.m, th, f.tdr, 0x400000, 0, p2) })
+		s.Go("cpu2", func(th *sched.Thread) { c, _ = tdxcall.MemRangeBlock(f.m, th, f.tdr, 0x200000, 0) })
 		if err := s.Run(); err != nil {
 			t.Fatal(err)
 		}
@@ -64,10 +66,10 @@ func TestParallelSEAMCALLs(t *testing.T) {
 		s.Go("cpu", func(th *sched.Thread) {
 			for j, p := range pages[i] {
 				g := addr.GPA(0x200000*(i+1) + j*0x1000)
-				if st, _ := f.m.MemPageAug(th, f.tdr, g, 0, p); st != Success {
+				if st, _ := tdxcall.MemPageAug(f.m, th, f.tdr, g, 0, p); st != Success {
 					t.Errorf("AUG %s: %v", g, st)
 				}
-				f.m.MemSEPTRd(th, f.tdr, g, 0)
+				tdxcall.MemSEPTRd(f.m, th, f.tdr, g, 0)
 			}
 		})
 	}

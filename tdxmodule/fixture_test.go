@@ -1,9 +1,11 @@
-package tdxmodule
+package tdxmodule_test
 
 import (
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/tdxcall"
+	. "github.com/tdxsim/tdxsim/tdxmodule"
 )
 
 // fx is a small host with a TD built step by step, driven without a
@@ -57,7 +59,7 @@ func (f *fx) pair(p addr.PFN) {
 	if !f.dpamt {
 		return
 	}
-	if n := f.m.node2M(p); n.pt == PTPAMT {
+	if f.m.HasPAMTPair(p) {
 		return
 	}
 	var pr [2]addr.PFN
@@ -65,7 +67,7 @@ func (f *fx) pair(p addr.PFN) {
 		q, _ := f.mem.Alloc(nil, hostmem.Request{Order: 0, Source: hostmem.SourceBuddy})
 		pr[i] = q
 	}
-	if st := f.m.PhymemPAMTAdd(nil, p, pr); st != Success {
+	if st := first(tdxcall.PhymemPAMTAdd(f.m, nil, p, pr)); st != Success {
 		f.t.Fatalf("PAMT.ADD: %v", st)
 	}
 }
@@ -89,14 +91,14 @@ func (f *fx) ok(what string, st Status) {
 // created: TDR + HKID + keys + TDCS.
 func (f *fx) created() *fx {
 	f.tdr = f.page()
-	f.ok("MNG.CREATE", f.m.MngCreate(nil, f.tdr, f.hkid))
-	for p := 0; p < f.m.cfg.Packages; p++ {
-		f.ok("KEY.CONFIG", f.m.MngKeyConfig(nil, f.tdr, p))
+	f.ok("MNG.CREATE", first(tdxcall.MngCreate(f.m, nil, f.tdr, f.hkid)))
+	for p := 0; p < f.m.Config().Packages; p++ {
+		f.ok("KEY.CONFIG", first(tdxcall.MngKeyConfig(f.m, nil, f.tdr, p)))
 	}
-	for i := 0; i < f.m.cfg.TDCSPages; i++ {
+	for i := 0; i < f.m.Config().TDCSPages; i++ {
 		p := f.page()
 		f.tdcs = append(f.tdcs, p)
-		f.ok("ADDCX", f.m.MngAddCX(nil, f.tdr, p))
+		f.ok("ADDCX", first(tdxcall.MngAddCX(f.m, nil, f.tdr, p)))
 	}
 	return f
 }
@@ -104,19 +106,19 @@ func (f *fx) created() *fx {
 // initialized: MNG.INIT and one initialised vCPU.
 func (f *fx) initialized() *fx {
 	f.created()
-	f.ok("MNG.INIT", f.m.MngInit(nil, f.tdr, 4, 8))
+	f.ok("MNG.INIT", first(tdxcall.MngInit(f.m, nil, f.tdr, 4, 8)))
 	f.vcpu = f.page()
-	f.ok("VP.CREATE", f.m.VPCreate(nil, f.tdr, f.vcpu))
-	for i := 0; i < f.m.cfg.TDVPSPages-1; i++ {
-		f.ok("VP.ADDCX", f.m.VPAddCX(nil, f.vcpu, f.page()))
+	f.ok("VP.CREATE", first(tdxcall.VPCreate(f.m, nil, f.tdr, f.vcpu)))
+	for i := 0; i < f.m.Config().TDVPSPages-1; i++ {
+		f.ok("VP.ADDCX", first(tdxcall.VPAddCX(f.m, nil, f.vcpu, f.page())))
 	}
-	f.ok("VP.INIT", f.m.VPInit(nil, f.vcpu))
+	f.ok("VP.INIT", first(tdxcall.VPInit(f.m, nil, f.vcpu)))
 	return f
 }
 
 func (f *fx) runnable() *fx {
 	f.initialized()
-	f.ok("FINALIZE", f.m.MrFinalize(nil, f.tdr))
+	f.ok("FINALIZE", first(tdxcall.MrFinalize(f.m, nil, f.tdr)))
 	return f
 }
 
@@ -130,7 +132,7 @@ func (f *fx) septTo(gpa addr.GPA, leaf addr.Level) {
 		}
 		p := f.page()
 		base := addr.GPA(key[1] << (12 + 9*uint(l)))
-		st, _ := f.m.MemSEPTAdd(nil, f.tdr, base, l, p)
+		st, _ := tdxcall.MemSEPTAdd(f.m, nil, f.tdr, base, l, p)
 		f.ok("SEPT.ADD", st)
 		f.sept[key] = p
 	}
@@ -146,7 +148,7 @@ func (f *fx) aug(gpa addr.GPA, level addr.Level) addr.PFN {
 	} else {
 		p = f.huge()
 	}
-	st, _ := f.m.MemPageAug(nil, f.tdr, gpa, level, p)
+	st, _ := tdxcall.MemPageAug(f.m, nil, f.tdr, gpa, level, p)
 	f.ok("AUG", st)
 	return p
 }
@@ -157,7 +159,7 @@ func (f *fx) state(gpa addr.GPA) (addr.Level, uint8) {
 }
 
 func (f *fx) enter() *VCPU {
-	f.ok("VP.ENTER", f.m.VPEnter(nil, f.vcpu))
+	f.ok("VP.ENTER", first(tdxcall.VPEnter(f.m, nil, f.vcpu)))
 	return f.m.VCPU(f.vcpu)
 }
 

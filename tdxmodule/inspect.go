@@ -4,7 +4,9 @@ import "github.com/tdxsim/tdxsim/addr"
 
 // This file is the checker's read-only view of the module's private state:
 // what an invariant needs to compare the module with KVM, guest_memfd and
-// the host allocator. Nothing here is a SEAMCALL; nothing changes state.
+// the host allocator, and the vCPU lookup guest-side calls need. Nothing
+// here is a SEAMCALL; nothing changes state. (The host's SEAMCALL wrappers
+// are package tdxcall's.)
 
 // SEPTLeaf is one leaf entry of a TD's Secure EPT (MAPPED, PENDING or one
 // of their BLOCKED forms).
@@ -143,4 +145,56 @@ func (m *Module) HeldPages() uint64 {
 		}
 	}
 	return n + 2*pairs
+}
+
+// VCPU returns the vCPU whose TDVPR is tdvpr, for guest-side calls.
+func (m *Module) VCPU(tdvpr addr.PFN) *VCPU {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.vcpus[tdvpr]
+}
+
+// TDInfo is a read-only view of a TD's control state, for checks and reports.
+type TDInfo struct {
+	ID         uint16
+	HKID       int
+	Lifecycle  uint8
+	OpState    uint8
+	ChildCount uint64
+	Epoch      uint64
+	SEPTPages  int
+	VCPUs      int
+	MRTD       []byte // set at MR.FINALIZE
+}
+
+// TD returns the state of the TD whose TDR is tdr.
+func (m *Module) TD(tdr addr.PFN) (TDInfo, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	td := m.tds[tdr]
+	if td == nil {
+		return TDInfo{}, false
+	}
+	return TDInfo{ID: td.id, HKID: td.hkid, Lifecycle: td.lifecycle, OpState: td.opState, ChildCount: td.chldcnt,
+		Epoch: td.epoch, SEPTPages: td.septPages, VCPUs: len(td.vcpus), MRTD: append([]byte(nil), td.finalMRTD...)}, true
+}
+
+// SEPTEntry is a read-only view of one Secure EPT entry.
+type SEPTEntry struct {
+	Level addr.Level
+	State uint8
+	HPA   addr.HPA
+}
+
+// Lookup returns the entry the Secure EPT walk for gpa ends on (the leaf,
+// or where it stopped), without locks: a checker's view.
+func (m *Module) Lookup(tdr addr.PFN, gpa addr.GPA) (SEPTEntry, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	td := m.tds[tdr]
+	if td == nil || td.root == nil {
+		return SEPTEntry{}, false
+	}
+	p, i, lvl := td.walk(gpa, 0)
+	return SEPTEntry{Level: lvl, State: p.e[i].state(), HPA: p.e[i].hpa()}, true
 }

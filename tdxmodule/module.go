@@ -4,7 +4,9 @@
 // TDG.MEM.PAGE.ACCEPT. Every host call goes through SEAMCALL with the real
 // leaf number, register operands and status codes (TDX module 1.5.01
 // semantics; Dynamic PAMT from the 2.0 line), as read from the module source
-// and summarised in shared/spec/tdx-module.md.
+// and summarised in shared/spec/tdx-module.md. The host's typed wrappers,
+// the kernel's tdh_*() functions, are package tdxcall; this package holds
+// only the leaves' handlers and the read-only views checks use.
 //
 // Like the real module, no call ever waits: a lock held by a concurrent call
 // makes the second one return TDX_OPERAND_BUSY with the operand id of what
@@ -92,6 +94,10 @@ const (
 	sharedBit48 = 47
 	sharedBit52 = 51
 )
+
+// KeyIDShift is where an HPA operand carries a KeyID (bits 51:46), as
+// TDH.PHYMEM.PAGE.WBINVD takes the TD's HKID.
+const KeyIDShift = hkidShift
 
 // Module is one TDX module instance on one host.
 type Module struct {

@@ -1,4 +1,4 @@
-package tdxmodule
+package tdxmodule_test
 
 import (
 	"github.com/tdxsim/tdxsim/hostmem"
@@ -7,6 +7,8 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/tdxcall"
+	. "github.com/tdxsim/tdxsim/tdxmodule"
 )
 
 // ref is a reference model of 8 consecutive 4K entries of one S-EPT page of
@@ -49,33 +51,33 @@ func TestSEPTProperty(t *testing.T) {
 			switch op {
 			case "aug":
 				p := f.page()
-				got = first(f.m.MemPageAug(nil, f.tdr, gpa, 0, p))
+				got = first(tdxcall.MemPageAug(f.m, nil, f.tdr, gpa, 0, p))
 				exp = EPTEntryStateIncorrect.With(OpRCX)
 				if s == SeptFree {
 					exp, r.state[i], r.page[i] = Success, SeptPending, p
 				}
 			case "block":
-				got = first(f.m.MemRangeBlock(nil, f.tdr, gpa, 0))
+				got = first(tdxcall.MemRangeBlock(f.m, nil, f.tdr, gpa, 0))
 				switch {
 				case s == SeptMapped || s == SeptPending:
-					exp, r.state[i], r.bepoch[i] = Success, blockedOf(s), r.epoch
-				case isBlocked(s):
+					exp, r.state[i], r.bepoch[i] = Success, BlockedOf(s), r.epoch
+				case IsBlocked(s):
 					exp = GPARangeAlreadyBlocked.With(OpRCX)
 				default:
 					exp = EPTEntryStateIncorrect.With(OpRCX)
 				}
 			case "unblock":
-				got = first(f.m.MemRangeUnblock(nil, f.tdr, gpa, 0))
+				got = first(tdxcall.MemRangeUnblock(f.m, nil, f.tdr, gpa, 0))
 				switch {
-				case !isBlocked(s):
+				case !IsBlocked(s):
 					exp = EPTEntryStateIncorrect.With(OpRCX)
 				case !r.tracked(i):
 					exp = TLBTrackingNotDone.With(OpSEPTTree)
 				default:
-					exp, r.state[i] = Success, unblockedOf(s)
+					exp, r.state[i] = Success, UnblockedOf(s)
 				}
 			case "track":
-				got = f.m.MemTrack(nil, f.tdr)
+				got = first(tdxcall.MemTrack(f.m, nil, f.tdr))
 				if r.refcount[1-(r.epoch&1)] != 0 {
 					exp = PreviousTLBEpochBusy
 				} else {
@@ -83,11 +85,11 @@ func TestSEPTProperty(t *testing.T) {
 					r.epoch++
 				}
 			case "remove":
-				got = first(f.m.MemPageRemove(nil, f.tdr, gpa, 0))
+				got = first(tdxcall.MemPageRemove(f.m, nil, f.tdr, gpa, 0))
 				switch {
-				case !isLeafState(s):
+				case !IsLeafState(s):
 					exp = EPTEntryStateIncorrect.With(OpRCX)
-				case !isBlocked(s):
+				case !IsBlocked(s):
 					exp = GPARangeNotBlocked.With(OpRCX)
 				case !r.tracked(i):
 					exp = TLBTrackingNotDone.With(OpRCX)
@@ -112,7 +114,7 @@ func TestSEPTProperty(t *testing.T) {
 					exp = got
 				}
 			case "enter":
-				got = f.m.VPEnter(nil, f.vcpu)
+				got = first(tdxcall.VPEnter(f.m, nil, f.vcpu))
 				exp = VCPUStateIncorrect
 				if !r.inside {
 					exp, r.inside, r.vepoch = Success, true, r.epoch
@@ -138,7 +140,7 @@ func TestSEPTProperty(t *testing.T) {
 				if r.page[k] == 0 {
 					continue
 				}
-				_, out := f.m.PhymemPageRdmd(nil, r.page[k])
+				_, out := tdxcall.PhymemPageRdmd(f.m, nil, r.page[k])
 				wantPT := uint64(PTREG)
 				if r.state[k] == SeptFree {
 					wantPT = uint64(PTNDA)
@@ -192,7 +194,7 @@ func FuzzSEAMCALL(f *testing.F) {
 			leaf := Leaf(prog[i] % 64)
 			if prog[i] >= 200 {
 				fx.m.TDExit(vc)
-				fx.m.VPEnter(nil, fx.vcpu)
+				first(tdxcall.VPEnter(fx.m, nil, fx.vcpu))
 				fx.m.Accept(nil, vc, operand(prog[i+1]))
 				continue
 			}

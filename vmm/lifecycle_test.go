@@ -1,91 +1,70 @@
-package vmm
+package vmm_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
-	"hash"
-	"hash/fnv"
 	"runtime"
 	"sync"
 	"testing"
 
-	"github.com/tdxsim/tdxsim/event"
-	"github.com/tdxsim/tdxsim/internal/mrtdvec"
-	"github.com/tdxsim/tdxsim/kvm/mmu"
+	"github.com/tdxsim/tdxsim/report"
+	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/vmm"
 )
 
-// e2eOptions is the end-to-end TD: a measured 2 MiB image, two
-// vCPUs accepting 64 MiB of private memory, 8 MiB converted to shared and
-// back, a 4 MiB punch hole, teardown; huge pages off (mainline), so every
-// figure is a 4K one.
-func e2eOptions(seed uint64) LifecycleOptions {
-	return LifecycleOptions{HostBytes: 2 << 30, DynamicPAMT: true, Packages: 2, MemBytes: 128 << 20, VCPUs: 2,
-		ImageBytes: 2 << 20, AcceptBytes: 64 << 20, ConvertBytes: 8 << 20, PunchBytes: 4 << 20, Seed: seed,
-		MMU: mmu.Config{HugePages: mmu.HugePagesOff}}
+// testdata/end-to-end.yaml is the whole-TD run through the full stack
+// (VMM, KVM, TDP MMU, KVM's TDX code, guest_memfd, the TDX module): build
+// with a measured image, two vCPUs accepting and touching 64 MiB, 8 MiB
+// converted to shared and back, a 4 MiB punch hole, teardown. The file's
+// expect section pins every SEAMCALL count and the MRTD; checkE2E adds
+// what the report shows beyond those.
+
+const (
+	imagePages  = 512   // 2 MiB at 126 MiB
+	acceptPages = 16384 // 64 MiB from GPA 0
+	convPages   = 2048  // 8 MiB
+	septPages   = 35    // 1 PDPT + 1 PD + 33 PTs
+)
+
+// endToEndMRTD is the hand-computed MRTD of end-to-end.yaml's image.
+func endToEndMRTD() string {
+	return handMRTD(region{gpa: 126 << 20, data: bytes.Repeat([]byte{0x5a}, 2<<20), measure: true})
 }
 
 // checkE2E asserts everything that must hold on every seed.
-func checkE2E(o LifecycleOptions, c *event.Counter, res LifecycleResult, mrtd []byte) []string {
-	var bad []string
+func checkE2E(r *report.Run, mrtd string) []string {
+	bad := problems(r)
 	fail := func(f string, a ...any) { bad = append(bad, fmt.Sprintf(f, a...)) }
-	const (
-		imagePages  = 512
-		acceptPages = 16384
-		convPages   = 2048
-		punchPages  = 1024
-	)
-	calls := c.Calls()
-	want := map[string]uint64{
-		"TDH.MNG.CREATE": 1, "TDH.MNG.KEY.CONFIG": 2, "TDH.MNG.ADDCX": 6, "TDH.MNG.INIT": 1,
-		"TDH.VP.CREATE": 2, "TDH.VP.ADDCX": 10, "TDH.VP.INIT": 2,
-		"TDH.MEM.PAGE.ADD": imagePages, "TDH.MR.EXTEND": imagePages * 16, "TDH.MR.FINALIZE": 1,
-		// Every accepted page is AUGed once, the converted ones twice.
-		"TDH.MEM.PAGE.AUG": acceptPages + convPages,
-		// Every private page is removed once: at conversion, punch, or
-		// the guest_memfd release at teardown.
-		"TDH.MEM.PAGE.REMOVE": imagePages + acceptPages + convPages, "TDH.MEM.RANGE.BLOCK": imagePages + acceptPages + convPages,
-		"TDH.PHYMEM.PAGE.WBINVD": imagePages + acceptPages + convPages, "TDH.MEM.TRACK": imagePages + acceptPages + convPages,
-		// 1 PDPT + 1 PD + 33 PTs for 64 MiB at GPA 0 and the image at the top of 128 MiB.
-		"TDH.MEM.SEPT.ADD": 35,
-		"TDH.VP.FLUSH":     2, "TDH.MNG.VPFLUSHDONE": 1, "TDH.PHYMEM.CACHE.WB": 2, "TDH.MNG.KEY.FREEID": 1,
-		// S-EPT pages, TDCS, TDR, TDVPR and TDVPX.
-		"TDH.PHYMEM.PAGE.RECLAIM": 35 + 6 + 1 + 2*6,
-	}
-	for leaf, n := range want {
-		if calls[leaf] != n {
-			fail("%s: %d calls, want %d", leaf, calls[leaf], n)
-		}
-	}
+	calls := r.Seamcalls
 	if calls["TDH.PHYMEM.PAMT.ADD"] == 0 || calls["TDH.PHYMEM.PAMT.ADD"] != calls["TDH.PHYMEM.PAMT.REMOVE"] {
 		fail("PAMT.ADD %d vs PAMT.REMOVE %d", calls["TDH.PHYMEM.PAMT.ADD"], calls["TDH.PHYMEM.PAMT.REMOVE"])
 	}
-	for leaf, n := range c.Failed() {
+	for leaf, n := range r.SeamcallsFailed {
 		if leaf != "TDG.MEM.PAGE.ACCEPT" && leaf != "TDH.VP.ENTER" {
 			fail("%d failed %s", n, leaf)
 		}
 	}
-	if string(res.MRTD) != string(mrtd) {
-		fail("MRTD %x, want %x", res.MRTD, mrtd)
+	if r.MRTD != mrtd {
+		fail("MRTD %s, want %s", r.MRTD, mrtd)
 	}
-	if res.LeakedPages != 0 || res.ChargedAfter.Charged+res.ChargedAfter.Uncharged != 0 || res.HKIDsInUse != 0 {
-		fail("after teardown: %d pages leaked, %+v charged, %d HKIDs in use", res.LeakedPages, res.ChargedAfter, res.HKIDsInUse)
+	// Mirror leaves: the image and every accepted page at the peak; the
+	// teardown check (teardown_reclaims_all) sees that none is left.
+	if r.MappingsPeak["4K"] != imagePages+acceptPages || r.MappingsPeak["2M"]+r.MappingsPeak["1G"] != 0 {
+		fail("mirror leaves peak %v, want %d 4K ones", r.MappingsPeak, imagePages+acceptPages)
 	}
-	if res.MMU.PeakMapped[1][0] != imagePages+acceptPages || res.MMU.Mapped != [2][3]int64{} {
-		fail("mirror leaves peak %d (want %d), at the end %v", res.MMU.PeakMapped[1][0], imagePages+acceptPages, res.MMU.Mapped)
+	if r.SharedPeak != convPages {
+		fail("direct root peak %d leaves, want %d", r.SharedPeak, convPages)
 	}
-	if res.MMU.PeakMapped[0][0] != convPages {
-		fail("direct root peak %d leaves, want %d", res.MMU.PeakMapped[0][0], convPages)
+	if r.Memory.SEPTPages != septPages || r.Teardown.SEPTPagesReclaimed != septPages {
+		fail("S-EPT pages: peak %d, reclaimed %d, want %d", r.Memory.SEPTPages, r.Teardown.SEPTPagesReclaimed, septPages)
 	}
-	if res.SEPTPagesPeak != 35 || res.TD.SEPTPagesReclaimed != 35 {
-		fail("S-EPT pages: peak %d, reclaimed %d, want 35", res.SEPTPagesPeak, res.TD.SEPTPagesReclaimed)
+	if r.Conversions.ToShared != 4 || r.Conversions.ToPrivate != 4 {
+		fail("conversions %d to shared, %d to private; want 4 and 4 (2 MiB chunks)", r.Conversions.ToShared, r.Conversions.ToPrivate)
 	}
-	if res.VMM.ToShared != 4 || res.VMM.ToPrivate != 4 {
-		fail("conversions %d to shared, %d to private; want 4 and 4 (2 MiB chunks)", res.VMM.ToShared, res.VMM.ToPrivate)
-	}
-	if res.Bugged != "" || len(res.GuestErrors) > 0 || len(res.LockDep) > 0 {
-		fail("bugged %q, guest errors %v, lockdep %v", res.Bugged, res.GuestErrors, res.LockDep)
-	}
-	for _, v := range c.Violations() {
-		fail("violation %s: %s", v.Name, v.Detail)
+	// Every accepted page is touched, the converted ones again once back.
+	if r.Guest.Touches != acceptPages+convPages || r.Guest.SharedTouches != convPages {
+		fail("guest touched %d private and %d shared pages, want %d and %d", r.Guest.Touches, r.Guest.SharedTouches, acceptPages+convPages, convPages)
 	}
 	return bad
 }
@@ -98,29 +77,23 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		seeds = 20
 	}
-	o := e2eOptions(0)
-	mrtd := mrtdvec.Hand([]mrtdvec.Region{{GPA: o.ImageGPA(), Data: o.Image(), Measure: true}})
+	mrtd := endToEndMRTD()
 	var (
-		mu       sync.Mutex
-		failures []string
-		steps    = map[uint64]bool{} // distinct interleavings
-		wg       sync.WaitGroup
-		next     = make(chan uint64)
+		mu        sync.Mutex
+		failures  []string
+		schedules = map[string]bool{} // distinct interleavings
+		wg        sync.WaitGroup
+		next      = make(chan uint64)
 	)
 	for range runtime.GOMAXPROCS(0) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for seed := range next {
-				c := event.NewCounter()
-				order := &threadOrder{h: fnv.New64a()}
-				res, err := Lifecycle(e2eOptions(seed), event.Tee{c, order})
-				bad := checkE2E(o, c, res, mrtd)
-				if err != nil {
-					bad = append(bad, err.Error())
-				}
+				r := runScenario(t, "end-to-end.yaml", seed)
+				bad := checkE2E(r, mrtd)
 				mu.Lock()
-				steps[order.h.Sum64()] = true
+				schedules[r.Schedule] = true
 				for _, b := range bad {
 					failures = append(failures, fmt.Sprintf("seed %d: %s", seed, b))
 				}
@@ -140,47 +113,62 @@ func TestEndToEnd(t *testing.T) {
 		}
 		t.Error(f)
 	}
-	if len(steps) < seeds/2 {
-		t.Errorf("%d seeds gave only %d distinct interleavings", seeds, len(steps))
+	if len(schedules) < seeds/2 {
+		t.Errorf("%d seeds gave only %d distinct interleavings", seeds, len(schedules))
 	}
-	t.Logf("%d seeds, %d distinct interleavings", seeds, len(steps))
+	t.Logf("%d seeds, %d distinct interleavings", seeds, len(schedules))
 }
 
-// threadOrder fingerprints an interleaving: which thread emitted each event.
-type threadOrder struct{ h hash.Hash64 }
-
-func (o *threadOrder) Emit(e event.Event) {
-	o.h.Write([]byte{byte(e.Thread), byte(e.Thread >> 8)})
-}
-
-// The same seed gives the same run, step for step and call for call.
-func TestLifecycleDeterministic(t *testing.T) {
-	o := e2eOptions(42)
-	o.AcceptBytes, o.ConvertBytes, o.PunchBytes = 8<<20, 2<<20, 1<<20
-	a, b := event.NewCounter(), event.NewCounter()
-	ra, err := Lifecycle(o, a)
+// The same seed gives the same run, step for step and call for call: the
+// whole report, schedule hash included, is the same.
+func TestEndToEndDeterministic(t *testing.T) {
+	a := runScenario(t, "end-to-end.yaml", 42)
+	b := runScenario(t, "end-to-end.yaml", 42)
+	ja, err := json.Marshal(a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb, err := Lifecycle(o, b)
+	jb, err := json.Marshal(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ra.Steps != rb.Steps || fmt.Sprint(a.Calls()) != fmt.Sprint(b.Calls()) || fmt.Sprint(ra.MMU) != fmt.Sprint(rb.MMU) {
-		t.Errorf("seed 42 ran twice differently: %d vs %d steps", ra.Steps, rb.Steps)
+	if a.Schedule == "" || !bytes.Equal(ja, jb) {
+		t.Errorf("seed 42 ran twice differently: %d vs %d steps, schedule %q vs %q", a.Steps, b.Steps, a.Schedule, b.Schedule)
 	}
 }
 
-func TestLifecycleBadOptions(t *testing.T) {
-	for _, o := range []LifecycleOptions{
+// vmm.Create refuses a TD it cannot build, before KVM_CREATE_VM.
+func TestCreateBadConfig(t *testing.T) {
+	host, err := vmm.NewHost(vmm.HostConfig{Bytes: 1 << 30}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []vmm.Config{
 		{MemBytes: 128 << 20, VCPUs: 0},
 		{MemBytes: 3 << 20, VCPUs: 1},
-		{MemBytes: 128 << 20, VCPUs: 1, AcceptBytes: 100},
-		{MemBytes: 128 << 20, VCPUs: 1, AcceptBytes: 4 << 20, ConvertBytes: 4 << 20, PunchBytes: 4 << 20},
-		{MemBytes: 8 << 20, VCPUs: 1, AcceptBytes: 8 << 20, ImageBytes: 4096},
+		{MemBytes: 0, VCPUs: 1},
+		{MemBytes: 4 << 20, VCPUs: 1, Slots: []vmm.Slot{{GPA: 0, Size: 4 << 20}, {GPA: 2 << 20, Size: 2 << 20}}},
+		{MemBytes: 4 << 20, VCPUs: 1, Slots: []vmm.Slot{{GPA: 0, Size: 2 << 20}}},
+		{MemBytes: 2 << 20, VCPUs: 1, Slots: []vmm.Slot{{GPA: 1 << 20, Size: 2 << 20}}},
+		{MemBytes: 2 << 20, VCPUs: 1, Slots: []vmm.Slot{{GPA: 1 << 47, Size: 2 << 20}}},
 	} {
-		if _, err := Lifecycle(o, nil); err == nil {
-			t.Errorf("%+v: accepted", o)
+		var got error
+		s := sched.New(sched.Deterministic, 1, nil)
+		s.Go("vmm", func(th *sched.Thread) {
+			if m, err := vmm.Create(th, host, cfg); err == nil {
+				_ = m.Teardown(th)
+			} else {
+				got = err
+			}
+		})
+		if err := s.Run(); err != nil {
+			t.Fatal(err)
 		}
+		if got == nil {
+			t.Errorf("%+v: created", cfg)
+		}
+	}
+	if n := host.HKIDsInUse(); n != 0 {
+		t.Errorf("%d HKIDs in use after the refused creates", n)
 	}
 }

@@ -2,14 +2,17 @@ package tdx_test
 
 import (
 	"errors"
+	"fmt"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"testing"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdxmodule"
+	"github.com/tdxsim/tdxsim/vmm"
 )
 
 // Four vCPUs fault and accept the same 512 KiB in different orders, while
@@ -219,5 +222,71 @@ func TestInjectedRemoveFailureKillsVM(t *testing.T) {
 	// allocator, even after teardown. That leak is on purpose.
 	if !e.mem.IsAllocated(victim) {
 		t.Errorf("%v went back to the host after teardown although the module still assigns it", victim)
+	}
+}
+
+// TDs initialised at the same time on real goroutines (the parallel
+// scheduler: KVM_TDX_INIT_VM of different VMs holds no common lock) take
+// HKIDs from the host's pool while another thread reads it, without a
+// data race (go test -race) and without two TDs getting the same HKID.
+func TestHKIDPoolConcurrent(t *testing.T) {
+	const tds = 32
+	host, err := vmm.NewHost(vmm.HostConfig{Bytes: 1 << 30, Packages: 2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vms [tds]*kvm.VM
+	var kt [tds]*tdx.TD
+	setup := sched.New(sched.Deterministic, 1, nil)
+	setup.Go("vmm", func(th *sched.Thread) {
+		for i := range tds {
+			if vms[i], err = host.Sys.CreateVM(th, kvm.TDXVM); err != nil {
+				return
+			}
+			if kt[i], err = host.NewTD(vms[i], tdx.Config{}); err != nil {
+				return
+			}
+		}
+	})
+	if rerr := setup.Run(); rerr != nil || err != nil {
+		t.Fatal(rerr, err)
+	}
+	var errs [tds]error
+	s := sched.New(sched.Parallel, 1, nil)
+	for i := range tds {
+		s.Go(fmt.Sprintf("vmm%d", i), func(th *sched.Thread) {
+			errs[i] = kt[i].InitVM(th, tdx.InitVM{GPAW: 48, MaxVCPUs: 1})
+		})
+	}
+	s.Go("reader", func(*sched.Thread) { _ = host.HKIDsInUse() })
+	if err := s.Run(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]int{}
+	for i := range tds {
+		if errs[i] != nil {
+			t.Fatalf("TD %d: %v", i, errs[i])
+		}
+		if j, dup := seen[kt[i].HKID()]; dup || kt[i].HKID() == 0 {
+			t.Errorf("TD %d has HKID %d (TD %d has it too: %v)", i, kt[i].HKID(), j, dup)
+		}
+		seen[kt[i].HKID()] = i
+	}
+	if n := host.HKIDsInUse(); n != tds {
+		t.Errorf("%d HKIDs in use, want %d", n, tds)
+	}
+	teardown := sched.New(sched.Deterministic, 1, nil)
+	teardown.Go("vmm", func(th *sched.Thread) {
+		for i := range tds {
+			if err := vms[i].Close(th); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	if err := teardown.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if n := host.HKIDsInUse(); n != 0 {
+		t.Errorf("%d HKIDs in use after every VM is closed", n)
 	}
 }

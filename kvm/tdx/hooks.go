@@ -9,6 +9,7 @@ import (
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxcall"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
 
@@ -68,10 +69,10 @@ func (td *TD) SetExternalSPTE(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level 
 			}
 			return td.vm.Bug(t, fmt.Sprintf("tdx_mem_page_add: %s at %s before KVM_TDX_FINALIZE_VM (no source page, or not 4K)", gfn, level))
 		}
-		st, _ := h.Mod.MemPageAdd(t, td.tdr, gpa, pfn, td.pageAddSrc)
+		st, _ := tdxcall.MemPageAdd(h.Mod, t, td.tdr, gpa, pfn, td.pageAddSrc)
 		return td.pinIfInstalled(t, td.installed(t, "TDH.MEM.PAGE.ADD", st, gfn, pfn, small, &td.stats.PagesAdded), pfn, level)
 	}
-	st, _ := h.Mod.MemPageAug(t, td.tdr, gpa, level, pfn)
+	st, _ := tdxcall.MemPageAug(h.Mod, t, td.tdr, gpa, level, pfn)
 	count := &td.stats.PagesAugmented
 	if !small {
 		count = &td.stats.HugePagesAugmented
@@ -135,7 +136,7 @@ func (td *TD) LinkExternalSPT(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level 
 	if err := h.pamtGet(t, spt, td.pamtCacheOf(v), td.vm.Account()); err != nil {
 		return err
 	}
-	st, _ := h.Mod.MemSEPTAdd(t, td.tdr, gfn.GPA(), level, spt)
+	st, _ := tdxcall.MemSEPTAdd(h.Mod, t, td.tdr, gfn.GPA(), level, spt)
 	return td.installed(t, "TDH.MEM.SEPT.ADD", st, gfn, spt, true, &td.stats.SEPTPagesAdded)
 }
 
@@ -158,12 +159,12 @@ func (td *TD) RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level
 	if err := td.blockAndTrack(t, gfn, level); err != nil {
 		return err
 	}
-	st := td.doNoVCPUs(t, func() tdxmodule.Status { s, _ := h.Mod.MemPageRemove(t, td.tdr, gpa, level); return s })
+	st := td.doNoVCPUs(t, func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemPageRemove(h.Mod, t, td.tdr, gpa, level) })
 	if st != tdxmodule.Success {
 		return td.bug(t, "TDH.MEM.PAGE.REMOVE", st, gfn)
 	}
 	for k := range addr.PFN(level.Pages()) {
-		if st := h.Mod.PhymemPageWBInvd(t, pfn+k, td.hkid); st != tdxmodule.Success {
+		if st, _ := tdxcall.PhymemPageWBInvd(h.Mod, t, pfn+k, td.hkid); st != tdxmodule.Success {
 			return td.bug(t, "TDH.PHYMEM.PAGE.WBINVD", st, gfn)
 		}
 	}
@@ -185,7 +186,9 @@ func (td *TD) RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level
 // TDH.MEM.RANGE.BLOCK through tdh_do_no_vcpus (failure is KVM_BUG_ON),
 // then tdx_track().
 func (td *TD) blockAndTrack(t *sched.Thread, gfn addr.GFN, level addr.Level) error {
-	st := td.doNoVCPUs(t, func() tdxmodule.Status { s, _ := td.h.Mod.MemRangeBlock(t, td.tdr, gfn.GPA(), level); return s })
+	st := td.doNoVCPUs(t, func() (tdxmodule.Status, tdxmodule.Regs) {
+		return tdxcall.MemRangeBlock(td.h.Mod, t, td.tdr, gfn.GPA(), level)
+	})
 	if st != tdxmodule.Success {
 		return td.bug(t, "TDH.MEM.RANGE.BLOCK", st, gfn)
 	}
@@ -202,7 +205,7 @@ func (td *TD) FreeExternalSPT(t *sched.Thread, gfn addr.GFN, level addr.Level, s
 		td.stats.Leaked.Add(1)
 		return td.vm.Bug(t, "tdx_sept_free_private_spt: HKID still assigned")
 	}
-	st, _ := h.Mod.PhymemPageReclaim(t, spt)
+	st, _ := tdxcall.PhymemPageReclaim(h.Mod, t, spt)
 	if st != tdxmodule.Success {
 		td.stats.Leaked.Add(1)
 		h.warn(t, "TDH.PHYMEM.PAGE.RECLAIM", st, spt)
@@ -262,9 +265,8 @@ func (td *TD) SplitExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level,
 		undo()
 		return err
 	}
-	st := td.doNoVCPUs(t, func() tdxmodule.Status {
-		s, _ := h.Mod.MemPageDemote(t, td.tdr, gfn.GPA(), level, spt, pair)
-		return s
+	st := td.doNoVCPUs(t, func() (tdxmodule.Status, tdxmodule.Regs) {
+		return tdxcall.MemPageDemote(h.Mod, t, td.tdr, gfn.GPA(), level, spt, pair)
 	})
 	if st != tdxmodule.Success {
 		undo()
@@ -295,15 +297,15 @@ func (td *TD) TopUpSplitCache(t *sched.Thread, splits int) error {
 // guest (wait_for_sept_zap), kick every vCPU out, and run it once more.
 // The second attempt is "guaranteed to succeed absent bugs"; its status is
 // returned either way.
-func (td *TD) doNoVCPUs(t *sched.Thread, call func() tdxmodule.Status) tdxmodule.Status {
-	st := call()
+func (td *TD) doNoVCPUs(t *sched.Thread, call func() (tdxmodule.Status, tdxmodule.Regs)) tdxmodule.Status {
+	st, _ := call()
 	if !busy(st) {
 		return st
 	}
 	td.stats.NoVCPURetries.Add(1)
 	td.waitForSEPTZap.Store(true)
 	td.kickAll(t)
-	st = call()
+	st, _ = call()
 	td.waitForSEPTZap.Store(false)
 	return st
 }
@@ -317,7 +319,7 @@ func (td *TD) track(t *sched.Thread) error {
 	if td.State() != StateRunnable {
 		return nil
 	}
-	st := td.doNoVCPUs(t, func() tdxmodule.Status { return td.h.Mod.MemTrack(t, td.tdr) })
+	st := td.doNoVCPUs(t, func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemTrack(td.h.Mod, t, td.tdr) })
 	if st != tdxmodule.Success {
 		return td.bug(t, "TDH.MEM.TRACK", st, 0)
 	}

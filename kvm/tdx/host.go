@@ -13,6 +13,7 @@ package tdx
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -21,6 +22,7 @@ import (
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxcall"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
 
@@ -34,7 +36,13 @@ type Host struct {
 	Mod  *tdxmodule.Module
 	sink event.Sink
 
-	hkids     []bool // index = HKID; true = in use
+	// hkidMu guards hkids, as the IDA's own lock does tdx_guest_keyid_pool
+	// in the kernel: KVM_TDX_INIT_VM of different VMs, and teardown, hold
+	// no lock in common. A host mutex, never held across a yield, so it
+	// adds no scheduling point.
+	hkidMu sync.Mutex
+	hkids  []bool // index = HKID; true = in use
+
 	dpamtLock *sched.SpinLock
 	dpamtRef  map[uint64]int32 // 2M physical range -> refcount (no entry = 0)
 	dpamtSrc  hostmem.Source
@@ -60,6 +68,8 @@ func NewHost(sys *kvm.System, mod *tdxmodule.Module) (*Host, error) {
 
 // allocHKID is tdx_guest_keyid_alloc(): ENOSPC when all are taken.
 func (h *Host) allocHKID() (int, error) {
+	h.hkidMu.Lock()
+	defer h.hkidMu.Unlock()
 	for i := 1; i < len(h.hkids); i++ {
 		if !h.hkids[i] {
 			h.hkids[i] = true
@@ -70,6 +80,8 @@ func (h *Host) allocHKID() (int, error) {
 }
 
 func (h *Host) freeHKID(id int) {
+	h.hkidMu.Lock()
+	defer h.hkidMu.Unlock()
 	if id > 0 && id < len(h.hkids) {
 		h.hkids[id] = false
 	}
@@ -77,6 +89,8 @@ func (h *Host) freeHKID(id int) {
 
 // HKIDsInUse returns how many private HKIDs are assigned.
 func (h *Host) HKIDsInUse() int {
+	h.hkidMu.Lock()
+	defer h.hkidMu.Unlock()
 	n := 0
 	for _, u := range h.hkids {
 		if u {
@@ -127,7 +141,7 @@ func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hos
 	// on its pages hold it shared: BUSY is contention, retried.
 	var st tdxmodule.Status
 	for range busyRetries {
-		if st = h.Mod.PhymemPAMTAdd(t, pfn, pair); !st.HasCode(tdxmodule.OperandBusy) {
+		if st, _ = tdxcall.PhymemPAMTAdd(h.Mod, t, pfn, pair); !st.HasCode(tdxmodule.OperandBusy) {
 			break
 		}
 	}
@@ -178,7 +192,7 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 	var st tdxmodule.Status
 	var out tdxmodule.Regs
 	for range busyRetries {
-		if st, out = h.Mod.PhymemPAMTRemove(t, pfn); !st.HasCode(tdxmodule.OperandBusy) {
+		if st, out = tdxcall.PhymemPAMTRemove(h.Mod, t, pfn); !st.HasCode(tdxmodule.OperandBusy) {
 			break
 		}
 	}
@@ -244,7 +258,7 @@ func (h *Host) freeControlPage(t *sched.Thread, p addr.PFN) {
 // back from the module with TDH.PHYMEM.PAGE.RECLAIM, reset it, put its
 // pair and free it to src. A failed reclaim leaks the page (WARN).
 func (h *Host) reclaimPage(t *sched.Thread, p addr.PFN, src hostmem.Source) error {
-	st, _ := h.Mod.PhymemPageReclaim(t, p)
+	st, _ := tdxcall.PhymemPageReclaim(h.Mod, t, p)
 	if st != tdxmodule.Success {
 		h.warn(t, "TDH.PHYMEM.PAGE.RECLAIM", st, p)
 		return errno.Newf("tdx_reclaim_page", errno.EIO, "%s: %v (page leaked)", p, st)

@@ -12,6 +12,7 @@ import (
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxcall"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
 
@@ -279,25 +280,25 @@ func (td *TD) InitVM(t *sched.Thread, p InitVM) error {
 	if err != nil {
 		return err
 	}
-	tdr, err := td.giveControlPage(t, "TDH.MNG.CREATE", func(p addr.PFN) tdxmodule.Status { return h.Mod.MngCreate(t, p, hkid) })
+	tdr, err := td.giveControlPage(t, "TDH.MNG.CREATE", func(p addr.PFN) (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MngCreate(h.Mod, t, p, hkid) })
 	if err != nil {
 		h.freeHKID(hkid)
 		return err
 	}
 	td.tdr, td.hkid = tdr, hkid
 	for pkg := range h.Mod.Config().Packages {
-		if st := h.Mod.MngKeyConfig(t, tdr, pkg); st != tdxmodule.Success {
+		if st, _ := tdxcall.MngKeyConfig(h.Mod, t, tdr, pkg); st != tdxmodule.Success {
 			return td.bug(t, "TDH.MNG.KEY.CONFIG", st, 0)
 		}
 	}
 	for range h.Mod.Config().TDCSPages {
-		p, err := td.giveControlPage(t, "TDH.MNG.ADDCX", func(p addr.PFN) tdxmodule.Status { return h.Mod.MngAddCX(t, tdr, p) })
+		p, err := td.giveControlPage(t, "TDH.MNG.ADDCX", func(p addr.PFN) (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MngAddCX(h.Mod, t, tdr, p) })
 		if err != nil {
 			return err
 		}
 		td.tdcs = append(td.tdcs, p)
 	}
-	if st := h.Mod.MngInit(t, tdr, 4, max(p.MaxVCPUs, 1)); st != tdxmodule.Success {
+	if st, _ := tdxcall.MngInit(h.Mod, t, tdr, 4, max(p.MaxVCPUs, 1)); st != tdxmodule.Success {
 		return td.bug(t, "TDH.MNG.INIT", st, 0)
 	}
 	vm.SetSharedBit(uint(p.GPAW - 1))
@@ -309,12 +310,12 @@ func (td *TD) InitVM(t *sched.Thread, p InitVM) error {
 // giveControlPage allocates a control page with its Dynamic PAMT pair
 // (tdx_alloc_control_page) and hands it to the module with give; if the
 // module refuses it, the page is freed and the refusal is TDX_BUG_ON (EIO).
-func (td *TD) giveControlPage(t *sched.Thread, leaf string, give func(addr.PFN) tdxmodule.Status) (addr.PFN, error) {
+func (td *TD) giveControlPage(t *sched.Thread, leaf string, give func(addr.PFN) (tdxmodule.Status, tdxmodule.Regs)) (addr.PFN, error) {
 	p, err := td.h.allocControlPage(t, td.vm.Account())
 	if err != nil {
 		return 0, err
 	}
-	if st := give(p); st != tdxmodule.Success {
+	if st, _ := give(p); st != tdxmodule.Success {
 		td.h.freeControlPage(t, p)
 		return 0, td.bug(t, leaf, st, 0)
 	}
@@ -334,7 +335,7 @@ func (td *TD) Finalize(t *sched.Thread) ([]byte, error) {
 	if td.hkid == 0 || td.State() != StateInitialized {
 		return nil, errno.Newf(op, errno.EINVAL, "TD is %s", td.State())
 	}
-	st := td.h.Mod.MrFinalize(t, td.tdr)
+	st, _ := tdxcall.MrFinalize(td.h.Mod, t, td.tdr)
 	if st.HasCode(tdxmodule.OperandBusy) {
 		return nil, errno.New(op, errno.EBUSY, "TDH.MR.FINALIZE: TDX_OPERAND_BUSY")
 	}
@@ -458,7 +459,7 @@ func (td *TD) postPopulate(t *sched.Thread, v *VCPU, gfn addr.GFN, pfn, src addr
 		return nil
 	}
 	for off := addr.GPA(0); off < addr.PageSize; off += 256 {
-		st, _ := td.h.Mod.MrExtend(t, td.tdr, gfn.GPA()+off)
+		st, _ := tdxcall.MrExtend(td.h.Mod, t, td.tdr, gfn.GPA()+off)
 		if st != tdxmodule.Success {
 			return td.bug(t, "TDH.MR.EXTEND", st, gfn)
 		}
@@ -506,22 +507,22 @@ func (td *TD) PreDestroyVM(t *sched.Thread) {
 		if v.tdvpr == 0 {
 			continue
 		}
-		if st := h.Mod.VPFlush(t, v.tdvpr); st != tdxmodule.Success && !st.HasCode(tdxmodule.VCPUNotAssociated) {
+		if st, _ := tdxcall.VPFlush(h.Mod, t, v.tdvpr); st != tdxmodule.Success && !st.HasCode(tdxmodule.VCPUNotAssociated) {
 			fail("TDH.VP.FLUSH", st)
 			return
 		}
 	}
-	if st := h.Mod.MngVPFlushDone(t, td.tdr); st != tdxmodule.Success {
+	if st, _ := tdxcall.MngVPFlushDone(h.Mod, t, td.tdr); st != tdxmodule.Success {
 		fail("TDH.MNG.VPFLUSHDONE", st)
 		return
 	}
 	for pkg := range h.Mod.Config().Packages {
-		if st := h.Mod.PhymemCacheWB(t, pkg); st != tdxmodule.Success {
+		if st, _ := tdxcall.PhymemCacheWB(h.Mod, t, pkg); st != tdxmodule.Success {
 			fail("TDH.PHYMEM.CACHE.WB", st)
 			return
 		}
 	}
-	if st := h.Mod.MngKeyFreeID(t, td.tdr); st != tdxmodule.Success {
+	if st, _ := tdxcall.MngKeyFreeID(h.Mod, t, td.tdr); st != tdxmodule.Success {
 		fail("TDH.MNG.KEY.FREEID", st)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxcall"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
 
@@ -102,19 +103,19 @@ func (v *VCPU) InitVCPU(t *sched.Thread) error {
 	if v.state != VCPUUninitialized {
 		return errno.New(op, errno.EINVAL, "vCPU already initialized")
 	}
-	tdvpr, err := td.giveControlPage(t, "TDH.VP.CREATE", func(p addr.PFN) tdxmodule.Status { return h.Mod.VPCreate(t, td.tdr, p) })
+	tdvpr, err := td.giveControlPage(t, "TDH.VP.CREATE", func(p addr.PFN) (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.VPCreate(h.Mod, t, td.tdr, p) })
 	if err != nil {
 		return err
 	}
 	v.tdvpr = tdvpr
 	for range h.Mod.Config().TDVPSPages - 1 {
-		p, err := td.giveControlPage(t, "TDH.VP.ADDCX", func(p addr.PFN) tdxmodule.Status { return h.Mod.VPAddCX(t, tdvpr, p) })
+		p, err := td.giveControlPage(t, "TDH.VP.ADDCX", func(p addr.PFN) (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.VPAddCX(h.Mod, t, tdvpr, p) })
 		if err != nil {
 			return err
 		}
 		v.tdvpx = append(v.tdvpx, p)
 	}
-	if st := h.Mod.VPInit(t, tdvpr); st != tdxmodule.Success {
+	if st, _ := tdxcall.VPInit(h.Mod, t, tdvpr); st != tdxmodule.Success {
 		return td.bug(t, "TDH.VP.INIT", st, 0)
 	}
 	v.mod = h.Mod.VCPU(tdvpr)
@@ -154,7 +155,7 @@ func (v *VCPU) enter(t *sched.Thread) error {
 			v.exits.Add(1)
 			continue
 		}
-		st := td.h.Mod.VPEnter(t, v.tdvpr)
+		st, _ := tdxcall.VPEnter(td.h.Mod, t, v.tdvpr)
 		if st == tdxmodule.Success {
 			return nil
 		}
