@@ -14,6 +14,7 @@ import (
 	"slices"
 
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/kvm"
@@ -312,15 +313,22 @@ func (c *collector) dpamt(w World) {
 // name) to the invariant it breaks.
 func EventInvariant(rule string) string {
 	switch rule {
-	case "hostmem.wrong-source":
+	case hostmem.RuleWrongSource:
 		return CachePool
-	case "hostmem.free-tdx-owned", "hostmem.free-referenced", "hostmem.double-free",
-		"hostmem.read-unallocated", "hostmem.write-unallocated", "hostmem.ref-underflow":
+	case hostmem.RuleFreeTDXOwned, hostmem.RuleFreeReferenced, hostmem.RuleDoubleFree,
+		hostmem.RuleReadUnallocated, hostmem.RuleWriteUnallocated, hostmem.RuleRefUnderflow:
 		return NoUseAfterFree
-	case "hostmem.split-mapped-huge":
+	case hostmem.RuleSplitMappedHuge:
 		return MappingLevel
-	case "sched.deadlock":
-		return NoDeadlock
 	}
 	return Events
+}
+
+// eventInvariant is the invariant a reported event breaks: a deadlock
+// by its kind, a rule violation by its rule.
+func eventInvariant(e event.Event) string {
+	if e.Kind == event.KindDeadlock {
+		return NoDeadlock
+	}
+	return EventInvariant(e.Name)
 }

@@ -41,7 +41,7 @@ func Reports(r Reported) []Group {
 		if strings.HasPrefix(e.Name, "lockdep.") {
 			continue // counted from the lock-order checker itself
 		}
-		inv := EventInvariant(e.Name)
+		inv := eventInvariant(e)
 		byInv[inv] = append(byInv[inv], e.Name+": "+e.Detail)
 	}
 	byInv[LockOrder] = append(byInv[LockOrder], r.LockOrder...)

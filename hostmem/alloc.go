@@ -158,33 +158,33 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if pfn >= m.npages {
-		return &Error{Op: "free", PFN: pfn, Rule: "hostmem.range", Err: ErrRange}
+		return &Error{Op: "free", PFN: pfn, Rule: RuleRange, Err: ErrRange}
 	}
 	p := m.meta(pfn)
 	switch p.state() {
 	case stAlloc:
 	case stNone, stFreeHead, stPooled:
-		return m.violation(t, "free", pfn, "hostmem.double-free", ErrDoubleFree, "page is already free")
+		return m.violation(t, "free", pfn, RuleDoubleFree, ErrDoubleFree, "page is already free")
 	}
 	order := p.order()
 	if pfn&(addr.PFN(1)<<order-1) != 0 {
-		return &Error{Op: "free", PFN: pfn, Rule: "hostmem.not-head", Err: ErrNotHead,
+		return &Error{Op: "free", PFN: pfn, Rule: RuleNotHead, Err: ErrNotHead,
 			Detail: fmt.Sprintf("inside an order-%d folio", order)}
 	}
 	if p.src != src {
-		return m.violation(t, "free", pfn, "hostmem.wrong-source", ErrWrongSource,
+		return m.violation(t, "free", pfn, RuleWrongSource, ErrWrongSource,
 			fmt.Sprintf("came from %s, freed to %s", m.sourceName(p.src), m.sourceName(src)))
 	}
 	if p.ref != 1 {
-		return m.violation(t, "free", pfn, "hostmem.free-referenced", ErrReferenced,
+		return m.violation(t, "free", pfn, RuleFreeReferenced, ErrReferenced,
 			fmt.Sprintf("refcount %d", p.ref))
 	}
 	if (src == SourceHuge2M && order != chunkOrder) || (src == SourceHuge1G && order != sectionOrder) {
-		return &Error{Op: "free", PFN: pfn, Rule: "hostmem.partial-huge", Err: ErrBadRequest,
+		return &Error{Op: "free", PFN: pfn, Rule: RulePartialHuge, Err: ErrBadRequest,
 			Detail: fmt.Sprintf("order-%d piece of a %s page: merge it first", order, m.sourceName(src))}
 	}
 	if vetoed != nil {
-		return m.violation(t, "free", pfn, "hostmem.free-tdx-owned", ErrTDXOwned, vetoed.Error())
+		return m.violation(t, "free", pfn, RuleFreeTDXOwned, ErrTDXOwned, vetoed.Error())
 	}
 	m.charge(p.acct, p.charged(), -(int64(1) << order))
 	m.dropBytes(pfn, order)
@@ -241,7 +241,7 @@ func (m *Memory) Put(t *sched.Thread, pfn addr.PFN) error {
 		return &Error{Op: "put", PFN: pfn, Err: ErrNotAllocated}
 	}
 	if hp.ref <= 1 {
-		return m.violation(t, "put", pfn, "hostmem.ref-underflow", ErrRefUnderflow,
+		return m.violation(t, "put", pfn, RuleRefUnderflow, ErrRefUnderflow,
 			fmt.Sprintf("refcount %d", hp.ref))
 	}
 	m.setHead(head, func(p *pageMeta) { p.ref-- })
@@ -276,7 +276,7 @@ func (m *Memory) addPageRefs(t *sched.Thread, pfn addr.PFN, n uint64, sign int32
 		next := min(head+addr.PFN(1)<<hp.order(), end)
 		k := int32(next - p)
 		if sign < 0 && hp.ref-k < 1 {
-			return m.violation(t, "put", p, "hostmem.ref-underflow", ErrRefUnderflow,
+			return m.violation(t, "put", p, RuleRefUnderflow, ErrRefUnderflow,
 				fmt.Sprintf("refcount %d, dropping %d", hp.ref, k))
 		}
 		runs = append(runs, run{head, sign * k})
@@ -331,7 +331,7 @@ func (m *Memory) SplitFolio(t *sched.Thread, pfn addr.PFN, newOrder addr.Order) 
 		if f, ok := m.FolioOf(pfn); ok && f.Head == pfn && newOrder < f.Order {
 			if err := g.CheckSplit(pfn, f.Order, newOrder); err != nil {
 				m.mu.Lock()
-				_ = m.violation(t, "split", pfn, "hostmem.split-mapped-huge", ErrSplitMapped, err.Error())
+				_ = m.violation(t, "split", pfn, RuleSplitMappedHuge, ErrSplitMapped, err.Error())
 				m.mu.Unlock()
 			}
 		}
@@ -419,7 +419,7 @@ func (m *Memory) FillTag(t *sched.Thread, pfn addr.PFN, order addr.Order, tag Ta
 		return &Error{Op: "write", PFN: pfn, Err: ErrBadRequest, Detail: "block not aligned or out of range"}
 	}
 	if p := m.meta(pfn); p.state() != stAlloc {
-		return m.violation(t, "write", pfn, "hostmem.write-unallocated", ErrNotAllocated,
+		return m.violation(t, "write", pfn, RuleWriteUnallocated, ErrNotAllocated,
 			"content written to a page that is not allocated")
 	}
 	m.dropBytes(pfn, order)

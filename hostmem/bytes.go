@@ -46,7 +46,7 @@ func (m *Memory) CopyPage(t *sched.Thread, dst, src addr.PFN) error {
 	m.mu.Lock()
 	if src >= m.npages || m.meta(src).state() != stAlloc {
 		m.mu.Unlock()
-		return m.violationLocked(t, "copy", src, "hostmem.read-unallocated", ErrNotAllocated, "copy source is not allocated")
+		return m.violationLocked(t, "copy", src, RuleReadUnallocated, ErrNotAllocated, "copy source is not allocated")
 	}
 	tag := m.meta(src).tag
 	b := m.bytes[src]
