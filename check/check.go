@@ -14,6 +14,7 @@ import (
 	"slices"
 
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/kvm"
@@ -319,8 +320,15 @@ func EventInvariant(rule string) string {
 		return NoUseAfterFree
 	case hostmem.RuleSplitMappedHuge:
 		return MappingLevel
-	case "sched.deadlock":
-		return NoDeadlock
 	}
 	return Events
+}
+
+// eventInvariant is the invariant a reported event breaks: a deadlock
+// by its kind, a rule violation by its rule.
+func eventInvariant(e event.Event) string {
+	if e.Kind == event.KindDeadlock {
+		return NoDeadlock
+	}
+	return EventInvariant(e.Name)
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -85,19 +83,13 @@ func (rn *runner) sample(at string) {
 // violations, lock-order reports, guest problems) into check results at
 // step at.
 func (rn *runner) newReports(at string) {
-	byInv := map[string][]string{}
+	var rep check.Reported
 	evs := rn.count.Violations()
-	for _, e := range evs[min(rn.seenEvents, len(evs)):] {
-		if strings.HasPrefix(e.Name, "lockdep.") {
-			continue // counted below, from the lock-order checker itself
-		}
-		inv := check.EventInvariant(e.Name)
-		byInv[inv] = append(byInv[inv], e.Name+": "+e.Detail)
-	}
+	rep.Events = evs[min(rn.seenEvents, len(evs)):]
 	rn.seenEvents = len(evs)
 	locks := rn.s.LockDep().Reports()
 	for _, l := range locks[min(rn.seenLocks, len(locks)):] {
-		byInv[check.LockOrder] = append(byInv[check.LockOrder], l.String())
+		rep.LockOrder = append(rep.LockOrder, l.String())
 	}
 	rn.seenLocks = len(locks)
 	for _, td := range rn.tds {
@@ -106,16 +98,12 @@ func (rn *runner) newReports(at string) {
 		}
 		ps := td.g.Problems()
 		for _, p := range ps[min(td.seenProblems, len(ps)):] {
-			byInv[check.GuestReadsBack] = append(byInv[check.GuestReadsBack], td.spec.Name+": "+p)
+			rep.Guest = append(rep.Guest, td.spec.Name+": "+p)
 		}
 		td.seenProblems = len(ps)
 	}
-	for _, inv := range []string{check.GuestReadsBack, check.LockOrder, check.Events} {
-		rn.check(at, inv, byInv[inv]...)
-		delete(byInv, inv)
-	}
-	for _, inv := range slices.Sorted(maps.Keys(byInv)) {
-		rn.check(at, inv, byInv[inv]...)
+	for _, g := range check.Reports(rep) {
+		rn.check(at, g.Invariant, g.Violations...)
 	}
 }
 
@@ -203,43 +191,21 @@ func (rn *runner) finish(leaked int64) {
 			}
 		}
 		r.TDs = append(r.TDs, t)
-		var bug []string
-		if td.bugged != "" {
-			bug = append(bug, fmt.Sprintf("%s: %s", td.spec.Name, td.bugged))
-		}
-		rn.check("end", check.NoKVMBug, bug...)
+		rn.check("end", check.NoKVMBug, check.KVMBugFree(td.spec.Name, td.bugged)...)
 	}
 	rn.mappingsAtEnd()
 	rn.newReports(rn.phase)
 	r.Teardown.LeakedPages = leaked
-	bugged := false
+	l := check.Leftovers{LeakedPages: leaked, ChargedPages: r.Teardown.ChargedAfter,
+		HKIDsInUse: rn.host.HKIDsInUse(), DPAMTPairs: rn.host.DPAMTRanges()}
 	for _, td := range rn.tds {
-		bugged = bugged || td.bugged != ""
+		l.Bugged = l.Bugged || td.bugged != ""
 	}
-	var td []string
-	if bugged {
-		// KVM_BUG_ON killed a VM: what the module still holds is left
-		// on purpose (it may still be mapped). Anything more is a leak.
-		held := rn.host.Mod.HeldPages()
-		r.Teardown.HeldByModule = held
-		if leaked > int64(held) {
-			td = append(td, fmt.Sprintf("%d host pages not back in the allocator, only %d of them held by the TDX module", leaked, held))
-		}
-	} else {
-		if leaked != 0 {
-			td = append(td, fmt.Sprintf("%d host pages not back in the allocator", leaked))
-		}
-		if r.Teardown.ChargedAfter != 0 {
-			td = append(td, fmt.Sprintf("%d pages still charged", r.Teardown.ChargedAfter))
-		}
-		if n := rn.host.HKIDsInUse(); n != 0 {
-			td = append(td, fmt.Sprintf("%d HKIDs still assigned", n))
-		}
-		if n := rn.host.DPAMTRanges(); n != 0 {
-			td = append(td, fmt.Sprintf("%d DPAMT pairs still installed", n))
-		}
+	if l.Bugged {
+		l.HeldByModule = rn.host.Mod.HeldPages()
+		r.Teardown.HeldByModule = l.HeldByModule
 	}
-	rn.check("end", check.Teardown, td...)
+	rn.check("end", check.Teardown, check.TeardownReclaimsAll(l)...)
 	r.Checks.Failed = map[string]int{}
 	for _, name := range rn.order {
 		c := rn.checks[name]

@@ -229,19 +229,13 @@ func (rn *runner) conversionProgress(st *Step, err error) {
 	if len(tds) == 0 {
 		return
 	}
-	var mf *guest.MapGPAError
-	if !errors.As(err, &mf) || !mf.Stuck() {
-		rn.check(rn.phase, check.ConversionProgress)
-		return
-	}
 	var why []string
 	for _, name := range tds {
 		if td := rn.tdOf(name); td != nil && td.m != nil && td.m.TD.LastMapGPARetry() != "" {
 			why = append(why, td.spec.Name+": "+td.m.TD.LastMapGPARetry())
 		}
 	}
-	rn.check(rn.phase, check.ConversionProgress, fmt.Sprintf("%v: the guest gave up after %d retries without progress; the host's last EAGAIN: %s",
-		mf, guest.MapGPARetries, strings.Join(why, "; ")))
+	rn.check(rn.phase, check.ConversionProgress, check.ConversionProgressAfter(err, why)...)
 }
 
 // matchExpected applies a step's expect_error to what the step returned.
