@@ -26,7 +26,7 @@ func newProgress(w io.Writer) *progress {
 	return &progress{w: w, tty: ok && term.IsTerminal(int(f.Fd())), start: time.Now()}
 }
 
-// update is scenario.Options.Progress.
+// update shows done of total steps.
 func (p *progress) update(done, total int) {
 	if !p.tty {
 		return
