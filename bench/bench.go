@@ -1,4 +1,4 @@
-// Package bench measures the model's speed and memory on the paths issue 8
+// Package bench measures the model's speed and memory on the paths
 // names: the private 4K and 2M fault paths (EPT violation, fault, AUG,
 // accept), converting a 4K page inside a 2M mapping (split and remove),
 // building a TD from a 64 MiB measured image, teardown per GiB, and the

@@ -7,7 +7,7 @@ import (
 
 // The fault paths allocate nothing per fault (only per page table, folio
 // or 2 MiB record), and model state per mapped page stays within bounds
-// near issue 8's targets (48 B per 4K page, 2 KiB per 2M page).
+// near the targets (48 B per 4K page, 2 KiB per 2M page).
 func TestFaultPathFigures(t *testing.T) {
 	for _, c := range []struct {
 		huge            bool
@@ -37,7 +37,7 @@ func TestFaultPathFigures(t *testing.T) {
 	}
 }
 
-// A quick bench run measures every figure issue 8 names, and the JSON
+// A quick bench run measures every figure, and the JSON
 // names are the ones it asks for.
 func TestRunQuick(t *testing.T) {
 	if testing.Short() {

@@ -30,12 +30,12 @@ const (
 	MirrorSEPT = "mirror_sept_agree"
 	// PrivateOwned: every PFN a Secure EPT maps is PAMT-assigned (PT_REG)
 	// to that TD at that level, allocated in the host, and the page
-	// guest_memfd holds at that GFN's index (seed 000's use-after-free
+	// guest_memfd holds at that GFN's index (the use-after-free
 	// window is a mapped page that is none of these).
 	PrivateOwned = "private_page_owned"
 	// MappingLevel: no private leaf is larger than guest_memfd's mapping
 	// order, spans GFNs that are not all private, or leaves its memslot
-	// (seed 002).
+	// (the TDX huge-page series v3).
 	MappingLevel = "mapping_level_allowed"
 	// SharedNotPrivate: a shared GPA is never backed by a page the PAMT
 	// assigns to a TD, nor by one holding a TD's private content.
@@ -47,7 +47,7 @@ const (
 	// Charged: every page allocated for a VM is charged to its account.
 	Charged = "allocations_charged"
 	// CachePool: every page taken from a cache is freed to the pool it
-	// came from (seed 003).
+	// came from (Dynamic PAMT v4 "KVM: TDX: Add x86 ops for external spt cache").
 	CachePool = "cache_pool"
 	// NoUseAfterFree: no page is freed while referenced or assigned to a
 	// TD, freed twice, or used while free.
@@ -61,7 +61,7 @@ const (
 	// blocked.
 	NoDeadlock = "no_deadlock"
 	// ConversionProgress: a guest's MapGPA completes; the host never
-	// answers TDVMCALL_RETRY until the guest gives up (seed 000: a
+	// answers TDVMCALL_RETRY until the guest gives up ("KVM: TDX: Drop superfluous page pinning in S-EPT management": a
 	// reference guest_memfd cannot tell from a transient one blocks
 	// in-place conversion forever).
 	ConversionProgress = "conversion_progress"

@@ -9,7 +9,7 @@ import (
 
 // benchFile runs fn over a fresh 1 GiB guest_memfd in one simulated thread
 // (parallel scheduler: no switching cost) and reports 4 KiB pages per
-// second, the unit of host-kvm.md §2d (real kernel: fallocate about 3.2 M
+// second, the unit the kernel's guest_memfd is measured in by kvmhost (real kernel: fallocate about 3.2 M
 // pages/s, punch of untouched pages about 5.5 M pages/s).
 func benchFile(b *testing.B, prealloc bool, fn func(th *sched.Thread, f *File)) {
 	const size = 1 << 30

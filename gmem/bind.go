@@ -11,7 +11,7 @@ import (
 // Bind attaches slot to file indexes [offset/4K, offset/4K + slot.NPages()).
 // Kernel: kvm_gmem_bind() (v6.19/v7.0). Errors: offset negative as loff_t,
 // unaligned, or the range past i_size; the range already bound to another
-// slot (EINVAL; kvm-x86 next returns EEXIST, see DESIGN.md); a file of
+// slot (EINVAL; kvm-x86 next returns EEXIST, see docs/policies.md); a file of
 // another VM (EINVAL); a closed file (EBADF). The caller holds slots_lock.
 func (f *File) Bind(t *sched.Thread, owner Owner, slot Slot, offset uint64) error {
 	const op = "KVM_SET_USER_MEMORY_REGION2"

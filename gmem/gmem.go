@@ -127,13 +127,13 @@ type Owner interface {
 type CreateArgs struct {
 	Size     uint64
 	Flags    uint64
-	Reserved [6]uint64 // not checked by the kernel (host-kvm.md §2a)
+	Reserved [6]uint64 // not checked by the kernel (the real kernel, per kvmhost's differential tests)
 	// PageOrder is the hugetlb page order (9 or 18) with FlagHugeTLB
 	// (args->page_order in the HugeTLB series).
 	PageOrder addr.Order
 	// InPlace keeps shared/private state in the file, changed with
 	// SetAttributes (vm_memory_attributes=false in the in-place conversion
-	// series). DESIGN.md chooses the conversion mode per file.
+	// series). docs/policies.md chooses the conversion mode per file.
 	InPlace bool
 }
 
@@ -145,7 +145,7 @@ type Config struct {
 	// files, so runs stay deterministic).
 	Ino uint64
 	// SplitFolioFirst is the rejected "split_order: folio_first" policy
-	// (DESIGN.md): a conversion to shared splits the huge folio
+	// (docs/policies.md): a conversion to shared splits the huge folio
 	// before the private huge mapping over it, so for a while the S-EPT
 	// maps a split folio huge (and keeps doing so if the mapping's split
 	// then fails). The default, false, is sept_first.
@@ -155,7 +155,7 @@ type Config struct {
 // Stat is what fstat reports.
 type Stat struct {
 	Size    int64
-	Blocks  int64 // always 0: the anon-inode guest_memfd never adds bytes (host-kvm.md §2b)
+	Blocks  int64 // always 0: the anon-inode guest_memfd never adds bytes (the real kernel, per kvmhost's differential tests)
 	Blksize int64
 	Mode    uint32
 }

@@ -36,7 +36,7 @@ var ErrSIGBUS = fmt.Errorf("SIGBUS")
 // Mmap maps length bytes of the file at offset. Kernel: do_mmap() then
 // kvm_gmem_mmap(). Errors in the kernel's order: length 0 or offset not page
 // aligned (EINVAL); PROT_EXEC, because the guest_memfd mount is noexec
-// (EPERM, host-kvm.md §2b); a file created without FlagMMAP (ENODEV); a
+// (EPERM, as the real kernel answers in kvmhost's differential tests); a file created without FlagMMAP (ENODEV); a
 // private (copy-on-write) mapping (EINVAL). Mapping past EOF is allowed; a
 // touch there gets SIGBUS.
 func (f *File) Mmap(t *sched.Thread, offset, length uint64, prot int, shared bool) (*Mapping, error) {

@@ -19,7 +19,7 @@ func (f *File) Fstat() (Stat, error) {
 	return Stat{Size: int64(f.size), Blocks: 0, Blksize: PageSize, Mode: 0o100600}, nil
 }
 
-// Read models read(2): guest_memfd has no read op (EINVAL, host-kvm.md §2b).
+// Read models read(2): guest_memfd has no read op (EINVAL, as the real kernel answers in kvmhost's differential tests).
 func (f *File) Read(n int) error { return f.vfs("read", errno.EINVAL, "guest_memfd has no read") }
 
 // Write models write(2): no write op (EINVAL).

@@ -317,7 +317,7 @@ func (g *Guest) Touch(t *sched.Thread, v *tdx.VCPU, gpa uint64, write bool) erro
 	if err != nil {
 		if errors.Is(err, tdx.ErrVE) {
 			// Linux panics on a #VE for memory it accepted: the host
-			// took the accepted page away (seed 004's lost memory).
+			// took the accepted page away (the lost memory zap_private_on_notifier=true shows).
 			g.fail("vCPU %d: #VE on private gpa %#x, which the guest accepted: accepted memory was lost", v.ID(), gpa)
 		}
 		return err

@@ -65,7 +65,7 @@ type Guard interface {
 
 // SplitGuard is a Guard that also watches folio splits: the TDX module
 // reports a folio split to a smaller order while a Secure EPT still maps
-// part of it at a larger one (seed 002's split_order=folio_first). The
+// part of it at a larger one (split_order=folio_first, rejected in the TDX huge-page series v3). The
 // split happens anyway, as in the kernel; the report is the violation
 // RuleSplitMappedHuge.
 type SplitGuard interface {

@@ -12,7 +12,7 @@ import (
 )
 
 // The conformance checklist: one row per behaviour of the kernel's own
-// selftests as kernel.md §5 lists them (guest_memfd_test.c,
+// selftests list them (guest_memfd_test.c,
 // set_memory_region_test.c, private_mem_conversions_test.c and the TDX
 // conversion tests), each asserting the kernel's result on the model.
 

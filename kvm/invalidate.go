@@ -127,7 +127,7 @@ func (vm *VM) InvalidateInProgress() int { return vm.invalInProgress }
 // memory): every overlapping memslot's GFNs are invalidated with the SHARED
 // filter only, because private memory has no userspace mapping, so the
 // mirror (private) root is never touched (kvm_mmu_notifier_invalidate_range_start,
-// seed 004).
+// "KVM: x86/tdp_mmu: Don't zap private pages for unsupported cases").
 func (vm *VM) MMUNotifierInvalidate(t *sched.Thread, hva, size uint64) {
 	var ranges []gmem.Range
 	for _, s := range vm.slotList() {
@@ -151,7 +151,7 @@ func (vm *VM) MMUNotifierInvalidate(t *sched.Thread, hva, size uint64) {
 
 // ZapGFNRangeMemtype is a memory-type change over [start, end) (guest MTRR
 // or PAT-style changes, noncoherent DMA): kvm_zap_gfn_range(), bracketed by
-// an invalidation. Which roots it reaches is the MMU's rule (seed 004:
+// an invalidation. Which roots it reaches is the MMU's rule ("KVM: x86/tdp_mmu: Don't zap private pages for unsupported cases":
 // private memory is only ever write-back, so the mirror root is spared).
 func (vm *VM) ZapGFNRangeMemtype(t *sched.Thread, start, end addr.GFN) {
 	vm.mmuLock.Lock(t)

@@ -76,7 +76,7 @@ const (
 // Limits.
 const (
 	// NrMemslots is KVM_USER_MEM_SLOTS on x86 (what KVM_CAP_NR_MEMSLOTS
-	// reports: 32764 on the host, host-kvm.md §1).
+	// reports: 32764 on the test host, per kvmhost's differential tests).
 	NrMemslots = 32764
 	// MaxSlotPages is KVM_MEM_MAX_NR_PAGES.
 	MaxSlotPages = 1<<31 - 1
@@ -93,7 +93,7 @@ type Config struct {
 	// VMTypes is the KVM_CAP_VM_TYPES bitmask.
 	VMTypes uint32
 	// MemoryAttributes is CONFIG_KVM_GENERIC_MEMORY_ATTRIBUTES: without it
-	// KVM_SET_MEMORY_ATTRIBUTES is ENOTTY (the test host, host-kvm.md §1).
+	// KVM_SET_MEMORY_ATTRIBUTES is ENOTTY (the test host, per kvmhost's differential tests).
 	MemoryAttributes bool
 	// HugeTLBGmem lets guest_memfd take GUEST_MEMFD_FLAG_HUGETLB (the
 	// HugeTLB series; not upstream).
@@ -403,7 +403,7 @@ func (vm *VM) PutRef(t *sched.Thread) {
 }
 
 // Close closes the VM fd. The VM lives on while a guest_memfd holds it
-// (host-kvm.md §2b: "the gmem keeps the VM alive").
+// (kvmhost's differential tests: "the gmem keeps the VM alive").
 func (vm *VM) Close(t *sched.Thread) error {
 	if vm.closed {
 		return errno.New("close", errno.EBADF, "VM fd already closed")
@@ -523,7 +523,7 @@ func (noMMU) Destroy(*sched.Thread)                              {}
 
 // CreateGuestMemfd on /dev/kvm itself: it is a VM ioctl, and the system
 // ioctl handler answers unknown numbers with EINVAL (kvm_arch_dev_ioctl;
-// host-kvm.md §2a).
+// as kvmhost's differential tests see on the real kernel).
 func (s *System) CreateGuestMemfd(t *sched.Thread, a gmem.CreateArgs) (*gmem.File, error) {
 	return nil, errno.New("KVM_CREATE_GUEST_MEMFD", errno.EINVAL, "a VM ioctl issued on /dev/kvm")
 }

@@ -108,7 +108,7 @@ func TestMixedTracking(t *testing.T) {
 	})
 }
 
-// TestAttributeChangeZaps checks seed 004's rule for attribute changes:
+// TestAttributeChangeZaps checks the rule for attribute changes:
 // going shared zaps the private (mirror) mappings, going private zaps the
 // shared ones, under mmu_lock for write and bracketed by an invalidation
 // that covers the whole non-mixed huge pages at the edges; only the GFNs
@@ -396,7 +396,7 @@ func TestHugeTLBGmem(t *testing.T) {
 }
 
 // TestInPlaceConversion checks KVM_SET_MEMORY_ATTRIBUTES2 on an in-place
-// guest_memfd: the refcount rule of seed 000, folio split and merge, and
+// guest_memfd: the refcount rule of "KVM: TDX: Drop superfluous page pinning in S-EPT management", folio split and merge, and
 // guest_memfd's mapping order.
 func TestInPlaceConversion(t *testing.T) {
 	run(t, kvm.DefaultConfig(), hostmem.Config{Huge2M: 4}, func(w *world) {

@@ -26,7 +26,7 @@ type Region struct {
 	UserspaceAddr    uint64
 	GuestMemfdOffset uint64
 	GuestMemfd       FD
-	Pad1             uint32     // not checked (host-kvm.md §3a)
+	Pad1             uint32     // not checked (the real kernel, per kvmhost's differential tests)
 	Pad2             [14]uint64 // not checked
 }
 
@@ -89,7 +89,7 @@ func (s *Memslot) ClearGmemFile() { s.file = nil }
 func (s *Memslot) HasGmem() bool { return s.flags&MemGuestMemfd != 0 }
 
 // GmemOnly reports KVM_MEMSLOT_GMEM_ONLY: guest accesses go to guest_memfd
-// even when shared, userspace_addr is not used (host-kvm.md §3b).
+// even when shared, userspace_addr is not used (the real kernel, per kvmhost's differential tests).
 func (s *Memslot) GmemOnly() bool { return s.gmemOnly }
 
 // Invalid reports KVM_MEMSLOT_INVALID (being deleted or moved).
@@ -134,8 +134,8 @@ func (vm *VM) SetUserMemoryRegion(t *sched.Thread, r Region) error {
 // SetUserMemoryRegion2 is KVM_SET_USER_MEMORY_REGION2: create, delete (size
 // 0), move or change the flags of a memslot, binding a guest_memfd range
 // when KVM_MEM_GUEST_MEMFD is set. Kernel: kvm_set_memory_region() and
-// kvm_gmem_bind(), with the checks in the kernel's order (kernel.md §1.7,
-// host-kvm.md §3a).
+// kvm_gmem_bind(), with the checks in the kernel's order (virt/kvm/guest_memfd.c kvm_gmem_bind(),
+// and kvmhost's differential tests).
 func (vm *VM) SetUserMemoryRegion2(t *sched.Thread, r Region) error {
 	return vm.setMemoryRegion(t, "KVM_SET_USER_MEMORY_REGION2", r)
 }

@@ -131,7 +131,7 @@ func region2(d *diff, vm int, name string, r region) result {
 	return d.do("REGION2 "+name, func(s side) result { return s.region2(vm, r) })
 }
 
-// TestDifferentialHostTable runs every case of host-kvm.md §1-§3 (create
+// TestDifferentialHostTable runs every case of the host table (create
 // inputs, file operations, mmap, lifetime, memslot binding rules) against
 // the real kernel and the model.
 func TestDifferentialHostTable(t *testing.T) {

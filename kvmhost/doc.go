@@ -1,6 +1,6 @@
 // Package kvmhost is a thin layer over the real /dev/kvm and guest_memfd,
 // used to check the gmem and kvm models against the running kernel
-// (host-kvm.md). It does nothing clever: each function is one system call
+// (the behaviour table of its differential tests). It does nothing clever: each function is one system call
 // and returns the kernel's errno unchanged (as a unix.Errno).
 //
 // Only the calls the differential test needs are here: create a VM and a

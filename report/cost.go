@@ -26,15 +26,14 @@ type Cost struct {
 // with no entry costs "default".
 type CostTable map[string]Cost
 
-// The published anchors the defaults are calibrated to (see
-// ../shared/spec/landscape.md §3.2 for the quotes). There are no public
+// The published anchors the defaults are calibrated to (docs/cost-model.md). There are no public
 // per-leaf SEAMCALL cycle counts; every per-leaf figure below is either a
 // share of the one measured whole (a 4 KiB private fault) or an assumption
 // that says so.
 const (
 	srcFault = "calibrated: share of the ~8 us 4 KiB private fault (TD exit, AUG, accept, re-entry) measured on Granite Rapids, Dstack PR #1220 (github.com/Dstack-TEE/dstack/pull/1220)"
 	srcZero  = "computed: the 4 KiB accept's zeroing scaled by 512 per level (TDG.MEM.PAGE.ACCEPT clears the whole page, tdg_mem_page_accept.c); assumes no other per-level cost"
-	srcAssum = "assumed: no published per-leaf figure (landscape.md §3.2 found none); set relative to PAGE.AUG by the work the leaf does in the TDX-module source"
+	srcAssum = "assumed: no published per-leaf figure exists; set relative to PAGE.AUG by the work the leaf does in the TDX-module source"
 	srcOnce  = "assumed: one-time TD setup/teardown leaf; no published figure; only the build and teardown phases see it"
 	srcFlush = "assumed: writes back and invalidates the whole cache of a package (WBINVD); order of a millisecond on large-LLC servers, no published TDX figure"
 )

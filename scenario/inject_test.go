@@ -73,7 +73,7 @@ timeline:
 				case strings.HasPrefix(v, "no_kvm_bug") && strings.Contains(v, c.bugged+":"):
 					continue // KVM's answer
 				case strings.HasPrefix(v, "no_use_after_free") && strings.Contains(v, "hostmem.free-tdx-owned"):
-					// Seed 000's accepted window: with the S-EPT
+					// The window the pinning removal accepts: with the S-EPT
 					// removal failed, guest_memfd frees a page the
 					// module still maps. The host allocator refuses
 					// it, so it is never reused; it leaks.

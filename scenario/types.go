@@ -25,7 +25,7 @@ type Scenario struct {
 	Description string   `yaml:"description" doc:"what the scenario shows, for people"`
 	Seed        *uint64  `yaml:"seed" doc:"deterministic-scheduler and workload seed (default 1; --seed overrides)"`
 	Host        Host     `yaml:"host" doc:"the machine"`
-	Policies    Policies `yaml:"policies" doc:"design alternatives debated in the seeds (DESIGN.md); defaults are upstream's"`
+	Policies    Policies `yaml:"policies" doc:"design alternatives argued on the kernel lists (docs/policies.md); the defaults are the TDX huge-page v3 series on Dynamic PAMT v4, not a merged kernel"`
 	TDs         []TD     `yaml:"tds" doc:"the TDs, built (KVM_TDX_INIT_VM, INIT_MEM_REGION, FINALIZE) before the timeline starts" required:"true"`
 	Timeline    []Step   `yaml:"timeline" doc:"guest workloads and host events, in order; TDs not torn down are torn down at the end"`
 	Expect      Expect   `yaml:"expect" doc:"what must hold at the end (exit 1 otherwise)"`
@@ -71,7 +71,7 @@ type TDX struct {
 	Costs    map[string]uint64 `yaml:"costs" doc:"SEAMCALL/TDCALL latency overrides in ns, by leaf name (TDH.MEM.PAGE.AUG) or leaf/level (TDG.MEM.PAGE.ACCEPT/2M); see tdxsim run --costs for the defaults and their sources"`
 }
 
-// Policies are DESIGN.md's design alternatives.
+// Policies are docs/policies.md's design alternatives.
 type Policies struct {
 	HugePages            string `yaml:"hugepages" doc:"largest private mapping: off (4K), 2M (upstream), or 1G" enum:"off,2M,1G"`
 	DynamicPAMT          *bool  `yaml:"dynamic_pamt" doc:"Dynamic PAMT (default true)"`

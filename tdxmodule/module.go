@@ -4,7 +4,7 @@
 // TDG.MEM.PAGE.ACCEPT. Every host call goes through SEAMCALL with the real
 // leaf number, register operands and status codes (TDX module 1.5.01
 // semantics; Dynamic PAMT from the 2.0 line), as read from the module source
-// and summarised in shared/spec/tdx-module.md. The host's typed wrappers,
+// (intel/tdx-module, tag TDX_1.5.01) and the TDX module ABI specification. The host's typed wrappers,
 // the kernel's tdh_*() functions, are package tdxcall; this package holds
 // only the leaves' handlers and the read-only views checks use.
 //
@@ -340,7 +340,7 @@ func (m *Module) leaf(pfn addr.PFN) (*pamtEnt, addr.Level) {
 
 // CheckSplit is the hostmem split guard: a folio split below the size a
 // Secure EPT maps part of it at leaves a huge S-EPT mapping over pieces
-// the host now manages separately (seed 002).
+// the host now manages separately (the TDX huge-page series v3).
 func (m *Module) CheckSplit(pfn addr.PFN, order, newOrder addr.Order) error {
 	return m.eachPAMTLeaf(pfn, order, func(p addr.PFN, e *pamtEnt, lvl addr.Level) error {
 		if e.pt == PTREG && lvl.Order() > newOrder {

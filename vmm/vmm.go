@@ -41,7 +41,7 @@ type Config struct {
 	// KeepSharedBacking skips the guest_memfd punch hole when memory goes
 	// shared (QEMU punches by default, freeing the private pages).
 	KeepSharedBacking bool
-	// InPlace makes the guest_memfd convert in place (DESIGN.md's second
+	// InPlace makes the guest_memfd convert in place (docs/policies.md's second
 	// conversion mode): MapGPA is answered with the file's own
 	// KVM_SET_MEMORY_ATTRIBUTES2, which splits private huge mappings and
 	// folios itself, and nothing is punched.

@@ -292,7 +292,7 @@ func TestCompare(t *testing.T) {
 	}
 }
 
-// tdxsim bench --quick --json prints the figures issue 8 names.
+// tdxsim bench --quick --json prints every figure bench measures.
 func TestBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a quick bench run takes a few seconds")

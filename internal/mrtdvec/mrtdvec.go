@@ -1,5 +1,6 @@
-// Package mrtdvec computes an MRTD by hand from the byte layout in
-// shared/spec/tdx-module.md §8, independently of the module model, so tests
+// Package mrtdvec computes an MRTD by hand from the byte layout the TDX
+// module's TDH.MEM.PAGE.ADD and TDH.MR.EXTEND extend MRTD with (a 128-byte
+// "MEM.PAGE.ADD" + GPA block; "MR.EXTEND" + GPA, then the 256 bytes), independently of the module model, so tests
 // can check the model's measurement against it.
 package mrtdvec
 

@@ -67,7 +67,7 @@ type External interface {
 	PrivateMaxLevel() addr.Level
 }
 
-// Config holds the MMU's policy knobs (DESIGN.md).
+// Config holds the MMU's policy knobs (docs/policies.md).
 type Config struct {
 	// ZapPrivateOnNotifier makes memory-type changes (kvm_zap_gfn_range)
 	// zap private leaves too, as the early RFCs did before mainline kept

@@ -6,7 +6,7 @@ import (
 	"github.com/tdxsim/tdxsim/addr"
 )
 
-// HugePages is the "hugepages" policy (DESIGN.md): the largest level KVM
+// HugePages is the "hugepages" policy (docs/policies.md): the largest level KVM
 // maps private memory at. The zero value is the upstream choice, 2M.
 type HugePages uint8
 
@@ -47,7 +47,7 @@ func ParseHugePages(s string) (HugePages, error) {
 	return 0, fmt.Errorf("hugepages %q: must be off, 2M or 1G", s)
 }
 
-// MaxOrderFrom is the "max_order_from" policy (DESIGN.md): where
+// MaxOrderFrom is the "max_order_from" policy (docs/policies.md): where
 // KVM learns the largest order it may map a private page at. The zero
 // value is the upstream choice.
 type MaxOrderFrom uint8

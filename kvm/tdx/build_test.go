@@ -167,7 +167,7 @@ func TestInitMemRegionErrnos(t *testing.T) {
 }
 
 // The TD build maps the PFN guest_memfd handed to kvm_gmem_populate into
-// the mirror root directly (seed 001): no page fault is synthesized, the
+// the mirror root directly (the "KVM: TDX: Decouple TDX init mem region from kvm_gmem_populate()" RFC): no page fault is synthesized, the
 // invalidate lock is taken once per page and never recursively, and the
 // MRTD is the hand-computed one.
 func TestInitMemRegionDecoupled(t *testing.T) {
@@ -281,7 +281,7 @@ func TestMapGPA(t *testing.T) {
 
 // Dynamic PAMT: a pair per 2 MiB physical range holding a 4K private page,
 // an S-EPT page or a control page, taken from TDX's own cache during
-// faults — never from KVM's page-table caches (seed 003) — and charged to
+// faults — never from KVM's page-table caches (Dynamic PAMT v4 "KVM: TDX: Add x86 ops for external spt cache") — and charged to
 // the VM; all of it returned at teardown.
 func TestDynamicPAMTAccounting(t *testing.T) {
 	runClean(t, opts{seed: 9, dynamic: true, record: true}, func(th *sched.Thread, e *env) {

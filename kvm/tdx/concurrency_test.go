@@ -149,7 +149,7 @@ func TestInjectedBusyIsRetried(t *testing.T) {
 // An injected failure of TDH.MEM.PAGE.REMOVE: KVM_BUG_ON marks the VM
 // dead, every later ioctl is EIO, vCPUs stop with EIO, and the page is not
 // handed back to the host while the S-EPT still maps it: hostmem refuses
-// the free guest_memfd attempts (the window seed 000 accepts upstream is
+// the free guest_memfd attempts (the window "KVM: TDX: Drop superfluous page pinning in S-EPT management" accepts upstream is
 // reported as a violation) and the page stays allocated until teardown
 // reclaims what it can.
 func TestInjectedRemoveFailureKillsVM(t *testing.T) {

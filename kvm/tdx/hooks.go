@@ -36,7 +36,7 @@ func (td *TD) pamtCacheOf(v *mmu.VCPU) *mmu.Cache {
 // TopUpExternalCache tops up the vCPU's Dynamic PAMT page cache before
 // mmu_lock (the DPAMT series' topup_external_cache hook): enough for the
 // leaf and every S-EPT page one fault may add. This cache is TDX's and
-// separate from KVM's page-table caches (seed 003).
+// separate from KVM's page-table caches (Dynamic PAMT v4 "KVM: TDX: Add x86 ops for external spt cache").
 func (td *TD) TopUpExternalCache(t *sched.Thread, v *mmu.VCPU) error {
 	if c := td.pamtCacheOf(v); c != nil {
 		return c.TopUp(t)
@@ -51,8 +51,8 @@ func (td *TD) TopUpExternalCache(t *sched.Thread, v *mmu.VCPU) error {
 // the level. Only a 4K mapping takes a Dynamic PAMT reference (patch 17:
 // a 2M page's PAMT entry is its own). BUSY -> EBUSY (the fault retries);
 // other errors are KVM_BUG_ON (EIO). No reference is taken on the page
-// (seed 000; Config.PinPrivatePages takes one), and the page or folio is
-// never looked at (seed 002).
+// ("KVM: TDX: Drop superfluous page pinning in S-EPT management"; Config.PinPrivatePages takes one), and the page or folio is
+// never looked at (the TDX huge-page series v3).
 func (td *TD) SetExternalSPTE(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level addr.Level, pfn addr.PFN) error {
 	h := td.h
 	small := level == addr.Level4K
@@ -81,7 +81,7 @@ func (td *TD) SetExternalSPTE(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level 
 }
 
 // pinIfInstalled is the pin_private_pages policy (v6.16's get_page in
-// tdx_sept_set_private_spte, dropped by seed 000): once the module holds
+// tdx_sept_set_private_spte, dropped by "KVM: TDX: Drop superfluous page pinning in S-EPT management"): once the module holds
 // the leaf, every 4K page of it carries one more reference, which only a
 // successful REMOVE drops (tdx_unpin). The default takes none.
 func (td *TD) pinIfInstalled(t *sched.Thread, err error, pfn addr.PFN, level addr.Level) error {

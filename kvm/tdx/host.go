@@ -5,7 +5,7 @@
 // KVM_TDX_FINALIZE_VM); the vCPU's TD exits (EPT violations, MapGPA); and
 // teardown (HKID release, then reclaim of every TD page).
 //
-// No page is pinned (seed 000): mapping a page into the S-EPT takes no
+// No page is pinned ("KVM: TDX: Drop superfluous page pinning in S-EPT management"): mapping a page into the S-EPT takes no
 // reference; guest_memfd keeps the page until its invalidation reaches the
 // MMU. TDX_OPERAND_BUSY is retried the kernel's way; any other unexpected
 // status is KVM_BUG_ON: the VM is marked dead and its ioctls return EIO.

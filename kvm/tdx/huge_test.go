@@ -18,7 +18,7 @@ import (
 	"github.com/tdxsim/tdxsim/vmm"
 )
 
-// Huge private pages (seed 002, "KVM: TDX huge page support for private
+// Huge private pages (the TDX huge-page series v3, "KVM: TDX huge page support for private
 // memory" v3): one test per behaviour of the series.
 
 const size2M = addr.Size2M
@@ -514,7 +514,7 @@ func TestFailedPAMTPutWarns(t *testing.T) {
 // max_order_from: with GPA 0 bound at guest_memfd offset 1 MiB, GFNs and
 // indexes disagree in 2M alignment. guest_memfd's mapping order says 4K;
 // the folio's order (the NAK'd design) says 2M, and KVM then maps the
-// whole folio at GPA 0: pages of other indexes, the hazard seed 002 names.
+// whole folio at GPA 0: pages of other indexes, the hazard the TDX huge-page series v3 names.
 func TestMaxOrderFrom(t *testing.T) {
 	for _, from := range []mmu.MaxOrderFrom{mmu.MaxOrderFromGmem, mmu.MaxOrderFromFolio} {
 		t.Run(from.String(), func(t *testing.T) {
@@ -608,7 +608,7 @@ func TestSplitOrder(t *testing.T) {
 	}
 }
 
-// pin_private_pages (the v6.16 design seed 000 removed): every 4K page of
+// pin_private_pages (the v6.16 design "KVM: TDX: Drop superfluous page pinning in S-EPT management" removed): every 4K page of
 // a private leaf holds one more folio reference while it is in the S-EPT;
 // a demote keeps them, a REMOVE drops its pages' ones, and teardown leaves
 // nothing pinned or leaked.

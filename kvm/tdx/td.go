@@ -34,14 +34,14 @@ func (s State) String() string {
 type Config struct {
 	// MMU holds the TDP MMU's policy knobs.
 	MMU mmu.Config
-	// PinPrivatePages is the pin_private_pages policy (seed 000, the
+	// PinPrivatePages is the pin_private_pages policy ("KVM: TDX: Drop superfluous page pinning in S-EPT management", the
 	// v6.16 design): tdx_sept_set_private_spte() takes a reference
 	// (get_page) on every 4K page it maps, and tdx_sept_drop_private_spte()
 	// drops it (tdx_unpin) after a successful REMOVE. guest_memfd cannot
 	// tell that reference from a transient one, so in-place conversion's
 	// folio split waits for it forever.
 	PinPrivatePages bool
-	// PopulateThroughFault is populate=gmem_populate (seed 001, the
+	// PopulateThroughFault is populate=gmem_populate (the "KVM: TDX: Decouple TDX init mem region from kvm_gmem_populate()" RFC, the
 	// v6.16 design): tdx_gmem_post_populate() maps the page with
 	// kvm_tdp_map_page(), a synthesized fault that asks guest_memfd for
 	// the PFN again (kvm_gmem_get_pfn) while kvm_gmem_populate holds the
@@ -134,7 +134,7 @@ func (h *Host) NewTD(vm *kvm.VM, cfg Config) (*TD, error) {
 			return nil, err
 		}
 		// tdx_topup_vm_split_cache() in the v4 series allocates with
-		// GFP_KERNEL, not GFP_KERNEL_ACCOUNT (seed 003).
+		// GFP_KERNEL, not GFP_KERNEL_ACCOUNT (Dynamic PAMT v4 "KVM: TDX: Add x86 ops for external spt cache").
 		td.splitPAMT.Uncharged = cfg.ExternalSPTFromPrealloc
 	}
 	vm.SetArch(td)
@@ -365,7 +365,7 @@ const MeasureMemoryRegion = 1 << 0
 // kvm_gmem_populate(); its callback tdx_gmem_post_populate() holds the
 // private PFN guest_memfd gave it and the GUP'd source page, maps the PFN
 // into the mirror root with kvm_tdp_mmu_map_private_pfn() — no page fault
-// is synthesized and guest_memfd is not asked again (seed 001) — whose
+// is synthesized and guest_memfd is not asked again (the "KVM: TDX: Decouple TDX init mem region from kvm_gmem_populate()" RFC) — whose
 // set_external_spte does TDH.MEM.PAGE.ADD from the source; then TDH.MR.EXTEND
 // for each 256-byte chunk when measuring. The region is updated as pages
 // are done (the struct is copied back even on error).
@@ -472,7 +472,7 @@ func (td *TD) postPopulate(t *sched.Thread, v *VCPU, gfn addr.GFN, pfn, src addr
 // synthesized private fault at 4K retried while RET_PF_RETRY, which throws
 // away the PFN kvm_gmem_populate handed over and asks guest_memfd again
 // (kvm_mmu_faultin_pfn -> kvm_gmem_get_pfn) with the invalidate lock held
-// (seed 001). Errors: the fault's; EIO for a result other than FIXED or
+// (the "KVM: TDX: Decouple TDX init mem region from kvm_gmem_populate()" RFC). Errors: the fault's; EIO for a result other than FIXED or
 // SPURIOUS.
 func (td *TD) mapThroughFault(t *sched.Thread, v *VCPU, gfn addr.GFN) error {
 	for {

@@ -62,7 +62,7 @@ func (td *TD) CreateVCPU(t *sched.Thread, id uint32) (*VCPU, error) {
 	mv.Arch = v
 	switch {
 	case td.cfg.ExternalSPTFromPrealloc:
-		// The NAK'd mix (seed 003): one TDX prealloc cache holds the
+		// The NAK'd mix (Dynamic PAMT v4 "KVM: TDX: Add x86 ops for external spt cache"): one TDX prealloc cache holds the
 		// Dynamic PAMT pages and the S-EPT pages a fault may add
 		// (tdx_topup_external_fault_cache), and KVM's allocation of
 		// sp->external_spt draws from it (tdx_alloc_external_fault_cache).

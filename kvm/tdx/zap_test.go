@@ -10,7 +10,8 @@ import (
 	"github.com/tdxsim/tdxsim/sched"
 )
 
-// Seed 004's rules, one test each: which events zap private memory.
+// Which events zap private memory ("KVM: x86/tdp_mmu: Don't zap private
+// pages for unsupported cases"), one test each.
 
 // acceptAndShare accepts 1 MiB of private memory at GPA 0 on vCPU 0 and
 // touches 1 MiB of shared memory at GPA 2 MiB through the shared alias
