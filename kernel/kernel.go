@@ -118,3 +118,20 @@ func Lookup(name string) (Profile, error) {
 	}
 	return Profile{}, fmt.Errorf("%w %q; known: %s", ErrUnknown, name, strings.Join(Names(), ", "))
 }
+
+// SourceVerified reports whether ref was checked: a Source with that Ref
+// is Verified, or ref is one of the profile's series (a posting or tag that
+// was read).
+func (p Profile) SourceVerified(ref string) bool {
+	for _, s := range p.Sources {
+		if s.Ref == ref {
+			return s.Verified
+		}
+	}
+	for _, s := range p.Series {
+		if s.Ref == ref {
+			return true
+		}
+	}
+	return false
+}

@@ -83,11 +83,11 @@ var (
 		Ref:      refTerminateDrop617,
 		What:     "KVM_TDX_TERMINATE_VM dropped from the 6.17 VMX pull; reposted in " + refVMDead + "; absent from the 6.18 VMX pull " + refVMX618,
 		Verified: false,
-		Note:     "the first mainline release that carries KVM_TDX_TERMINATE_VM was not found: neither the 6.18 nor the 6.19 VMX/TDX pull lists it",
+		Note:     "the first mainline release that carries KVM_TDX_TERMINATE_VM was not found: the 6.18 VMX pull does not list it, the 6.19 VMX and TDX pulls as read here do not mention it, and the other 6.18-7.0 pulls and the release trees were not read",
 	}
 	srcMaxLevel4K = Source{
 		Ref:      "arch/x86/kvm/vmx/tdx.c tdx_gmem_max_mapping_level()",
-		What:     "returns PG_LEVEL_4K for private memory (renamed from tdx_gmem_private_max_mapping_level() for 6.18; the huge-page series is what makes it return PG_LEVEL_2M)",
+		What:     "returns PG_LEVEL_4K for private memory (renamed from tdx_gmem_private_max_mapping_level() by the guest_memfd mmap work; the huge-page series is what makes it return PG_LEVEL_2M)",
 		Verified: true,
 		Note:     "read from patches applied on kvm-x86 next around 6.19/7.0, not from the v6.19 tag itself",
 	}
