@@ -9,7 +9,7 @@ var (
 	terminateVMUnverified = Behaviour{
 		Flag:   "teardown=terminate_vm_reclaim",
 		Source: refTerminateDrop617,
-		Note:   "in kvm-x86 since 2025-06 (e4775f57ad51) but dropped from the 6.17 pull; which release first carries it is not verified, so the model's teardown (BLOCK/TRACK/REMOVE per page) may or may not be this tree's",
+		Note:   "applied to kvm-x86 in 2025-06 (e4775f57ad51), dropped from the 6.17 pull, not found in any later pull read here; whether this tree has it is not verified. The model tears down with the HKID assigned, BLOCK/TRACK/REMOVE per page, which is this tree's teardown if it lacks KVM_TDX_TERMINATE_VM",
 	}
 	// The S-EPT hooks as four ops: link_external_spt, set_external_spte,
 	// remove_external_spte, free_external_spt.
@@ -88,7 +88,7 @@ var registry = []Profile{
 		Base:    "kvm-x86 next (base commit not read)",
 		Summary: "the huge-page v3 series on Dynamic PAMT v4, neither merged: what the scenario defaults (hugepages: 2M, dynamic_pamt: true) stand for",
 		Series: []Series{
-			{Name: "x86/virt/tdx: Dynamic PAMT", Version: "v4", Date: "2025-11-21", Ref: refDPAMTv4, Note: "cited as DPAMT v4 by the v6 cover letter; its own cover letter was not read"},
+			{Name: "Dynamic PAMT", Version: "v4", Date: "2025-11-21", Ref: refDPAMTv4, Note: "16 patches (posted 2025-11-20 -0800); cited as v4 by the v6 cover letter; the cover letter's exact subject was not read"},
 			{Name: "KVM: TDX huge page support for private memory", Version: "v3", Date: "2026-01-06", Ref: refHugeV3},
 		},
 		Policies: []Policy{
@@ -100,27 +100,31 @@ var registry = []Profile{
 		Behaviours: []Behaviour{
 			splitHooks,
 			{
-				Flag:   "hugepage_gate=enhanced_demote_interruptibility",
-				Source: refHugeV3,
-				Note:   "huge pages only on modules reporting TDX_FEATURES0.ENHANCED_DEMOTE_INTERRUPTIBILITY, with a tdx_huge_page parameter; the module feature bit and version were not re-read here",
+				Flag:     "hugepage_gate=enhanced_demote_interruptibility",
+				Verified: true,
+				Source:   refHugeV3,
+				Note:     "v3 patches 2 and 24: huge pages only when the module reports TDX_FEATURES0.ENHANCED_DEMOTE_INTERRUPTIBILITY (bit 51; Yan Zhao in the thread: first enumerated by TDX_1.5.28), and kvm_intel.tdx_huge_page=N turns them off; the TD build stays at 4 KiB",
 			},
 			{
-				Flag:   "demote=interrupted_restartable_retry",
+				Flag:   "demote=interrupted_restartable",
 				Source: refHugeV3,
-				Note:   "TDH.MEM.PAGE.DEMOTE returning TDX_INTERRUPTED_RESTARTABLE and KVM retrying it; not read from the series here",
+				Note:   "on modules without the feature TDH.MEM.PAGE.DEMOTE can return TDX_INTERRUPTED_RESTARTABLE, which is why v3 gates on it; how (or whether) KVM retries was not read from the patches",
 			},
 			{
-				Flag:   "dpamt_cache=per_vcpu",
-				Source: refDPAMTv6,
-				Note:   "v6's cover letter says its page cache is v4's solution; that the cache is per vCPU was not re-read from v4",
+				Flag:     "dpamt_cache=per_vcpu",
+				Verified: true,
+				Source:   refDPAMTv4Cache,
+				Note:     "v4 patch 11 moves mmu_external_spt_cache into struct vcpu_tdx behind topup/alloc/free_external_fault_cache; that is the policy value external_spt_cache=tdx_prealloc, which Sean NAK'd (" + refDPAMTv4CacheNAK + "). This profile keeps the scenario default external_spt_cache=kvm, i.e. v4 without patch 11's cache move",
 			},
 			terminateVMUnverified,
 		},
 		Sources: []Source{
-			{Ref: refHugeV3, What: "huge-page v3 cover letter and thread (24 patches, Yan Zhao)", Verified: true},
-			{Ref: refDPAMTv4, What: "Dynamic PAMT v4, as cited by v6", Verified: false, Note: "the v4 cover letter itself was not read"},
+			{Ref: refHugeV3, What: "huge-page v3 cover letter and thread (24 patches, Yan Zhao): the module-feature gate, the tdx_huge_page parameter, Dynamic PAMT v4 integration", Verified: true},
+			{Ref: refDPAMTv4, What: "Dynamic PAMT v4: its patches and review on the list (16 patches)", Verified: true},
 			{Ref: refHugeGmemAttrs, What: "Sean: S-EPT huge pages go with guest_memfd attributes; per-VM attributes are to be deprecated", Verified: true},
-			srcTDX619, srcSplitHooks, srcDPAMTv6, srcTerminateRelease,
+			{Ref: refDPAMTv4Cache, What: "v4 patch 11: the S-EPT page cache moves into struct vcpu_tdx behind x86 ops", Verified: true},
+			{Ref: refDPAMTv4CacheNAK, What: "Sean NAKs mixing KVM's and TDX's page pools", Verified: true},
+			srcTDX619, srcSplitHooks, srcTerminateRelease,
 		},
 	},
 	{
@@ -174,7 +178,7 @@ var registry = []Profile{
 	{
 		Name:    "dpamt-v6",
 		Base:    "TDX MMU refactor v2 on struct page -> PFN v2 (not merged)",
-		Summary: "Dynamic PAMT v6 alone: a page cache for DPAMT backing (v4's solution), no sparse-memory refcount optimisation: the refcount array spans 0..max_pfn",
+		Summary: "Dynamic PAMT v6 alone: back to v4's page cache for DPAMT backing, no sparse-memory refcount optimisation: the refcount array spans 0..max_pfn",
 		Series: []Series{
 			{Name: "KVM: TDX: struct page to PFN", Version: "v2", Date: "2026-04-30", Ref: refPageToPFN, Note: "prerequisite; title not read"},
 			{Name: "KVM: TDX MMU refactor", Version: "v2", Date: "2026-05-09", Ref: refMMURefactorV2, Note: "prerequisite; title not read"},
@@ -185,7 +189,6 @@ var registry = []Profile{
 			{Key: "dynamic_pamt", Value: "true", Source: refDPAMTv6},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
 			{Key: "populate", Value: "decoupled", Source: refTDX619},
-			{Key: "external_spt_cache", Value: "kvm", Source: refDPAMTv6},
 		},
 		Behaviours: []Behaviour{
 			{
@@ -196,7 +199,7 @@ var registry = []Profile{
 			{
 				Flag:   "dpamt_cache=per_vcpu",
 				Source: refDPAMTv6,
-				Note:   "the cover letter: '4 or 5 ideas ... led us back to the same solution of keeping a cache of pages and adjusting the DPAMT right before giving the page to the TDX module' (v4's); that the cache is per vCPU was not re-read from the patches",
+				Note:   "the cover letter: S-EPT pages' DPAMT backing 'rolled back to the original solution in v4', '4 or 5 ideas ... led us back to the same solution of keeping a cache of pages and adjusting the DPAMT right before give the page to the TDX module'. v4's cache is per vCPU (" + refDPAMTv4Cache + "); that v6's still is, and whether it still mixes pools as v4 did (external_spt_cache=tdx_prealloc), was not read from the v6 patches, so the profile leaves external_spt_cache at the default",
 			},
 			{
 				Flag:     "pamt_refcount_array=max_pfn",
@@ -217,6 +220,7 @@ var registry = []Profile{
 			{Ref: refDPAMTv6Tree, What: "the full stack v6 is tested on", Verified: false, Note: "the branch itself was not read"},
 			{Ref: refMMURefactorV2, What: "prerequisite cited by v6 as [3]", Verified: true},
 			{Ref: refPageToPFN, What: "prerequisite cited by v6 as [4]", Verified: true},
+			{Ref: refDPAMTv4Cache, What: "v4 patch 11, the per-vCPU cache v6 returns to", Verified: true},
 			srcTDX619, srcTerminateRelease,
 		},
 	},

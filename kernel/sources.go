@@ -31,9 +31,15 @@ const (
 	// attributes are to be deprecated; S-EPT huge pages go with guest_memfd
 	// attributes.
 	refHugeGmemAttrs = "aWmEegVP_A613WIr@google.com"
-	// "[PATCH v4 ...] Dynamic PAMT" (Rick Edgecombe, 2025-11-20), the v4
-	// that the v6 cover letter cites as [1].
+	// Dynamic PAMT v4 (Rick Edgecombe, 16 patches, 2025-11-20 -0800), the
+	// v4 that the v6 cover letter cites as [1].
 	refDPAMTv4 = "20251121005125.417831-1-rick.p.edgecombe@intel.com"
+	// "[PATCH v4 11/16] KVM: TDX: Add x86 ops for external spt cache":
+	// mmu_external_spt_cache moves from kvm_vcpu_arch into struct vcpu_tdx
+	// behind topup/alloc/free_external_fault_cache ops.
+	refDPAMTv4Cache = "20251121005125.417831-12-rick.p.edgecombe@intel.com"
+	// Sean's NAK of mixing KVM's and TDX's page pools (2026-01-16).
+	refDPAMTv4CacheNAK = "aWrdpZCCDDAffZRM@google.com"
 	// "[RFC PATCH v5 00/45] TDX: Dynamic PAMT + S-EPT Hugepage" (Sean
 	// Christopherson, 2026-01-28), on kvm-x86-next-2026.01.23.
 	refRFCv5 = "20260129011517.3545883-1-seanjc@google.com"
@@ -83,7 +89,7 @@ var (
 		Ref:      refTerminateDrop617,
 		What:     "KVM_TDX_TERMINATE_VM dropped from the 6.17 VMX pull; reposted in " + refVMDead + "; absent from the 6.18 VMX pull " + refVMX618,
 		Verified: false,
-		Note:     "the first mainline release that carries KVM_TDX_TERMINATE_VM was not found: the 6.18 VMX pull does not list it, the 6.19 VMX and TDX pulls as read here do not mention it, and the other 6.18-7.0 pulls and the release trees were not read",
+		Note:     "no release carrying KVM_TDX_TERMINATE_VM was found: the 6.18 generic and VMX pulls do not list it, the 6.19 VMX and TDX pulls as read here do not mention it, and its vm_dead prerequisite ('KVM: Never clear KVM_REQ_VM_DEAD from a vCPU's requests') was reposted on its own on 2026-08-06; the release trees themselves were not read",
 	}
 	srcMaxLevel4K = Source{
 		Ref:      "arch/x86/kvm/vmx/tdx.c tdx_gmem_max_mapping_level()",
