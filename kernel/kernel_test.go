@@ -2,6 +2,7 @@ package kernel_test
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -154,5 +155,30 @@ func TestAllIsACopy(t *testing.T) {
 	a[0].Name = "changed"
 	if kernel.All()[0].Name == "changed" {
 		t.Fatal("All shares the registry")
+	}
+}
+
+// docs/kernels.md documents every profile and every behaviour the model
+// does not implement yet.
+func TestDocsCoverProfiles(t *testing.T) {
+	b, err := os.ReadFile("../docs/kernels.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, p := range kernel.All() {
+		if !strings.Contains(doc, "## "+p.Name+"\n") {
+			t.Errorf("no section for %s", p.Name)
+		}
+		for _, u := range p.Unimplemented() {
+			if !strings.Contains(doc, "`"+u.Flag+"`") {
+				t.Errorf("%s: unimplemented %s not documented", p.Name, u.Flag)
+			}
+		}
+		for _, s := range p.Series {
+			if !strings.Contains(doc, strings.TrimPrefix(s.Ref, "kvm-x86/linux tag ")) {
+				t.Errorf("%s: series ref %s not cited", p.Name, s.Ref)
+			}
+		}
 	}
 }

@@ -54,7 +54,7 @@ var registry = []Profile{
 		Merged:  true,
 		Series: []Series{
 			{Name: "KVM: x86/mmu: TDX post-populate cleanups", Version: "v4", Date: "2025-10-30", Ref: refPostPopulate, Merged: true},
-			{Name: "kvm-x86-tdx-6.19", Version: "kvm-x86-tdx-6.19", Date: "2025-11-26", Ref: refTDX619, Merged: true, Note: "the pull that carries the series"},
+			{Name: "KVM TDX changes for 6.19", Version: "kvm-x86-tdx-6.19", Date: "2025-11-26", Ref: refTDX619, Merged: true, Note: "the pull that carries the series"},
 		},
 		Policies: []Policy{
 			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref},
