@@ -100,3 +100,66 @@ func TestKernelsBadInput(t *testing.T) {
 		t.Errorf("--help: exit %d", code)
 	}
 }
+
+// A small TD whose guest converts and punches, with no policies of its
+// own: the profile's policies decide the mapping size and PAMT.
+const profileScenario = `
+tds:
+  - {memory: 512M, vcpus: 2}
+timeline:
+  - boot: {accept: lazy, upfront: 8M}
+  - convert: {count: 2, size: 1M, placement: sequential}
+  - punch_hole: {gpa: 64M, size: 2M}
+`
+
+// runProfile runs profileScenario with the profile's policies as --policy
+// overrides (what --kernel will do) and returns the SEAMCALL counts and the
+// peak private mappings by level.
+func runProfile(t *testing.T, file, name string) (map[string]uint64, map[string]int64) {
+	t.Helper()
+	p, err := kernel.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"run", "--json"}
+	for _, pair := range p.PolicyPairs() {
+		args = append(args, "--policy", pair)
+	}
+	code, out, errs := run(append(args, file)...)
+	if code != 0 {
+		t.Fatalf("%s: exit %d: %s", name, code, errs)
+	}
+	var r struct {
+		Seamcalls    map[string]uint64 `json:"seamcalls"`
+		MappingsPeak map[string]int64  `json:"mappings_peak"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Seamcalls, r.MappingsPeak
+}
+
+// A merged profile's policies give what a merged kernel does: no DEMOTE, no
+// PAMT.ADD and no 2 MiB private mapping; the huge-page profile, on the same
+// file, does map at 2 MiB (so the check is not vacuous).
+func TestMergedProfilesNoHugePagesNoDPAMT(t *testing.T) {
+	file := writeScenario(t, profileScenario)
+	for _, p := range kernel.All() {
+		if !p.Merged {
+			continue
+		}
+		calls, peak := runProfile(t, file, p.Name)
+		for _, leaf := range []string{"TDH.MEM.PAGE.DEMOTE", "TDH.PHYMEM.PAMT.ADD"} {
+			if calls[leaf] != 0 {
+				t.Errorf("%s: %d %s", p.Name, calls[leaf], leaf)
+			}
+		}
+		if peak["2M"] != 0 || peak["1G"] != 0 {
+			t.Errorf("%s: huge private mappings %v", p.Name, peak)
+		}
+	}
+	calls, peak := runProfile(t, file, "hugepage-v3+dpamt-v4")
+	if peak["2M"] == 0 || calls["TDH.PHYMEM.PAMT.ADD"] == 0 {
+		t.Errorf("hugepage-v3+dpamt-v4: peak %v, PAMT.ADD %d: want 2 MiB mappings and Dynamic PAMT", peak, calls["TDH.PHYMEM.PAMT.ADD"])
+	}
+}
