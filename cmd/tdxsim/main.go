@@ -40,6 +40,7 @@ var commands = []command{
 	{"bench", "measure the model's fault, split, build, teardown and scheduler speed and memory per page", cmdBench},
 	{"mrtd", "print the MRTD of a TD built from a memory layout file", cmdMRTD},
 	{"schema", "print the JSON Schema of scenario files", cmdSchema},
+	{"kernels", "list the kernel profiles: base release, series, differences, sources", cmdKernels},
 }
 
 func main() { os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -1,0 +1,137 @@
+// Package kernel names the kernel trees and patch series tdxsim can stand
+// for. A Profile is data: the release it starts from, the series applied on
+// top, the scenario policy values those imply, and the behaviours the model
+// does not implement yet, each tied to the tree, tag, commit or lore
+// Message-ID it comes from. Nothing here changes a run; the runner reads a
+// profile's Policies to set its defaults.
+//
+// A fact that could not be checked against a tree or a list posting is
+// marked Verified: false with a note that says what is missing, so no
+// profile claims more than its sources show.
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Series is one patch series (or merged tag) a profile applies.
+type Series struct {
+	Name    string `json:"name"`    // the cover letter's subject, or the tag's name
+	Version string `json:"version"` // "v3", "RFC v5", or the tag
+	Date    string `json:"date"`    // posting date (UTC, YYYY-MM-DD); for a tag the day it was applied
+	Ref     string `json:"ref"`     // lore Message-ID of the cover letter, or tree:tag / commit
+	Merged  bool   `json:"merged"`  // in a mainline release
+	Note    string `json:"note,omitempty"`
+}
+
+// Source is one place a profile's facts were read from.
+type Source struct {
+	Ref      string `json:"ref"`  // Message-ID, tree:tag, or commit
+	What     string `json:"what"` // what this source shows
+	Verified bool   `json:"verified"`
+	Note     string `json:"note,omitempty"` // for an unverified source: what could not be checked
+}
+
+// Policy is one scenario policy value a profile implies, as the key=value
+// pair (*scenario.File).SetPolicy accepts.
+type Policy struct {
+	Key    string
+	Value  string
+	Source string // the Ref of the Source that shows it
+}
+
+// String returns "key=value".
+func (p Policy) String() string { return p.Key + "=" + p.Value }
+
+// Behaviour is a named behaviour of a profile that no policy selects: a
+// flag such as "teardown=terminate_vm_reclaim". Implemented says whether
+// the model does it today; a profile with unimplemented behaviours runs as
+// the closest thing the model has, and says so.
+type Behaviour struct {
+	Flag        string
+	Implemented bool
+	Verified    bool   // the behaviour was read from Source, not inferred
+	Source      string // the Ref of the Source that shows it
+	Note        string
+}
+
+// Profile is one kernel the model can be told to be.
+type Profile struct {
+	Name       string
+	Base       string // the release or tree the series apply to
+	Summary    string // one line: what this profile is
+	Merged     bool   // every series is in a mainline release
+	Series     []Series
+	Policies   []Policy
+	Behaviours []Behaviour
+	Sources    []Source
+}
+
+// PolicyPairs returns the profile's policies as "key=value" strings.
+func (p Profile) PolicyPairs() []string {
+	out := make([]string, len(p.Policies))
+	for i, pol := range p.Policies {
+		out[i] = pol.String()
+	}
+	return out
+}
+
+// Unimplemented returns the behaviours the model does not do yet.
+func (p Profile) Unimplemented() []Behaviour {
+	var out []Behaviour
+	for _, b := range p.Behaviours {
+		if !b.Implemented {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// ErrUnknown is wrapped by Lookup for a name no profile has.
+var ErrUnknown = errors.New("unknown kernel profile")
+
+// All returns every profile, oldest tree first, then the series in the
+// order they were posted. The slice is a copy.
+func All() []Profile {
+	out := make([]Profile, len(registry))
+	copy(out, registry)
+	return out
+}
+
+// Names returns the profile names in All's order.
+func Names() []string {
+	out := make([]string, len(registry))
+	for i, p := range registry {
+		out[i] = p.Name
+	}
+	return out
+}
+
+// Lookup returns the profile called name.
+func Lookup(name string) (Profile, error) {
+	for _, p := range registry {
+		if p.Name == name {
+			return p, nil
+		}
+	}
+	return Profile{}, fmt.Errorf("%w %q; known: %s", ErrUnknown, name, strings.Join(Names(), ", "))
+}
+
+// SourceVerified reports whether ref was checked: a Source with that Ref
+// is Verified, or ref is one of the profile's series (a posting or tag that
+// was read).
+func (p Profile) SourceVerified(ref string) bool {
+	for _, s := range p.Sources {
+		if s.Ref == ref {
+			return s.Verified
+		}
+	}
+	for _, s := range p.Series {
+		if s.Ref == ref {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,272 @@
+package kernel
+
+// Behaviour flags shared by profiles. Each names what the profile's tree
+// does where the model has no policy for it yet.
+var (
+	// KVM_TDX_TERMINATE_VM: teardown releases the HKID first and reclaims
+	// each private page with TDH.PHYMEM.PAGE.RECLAIM instead of
+	// BLOCK/TRACK/REMOVE per page.
+	terminateVMUnverified = Behaviour{
+		Flag:   "teardown=terminate_vm_reclaim",
+		Source: refTerminateDrop617,
+		Note:   "applied to kvm-x86 in 2025-06 (e4775f57ad51), dropped from the 6.17 pull, not found in any later pull read here; whether this tree has it is not verified. The model tears down with the HKID assigned, BLOCK/TRACK/REMOVE per page, which is this tree's teardown if it lacks KVM_TDX_TERMINATE_VM",
+	}
+	// The S-EPT hooks as four ops: link_external_spt, set_external_spte,
+	// remove_external_spte, free_external_spt.
+	splitHooks = Behaviour{
+		Flag:        "set_external_spte=split",
+		Implemented: true,
+		Verified:    true,
+		Source:      refRFCv5,
+		Note:        "the tree RFC v5 applies to still has link_external_spt(); the model's TDX layer has the four hooks",
+	}
+	// RFC v5: one set_external_spte(old_spte, new_spte) for leaf add,
+	// non-leaf add and leaf removal.
+	foldedHooks = Behaviour{
+		Flag:     "set_external_spte=folded",
+		Verified: true,
+		Source:   refRFCv5,
+		Note:     "patch 05 'Drop kvm_x86_ops.link_external_spt(), use .set_external_spte() for all', then 'Plumb the old_spte into kvm_x86_ops.set_external_spte()' and 'Handle removal of leaf SPTEs in .set_private_spte()'; no release folds the hooks as far as the sources read here show",
+	}
+	// 7.0: KVM_TDX_INIT_MEM_REGION's source must be 4 KiB aligned and is
+	// GUP'd by kvm_gmem_populate() before the filemap invalidate lock.
+	populateSourceGUP = Behaviour{
+		Flag:     "populate_source=gup_before_invalidate_lock",
+		Verified: true,
+		Source:   refGmem620,
+		Note:     "the model does not check the source's alignment nor model the source page's reference",
+	}
+	// 7.0: kvm_gmem_populate() no longer tracks preparation.
+	noPrepareTracking = Behaviour{
+		Flag:     "gmem_prepare_tracking=none",
+		Verified: true,
+		Source:   refGmem620,
+	}
+)
+
+// registry is All's order: merged releases oldest first, then series by
+// posting date.
+var registry = []Profile{
+	{
+		Name:    "6.19",
+		Base:    "v6.19",
+		Summary: "mainline 6.19: 4 KiB private mappings, static PAMT, no page pinning, TD build through kvm_gmem_populate() + kvm_tdp_mmu_map_private_pfn()",
+		Merged:  true,
+		Series: []Series{
+			{Name: "KVM: x86/mmu: TDX post-populate cleanups", Version: "v4", Date: "2025-10-30", Ref: refPostPopulate, Merged: true},
+			{Name: "KVM TDX changes for 6.19", Version: "kvm-x86-tdx-6.19", Date: "2025-11-26", Ref: refTDX619, Merged: true, Note: "the pull that carries the series"},
+		},
+		Policies: []Policy{
+			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref},
+			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6},
+			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
+			{Key: "populate", Value: "decoupled", Source: refTDX619},
+		},
+		Behaviours: []Behaviour{splitHooks, terminateVMUnverified},
+		Sources:    []Source{srcTDX619, srcPostPopulate, srcMaxLevel4K, srcSplitHooks, srcTerminateVM, srcTerminateRelease, srcDPAMTv6},
+	},
+	{
+		Name:    "7.0",
+		Base:    "v7.0",
+		Summary: "mainline 7.0: 6.19 plus the guest_memfd populate rework (4 KiB-aligned sources GUP'd outside the invalidate lock, no preparation tracking)",
+		Merged:  true,
+		Series: []Series{
+			{Name: "KVM: x86/mmu: TDX post-populate cleanups", Version: "v4", Date: "2025-10-30", Ref: refPostPopulate, Merged: true},
+			{Name: "guest_memfd populate rework", Version: "kvm-x86-gmem-6.20", Date: "2026-01-15", Ref: refGmem620, Merged: true, Note: "Michael Roth's series as pulled; the posting's Message-ID was not read"},
+		},
+		Policies: []Policy{
+			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref},
+			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6},
+			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
+			{Key: "populate", Value: "decoupled", Source: refGmem620},
+		},
+		Behaviours: []Behaviour{splitHooks, populateSourceGUP, noPrepareTracking, terminateVMUnverified},
+		Sources:    []Source{srcTDX619, srcGmem620, srcMaxLevel4K, srcSplitHooks, srcTerminateVM, srcTerminateRelease, srcDPAMTv6},
+	},
+	{
+		Name:    "hugepage-v3+dpamt-v4",
+		Base:    "kvm-x86 next (base commit not read)",
+		Summary: "the huge-page v3 series on Dynamic PAMT v4, neither merged: what the scenario defaults (hugepages: 2M, dynamic_pamt: true) stand for",
+		Series: []Series{
+			{Name: "Dynamic PAMT", Version: "v4", Date: "2025-11-21", Ref: refDPAMTv4, Note: "16 patches (posted 2025-11-20 -0800); cited as v4 by the v6 cover letter; the cover letter's exact subject was not read"},
+			{Name: "KVM: TDX huge page support for private memory", Version: "v3", Date: "2026-01-06", Ref: refHugeV3},
+		},
+		Policies: []Policy{
+			{Key: "hugepages", Value: "2M", Source: refHugeV3},
+			{Key: "dynamic_pamt", Value: "true", Source: refDPAMTv4},
+			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
+			{Key: "populate", Value: "decoupled", Source: refTDX619},
+		},
+		Behaviours: []Behaviour{
+			splitHooks,
+			{
+				Flag:     "hugepage_gate=enhanced_demote_interruptibility",
+				Verified: true,
+				Source:   refHugeV3,
+				Note:     "v3 patches 2 and 24: huge pages only when the module reports TDX_FEATURES0.ENHANCED_DEMOTE_INTERRUPTIBILITY (bit 51; Yan Zhao in the thread: first enumerated by TDX_1.5.28), and kvm_intel.tdx_huge_page=N turns them off; the TD build stays at 4 KiB",
+			},
+			{
+				Flag:   "demote=interrupted_restartable",
+				Source: refHugeV3,
+				Note:   "on modules without the feature TDH.MEM.PAGE.DEMOTE can return TDX_INTERRUPTED_RESTARTABLE, which is why v3 gates on it; how (or whether) KVM retries was not read from the patches",
+			},
+			{
+				Flag:     "dpamt_cache=per_vcpu",
+				Verified: true,
+				Source:   refDPAMTv4Cache,
+				Note:     "v4 patch 11 moves mmu_external_spt_cache into struct vcpu_tdx behind topup/alloc/free_external_fault_cache; that is the policy value external_spt_cache=tdx_prealloc, which Sean NAK'd (" + refDPAMTv4CacheNAK + "). This profile keeps the scenario default external_spt_cache=kvm, i.e. v4 without patch 11's cache move",
+			},
+			terminateVMUnverified,
+		},
+		Sources: []Source{
+			{Ref: refHugeV3, What: "huge-page v3 cover letter and thread (24 patches, Yan Zhao): the module-feature gate, the tdx_huge_page parameter, Dynamic PAMT v4 integration", Verified: true},
+			{Ref: refDPAMTv4, What: "Dynamic PAMT v4: its patches and review on the list (16 patches)", Verified: true},
+			{Ref: refHugeGmemAttrs, What: "Sean: S-EPT huge pages go with guest_memfd attributes; per-VM attributes are to be deprecated", Verified: true},
+			{Ref: refDPAMTv4Cache, What: "v4 patch 11: the S-EPT page cache moves into struct vcpu_tdx behind x86 ops", Verified: true},
+			{Ref: refDPAMTv4CacheNAK, What: "Sean NAKs mixing KVM's and TDX's page pools", Verified: true},
+			srcTDX619, srcSplitHooks, srcTerminateRelease,
+		},
+	},
+	{
+		Name:    "rfc-v5",
+		Base:    "kvm-x86-next-2026.01.23",
+		Summary: "Sean's combined RFC: Dynamic PAMT + S-EPT huge pages, one set_external_spte hook, S-EPT pages from a KVM cache filled by a TDX allocator",
+		Series: []Series{
+			{Name: "TDX: Dynamic PAMT + S-EPT Hugepage", Version: "RFC v5", Date: "2026-01-28", Ref: refRFCv5, Note: "45 patches; firmly RFC by its own cover letter; discussed until 2026-06"},
+		},
+		Policies: []Policy{
+			{Key: "hugepages", Value: "2M", Source: refRFCv5},
+			{Key: "dynamic_pamt", Value: "true", Source: refRFCv5},
+			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
+			{Key: "populate", Value: "decoupled", Source: refTDX619},
+			{Key: "external_spt_cache", Value: "kvm", Source: refRFCv5},
+		},
+		Behaviours: []Behaviour{
+			foldedHooks,
+			{
+				Flag:     "free_external_spt=reclaim_external_sp",
+				Verified: true,
+				Source:   refRFCv5,
+				Note:     "'Rework .free_external_spt() into .reclaim_external_sp()'",
+			},
+			{
+				Flag:     "sept_page_alloc=tdx_control_page",
+				Verified: true,
+				Source:   refRFCv5,
+				Note:     "KVM's kvm_mmu_memory_cache keeps the pages but its owner supplies the allocator: S-EPT pages come from tdx_alloc_control_page(), so DPAMT backing is installed when the cache is filled",
+			},
+			{
+				Flag:     "hugepage_attributes=gmem_only",
+				Verified: true,
+				Source:   refHugeGmemAttrs,
+				Note:     "S-EPT huge pages need guest_memfd memory attributes, not per-VM ones",
+			},
+			{
+				Flag:     "dpamt_get_put=4k_only",
+				Verified: true,
+				Source:   refRFCv5,
+				Note:     "'Get/Put DPAMT page pair if and only if mapping size is 4KB'",
+			},
+			terminateVMUnverified,
+		},
+		Sources: []Source{
+			{Ref: refRFCv5, What: "RFC v5 cover letter: patch list, base kvm-x86-next-2026.01.23, 'firmly RFC'", Verified: true},
+			{Ref: refHugeGmemAttrs, What: "Sean: don't support S-EPT huge pages with per-VM attributes", Verified: true},
+			srcTDX619, srcTerminateRelease,
+		},
+	},
+	{
+		Name:    "dpamt-v6",
+		Base:    "TDX MMU refactor v2 on struct page -> PFN v2 (not merged)",
+		Summary: "Dynamic PAMT v6 alone: back to v4's page cache for DPAMT backing, no sparse-memory refcount optimisation: the refcount array spans 0..max_pfn",
+		Series: []Series{
+			{Name: "KVM: TDX: struct page to PFN", Version: "v2", Date: "2026-04-30", Ref: refPageToPFN, Note: "prerequisite; title not read"},
+			{Name: "KVM: TDX MMU refactor", Version: "v2", Date: "2026-05-09", Ref: refMMURefactorV2, Note: "prerequisite; title not read"},
+			{Name: "Dynamic PAMT", Version: "v6", Date: "2026-05-26", Ref: refDPAMTv6, Note: "11 patches; posted 2026-05-25 19:35 -0700"},
+		},
+		Policies: []Policy{
+			{Key: "hugepages", Value: "off", Source: refDPAMTv6},
+			{Key: "dynamic_pamt", Value: "true", Source: refDPAMTv6},
+			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
+			{Key: "populate", Value: "decoupled", Source: refTDX619},
+		},
+		Behaviours: []Behaviour{
+			{
+				Flag:   "set_external_spte=folded",
+				Source: refMMURefactorV2,
+				Note:   "v6 sits on the TDX MMU refactor, which its cover letter says is RFC v5's MMU work split out; whether that carries RFC v5's fold of link_external_spt() was not read",
+			},
+			{
+				Flag:   "dpamt_cache=per_vcpu",
+				Source: refDPAMTv6,
+				Note:   "the cover letter: S-EPT pages' DPAMT backing 'rolled back to the original solution in v4', '4 or 5 ideas ... led us back to the same solution of keeping a cache of pages and adjusting the DPAMT right before give the page to the TDX module'. v4's cache is per vCPU (" + refDPAMTv4Cache + "); that v6's still is, and whether it still mixes pools as v4 did (external_spt_cache=tdx_prealloc), was not read from the v6 patches, so the profile leaves external_spt_cache at the default",
+			},
+			{
+				Flag:     "pamt_refcount_array=max_pfn",
+				Verified: true,
+				Source:   refDPAMTv6,
+				Note:     "one refcount per 2 MiB from 0 to max_pfn in a single vmalloc; worst case 8 GB when max_pfn sits at the maximum physical address (256 GB host: PAMT 1.02 GB, DPAMT 8.01 GB)",
+			},
+			{
+				Flag:     "pamt_get_put=refcount_fastpath",
+				Verified: true,
+				Source:   refDPAMTv6,
+				Note:     "kept: 'Optimize tdx_pamt_get/put()' uses the refcounts to avoid the global lock",
+			},
+			terminateVMUnverified,
+		},
+		Sources: []Source{
+			srcDPAMTv6,
+			{Ref: refDPAMTv6Tree, What: "the full stack v6 is tested on", Verified: false, Note: "the branch itself was not read"},
+			{Ref: refMMURefactorV2, What: "prerequisite cited by v6 as [3]", Verified: true},
+			{Ref: refPageToPFN, What: "prerequisite cited by v6 as [4]", Verified: true},
+			{Ref: refDPAMTv4Cache, What: "v4 patch 11, the per-vCPU cache v6 returns to", Verified: true},
+			srcTDX619, srcTerminateRelease,
+		},
+	},
+	{
+		Name:    "gmem-inplace-v8",
+		Base:    "kvm/next (base commit not read)",
+		Summary: "guest_memfd in-place conversion v8: KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd with content modes, capability checks, a module parameter that makes per-VM and guest_memfd attributes exclusive",
+		Series: []Series{
+			{Name: "guest_memfd: In-place conversion support", Version: "v8", Date: "2026-06-18", Ref: refInPlaceV8, Note: "latest posting verified from the list; v10 (2026-08-07), v12 (2026-08-30) and v13 (2026-09-10, reported applied 2026-09-24) are known only from list digests"},
+		},
+		Policies: []Policy{
+			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
+		},
+		Behaviours: []Behaviour{
+			{
+				Flag:     "set_memory_attributes2=gmem_fd_content_modes",
+				Verified: true,
+				Source:   refInPlaceV4Cap,
+				Note:     "flags ZERO and PRESERVE (DEFAULT is no flag), enumerated by KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS, which answers 0 when per-VM attributes are on; read from RFC v4, not re-read in v8",
+			},
+			{
+				Flag:     "gmem_memory_attributes_cap=KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES",
+				Verified: true,
+				Source:   refInPlaceV4Cap,
+				Note:     "capability 249 beside KVM_CAP_MEMORY_ATTRIBUTES2 (248) in RFC v4's uapi",
+			},
+			{
+				Flag:     "vm_memory_attributes=exclusive",
+				Verified: true,
+				Source:   refInPlaceV4Cap,
+				Note:     "RFC v4's vm_memory_attributes switch; in the v8 review the parameter is discussed as gmem_in_place_conversion, so its final name is not settled here",
+			},
+		},
+		Sources: []Source{
+			{Ref: refInPlaceV8, What: "v8 patches and review (Yan Zhao, Binbin Wu, Xiaoyao Li replies)", Verified: true},
+			{Ref: refInPlaceV4Cap, What: "RFC v4 patch 15: KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS, ZERO/PRESERVE, vm_memory_attributes", Verified: true},
+			{Ref: refInPlaceV13, What: "v13, reported applied by a list digest", Verified: false, Note: "neither the v13 posting nor the b4 thanks were found in the archive"},
+			srcTDX619,
+		},
+	},
+}
+
+// srcDPAMTv6 is cited by the merged profiles for "no release has Dynamic
+// PAMT": v6 says its prerequisites are still on the list.
+var srcDPAMTv6 = Source{
+	Ref:      refDPAMTv6,
+	What:     "Dynamic PAMT v6 cover letter: not mergeable yet, two prerequisite series still on the list; the refcount optimisation dropped; refcount array 0..max_pfn (worst case 8 GB)",
+	Verified: true,
+}
