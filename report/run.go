@@ -307,7 +307,7 @@ func failedNote(n uint64) string {
 	if n == 0 {
 		return ""
 	}
-	return fmt.Sprintf("(%d non-success)", n)
+	return fmt.Sprintf(" (%d non-success)", n)
 }
 
 // Duration formats modeled nanoseconds.
