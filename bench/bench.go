@@ -1,5 +1,5 @@
-// Package bench measures the model's speed and memory on the paths
-// names: the private 4K and 2M fault paths (EPT violation, fault, AUG,
+// Package bench measures the model's speed and memory on its hot paths:
+// the private 4K and 2M fault paths (EPT violation, fault, AUG,
 // accept), converting a 4K page inside a 2M mapping (split and remove),
 // building a TD from a 64 MiB measured image, teardown per GiB, and the
 // deterministic scheduler's switch; and, where /dev/kvm allows, the real
@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -46,11 +47,41 @@ type Result struct {
 	Unit string `json:"unit"`
 	// Note says what else was measured or why a figure is missing.
 	Note string `json:"note,omitempty"`
+
+	// Median, Min and Max are the rate (ops per second) over the rounds
+	// of a `tdxsim bench` run, OpsPerSec repeats the median; all three
+	// are null for a figure that was not measured. PerRound is every
+	// round's rate in the order measured.
+	Median   *float64  `json:"median"`
+	Min      *float64  `json:"min"`
+	Max      *float64  `json:"max"`
+	Rounds   int       `json:"rounds"`
+	PerRound []float64 `json:"per_round,omitempty"`
+	// VsRealKVM (fault_4k only) is the median model rate over the median
+	// real guest_memfd fault-in rate measured in the same run; absent when
+	// the real kernel could not be measured.
+	VsRealKVM *float64 `json:"vs_real_kvm,omitempty"`
+	// VsOneVCPU (fault_4k_2vcpus only) is its median rate over fault_4k's
+	// (one vCPU, the same TD size) in the same run.
+	VsOneVCPU *float64 `json:"vs_one_vcpu,omitempty"`
+	// Real (fault_4k only) says why there is no vs_real_kvm.
+	Real string `json:"real,omitempty"`
+
+	// perPage and perOp say which of BytesPerPage and AllocsPerOp this
+	// figure measures, so the text output prints "-" rather than a 0
+	// nobody measured.
+	perPage, perOp bool
 }
 
 // Report is a whole `tdxsim bench` run.
 type Report struct {
-	Cores   int      `json:"cores"`
+	Machine Machine `json:"machine"`
+	Cores   int     `json:"cores"`
+	// Rounds is how many times each figure was measured, interleaved
+	// (every figure once per round, the real kernel's next to the model's).
+	Rounds int `json:"rounds"`
+	// Spread says what min and max are.
+	Spread  string   `json:"spread"`
 	Results []Result `json:"results"`
 }
 
@@ -73,7 +104,7 @@ func Faults(o Options) (Result, error) {
 	if o.Huge {
 		name, unit, level, hp = "fault_2m", addr.Size2M, addr.Level2M, mmu.HugePages2M
 	}
-	r := Result{Name: name, Unit: "private fault + AUG + accept of a " + addr.Level(level).String() + " page"}
+	r := Result{Name: name, Unit: "private fault + AUG + accept of a " + addr.Level(level).String() + " page", perPage: true, perOp: true}
 	vcpus := max(o.VCPUs, 1)
 	cfg := vmm.Config{MemBytes: o.MemBytes, VCPUs: vcpus, TD: tdx.Config{MMU: mmu.Config{HugePages: hp}}}
 	heap0 := liveHeap()
@@ -81,7 +112,10 @@ func Faults(o Options) (Result, error) {
 	var after, mallocs0, mallocs1 uint64
 	err := withTD(cfg, o.Parallel, level, func(t *sched.Thread, m *vmm.VMM, g *guest.Guest) error {
 		per := o.MemBytes / uint64(vcpus) &^ (uint64(unit) - 1)
-		group := sched.NewGroup(t, "every vCPU accepted")
+		errs := make([]error, vcpus)
+		done := make(chan struct{}, vcpus)
+		var left atomic.Int32
+		left.Store(int32(vcpus))
 		mallocs0 = mallocs()
 		start := time.Now()
 		for i, v := range m.VCPUs {
@@ -89,16 +123,22 @@ func Faults(o Options) (Result, error) {
 			if i == vcpus-1 {
 				n = o.MemBytes - lo
 			}
-			group.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) error {
-				defer v.Halt()
-				return g.AcceptRange(vt, v, lo, n)
+			t.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) {
+				defer func() { v.Halt(); left.Add(-1); done <- struct{}{} }()
+				errs[i] = g.AcceptRange(vt, v, lo, n)
 			})
 		}
-		acceptErr := group.Wait()
+		if o.Parallel {
+			for range vcpus {
+				<-done
+			}
+		} else {
+			t.WaitUntil("every vCPU accepted", func() bool { return left.Load() == 0 })
+		}
 		elapsed = time.Since(start)
 		mallocs1 = mallocs()
 		after = liveHeap()
-		return acceptErr
+		return errors.Join(errs...)
 	})
 	if err != nil {
 		return r, err
@@ -154,8 +194,12 @@ func withTD(cfg vmm.Config, parallel bool, level addr.Level, body func(t *sched.
 	return errors.Join(s.Run(), runErr)
 }
 
-// liveHeap is the heap in use after a full GC.
+// liveHeap is the heap in use after a full GC. Two: a sync.Pool's
+// objects survive the first in its victim cache, so after one GC the
+// previous figure's pools still count here and would be freed during the
+// next measurement (a negative bytes per page in a later round).
 func liveHeap() uint64 {
+	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -174,12 +218,14 @@ func Convert4KIn2M(n int) (Result, error) {
 	var elapsed time.Duration
 	var splits int64
 	err := withTD(cfg, false, addr.Level2M, func(t *sched.Thread, m *vmm.VMM, g *guest.Guest) error {
-		vcpu := sched.NewGroup(t, "vCPU accepted")
-		vcpu.Go("vcpu0", func(vt *sched.Thread) error {
-			defer m.VCPUs[0].Halt()
-			return g.AcceptRange(vt, m.VCPUs[0], 0, mem)
+		done := false
+		var err error
+		t.Go("vcpu0", func(vt *sched.Thread) {
+			defer func() { m.VCPUs[0].Halt(); done = true }()
+			err = g.AcceptRange(vt, m.VCPUs[0], 0, mem)
 		})
-		if err := vcpu.Wait(); err != nil {
+		t.WaitUntil("vCPU accepted", func() bool { return done })
+		if err != nil {
 			return err
 		}
 		start := time.Now()
@@ -208,7 +254,7 @@ func Convert4KIn2M(n int) (Result, error) {
 // TDH.MEM.PAGE.ADD and measured with TDH.MR.EXTEND, and finalizes it. One
 // operation is one whole build; bytes per page is the heap per image page.
 func Build(imageBytes uint64) (Result, error) {
-	r := Result{Name: fmt.Sprintf("build_%dm", imageBytes>>20), Unit: fmt.Sprintf("TD build with a %d MiB measured image (PAGE.ADD + MR.EXTEND + FINALIZE)", imageBytes>>20)}
+	r := Result{Name: fmt.Sprintf("build_%dm", imageBytes>>20), Unit: fmt.Sprintf("TD build with a %d MiB measured image (PAGE.ADD + MR.EXTEND + FINALIZE)", imageBytes>>20), perPage: true}
 	mem := max(imageBytes*2, 64<<20)
 	cfg := vmm.Config{MemBytes: mem, VCPUs: 1, TD: tdx.Config{MMU: mmu.Config{HugePages: mmu.HugePages2M}}}
 	img := make([]byte, imageBytes)
@@ -326,13 +372,17 @@ func SchedSwitch(n int) (Result, error) {
 	return r, nil
 }
 
+// ErrNoKVM is why the real kernel's figure is missing where /dev/kvm
+// cannot be opened.
+var ErrNoKVM = errors.New("no /dev/kvm")
+
 // RealKVMFault4K faults in a real guest_memfd of size bytes on this
-// machine's kernel (kvmhost.FaultRate). It fails where /dev/kvm cannot be
-// opened.
+// machine's kernel (kvmhost.FaultRate). It fails with ErrNoKVM where
+// /dev/kvm cannot be opened.
 func RealKVMFault4K(size uint64) (Result, error) {
 	r := Result{Name: "real_kvm_fault_4k"}
 	if err := kvmhost.Available(); err != nil {
-		return r, err
+		return r, fmt.Errorf("%w (%w)", ErrNoKVM, err)
 	}
 	n, elapsed, how, err := kvmhost.FaultRate(size)
 	if err != nil {
@@ -373,22 +423,16 @@ func ChecksOverhead() (Result, error) {
 	return r, nil
 }
 
-// Scaling accepts memBytes at 4K with one vCPU and then with two, each on
-// its own goroutine (parallel scheduler), faults under mmu_lock for read;
-// the note gives the two-vCPU rate over the one-vCPU rate.
-func Scaling(memBytes uint64) (Result, error) {
-	r := Result{Name: "fault_4k_2vcpus", Unit: "private 4K fault + AUG + accept, two vCPUs in parallel"}
-	one, err := Faults(Options{MemBytes: memBytes, Parallel: true, VCPUs: 1})
-	if err != nil {
-		return r, err
-	}
-	two, err := Faults(Options{MemBytes: memBytes, Parallel: true, VCPUs: 2})
-	if err != nil {
-		return r, err
-	}
-	r.Ops, r.ElapsedNS, r.OpsPerSec, r.BytesPerPage = two.Ops, two.ElapsedNS, two.OpsPerSec, two.BytesPerPage
-	r.Note = fmt.Sprintf("%.2fx one vCPU (%.0f/s) on %d cores", two.OpsPerSec/one.OpsPerSec, one.OpsPerSec, runtime.NumCPU())
-	return r, nil
+// TwoVCPUs accepts memBytes at 4K with two vCPUs, each on its own
+// goroutine (parallel scheduler), faulting under mmu_lock for read. Run
+// compares it with fault_4k's rounds (one vCPU, the same size) of the same
+// run for vs_one_vcpu.
+func TwoVCPUs(memBytes uint64) (Result, error) {
+	r, err := Faults(Options{MemBytes: memBytes, Parallel: true, VCPUs: 2})
+	r.Name = "fault_4k_2vcpus"
+	r.Unit = "private 4K fault + AUG + accept, two vCPUs in parallel"
+	r.Note = fmt.Sprintf("%d cores", runtime.NumCPU())
+	return r, err
 }
 
 // Scale boots a TD of memBytes and has one vCPU accept all of it (at 2M

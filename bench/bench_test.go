@@ -37,13 +37,13 @@ func TestFaultPathFigures(t *testing.T) {
 	}
 }
 
-// A quick bench run measures every figure, and the JSON
-// names are the ones it asks for.
+// A quick bench run (one round) measures every figure under its JSON
+// name, with both ratios where their figures were measured.
 func TestRunQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a quick bench run takes a few seconds")
 	}
-	rep, err := Run(Config{Quick: true})
+	rep, err := Run(Config{Quick: true, Rounds: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,5 +60,13 @@ func TestRunQuick(t *testing.T) {
 	}
 	if rep.Cores < 1 {
 		t.Errorf("cores %d", rep.Cores)
+	}
+	model, _ := rep.Result("fault_4k")
+	real, _ := rep.Result("real_kvm_fault_4k")
+	if (model.VsRealKVM != nil) != (real.Median != nil) {
+		t.Errorf("vs_real_kvm %v with real median %v", model.VsRealKVM, real.Median)
+	}
+	if two, _ := rep.Result("fault_4k_2vcpus"); two.VsOneVCPU == nil {
+		t.Errorf("fault_4k_2vcpus has no vs_one_vcpu")
 	}
 }

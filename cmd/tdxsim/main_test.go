@@ -292,43 +292,6 @@ func TestCompare(t *testing.T) {
 	}
 }
 
-// tdxsim bench --quick --json prints every figure bench measures.
-func TestBench(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a quick bench run takes a few seconds")
-	}
-	code, out, errs := run("bench", "--quick", "--json")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, errs)
-	}
-	var rep struct {
-		Cores   int `json:"cores"`
-		Results []struct {
-			Name         string   `json:"name"`
-			OpsPerSec    *float64 `json:"ops_per_sec"`
-			BytesPerPage *float64 `json:"bytes_per_page"`
-		} `json:"results"`
-	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatal(err)
-	}
-	names := map[string]bool{}
-	for _, r := range rep.Results {
-		if r.OpsPerSec == nil || r.BytesPerPage == nil {
-			t.Errorf("%s lacks ops_per_sec or bytes_per_page", r.Name)
-		}
-		names[r.Name] = true
-	}
-	for _, n := range []string{"fault_4k", "fault_2m", "convert_4k_in_2m", "build_64m", "teardown_per_gib", "sched_switch", "real_kvm_fault_4k"} {
-		if !names[n] {
-			t.Errorf("no %s in %s", n, out)
-		}
-	}
-	if rep.Cores < 1 {
-		t.Errorf("cores %d", rep.Cores)
-	}
-}
-
 // FuzzFlags feeds every command's flag parser arbitrary arguments (go
 // test -fuzz=FuzzFlags ./cmd/tdxsim). The scenario file is one that does
 // not exist, so nothing runs: each call ends in the flag parser or the
