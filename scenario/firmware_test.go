@@ -203,3 +203,24 @@ func TestFirmwareMarshal(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Where Debian's OVMF is absent the example tests skip the OVMF example
+// instead of failing: shown here with a firmware path that never exists.
+func TestFirmwareAbsentSkips(t *testing.T) {
+	text, err := os.ReadFile("../examples/firmware-ovmf.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "absent.yaml")
+	if err := os.WriteFile(p, bytes.ReplaceAll(text, []byte(debianOVMF), []byte("/nonexistent/OVMF.fd")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	skipped := false
+	t.Run("example", func(st *testing.T) {
+		defer func() { skipped = st.Skipped() }()
+		loadExample(st, p)
+	})
+	if !skipped {
+		t.Error("an example whose firmware is absent was not skipped")
+	}
+}
