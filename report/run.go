@@ -157,6 +157,26 @@ type TD struct {
 	ChargedBytes uint64           `json:"charged_bytes_peak"`
 	Conversions  Conversions      `json:"conversions"`
 	Bugged       string           `json:"bugged,omitempty"`
+	// Firmware is the TDVF image the TD was built from (the scenario's
+	// firmware), FirmwareSections what the build did with its sections,
+	// in the order it added them.
+	Firmware         string            `json:"firmware,omitempty"`
+	FirmwareSections []FirmwareSection `json:"firmware_sections,omitempty"`
+}
+
+// FirmwareSection is one TDVF section as the build added it: where it
+// went, what the image says of it, and the pages TDH.MEM.PAGE.ADD added
+// and TDH.MR.EXTEND measured (`run --json` and `mrtd --firmware --json`).
+type FirmwareSection struct {
+	Index         int    `json:"index"` // in the image's metadata
+	Type          string `json:"type"`  // BFV, CFV, TD_HOB, TempMem
+	GPA           uint64 `json:"gpa"`
+	Size          uint64 `json:"size"`
+	DataOffset    uint32 `json:"data_offset"`
+	RawDataSize   uint32 `json:"raw_data_size"`
+	Attributes    string `json:"attributes"` // MR.EXTEND, PAGE.AUG, or -
+	PagesAdded    uint64 `json:"pages_added"`
+	PagesMeasured uint64 `json:"pages_measured"`
 }
 
 // LevelNames are the mapping sizes, by addr.Level.
@@ -209,6 +229,7 @@ func (r *Run) WriteText(w io.Writer) error {
 		fmt.Fprintf(tw, "  %s\t%s\t%d SEAMCALLs\t\n", p.Name, Duration(p.ModeledNS), p.Seamcalls)
 	}
 	tw.Flush()
+	r.writeFirmware(w)
 	fmt.Fprintln(w)
 	fmt.Fprintln(tw, "SEAMCALLs by leaf\tcount\tmodeled\t")
 	var total, totalNS uint64
@@ -286,6 +307,23 @@ func (r *Run) WriteText(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// writeFirmware lists, for each TD built from firmware, the sections the
+// build phase loaded.
+func (r *Run) writeFirmware(w io.Writer) {
+	for _, td := range r.TDs {
+		if len(td.FirmwareSections) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\nBuild of %s from firmware %s (KVM_TDX_INIT_MEM_REGION per section, in this order)\n", td.Name, td.Firmware)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  #\ttype\tGPA\tsize\tattributes\tpages added\tpages measured")
+		for _, s := range td.FirmwareSections {
+			fmt.Fprintf(tw, "  %d\t%s\t%#x\t%s\t%s\t%d\t%d\n", s.Index, s.Type, s.GPA, HumanBytes(s.Size), s.Attributes, s.PagesAdded, s.PagesMeasured)
+		}
+		tw.Flush()
+	}
 }
 
 func bugNote(why string) string {

@@ -32,6 +32,9 @@ type File struct {
 	lines map[string]int // field path -> line, for validation errors
 	// images holds each TD's image regions' bytes, read at load time.
 	images [][][]byte
+	// firmware holds each TD's TDVF image, read at load time (nil for a
+	// TD without one).
+	firmware []*tdFirmware
 }
 
 // Load reads and validates a scenario file.

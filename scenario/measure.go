@@ -148,6 +148,9 @@ func (rn *runner) finish(leaked int64) {
 			Conversions: report.Conversions{ToShared: td.vmmStats.ToShared, ToPrivate: td.vmmStats.ToPrivate,
 				BytesToShared: td.vmmStats.BytesToShared, BytesToPrivate: td.vmmStats.BytesToPrivate, PunchedBytes: td.vmmStats.PunchedBytes},
 			Bugged: td.bugged}
+		if len(td.firmware) > 0 {
+			t.Firmware, t.FirmwareSections = td.spec.Firmware, firmwareSections(td.firmware)
+		}
 		for l, name := range report.LevelNames {
 			// Mappings at the end: read right before teardown zapped them.
 			t.Mappings[name] = td.mappedEnd[l]

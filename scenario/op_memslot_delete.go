@@ -20,8 +20,11 @@ func (d *MemslotDelete) check(c *timelineCheck, at string, _ bool) error {
 		return err
 	}
 	k := d.Slot
-	if k < 0 || k >= len(f.Scenario.TDs[i].Memslots) {
-		return f.bad(at+".slot", "%d: %s has memslots 0..%d", k, f.Scenario.TDs[i].Name, len(f.Scenario.TDs[i].Memslots)-1)
+	if n := len(f.memslots(i)); k < 0 || k >= n {
+		return f.bad(at+".slot", "%d: %s has memslots 0..%d", k, f.Scenario.TDs[i].Name, n-1)
+	}
+	if !f.isRAMSlot(i, k) {
+		return f.bad(at+".slot", "%d is the firmware's flash of %s, not RAM", k, f.Scenario.TDs[i].Name)
 	}
 	if where, ok := c.deleted[[2]int{i, k}]; ok {
 		return f.bad(at+".slot", "memslot %d was deleted at %s", k, where)

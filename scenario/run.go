@@ -52,9 +52,11 @@ type tdRun struct {
 	// seenProblems is how many guest problems the last check saw.
 	seenProblems int
 	mrtd         []byte
-	torn         bool
-	septPeak     int
-	charged      uint64 // peak bytes charged to the VM
+	// firmware is what the build did with each firmware section.
+	firmware []vmm.SectionLoad
+	torn     bool
+	septPeak int
+	charged  uint64 // peak bytes charged to the VM
 	// captured at teardown
 	mmuStats   mmu.Stats
 	tdStats    tdx.Stats
@@ -131,8 +133,14 @@ func (rn *runner) setup(sink event.Sink) error {
 			TD: tdx.Config{MMU: mmu.Config{HugePages: hp, MaxOrderFrom: mof, ZapPrivateOnNotifier: pol.ZapPrivateOnNotifier},
 				PinPrivatePages: pol.PinPrivatePages, PopulateThroughFault: pol.Populate == "gmem_populate",
 				ExternalSPTFromPrealloc: pol.ExternalSPTCache == "tdx_prealloc"}}
-		for _, m := range spec.Memslots {
+		for _, m := range f.memslots(i) {
 			cfg.Slots = append(cfg.Slots, vmm.Slot{GPA: uint64(m.GPA), Size: uint64(m.Size)})
+		}
+		if f.firmwareOf(i) != nil {
+			cfg.MemBytes = 0 // RAM and flash
+			for _, s := range cfg.Slots {
+				cfg.MemBytes += s.Size
+			}
 		}
 		cfgs = append(cfgs, cfg)
 		rn.tds = append(rn.tds, &tdRun{spec: spec, cfg: cfg})
@@ -260,14 +268,25 @@ func (rn *runner) expect(what string, ok bool, detail string) {
 	rn.r.Expectations = append(rn.r.Expectations, report.Expectation{What: what, OK: ok, Detail: detail})
 }
 
-// build creates a TD, loads and measures its image, finalizes it and
-// makes its guest.
+// build creates a TD, loads and measures its image (or its firmware),
+// finalizes it and makes its guest.
 func (rn *runner) build(t *sched.Thread, td *tdRun, i int) error {
 	m, err := vmm.Create(t, rn.host, td.cfg)
 	if err != nil {
 		return err
 	}
 	td.m = m
+	if fw := rn.f.firmwareOf(i); fw != nil {
+		ram, reserved, err := rn.loadFirmware(t, td, fw)
+		if err != nil {
+			return err
+		}
+		if td.mrtd, err = m.Finalize(t); err != nil {
+			return err
+		}
+		td.g, err = guest.New(m.TD, m.VCPUs, guest.Config{RAM: ram, MaxAcceptLevel: addr.Level2M, Reserved: reserved})
+		return err
+	}
 	var regions []vmm.Region
 	var reserved []guest.Range
 	for k, r := range td.spec.Image {

@@ -15,10 +15,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 	files, _ := filepath.Glob("../examples/*.yaml")
 	for _, p := range files {
 		t.Run(filepath.Base(p), func(t *testing.T) {
-			f, err := Load(p)
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := loadExample(t, p)
 			if len(f.TDs) > 0 && len(f.TDs[0].Image) > 0 && f.TDs[0].Image[0].File != "" {
 				t.Skip("image files are relative to the example")
 			}

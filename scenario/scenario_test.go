@@ -20,7 +20,7 @@ func TestBadInput(t *testing.T) {
 		{"empty file", "", "s.yaml: empty scenario"},
 		{"YAML syntax", "tds: [\n", "s.yaml:1: YAML syntax:"},
 		{"two documents", td + "---\n" + td, "s.yaml:3: more than one YAML document"},
-		{"unknown key", "tds:\n  - memry: 64M\n", "s.yaml:2: tds[0].memry: unknown key; known keys here: conversion, gmem_offset, image,"},
+		{"unknown key", "tds:\n  - memry: 64M\n", "s.yaml:2: tds[0].memry: unknown key; known keys here: conversion, firmware, gmem_offset, image,"},
 		{"unknown top-level key", "hots: {}\n" + td, "s.yaml:1: hots: unknown key"},
 		{"wrong type: integer", "tds:\n  - {memory: 64M, vcpus: two}\n", `s.yaml:2: tds[0].vcpus: want an integer, got "two"`},
 		{"wrong type: mapping", "host: 5\n" + td, "s.yaml:1: host: want a mapping of memory, packages, tdx, got a value"},
@@ -112,10 +112,7 @@ func TestExamples(t *testing.T) {
 			if testing.Short() && strings.Contains(p, "eager-vs-lazy") {
 				t.Skip("8 GiB eager boot: long")
 			}
-			f, err := Load(p)
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := loadExample(t, p)
 			r, err := Run(f, Options{})
 			if err != nil || r.Failed() {
 				var b bytes.Buffer
@@ -140,10 +137,7 @@ func TestParallel(t *testing.T) {
 			if testing.Short() && !slices.Contains([]string{"balloon.yaml", "convert-splits.yaml", "host-events.yaml", "in-place.yaml", "two-tds.yaml"}, filepath.Base(p)) {
 				t.Skip("short: the small examples only")
 			}
-			f, err := Load(p)
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := loadExample(t, p)
 			r, err := Run(f, Options{Parallel: true})
 			if err != nil || r.Failed() {
 				var b bytes.Buffer

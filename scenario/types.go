@@ -93,6 +93,7 @@ type TD struct {
 	KeepSharedBacking bool          `yaml:"keep_shared_backing" doc:"the VMM does not punch the guest_memfd when memory goes shared"`
 	GmemOffset        Size          `yaml:"gmem_offset" doc:"guest_memfd offset of the first memslot (page aligned)"`
 	Image             []ImageRegion `yaml:"image" doc:"initial image regions, added with KVM_TDX_INIT_MEM_REGION in order"`
+	Firmware          string        `yaml:"firmware" doc:"TDVF firmware image (OVMF with TDX metadata, e.g. /usr/share/ovmf/OVMF.fd), relative to the scenario file: the TD is built as QEMU builds it (memory laid out as q35 does, the image's flash below 4 GiB, its sections added with KVM_TDX_INIT_MEM_REGION, the TD_HOB written); not with image or memslots"`
 }
 
 // Memslot is one memslot.

@@ -78,11 +78,14 @@ func (f *File) validate() error {
 	}
 	var total uint64
 	f.images = make([][][]byte, len(s.TDs))
+	f.firmware = make([]*tdFirmware, len(s.TDs))
 	for i := range s.TDs {
 		if err := f.validateTD(i); err != nil {
 			return err
 		}
-		total += uint64(s.TDs[i].Memory)
+		for _, m := range f.memslots(i) {
+			total += uint64(m.Size)
+		}
 	}
 	if total > uint64(s.Host.Memory)/2 {
 		return f.bad("tds", "the TDs' memory (%s) must fit in half of host.memory (%s): the rest holds PAMT, page tables and the VMM",
@@ -194,6 +197,9 @@ func (f *File) validateTD(i int) error {
 	if td.Conversion == "" {
 		td.Conversion = "kvm"
 	}
+	if err := f.checkFirmwareAlone(i); err != nil {
+		return err
+	}
 	if len(td.Memslots) > 0 {
 		var sum uint64
 		for k, m := range td.Memslots {
@@ -232,7 +238,7 @@ func (f *File) validateTD(i int) error {
 	case uint64(td.Memory) >= sharedBitGPA:
 		return f.bad(at+".memory", "reaches the shared bit")
 	}
-	if len(td.Memslots) == 0 {
+	if len(td.Memslots) == 0 && td.Firmware == "" {
 		td.Memslots = []Memslot{{GPA: 0, Size: td.Memory}}
 	}
 	if uint64(td.GmemOffset)%addr.PageSize != 0 {
@@ -240,6 +246,9 @@ func (f *File) validateTD(i int) error {
 	}
 	if hp := f.Scenario.Policies.HugePages; hp != "off" && uint64(td.GmemOffset)%addr.Size2M != 0 && td.Conversion == "kvm" && !td.KeepSharedBacking {
 		return f.bad(at+".gmem_offset", "%#x is not a whole number of huge pages: guest_memfd (hugepages=%s) would refuse the VMM's punches on conversion; use conversion: in_place or keep_shared_backing: true", uint64(td.GmemOffset), hp)
+	}
+	if td.Firmware != "" {
+		return f.validateFirmware(i)
 	}
 	return f.validateImage(i)
 }
@@ -387,11 +396,11 @@ func (c *timelineCheck) resolve(name, at string) (int, error) {
 	return i, nil
 }
 
-// ramBytes is a TD's memory in its live memslots.
+// ramBytes is a TD's memory in its live memslots (not a firmware's flash).
 func (c *timelineCheck) ramBytes(i int) uint64 {
 	var n uint64
-	for k, m := range c.f.Scenario.TDs[i].Memslots {
-		if _, gone := c.deleted[[2]int{i, k}]; !gone {
+	for k, m := range c.f.memslots(i) {
+		if _, gone := c.deleted[[2]int{i, k}]; !gone && c.f.isRAMSlot(i, k) {
 			n += uint64(m.Size)
 		}
 	}
@@ -399,7 +408,7 @@ func (c *timelineCheck) ramBytes(i int) uint64 {
 }
 
 func (c *timelineCheck) inLiveSlot(i int, gpa, size uint64) bool {
-	for k, m := range c.f.Scenario.TDs[i].Memslots {
+	for k, m := range c.f.memslots(i) {
 		if _, gone := c.deleted[[2]int{i, k}]; !gone && gpa >= uint64(m.GPA) && gpa+size <= uint64(m.GPA+m.Size) && gpa+size > gpa {
 			return true
 		}

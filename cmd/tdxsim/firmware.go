@@ -10,22 +10,10 @@ import (
 	"text/tabwriter"
 
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/tdvf"
 	"github.com/tdxsim/tdxsim/vmm"
 )
-
-// firmwareSection is one row of `mrtd --firmware --json`'s "sections".
-type firmwareSection struct {
-	Index         int    `json:"index"`
-	Type          string `json:"type"`
-	GPA           uint64 `json:"gpa"`
-	Size          uint64 `json:"size"`
-	DataOffset    uint32 `json:"data_offset"`
-	RawDataSize   uint32 `json:"raw_data_size"`
-	Attributes    string `json:"attributes"`
-	PagesAdded    uint64 `json:"pages_added"`
-	PagesMeasured uint64 `json:"pages_measured"`
-}
 
 // firmwareMRTD is `tdxsim mrtd --firmware`: parse the TDVF image, build a
 // TD from it through the model's stack (vmm.FirmwareMRTD) and print the
@@ -62,16 +50,16 @@ func firmwareMRTD(path, memory, vmmName string, table, asJSON bool, stdout, stde
 		fmt.Fprintf(stderr, "tdxsim mrtd: building the TD: %v\n", err)
 		return exitCheck
 	}
-	var rows []firmwareSection
+	var rows []report.FirmwareSection
 	for _, l := range res.Sections {
-		rows = append(rows, firmwareSection{Index: l.Index, Type: l.Type.String(), GPA: l.GPA, Size: l.Size, DataOffset: l.DataOffset,
+		rows = append(rows, report.FirmwareSection{Index: l.Index, Type: l.Type.String(), GPA: l.GPA, Size: l.Size, DataOffset: l.DataOffset,
 			RawDataSize: l.RawDataSize, Attributes: l.Attributes.String(), PagesAdded: l.PagesAdded, PagesMeasured: l.PagesMeasured})
 	}
 	digest := hex.EncodeToString(res.MRTD)
 	if asJSON {
 		b, err := json.MarshalIndent(struct {
-			MRTD     string            `json:"mrtd"`
-			Sections []firmwareSection `json:"sections"`
+			MRTD     string                   `json:"mrtd"`
+			Sections []report.FirmwareSection `json:"sections"`
 		}{digest, rows}, "", "  ")
 		if err != nil {
 			fmt.Fprintf(stderr, "tdxsim mrtd: %v\n", err)

@@ -86,3 +86,64 @@ func TestMRTDFirmwareBad(t *testing.T) {
 		}
 	}
 }
+
+// runFirmwareScenario writes a scenario booting firmware fw with memory
+// mem, runs it with `run --json` and checks its MRTD against `mrtd
+// --firmware fw --memory mem`, and that the JSON lists the sections.
+func runFirmwareScenario(t *testing.T, fw, mem string) string {
+	t.Helper()
+	p := writeScenario(t, "tds:\n  - memory: "+mem+"\n    firmware: "+fw+"\ntimeline:\n  - boot: {upfront: 64M}\n  - touch: {count: 64}\n")
+	code, out, errs := run("run", "--json", p)
+	var rep struct {
+		MRTD string `json:"mrtd"`
+		TDs  []struct {
+			FirmwareSections []struct {
+				Type       string `json:"type"`
+				PagesAdded uint64 `json:"pages_added"`
+			} `json:"firmware_sections"`
+		} `json:"tds"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil {
+		t.Fatalf("run: exit %d, %v, stderr %q", code, err, errs)
+	}
+	code, want, errs := run("mrtd", "--firmware", fw, "--memory", mem)
+	if code != 0 {
+		t.Fatalf("mrtd: exit %d, stderr %q", code, errs)
+	}
+	if rep.MRTD != strings.TrimSpace(want) {
+		t.Errorf("run's MRTD %s, mrtd --firmware --memory %s: %s", rep.MRTD, mem, want)
+	}
+	if len(rep.TDs) != 1 || len(rep.TDs[0].FirmwareSections) == 0 || rep.TDs[0].FirmwareSections[0].PagesAdded == 0 {
+		t.Errorf("run --json: firmware_sections %+v", rep.TDs)
+	}
+	return rep.MRTD
+}
+
+// A scenario's firmware TD has the MRTD `mrtd --firmware` prints: on the
+// synthetic golden image, and on Debian's OVMF where it is installed.
+func TestRunFirmwareMRTD(t *testing.T) {
+	if got := runFirmwareScenario(t, writeFirmware(t, tdvftest.Golden().Build()), "128M"); got != goldenFirmwareMRTD {
+		t.Errorf("golden image: MRTD %s, want %s", got, goldenFirmwareMRTD)
+	}
+	const ovmf = "/usr/share/ovmf/OVMF.fd"
+	if _, err := os.Stat(ovmf); err != nil {
+		t.Skipf("%s is absent (%v): install Debian's ovmf package (apt-get install ovmf) to compare with real firmware", ovmf, err)
+	}
+	t.Logf("%s: MRTD %s", ovmf, runFirmwareScenario(t, ovmf, "3G"))
+}
+
+// A damaged or missing firmware is exit 2 with one line saying where.
+func TestRunFirmwareBad(t *testing.T) {
+	im := tdvftest.Golden()
+	damaged := im.Build()
+	damaged[im.MetadataAt] = 'X'
+	for fw, want := range map[string]string{
+		writeFirmware(t, damaged):             `:3: tds[0].firmware: `,
+		filepath.Join(t.TempDir(), "none.fd"): "no such file",
+	} {
+		code, out, errs := run("run", writeScenario(t, "tds:\n  - memory: 64M\n    firmware: "+fw+"\n"))
+		if code != 2 || out != "" || !strings.Contains(errs, want) || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+			t.Errorf("%s: exit %d, out %q, stderr %q; want 2 and one line with %q", fw, code, out, errs, want)
+		}
+	}
+}

@@ -21,7 +21,13 @@ type InputError struct {
 	Line  int
 	Field string
 	Rule  string
+	// Err is the error behind Rule when there is one (a file that could
+	// not be read, a damaged firmware image), for errors.Is and As.
+	Err error
 }
+
+// Unwrap returns Err.
+func (e *InputError) Unwrap() error { return e.Err }
 
 func (e *InputError) Error() string {
 	loc := e.File

@@ -37,30 +37,55 @@ function showTip(ev, text) {
 }
 function hideTip() { tip.hidden = true; }
 
-function legendBox() {
+function legendBox(run) {
   const d = el("div", { class: "legend" });
   for (const l of legend) {
     const i = el("i");
     i.style.background = l.Colour;
     d.append(el("span", {}, i, l.Name));
   }
+  if ((run?.report?.tds ?? []).some((t) => t.firmware_sections?.length)) {
+    d.append(el("span", {}, el("i", { class: "fw" }), "holds a firmware section"));
+  }
   return d;
 }
 
-// drawMap draws one TD's map as a grid of 2 MiB cells; clicking a cell
-// calls onCell(gpa).
-function drawMap(m, onCell, perRow = 64, px = 10) {
+// sectionsOf is what the build did with the firmware sections of TD td
+// (the report's firmware_sections; none for a TD without firmware).
+function sectionsOf(run, td) {
+  return (run.report?.tds ?? []).find((t) => t.name === td)?.firmware_sections ?? [];
+}
+
+const sectionText = (s) =>
+  `firmware ${s.type} [${hex(s.gpa)}, ${hex(s.gpa + s.size)}): ${s.pages_added} pages added, ${s.pages_measured} measured`;
+
+// sectionsTable lists the firmware sections the build loaded.
+function sectionsTable(td, secs) {
+  const t = el("table", { class: "fw-sections", "data-td": td },
+    el("tr", {}, ...["#", "type", "GPA", "size", "attributes", "pages added", "pages measured"].map((h) => el("th", {}, h))));
+  for (const s of secs) {
+    t.append(el("tr", {}, ...[s.index, s.type, hex(s.gpa), hex(s.size), s.attributes, s.pages_added, s.pages_measured]
+      .map((v, i) => el("td", i === 1 ? { class: "name" } : {}, String(v)))));
+  }
+  return el("div", {}, el("h2", {}, `${td}: firmware sections loaded at build`), t);
+}
+
+// drawMap draws one TD's map as a grid of 2 MiB cells, outlining those
+// holding firmware sections (secs); clicking a cell calls onCell(gpa).
+function drawMap(m, onCell, perRow = 64, px = 10, secs = []) {
   const n = m.cells.length;
   const rows = Math.ceil(n / perRow);
   const svg = svgEl("svg", { width: perRow * px, height: rows * px, class: "map", "data-td": m.td });
   for (let i = 0; i < n; i++) {
     const c = m.cells[i];
+    const inCell = secs.filter((s) => s.gpa < (i + 1) * MiB2 && s.gpa + s.size > i * MiB2);
     const r = svgEl("rect", {
       x: (i % perRow) * px, y: Math.floor(i / perRow) * px, width: px - 1, height: px - 1,
-      fill: colour[c] || "#000", class: "cell", "data-state": c, "data-gpa": hex(i * MiB2),
+      fill: colour[c] || "#000", class: inCell.length ? "cell fw" : "cell", "data-state": c, "data-gpa": hex(i * MiB2),
     });
+    const fw = inCell.map((s) => "\n" + sectionText(s)).join("");
     r.addEventListener("mousemove", (ev) =>
-      showTip(ev, `${m.td} GPA ${hex(i * MiB2)} - ${hex((i + 1) * MiB2 - 1)}\n${names[c] || c}`));
+      showTip(ev, `${m.td} GPA ${hex(i * MiB2)} - ${hex((i + 1) * MiB2 - 1)}\n${names[c] || c}${fw}`));
     r.addEventListener("mouseleave", hideTip);
     if (onCell) r.addEventListener("click", () => onCell(i * MiB2));
     svg.append(r);
@@ -97,10 +122,12 @@ function lastStepWithMaps(run) {
 async function pageMap(main, run) {
   const step = lastStepWithMaps(run);
   const zoom = el("div", { id: "zoom-box" });
-  main.append(el("h2", {}, `GPA space at ${run.steps[step]?.at ?? "-"} (click a cell to zoom in)`), legendBox());
+  main.append(el("h2", {}, `GPA space at ${run.steps[step]?.at ?? "-"} (click a cell to zoom in)`), legendBox(run));
   for (const m of run.steps[step]?.maps ?? []) {
+    const secs = sectionsOf(run, m.td);
     main.append(el("h2", {}, `${m.td}: ${(m.bytes / 2 ** 30).toFixed(2)} GiB of GPA`),
-      drawMap(m, (gpa) => drawCell(zoom, "a", step, m.td, gpa)));
+      drawMap(m, (gpa) => drawCell(zoom, "a", step, m.td, gpa), 64, 10, secs));
+    if (secs.length) main.append(sectionsTable(m.td, secs));
   }
   main.append(zoom);
 }
@@ -114,13 +141,13 @@ async function pageTimeline(main, run) {
   const mapBox = el("div", { id: "timeline-map" });
   const side = el("div");
   body.append(mapBox, side);
-  main.append(el("h2", {}, "Timeline"), el("div", {}, prev, scrub, next, " ", label), legendBox(), body);
+  main.append(el("h2", {}, "Timeline"), el("div", {}, prev, scrub, next, " ", label), legendBox(run), body);
   const show = (k) => {
     const st = run.steps[k];
     scrub.value = k;
     label.textContent = `step ${k}: ${st.at}`;
     mapBox.replaceChildren();
-    for (const m of st.maps) mapBox.append(el("h2", {}, m.td), drawMap(m, null, 64, 8));
+    for (const m of st.maps) mapBox.append(el("h2", {}, m.td), drawMap(m, null, 64, 8, sectionsOf(run, m.td)));
     if (!st.maps.length) mapBox.append(el("p", { class: "muted" }, "no TD at this step"));
     const calls = el("table", { id: "calls" }, el("tr", {}, el("th", {}, "leaf"), el("th", {}, "calls so far")));
     for (const [leaf, n] of Object.entries(st.calls).sort()) {
@@ -131,6 +158,13 @@ async function pageTimeline(main, run) {
       last.append(el("tr", {}, el("td", {}, String(c.thread)), el("td", { class: "name" }, c.leaf), el("td", {}, c.rcx), el("td", {}, c.status)));
     }
     side.replaceChildren(el("p", {}, `violations so far: ${st.violations}`), calls, el("h2", {}, "Last SEAMCALLs"), last);
+    if (st.at === "build") {
+      // The build step is where the firmware went in: what each section added and measured.
+      for (const m of st.maps) {
+        const secs = sectionsOf(run, m.td);
+        if (secs.length) side.append(sectionsTable(m.td, secs));
+      }
+    }
   };
   scrub.addEventListener("input", () => show(Number(scrub.value)));
   prev.addEventListener("click", () => show(Math.max(0, Number(scrub.value) - 1)));
@@ -194,7 +228,7 @@ async function pageCompare(main, run) {
     for (const m of rr.steps[lastStepWithMaps(rr)]?.maps ?? []) col.append(el("div", {}, m.td), drawMap(m, null, 48, 8));
     side.append(col);
   }
-  main.append(el("h2", {}, `Compare (seed ${c.seed}); differing rows are marked`), legendBox(), side, t);
+  main.append(el("h2", {}, `Compare (seed ${c.seed}); differing rows are marked`), legendBox(run), side, t);
 }
 
 async function main() {
