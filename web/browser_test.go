@@ -41,15 +41,32 @@ func chromium() string {
 	return ""
 }
 
+// headless starts a headless Chromium for the test (skipping it where
+// there is none) and returns its context, cancelled at the end of the
+// test or after timeout.
+func headless(t *testing.T, timeout time.Duration) context.Context {
+	t.Helper()
+	exe := chromium()
+	if exe == "" {
+		t.Skip("no Chromium on this machine (install Debian's chromium package; .ci/run does)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
+		chromedp.Flag("headless", true), chromedp.WindowSize(1300, 1000))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelA)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(cancel)
+	ctx, cancelT := context.WithTimeout(ctx, timeout)
+	t.Cleanup(cancelT)
+	return ctx
+}
+
 // TestBrowser opens every page against a running server in headless
 // Chromium, clicks through the map and the timeline, checks that the map
 // changes and that no console error or exception appears, and saves a
 // screenshot of each page under the test's temporary directory.
 func TestBrowser(t *testing.T) {
-	exe := chromium()
-	if exe == "" {
-		t.Skip("no Chromium on this machine (install Debian's chromium package; .ci/run does)")
-	}
+	ctx := headless(t, 90*time.Second)
 	a, err := scenario.Parse("browser.yaml", []byte(browserScenario))
 	if err != nil {
 		t.Fatal(err)
@@ -60,15 +77,6 @@ func TestBrowser(t *testing.T) {
 	}
 	srv := httptest.NewServer(web.New("browser", a, "browser hugepages=off", b).Handler())
 	defer srv.Close()
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.Flag("headless", true), chromedp.WindowSize(1300, 1000))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelA()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelT()
 
 	var mu sync.Mutex
 	var problems []string

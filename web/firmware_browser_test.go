@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"context"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -20,10 +19,7 @@ import (
 // holding its sections (the TD_HOB and TempMem in RAM, the BFV and CFV in
 // the flash below 4 GiB), and the timeline's build step lists them.
 func TestBrowserFirmware(t *testing.T) {
-	exe := chromium()
-	if exe == "" {
-		t.Skip("no Chromium on this machine (install Debian's chromium package; .ci/run does)")
-	}
+	ctx := headless(t, 60*time.Second)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "golden.fd"), tdvftest.Golden().Build(), 0o644); err != nil {
 		t.Fatal(err)
@@ -34,14 +30,6 @@ func TestBrowserFirmware(t *testing.T) {
 	}
 	srv := httptest.NewServer(web.New("fw", f, "", nil).Handler())
 	defer srv.Close()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(exe), chromedp.NoSandbox,
-		chromedp.Flag("headless", true), chromedp.WindowSize(1300, 1000))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	defer cancelA()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelT()
 	open := func(path string) chromedp.Tasks {
 		return chromedp.Tasks{chromedp.Navigate(srv.URL + path), chromedp.WaitVisible(`body[data-ready="1"]`, chromedp.ByQuery)}
 	}

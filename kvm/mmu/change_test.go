@@ -13,7 +13,6 @@ import (
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
-	"github.com/tdxsim/tdxsim/usermem"
 )
 
 // hookCall is one call of an External hook made under mmu_lock, with the
@@ -122,29 +121,9 @@ func withMirror(t *testing.T, body func(f *mirrorFixture)) {
 			t.Fatal(err)
 		}
 		ext.m = m
-		user, _ := usermem.New(mem, "vmm")
-		vm.SetUserMemory(user)
-		user.Register(vm)
-		hva, _ := user.Mmap(8 << 20)
-		g, err := vm.CreateGuestMemfd(th, gmem.CreateArgs{Size: 8 << 20, Flags: gmem.FlagHugeTLB, PageOrder: addr.Order2M})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := vm.SetUserMemoryRegion2(th, kvm.Region{Slot: 0, Flags: kvm.MemGuestMemfd, MemorySize: 8 << 20, UserspaceAddr: hva, GuestMemfd: kvm.FD{File: g}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := vm.SetMemoryAttributes(th, kvm.MemoryAttributes{Size: 4 << 20, Attributes: gmem.AttrPrivate}); err != nil {
-			t.Fatal(err)
-		}
-		kv, _ := vm.CreateVCPU(th, 0)
-		v, err := m.NewVCPU(kv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body(&mirrorFixture{th: th, vm: vm, m: m, v: v, ext: ext})
-		g.Close(th)
-		vm.Close(th)
-		user.Release(th)
+		sf := NewSlotFixture(t, th, mem, vm, m, gmem.CreateArgs{Flags: gmem.FlagHugeTLB, PageOrder: addr.Order2M})
+		body(&mirrorFixture{th: th, vm: vm, m: m, v: sf.VCPU, ext: ext})
+		sf.Close(th, vm)
 	})
 	if err := s.Run(); err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
-	"github.com/tdxsim/tdxsim/usermem"
 )
 
 func TestSPTEValues(t *testing.T) {
@@ -47,29 +46,9 @@ func world(t *testing.T, body func(th *sched.Thread, vm *kvm.VM, m *mmu.MMU, v *
 		if err != nil {
 			t.Fatal(err)
 		}
-		user, _ := usermem.New(mem, "vmm")
-		vm.SetUserMemory(user)
-		user.Register(vm)
-		hva, _ := user.Mmap(8 << 20)
-		f, err := vm.CreateGuestMemfd(th, gmem.CreateArgs{Size: 8 << 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := vm.SetUserMemoryRegion2(th, kvm.Region{Slot: 0, Flags: kvm.MemGuestMemfd, MemorySize: 8 << 20, UserspaceAddr: hva, GuestMemfd: kvm.FD{File: f}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := vm.SetMemoryAttributes(th, kvm.MemoryAttributes{Size: 4 << 20, Attributes: gmem.AttrPrivate}); err != nil {
-			t.Fatal(err)
-		}
-		kv, _ := vm.CreateVCPU(th, 0)
-		v, err := m.NewVCPU(kv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body(th, vm, m, v, c)
-		f.Close(th)
-		vm.Close(th)
-		user.Release(th)
+		f := mmu.NewSlotFixture(t, th, mem, vm, m, gmem.CreateArgs{})
+		body(th, vm, m, f.VCPU, c)
+		f.Close(th, vm)
 		if u := mem.Usage(vm.Account()); u.Charged+u.Uncharged != 0 {
 			t.Errorf("after destroy %+v still charged to the VM (page tables or caches leaked)", u)
 		}
