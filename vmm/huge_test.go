@@ -154,19 +154,15 @@ func (h *hugeConvert) run() (hugeResult, error) {
 
 // onVCPUs runs fn on every vCPU concurrently and waits.
 func (h *hugeConvert) onVCPUs(t *sched.Thread, m *VMM, fn func(vt *sched.Thread, i int, v *tdx.VCPU) error) {
-	done := 0
-	var errs []error
+	g := sched.NewGroup(t, "vCPUs done")
 	for i, v := range m.VCPUs {
-		t.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) {
-			defer func() { v.Halt(); done++ }()
-			if err := fn(vt, i, v); err != nil {
-				errs = append(errs, err)
-			}
+		g.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) error {
+			defer v.Halt()
+			return fn(vt, i, v)
 		})
 	}
-	t.WaitUntil("vCPUs done", func() bool { return done == len(m.VCPUs) })
-	if len(errs) > 0 {
-		panic(fmt.Sprintf("vCPU failed: %v", errs[0]))
+	if err := g.Wait(); err != nil {
+		panic(fmt.Sprintf("vCPU failed: %v", err))
 	}
 }
 

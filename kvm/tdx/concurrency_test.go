@@ -28,19 +28,20 @@ func TestConcurrentFaults(t *testing.T) {
 	for seed := range seeds {
 		runClean(t, opts{seed: uint64(seed), vcpus: 4, dynamic: seed%2 == 0}, func(th *sched.Thread, e *env) {
 			const span = 512 * kib
-			done := 0
 			errs := make([]error, 4)
+			vcpus := sched.NewGroup(th, "vCPUs done")
 			for i, v := range e.m.VCPUs {
-				th.Go("vcpu", func(vt *sched.Thread) {
-					defer func() { v.Halt(); done++ }()
+				vcpus.Go("vcpu", func(vt *sched.Thread) error {
+					defer v.Halt()
 					// Each vCPU starts at a different page and wraps.
 					for k := uint64(0); k < span; k += addr.PageSize {
 						g := (k + uint64(i)*span/4) % span
 						if err := accept(vt, v, g, addr.PageSize); err != nil {
 							errs[i] = err
-							return
+							return nil
 						}
 					}
+					return nil
 				})
 			}
 			th.Yield()
@@ -48,7 +49,7 @@ func TestConcurrentFaults(t *testing.T) {
 			if err := e.m.PunchHole(th, 64*kib, 64*kib); err != nil {
 				t.Errorf("seed %d: punch: %v", seed, err)
 			}
-			th.WaitUntil("vCPUs done", func() bool { return done == 4 })
+			vcpus.Wait()
 			for _, err := range errs {
 				if err != nil && !errors.Is(err, tdx.ErrVE) {
 					t.Errorf("seed %d: %v", seed, err)

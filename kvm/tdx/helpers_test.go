@@ -122,14 +122,15 @@ func runClean(t *testing.T, o opts, body func(th *sched.Thread, e *env)) *env {
 // vcpus runs fn on each vCPU in its own thread and waits for all.
 func (e *env) vcpus(th *sched.Thread, fn func(vt *sched.Thread, i int, v *tdx.VCPU) error) []error {
 	errs := make([]error, len(e.m.VCPUs))
-	done := 0
+	g := sched.NewGroup(th, "vCPUs done")
 	for i, v := range e.m.VCPUs {
-		th.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) {
-			defer func() { v.Halt(); done++ }()
+		g.Go(fmt.Sprintf("vcpu%d", i), func(vt *sched.Thread) error {
+			defer v.Halt()
 			errs[i] = fn(vt, i, v)
+			return nil
 		})
 	}
-	th.WaitUntil("vCPUs done", func() bool { return done == len(e.m.VCPUs) })
+	g.Wait()
 	return errs
 }
 
