@@ -146,10 +146,10 @@ func TestAttributeChangeZaps(t *testing.T) {
 	})
 }
 
-// TestZapRulesSeed004 checks which events zap private memory: gmem punch
+// TestZapRules checks which events zap private memory: gmem punch
 // hole, gmem release and memslot deletion do; MMU-notifier invalidations
 // of the VMM's address space never do.
-func TestZapRulesSeed004(t *testing.T) {
+func TestZapRules(t *testing.T) {
 	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
 		m := &recMMU{t: w.t, vm: vm}
