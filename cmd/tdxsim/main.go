@@ -73,18 +73,6 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "Exit codes: 0 ok, 1 a check failed, 2 bad input.")
 }
 
-// parse parses flags; it returns an exit code to stop with, or -1 to go on.
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer) int {
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitBadInput
-	}
-	return -1
-}
-
 // policyFlag collects repeated --policy k=v.
 type policyFlag [][2]string
 
