@@ -16,6 +16,7 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	if err := fs.Parse(flagsFirst(fs, args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			writeExamples(fs.Output(), strings.TrimPrefix(fs.Name(), "tdxsim "))
 			return exitOK
 		}
 		return exitBadInput

@@ -106,7 +106,7 @@ flags:`)
 
 func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim replay", flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print the report as JSON after the trace")
+	asJSON := fs.Bool("json", false, "print only the report, as JSON, on stdout (the step lines go to stderr)")
 	tf := addTraceFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim replay [flags] FILE
@@ -134,11 +134,15 @@ flags:`)
 	if f == nil {
 		return code
 	}
-	fmt.Fprintf(stdout, "replay %s: seed %d\n", fs.Arg(0), *f.Seed)
+	lines := stdout // with --json stdout is the report alone
+	if *asJSON {
+		lines = stderr
+	}
+	fmt.Fprintf(lines, "replay %s: seed %d\n", fs.Arg(0), *f.Seed)
 	var o scenario.Options
 	rec := tf.options(f, &o)
-	r, err := drive(f, o, nil, &tracer{w: stdout}, nil)
-	fmt.Fprintln(stdout)
+	r, err := drive(f, o, nil, &tracer{w: lines}, nil)
+	fmt.Fprintln(lines)
 	if werr := tf.write(rec); werr != nil {
 		fmt.Fprintf(stderr, "tdxsim replay: writing the trace: %v\n", werr)
 		return exitCheck
