@@ -171,7 +171,7 @@ flags:`)
 	if *svgFile != "" {
 		each = func(sv scenario.StepView) { lastMaps = view.Latest(lastMaps, view.Snapshot(sv.World)) }
 	}
-	bar := newProgress(stderr)
+	bar := newProgress(stderr, " SEAMCALLs", 0) // no ETA: a step's work is not known before it runs
 	r, err := drive(f, o, bar, nil, each)
 	bar.finish()
 	if werr := tf.write(rec); werr != nil {
