@@ -16,6 +16,7 @@ import (
 // timeline step that did not stop the run).
 func drive(f *scenario.File, o scenario.Options, bar *progress, tr *tracer, each func(scenario.StepView)) (*report.Run, error) {
 	total := len(f.Timeline) + 2 // build and teardown count as one step each
+	stepper, _ := o.Sink.(interface{ BeforeStep(step int) }) // a trace window
 	var status atomic.Pointer[string]
 	if bar != nil {
 		m := &seamcallMeter{next: o.Sink}
@@ -33,6 +34,9 @@ func drive(f *scenario.File, o scenario.Options, bar *progress, tr *tracer, each
 	boundary := func() {
 		done++
 		v := r.View()
+		if stepper != nil {
+			stepper.BeforeStep(done - 1) // after the build, timeline[0]; after the last, the teardown
+		}
 		if bar != nil {
 			s := stepStatus(min(done, total), total, "done, last "+v.At)
 			status.Store(&s)

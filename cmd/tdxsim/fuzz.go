@@ -157,7 +157,11 @@ flags:`)
 	}
 	fmt.Fprintf(lines, "replay %s: seed %d\n", fs.Arg(0), *f.Seed)
 	var o scenario.Options
-	rec := tf.options(f, &o)
+	rec, err := tf.options(f, &o)
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
+		return exitBadInput
+	}
 	r, err := drive(f, o, nil, &tracer{w: lines}, nil)
 	fmt.Fprintln(lines)
 	if werr := tf.write(rec); werr != nil {

@@ -165,7 +165,11 @@ flags:`)
 			o.Seed = seed
 		}
 	})
-	rec := tf.options(f, &o)
+	rec, err := tf.options(f, &o)
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
+		return exitBadInput
+	}
 	var lastMaps []view.Map // each TD's map at its last step before teardown
 	var each func(scenario.StepView)
 	if *svgFile != "" {
