@@ -86,6 +86,10 @@ type Config struct {
 	ShrinkRuns int
 	// Progress, if set, is called after each run with the runs so far.
 	Progress func(runs int)
+	// Live, if set, is called after each run with the summary so far
+	// (runs, interleavings, violations), on the campaign's goroutine; it
+	// must not keep the summary.
+	Live func(sum *Summary)
 }
 
 // Summary is what a campaign found.
@@ -193,6 +197,9 @@ func Campaign(cfg Config) (*Summary, error) {
 		sum.Interleavings = len(schedules)
 		if cfg.Progress != nil {
 			cfg.Progress(sum.Runs)
+		}
+		if cfg.Live != nil {
+			cfg.Live(sum)
 		}
 	}
 	sum.ElapsedMS = time.Since(start).Milliseconds()

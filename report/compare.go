@@ -1,6 +1,7 @@
 package report
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -13,9 +14,41 @@ type Diff struct {
 	Metric string  `json:"metric"`
 	A      float64 `json:"a"`
 	B      float64 `json:"b"`
-	// Change is (B-A)/A; 0 when A is 0.
+	// Change is (B-A)/A; 0 when A is 0 (in JSON it is null when A is 0
+	// and B is not: no ratio is right for 0 -> N; Delta and Kind are).
 	Change float64 `json:"change"`
 	Differ bool    `json:"differ"`
+	// Delta is B-A.
+	Delta float64 `json:"delta"`
+	// Kind is "same", "new" (0 -> N), "gone" (N -> 0), "up" or "down".
+	Kind string `json:"kind"`
+}
+
+// MarshalJSON writes change as null when A is 0 and B is not.
+func (d Diff) MarshalJSON() ([]byte, error) {
+	type plain Diff
+	if d.A == 0 && d.B != 0 {
+		return json.Marshal(struct {
+			plain
+			Change *float64 `json:"change"`
+		}{plain: plain(d)})
+	}
+	return json.Marshal(plain(d))
+}
+
+// kind names how y differs from x.
+func kind(x, y float64) string {
+	switch {
+	case x == y:
+		return "same"
+	case x == 0:
+		return "new"
+	case y == 0:
+		return "gone"
+	case y > x:
+		return "up"
+	}
+	return "down"
 }
 
 // Comparison is two runs of the same workload side by side.
@@ -36,7 +69,7 @@ func Compare(nameA string, a *Run, nameB string, b *Run) *Comparison {
 	c := &Comparison{NameA: nameA, NameB: nameB, Seed: a.Seed,
 		ViolationsA: a.Checks.Failed, ViolationsB: b.Checks.Failed}
 	add := func(metric string, x, y float64) {
-		d := Diff{Metric: metric, A: x, B: y, Differ: x != y}
+		d := Diff{Metric: metric, A: x, B: y, Differ: x != y, Delta: y - x, Kind: kind(x, y)}
 		if x != 0 {
 			d.Change = (y - x) / x
 		}

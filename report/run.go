@@ -50,7 +50,10 @@ type Run struct {
 	Guest           Guest             `json:"guest"`
 	Teardown        Teardown          `json:"teardown"`
 	Checks          Checks            `json:"checks"`
-	Violations      []string          `json:"violations"`
+	// Violations lists the first MaxViolations violations found, in
+	// order; ViolationsTotal counts them all.
+	Violations      []string `json:"violations"`
+	ViolationsTotal int      `json:"violations_total"`
 	// Injected counts the faults injected (scenario inject, --inject):
 	// InjectedBusy (the busy rate), "<leaf> <status>" (fail entries),
 	// InjectedAllocFailed.
@@ -179,6 +182,13 @@ type FirmwareSection struct {
 	PagesMeasured uint64 `json:"pages_measured"`
 }
 
+// MaxViolations is how many violations a report lists (the count is in
+// Run.ViolationsTotal); the text report prints the first TextViolations.
+const (
+	MaxViolations  = 100
+	TextViolations = 10
+)
+
 // LevelNames are the mapping sizes, by addr.Level.
 var LevelNames = [3]string{"4K", "2M", "1G"}
 
@@ -238,19 +248,21 @@ func (r *Run) WriteText(w io.Writer) error {
 		total += r.Seamcalls[k]
 		totalNS += r.SeamcallNS[k]
 	}
-	fmt.Fprintf(tw, "  total\t%d\t%s\t\n", total, Duration(totalNS))
+	fmt.Fprintf(tw, "  total (time summed over threads)\t%d\t%s\t\n", total, Duration(totalNS))
 	for _, k := range event.SortedKeys(r.Tdcalls) {
-		fmt.Fprintf(tw, "  %s (guest)\t%d\t%s\t%s\n", k, r.Tdcalls[k], Duration(r.SeamcallNS[k]), failedNote(r.SeamcallsFailed[k]))
+		// Executions: an ACCEPT of an unmapped page exits to KVM, which
+		// AUGs it, and the guest executes it again (see Guest: accepts).
+		fmt.Fprintf(tw, "  %s (guest, executions)\t%d\t%s\t%s\n", k, r.Tdcalls[k], Duration(r.SeamcallNS[k]), failedNote(r.SeamcallsFailed[k]))
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nPrivate mappings: at peak 4K %d, 2M %d, 1G %d; at the end 4K %d, 2M %d, 1G %d; shared at peak %d\n",
+	fmt.Fprintf(w, "\nPrivate mappings: at peak (each size its own peak) 4K %d, 2M %d, 1G %d; at the end 4K %d, 2M %d, 1G %d; shared 4K leaves at peak %d\n",
 		r.MappingsPeak["4K"], r.MappingsPeak["2M"], r.MappingsPeak["1G"], r.Mappings["4K"], r.Mappings["2M"], r.Mappings["1G"], r.SharedPeak)
-	fmt.Fprintf(w, "Splits: %d at 2M, %d at 1G. Page-cache top-ups: %d\n", r.Splits["2M"], r.Splits["1G"], sum(r.PageCacheTopUps))
-	fmt.Fprintf(w, "Faults: %d EPT violations, %d fixed, %d retried, %d OPERAND_BUSY retries\n",
-		r.Faults.EPTViolations, r.Faults.Fixed, r.Faults.Retries, r.Faults.BusyRetries)
-	fmt.Fprintf(w, "Guest: accepts 4K %d, 2M %d, 1G %d (%d size mismatches, %d lazy units); %d private and %d shared touches\n",
+	fmt.Fprintf(w, "Splits: %d at 2M, %d at 1G. Page-cache top-ups (refills, not pages): %d\n", r.Splits["2M"], r.Splits["1G"], sum(r.PageCacheTopUps))
+	fmt.Fprintf(w, "Faults: %d EPT violations, %d retried, %d OPERAND_BUSY retries; %d fixed (RET_PF_FIXED of every map, the build's included)\n",
+		r.Faults.EPTViolations, r.Faults.Retries, r.Faults.BusyRetries, r.Faults.Fixed)
+	fmt.Fprintf(w, "Guest: accepts 4K %d, 2M %d, 1G %d (successes; %d size mismatches, %d 2 MiB units accepted on first touch); %d private and %d shared touches\n",
 		r.Guest.Accepts["4K"], r.Guest.Accepts["2M"], r.Guest.Accepts["1G"], r.Guest.SizeMismatch, r.Guest.LazyAccepts, r.Guest.Touches, r.Guest.SharedTouches)
-	fmt.Fprintf(w, "Conversions: %d to shared (%s), %d to private (%s); %s punched\n", r.Conversions.ToShared,
+	fmt.Fprintf(w, "Conversions (MapGPA exits, at most 2 MiB each): %d to shared (%s), %d to private (%s); %s punched\n", r.Conversions.ToShared,
 		HumanBytes(r.Conversions.BytesToShared), r.Conversions.ToPrivate, HumanBytes(r.Conversions.BytesToPrivate), HumanBytes(r.Conversions.PunchedBytes))
 	if len(r.Hostile) > 0 {
 		var n int64
@@ -269,12 +281,12 @@ func (r *Run) WriteText(w io.Writer) error {
 		}
 		fmt.Fprintf(w, "Faults injected: %s\n", strings.Join(parts, ", "))
 	}
-	fmt.Fprintln(w, "\nMemory")
+	fmt.Fprintln(w, "\nMemory (each peak its own maximum over step boundaries, not one moment)")
 	fmt.Fprintf(w, "  PAMT static %s, dynamic at peak %s (%d 2 MiB ranges)\n", HumanBytes(r.Memory.PAMTStaticBytes),
 		HumanBytes(r.Memory.PAMTDynamicBytes), r.Memory.DPAMTRanges)
 	fmt.Fprintf(w, "  S-EPT pages at peak %d (%s); KVM page tables at peak %d\n", r.Memory.SEPTPages, HumanBytes(uint64(r.Memory.SEPTPages)*4096), r.Memory.PageTables)
 	for _, k := range event.SortedKeys(r.Memory.ChargedBytes) {
-		fmt.Fprintf(w, "  charged to %s: %s at peak, %s after teardown\n", k, HumanBytes(r.Memory.ChargedBytes[k]), HumanBytes(r.Memory.ChargedBytesEnd[k]))
+		fmt.Fprintf(w, "  charged to %s (host pages held by its account, whole guest_memfd folios included): %s at peak, %s after teardown\n", k, HumanBytes(r.Memory.ChargedBytes[k]), HumanBytes(r.Memory.ChargedBytesEnd[k]))
 	}
 	fmt.Fprintf(w, "  teardown: %d S-EPT and %d control pages reclaimed, %d pages leaked\n",
 		r.Teardown.SEPTPagesReclaimed, r.Teardown.ControlPagesReclaimed, r.Teardown.LeakedPages)
@@ -287,7 +299,7 @@ func (r *Run) WriteText(w io.Writer) error {
 	for _, k := range names {
 		fmt.Fprintf(w, "MRTD %s %s\n", k, r.MRTDs[k])
 	}
-	fmt.Fprintf(w, "checks: %d run, %d passed\n", r.Checks.Run, r.Checks.Passed)
+	fmt.Fprintf(w, "checks: %d run, %d passed (evaluations of %d invariants, each after every step)\n", r.Checks.Run, r.Checks.Passed, len(r.Checks.Names))
 	for _, e := range r.Expectations {
 		mark := "ok"
 		if !e.OK {
@@ -298,15 +310,30 @@ func (r *Run) WriteText(w io.Writer) error {
 	if r.Error != "" {
 		fmt.Fprintf(w, "error: %s\n", r.Error)
 	}
-	if len(r.Violations) == 0 {
-		fmt.Fprintln(w, "violations: none")
-	} else {
-		fmt.Fprintf(w, "violations: %d\n", len(r.Violations))
-		for _, v := range r.Violations {
-			fmt.Fprintf(w, "  %s\n", v)
-		}
-	}
+	r.writeViolations(w)
 	return nil
+}
+
+// writeViolations prints the violations by invariant and the first
+// TextViolations of them.
+func (r *Run) writeViolations(w io.Writer) {
+	n := max(r.ViolationsTotal, len(r.Violations))
+	if n == 0 {
+		fmt.Fprintln(w, "violations: none")
+		return
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(r.Checks.Failed)) {
+		parts = append(parts, fmt.Sprintf("%s in %d evaluations", k, r.Checks.Failed[k]))
+	}
+	fmt.Fprintf(w, "violations: %d (%s)\n", n, strings.Join(parts, ", "))
+	shown := r.Violations[:min(len(r.Violations), TextViolations)]
+	for _, v := range shown {
+		fmt.Fprintf(w, "  %s\n", v)
+	}
+	if n > len(shown) {
+		fmt.Fprintf(w, "  ... %d more (--json lists the first %d)\n", n-len(shown), MaxViolations)
+	}
 }
 
 // writeFirmware lists, for each TD built from firmware, the sections the

@@ -22,8 +22,9 @@ func (rn *runner) check(at, inv string, vs ...string) {
 	c[0]++
 	if len(vs) > 0 {
 		c[1]++
+		rn.r.ViolationsTotal += len(vs)
 		for _, v := range vs {
-			if len(rn.r.Violations) < 100 {
+			if len(rn.r.Violations) < report.MaxViolations {
 				rn.r.Violations = append(rn.r.Violations, fmt.Sprintf("%s at %s: %s", inv, at, v))
 			}
 		}

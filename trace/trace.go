@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +37,35 @@ type Recorder struct {
 	recs    []rec
 	costSum uint64
 	last    uint64
+	// window is the range of steps kept (SetWindow); paused is set
+	// while a step outside it runs.
+	window    [2]int
+	hasWindow bool
+	paused    bool
+}
+
+// Step positions for SetWindow and BeforeStep: the build comes before
+// timeline step 0, the teardown after the last (its index is the
+// timeline's length).
+const BuildStep = -1
+
+// SetWindow keeps only the events of steps from to to (inclusive;
+// BuildStep for the build, the timeline's length for the teardown). The
+// clock still runs through the other steps, so a windowed trace's times
+// are those of the whole run.
+func (r *Recorder) SetWindow(from, to int) {
+	r.mu.Lock()
+	r.window, r.hasWindow = [2]int{from, to}, true
+	r.paused = BuildStep < from || BuildStep > to
+	r.mu.Unlock()
+}
+
+// BeforeStep is told the step about to run (the caller that drives the
+// run calls it at each step boundary).
+func (r *Recorder) BeforeStep(step int) {
+	r.mu.Lock()
+	r.paused = r.hasWindow && (step < r.window[0] || step > r.window[1])
+	r.mu.Unlock()
 }
 
 type rec struct {
@@ -75,7 +105,36 @@ func (r *Recorder) Emit(e event.Event) {
 	}
 	end := max(r.costSum+e.Step*StepNS, r.last)
 	r.last = end
-	r.recs = append(r.recs, rec{ts: end - dur, dur: dur, e: e})
+	if !r.paused {
+		r.recs = append(r.recs, rec{ts: end - dur, dur: dur, e: e})
+	}
+}
+
+// tracks maps each thread to its track: threads with the same name (a
+// vCPU's thread in every step, "td0/vcpu0") share the track of the first
+// of them, so a trace has one track per vCPU for the whole run. Unnamed
+// threads keep their own.
+func (r *Recorder) tracks() map[int32]int32 {
+	ids := map[int32]bool{}
+	for _, x := range r.recs {
+		ids[x.e.Thread] = true
+	}
+	first := map[string]int32{}
+	out := map[int32]int32{}
+	for _, id := range slices.Sorted(maps.Keys(ids)) {
+		name, ok := r.names[id]
+		if !ok {
+			out[id] = id
+			continue
+		}
+		if f, seen := first[name]; seen {
+			out[id] = f
+		} else {
+			first[name] = id
+			out[id] = id
+		}
+	}
+	return out
 }
 
 func (r *Recorder) name(id int32) string {
@@ -124,18 +183,11 @@ func (r *Recorder) WriteChrome(w io.Writer) error {
 		enc.Encode(ce) // Encode ends the record with a newline
 	}
 	put(chromeEvent{Name: "process_name", Ph: "M", PID: 1, Args: map[string]any{"name": "tdxsim"}})
-	ids := map[int32]bool{}
-	for _, x := range r.recs {
-		ids[x.e.Thread] = true
-	}
-	for _, id := range slices.Sorted(func(yield func(int32) bool) {
-		for id := range ids {
-			if !yield(id) {
-				return
-			}
+	track := r.tracks()
+	for _, id := range slices.Sorted(maps.Keys(track)) {
+		if track[id] == id {
+			put(chromeEvent{Name: "thread_name", Ph: "M", PID: 1, TID: id, Args: map[string]any{"name": r.name(id)}})
 		}
-	}) {
-		put(chromeEvent{Name: "thread_name", Ph: "M", PID: 1, TID: id, Args: map[string]any{"name": r.name(id)}})
 	}
 	type open struct {
 		ts   uint64
@@ -146,7 +198,7 @@ func (r *Recorder) WriteChrome(w io.Writer) error {
 	key := func(e event.Event) string { return fmt.Sprint(e.Thread, "/", e.Name) }
 	slice := func(name, cat string, ts, dur uint64, tid int32, args map[string]any) {
 		d := us(dur)
-		put(chromeEvent{Name: name, Cat: cat, Ph: "X", TS: us(ts), Dur: &d, PID: 1, TID: tid, Args: args})
+		put(chromeEvent{Name: name, Cat: cat, Ph: "X", TS: us(ts), Dur: &d, PID: 1, TID: track[tid], Args: args})
 	}
 	for _, x := range r.recs {
 		e := x.e
@@ -182,7 +234,7 @@ func (r *Recorder) WriteChrome(w io.Writer) error {
 				slice(e.Name, "lock", o.ts, x.ts-o.ts, e.Thread, map[string]any{"mode": o.mode})
 			}
 		case event.KindViolation, event.KindDeadlock:
-			put(chromeEvent{Name: e.Name, Cat: e.Kind.String(), Ph: "i", S: "g", TS: us(x.ts), PID: 1, TID: e.Thread,
+			put(chromeEvent{Name: e.Name, Cat: e.Kind.String(), Ph: "i", S: "g", TS: us(x.ts), PID: 1, TID: track[e.Thread],
 				Args: map[string]any{"detail": e.Detail}})
 		default:
 			args := map[string]any{}
@@ -195,7 +247,7 @@ func (r *Recorder) WriteChrome(w io.Writer) error {
 			} else {
 				args["a0"], args["a1"] = hex(e.Args[0]), hex(e.Args[1])
 			}
-			put(chromeEvent{Name: e.Name, Cat: e.Kind.String(), Ph: "i", S: "t", TS: us(x.ts), PID: 1, TID: e.Thread, Args: args})
+			put(chromeEvent{Name: e.Name, Cat: e.Kind.String(), Ph: "i", S: "t", TS: us(x.ts), PID: 1, TID: track[e.Thread], Args: args})
 		}
 	}
 	bw.WriteString("]}\n")
@@ -215,6 +267,7 @@ func (r *Recorder) WriteFtrace(w io.Writer) error {
 	defer r.mu.Unlock()
 	bw := bufio.NewWriter(w)
 	fmt.Fprintf(bw, "# tracer: nop\n#\n#           TASK-PID     CPU#     TIMESTAMP  FUNCTION\n#              | |         |         |         |\n")
+	track := r.tracks()
 	for _, x := range r.recs {
 		e := x.e
 		var name, fields string
@@ -265,7 +318,8 @@ func (r *Recorder) WriteFtrace(w io.Writer) error {
 		}
 		name = tracepoint(name)
 		comm := strings.ReplaceAll(r.name(e.Thread), " ", "_")
-		fmt.Fprintf(bw, "%16s-%-5d [%03d] %6d.%06d: %s: %s\n", comm, e.Thread, max(e.Thread, 0)%1000, x.ts/1e9, x.ts%1e9/1000, name, fields)
+		tid := track[e.Thread]
+		fmt.Fprintf(bw, "%16s-%-5d [%03d] %6d.%06d: %s: %s\n", comm, tid, max(tid, 0)%1000, x.ts/1e9, x.ts%1e9/1000, name, fields)
 	}
 	return bw.Flush()
 }

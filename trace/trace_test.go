@@ -107,3 +107,89 @@ func TestFtrace(t *testing.T) {
 		}
 	}
 }
+
+type chromeDoc struct {
+	TraceEvents []struct {
+		Name, Ph, Cat string
+		TS            float64
+		TID           int32
+		Args          map[string]any
+	}
+}
+
+func chrome(t *testing.T, rec *trace.Recorder) chromeDoc {
+	t.Helper()
+	var b bytes.Buffer
+	if err := rec.WriteChrome(&b); err != nil {
+		t.Fatal(err)
+	}
+	var doc chromeDoc
+	if err := json.Unmarshal(b.Bytes(), &doc); err != nil {
+		t.Fatalf("not JSON: %v", err)
+	}
+	return doc
+}
+
+// Each vCPU is one track for the whole run: every step runs its vCPUs on
+// new simulated threads, and those share the first one's track id.
+func TestOneTrackPerVCPU(t *testing.T) {
+	doc := chrome(t, record(t))
+	names := map[string]int{}
+	tids := map[int32]string{}
+	for _, e := range doc.TraceEvents {
+		if e.Ph == "M" && e.Name == "thread_name" {
+			n := e.Args["name"].(string)
+			names[n]++
+			tids[e.TID] = n
+		}
+	}
+	for n, c := range names {
+		if c != 1 {
+			t.Errorf("track %q named %d times", n, c)
+		}
+	}
+	used := map[string]bool{}
+	for _, e := range doc.TraceEvents {
+		if e.Ph == "M" {
+			continue
+		}
+		n, ok := tids[e.TID]
+		if !ok {
+			t.Fatalf("%s on tid %d, which has no track name", e.Name, e.TID)
+		}
+		used[n] = true
+	}
+	if !used["td0/vcpu0"] || !used["td0/vcpu1"] {
+		t.Errorf("vCPU tracks used: %v", used)
+	}
+}
+
+// SetWindow keeps only the steps in the window; the clock runs through
+// the others.
+func TestWindow(t *testing.T) {
+	f, err := scenario.Parse("small.yaml", []byte(small))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := trace.New(report.DefaultCosts().Of)
+	rec.SetWindow(1, 1) // the convert step only
+	r, err := scenario.Start(f, scenario.Options{Sink: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; r.More(); i++ {
+		rec.BeforeStep(i)
+		r.Next()
+	}
+	if _, err := r.Report(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, e := range chrome(t, rec).TraceEvents {
+		seen[e.Name]++
+	}
+	// the convert step converts and AUGs again, but builds nothing
+	if seen["TDH.MEM.PAGE.ADD"] != 0 || seen["TDH.MR.EXTEND"] != 0 || seen["TDH.MEM.PAGE.AUG"] == 0 {
+		t.Errorf("window 1..1: %v", seen)
+	}
+}

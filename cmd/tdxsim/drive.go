@@ -3,28 +3,43 @@ package main
 import (
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
 )
 
 // drive runs f to the end through a scenario.Runner: bar (if not nil)
-// follows the steps, tr (if not nil) writes a line per boundary (the
+// shows the SEAMCALLs made so far, live, and the steps done, tr (if not nil) writes a line per boundary (the
 // failed step's and the end's included), and each (if not nil) sees the
 // state at every boundary a step completed at (the build, then every
 // timeline step that did not stop the run).
 func drive(f *scenario.File, o scenario.Options, bar *progress, tr *tracer, each func(scenario.StepView)) (*report.Run, error) {
+	total := len(f.Timeline) + 2 // build and teardown count as one step each
+	stepper, _ := o.Sink.(interface{ BeforeStep(step int) }) // a trace window
+	var status atomic.Pointer[string]
+	if bar != nil {
+		m := &seamcallMeter{next: o.Sink}
+		o.Sink = m
+		s := stepStatus(0, total, "")
+		status.Store(&s)
+		bar.poll(func() (int64, string) { return m.n.Load(), *status.Load() })
+		defer bar.finish()
+	}
 	r, err := scenario.Start(f, o)
 	if err != nil {
 		return nil, err
 	}
-	total := len(f.Timeline) + 2 // build and teardown count as one step each
 	done := 0
 	boundary := func() {
 		done++
 		v := r.View()
+		if stepper != nil {
+			stepper.BeforeStep(done - 1) // after the build, timeline[0]; after the last, the teardown
+		}
 		if bar != nil {
-			bar.update(done, total)
+			s := stepStatus(min(done, total), total, "done, last "+v.At)
+			status.Store(&s)
 		}
 		if v.At == "" || v.At == "build" && v.Err != nil {
 			return // a build that failed (or never finished) has no line; the end's says why
@@ -40,9 +55,6 @@ func drive(f *scenario.File, o scenario.Options, bar *progress, tr *tracer, each
 		boundary()
 	}
 	rep, err := r.Report()
-	if bar != nil {
-		bar.update(total, total)
-	}
 	tr.line(r, r.View())
 	return rep, err
 }

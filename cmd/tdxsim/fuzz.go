@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tdxsim/tdxsim/fuzz"
 	"github.com/tdxsim/tdxsim/report"
@@ -68,12 +69,14 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim fuzz: --runs and --duration must not be negative, --shrink-runs must be positive")
 		return exitBadInput
 	}
-	bar := newProgress(stderr)
+	bar := newProgress(stderr, " runs", int64(*runs)) // an ETA with --runs; with --duration the end is known
 	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
 		Out: *out, ShrinkRuns: *shrinkRuns}
-	if *runs > 0 {
-		cfg.Progress = func(n int) { bar.update(n, *runs) }
+	if *runs == 0 && *duration == 0 {
+		bar = newProgress(stderr, " runs", 100) // the campaign's default
 	}
+	start := time.Now()
+	cfg.Live = func(s *fuzz.Summary) { bar.set(int64(s.Runs), fuzzStatus(s, *duration, time.Since(start))) }
 	sum, err := fuzz.Campaign(cfg)
 	bar.finish()
 	if err != nil {
@@ -104,9 +107,23 @@ flags:`)
 	return exitOK
 }
 
+// fuzzStatus is fuzz's live line: interleavings, violations by runs that
+// broke an invariant, and with --duration the time left.
+func fuzzStatus(s *fuzz.Summary, d, elapsed time.Duration) string {
+	var broken int
+	for _, n := range s.Violations {
+		broken += n
+	}
+	line := fmt.Sprintf("%d interleavings, %d violating runs (%d invariants)", s.Interleavings, broken, len(s.Violations))
+	if d > 0 {
+		line += fmt.Sprintf(", %s left", max(d-elapsed, 0).Round(time.Second))
+	}
+	return line
+}
+
 func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim replay", flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print the report as JSON after the trace")
+	asJSON := fs.Bool("json", false, "print only the report, as JSON, on stdout (the step lines go to stderr)")
 	tf := addTraceFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim replay [flags] FILE
@@ -134,11 +151,19 @@ flags:`)
 	if f == nil {
 		return code
 	}
-	fmt.Fprintf(stdout, "replay %s: seed %d\n", fs.Arg(0), *f.Seed)
+	lines := stdout // with --json stdout is the report alone
+	if *asJSON {
+		lines = stderr
+	}
+	fmt.Fprintf(lines, "replay %s: seed %d\n", fs.Arg(0), *f.Seed)
 	var o scenario.Options
-	rec := tf.options(f, &o)
-	r, err := drive(f, o, nil, &tracer{w: stdout}, nil)
-	fmt.Fprintln(stdout)
+	rec, err := tf.options(f, &o)
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
+		return exitBadInput
+	}
+	r, err := drive(f, o, nil, &tracer{w: lines}, nil)
+	fmt.Fprintln(lines)
 	if werr := tf.write(rec); werr != nil {
 		fmt.Fprintf(stderr, "tdxsim replay: writing the trace: %v\n", werr)
 		return exitCheck

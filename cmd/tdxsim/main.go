@@ -41,18 +41,26 @@ var commands = []command{
 	{"mrtd", "print the MRTD of a TD built from a memory layout file", cmdMRTD},
 	{"schema", "print the JSON Schema of scenario files", cmdSchema},
 	{"kernels", "list the kernel profiles: base release, series, differences, sources", cmdKernels},
+	{"version", "print the module version, VCS revision and Go version of this binary", cmdVersion},
+	{"help", "print this help, or a command's flags and examples (tdxsim help CMD)", nil},
 }
 
 func main() { os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr)) }
 
 // Main runs the CLI; it is separate from main for tests.
 func Main(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	stdinData = nil
+	switch {
+	case len(args) == 0:
+		usage(stderr)
+		return exitBadInput
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "-help":
 		usage(stdout)
-		if len(args) == 0 {
-			return exitBadInput
-		}
 		return exitOK
+	case args[0] == "help":
+		return cmdHelp(args[1:], stdout, stderr)
+	case args[0] == "--version" || args[0] == "-version":
+		return cmdVersion(args[1:], stdout, stderr)
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
@@ -69,20 +77,10 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'tdxsim COMMAND --help' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'tdxsim help COMMAND' (or 'tdxsim COMMAND --help') for a command's flags and examples.")
+	fmt.Fprintln(w, "Flags go anywhere among the arguments; '--' ends them; a FILE of '-' is standard input.")
+	fmt.Fprintln(w, "Docs: docs/ in the repository (design, policies, kernels, invariants, cost model, glossary of the report).")
 	fmt.Fprintln(w, "Exit codes: 0 ok, 1 a check failed, 2 bad input.")
-}
-
-// parse parses flags; it returns an exit code to stop with, or -1 to go on.
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer) int {
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitBadInput
-	}
-	return -1
 }
 
 // policyFlag collects repeated --policy k=v.
@@ -167,13 +165,17 @@ flags:`)
 			o.Seed = seed
 		}
 	})
-	rec := tf.options(f, &o)
+	rec, err := tf.options(f, &o)
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
+		return exitBadInput
+	}
 	var lastMaps []view.Map // each TD's map at its last step before teardown
 	var each func(scenario.StepView)
 	if *svgFile != "" {
 		each = func(sv scenario.StepView) { lastMaps = view.Latest(lastMaps, view.Snapshot(sv.World)) }
 	}
-	bar := newProgress(stderr)
+	bar := newProgress(stderr, " SEAMCALLs", 0) // no ETA: a step's work is not known before it runs
 	r, err := drive(f, o, bar, nil, each)
 	bar.finish()
 	if werr := tf.write(rec); werr != nil {
@@ -195,10 +197,16 @@ flags:`)
 func loadScenario(cmd, path string, policies policyFlag, stderr io.Writer) (*scenario.File, int) {
 	var f *scenario.File
 	var err error
-	if path != "" {
-		f, err = scenario.Load(path)
-	} else {
+	switch path {
+	case "-":
+		var data []byte
+		if data, err = readStdin(); err == nil {
+			f, err = scenario.Parse(StdinName, data)
+		}
+	case "":
 		f, err = scenario.Default()
+	default:
+		f, err = scenario.Load(path)
 	}
 	for _, p := range policies {
 		if err != nil {
@@ -211,6 +219,31 @@ func loadScenario(cmd, path string, policies policyFlag, stderr io.Writer) (*sce
 		return nil, exitBadInput
 	}
 	return f, exitOK
+}
+
+// StdinName names a scenario read from standard input (a FILE of "-") in
+// messages and reports; its relative image and firmware paths are taken
+// from the working directory.
+const StdinName = "stdin"
+
+// stdin is standard input (tests replace it); stdinData holds what was
+// read from it, so a command that loads "-" twice (compare or serve with
+// --policy) reads it once.
+var (
+	stdin     io.Reader = os.Stdin
+	stdinData []byte
+)
+
+func readStdin() ([]byte, error) {
+	if stdinData != nil {
+		return stdinData, nil
+	}
+	data, err := io.ReadAll(stdin)
+	if err != nil {
+		return nil, fmt.Errorf("reading standard input: %w", err)
+	}
+	stdinData = data
+	return data, nil
 }
 
 // writeJSON prints v as indented JSON.
@@ -240,8 +273,10 @@ func printRun(cmd string, r *report.Run, err error, asJSON bool, stdout, stderr 
 
 func cmdSchema(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim schema", flag.ContinueOnError)
+	ofReport := fs.Bool("report", false, "print the JSON Schema of the run report (run --json, replay --json) instead")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tdxsim schema\n\nPrints the JSON Schema of scenario files (generated from the Go types the loader\ndecodes into), for editors: yaml-language-server's $schema, VS Code, ...")
+		fmt.Fprintln(stderr, "usage: tdxsim schema [--report]\n\nPrints the JSON Schema of scenario files (generated from the Go types the loader\ndecodes into), for editors: yaml-language-server's $schema, VS Code, ...\nWith --report, the JSON Schema of the run report (from report.Run; each key\nis explained in docs/glossary.md).\n\nflags:")
+		fs.PrintDefaults()
 	}
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
@@ -250,7 +285,11 @@ func cmdSchema(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "tdxsim schema: takes no arguments")
 		return exitBadInput
 	}
-	b, err := scenario.Schema()
+	schema := scenario.Schema
+	if *ofReport {
+		schema = report.Schema
+	}
+	b, err := schema()
 	if err != nil {
 		fmt.Fprintf(stderr, "tdxsim schema: %v\n", err)
 		return exitCheck

@@ -1,41 +1,107 @@
 package main
 
 import (
+	"compress/gzip"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/tdxsim/tdxsim/scenario"
 	"github.com/tdxsim/tdxsim/trace"
 )
 
-// traceFlags are --trace FILE and --trace-format, shared by run and replay.
-type traceFlags struct{ file, format *string }
+// traceFlags are --trace FILE, --trace-format and --trace-window, shared
+// by run and replay.
+type traceFlags struct{ file, format, window *string }
 
 func addTraceFlags(fs *flag.FlagSet) traceFlags {
 	return traceFlags{
-		file:   fs.String("trace", "", "write a trace of the run to FILE: a track per vCPU and thread with SEAMCALLs, faults, lock holds and waits, splits"),
+		file: fs.String("trace", "", "write a trace of the run to FILE: a track per vCPU and thread with SEAMCALLs, faults, lock holds and waits, splits;\n"+
+			"FILE ending in .gz is written gzip-compressed (Perfetto opens .json.gz)"),
 		format: fs.String("trace-format", "chrome", "trace format: chrome (trace-event JSON for ui.perfetto.dev and chrome://tracing) or ftrace (trace-cmd report lines)"),
+		window: fs.String("trace-window", "", "trace only steps STEP..STEP (timeline indexes as the report's phases number them; build and teardown by name;\n"+
+			"e.g. 2..3, build..0, 4..teardown, 2); the times are still those of the whole run"),
 	}
 }
 
-// check refuses an unknown format (bad input, before anything runs).
+// check refuses an unknown format or a malformed window (bad input,
+// before anything runs).
 func (tf traceFlags) check() error {
 	if *tf.format != "chrome" && *tf.format != "ftrace" {
 		return fmt.Errorf("--trace-format %q: want chrome or ftrace", *tf.format)
 	}
-	return nil
+	if *tf.window != "" && *tf.file == "" {
+		return fmt.Errorf("--trace-window goes with --trace FILE")
+	}
+	_, _, err := parseWindow(*tf.window, -1)
+	return err
 }
 
-// options adds a recorder to o when a trace was asked for.
-func (tf traceFlags) options(f *scenario.File, o *scenario.Options) *trace.Recorder {
+// parseWindow parses STEP..STEP (or one STEP); steps are timeline
+// indexes, "build" (trace.BuildStep) or "teardown" (the timeline's
+// length). With steps >= 0 it also checks the range against a timeline
+// of that many steps.
+func parseWindow(s string, steps int) (from, to int, err error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	a, b, isRange := strings.Cut(s, "..")
+	if !isRange {
+		b = a
+	}
+	bad := func(why string) error {
+		return fmt.Errorf("--trace-window %q: %s", s, why)
+	}
+	step := func(x string) (int, error) {
+		switch x {
+		case "build":
+			return trace.BuildStep, nil
+		case "teardown":
+			if steps < 0 {
+				return 1 << 30, nil
+			}
+			return steps, nil
+		}
+		n, err := strconv.Atoi(x)
+		if err != nil || n < 0 {
+			return 0, bad(fmt.Sprintf("%q: want a timeline index (0, 1, ...), build or teardown", x))
+		}
+		if steps >= 0 && n >= steps {
+			return 0, bad(fmt.Sprintf("step %d: the timeline has %d steps (0..%d)", n, steps, steps-1))
+		}
+		return n, nil
+	}
+	if from, err = step(a); err != nil {
+		return 0, 0, err
+	}
+	if to, err = step(b); err != nil {
+		return 0, 0, err
+	}
+	if from > to {
+		return 0, 0, bad("the first step comes after the last")
+	}
+	return from, to, nil
+}
+
+// options adds a recorder to o when a trace was asked for, limited to the
+// window if one was given.
+func (tf traceFlags) options(f *scenario.File, o *scenario.Options) (*trace.Recorder, error) {
 	if *tf.file == "" {
-		return nil
+		return nil, nil
 	}
 	rec := newRecorder(f)
+	if *tf.window != "" {
+		from, to, err := parseWindow(*tf.window, len(f.Timeline))
+		if err != nil {
+			return nil, err
+		}
+		rec.SetWindow(from, to)
+	}
 	o.Sink, o.TraceLocks = rec, true
-	return rec
+	return rec, nil
 }
 
 func newRecorder(f *scenario.File) *trace.Recorder {
@@ -50,15 +116,28 @@ func (tf traceFlags) write(rec *trace.Recorder) error {
 	return writeTrace(rec, *tf.file, *tf.format)
 }
 
+// writeTrace writes rec to path in format, gzip-compressed when path ends
+// in .gz.
 func writeTrace(rec *trace.Recorder, path, format string) error {
 	out, err := os.Create(path)
 	if err != nil {
 		return err
 	}
+	var w io.Writer = out
+	var zw *gzip.Writer
+	if strings.HasSuffix(path, ".gz") {
+		zw = gzip.NewWriter(out)
+		w = zw
+	}
 	if format == "ftrace" {
-		err = rec.WriteFtrace(out)
+		err = rec.WriteFtrace(w)
 	} else {
-		err = rec.WriteChrome(out)
+		err = rec.WriteChrome(w)
+	}
+	if zw != nil {
+		if cerr := zw.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
