@@ -183,9 +183,9 @@ func (c *collector) private(h *tdx.Host, td *TD) {
 	h.Mod.SEPTLeaves(tdr, func(s tdxmodule.SEPTLeaf) bool {
 		sept++
 		gfn := s.GPA.GFN()
-		objects := fmt.Sprintf("%s %s %s %s", td.Name, s.GPA, s.Level, s.HPA.PFN())
+		objects := leafObjects{td.Name, s.GPA, s.Level, s.HPA.PFN()}
 		if l, ok := m.Lookup(mmu.MirrorRoot, gfn); !ok || l.Level != s.Level || l.PFN.HPA() != s.HPA {
-			c.add(MirrorSEPT, objects, "S-EPT leaf (%s) has no matching mirror leaf", tdxmodule.SeptStateName(s.State))
+			c.add(MirrorSEPT, objects.String(), "S-EPT leaf (%s) has no matching mirror leaf", tdxmodule.SeptStateName(s.State))
 		}
 		c.owned(h, td, tdr, s, objects)
 		c.level(td, gfn, s.Level, objects)
@@ -196,24 +196,24 @@ func (c *collector) private(h *tdx.Host, td *TD) {
 	}
 }
 
-func (c *collector) owned(h *tdx.Host, td *TD, tdr addr.PFN, s tdxmodule.SEPTLeaf, objects string) {
+func (c *collector) owned(h *tdx.Host, td *TD, tdr addr.PFN, s tdxmodule.SEPTLeaf, objects leafObjects) {
 	pfn := s.HPA.PFN()
 	if pg := h.Mod.PAMTOf(pfn); pg.Type != tdxmodule.PTREG || pg.Owner != tdr || pg.Level != s.Level {
-		c.add(PrivateOwned, objects, "PAMT says %s at %s owned by TDR %s, want PT_REG at %s owned by TDR %s",
+		c.add(PrivateOwned, objects.String(), "PAMT says %s at %s owned by TDR %s, want PT_REG at %s owned by TDR %s",
 			tdxmodule.PTName(pg.Type), pg.Level, pg.Owner.HPA(), s.Level, tdr.HPA())
 	}
 	if _, ok := h.Mem.FolioOf(pfn); !ok {
-		c.add(PrivateOwned, objects, "the host allocator has the page free while the S-EPT maps it")
+		c.add(PrivateOwned, objects.String(), "the host allocator has the page free while the S-EPT maps it")
 		return
 	}
 	slot := td.VM.SlotAt(s.GPA.GFN())
 	if slot == nil {
-		c.add(PrivateOwned, objects, "mapped outside every memslot")
+		c.add(PrivateOwned, objects.String(), "mapped outside every memslot")
 		return
 	}
 	f := slot.GmemFile()
 	if f == nil {
-		c.add(PrivateOwned, objects, "memslot %d has no guest_memfd", slot.ID())
+		c.add(PrivateOwned, objects.String(), "memslot %d has no guest_memfd", slot.ID())
 		return
 	}
 	// The first and last page of the leaf: a huge leaf over pages of other
@@ -223,14 +223,14 @@ func (c *collector) owned(h *tdx.Host, td *TD, tdr addr.PFN, s tdxmodule.SEPTLea
 		gfn := s.GPA.GFN() + addr.GFN(k)
 		held, ok := f.PFNAt(gmem.Index(slot, gfn))
 		if !ok || held != pfn+k {
-			c.add(PrivateOwned, objects, "GFN %#x maps PFN %s, guest_memfd holds %s at index %#x (present %v)",
+			c.add(PrivateOwned, objects.String(), "GFN %#x maps PFN %s, guest_memfd holds %s at index %#x (present %v)",
 				uint64(gfn), pfn+k, held, gmem.Index(slot, gfn), ok)
 			return
 		}
 	}
 }
 
-func (c *collector) level(td *TD, gfn addr.GFN, level addr.Level, objects string) {
+func (c *collector) level(td *TD, gfn addr.GFN, level addr.Level, objects leafObjects) {
 	if level == addr.Level4K {
 		return
 	}
@@ -240,20 +240,20 @@ func (c *collector) level(td *TD, gfn addr.GFN, level addr.Level, objects string
 	}
 	n := addr.GFN(level.Pages())
 	if gfn < slot.BaseGFN() || gfn+n > slot.BaseGFN()+addr.GFN(slot.NPages()) {
-		c.add(MappingLevel, objects, "the leaf crosses memslot %d's edge", slot.ID())
+		c.add(MappingLevel, objects.String(), "the leaf crosses memslot %d's edge", slot.ID())
 		return
 	}
 	if o := gmem.MappingOrder(slot, gfn); o < level.Order() {
-		c.add(MappingLevel, objects, "guest_memfd allows order %d here, the S-EPT maps order %d", o, level.Order())
+		c.add(MappingLevel, objects.String(), "guest_memfd allows order %d here, the S-EPT maps order %d", o, level.Order())
 		return
 	}
 	if f := slot.GmemFile(); f != nil && f.InPlace() {
 		i := gmem.Index(slot, gfn)
 		if !f.RangePrivate(i, i+uint64(n)) {
-			c.add(MappingLevel, objects, "the leaf spans shared indexes of the in-place guest_memfd")
+			c.add(MappingLevel, objects.String(), "the leaf spans shared indexes of the in-place guest_memfd")
 		}
 	} else if !td.VM.RangeIsPrivate(gfn, gfn+n) {
-		c.add(MappingLevel, objects, "the leaf spans GFNs whose attributes are not all private")
+		c.add(MappingLevel, objects.String(), "the leaf spans GFNs whose attributes are not all private")
 	}
 }
 
@@ -261,20 +261,34 @@ func (c *collector) level(td *TD, gfn addr.GFN, level addr.Level, objects string
 func (c *collector) shared(h *tdx.Host, td *TD) {
 	c.ran1(SharedNotPrivate)
 	td.TD.MMU().Leaves(mmu.DirectRoot, func(l mmu.Leaf) bool {
-		objects := fmt.Sprintf("%s shared %s %s", td.Name, l.GFN.GPA(), l.PFN)
+		objects := func() string { return fmt.Sprintf("%s shared %s %s", td.Name, l.GFN.GPA(), l.PFN) }
 		for k := addr.PFN(0); k < addr.PFN(l.Level.Pages()); k++ {
 			pfn := l.PFN + k
 			if pg := h.Mod.PAMTOf(pfn); pg.Type != tdxmodule.PTNDA {
-				c.add(SharedNotPrivate, objects, "backed by %s %s in the PAMT (owner TDR %s)", tdxmodule.PTName(pg.Type), pfn, pg.Owner.HPA())
+				c.add(SharedNotPrivate, objects(), "backed by %s %s in the PAMT (owner TDR %s)", tdxmodule.PTName(pg.Type), pfn, pg.Owner.HPA())
 				return true
 			}
 			if tag := h.Mem.Tag(pfn); isPrivateTag(tag) {
-				c.add(SharedNotPrivate, objects, "page %s holds private content of TD %d (tag %#x) not cleared", pfn, tag.Owner(), uint64(tag))
+				c.add(SharedNotPrivate, objects(), "page %s holds private content of TD %d (tag %#x) not cleared", pfn, tag.Owner(), uint64(tag))
 				return true
 			}
 		}
 		return true
 	})
+}
+
+// leafObjects names an S-EPT leaf in a violation (TD, GPA, level, PFN).
+// It is formatted only when a violation is recorded: the checks walk every
+// leaf after every step, and formatting each one cost more than checking it.
+type leafObjects struct {
+	td    string
+	gpa   addr.GPA
+	level addr.Level
+	pfn   addr.PFN
+}
+
+func (o leafObjects) String() string {
+	return fmt.Sprintf("%s %s %s %s", o.td, o.gpa, o.level, o.pfn)
 }
 
 // isPrivateTag reports whether a tag is a guest's private write: the guest

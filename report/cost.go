@@ -149,6 +149,41 @@ type Clock struct {
 	byThread map[string]uint64
 	byLeaf   map[string]uint64
 	topUps   map[string]uint64
+	memo     *[2][64][2][8]costMemo // Of's answers, under mu
+}
+
+// costMemo is one remembered CostTable.Of answer: Of reads an event's
+// name, whether it completed, and the level bits of its first operand;
+// the memo is indexed by kind, leaf number, completion and those bits and
+// holds the name it was computed for, so an event of another name misses.
+type costMemo struct {
+	name string
+	ns   uint64
+}
+
+// cost is c.costs.Of(e), remembered per leaf: on every SEAMCALL, Of's
+// string lookups (and the "/2M" concatenation) cost more than the rest of
+// the clock. Call with mu held.
+func (c *Clock) cost(e event.Event) uint64 {
+	if e.Leaf >= 64 {
+		return c.costs.Of(e)
+	}
+	kind := 0
+	if e.Kind == event.KindTdcall {
+		kind = 1
+	}
+	done := 0
+	if e.Status == 0 && (e.Kind != event.KindTdcall || e.Detail == "") {
+		done = 1
+	}
+	if c.memo == nil {
+		c.memo = new([2][64][2][8]costMemo)
+	}
+	m := &c.memo[kind][e.Leaf][done][e.Args[0]&7]
+	if m.name != e.Name || m.name == "" {
+		*m = costMemo{name: e.Name, ns: c.costs.Of(e)}
+	}
+	return m.ns
 }
 
 // NewClock returns a clock using costs.
@@ -177,8 +212,8 @@ func (c *Clock) Emit(e event.Event) {
 	default:
 		return
 	}
-	ns := c.costs.Of(e)
 	c.mu.Lock()
+	ns := c.cost(e)
 	c.inPhase[e.Thread] += ns
 	name, ok := c.names[e.Thread]
 	if !ok {
