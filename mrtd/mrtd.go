@@ -58,11 +58,15 @@ type Layout struct {
 // InputError is bad input: it names the file, line, field and rule.
 type InputError = yamlin.InputError
 
+// MaxFileBytes caps a layout file's size (the images it names are read
+// separately).
+const MaxFileBytes = 4 << 20
+
 // Load reads and validates a layout file.
 func Load(path string) (*Layout, error) {
-	data, err := os.ReadFile(path)
+	data, err := yamlin.ReadFile(path, MaxFileBytes)
 	if err != nil {
-		return nil, &InputError{File: path, Rule: err.Error()}
+		return nil, err
 	}
 	return Parse(path, data)
 }
