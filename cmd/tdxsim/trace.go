@@ -20,12 +20,13 @@ func addTraceFlags(fs *flag.FlagSet) traceFlags {
 	}
 }
 
-// check refuses an unknown format (bad input, before anything runs).
+// check refuses an unknown format and a --trace FILE that cannot be
+// written (bad input, before anything runs).
 func (tf traceFlags) check() error {
 	if *tf.format != "chrome" && *tf.format != "ftrace" {
 		return fmt.Errorf("--trace-format %q: want chrome or ftrace", *tf.format)
 	}
-	return nil
+	return checkOutFile("trace", *tf.file)
 }
 
 // options adds a recorder to o when a trace was asked for.
