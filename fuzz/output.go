@@ -7,7 +7,9 @@ type OutputError struct {
 	Err error
 }
 
-func (e *OutputError) Error() string { return "writing a reproducer to " + e.Dir + ": " + e.Err.Error() }
+func (e *OutputError) Error() string {
+	return "writing a reproducer to " + e.Dir + ": " + e.Err.Error()
+}
 
 // Unwrap returns Err.
 func (e *OutputError) Unwrap() error { return e.Err }
