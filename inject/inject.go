@@ -192,3 +192,15 @@ func ParseStatus(s string) (tdxmodule.Status, error) {
 	}
 	return 0, fmt.Errorf("unknown TDX status %q", s)
 }
+
+// AllocSources are the hostmem sources an alloc failure may name: the
+// buddy allocator and hugetlb pools (hostmem), KVM's MMU caches
+// (kvm/mmu) and the Dynamic PAMT page cache (kvm/tdx). The static PAMT
+// ("tdx-pamt") is reserved when the module initializes, before a run's
+// injector is attached, so naming it would never fire and is refused.
+// TestAllocSourcesAreRegistered keeps the list true.
+var AllocSources = []string{
+	"buddy", "hugetlb-2M", "hugetlb-1G",
+	"kvm.mmu_shadow_page_cache", "kvm.mmu_external_spt_cache",
+	"tdx.dpamt",
+}

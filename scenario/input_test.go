@@ -54,3 +54,33 @@ func TestLoadRefusesNonRegularAndHugeFiles(t *testing.T) {
 		t.Errorf("big file: %v", err)
 	}
 }
+
+// Misspelt enumerated values are bad input at load, naming the field.
+func TestEnumeratedValuesChecked(t *testing.T) {
+	const td = "tds: [{memory: 64M}]\n"
+	for _, c := range []struct{ text, want string }{
+		{"host: {tdx: {costs: {TDH.MEM.PAGE.AGU: 5}}}\n", `host.tdx.costs.TDH.MEM.PAGE.AGU: unknown leaf "TDH.MEM.PAGE.AGU"`},
+		{"host: {tdx: {costs: {TDG.MEM.PAGE.ACCPT/2M: 5}}}\n", `unknown leaf "TDG.MEM.PAGE.ACCPT"`},
+		{"expect: {seamcalls: {TDH.MEM.TRAK: {min: 1}}}\n", `expect.seamcalls.TDH.MEM.TRAK: not a SEAMCALL leaf name`},
+		{"expect: {error: EINVALL}\n", `expect.error: unknown errno name "EINVALL"`},
+		{"timeline:\n  - boot: {td: td0}\n    expect_error: ENOMEN\n", `timeline[0].expect_error: unknown errno name "ENOMEN"`},
+		{"timeline:\n  - parallel:\n      - boot: {td: td0}\n        expect_error: EFOO\n      - boot: {td: td0}\n", `timeline[0].parallel[0].expect_error: unknown errno name "EFOO"`},
+		{"inject: {alloc_fail: [{source: kvm.mmu_shadow_cache, nth: 1}]}\n", `inject.alloc_fail[0].source: unknown allocation source "kvm.mmu_shadow_cache"`},
+		{"inject: {busy_leaves: [TDH.MEM.PAGE.AGU]}\n", `unknown SEAMCALL leaf "TDH.MEM.PAGE.AGU"`},
+		{"inject: {fail: [{leaf: TDH.MEM.TRACK, nth: 1, status: TDX_BUSY}]}\n", `unknown TDX status "TDX_BUSY"`},
+		{"policies: {hugepages: 4M}\n", `policies.hugepages`},
+	} {
+		_, err := Parse("e.yaml", []byte(td+c.text))
+		var ie *InputError
+		if !errors.As(err, &ie) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want %q", c.text, err, c.want)
+		}
+	}
+	// Known values load: an errno name, text that is not one, a level key.
+	for _, ok := range []string{"expect: {error: ENOMEM}\n", "expect: {error: out of memory}\n",
+		"host: {tdx: {costs: {TDG.MEM.PAGE.ACCEPT/2M: 5, TDH.MEM.PAGE.AUG: 3}}}\n"} {
+		if _, err := Parse("e.yaml", []byte(td+ok)); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+}
