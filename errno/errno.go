@@ -10,6 +10,7 @@ package errno
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Errno is a Linux error number.
@@ -128,4 +129,25 @@ func Of(err error) Errno {
 		return e
 	}
 	return EIO
+}
+
+// ByName returns the errno named name ("EINVAL"), one of those the model
+// uses.
+func ByName(name string) (Errno, bool) {
+	for e, n := range names {
+		if n == name {
+			return e, true
+		}
+	}
+	return 0, false
+}
+
+// Names returns the names of the errnos the model uses, sorted.
+func Names() []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -187,7 +187,7 @@ func Campaign(cfg Config) (*Summary, error) {
 			if cfg.Out != "" {
 				path, err := writeReproducer(cfg.Out, seed, o.Broken[0], small)
 				if err != nil {
-					return sum, err
+					return sum, &OutputError{Dir: cfg.Out, Err: err}
 				}
 				fd.Reproducer = path
 				sum.Reproducers = append(sum.Reproducers, path)

@@ -77,6 +77,9 @@ type Stats struct {
 	Busy         uint64            `json:"busy"`
 	Failed       map[string]uint64 `json:"failed"` // by "LEAF STATUS"
 	AllocsFailed uint64            `json:"allocs_failed"`
+	// BusyEndedByKick counts BUSYs not injected because the kernel had
+	// kicked the TD's vCPUs out (tdh_do_no_vcpus): no contender left.
+	BusyEndedByKick uint64 `json:"busy_ended_by_kick"`
 }
 
 // Injector carries out a Config. Its methods are safe for concurrent use.
@@ -87,11 +90,45 @@ type Injector struct {
 	calls  [64]uint64
 	allocs map[string]uint64
 	stats  Stats
+	// noVCPUs counts, per TD (by TDR), the kernel's tdh_do_no_vcpus()
+	// windows open: its vCPUs are kicked out and held out of the guest.
+	noVCPUs map[addr.PFN]int
+}
+
+// NoVCPUs is told when the kernel opens (on) and closes a
+// tdh_do_no_vcpus() retry window on the TD whose TDR is tdr. An injected
+// TDX_OPERAND_BUSY models a contender on the S-EPT or the TD epoch: a
+// vCPU inside the TD (TDH.VP.ENTER, TDG.MEM.PAGE.ACCEPT). Kicking every
+// vCPU out and keeping them out ends that contention, so inside the
+// window no BUSY is injected on that TD's S-EPT and TRACK leaves (the
+// retry succeeds, as the kernel's comment says it does on hardware);
+// other failures (fail with another status) still apply as module bugs.
+// Kernel: tdh_do_no_vcpus(), arch/x86/kvm/vmx/tdx.c.
+func (in *Injector) NoVCPUs(tdr addr.PFN, on bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if on {
+		in.noVCPUs[tdr]++
+	} else if in.noVCPUs[tdr]--; in.noVCPUs[tdr] <= 0 {
+		delete(in.noVCPUs, tdr)
+	}
+}
+
+// tdrOf is the TDR a leaf's registers name, for the leaves run through
+// tdh_do_no_vcpus(): RCX for TDH.MEM.TRACK, RDX for the S-EPT leaves.
+func tdrOf(leaf tdxmodule.Leaf, regs tdxmodule.Regs) (addr.PFN, bool) {
+	switch leaf {
+	case tdxmodule.LeafMemTrack:
+		return addr.PFN(regs.RCX >> 12), true
+	case tdxmodule.LeafMemRangeBlock, tdxmodule.LeafMemPageRemove, tdxmodule.LeafMemPageDemote:
+		return addr.PFN(regs.RDX >> 12), true
+	}
+	return 0, false
 }
 
 // New returns an injector for cfg.
 func New(cfg Config) *Injector {
-	return &Injector{cfg: cfg, allocs: map[string]uint64{}, stats: Stats{Failed: map[string]uint64{}}}
+	return &Injector{cfg: cfg, allocs: map[string]uint64{}, stats: Stats{Failed: map[string]uint64{}}, noVCPUs: map[addr.PFN]int{}}
 }
 
 // SEAMCALL is a tdxmodule.Injector: it decides whether this call of leaf
@@ -105,7 +142,7 @@ func (in *Injector) SEAMCALL(leaf tdxmodule.Leaf, regs tdxmodule.Regs) (tdxmodul
 
 // Decide decides whether this call of leaf fails: nil lets it run, a
 // *Fault says with which status and why.
-func (in *Injector) Decide(leaf tdxmodule.Leaf, _ tdxmodule.Regs) *Fault {
+func (in *Injector) Decide(leaf tdxmodule.Leaf, regs tdxmodule.Regs) *Fault {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if int(leaf) >= len(in.calls) {
@@ -113,8 +150,16 @@ func (in *Injector) Decide(leaf tdxmodule.Leaf, _ tdxmodule.Regs) *Fault {
 	}
 	in.calls[leaf]++
 	k := in.calls[leaf]
+	noContender := false
+	if tdr, ok := tdrOf(leaf, regs); ok && in.noVCPUs[tdr] > 0 {
+		noContender = true
+	}
 	for _, f := range in.cfg.Fail {
 		if f.Leaf == leaf && (k == f.Nth || f.Every > 0 && k > f.Nth && (k-f.Nth)%f.Every == 0) {
+			if noContender && f.Status.HasCode(tdxmodule.OperandBusy) {
+				in.stats.BusyEndedByKick++
+				continue
+			}
 			name, _, _ := strings.Cut(f.Status.String(), "(") // without the operand
 			in.stats.Failed[leaf.String()+" "+name]++
 			return &Fault{Leaf: leaf, Status: f.Status, Err: ErrLeafFailed}
@@ -122,6 +167,10 @@ func (in *Injector) Decide(leaf tdxmodule.Leaf, _ tdxmodule.Regs) *Fault {
 	}
 	if in.cfg.Busy > 0 && (len(in.cfg.BusyLeaves) == 0 || slices.Contains(in.cfg.BusyLeaves, leaf)) &&
 		chance(in.cfg.Seed, uint64(leaf), k) < in.cfg.Busy {
+		if noContender {
+			in.stats.BusyEndedByKick++
+			return nil
+		}
 		in.stats.Busy++
 		return &Fault{Leaf: leaf, Status: tdxmodule.OperandBusy, Err: ErrBusy}
 	}
@@ -191,4 +240,16 @@ func ParseStatus(s string) (tdxmodule.Status, error) {
 		return st, nil
 	}
 	return 0, fmt.Errorf("unknown TDX status %q", s)
+}
+
+// AllocSources are the hostmem sources an alloc failure may name: the
+// buddy allocator and hugetlb pools (hostmem), KVM's MMU caches
+// (kvm/mmu) and the Dynamic PAMT page cache (kvm/tdx). The static PAMT
+// ("tdx-pamt") is reserved when the module initializes, before a run's
+// injector is attached, so naming it would never fire and is refused.
+// TestAllocSourcesAreRegistered keeps the list true.
+var AllocSources = []string{
+	"buddy", "hugetlb-2M", "hugetlb-1G",
+	"kvm.mmu_shadow_page_cache", "kvm.mmu_external_spt_cache",
+	"tdx.dpamt",
 }

@@ -58,11 +58,15 @@ type Layout struct {
 // InputError is bad input: it names the file, line, field and rule.
 type InputError = yamlin.InputError
 
+// MaxFileBytes caps a layout file's size (the images it names are read
+// separately).
+const MaxFileBytes = 4 << 20
+
 // Load reads and validates a layout file.
 func Load(path string) (*Layout, error) {
-	data, err := os.ReadFile(path)
+	data, err := yamlin.ReadFile(path, MaxFileBytes)
 	if err != nil {
-		return nil, &InputError{File: path, Rule: err.Error()}
+		return nil, err
 	}
 	return Parse(path, data)
 }
@@ -71,26 +75,19 @@ func Load(path string) (*Layout, error) {
 func Parse(path string, data []byte) (*Layout, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
-	dec.KnownFields(true)
-	var l Layout
-	if err := dec.Decode(&l); err != nil {
+	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, &InputError{File: path, Rule: "empty layout: want a `regions:` list"}
 		}
 		return nil, yamlError(path, err)
 	}
-	// Second pass for line numbers of each region.
-	if err := yaml.Unmarshal(data, &root); err == nil && len(root.Content) > 0 {
-		m := root.Content[0]
-		for i := 0; i+1 < len(m.Content); i += 2 {
-			if m.Content[i].Value == "regions" && m.Content[i+1].Kind == yaml.SequenceNode {
-				for j, r := range m.Content[i+1].Content {
-					if j < len(l.Regions) {
-						l.Regions[j].line = r.Line
-					}
-				}
-			}
-		}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, &InputError{File: path, Line: extra.Line, Rule: "more than one YAML document: a layout is one document"}
+	}
+	l, err := decodeLayout(path, &root)
+	if err != nil {
+		return nil, err
 	}
 	l.dir, l.path = filepath.Dir(path), path
 	return &l, l.validate()

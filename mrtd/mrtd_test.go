@@ -63,10 +63,15 @@ func TestLayoutErrors(t *testing.T) {
 		{"regions:\n  - {gpa: 0, size: 0}", "size: must be positive"},
 		{"regions:\n  - {gpa: 0, size: 8K}\n  - {gpa: 4K, size: 4K}", "layout.yaml:3: regions[1]: overlaps regions[0]"},
 		{"regions:\n  - {gpa: 0x7FFFFFFFF000, size: 8K}", "beyond the private GPA space"},
-		{"regions:\n  - {gpa: 0, size: 4K, colour: red}", "layout.yaml:2: field colour not found"},
+		{"regions:\n  - {gpa: 0, size: 4K, colour: red}", "layout.yaml:2: regions[0].colour: unknown key; known keys here: file, fill, gpa, measure, size"},
+		{"regions:\n  - {gpa: 0, size: 4K, gpa: 4K}", "layout.yaml:2: regions[0].gpa: duplicate key (first at line 2)"},
+		{"regions: []\nregions: []", "layout.yaml:2: regions: duplicate key (first at line 1)"},
+		{"regions:\n  - {gpa: 0, size: 4K, fill: x}", "regions[0].fill: want an integer (a byte, 0 to 255)"},
+		{"regions:\n  - [1]", "regions[0]: want a mapping of file, fill, gpa, measure, size, got a list"},
+		{"regions: []\n---\nregions: []", "more than one YAML document"},
 		{"regions:\n  - {gpa: 12Q, size: 4K}", "not a decimal, 0x-hex or K/M/G/T-suffixed number"},
-		{"regions:\n  - {gpa: 0, size: 4K, measure: maybe}", "layout.yaml:2"},
-		{"regions: 3", "layout.yaml:1"},
+		{"regions:\n  - {gpa: 0, size: 4K, measure: maybe}", `layout.yaml:2: regions[0].measure: want true or false, got "maybe"`},
+		{"regions: 3", "layout.yaml:1: regions: want a list of regions, got a value"},
 	}
 	for _, c := range cases {
 		p := write(t, dir, "layout.yaml", c.body)

@@ -168,3 +168,30 @@ timeline:
 		t.Errorf("%d pages leaked", r.Teardown.LeakedPages)
 	}
 }
+
+// A TRACK that is BUSY on every call outside the kernel's protocol: the
+// first attempt of each tdh_do_no_vcpus() is BUSY, the kick ends the
+// contention and the retry succeeds, so the VM lives (on hardware the
+// retry is "guaranteed to succeed absent bugs"). Kernel: tdh_do_no_vcpus().
+func TestBusyEndedByKick(t *testing.T) {
+	f, err := Parse("kick.yaml", []byte(`
+inject: {fail: [{leaf: TDH.MEM.TRACK, nth: 1, every: 1, status: TDX_OPERAND_BUSY}]}
+tds: [{name: a, memory: 64M, vcpus: 2}]
+timeline:
+  - boot: {td: a, accept: lazy, upfront: 8M}
+  - convert: {td: a, count: 4, size: 16K}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(f, Options{})
+	if r == nil || err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if r.Injected["TDH.MEM.TRACK TDX_OPERAND_BUSY"] == 0 || r.Injected["busy ended by kick"] == 0 {
+		t.Errorf("injected %v: want BUSYs on TRACK and some ended by the kick", r.Injected)
+	}
+	if r.Failed() {
+		t.Errorf("the run failed: %v", r.Violations)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -37,11 +36,20 @@ type File struct {
 	firmware []*tdFirmware
 }
 
+// MaxFileBytes caps a scenario file's size: a scenario is a few KiB of
+// YAML; anything near this cap is not one.
+const MaxFileBytes = 4 << 20
+
+// maxNodes caps the YAML nodes one scenario decodes, counting each alias
+// as often as it is used, so a "billion laughs" document of nested
+// aliases is refused instead of expanded.
+const maxNodes = 1 << 20
+
 // Load reads and validates a scenario file.
 func Load(path string) (*File, error) {
-	data, err := os.ReadFile(path)
+	data, err := yamlin.ReadFile(path, MaxFileBytes)
 	if err != nil {
-		return nil, &InputError{File: path, Rule: err.Error()}
+		return nil, err
 	}
 	return Parse(path, data)
 }
@@ -79,6 +87,21 @@ func Parse(path string, data []byte) (*File, error) {
 type decoder struct {
 	file  string
 	lines map[string]int
+	nodes int // nodes decoded so far, aliases counted at each use
+}
+
+// dupKey refuses a mapping that names a key twice (yaml.v3 would keep the
+// last silently): it returns the error for the second occurrence.
+func (d *decoder) dupKey(n *yaml.Node, path string) error {
+	seen := make(map[string]int, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if first, ok := seen[k.Value]; ok {
+			return d.fail(k, join(path, k.Value), "duplicate key (first at line %d): a key may appear once in a mapping", first)
+		}
+		seen[k.Value] = k.Line
+	}
+	return nil
 }
 
 var stepType = reflect.TypeFor[Step]()
@@ -90,6 +113,14 @@ func (d *decoder) fail(n *yaml.Node, field, format string, args ...any) error {
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
+	if d.nodes++; d.nodes > maxNodes {
+		return d.fail(n, path, "the document expands to more than %d YAML nodes (aliases counted at each use)", maxNodes)
+	}
+	if n.Kind == yaml.MappingNode {
+		if err := d.dupKey(n, path); err != nil {
+			return err
+		}
+	}
 	switch n.Kind {
 	case yaml.DocumentNode:
 		if len(n.Content) == 0 {

@@ -125,6 +125,11 @@ func (rn *runner) finish(leaked int64) {
 		for what, n := range st.Failed {
 			r.Injected[what] = n
 		}
+		if st.BusyEndedByKick > 0 {
+			// BUSYs a contender would have caused, not injected: the
+			// kernel had kicked the TD's vCPUs out (tdh_do_no_vcpus).
+			r.Injected["busy ended by kick"] = st.BusyEndedByKick
+		}
 	}
 	r.SeamcallsFailed = rn.count.Failed()
 	r.SeamcallNS = rn.clock.ByLeaf()

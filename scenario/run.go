@@ -159,6 +159,7 @@ func (rn *runner) setup(sink event.Sink) error {
 	ic.Seed = rn.seed
 	rn.inj = inject.New(ic)
 	rn.host.Mod.SetInjector(rn.inj.SEAMCALL)
+	rn.host.NoVCPUs = rn.inj.NoVCPUs
 	rn.host.Mem.SetAllocFailer(rn.inj.Alloc)
 	return nil
 }

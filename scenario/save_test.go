@@ -48,6 +48,9 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("tds: [{memory: 3M}]"))
 	f.Add([]byte("timeline: [{parallel: [{touch: {}}, {touch: {}}]}]"))
+	f.Add([]byte("tds:\n  - name: a\n    name: b\n"))
+	f.Add([]byte("tds: [&t {memory: 2G, memslots: &m [{size: 1G}, {size: 1G}]}, *t, *t]\n"))
+	f.Add([]byte("tds: [{memory: 64M}]\nexpect: {error: EINVALL}\ninject: {alloc_fail: [{source: buddy, nth: 1}]}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sf, err := Parse("fuzz.yaml", b)
 		if err != nil {

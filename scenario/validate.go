@@ -91,6 +91,9 @@ func (f *File) validate() error {
 		return f.bad("tds", "the TDs' memory (%s) must fit in half of host.memory (%s): the rest holds PAMT, page tables and the VMM",
 			report.HumanBytes(total), report.HumanBytes(uint64(s.Host.Memory)))
 	}
+	if err := f.validateEnums(); err != nil {
+		return err
+	}
 	tl := newTimelineCheck(f)
 	for i := range s.Timeline {
 		if err := tl.step(&s.Timeline[i], fmt.Sprintf("timeline[%d]", i), false); err != nil {
@@ -341,7 +344,7 @@ func (f *File) validateExpect() error {
 	for _, k := range sortedKeys(e.Seamcalls) {
 		b := e.Seamcalls[k]
 		if k != "total" {
-			if err := (report.CostTable{k: {}}).Validate(); err != nil || k[:4] != "TDH." {
+			if _, err := inject.ParseLeaf(strings.SplitN(k, "/", 2)[0]); err != nil {
 				return f.bad("expect.seamcalls."+k, "not a SEAMCALL leaf name (TDH.MEM.PAGE.AUG) or total")
 			}
 		}
@@ -457,6 +460,10 @@ func (f *File) InjectConfig() (inject.Config, error) {
 	for i, af := range in.AllocFail {
 		if af.Nth == 0 {
 			return c, f.bad(fmt.Sprintf("inject.alloc_fail[%d].nth", i), "required, counting from 1")
+		}
+		if af.Source != "" && !slices.Contains(inject.AllocSources, af.Source) {
+			return c, f.bad(fmt.Sprintf("inject.alloc_fail[%d].source", i), "unknown allocation source %q; known: %s (or leave it out for any)",
+				af.Source, strings.Join(inject.AllocSources, ", "))
 		}
 		c.AllocFail = append(c.AllocFail, inject.AllocFailure{Source: af.Source, Nth: af.Nth})
 	}

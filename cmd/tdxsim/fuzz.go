@@ -65,8 +65,8 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim fuzz: unexpected argument %q\n", fs.Arg(0))
 		return exitBadInput
 	}
-	if *runs < 0 || *duration < 0 || *shrinkRuns < 1 {
-		fmt.Fprintln(stderr, "tdxsim fuzz: --runs and --duration must not be negative, --shrink-runs must be positive")
+	if err := fuzzRanges(fs, *runs, *duration, *shrinkRuns, *out); err != nil {
+		fmt.Fprintf(stderr, "tdxsim fuzz: %v\n", err)
 		return exitBadInput
 	}
 	bar := newProgress(stderr, " runs", int64(*runs)) // an ETA with --runs; with --duration the end is known
@@ -84,6 +84,9 @@ flags:`)
 		if errors.As(err, new(*scenario.InputError)) {
 			return exitBadInput // a bad --policy: every generated scenario refuses it
 		}
+		if errors.As(err, new(*fuzz.OutputError)) {
+			return exitOutput
+		}
 		return exitCheck
 	}
 	if *withTrace {
@@ -91,7 +94,7 @@ flags:`)
 			tp, err := traceReproducer(p)
 			if err != nil {
 				fmt.Fprintf(stderr, "tdxsim fuzz: tracing %s: %v\n", p, err)
-				return exitCheck
+				return exitOutput
 			}
 			sum.Traces = append(sum.Traces, tp)
 		}
@@ -166,7 +169,7 @@ flags:`)
 	fmt.Fprintln(lines)
 	if werr := tf.write(rec); werr != nil {
 		fmt.Fprintf(stderr, "tdxsim replay: writing the trace: %v\n", werr)
-		return exitCheck
+		return exitOutput
 	}
 	return printRun("replay", r, err, *asJSON, stdout, stderr)
 }

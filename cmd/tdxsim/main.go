@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -136,7 +137,7 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim run: at most one scenario file")
 		return exitBadInput
 	}
-	if err := tf.check(); err != nil {
+	if err := errors.Join(tf.check(), checkOutFile("svg", *svgFile)); err != nil {
 		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
 		return exitBadInput
 	}
@@ -180,12 +181,12 @@ flags:`)
 	bar.finish()
 	if werr := tf.write(rec); werr != nil {
 		fmt.Fprintf(stderr, "tdxsim run: writing the trace: %v\n", werr)
-		return exitCheck
+		return exitOutput
 	}
 	if *svgFile != "" && r != nil {
 		if werr := writeSVG(*svgFile, r, lastMaps); werr != nil {
 			fmt.Fprintf(stderr, "tdxsim run: writing the SVG: %v\n", werr)
-			return exitCheck
+			return exitOutput
 		}
 	}
 	return printRun("run", r, err, *asJSON, stdout, stderr)
@@ -371,13 +372,9 @@ flags:`)
 
 // writeSVG draws r and the TDs' maps into path.
 func writeSVG(path string, r *report.Run, maps []view.Map) error {
-	out, err := os.Create(path)
-	if err != nil {
+	var buf bytes.Buffer // the SVG writer does not report its writes' errors
+	if err := picture.Write(&buf, r, maps); err != nil {
 		return err
 	}
-	err = picture.Write(out, r, maps)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return os.WriteFile(path, buf.Bytes(), 0o644)
 }

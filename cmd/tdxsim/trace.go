@@ -27,8 +27,8 @@ func addTraceFlags(fs *flag.FlagSet) traceFlags {
 	}
 }
 
-// check refuses an unknown format or a malformed window (bad input,
-// before anything runs).
+// check refuses an unknown format, a malformed window and a --trace FILE
+// that cannot be written (bad input, before anything runs).
 func (tf traceFlags) check() error {
 	if *tf.format != "chrome" && *tf.format != "ftrace" {
 		return fmt.Errorf("--trace-format %q: want chrome or ftrace", *tf.format)
@@ -36,8 +36,10 @@ func (tf traceFlags) check() error {
 	if *tf.window != "" && *tf.file == "" {
 		return fmt.Errorf("--trace-window goes with --trace FILE")
 	}
-	_, _, err := parseWindow(*tf.window, -1)
-	return err
+	if _, _, err := parseWindow(*tf.window, -1); err != nil {
+		return err
+	}
+	return checkOutFile("trace", *tf.file)
 }
 
 // parseWindow parses STEP..STEP (or one STEP); steps are timeline

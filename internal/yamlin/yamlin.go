@@ -6,6 +6,8 @@ package yamlin
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 
@@ -87,4 +89,47 @@ func Error(path, prefix string, err error) *InputError {
 		}
 	}
 	return &InputError{File: path, Rule: prefix + msg}
+}
+
+// ReadFile reads an input file of at most limit bytes. Anything but a
+// regular file (a directory, a FIFO, a device such as /dev/zero) and any
+// file over the cap is refused as bad input before it is read whole.
+func ReadFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &InputError{File: path, Rule: err.Error(), Err: err}
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, &InputError{File: path, Rule: err.Error(), Err: err}
+	}
+	if !st.Mode().IsRegular() {
+		return nil, &InputError{File: path, Rule: "not a regular file (" + fileKind(st.Mode()) + "): want a YAML file"}
+	}
+	if st.Size() > limit {
+		return nil, &InputError{File: path, Rule: fmt.Sprintf("%d bytes: over the %d-byte cap for an input file", st.Size(), limit)}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, &InputError{File: path, Rule: err.Error(), Err: err}
+	}
+	if int64(len(data)) > limit {
+		return nil, &InputError{File: path, Rule: fmt.Sprintf("over the %d-byte cap for an input file", limit)}
+	}
+	return data, nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "not a plain file"
 }

@@ -305,6 +305,10 @@ func (td *TD) doNoVCPUs(t *sched.Thread, call func() (tdxmodule.Status, tdxmodul
 	td.stats.NoVCPURetries.Add(1)
 	td.waitForSEPTZap.Store(true)
 	td.kickAll(t)
+	if td.h.NoVCPUs != nil {
+		td.h.NoVCPUs(td.tdr, true)
+		defer td.h.NoVCPUs(td.tdr, false)
+	}
 	st, _ = call()
 	td.waitForSEPTZap.Store(false)
 	return st

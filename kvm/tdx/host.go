@@ -46,6 +46,11 @@ type Host struct {
 	dpamtLock *sched.SpinLock
 	dpamtRef  map[uint64]int32 // 2M physical range -> refcount (no entry = 0)
 	dpamtSrc  hostmem.Source
+
+	// NoVCPUs, when set, is told as tdh_do_no_vcpus() opens (on) and
+	// closes its retry window on the TD whose TDR is tdr: fault injection
+	// ends its modelled vCPU contention there (inject.Injector.NoVCPUs).
+	NoVCPUs func(tdr addr.PFN, on bool)
 }
 
 // dpamtSourceName is where every Dynamic PAMT page comes from: the vCPU
