@@ -79,7 +79,7 @@ type Policies struct {
 	SplitOrder           string `yaml:"split_order" doc:"on conversion, split the S-EPT before the folio (sept_first, upstream) or the folio first (folio_first, rejected)" enum:"sept_first,folio_first"`
 	ZapPrivateOnNotifier bool   `yaml:"zap_private_on_notifier" doc:"zap private mappings on MMU-notifier and memory-type events (the rejected design: accepted memory is lost)"`
 	PinPrivatePages      bool   `yaml:"pin_private_pages" doc:"TDX takes a reference on every private page it maps, dropped on REMOVE (the v6.16 design: in-place conversion then waits on it forever)"`
-	Populate             string `yaml:"populate" doc:"TD build path: decoupled (kvm_tdp_mmu_map_private_pfn, upstream) or gmem_populate (a synthesized fault under kvm_gmem_populate: lock recursion on the invalidate lock)" enum:"decoupled,gmem_populate"`
+	Populate             string `yaml:"populate" doc:"TD build path: map_private_pfn (kvm_gmem_populate then kvm_tdp_mmu_map_private_pfn, upstream since 6.19; decoupled is an accepted old spelling) or gmem_populate (a synthesized fault under kvm_gmem_populate: lock recursion on the invalidate lock)" enum:"map_private_pfn,gmem_populate"`
 	ExternalSPTCache     string `yaml:"external_spt_cache" doc:"who supplies S-EPT pages: kvm (mmu_external_spt_cache, upstream) or tdx_prealloc (the NAK'd mix: TDX prealloc pages freed by KVM, split cache not charged)" enum:"kvm,tdx_prealloc"`
 }
 
