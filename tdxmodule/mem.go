@@ -386,12 +386,25 @@ func (m *Module) memPageRemove(ls *lockset, in Regs) Regs {
 		return r
 	}
 	e := p.e[i]
-	if r, ok := m.readyToChange(td, e, level, true); !ok {
-		return r
+	if !isLeafState(e.state()) {
+		return stateIncorrect(e, level)
 	}
+	// Module: tdh_mem_page_remove.c takes the removed page's PAMT entry
+	// exclusive (pamt_implicit_get_with_nl_entry_and_lock) before the
+	// blocked/tracked checks, so a busy PAMT entry wins over NOT_BLOCKED.
 	pe, _ := m.pamtOfMapping(e, level)
 	if !ls.try(&pe.lock, true) {
 		return fail(OperandBusy.With(OpRCX))
+	}
+	if td.trackingRequired() {
+		if !isBlocked(e.state()) {
+			return Regs{RAX: uint64(GPARangeNotBlocked.With(OpRCX)), RCX: e.architectural(), RDX: levelState(level, e.state())}
+		}
+		// is_tlb_and_iotlb_tracked() fails with RCX/RDX left at the
+		// zero the handler set on entry: no SEPT entry details.
+		if !td.tracked(pe.bepoch) {
+			return fail(TLBTrackingNotDone.With(OpRCX))
+		}
 	}
 	pfn := e.hpa().PFN()
 	m.releaseLeaf(pfn, pe, level)
