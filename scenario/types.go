@@ -67,8 +67,12 @@ type Host struct {
 
 // TDX holds the TDX module's options.
 type TDX struct {
-	MaxLevel string            `yaml:"max_level" doc:"largest TDH.MEM.PAGE.AUG the module accepts: 2M, or 1G (default: 1G when policies.hugepages is 1G, else 2M)" enum:"2M,1G"`
-	Costs    map[string]uint64 `yaml:"costs" doc:"SEAMCALL/TDCALL latency overrides in ns, by leaf name (TDH.MEM.PAGE.AUG) or leaf/level (TDG.MEM.PAGE.ACCEPT/2M); see tdxsim run --costs for the defaults and their sources"`
+	MaxLevel string `yaml:"max_level" doc:"largest TDH.MEM.PAGE.AUG the module accepts: 2M, or 1G (default: 1G when policies.hugepages is 1G, else 2M)" enum:"2M,1G"`
+	// EnhancedDemote is TDX_FEATURES0 ENHANCED_DEMOTE_INTERRUPTIBILITY
+	// (bit 51, TDX_1.5.28 and later); off, the huge-page v3 series keeps
+	// private mappings at 4K ("[PATCH v3 24/24] KVM: TDX: Turn on PG_LEVEL_2M").
+	EnhancedDemote *bool             `yaml:"enhanced_demote_interruptibility" doc:"the module reports TDX_FEATURES0 ENHANCED_DEMOTE_INTERRUPTIBILITY (bit 51, module 1.5.28 or later; default true). false: an older module whose TDH.MEM.PAGE.DEMOTE can return TDX_INTERRUPTED_RESTARTABLE, so KVM maps private memory at 4K only"`
+	Costs          map[string]uint64 `yaml:"costs" doc:"SEAMCALL/TDCALL latency overrides in ns, by leaf name (TDH.MEM.PAGE.AUG) or leaf/level (TDG.MEM.PAGE.ACCEPT/2M); see tdxsim run --costs for the defaults and their sources"`
 }
 
 // Policies are docs/policies.md's design alternatives.

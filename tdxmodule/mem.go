@@ -456,6 +456,7 @@ func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
 	if in.RDX&0xffe != 0 {
 		return fail(OperandInvalid.With(OpRDX))
 	}
+	origRCX, origRDX := in.RCX, in.RDX
 	in.RDX &^= 1 // l2_sept_add_mode: TD partitioning only, ignored
 	td, p, i, level, r, ok := m.entryPrologue(ls, in, 1, addr.Level1G, false)
 	if !ok {
@@ -487,6 +488,15 @@ func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
 		if pair[0] == pair[1] {
 			return fail(OperandInvalid.With(OpR13))
 		}
+	}
+	// Module: tdh_mem_page_demote.c: before anything is committed, a
+	// pending host interrupt ends the call with TDX_INTERRUPTED_RESTARTABLE
+	// and RCX/RDX restored; the caller repeats it whole. With
+	// ENHANCED_DEMOTE_INTERRUPTIBILITY only partitioned TDs (L2 VMs, not
+	// modelled) poll, so the model polls only without the feature.
+	if m.cfg.NoEnhancedDemote && m.hostIRQ {
+		m.hostIRQ = false
+		return Regs{RAX: uint64(InterruptedRestartable), RCX: origRCX, RDX: origRDX}
 	}
 	// Commit.
 	assign4K(ne, nn, PTEPT, td.id)
