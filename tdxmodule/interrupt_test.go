@@ -44,3 +44,51 @@ func TestDemoteInterruptedRestartable(t *testing.T) {
 		want(t, "DEMOTE repeated", st, Success)
 	}
 }
+
+// Module: tdg_mem_page_accept.c: a 2M accept polls
+// is_interrupt_pending_guest_side() after each 4K page; interrupted, the
+// entry stays PENDING with accept_counter saved and the vCPU exits; the
+// re-executed TDCALL resumes from the counter and maps the 2M page. A
+// REMOVE of the half-accepted page succeeds (sept_cleanup_if_pending).
+func TestAccept2MResumable(t *testing.T) {
+	f := newFx(t, Config{}).runnable()
+	gpa := addr.GPA(0x40000000)
+	f.aug(gpa, 1)
+	vc := f.enter()
+	f.m.PendGuestInterrupt(vc, 100)
+	if x := f.m.Accept(nil, vc, uint64(gpa)|1); x.Kind != ExitInterrupt {
+		t.Fatalf("2M accept with an interrupt due: %+v", x)
+	}
+	if l, s := f.state(gpa); l != 1 || s != SeptPending {
+		t.Fatalf("after the interrupt: %s at %s, want PENDING at 2M", SeptStateName(s), l)
+	}
+	f.m.TDExit(vc)
+	vc = f.enter()
+	f.m.PendGuestInterrupt(vc, 400)
+	if x := f.m.Accept(nil, vc, uint64(gpa)|1); x.Kind != ExitInterrupt {
+		t.Fatalf("second interrupt: %+v", x)
+	}
+	f.m.TDExit(vc)
+	vc = f.enter()
+	if x := f.m.Accept(nil, vc, uint64(gpa)|1); x.Kind != ExitNone || x.Status != Success {
+		t.Fatalf("resumed 2M accept: %+v", x)
+	}
+	if l, s := f.state(gpa); l != 1 || s != SeptMapped {
+		t.Fatalf("after the resumed accept: %s at %s", SeptStateName(s), l)
+	}
+	f.m.TDExit(vc)
+
+	// Interrupted, then removed: the counter goes with the entry.
+	g2 := addr.GPA(0x40200000)
+	f.aug(g2, 1)
+	vc = f.enter()
+	f.m.PendGuestInterrupt(vc, 7)
+	if x := f.m.Accept(nil, vc, uint64(g2)|1); x.Kind != ExitInterrupt {
+		t.Fatalf("interrupt: %+v", x)
+	}
+	f.m.TDExit(vc)
+	tdxcall.MemRangeBlock(f.m, nil, f.tdr, g2, 1)
+	f.ok("TRACK", first(tdxcall.MemTrack(f.m, nil, f.tdr)))
+	st, _ := tdxcall.MemPageRemove(f.m, nil, f.tdr, g2, 1)
+	want(t, "REMOVE of a half-accepted 2M page", st, Success)
+}
