@@ -105,7 +105,7 @@ func TestHazardReproducers(t *testing.T) {
 		invariants             []string
 	}{
 		{"pin_private_pages.yaml", "pin_private_pages", "false", []string{check.ConversionProgress}},
-		{"populate-gmem_populate.yaml", "populate", "decoupled", []string{check.LockOrder, check.NoDeadlock}},
+		{"populate-gmem_populate.yaml", "populate", "map_private_pfn", []string{check.LockOrder, check.NoDeadlock}},
 		{"max_order_from-folio.yaml", "max_order_from", "gmem", []string{check.MappingLevel}},
 		{"split_order-folio_first.yaml", "split_order", "sept_first", []string{check.MappingLevel}},
 		{"external_spt_cache-tdx_prealloc.yaml", "external_spt_cache", "kvm", []string{check.CachePool, check.Charged}},

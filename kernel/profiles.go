@@ -60,7 +60,7 @@ var registry = []Profile{
 			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref},
 			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
-			{Key: "populate", Value: "decoupled", Source: refTDX619},
+			{Key: "populate", Value: "map_private_pfn", Source: refTDX619},
 		},
 		Behaviours: []Behaviour{splitHooks, terminateVMUnverified},
 		Sources:    []Source{srcTDX619, srcPostPopulate, srcMaxLevel4K, srcSplitHooks, srcTerminateVM, srcTerminateRelease, srcDPAMTv6},
@@ -78,7 +78,7 @@ var registry = []Profile{
 			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref},
 			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
-			{Key: "populate", Value: "decoupled", Source: refGmem620},
+			{Key: "populate", Value: "map_private_pfn", Source: refGmem620},
 		},
 		Behaviours: []Behaviour{splitHooks, populateSourceGUP, noPrepareTracking, terminateVMUnverified},
 		Sources:    []Source{srcTDX619, srcGmem620, srcMaxLevel4K, srcSplitHooks, srcTerminateVM, srcTerminateRelease, srcDPAMTv6},
@@ -95,7 +95,7 @@ var registry = []Profile{
 			{Key: "hugepages", Value: "2M", Source: refHugeV3},
 			{Key: "dynamic_pamt", Value: "true", Source: refDPAMTv4},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
-			{Key: "populate", Value: "decoupled", Source: refTDX619},
+			{Key: "populate", Value: "map_private_pfn", Source: refTDX619},
 		},
 		Behaviours: []Behaviour{
 			splitHooks,
@@ -138,7 +138,7 @@ var registry = []Profile{
 			{Key: "hugepages", Value: "2M", Source: refRFCv5},
 			{Key: "dynamic_pamt", Value: "true", Source: refRFCv5},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
-			{Key: "populate", Value: "decoupled", Source: refTDX619},
+			{Key: "populate", Value: "map_private_pfn", Source: refTDX619},
 			{Key: "external_spt_cache", Value: "kvm", Source: refRFCv5},
 		},
 		Behaviours: []Behaviour{
@@ -188,7 +188,7 @@ var registry = []Profile{
 			{Key: "hugepages", Value: "off", Source: refDPAMTv6},
 			{Key: "dynamic_pamt", Value: "true", Source: refDPAMTv6},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
-			{Key: "populate", Value: "decoupled", Source: refTDX619},
+			{Key: "populate", Value: "map_private_pfn", Source: refTDX619},
 		},
 		Behaviours: []Behaviour{
 			{

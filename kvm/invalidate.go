@@ -153,7 +153,12 @@ func (vm *VM) MMUNotifierInvalidate(t *sched.Thread, hva, size uint64) {
 // or PAT-style changes, noncoherent DMA): kvm_zap_gfn_range(), bracketed by
 // an invalidation. Which roots it reaches is the MMU's rule ("KVM: x86/tdp_mmu: Don't zap private pages for unsupported cases":
 // private memory is only ever write-back, so the mirror root is spared).
+// Under Config.MemtypeZap = MemtypeZapNone a TD is not zapped at all, as
+// in the merged trees (see MemtypeZapNone).
 func (vm *VM) ZapGFNRangeMemtype(t *sched.Thread, start, end addr.GFN) {
+	if vm.sys.cfg.MemtypeZap == MemtypeZapNone && vm.typ == TDXVM {
+		return
+	}
 	vm.mmuLock.Lock(t)
 	vm.invalidateBeginLocked()
 	vm.invalidateRangeAddLocked(start, end)

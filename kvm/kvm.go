@@ -108,6 +108,37 @@ type Config struct {
 	// PhysBits is the host's MAXPHYADDR: a memslot ending past it is
 	// refused (kvm_mmu_max_gfn()).
 	PhysBits uint
+	// MemtypeZap is what a memory-type change (VM.ZapGFNRangeMemtype)
+	// does to a TD; see MemtypeZapRule.
+	MemtypeZap MemtypeZapRule
+}
+
+// MemtypeZapRule says how a memory-type change (non-coherent DMA
+// assignment starting or stopping) reaches a TD's mappings.
+type MemtypeZapRule uint8
+
+const (
+	// MemtypeZapSharedOnly (the model's default until now): the event runs
+	// kvm_zap_gfn_range() over the direct (shared) root and spares the
+	// mirror root, as "[PATCH v10 047/108] KVM: x86/tdp_mmu: Don't zap
+	// private pages for unsupported cases" (2022) would have; that patch
+	// was not merged in that form.
+	MemtypeZapSharedOnly MemtypeZapRule = iota
+	// MemtypeZapNone is the merged trees' rule for a TD (6.19, 7.0):
+	// TDX disallows KVM_X86_QUIRK_IGNORE_GUEST_PAT, so
+	// kvm_noncoherent_dma_assignment_start_or_stop() never calls
+	// kvm_zap_gfn_range() (Kernel: arch/x86/kvm/x86.c; Series: "[PATCH v4
+	// 00/28] KVM: x86/mmu: TDX post-populate cleanups",
+	// 20251030200951.3402865-1-seanjc@google.com, the commit message of
+	// "KVM: TDX: Use kvm_tdp_mmu_map_private_pfn() ..." lists the zap
+	// paths a TD can reach). Guest MTRR writes no longer zap at all.
+	// Nothing is zapped, no invalidation is bracketed.
+	MemtypeZapNone
+)
+
+// String is the rule's name as profiles and docs spell it.
+func (r MemtypeZapRule) String() string {
+	return [...]string{"shared_only", "none"}[r]
 }
 
 // DefaultConfig is the modelled target: upstream KVM with TDX, memory

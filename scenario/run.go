@@ -148,7 +148,8 @@ func (rn *runner) setup(sink event.Sink) error {
 	kcfg := kvm.DefaultConfig()
 	kcfg.SplitFolioFirst = pol.SplitOrder == "folio_first"
 	rn.host, err = vmm.NewHost(vmm.HostConfig{Bytes: uint64(f.Host.Memory), DynamicPAMT: *pol.DynamicPAMT,
-		Packages: f.Host.Packages, Allow1GAug: f.Host.TDX.MaxLevel == "1G", KVM: &kcfg, TDs: cfgs}, sink)
+		Packages: f.Host.Packages, Allow1GAug: f.Host.TDX.MaxLevel == "1G",
+		NoEnhancedDemote: f.Host.TDX.EnhancedDemote != nil && !*f.Host.TDX.EnhancedDemote, KVM: &kcfg, TDs: cfgs}, sink)
 	if err != nil {
 		return err
 	}

@@ -293,3 +293,24 @@ func TestSetPolicy(t *testing.T) {
 		}
 	}
 }
+
+// policies.populate's old spelling "decoupled" still loads and means
+// map_private_pfn, the merged 6.19 path (Kernel: tdx_gmem_post_populate()
+// calling kvm_tdp_mmu_map_private_pfn(); Series: "[PATCH v4 00/28] KVM:
+// x86/mmu: TDX post-populate cleanups",
+// 20251030200951.3402865-1-seanjc@google.com).
+func TestPopulateOldSpelling(t *testing.T) {
+	f, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Scenario.Policies.Populate != "map_private_pfn" {
+		t.Errorf("default populate %q", f.Scenario.Policies.Populate)
+	}
+	if err := f.SetPolicy("populate", "decoupled"); err != nil || f.Scenario.Policies.Populate != "map_private_pfn" {
+		t.Errorf("decoupled: %v, %q", err, f.Scenario.Policies.Populate)
+	}
+	if err := f.SetPolicy("populate", "decouple"); err == nil {
+		t.Error("a misspelling was accepted")
+	}
+}

@@ -67,8 +67,12 @@ type Host struct {
 
 // TDX holds the TDX module's options.
 type TDX struct {
-	MaxLevel string            `yaml:"max_level" doc:"largest TDH.MEM.PAGE.AUG the module accepts: 2M, or 1G (default: 1G when policies.hugepages is 1G, else 2M)" enum:"2M,1G"`
-	Costs    map[string]uint64 `yaml:"costs" doc:"SEAMCALL/TDCALL latency overrides in ns, by leaf name (TDH.MEM.PAGE.AUG) or leaf/level (TDG.MEM.PAGE.ACCEPT/2M); see tdxsim run --costs for the defaults and their sources"`
+	MaxLevel string `yaml:"max_level" doc:"largest TDH.MEM.PAGE.AUG the module accepts: 2M, or 1G (default: 1G when policies.hugepages is 1G, else 2M)" enum:"2M,1G"`
+	// EnhancedDemote is TDX_FEATURES0 ENHANCED_DEMOTE_INTERRUPTIBILITY
+	// (bit 51, TDX_1.5.28 and later); off, the huge-page v3 series keeps
+	// private mappings at 4K ("[PATCH v3 24/24] KVM: TDX: Turn on PG_LEVEL_2M").
+	EnhancedDemote *bool             `yaml:"enhanced_demote_interruptibility" doc:"the module reports TDX_FEATURES0 ENHANCED_DEMOTE_INTERRUPTIBILITY (bit 51, module 1.5.28 or later; default true). false: an older module whose TDH.MEM.PAGE.DEMOTE can return TDX_INTERRUPTED_RESTARTABLE, so KVM maps private memory at 4K only"`
+	Costs          map[string]uint64 `yaml:"costs" doc:"SEAMCALL/TDCALL latency overrides in ns, by leaf name (TDH.MEM.PAGE.AUG) or leaf/level (TDG.MEM.PAGE.ACCEPT/2M); see tdxsim run --costs for the defaults and their sources"`
 }
 
 // Policies are docs/policies.md's design alternatives.
@@ -79,7 +83,7 @@ type Policies struct {
 	SplitOrder           string `yaml:"split_order" doc:"on conversion, split the S-EPT before the folio (sept_first, upstream) or the folio first (folio_first, rejected)" enum:"sept_first,folio_first"`
 	ZapPrivateOnNotifier bool   `yaml:"zap_private_on_notifier" doc:"zap private mappings on MMU-notifier and memory-type events (the rejected design: accepted memory is lost)"`
 	PinPrivatePages      bool   `yaml:"pin_private_pages" doc:"TDX takes a reference on every private page it maps, dropped on REMOVE (the v6.16 design: in-place conversion then waits on it forever)"`
-	Populate             string `yaml:"populate" doc:"TD build path: decoupled (kvm_tdp_mmu_map_private_pfn, upstream) or gmem_populate (a synthesized fault under kvm_gmem_populate: lock recursion on the invalidate lock)" enum:"decoupled,gmem_populate"`
+	Populate             string `yaml:"populate" doc:"TD build path: map_private_pfn (kvm_gmem_populate then kvm_tdp_mmu_map_private_pfn, upstream since 6.19; decoupled is an accepted old spelling) or gmem_populate (a synthesized fault under kvm_gmem_populate: lock recursion on the invalidate lock)" enum:"map_private_pfn,gmem_populate"`
 	ExternalSPTCache     string `yaml:"external_spt_cache" doc:"who supplies S-EPT pages: kvm (mmu_external_spt_cache, upstream) or tdx_prealloc (the NAK'd mix: TDX prealloc pages freed by KVM, split cache not charged)" enum:"kvm,tdx_prealloc"`
 }
 

@@ -141,8 +141,17 @@ func enum(f *File, field, v string, allowed ...string) error {
 	return f.bad(field, "%q: must be one of %v", v, allowed)
 }
 
+// populateAliases maps a retired spelling of policies.populate to today's.
+// "decoupled" was the first name of map_private_pfn; it suggested the RFC
+// "KVM: TDX: Decouple TDX init mem region from kvm_gmem_populate()" had been
+// adopted, which it was not (docs/policies.md, populate).
+var populateAliases = map[string]string{"decoupled": "map_private_pfn"}
+
 func (f *File) validatePolicies() error {
 	p := &f.Scenario.Policies
+	if now, ok := populateAliases[p.Populate]; ok {
+		p.Populate = now
+	}
 	for _, e := range []struct {
 		field, v string
 		allowed  []string
@@ -151,7 +160,7 @@ func (f *File) validatePolicies() error {
 		{"policies.hugepages", p.HugePages, []string{"2M", "off", "1G"}, &p.HugePages},
 		{"policies.max_order_from", p.MaxOrderFrom, []string{"gmem", "folio"}, &p.MaxOrderFrom},
 		{"policies.split_order", p.SplitOrder, []string{"sept_first", "folio_first"}, &p.SplitOrder},
-		{"policies.populate", p.Populate, []string{"decoupled", "gmem_populate"}, &p.Populate},
+		{"policies.populate", p.Populate, []string{"map_private_pfn", "gmem_populate"}, &p.Populate},
 		{"policies.external_spt_cache", p.ExternalSPTCache, []string{"kvm", "tdx_prealloc"}, &p.ExternalSPTCache},
 	} {
 		if err := enum(f, e.field, e.v, e.allowed...); err != nil {

@@ -174,7 +174,21 @@ type Thread struct {
 	waitMode  accessMode
 	cond      func() bool
 	condDesc  string
+
+	sigpending bool // a signal is pending for the task (see SignalPending)
 }
+
+// SetSignalPending marks (or clears) a signal pending for the task the
+// thread stands for, as a VMM's SIGINT or a timer would leave it.
+func (t *Thread) SetSignalPending(p bool) {
+	if t != nil {
+		t.sigpending = p
+	}
+}
+
+// SignalPending is signal_pending(current) for the thread; false for a nil
+// thread (a caller outside any scheduler).
+func (t *Thread) SignalPending() bool { return t != nil && t.sigpending }
 
 // ID returns the thread's id: its spawn order, from 0.
 func (t *Thread) ID() int32 { return t.id }

@@ -15,10 +15,15 @@ const (
 	ExitNone         ExitKind = iota // completed in the guest; see the status
 	ExitEPTViolation                 // TD exit to KVM: EPT violation
 	ExitVE                           // #VE injected into the guest
+	// ExitInterrupt: a TD exit for an external interrupt in the middle of
+	// a 2M TDG.MEM.PAGE.ACCEPT. The guest's RIP stays on the TDCALL, so
+	// on re-entry it runs again and resumes from the entry's accept
+	// counter (Module: tdg_mem_page_accept.c, interrupt_occurred).
+	ExitInterrupt
 )
 
 func (k ExitKind) String() string {
-	return [...]string{"none", "ept-violation", "#VE"}[k]
+	return [...]string{"none", "ept-violation", "#VE", "interrupt"}[k]
 }
 
 // Extended exit qualification types (§4.6).
@@ -95,12 +100,48 @@ func (m *Module) accept(v *VCPU, rcx uint64) Exit {
 	case s != SeptPending:
 		return violation
 	}
+	if req == addr.Level2M && (v.irqAfter > 0 || e.acceptCount() > 0) {
+		return m.accept2MResumable(v, p, i, e, gpa)
+	}
 	// Zero the page(s) with the TD key, then PENDING → MAPPED.
 	if err := m.mem.FillTag(nil, e.hpa().PFN(), req.Order(), 0); err != nil {
 		return Exit{Status: OperandInvalid.With(OpRCX)}
 	}
 	p.e[i] = e.withState(SeptMapped).withCount(0)
 	return Exit{Status: Success}
+}
+
+// accept2MResumable is the 2M loop of tdg_mem_page_accept.c page by page:
+// it zeroes from the entry's accept counter on and, after each page but
+// the last, polls is_interrupt_pending_guest_side() (here: the interrupt
+// PendGuestInterrupt scheduled). Interrupted, the entry stays PENDING with
+// the counter saved and the vCPU exits; the re-executed TDCALL resumes.
+func (m *Module) accept2MResumable(v *VCPU, p *septPage, i int, e septEntry, gpa addr.GPA) Exit {
+	base := e.hpa().PFN()
+	for n := e.acceptCount(); ; n++ {
+		if err := m.mem.FillTag(nil, base+addr.PFN(n), 0, 0); err != nil {
+			return Exit{Status: OperandInvalid.With(OpRCX)}
+		}
+		if n == 511 {
+			break
+		}
+		if v.irqAfter > 0 {
+			if v.irqAfter--; v.irqAfter == 0 {
+				p.e[i] = e.withCount(n + 1)
+				return Exit{Kind: ExitInterrupt, GPA: gpa}
+			}
+		}
+	}
+	p.e[i] = e.withState(SeptMapped).withCount(0)
+	return Exit{Status: Success}
+}
+
+// PendGuestInterrupt schedules an external interrupt for v: a 2M accept
+// sees it pending after pages more 4K pages zeroed (0 cancels).
+func (m *Module) PendGuestInterrupt(v *VCPU, pages uint) {
+	m.mu.Lock()
+	v.irqAfter = pages
+	m.mu.Unlock()
 }
 
 // Access is a guest load or store to a private GPA: nil exit when the page

@@ -249,8 +249,14 @@ func TestAugAcceptBlockTrackRemove(t *testing.T) {
 	}
 	// Zap: REMOVE before BLOCK, BLOCK, REMOVE before TRACK, TRACK with the
 	// vCPU still inside from the old epoch, exit, TRACK, REMOVE.
-	st, _ = tdxcall.MemPageRemove(f.m, nil, f.tdr, gpa, 0)
+	// Module: tdh_mem_page_remove.c: NOT_BLOCKED reports the entry
+	// (set_arch_septe_details_in_vmm_regs); TLB_TRACKING_NOT_DONE, checked
+	// after the PAMT entry is locked, leaves RCX/RDX at zero.
+	st, out := tdxcall.MemPageRemove(f.m, nil, f.tdr, gpa, 0)
 	want(t, "REMOVE unblocked", st, GPARangeNotBlocked.With(OpRCX))
+	if out.RCX == 0 || out.RDX == 0 {
+		t.Errorf("REMOVE unblocked: RCX %#x RDX %#x, want the SEPT entry and level/state", out.RCX, out.RDX)
+	}
 	st, _ = tdxcall.MemRangeBlock(f.m, nil, f.tdr, gpa, 0)
 	want(t, "BLOCK", st, Success)
 	if x, _ := f.m.Access(nil, vc, gpa, false, 0, false); x.Kind != ExitEPTViolation {
@@ -258,14 +264,17 @@ func TestAugAcceptBlockTrackRemove(t *testing.T) {
 	}
 	st, _ = tdxcall.MemRangeBlock(f.m, nil, f.tdr, gpa, 0)
 	want(t, "BLOCK twice", st, GPARangeAlreadyBlocked.With(OpRCX))
-	st, _ = tdxcall.MemPageRemove(f.m, nil, f.tdr, gpa, 0)
+	st, out = tdxcall.MemPageRemove(f.m, nil, f.tdr, gpa, 0)
 	want(t, "REMOVE untracked", st, TLBTrackingNotDone.With(OpRCX))
+	if out.RCX != 0 || out.RDX != 0 {
+		t.Errorf("REMOVE untracked: RCX %#x RDX %#x, want 0 and 0", out.RCX, out.RDX)
+	}
 	want(t, "TRACK", first(tdxcall.MemTrack(f.m, nil, f.tdr)), Success)
 	want(t, "TRACK again with a vCPU of the old epoch inside", first(tdxcall.MemTrack(f.m, nil, f.tdr)), PreviousTLBEpochBusy)
 	st, _ = tdxcall.MemPageRemove(f.m, nil, f.tdr, gpa, 0)
 	want(t, "REMOVE while a vCPU of the blocking epoch runs", st, TLBTrackingNotDone.With(OpRCX))
 	f.m.TDExit(vc)
-	st, out := tdxcall.MemPageRemove(f.m, nil, f.tdr, gpa, 0)
+	st, out = tdxcall.MemPageRemove(f.m, nil, f.tdr, gpa, 0)
 	want(t, "REMOVE", st, Success)
 	if addr.HPA(out.RCX) != pg.HPA() {
 		t.Errorf("REMOVE returned %x, want %x", out.RCX, pg.HPA())

@@ -386,12 +386,25 @@ func (m *Module) memPageRemove(ls *lockset, in Regs) Regs {
 		return r
 	}
 	e := p.e[i]
-	if r, ok := m.readyToChange(td, e, level, true); !ok {
-		return r
+	if !isLeafState(e.state()) {
+		return stateIncorrect(e, level)
 	}
+	// Module: tdh_mem_page_remove.c takes the removed page's PAMT entry
+	// exclusive (pamt_implicit_get_with_nl_entry_and_lock) before the
+	// blocked/tracked checks, so a busy PAMT entry wins over NOT_BLOCKED.
 	pe, _ := m.pamtOfMapping(e, level)
 	if !ls.try(&pe.lock, true) {
 		return fail(OperandBusy.With(OpRCX))
+	}
+	if td.trackingRequired() {
+		if !isBlocked(e.state()) {
+			return Regs{RAX: uint64(GPARangeNotBlocked.With(OpRCX)), RCX: e.architectural(), RDX: levelState(level, e.state())}
+		}
+		// is_tlb_and_iotlb_tracked() fails with RCX/RDX left at the
+		// zero the handler set on entry: no SEPT entry details.
+		if !td.tracked(pe.bepoch) {
+			return fail(TLBTrackingNotDone.With(OpRCX))
+		}
 	}
 	pfn := e.hpa().PFN()
 	m.releaseLeaf(pfn, pe, level)
@@ -443,6 +456,7 @@ func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
 	if in.RDX&0xffe != 0 {
 		return fail(OperandInvalid.With(OpRDX))
 	}
+	origRCX, origRDX := in.RCX, in.RDX
 	in.RDX &^= 1 // l2_sept_add_mode: TD partitioning only, ignored
 	td, p, i, level, r, ok := m.entryPrologue(ls, in, 1, addr.Level1G, false)
 	if !ok {
@@ -474,6 +488,15 @@ func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
 		if pair[0] == pair[1] {
 			return fail(OperandInvalid.With(OpR13))
 		}
+	}
+	// Module: tdh_mem_page_demote.c: before anything is committed, a
+	// pending host interrupt ends the call with TDX_INTERRUPTED_RESTARTABLE
+	// and RCX/RDX restored; the caller repeats it whole. With
+	// ENHANCED_DEMOTE_INTERRUPTIBILITY only partitioned TDs (L2 VMs, not
+	// modelled) poll, so the model polls only without the feature.
+	if m.cfg.NoEnhancedDemote && m.hostIRQ {
+		m.hostIRQ = false
+		return Regs{RAX: uint64(InterruptedRestartable), RCX: origRCX, RDX: origRDX}
 	}
 	// Commit.
 	assign4K(ne, nn, PTEPT, td.id)

@@ -68,6 +68,33 @@ type Config struct {
 	Packages    int  // CPU packages: KEY.CONFIG and CACHE.WB run once on each (default 1)
 	TDCSPages   int  // TDCX pages a TD needs (default 6: MIN_NUM_TDCS_PAGES)
 	TDVPSPages  int  // TDVPR + TDVPX pages a vCPU needs (default 6)
+	// NoEnhancedDemote models a module without TDX_FEATURES0
+	// ENHANCED_DEMOTE_INTERRUPTIBILITY (bit 51; first enumerated by
+	// TDX_1.5.28): TDH.MEM.PAGE.DEMOTE of a non-partitioned TD returns
+	// TDX_INTERRUPTED_RESTARTABLE when a host interrupt is pending (seen on
+	// 1.5.16 and 1.5.24 by Sagi Shahar, "[PATCH v3 24/24] KVM: TDX: Turn on
+	// PG_LEVEL_2M" thread, 20260106101646.24809-1-yan.y.zhao@intel.com).
+	// The zero value is today's model: the feature is reported.
+	NoEnhancedDemote bool
+}
+
+// Features0 bits the model reports (TDX_FEATURES0 metadata field).
+const (
+	Features0DynamicPAMT                    = 1 << 36
+	Features0EnhancedDemoteInterruptibility = 1 << 51
+)
+
+// Features0 is the module's TDX_FEATURES0 as KVM reads it at boot
+// (Kernel: tdx_get_sysinfo(); the huge-page v3 series' patch 2 tests bit 51).
+func (c Config) Features0() uint64 {
+	var f uint64
+	if c.DynamicPAMT {
+		f |= Features0DynamicPAMT
+	}
+	if !c.NoEnhancedDemote {
+		f |= Features0EnhancedDemoteInterruptibility
+	}
+	return f
 }
 
 func (c *Config) defaults() {
@@ -113,6 +140,10 @@ type Module struct {
 	pamtBacking []addr.PFN
 	staticBytes uint64
 	pairs       uint64 // Dynamic PAMT page pairs installed
+
+	// hostIRQ is a host interrupt pending on the next interruptible
+	// SEAMCALL (is_interrupt_pending_host_side()); see PendHostInterrupt.
+	hostIRQ bool
 
 	kot    []*TD // by HKID; nil = free
 	tds    map[addr.PFN]*TD
@@ -456,4 +487,13 @@ func (m *Module) bitmapAny2M(pfn addr.PFN) bool {
 	}
 	base := uint64(pfn&(1<<18-1)) &^ 511
 	return m.bitmapAnyRange(g, base, base+512)
+}
+
+// PendHostInterrupt leaves a host interrupt pending: the next SEAMCALL
+// that polls for one (is_interrupt_pending_host_side()) sees it and
+// consumes it. Deterministic stand-in for an IRQ arriving mid-SEAMCALL.
+func (m *Module) PendHostInterrupt() {
+	m.mu.Lock()
+	m.hostIRQ = true
+	m.mu.Unlock()
 }

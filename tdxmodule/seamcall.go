@@ -73,6 +73,7 @@ type VCPU struct {
 	inside     bool
 	epoch      uint64
 	tdrHold    lockset // TDR shared lock held while inside the TD
+	irqAfter   uint    // PendGuestInterrupt: 4K pages of a 2M accept before an interrupt
 }
 
 // TDVPR returns the vCPU's TDVPR page.

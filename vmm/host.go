@@ -14,6 +14,9 @@ type HostConfig struct {
 	DynamicPAMT bool
 	Packages    int
 	Allow1GAug  bool // the TDX module AUGs 1G pages
+	// NoEnhancedDemote: the module lacks TDX_FEATURES0
+	// ENHANCED_DEMOTE_INTERRUPTIBILITY (tdxmodule.Config.NoEnhancedDemote).
+	NoEnhancedDemote bool
 	// KVM is the modelled KVM; nil means kvm.DefaultConfig().
 	KVM *kvm.Config
 	// TDs are the TDs the host is sized for: their HugeTLB guest_memfds
@@ -33,7 +36,7 @@ func NewHost(hc HostConfig, sink event.Sink) (*tdx.Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	mod, err := tdxmodule.New(mem, tdxmodule.Config{DynamicPAMT: hc.DynamicPAMT, Packages: hc.Packages, Allow1GAug: hc.Allow1GAug}, sink)
+	mod, err := tdxmodule.New(mem, tdxmodule.Config{DynamicPAMT: hc.DynamicPAMT, Packages: hc.Packages, Allow1GAug: hc.Allow1GAug, NoEnhancedDemote: hc.NoEnhancedDemote}, sink)
 	if err != nil {
 		return nil, err
 	}

@@ -159,6 +159,21 @@ func TestInitMemRegionErrnos(t *testing.T) {
 		if e.td.Stats().PagesAdded != 1 {
 			t.Errorf("%d pages added, want 1", e.td.Stats().PagesAdded)
 		}
+		// Kernel: tdx_vcpu_init_mem_region(): a pending signal stops the
+		// loop with -EINTR before the next page, nothing added, the region
+		// unchanged; cleared, the same call resumes.
+		if err := e.m.VM.SetMemoryAttributes(th, attrs(mib+4*kib, 4*kib, true)); err != nil {
+			t.Fatal(err)
+		}
+		th.SetSignalPending(true)
+		wantErrno(t, "signal pending", e.td.InitMemRegion(th, v, &r), errno.EINTR)
+		if r.NPages != 1 || e.td.Stats().PagesAdded != 1 {
+			t.Errorf("after EINTR: %+v, %d pages added", r, e.td.Stats().PagesAdded)
+		}
+		th.SetSignalPending(false)
+		if err := e.td.InitMemRegion(th, v, &r); err != nil || r.NPages != 0 || e.td.Stats().PagesAdded != 2 {
+			t.Errorf("resumed: %v, %+v, %d pages added", err, r, e.td.Stats().PagesAdded)
+		}
 		e.teardown(th)
 	})
 	if err != nil {

@@ -118,9 +118,17 @@ func (td *TD) installed(t *sched.Thread, leaf string, st tdxmodule.Status, gfn a
 // until the TD is RUNNABLE (TDH.MEM.PAGE.ADD maps 4K only), then 2M, or 1G
 // when the module allows 1G AUG (the model's extension; the series stops
 // at 2M).
+//
+// Series: "[PATCH v3 24/24] KVM: TDX: Turn on PG_LEVEL_2M" (thread
+// 20260106101646.24809-1-yan.y.zhao@intel.com): huge pages stay off when the
+// module does not enumerate TDX_FEATURES0 ENHANCED_DEMOTE_INTERRUPTIBILITY,
+// so KVM never meets DEMOTE's TDX_INTERRUPTED_RESTARTABLE (v3 does not
+// retry it; it avoids it).
 func (td *TD) PrivateMaxLevel() addr.Level {
 	switch {
 	case td.State() != StateRunnable:
+		return addr.Level4K
+	case td.h.Mod.Config().Features0()&tdxmodule.Features0EnhancedDemoteInterruptibility == 0:
 		return addr.Level4K
 	case td.h.Mod.Config().Allow1GAug:
 		return addr.Level1G

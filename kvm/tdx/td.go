@@ -370,7 +370,8 @@ const MeasureMemoryRegion = 1 << 0
 // for each 256-byte chunk when measuring. The region is updated as pages
 // are done (the struct is copied back even on error).
 //
-// Errors: vCPU not initialized, TD runnable, unknown flags, a source or
+// Errors: EINTR when a signal is pending before a page (the pages done
+// stay done and the region says where to resume); vCPU not initialized, TD runnable, unknown flags, a source or
 // GPA not page aligned, a zero source (T4) or page count, a range that
 // wraps or carries the shared bit (EINVAL); what kvm_gmem_populate returns
 // (e.g. EINVAL for a GFN not private); EFAULT for a source not mapped;
@@ -404,6 +405,12 @@ func (td *TD) InitMemRegion(t *sched.Thread, v *VCPU, r *MemRegion) error {
 	}
 	user := vm.UserMemory()
 	for r.NPages > 0 {
+		// Kernel: tdx_vcpu_init_mem_region(): "if (signal_pending(current))
+		// { ret = -EINTR; break; }" at the top of each page; the region,
+		// copied back, says how far it got.
+		if t.SignalPending() {
+			return errno.Newf(op, errno.EINTR, "signal pending after %#x", r.GPA)
+		}
 		gfn := addr.GPA(r.GPA).GFN()
 		src := func(t *sched.Thread, _ int64) (addr.PFN, func(), error) {
 			if user == nil {

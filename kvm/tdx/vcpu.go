@@ -227,6 +227,12 @@ func (v *VCPU) Accept(t *sched.Thread, gpa addr.GPA, level addr.Level) (tdxmodul
 			return x.Status, nil
 		}
 		v.exit()
+		if x.Kind == tdxmodule.ExitInterrupt {
+			// Kernel: tdx_handle_exit() EXIT_REASON_EXTERNAL_INTERRUPT:
+			// the host takes the interrupt and re-enters; the TDCALL,
+			// not retired, resumes the 2M accept where it stopped.
+			continue
+		}
 		if err := v.handleEPTViolation(t, x); err != nil {
 			return 0, err
 		}

@@ -252,3 +252,23 @@ func TestTeardownOrder(t *testing.T) {
 	e.noViolations()
 	e.clean()
 }
+
+// Kernel: arch/x86/kvm/x86.c kvm_noncoherent_dma_assignment_start_or_stop()
+// zaps only with KVM_X86_QUIRK_IGNORE_GUEST_PAT, which TDX disallows
+// (Series: "[PATCH v4 00/28] KVM: x86/mmu: TDX post-populate cleanups",
+// 20251030200951.3402865-1-seanjc@google.com): under MemtypeZapNone a
+// memory-type change leaves a TD's shared and private leaves alone.
+func TestZapMemtypeNoneLeavesTDAlone(t *testing.T) {
+	kc := kvm.DefaultConfig()
+	kc.MemtypeZap = kvm.MemtypeZapNone
+	runClean(t, opts{seed: 4, dynamic: true, kvm: &kc}, func(th *sched.Thread, e *env) {
+		acceptAndShare(t, th, e)
+		before := e.td.MMU().Stats()
+		e.m.VM.ZapGFNRangeMemtype(th, 0, addr.GFN(4*mib>>addr.PageShift))
+		after := e.td.MMU().Stats()
+		if after.Mapped != before.Mapped || before.Mapped[0][0] == 0 || before.Mapped[1][0] != 256 {
+			t.Errorf("memtype change under MemtypeZapNone: leaves %v -> %v", before.Mapped, after.Mapped)
+		}
+		e.teardown(th)
+	})
+}

@@ -1,0 +1,22 @@
+package kernel
+
+// memtypeZapNone is the memory-type zap rule the merged trees (6.19, 7.0)
+// have for a TD, for a profile to list and to map onto
+// kvm.Config.MemtypeZap = kvm.MemtypeZapNone. The model's default stays
+// kvm.MemtypeZapSharedOnly (today's behaviour).
+//
+// Kernel: arch/x86/kvm/x86.c kvm_noncoherent_dma_assignment_start_or_stop()
+// calls kvm_zap_gfn_range() only with KVM_X86_QUIRK_IGNORE_GUEST_PAT, and
+// TDX disallows that quirk; kvm_tdp_mmu_zap_leafs() itself walks every
+// valid root, the mirror included, so the rule lives in the caller.
+var memtypeZapNone = Behaviour{
+	Flag:        "memtype_zap=none",
+	Implemented: true,
+	Verified:    true,
+	Source:      refPostPopulate,
+	Note:        "the series' commit 'KVM: TDX: Use kvm_tdp_mmu_map_private_pfn()' lists the kvm_zap_gfn_range() callers a TD can reach: sev.c (not a TD), non-coherent DMA (TDX disallows KVM_X86_QUIRK_IGNORE_GUEST_PAT) and the APICv inhibit (the APIC page is its own non-guest_memfd memslot); kvm.MemtypeZapNone; the model's default is kvm.MemtypeZapSharedOnly",
+}
+
+// MemtypeZapNone is memtypeZapNone for the layer that maps profiles onto
+// kvm.Config.
+func MemtypeZapNone() Behaviour { return memtypeZapNone }
