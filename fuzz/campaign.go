@@ -75,6 +75,7 @@ type Config struct {
 	Seed     uint64        // first seed
 	Runs     int           // scenarios to run (0: until Duration)
 	Duration time.Duration // stop after this long (0: until Runs)
+	Kernel   string        // kernel profile of every scenario ("" the default)
 	Policies [][2]string   // overrides applied to every scenario
 	Inject   [][2]string   // fault injection set in every scenario (--inject)
 	Hostile  bool          // hostile guests (--hostile)
@@ -103,6 +104,7 @@ type Summary struct {
 	Findings      []Finding      `json:"findings"`
 	Seeds         [2]uint64      `json:"seeds"` // first and last seed run
 	ElapsedMS     int64          `json:"elapsed_ms"`
+	Kernel        string         `json:"kernel,omitempty"`
 	Policies      []string       `json:"policies"`
 	Inject        []string       `json:"inject"`
 	// GuestOps counts the hostile guests' operations (--hostile).
@@ -135,7 +137,7 @@ func Campaign(cfg Config) (*Summary, error) {
 	if cfg.Runs <= 0 && cfg.Duration <= 0 {
 		cfg.Runs = 100
 	}
-	sum := &Summary{Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}, Inject: []string{}, Injected: map[string]uint64{}}
+	sum := &Summary{Kernel: cfg.Kernel, Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}, Inject: []string{}, Injected: map[string]uint64{}}
 	for _, p := range cfg.Policies {
 		sum.Policies = append(sum.Policies, p[0]+"="+p[1])
 	}
@@ -149,7 +151,7 @@ func Campaign(cfg Config) (*Summary, error) {
 			break
 		}
 		seed := cfg.Seed + uint64(cfg.Shard) + uint64(i)*uint64(shards)
-		f, err := Generate(seed, Options{Policies: cfg.Policies, Inject: cfg.Inject, Hostile: cfg.Hostile})
+		f, err := Generate(seed, Options{Kernel: cfg.Kernel, Policies: cfg.Policies, Inject: cfg.Inject, Hostile: cfg.Hostile})
 		if err != nil {
 			return sum, err
 		}
@@ -235,6 +237,9 @@ func Reproducer(seed uint64, inv string, f *scenario.File) ([]byte, error) {
 func (s *Summary) WriteText(w interface{ Write([]byte) (int, error) }) {
 	fmt.Fprintf(w, "fuzz: %d runs (seeds %d..%d), %d timeline steps, %d distinct interleavings, %.1f s\n",
 		s.Runs, s.Seeds[0], s.Seeds[1], s.Steps, s.Interleavings, float64(s.ElapsedMS)/1000)
+	if s.Kernel != "" {
+		fmt.Fprintf(w, "kernel: %s\n", s.Kernel)
+	}
 	if len(s.Policies) > 0 {
 		fmt.Fprintf(w, "policies: %s\n", strings.Join(s.Policies, ", "))
 	}

@@ -46,6 +46,7 @@ func Generate(seed uint64, o Options) (*scenario.File, error) {
 
 // Options shape what Generate makes.
 type Options struct {
+	Kernel   string      // kernel profile (--kernel) of every scenario; its fixed policies win over the generator's picks
 	Policies [][2]string // policy overrides (--policy k=v) set in every scenario
 	Inject   [][2]string // fault injection (--inject k=v) set in every scenario
 	// Hostile makes a third of the guest workloads hostile guests
@@ -56,6 +57,11 @@ type Options struct {
 // parse writes s out and reads it back: the file a reproducer would be,
 // validated, with defaults filled and the overrides applied.
 func parse(s *scenario.Scenario, o Options) (*scenario.File, error) {
+	if o.Kernel != "" {
+		if err := s.ForceKernel(o.Kernel); err != nil {
+			return nil, err
+		}
+	}
 	b, err := scenario.Marshal(s)
 	if err != nil {
 		return nil, err

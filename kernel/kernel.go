@@ -40,7 +40,15 @@ type Policy struct {
 	Key    string
 	Value  string
 	Source string // the Ref of the Source that shows it
+	// Fixed says the tree has no other value: a scenario or --policy
+	// that sets the key to something else is bad input (exit 2).
+	Fixed bool
 }
+
+// Default is the profile a scenario without `kernel:` (and a run without
+// --kernel) stands for: the huge-page v3 series on Dynamic PAMT v4, whose
+// policy values were the model's defaults before profiles could be chosen.
+const Default = "hugepage-v3+dpamt-v4"
 
 // String returns "key=value".
 func (p Policy) String() string { return p.Key + "=" + p.Value }
@@ -67,6 +75,11 @@ type Profile struct {
 	Policies   []Policy
 	Behaviours []Behaviour
 	Sources    []Source
+	// Conversion is the default of tds[].conversion ("" keeps kvm).
+	Conversion string
+	// ExclusiveAttributes: guest_memfd attributes exclude per-VM ones (the
+	// in-place series' module parameter), so conversion: kvm is bad input.
+	ExclusiveAttributes bool
 }
 
 // PolicyPairs returns the profile's policies as "key=value" strings.

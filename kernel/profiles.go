@@ -57,8 +57,8 @@ var registry = []Profile{
 			{Name: "KVM TDX changes for 6.19", Version: "kvm-x86-tdx-6.19", Date: "2025-11-26", Ref: refTDX619, Merged: true, Note: "the pull that carries the series"},
 		},
 		Policies: []Policy{
-			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref},
-			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6},
+			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref, Fixed: true},
+			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6, Fixed: true},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
 			{Key: "populate", Value: "map_private_pfn", Source: refTDX619},
 		},
@@ -75,8 +75,8 @@ var registry = []Profile{
 			{Name: "guest_memfd populate rework", Version: "kvm-x86-gmem-6.20", Date: "2026-01-15", Ref: refGmem620, Merged: true, Note: "Michael Roth's series as pulled; the posting's Message-ID was not read"},
 		},
 		Policies: []Policy{
-			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref},
-			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6},
+			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref, Fixed: true},
+			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6, Fixed: true},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
 			{Key: "populate", Value: "map_private_pfn", Source: refGmem620},
 		},
@@ -185,7 +185,7 @@ var registry = []Profile{
 			{Name: "Dynamic PAMT", Version: "v6", Date: "2026-05-26", Ref: refDPAMTv6, Note: "11 patches; posted 2026-05-25 19:35 -0700"},
 		},
 		Policies: []Policy{
-			{Key: "hugepages", Value: "off", Source: refDPAMTv6},
+			{Key: "hugepages", Value: "off", Source: refDPAMTv6, Fixed: true},
 			{Key: "dynamic_pamt", Value: "true", Source: refDPAMTv6},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
 			{Key: "populate", Value: "map_private_pfn", Source: refTDX619},
@@ -231,6 +231,8 @@ var registry = []Profile{
 		Series: []Series{
 			{Name: "guest_memfd: In-place conversion support", Version: "v8", Date: "2026-06-18", Ref: refInPlaceV8, Note: "latest posting verified from the list; v10 (2026-08-07), v12 (2026-08-30) and v13 (2026-09-10, reported applied 2026-09-24) are known only from list digests"},
 		},
+		Conversion:          "in_place",
+		ExclusiveAttributes: true,
 		Policies: []Policy{
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
 		},

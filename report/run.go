@@ -24,6 +24,8 @@ const (
 // may be added, existing ones keep their meaning.
 type Run struct {
 	Scenario string `json:"scenario"`
+	// Kernel names the kernel profile the run stood for (tdxsim kernels).
+	Kernel string `json:"kernel"`
 	Seed     uint64 `json:"seed"`
 	Steps    uint64 `json:"scheduler_steps"`
 	// Schedule identifies the interleaving (sched.ScheduleHash, hex);
@@ -230,7 +232,7 @@ func (r *Run) WriteJSON(w io.Writer) error {
 // conversions, checks, the MRTD.
 func (r *Run) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "%s: seed %d, %d scheduler steps, modeled %s\n", r.Scenario, r.Seed, r.Steps, Duration(r.ModeledNS["total"]))
+	fmt.Fprintf(w, "%s: kernel %s, seed %d, %d scheduler steps, modeled %s\n", r.Scenario, r.Kernel, r.Seed, r.Steps, Duration(r.ModeledNS["total"]))
 	for _, td := range r.TDs {
 		fmt.Fprintf(w, "  %s: %s, %d vCPUs%s\n", td.Name, HumanBytes(td.MemoryBytes), td.VCPUs, bugNote(td.Bugged))
 	}

@@ -34,6 +34,12 @@ type File struct {
 	// firmware holds each TD's TDVF image, read at load time (nil for a
 	// TD without one).
 	firmware []*tdFirmware
+	// rawPolicies are the policies as the file wrote them, before the
+	// kernel profile's and the model's defaults; flagPolicies the
+	// --policy overrides in order; kernelFlag says --kernel chose Kernel.
+	rawPolicies  Policies
+	flagPolicies [][2]string
+	kernelFlag   bool
 }
 
 // MaxFileBytes caps a scenario file's size: a scenario is a few KiB of
@@ -74,6 +80,7 @@ func Parse(path string, data []byte) (*File, error) {
 	if err := d.decode(&root, reflect.ValueOf(&f.Scenario).Elem(), ""); err != nil {
 		return nil, err
 	}
+	f.rawPolicies = f.Scenario.Policies
 	if err := f.validate(); err != nil {
 		return nil, err
 	}
@@ -278,7 +285,15 @@ func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
 // SetPolicy overrides one policy (--policy k=v) after loading, with the
 // same rules as the file's policies section.
 func (f *File) SetPolicy(key, value string) error {
-	p := &f.Scenario.Policies
+	if err := setPolicy(&f.Scenario.Policies, key, value); err != nil {
+		return err
+	}
+	f.flagPolicies = append(f.flagPolicies, [2]string{key, value})
+	return f.resolveFlag()
+}
+
+// setPolicy sets one policy in p from its key=value text.
+func setPolicy(p *Policies, key, value string) error {
 	field := "policies." + key
 	switch key {
 	case "hugepages":
@@ -306,16 +321,6 @@ func (f *File) SetPolicy(key, value string) error {
 		}
 	default:
 		return &InputError{File: "--policy", Field: key, Rule: "unknown policy; known: " + keyList(reflect.TypeOf(Policies{}))}
-	}
-	if _, set := f.lines["host.tdx.max_level"]; !set {
-		f.Host.TDX.MaxLevel = ""
-	}
-	if err := f.validatePolicies(); err != nil {
-		var ie *InputError
-		if errors.As(err, &ie) {
-			ie.File, ie.Line = "--policy", 0
-		}
-		return err
 	}
 	return nil
 }

@@ -79,7 +79,7 @@ func Start(f *File, o Options) (*Runner, error) {
 	if name == "" {
 		name = f.Path
 	}
-	rn.r = &report.Run{Scenario: name, Seed: rn.seed, Violations: []string{}, Expectations: []report.Expectation{}}
+	rn.r = &report.Run{Scenario: name, Kernel: f.Scenario.Kernel, Seed: rn.seed, Violations: []string{}, Expectations: []report.Expectation{}}
 	if err := rn.setup(sink); err != nil {
 		return nil, err
 	}

@@ -23,9 +23,10 @@ import (
 type Scenario struct {
 	Name        string   `yaml:"name" doc:"a short name, printed at the top of the report"`
 	Description string   `yaml:"description" doc:"what the scenario shows, for people"`
+	Kernel      string   `yaml:"kernel,omitempty" doc:"kernel profile the run stands for (tdxsim kernels): it sets the policies' defaults; explicit policies override, within what the tree has (default hugepage-v3+dpamt-v4; --kernel overrides)"`
 	Seed        *uint64  `yaml:"seed" doc:"deterministic-scheduler and workload seed (default 1; --seed overrides)"`
 	Host        Host     `yaml:"host" doc:"the machine"`
-	Policies    Policies `yaml:"policies" doc:"design alternatives argued on the kernel lists (docs/policies.md); the defaults are the TDX huge-page v3 series on Dynamic PAMT v4, not a merged kernel"`
+	Policies    Policies `yaml:"policies" doc:"design alternatives argued on the kernel lists (docs/policies.md); the defaults are the kernel profile's (kernel:)"`
 	TDs         []TD     `yaml:"tds" doc:"the TDs, built (KVM_TDX_INIT_VM, INIT_MEM_REGION, FINALIZE) before the timeline starts" required:"true"`
 	Timeline    []Step   `yaml:"timeline" doc:"guest workloads and host events, in order; TDs not torn down are torn down at the end"`
 	Expect      Expect   `yaml:"expect" doc:"what must hold at the end (exit 1 otherwise)"`

@@ -67,7 +67,7 @@ func (f *File) validate() error {
 	if err := f.validateHost(); err != nil {
 		return err
 	}
-	if err := f.validatePolicies(); err != nil {
+	if err := f.resolvePolicies(); err != nil {
 		return err
 	}
 	if _, err := f.InjectConfig(); err != nil {
@@ -206,8 +206,8 @@ func (f *File) validateTD(i int) error {
 	if err := enum(f, at+".conversion", td.Conversion, "kvm", "in_place"); err != nil {
 		return err
 	}
-	if td.Conversion == "" {
-		td.Conversion = "kvm"
+	if err := f.resolveConversion(i); err != nil {
+		return err
 	}
 	if err := f.checkFirmwareAlone(i); err != nil {
 		return err

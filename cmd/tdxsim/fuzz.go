@@ -46,6 +46,7 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	hostile := fs.Bool("hostile", false, "hostile guests: a third of the guest workloads issue ACCEPT and MapGPA with any operands while their vCPUs race")
 	var injects policyFlag
 	fs.Var(&injects, "inject", "fault injection in every generated scenario (repeatable), as for run")
+	kf := addKernelFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim fuzz [flags]
 
@@ -69,8 +70,12 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim fuzz: %v\n", err)
 		return exitBadInput
 	}
+	kname, ok := kf.one("fuzz", stderr)
+	if !ok {
+		return exitBadInput
+	}
 	bar := newProgress(stderr, " runs", int64(*runs)) // an ETA with --runs; with --duration the end is known
-	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
+	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
 		Out: *out, ShrinkRuns: *shrinkRuns}
 	if *runs == 0 && *duration == 0 {
 		bar = newProgress(stderr, " runs", 100) // the campaign's default
@@ -128,6 +133,7 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim replay", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print only the report, as JSON, on stdout (the step lines go to stderr)")
 	tf := addTraceFlags(fs)
+	kf := addKernelFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim replay [flags] FILE
 
@@ -150,7 +156,11 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
 		return exitBadInput
 	}
-	f, code := loadScenario("replay", fs.Arg(0), nil, stderr)
+	kname, ok := kf.one("replay", stderr)
+	if !ok {
+		return exitBadInput
+	}
+	f, code := loadScenario("replay", fs.Arg(0), kname, nil, stderr)
 	if f == nil {
 		return code
 	}
@@ -180,12 +190,14 @@ func cmdCompare(args []string, stdout, stderr io.Writer) int {
 	seed := fs.Uint64("seed", 0, "seed for both runs (default: A's)")
 	var policies policyFlag
 	fs.Var(&policies, "policy", "B is A with this policy set (repeatable); or give a second file")
+	kf := addKernelFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim compare [flags] A.yaml [B.yaml]
        tdxsim compare --policy k=v [--policy k=v ...] A.yaml
+       tdxsim compare --kernel A --kernel B FILE
 
-Runs two scenarios (two files, or one file and the same file with policy
-overrides) on the same seed and prints their figures side by side, the
+Runs two scenarios (two files, one file and the same file with policy
+overrides, or one file under two kernel profiles) on the same seed and prints their figures side by side, the
 differences marked: SEAMCALLs, modeled time, memory overhead, mappings,
 splits, violations. Exit 1 when either run broke a check.
 
@@ -195,20 +207,30 @@ flags:`)
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
-	if fs.NArg() < 1 || fs.NArg() > 2 || (fs.NArg() == 1) == (len(policies) == 0) {
-		fmt.Fprintln(stderr, "tdxsim compare: want two scenario files, or one file and --policy overrides")
+	two := len(*kf) == 2
+	if fs.NArg() < 1 || fs.NArg() > 2 || len(*kf) > 2 || (two && fs.NArg() != 1) ||
+		(fs.NArg() == 1) == (len(policies) == 0 && !two) {
+		fmt.Fprintln(stderr, "tdxsim compare: want two scenario files, or one file and --policy overrides or two --kernel profiles")
 		return exitBadInput
 	}
-	a, code := loadScenario("compare", fs.Arg(0), nil, stderr)
+	kA, kB := "", ""
+	if len(*kf) > 0 {
+		kA, kB = (*kf)[0], (*kf)[len(*kf)-1]
+	}
+	a, code := loadScenario("compare", fs.Arg(0), kA, nil, stderr)
 	if a == nil {
 		return code
 	}
 	bPath := fs.Arg(fs.NArg() - 1)
-	b, code := loadScenario("compare", bPath, policies, stderr)
+	b, code := loadScenario("compare", bPath, kB, policies, stderr)
 	if b == nil {
 		return code
 	}
-	nameB := policies.label(bPath)
+	nameA, nameB := fs.Arg(0), policies.label(bPath)
+	if two {
+		nameA += " kernel=" + kA
+		nameB = policies.label(bPath + " kernel=" + kB)
+	}
 	s := *a.Seed
 	fs.Visit(func(fl *flag.Flag) {
 		if fl.Name == "seed" {
@@ -221,7 +243,7 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim compare: %v\n", errors.Join(errA, errB))
 		return exitCheck
 	}
-	c := report.Compare(fs.Arg(0), ra, nameB, rb)
+	c := report.Compare(nameA, ra, nameB, rb)
 	if *asJSON {
 		writeJSON(stdout, c)
 	} else {

@@ -113,6 +113,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the report as JSON (schema in the README)")
 	costs := fs.Bool("costs", false, "print the SEAMCALL cost table in use, with the source of every figure, and exit")
 	tf := addTraceFlags(fs)
+	kf := addKernelFlag(fs)
 	var injects policyFlag
 	fs.Var(&injects, "inject", "fault injection (repeatable): busy=P (TDX_OPERAND_BUSY at rate P), busy_leaves=L1,L2,\nfail=LEAF:N[:EVERY[:STATUS]] (the Nth call of LEAF fails), alloc=[SOURCE]:N (the Nth allocation fails)")
 	svgFile := fs.String("svg", "", "write the memory map (each TD's state at the last step before teardown) and the charts as a standalone SVG to FILE")
@@ -141,7 +142,11 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
 		return exitBadInput
 	}
-	f, code := loadScenario("run", fs.Arg(0), policies, stderr)
+	kname, ok := kf.one("run", stderr)
+	if !ok {
+		return exitBadInput
+	}
+	f, code := loadScenario("run", fs.Arg(0), kname, policies, stderr)
 	if f == nil {
 		return code
 	}
@@ -192,10 +197,10 @@ flags:`)
 	return printRun("run", r, err, *asJSON, stdout, stderr)
 }
 
-// loadScenario loads path (the embedded default when "") and applies the
-// --policy overrides; on bad input it prints why and returns nil and exit
+// loadScenario loads path (the embedded default when "") and applies
+// --kernel (when not "") and the --policy overrides; on bad input it prints why and returns nil and exit
 // code 2.
-func loadScenario(cmd, path string, policies policyFlag, stderr io.Writer) (*scenario.File, int) {
+func loadScenario(cmd, path, kernelName string, policies policyFlag, stderr io.Writer) (*scenario.File, int) {
 	var f *scenario.File
 	var err error
 	switch path {
@@ -208,6 +213,9 @@ func loadScenario(cmd, path string, policies policyFlag, stderr io.Writer) (*sce
 		f, err = scenario.Default()
 	default:
 		f, err = scenario.Load(path)
+	}
+	if err == nil {
+		err = setKernel(f, kernelName)
 	}
 	for _, p := range policies {
 		if err != nil {

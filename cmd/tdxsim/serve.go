@@ -16,6 +16,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback by default; the UI has no authentication)")
 	var policies policyFlag
 	fs.Var(&policies, "policy", "the Compare page's second run is FILE with this policy set (repeatable; default hugepages=off)")
+	kf := addKernelFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim serve [flags] [FILE [FILE2]]
 
@@ -23,7 +24,8 @@ Runs FILE (the embedded default without one) and serves a web UI over it:
 the GPA map of each TD (2 MiB cells by state; click to zoom into a cell's
 512 pages), a timeline scrubber over the steps, the Secure EPT walk of a
 GPA, the report with its charts, and FILE beside a second run (FILE2, or
-FILE with --policy overrides) on the Compare page. It reads only the
+FILE with --policy overrides, or FILE under a second --kernel) on the
+Compare page. It reads only the
 files it was given.
 
 flags:`)
@@ -36,7 +38,15 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim serve: at most two scenario files, and --policy only with one")
 		return exitBadInput
 	}
-	a, code := loadScenario("serve", fs.Arg(0), nil, stderr)
+	if len(*kf) > 2 {
+		fmt.Fprintln(stderr, "tdxsim serve: --kernel at most twice (FILE's, then the Compare page's second run's)")
+		return exitBadInput
+	}
+	kA, kB := "", ""
+	if len(*kf) > 0 {
+		kA, kB = (*kf)[0], (*kf)[len(*kf)-1]
+	}
+	a, code := loadScenario("serve", fs.Arg(0), kA, nil, stderr)
 	if a == nil {
 		return code
 	}
@@ -49,12 +59,15 @@ flags:`)
 	pathB, nameB, bPolicies := fs.Arg(1), fs.Arg(1), policyFlag(nil)
 	if fs.NArg() < 2 {
 		pathB, bPolicies = fs.Arg(0), policies
-		if len(bPolicies) == 0 {
+		if len(bPolicies) == 0 && len(*kf) < 2 {
 			bPolicies = policyFlag{{"hugepages", "off"}}
 		}
 		nameB = bPolicies.label(nameA)
+		if len(*kf) == 2 {
+			nameB = bPolicies.label(nameA + " kernel=" + kB)
+		}
 	}
-	b, code := loadScenario("serve", pathB, bPolicies, stderr)
+	b, code := loadScenario("serve", pathB, kB, bPolicies, stderr)
 	if b == nil {
 		return code
 	}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/tdxsim/tdxsim/kernel"
+	"github.com/tdxsim/tdxsim/scenario"
+)
+
+// kernelFlag collects --kernel NAME (repeatable where a command takes two).
+type kernelFlag []string
+
+func (k *kernelFlag) String() string { return strings.Join(*k, ",") }
+
+func (k *kernelFlag) Set(v string) error {
+	if _, err := kernel.Lookup(v); err != nil {
+		return err
+	}
+	*k = append(*k, v)
+	return nil
+}
+
+// addKernelFlag adds --kernel to fs; one line per command.
+func addKernelFlag(fs *flag.FlagSet) *kernelFlag {
+	k := new(kernelFlag)
+	fs.Var(k, "kernel", "kernel profile to stand for (tdxsim kernels; default: the scenario's kernel:, else "+kernel.Default+"); it sets the policies' defaults")
+	return k
+}
+
+// one returns the single --kernel given ("" for none), or an error when
+// the command takes one and got more.
+func (k kernelFlag) one(cmd string, stderr io.Writer) (string, bool) {
+	if len(k) > 1 {
+		fmt.Fprintf(stderr, "tdxsim %s: --kernel given %d times; it takes one\n", cmd, len(k))
+		return "", false
+	}
+	if len(k) == 0 {
+		return "", true
+	}
+	return k[0], true
+}
+
+// setKernel applies --kernel name to f ("" leaves the file's choice).
+func setKernel(f *scenario.File, name string) error {
+	if name == "" {
+		return nil
+	}
+	return f.SetKernel(name)
+}
