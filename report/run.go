@@ -26,8 +26,8 @@ type Run struct {
 	Scenario string `json:"scenario"`
 	// Kernel names the kernel profile the run stood for (tdxsim kernels).
 	Kernel string `json:"kernel"`
-	Seed     uint64 `json:"seed"`
-	Steps    uint64 `json:"scheduler_steps"`
+	Seed   uint64 `json:"seed"`
+	Steps  uint64 `json:"scheduler_steps"`
 	// Schedule identifies the interleaving (sched.ScheduleHash, hex);
 	// empty for a run on the parallel scheduler.
 	Schedule string `json:"schedule,omitempty"`

@@ -121,7 +121,7 @@ func TestRunDefaultText(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s\n%s", code, errs, out)
 	}
-	for _, want := range []string{"default: seed 1", "td0: 4.00 GiB, 2 vCPUs", "SEAMCALLs by leaf", "TDH.MEM.PAGE.AUG",
+	for _, want := range []string{"default: kernel hugepage-v3+dpamt-v4, seed 1", "td0: 4.00 GiB, 2 vCPUs", "SEAMCALLs by leaf", "TDH.MEM.PAGE.AUG",
 		"Private mappings", "PAMT static", "charged to td0", "MRTD td0 ", "violations: none"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
