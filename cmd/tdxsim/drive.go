@@ -15,7 +15,7 @@ import (
 // state at every boundary a step completed at (the build, then every
 // timeline step that did not stop the run).
 func drive(f *scenario.File, o scenario.Options, bar *progress, tr *tracer, each func(scenario.StepView)) (*report.Run, error) {
-	total := len(f.Timeline) + 2 // build and teardown count as one step each
+	total := len(f.Timeline) + 2                             // build and teardown count as one step each
 	stepper, _ := o.Sink.(interface{ BeforeStep(step int) }) // a trace window
 	var status atomic.Pointer[string]
 	if bar != nil {
