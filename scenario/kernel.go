@@ -3,7 +3,6 @@ package scenario
 import (
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/tdxsim/tdxsim/kernel"
 )
@@ -127,29 +126,6 @@ func (f *File) conflict(key, v, rule string) error {
 		}
 	}
 	return f.bad("policies."+key, "%s: conflicts with %s", v, rule)
-}
-
-// policyValue is key's value in p as SetPolicy text.
-func policyValue(p *Policies, key string) string {
-	switch key {
-	case "hugepages":
-		return p.HugePages
-	case "max_order_from":
-		return p.MaxOrderFrom
-	case "split_order":
-		return p.SplitOrder
-	case "populate":
-		return p.Populate
-	case "external_spt_cache":
-		return p.ExternalSPTCache
-	case "dynamic_pamt":
-		return strconv.FormatBool(p.DynamicPAMT != nil && *p.DynamicPAMT)
-	case "zap_private_on_notifier":
-		return strconv.FormatBool(p.ZapPrivateOnNotifier)
-	case "pin_private_pages":
-		return strconv.FormatBool(p.PinPrivatePages)
-	}
-	return ""
 }
 
 // resolveConversion sets tds[i].conversion's default from the profile

@@ -294,33 +294,61 @@ func (f *File) SetPolicy(key, value string) error {
 
 // setPolicy sets one policy in p from its key=value text.
 func setPolicy(p *Policies, key, value string) error {
-	field := "policies." + key
-	switch key {
-	case "hugepages":
-		p.HugePages = value
-	case "max_order_from":
-		p.MaxOrderFrom = value
-	case "split_order":
-		p.SplitOrder = value
-	case "populate":
-		p.Populate = value
-	case "external_spt_cache":
-		p.ExternalSPTCache = value
-	case "dynamic_pamt", "zap_private_on_notifier", "pin_private_pages":
-		b, err := strconv.ParseBool(value)
-		if err != nil {
-			return &InputError{File: "--policy", Field: field, Rule: fmt.Sprintf("%q: want true or false", value)}
-		}
-		switch key {
-		case "dynamic_pamt":
-			p.DynamicPAMT = &b
-		case "zap_private_on_notifier":
-			p.ZapPrivateOnNotifier = b
-		default:
-			p.PinPrivatePages = b
-		}
-	default:
+	acc, ok := policyAccessors[key]
+	if !ok {
 		return &InputError{File: "--policy", Field: key, Rule: "unknown policy; known: " + keyList(reflect.TypeOf(Policies{}))}
 	}
+	if acc.str != nil {
+		*acc.str(p) = value
+		return nil
+	}
+	b, err := strconv.ParseBool(value)
+	if err != nil {
+		return &InputError{File: "--policy", Field: "policies." + key, Rule: fmt.Sprintf("%q: want true or false", value)}
+	}
+	acc.setFlag(p, b)
 	return nil
+}
+
+// policyValue is key's value in p as setPolicy text ("" for an unknown
+// key; an unset dynamic_pamt reads false).
+func policyValue(p *Policies, key string) string {
+	acc, ok := policyAccessors[key]
+	switch {
+	case !ok:
+		return ""
+	case acc.str != nil:
+		return *acc.str(p)
+	}
+	return strconv.FormatBool(acc.flag(p))
+}
+
+// policyAccessor reads and writes one policy by its key: a string
+// policy through str, a boolean one through flag and setFlag.
+type policyAccessor struct {
+	str     func(*Policies) *string
+	flag    func(*Policies) bool
+	setFlag func(*Policies, bool)
+}
+
+// policyAccessors are the policies by key, the one table setPolicy and
+// policyValue share.
+var policyAccessors = map[string]policyAccessor{
+	"hugepages":          {str: func(p *Policies) *string { return &p.HugePages }},
+	"max_order_from":     {str: func(p *Policies) *string { return &p.MaxOrderFrom }},
+	"split_order":        {str: func(p *Policies) *string { return &p.SplitOrder }},
+	"populate":           {str: func(p *Policies) *string { return &p.Populate }},
+	"external_spt_cache": {str: func(p *Policies) *string { return &p.ExternalSPTCache }},
+	"dynamic_pamt": {
+		flag:    func(p *Policies) bool { return p.DynamicPAMT != nil && *p.DynamicPAMT },
+		setFlag: func(p *Policies, b bool) { p.DynamicPAMT = &b },
+	},
+	"zap_private_on_notifier": {
+		flag:    func(p *Policies) bool { return p.ZapPrivateOnNotifier },
+		setFlag: func(p *Policies, b bool) { p.ZapPrivateOnNotifier = b },
+	},
+	"pin_private_pages": {
+		flag:    func(p *Policies) bool { return p.PinPrivatePages },
+		setFlag: func(p *Policies, b bool) { p.PinPrivatePages = b },
+	},
 }
