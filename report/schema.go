@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"reflect"
 	"strings"
+
+	"github.com/tdxsim/tdxsim/internal/jsonschema"
 )
 
 // Schema returns the JSON Schema (draft 2020-12) of the run report,
@@ -38,16 +40,9 @@ func (g *reportSchema) of(t reflect.Type) map[string]any {
 		return map[string]any{"type": []string{"array", "null"}, "items": g.of(t.Elem())}
 	case reflect.Map:
 		return map[string]any{"type": []string{"object", "null"}, "additionalProperties": g.of(t.Elem())}
-	case reflect.String:
-		return map[string]any{"type": "string"}
-	case reflect.Bool:
-		return map[string]any{"type": "boolean"}
-	case reflect.Int, reflect.Int64, reflect.Int32:
-		return map[string]any{"type": "integer"}
-	case reflect.Uint, reflect.Uint64, reflect.Uint32:
-		return map[string]any{"type": "integer", "minimum": 0}
-	case reflect.Float64:
-		return map[string]any{"type": "number"}
+	}
+	if s := jsonschema.Scalar(t.Kind()); s != nil {
+		return s
 	}
 	return map[string]any{}
 }

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+
+	"github.com/tdxsim/tdxsim/internal/jsonschema"
 )
 
 // SizePattern is what a size string looks like: decimal or 0x hex, with
@@ -61,16 +63,9 @@ func (g *schemaGen) schemaOf(t reflect.Type) map[string]any {
 		return map[string]any{"type": "array", "items": g.schemaOf(t.Elem())}
 	case reflect.Map:
 		return map[string]any{"type": "object", "additionalProperties": g.schemaOf(t.Elem())}
-	case reflect.String:
-		return map[string]any{"type": "string"}
-	case reflect.Bool:
-		return map[string]any{"type": "boolean"}
-	case reflect.Int, reflect.Int64, reflect.Int32:
-		return map[string]any{"type": "integer"}
-	case reflect.Uint, reflect.Uint64, reflect.Uint32:
-		return map[string]any{"type": "integer", "minimum": 0}
-	case reflect.Float64:
-		return map[string]any{"type": "number"}
+	}
+	if s := jsonschema.Scalar(t.Kind()); s != nil {
+		return s
 	}
 	return map[string]any{}
 }
