@@ -134,24 +134,11 @@ func TestCompareKernels(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	var c struct {
-		NameA string `json:"a"`
-		NameB string `json:"b"`
-		Diffs []struct {
-			Metric string `json:"metric"`
-			Differ bool   `json:"differ"`
-		} `json:"diffs"`
-	}
-	if err := json.Unmarshal([]byte(out), &c); err != nil {
-		t.Fatal(err)
-	}
+	c := decodeCompare(t, out)
 	if !strings.HasSuffix(c.NameA, "kernel=6.19") || !strings.HasSuffix(c.NameB, "kernel="+kernel.Default) {
 		t.Errorf("names %q, %q", c.NameA, c.NameB)
 	}
-	differ := map[string]bool{}
-	for _, d := range c.Diffs {
-		differ[d.Metric] = d.Differ
-	}
+	differ := c.differ()
 	if !differ["mappings_peak 2M"] || !differ["memory pamt_dynamic_bytes_peak"] {
 		t.Errorf("2M mappings and dynamic PAMT should differ between 6.19 and %s: %v", kernel.Default, differ)
 	}

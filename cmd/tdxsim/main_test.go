@@ -272,22 +272,7 @@ func TestCompare(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s\n%s", code, errs, out)
 	}
-	var c struct {
-		Diffs []struct {
-			Metric string `json:"metric"`
-			Differ bool   `json:"differ"`
-		} `json:"diffs"`
-	}
-	if err := json.Unmarshal([]byte(out), &c); err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, d := range c.Diffs {
-		if d.Metric == "seamcalls TDH.PHYMEM.PAMT.ADD" && d.Differ {
-			found = true
-		}
-	}
-	if !found {
+	if !decodeCompare(t, out).differ()["seamcalls TDH.PHYMEM.PAMT.ADD"] {
 		t.Fatalf("static PAMT run shows no PAMT.ADD difference: %s", out)
 	}
 }
@@ -350,4 +335,32 @@ func TestRunSVGAndTrace(t *testing.T) {
 	if b, _ := os.ReadFile(ft); !strings.Contains(string(b), ": kvm_page_fault: ") || !strings.Contains(string(b), ": tdx_seamcall: leaf TDH.MEM.PAGE.AUG") {
 		t.Errorf("ftrace: %.300s", b)
 	}
+}
+
+// compareJSON is what the tests read of compare --json.
+type compareJSON struct {
+	NameA string `json:"a"`
+	NameB string `json:"b"`
+	Diffs []struct {
+		Metric string `json:"metric"`
+		Differ bool   `json:"differ"`
+	} `json:"diffs"`
+}
+
+func decodeCompare(t *testing.T, out string) compareJSON {
+	t.Helper()
+	var c compareJSON
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// differ maps each metric to whether it differs.
+func (c compareJSON) differ() map[string]bool {
+	m := map[string]bool{}
+	for _, d := range c.Diffs {
+		m[d.Metric] = d.Differ
+	}
+	return m
 }
