@@ -26,7 +26,9 @@ func checkOutFile(flagName, path string) error {
 		return nil
 	}
 	bad := func(rule string) error { return fmt.Errorf("--%s %s: %s", flagName, path, rule) }
-	if st, err := os.Stat(path); err == nil {
+	st, err := os.Stat(path)
+	existed := err == nil
+	if existed {
 		if st.IsDir() {
 			return bad("is a directory: want a file to write")
 		}
@@ -39,13 +41,12 @@ func checkOutFile(flagName, path string) error {
 	} else if !pst.IsDir() {
 		return bad(filepath.Dir(path) + " is not a directory")
 	}
-	_, existed := os.Stat(path)
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return bad("cannot be written: " + unwrapPath(err))
 	}
 	f.Close()
-	if existed != nil {
+	if !existed {
 		os.Remove(path)
 	}
 	return nil
