@@ -38,23 +38,20 @@ func (f *File) validateEnums() error {
 	if err := checkErrno(f, "expect.error", f.Expect.Error); err != nil {
 		return err
 	}
-	var steps func(list []Step, path string) error
-	steps = func(list []Step, path string) error {
-		for i := range list {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			if err := checkErrno(f, p+".expect_error", list[i].ExpectError); err != nil {
-				return err
-			}
-			if par, ok := list[i].Op.(*Parallel); ok {
-				if err := steps(*par, p+".parallel"); err != nil {
-					return err
-				}
-			}
+	return checkStepErrnos(f, f.Timeline, "timeline")
+}
+
+// checkStepErrnos checks the expect_error of every step in list and in
+// its parallel groups.
+func checkStepErrnos(f *File, list []Step, path string) error {
+	for i := range list {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		if err := checkErrno(f, p+".expect_error", list[i].ExpectError); err != nil {
+			return err
 		}
-		return nil
-	}
-	if err := steps(f.Timeline, "timeline"); err != nil {
-		return err
+		if err := checkStepErrnos(f, list[i].Members(), p+".parallel"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
