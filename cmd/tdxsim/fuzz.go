@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -38,6 +39,7 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	shrinkRuns := fs.Int("shrink-runs", 400, "runs one shrink may make")
 	withTrace := fs.Bool("trace", false, "write a Chrome trace beside each reproducer (NAME.trace.json)")
+	workers := fs.Int("workers", runtime.NumCPU(), "scenarios run at once (results are the same for any count: merged in seed order)")
 	shard := shardFlag{0, 1}
 	fs.Var(&shard, "shard", "run shard i of n: seeds seed+i, seed+i+n, ... (disjoint across shards)")
 	var policies policyFlag
@@ -64,13 +66,13 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim fuzz: unexpected argument %q\n", fs.Arg(0))
 		return exitBadInput
 	}
-	if *runs < 0 || *duration < 0 || *shrinkRuns < 1 {
-		fmt.Fprintln(stderr, "tdxsim fuzz: --runs and --duration must not be negative, --shrink-runs must be positive")
+	if *runs < 0 || *duration < 0 || *shrinkRuns < 1 || *workers < 1 {
+		fmt.Fprintln(stderr, "tdxsim fuzz: --runs and --duration must not be negative, --shrink-runs and --workers must be positive")
 		return exitBadInput
 	}
 	bar := newProgress(stderr)
 	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
-		Out: *out, ShrinkRuns: *shrinkRuns}
+		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers}
 	if *runs > 0 {
 		cfg.Progress = func(n int) { bar.update(n, *runs) }
 	}
