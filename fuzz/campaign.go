@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -85,6 +86,10 @@ type Config struct {
 	Out           string // directory for reproducers ("" writes none)
 	// ShrinkRuns bounds the runs one shrink may make (0: 400).
 	ShrinkRuns int
+	// Workers runs this many scenarios at once (0: runtime.NumCPU()).
+	// Outcomes are merged in seed order, so the summary, findings and
+	// reproducers are the same for any Workers (timings aside).
+	Workers int
 	// Progress, if set, is called after each run with the runs so far.
 	Progress func(runs int)
 	// Live, if set, is called after each run with the summary so far
@@ -114,6 +119,12 @@ type Summary struct {
 	GuestRefused int64 `json:"hostile_guest_ops_refused"`
 	// Injected counts the faults injected over the campaign, by kind.
 	Injected map[string]uint64 `json:"injected"`
+	// Workers is how many scenarios ran at once; RunsPerSec and
+	// InterleavingsPerSec are Runs and Interleavings over the elapsed
+	// wall time (shrinking included).
+	Workers             int     `json:"workers"`
+	RunsPerSec          float64 `json:"runs_per_sec"`
+	InterleavingsPerSec float64 `json:"interleavings_per_sec"`
 }
 
 // Finding is one failing seed and what its shrunk reproducer is.
@@ -144,18 +155,25 @@ func Campaign(cfg Config) (*Summary, error) {
 	for _, p := range cfg.Inject {
 		sum.Inject = append(sum.Inject, p[0]+"="+p[1])
 	}
+	workers := cfg.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	sum.Workers = workers
+	seedOf := func(i int) uint64 { return cfg.Seed + uint64(cfg.Shard) + uint64(i)*uint64(shards) }
+	res := newResults(seedOf, cfg.genOptions(), workers, max(cfg.Runs, 0))
+	defer res.stop()
 	schedules := map[string]bool{}
 	reported := map[string]bool{}
 	for i := 0; ; i++ {
 		if cfg.Runs > 0 && i >= cfg.Runs || cfg.Duration > 0 && time.Since(start) >= cfg.Duration {
 			break
 		}
-		seed := cfg.Seed + uint64(cfg.Shard) + uint64(i)*uint64(shards)
-		f, err := Generate(seed, Options{Kernel: cfg.Kernel, Policies: cfg.Policies, Inject: cfg.Inject, Hostile: cfg.Hostile})
+		seed := seedOf(i)
+		f, o, err := res.get(i)
 		if err != nil {
 			return sum, err
 		}
-		o := RunOne(f)
 		if i == 0 {
 			sum.Seeds[0] = seed
 		}
@@ -204,7 +222,12 @@ func Campaign(cfg Config) (*Summary, error) {
 			cfg.Live(sum)
 		}
 	}
-	sum.ElapsedMS = time.Since(start).Milliseconds()
+	el := time.Since(start)
+	sum.ElapsedMS = el.Milliseconds()
+	if secs := el.Seconds(); secs > 0 {
+		sum.RunsPerSec = float64(sum.Runs) / secs
+		sum.InterleavingsPerSec = float64(sum.Interleavings) / secs
+	}
 	return sum, nil
 }
 

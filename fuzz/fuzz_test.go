@@ -1,6 +1,7 @@
 package fuzz
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -172,4 +173,33 @@ func FuzzScenario(f *testing.F) {
 			t.Fatalf("seed %d breaks %v: %v\n%s", seed, o.Broken, o.Report.Violations, b)
 		}
 	})
+}
+
+// A campaign's summary, findings and reproducers do not depend on the
+// worker count: runs are merged in seed order.
+func TestWorkersSameSummary(t *testing.T) {
+	runs := 12
+	if testing.Short() {
+		runs = 6
+	}
+	var got []*Summary
+	for _, w := range []int{1, 3} {
+		sum, err := Campaign(Config{Seed: 7, Runs: runs, Workers: w, Policies: [][2]string{{"populate", "gmem_populate"}}, ShrinkRuns: 40})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum.Workers != w {
+			t.Errorf("workers %d, want %d", sum.Workers, w)
+		}
+		sum.ElapsedMS, sum.RunsPerSec, sum.InterleavingsPerSec, sum.Workers = 0, 0, 0, 0
+		for i := range sum.Findings {
+			sum.Findings[i].FoundAfter = 0
+		}
+		got = append(got, sum)
+	}
+	a, _ := json.Marshal(got[0])
+	b, _ := json.Marshal(got[1])
+	if string(a) != string(b) {
+		t.Errorf("1 worker:\n%s\n3 workers:\n%s", a, b)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -39,6 +40,7 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
 	shrinkRuns := fs.Int("shrink-runs", 400, "runs one shrink may make")
 	withTrace := fs.Bool("trace", false, "write a Chrome trace beside each reproducer (NAME.trace.json)")
+	workers := fs.Int("workers", runtime.NumCPU(), "scenarios run at once (results are the same for any count: merged in seed order)")
 	shard := shardFlag{0, 1}
 	fs.Var(&shard, "shard", "run shard i of n: seeds seed+i, seed+i+n, ... (disjoint across shards)")
 	var policies policyFlag
@@ -70,13 +72,17 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim fuzz: %v\n", err)
 		return exitBadInput
 	}
+	if *workers < 1 {
+		fmt.Fprintf(stderr, "tdxsim fuzz: --workers %d: want at least 1 (leave it out for one per CPU)\n", *workers)
+		return exitBadInput
+	}
 	kname, ok := kf.one("fuzz", stderr)
 	if !ok {
 		return exitBadInput
 	}
 	bar := newProgress(stderr, " runs", int64(*runs)) // an ETA with --runs; with --duration the end is known
 	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
-		Out: *out, ShrinkRuns: *shrinkRuns}
+		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers}
 	if *runs == 0 && *duration == 0 {
 		bar = newProgress(stderr, " runs", 100) // the campaign's default
 	}
