@@ -435,7 +435,7 @@ func (m *Memory) retag(pfn addr.PFN, order addr.Order, f func(*pageMeta)) {
 			hi = lo + addr.PFN(1)<<order
 		}
 		for i := lo; i < hi; i++ {
-			f(&ch.pages[i])
+			f(&ch.pages.meta[i])
 		}
 	}
 }
@@ -464,31 +464,25 @@ func (m *Memory) FillTag(t *sched.Thread, pfn addr.PFN, order addr.Order, tag Ta
 			ch := m.chunkOf(c)
 			switch {
 			case ch.pages == nil:
-				ch.big.tag = tag
-			case ch.pages[0].order() >= chunkOrder:
+				ch.tag = tag
+			case ch.pages.meta[0].order() >= chunkOrder:
 				// One huge folio expanded only for per-page tags: whole again.
-				head := ch.pages[0]
-				head.tag = tag
-				m.collapse(ch, head)
+				m.collapse(ch, ch.pages.meta[0], tag)
 			default:
-				for i := range ch.pages {
-					ch.pages[i].tag = tag
-				}
+				ch.setTags(0, chunkPages, tag)
 			}
 		}
 		return nil
 	}
 	ch := m.chunkOf(pfn)
-	if ch.pages == nil && ch.big.tag == tag {
+	if ch.pages == nil && ch.tag == tag {
 		return nil
 	}
 	if ch.pages == nil {
 		m.expand(ch)
 	}
 	base := pfn & (chunkPages - 1)
-	for i := base; i < base+addr.PFN(1)<<order; i++ {
-		ch.pages[i].tag = tag
-	}
+	ch.setTags(base, base+addr.PFN(1)<<order, tag)
 	return nil
 }
 
@@ -499,5 +493,5 @@ func (m *Memory) Tag(pfn addr.PFN) Tag {
 	if pfn >= m.npages {
 		return 0
 	}
-	return m.meta(pfn).tag
+	return m.tagOf(pfn)
 }

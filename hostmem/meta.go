@@ -17,11 +17,11 @@ const (
 	chargedBit = 0x80
 )
 
-// pageMeta is the model's struct page: 16 bytes. The folio refcount is kept
+// pageMeta is the model's struct page: 8 bytes. The folio refcount is kept
 // only at the folio's head; tails carry the order so the head is found by
-// aligning down.
+// aligning down. Content tags live beside it (chunk.tag, pageArray.tags):
+// most pages hold zeros, and a chunk whose pages all do keeps no tag array.
 type pageMeta struct {
-	tag  Tag
 	ref  int32
 	acct Account
 	of   uint8 // order (bits 0-4), state (5-6), charged (7)
@@ -57,7 +57,44 @@ const (
 // only when the chunk is used below 2 MiB, and dropped when it is whole again.
 type chunk struct {
 	big   pageMeta
-	pages *[chunkPages]pageMeta
+	tag   Tag // every page's tag while pages is nil
+	pages *pageArray
+}
+
+// pageArray is a chunk's per-page metadata, with per-page tags only once a
+// page of the chunk holds something other than zeros (tags nil: all zero).
+type pageArray struct {
+	meta [chunkPages]pageMeta
+	tags *[chunkPages]Tag
+}
+
+// tagOf returns the content tag of one page.
+func (m *Memory) tagOf(pfn addr.PFN) Tag {
+	s, ok := m.sectionOf(pfn)
+	if !ok {
+		return 0
+	}
+	c := &s.chunks[(pfn>>chunkOrder)&(1<<(sectionOrder-chunkOrder)-1)]
+	if c.pages == nil {
+		return c.tag
+	}
+	if c.pages.tags == nil {
+		return 0
+	}
+	return c.pages.tags[pfn&(chunkPages-1)]
+}
+
+// setTags writes tag over pages [lo, hi) of an expanded chunk.
+func (c *chunk) setTags(lo, hi addr.PFN, tag Tag) {
+	if c.pages.tags == nil {
+		if tag == 0 {
+			return
+		}
+		c.pages.tags = new([chunkPages]Tag)
+	}
+	for i := lo; i < hi; i++ {
+		c.pages.tags[i] = tag
+	}
 }
 
 // section describes 1 GiB. A nil section in Memory.sections is one free
@@ -82,7 +119,7 @@ func (m *Memory) meta(pfn addr.PFN) pageMeta {
 	}
 	c := &s.chunks[(pfn>>chunkOrder)&(1<<(sectionOrder-chunkOrder)-1)]
 	if c.pages != nil {
-		return c.pages[pfn&(chunkPages-1)]
+		return c.pages.meta[pfn&(chunkPages-1)]
 	}
 	p := c.big
 	if pfn&(chunkPages-1) != 0 && p.state() == stFreeHead {
@@ -118,31 +155,37 @@ func (m *Memory) pagePtr(pfn addr.PFN) *pageMeta {
 	if c.pages == nil {
 		m.expand(c)
 	}
-	return &c.pages[pfn&(chunkPages-1)]
+	return &c.pages.meta[pfn&(chunkPages-1)]
 }
 
 func (m *Memory) expand(c *chunk) {
-	var p *[chunkPages]pageMeta
+	var p *pageArray
 	if n := len(m.spareArrays); n > 0 {
 		p, m.spareArrays = m.spareArrays[n-1], m.spareArrays[:n-1]
 	} else {
-		p = new([chunkPages]pageMeta)
+		p = new(pageArray)
 	}
 	tail := c.big
 	tail.ref = 0
 	if tail.state() == stFreeHead {
 		tail.of = 0
 	}
-	for i := range p {
-		p[i] = tail
+	for i := range p.meta {
+		p.meta[i] = tail
 	}
-	p[0] = c.big
+	p.meta[0] = c.big
 	c.pages = p
+	if c.tag != 0 {
+		c.setTags(0, chunkPages, c.tag)
+	}
+	c.tag = 0
 	m.expanded++
 }
 
-func (m *Memory) collapse(c *chunk, head pageMeta) {
+func (m *Memory) collapse(c *chunk, head pageMeta, tag Tag) {
+	c.tag = tag
 	if c.pages != nil {
+		c.pages.tags = nil
 		if len(m.spareArrays) < maxSpareArrays {
 			m.spareArrays = append(m.spareArrays, c.pages)
 		}
@@ -158,7 +201,7 @@ func (m *Memory) setBlock(pfn addr.PFN, order addr.Order, p pageMeta) {
 	p.ref = 0
 	if order >= chunkOrder {
 		for c := pfn; c < pfn+addr.PFN(1)<<order; c += chunkPages {
-			m.collapse(m.chunkOf(c), p)
+			m.collapse(m.chunkOf(c), p, 0)
 		}
 		return
 	}
@@ -168,8 +211,9 @@ func (m *Memory) setBlock(pfn addr.PFN, order addr.Order, p pageMeta) {
 	}
 	base := pfn & (chunkPages - 1)
 	for i := base; i < base+addr.PFN(1)<<order; i++ {
-		c.pages[i] = p
+		c.pages.meta[i] = p
 	}
+	c.setTags(base, base+addr.PFN(1)<<order, 0)
 	m.maybeCollapse(c)
 }
 
@@ -179,7 +223,7 @@ func (m *Memory) maybeCollapse(c *chunk) {
 	if c.pages == nil {
 		return
 	}
-	first := c.pages[0]
+	first := c.pages.meta[0]
 	if first.state() == stAlloc || first.state() == stPooled {
 		if first.order() < chunkOrder {
 			return
@@ -193,22 +237,31 @@ func (m *Memory) maybeCollapse(c *chunk) {
 	// The last page first: a chunk being freed or filled in address
 	// order differs there until the very end, which keeps this O(1) per
 	// call instead of a 512-entry scan (punch hole of 1 GiB: 1.0 to 3.8 M pages/s).
-	if c.pages[chunkPages-1] != tail {
+	if c.pages.meta[chunkPages-1] != tail {
 		return
 	}
 	for i := 1; i < chunkPages-1; i++ {
-		if c.pages[i] != tail {
+		if c.pages.meta[i] != tail {
 			return
 		}
 	}
-	m.collapse(c, first)
+	var tag Tag
+	if tags := c.pages.tags; tags != nil {
+		tag = tags[0]
+		for i := range tags {
+			if tags[i] != tag {
+				return
+			}
+		}
+	}
+	m.collapse(c, first, tag)
 }
 
 // setHead updates the head page's metadata (refcount, tag, flags).
 func (m *Memory) setHead(pfn addr.PFN, f func(*pageMeta)) {
 	c := m.chunkOf(pfn)
 	if c.pages != nil {
-		f(&c.pages[pfn&(chunkPages-1)])
+		f(&c.pages.meta[pfn&(chunkPages-1)])
 		return
 	}
 	if pfn&(chunkPages-1) == 0 {
