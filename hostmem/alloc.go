@@ -435,7 +435,7 @@ func (m *Memory) retag(pfn addr.PFN, order addr.Order, f func(*pageMeta)) {
 			hi = lo + addr.PFN(1)<<order
 		}
 		for i := lo; i < hi; i++ {
-			f(&ch.pages.meta[i])
+			f(&ch.pages[i])
 		}
 	}
 }
@@ -465,9 +465,9 @@ func (m *Memory) FillTag(t *sched.Thread, pfn addr.PFN, order addr.Order, tag Ta
 			switch {
 			case ch.pages == nil:
 				ch.tag = tag
-			case ch.pages.meta[0].order() >= chunkOrder:
+			case ch.pages[0].order() >= chunkOrder:
 				// One huge folio expanded only for per-page tags: whole again.
-				m.collapse(ch, ch.pages.meta[0], tag)
+				m.collapse(ch, ch.pages[0], tag)
 			default:
 				ch.setTags(0, chunkPages, tag)
 			}

@@ -113,7 +113,7 @@ type Memory struct {
 	sections     []*section
 	sectionsLive int
 	expanded     int
-	spareArrays  []*pageArray
+	spareArrays  []*[chunkPages]pageMeta
 	bytes        map[addr.PFN]*[addr.PageSize]byte
 
 	free  [maxOrder + 1][]addr.PFN // free-block stacks; stale entries skipped
