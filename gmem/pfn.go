@@ -70,10 +70,11 @@ func GetPFN(t *sched.Thread, slot Slot, gfn addr.GFN) (PFN, error) {
 			f.clearFolio(t, index)
 		}
 	}
-	if err := f.mem.Get(pfn); err != nil {
+	fo, err := f.mem.GetFolio(pfn) // folio_get + folio_order in one lookup
+	if err != nil {
 		return PFN{}, err
 	}
-	return PFN{PFN: pfn, MaxOrder: c.folioOrder(f.mem, pfn)}, nil
+	return PFN{PFN: pfn, MaxOrder: fo.Order}, nil
 }
 
 // folioOrder is the order of the folio holding pfn (folio_order()).

@@ -120,6 +120,9 @@ func (m *Memory) Alloc(t *sched.Thread, r Request) (addr.PFN, error) {
 	m.setBlock(pfn, r.Order, pageMeta{of: packOf(r.Order, stAlloc, r.Charged), acct: r.Account, src: r.Source})
 	m.setHead(pfn, func(p *pageMeta) { p.ref = 1 })
 	m.charge(r.Account, r.Charged, int64(1)<<r.Order)
+	if m.sink == event.Discard {
+		return pfn, nil // nobody listens: skip building and stamping the event
+	}
 	ev := event.Event{Kind: event.KindAlloc, Name: m.sourceName(r.Source), Args: [4]uint64{uint64(pfn), uint64(r.Order), uint64(r.Account)}}
 	t.Stamp(&ev)
 	m.sink.Emit(ev)
@@ -155,14 +158,20 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 	// Ask the guard first, without holding mu: the TDX module calls into
 	// hostmem while holding its own lock, so hostmem must never call the
 	// module while holding mu (lock order: module, then hostmem).
+	// One lock round for the folio and the guard, not three.
 	var vetoed error
-	if f, ok := m.FolioOf(pfn); ok && f.Head == pfn {
-		m.mu.Lock()
-		g := m.guard
-		m.mu.Unlock()
-		if g != nil {
-			vetoed = g.CheckFree(pfn, f.Order)
+	m.mu.Lock()
+	var headOrder addr.Order
+	isHead := false
+	if pfn < m.npages {
+		if head, hp, ok := m.folioHead(pfn); ok && head == pfn {
+			headOrder, isHead = hp.order(), true
 		}
+	}
+	g := m.guard
+	m.mu.Unlock()
+	if isHead && g != nil {
+		vetoed = g.CheckFree(pfn, headOrder)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -207,6 +216,9 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 	default:
 		m.giveBlock(pfn, order)
 	}
+	if m.sink == event.Discard {
+		return nil
+	}
 	ev := event.Event{Kind: event.KindFree, Name: m.sourceName(src), Args: [4]uint64{uint64(pfn), uint64(order), uint64(p.acct)}}
 	t.Stamp(&ev)
 	m.sink.Emit(ev)
@@ -238,6 +250,21 @@ func (m *Memory) Get(pfn addr.PFN) error {
 	}
 	m.setHead(head, func(p *pageMeta) { p.ref++ })
 	return nil
+}
+
+// GetFolio takes a reference on the folio containing pfn, as Get does, and
+// returns the folio (with the new refcount): folio_get() and folio_order()
+// of one lookup, for the fault path.
+func (m *Memory) GetFolio(pfn addr.PFN) (Folio, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	head, hp, ok := m.folioHead(pfn)
+	if !ok || pfn >= m.npages {
+		return Folio{}, &Error{Op: "get", PFN: pfn, Err: ErrNotAllocated}
+	}
+	hp.ref++
+	m.setHead(head, func(p *pageMeta) { p.ref = hp.ref })
+	return Folio{Head: head, Order: hp.order(), Ref: hp.ref, Source: hp.src, Account: hp.acct, Charged: hp.charged()}, nil
 }
 
 // Put drops a reference taken with Get (folio_put). Dropping the folio's own
@@ -276,7 +303,7 @@ func (m *Memory) addPageRefs(t *sched.Thread, pfn addr.PFN, n uint64, sign int32
 		head addr.PFN
 		refs int32
 	}
-	var runs []run
+	runs := make([]run, 0, 4) // on the stack for the usual one or two folios
 	for p, end := pfn, pfn+addr.PFN(n); p < end; {
 		head, hp, ok := m.folioHead(p)
 		if !ok || p >= m.npages {
@@ -437,31 +464,25 @@ func (m *Memory) FillTag(t *sched.Thread, pfn addr.PFN, order addr.Order, tag Ta
 			ch := m.chunkOf(c)
 			switch {
 			case ch.pages == nil:
-				ch.big.tag = tag
+				ch.tag = tag
 			case ch.pages[0].order() >= chunkOrder:
 				// One huge folio expanded only for per-page tags: whole again.
-				head := ch.pages[0]
-				head.tag = tag
-				m.collapse(ch, head)
+				m.collapse(ch, ch.pages[0], tag)
 			default:
-				for i := range ch.pages {
-					ch.pages[i].tag = tag
-				}
+				ch.setTags(0, chunkPages, tag)
 			}
 		}
 		return nil
 	}
 	ch := m.chunkOf(pfn)
-	if ch.pages == nil && ch.big.tag == tag {
+	if ch.pages == nil && ch.tag == tag {
 		return nil
 	}
 	if ch.pages == nil {
 		m.expand(ch)
 	}
 	base := pfn & (chunkPages - 1)
-	for i := base; i < base+addr.PFN(1)<<order; i++ {
-		ch.pages[i].tag = tag
-	}
+	ch.setTags(base, base+addr.PFN(1)<<order, tag)
 	return nil
 }
 
@@ -472,5 +493,5 @@ func (m *Memory) Tag(pfn addr.PFN) Tag {
 	if pfn >= m.npages {
 		return 0
 	}
-	return m.meta(pfn).tag
+	return m.tagOf(pfn)
 }

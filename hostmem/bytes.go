@@ -48,7 +48,7 @@ func (m *Memory) CopyPage(t *sched.Thread, dst, src addr.PFN) error {
 		m.mu.Unlock()
 		return m.violationLocked(t, "copy", src, RuleReadUnallocated, ErrNotAllocated, "copy source is not allocated")
 	}
-	tag := m.meta(src).tag
+	tag := m.tagOf(src)
 	b := m.bytes[src]
 	m.mu.Unlock()
 	if err := m.SetTag(t, dst, tag); err != nil {

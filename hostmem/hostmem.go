@@ -9,7 +9,8 @@
 //
 // Nothing is allocated per page until a page is used below 2 MiB: 1 GiB
 // sections are created on first use, 2 MiB chunks carry one record, and only
-// chunks used at 4 KiB keep a 512-entry page array (16 bytes a page).
+// chunks used at 4 KiB keep a 512-entry page array (8 bytes a page, and 8
+// more for content tags only once a page of the chunk holds other than zeros).
 package hostmem
 
 import (
@@ -303,7 +304,7 @@ func (m *Memory) StateBytes() uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b := uint64(len(m.sections))*8 + uint64(m.sectionsLive)*uint64(len(section{}.chunks))*32 +
-		uint64(m.expanded)*chunkPages*16
+		uint64(m.expanded)*chunkPages*8
 	for _, f := range m.free {
 		b += uint64(cap(f)) * 8
 	}

@@ -17,11 +17,11 @@ const (
 	chargedBit = 0x80
 )
 
-// pageMeta is the model's struct page: 16 bytes. The folio refcount is kept
+// pageMeta is the model's struct page: 8 bytes. The folio refcount is kept
 // only at the folio's head; tails carry the order so the head is found by
-// aligning down.
+// aligning down. Content tags live beside it (chunk.tag, chunk.tags):
+// most pages hold zeros, and a chunk whose pages all do keeps no tag array.
 type pageMeta struct {
-	tag  Tag
 	ref  int32
 	acct Account
 	of   uint8 // order (bits 0-4), state (5-6), charged (7)
@@ -55,9 +55,45 @@ const (
 // every page in it (the chunk is part of a free block or folio of order >= 9,
 // or one huge folio whose pages all carry the same tag). pages is allocated
 // only when the chunk is used below 2 MiB, and dropped when it is whole again.
+//
+// tags holds per-page tags while pages is set, and only once a page of the
+// chunk holds something other than zeros (nil: all zero). Both arrays are
+// exactly 4 KiB: a header inside either would put it in Go's 4864-byte
+// size class.
 type chunk struct {
 	big   pageMeta
+	tag   Tag // every page's tag while pages is nil
 	pages *[chunkPages]pageMeta
+	tags  *[chunkPages]Tag
+}
+
+// tagOf returns the content tag of one page.
+func (m *Memory) tagOf(pfn addr.PFN) Tag {
+	s, ok := m.sectionOf(pfn)
+	if !ok {
+		return 0
+	}
+	c := &s.chunks[(pfn>>chunkOrder)&(1<<(sectionOrder-chunkOrder)-1)]
+	if c.pages == nil {
+		return c.tag
+	}
+	if c.tags == nil {
+		return 0
+	}
+	return c.tags[pfn&(chunkPages-1)]
+}
+
+// setTags writes tag over pages [lo, hi) of an expanded chunk.
+func (c *chunk) setTags(lo, hi addr.PFN, tag Tag) {
+	if c.tags == nil {
+		if tag == 0 {
+			return
+		}
+		c.tags = new([chunkPages]Tag)
+	}
+	for i := lo; i < hi; i++ {
+		c.tags[i] = tag
+	}
 }
 
 // section describes 1 GiB. A nil section in Memory.sections is one free
@@ -138,11 +174,17 @@ func (m *Memory) expand(c *chunk) {
 	}
 	p[0] = c.big
 	c.pages = p
+	if c.tag != 0 {
+		c.setTags(0, chunkPages, c.tag)
+	}
+	c.tag = 0
 	m.expanded++
 }
 
-func (m *Memory) collapse(c *chunk, head pageMeta) {
+func (m *Memory) collapse(c *chunk, head pageMeta, tag Tag) {
+	c.tag = tag
 	if c.pages != nil {
+		c.tags = nil
 		if len(m.spareArrays) < maxSpareArrays {
 			m.spareArrays = append(m.spareArrays, c.pages)
 		}
@@ -158,7 +200,7 @@ func (m *Memory) setBlock(pfn addr.PFN, order addr.Order, p pageMeta) {
 	p.ref = 0
 	if order >= chunkOrder {
 		for c := pfn; c < pfn+addr.PFN(1)<<order; c += chunkPages {
-			m.collapse(m.chunkOf(c), p)
+			m.collapse(m.chunkOf(c), p, 0)
 		}
 		return
 	}
@@ -170,6 +212,7 @@ func (m *Memory) setBlock(pfn addr.PFN, order addr.Order, p pageMeta) {
 	for i := base; i < base+addr.PFN(1)<<order; i++ {
 		c.pages[i] = p
 	}
+	c.setTags(base, base+addr.PFN(1)<<order, 0)
 	m.maybeCollapse(c)
 }
 
@@ -201,7 +244,16 @@ func (m *Memory) maybeCollapse(c *chunk) {
 			return
 		}
 	}
-	m.collapse(c, first)
+	var tag Tag
+	if tags := c.tags; tags != nil {
+		tag = tags[0]
+		for i := range tags {
+			if tags[i] != tag {
+				return
+			}
+		}
+	}
+	m.collapse(c, first, tag)
 }
 
 // setHead updates the head page's metadata (refcount, tag, flags).

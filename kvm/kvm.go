@@ -158,6 +158,10 @@ type System struct {
 	cfg  Config
 	mem  *hostmem.Memory
 	sink event.Sink
+	// mu guards vms and inos: VMs of one system are created, and their
+	// guest_memfds, from any thread (the kernel's kvm_lock and the inode
+	// allocator). A host mutex, never held across a yield.
+	mu   sync.Mutex
 	vms  int
 	inos uint64 // guest_memfd inode numbers handed out
 }
@@ -229,14 +233,17 @@ func (s *System) CreateVM(t *sched.Thread, typ VMType) (*VM, error) {
 	if typ >= 32 || s.cfg.VMTypes&(1<<typ) == 0 {
 		return nil, errno.Newf("KVM_CREATE_VM", errno.EINVAL, "VM type %d not in KVM_CAP_VM_TYPES %#x", uint32(typ), s.cfg.VMTypes)
 	}
+	s.mu.Lock()
 	s.vms++
-	name := fmt.Sprintf("vm%d", s.vms)
+	id := s.vms
+	s.mu.Unlock()
+	name := fmt.Sprintf("vm%d", id)
 	acct, err := s.mem.NewAccount(name)
 	if err != nil {
 		return nil, errno.Wrap("KVM_CREATE_VM", errno.ENOMEM, err)
 	}
 	vm := &VM{
-		sys: s, typ: typ, name: name, id: s.vms, account: acct, sink: s.sink,
+		sys: s, typ: typ, name: name, id: id, account: acct, sink: s.sink,
 		refs:      1,
 		slotsLock: sched.NewMutex("kvm.slots_lock"),
 		mmuLock:   sched.NewRWLock("kvm.mmu_lock"),
@@ -414,8 +421,11 @@ func (vm *VM) CreateGuestMemfd(t *sched.Thread, a gmem.CreateArgs) (*gmem.File, 
 	if a.InPlace && !vm.sys.cfg.InPlaceConversion {
 		return nil, errno.New(op, errno.EINVAL, "in-place conversion is not enabled on this host")
 	}
+	vm.sys.mu.Lock()
 	vm.sys.inos++
-	f, err := gmem.Create(t, vm.sys.mem, vm, gmem.Config{SupportedFlags: vm.sys.gmemFlags(vm.typ), Ino: vm.sys.inos, SplitFolioFirst: vm.sys.cfg.SplitFolioFirst}, a, vm.sink)
+	ino := vm.sys.inos
+	vm.sys.mu.Unlock()
+	f, err := gmem.Create(t, vm.sys.mem, vm, gmem.Config{SupportedFlags: vm.sys.gmemFlags(vm.typ), Ino: ino, SplitFolioFirst: vm.sys.cfg.SplitFolioFirst}, a, vm.sink)
 	if err != nil {
 		return nil, err
 	}

@@ -150,12 +150,12 @@ func (e septEntry) architectural() uint64 {
 type septPage struct {
 	level    addr.Level // level of the entries (0: they map 4K)
 	hpa      addr.HPA
-	e        [512]septEntry
+	e        *[512]septEntry // its own 4 KiB object, not a 4864-byte size class with the header
 	children *[512]*septPage // non-nil for level >= 1
 }
 
 func newSeptPage(level addr.Level, hpa addr.HPA) *septPage {
-	p := &septPage{level: level, hpa: hpa}
+	p := &septPage{level: level, hpa: hpa, e: new([512]septEntry)}
 	for i := range p.e {
 		p.e[i] = mkEntry(SeptFree, 0)
 	}

@@ -82,7 +82,9 @@ type Config struct {
 
 // page is a struct kvm_mmu_page: one 512-entry page table.
 type page struct {
-	spt      [512]atomic.Uint64
+	// spt is its own 4 KiB allocation: inside the struct it would round
+	// the object up to Go's 4864-byte size class (1.5 B more per 4K page).
+	spt      *[512]atomic.Uint64
 	children *[512]atomic.Pointer[page] // nil for 4K page tables
 	level    addr.Level                 // level of the entries in spt
 	gfn      addr.GFN                   // first GFN the table maps (direct root: with the shared bit)
@@ -363,7 +365,7 @@ func (m *MMU) allocPage(t *sched.Thread, v *VCPU, r Root, level addr.Level, gfn 
 // newPage is a page table in root r whose entries are at level, held in
 // the host page pfn, with no entries yet.
 func newPage(r Root, level addr.Level, gfn addr.GFN, pfn addr.PFN) *page {
-	p := &page{level: level, gfn: gfn, pfn: pfn, root: r}
+	p := &page{spt: new([512]atomic.Uint64), level: level, gfn: gfn, pfn: pfn, root: r}
 	if level > addr.Level4K {
 		p.children = new([512]atomic.Pointer[page])
 	}

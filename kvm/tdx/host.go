@@ -45,7 +45,11 @@ type Host struct {
 
 	dpamtLock *sched.SpinLock
 	dpamtRef  map[uint64]int32 // 2M physical range -> refcount (no entry = 0)
-	dpamtSrc  hostmem.Source
+	// refMu orders the map's writers (all under dpamtLock) with the
+	// readers that hold no dpamt_lock (DPAMTRef, DPAMTRanges: checks and
+	// tests). A host mutex, never held across a yield.
+	refMu    sync.Mutex
+	dpamtSrc hostmem.Source
 
 	// NoVCPUs, when set, is told as tdh_do_no_vcpus() opens (on) and
 	// closes its retry window on the TD whose TDR is tdr: fault injection
@@ -108,10 +112,29 @@ func (h *Host) HKIDsInUse() int {
 func (h *Host) dynamic() bool { return h.Mod.Config().DynamicPAMT }
 
 // DPAMTRef returns the Dynamic PAMT refcount of the 2 MiB range holding pfn.
-func (h *Host) DPAMTRef(pfn addr.PFN) int32 { return h.dpamtRef[uint64(pfn>>9)] }
+func (h *Host) DPAMTRef(pfn addr.PFN) int32 {
+	h.refMu.Lock()
+	defer h.refMu.Unlock()
+	return h.dpamtRef[uint64(pfn>>9)]
+}
 
 // DPAMTRanges returns how many 2 MiB ranges hold a Dynamic PAMT pair.
-func (h *Host) DPAMTRanges() int { return len(h.dpamtRef) }
+func (h *Host) DPAMTRanges() int {
+	h.refMu.Lock()
+	defer h.refMu.Unlock()
+	return len(h.dpamtRef)
+}
+
+// setRef writes a range's refcount (0 deletes it); dpamtLock is held.
+func (h *Host) setRef(key uint64, n int32) {
+	h.refMu.Lock()
+	if n == 0 {
+		delete(h.dpamtRef, key)
+	} else {
+		h.dpamtRef[key] = n
+	}
+	h.refMu.Unlock()
+}
 
 // pamtGet takes a reference on the Dynamic PAMT pair of pfn's 2 MiB range,
 // installing it with TDH.PHYMEM.PAMT.ADD on 0 -> 1. The two pages come from
@@ -136,8 +159,8 @@ func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hos
 	}
 	h.dpamtLock.Lock(t)
 	key := uint64(pfn >> 9)
-	if h.dpamtRef[key] > 0 {
-		h.dpamtRef[key]++
+	if n := h.dpamtRef[key]; n > 0 {
+		h.setRef(key, n+1)
 		h.dpamtLock.Unlock(t)
 		h.releasePair(t, pair[:], cache)
 		return nil
@@ -156,7 +179,7 @@ func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hos
 		h.warn(t, "TDH.PHYMEM.PAMT.ADD", st, pfn)
 		return errno.Newf("tdx_pamt_get", errno.EIO, "TDH.PHYMEM.PAMT.ADD for %s: %v", (pfn &^ 511).HPA(), st)
 	}
-	h.dpamtRef[key] = 1
+	h.setRef(key, 1)
 	h.dpamtLock.Unlock(t)
 	return nil
 }
@@ -191,7 +214,7 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 		h.warn(t, "tdx_pamt_put", 0, pfn)
 		return errno.Newf("tdx_pamt_put", errno.EIO, "refcount underflow for the 2M range at %s", (pfn &^ 511).HPA())
 	case n > 1:
-		h.dpamtRef[key] = n - 1
+		h.setRef(key, n-1)
 		return nil
 	}
 	var st tdxmodule.Status
@@ -205,7 +228,7 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 		h.warn(t, "TDH.PHYMEM.PAMT.REMOVE", st, pfn)
 		return errno.Newf("tdx_pamt_put", errno.EIO, "TDH.PHYMEM.PAMT.REMOVE for %s: %v", (pfn &^ 511).HPA(), st)
 	}
-	delete(h.dpamtRef, key)
+	h.setRef(key, 0)
 	for _, r := range []uint64{out.RDX, out.R8} {
 		p := addr.HPA(r).PFN()
 		_ = h.Mem.FillTag(t, p, 0, 0)
@@ -226,7 +249,7 @@ func (h *Host) pamtDemoted(t *sched.Thread, pfn addr.PFN) error {
 	if n := h.dpamtRef[key]; n != 0 {
 		return errno.Newf("tdx_pamt_demote", errno.EIO, "2M range at %s already had %d Dynamic PAMT references", (pfn &^ 511).HPA(), n)
 	}
-	h.dpamtRef[key] = 512
+	h.setRef(key, 512)
 	return nil
 }
 
