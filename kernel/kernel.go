@@ -91,6 +91,16 @@ func (p Profile) PolicyPairs() []string {
 	return out
 }
 
+// Has reports whether the profile lists the behaviour flag.
+func (p Profile) Has(flag string) bool {
+	for _, b := range p.Behaviours {
+		if b.Flag == flag {
+			return true
+		}
+	}
+	return false
+}
+
 // Unimplemented returns the behaviours the model does not do yet.
 func (p Profile) Unimplemented() []Behaviour {
 	var out []Behaviour
