@@ -386,6 +386,9 @@ func (rn *runner) teardown(t *sched.Thread, td *tdRun) error {
 	}
 	td.mappedEnd = m.TD.MMU().Stats().Mapped[1]
 	err := m.Teardown(t)
+	if b, why := m.VM.Bugged(); b && td.bugged == "" {
+		td.bugged = why // a KVM_BUG_ON of the teardown itself (a failed REMOVE or RECLAIM)
+	}
 	td.mmuStats, td.tdStats, td.vmmStats = m.TD.MMU().Stats(), m.TD.Stats(), m.Stats()
 	return err
 }
