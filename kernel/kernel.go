@@ -54,7 +54,7 @@ const Default = "hugepage-v3+dpamt-v4"
 func (p Policy) String() string { return p.Key + "=" + p.Value }
 
 // Behaviour is a named behaviour of a profile that no policy selects: a
-// flag such as "teardown=terminate_vm_reclaim". Implemented says whether
+// flag such as "memtype_zap=none". Implemented says whether
 // the model does it today; a profile with unimplemented behaviours runs as
 // the closest thing the model has, and says so.
 type Behaviour struct {
