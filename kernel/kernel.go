@@ -54,7 +54,7 @@ const Default = "hugepage-v3+dpamt-v4"
 func (p Policy) String() string { return p.Key + "=" + p.Value }
 
 // Behaviour is a named behaviour of a profile that no policy selects: a
-// flag such as "teardown=terminate_vm_reclaim". Implemented says whether
+// flag such as "memtype_zap=none". Implemented says whether
 // the model does it today; a profile with unimplemented behaviours runs as
 // the closest thing the model has, and says so.
 type Behaviour struct {
@@ -89,6 +89,16 @@ func (p Profile) PolicyPairs() []string {
 		out[i] = pol.String()
 	}
 	return out
+}
+
+// Has reports whether the profile lists the behaviour flag.
+func (p Profile) Has(flag string) bool {
+	for _, b := range p.Behaviours {
+		if b.Flag == flag {
+			return true
+		}
+	}
+	return false
 }
 
 // Unimplemented returns the behaviours the model does not do yet.

@@ -3,13 +3,16 @@ package kernel
 // Behaviour flags shared by profiles. Each names what the profile's tree
 // does where the model has no policy for it yet.
 var (
-	// KVM_TDX_TERMINATE_VM: teardown releases the HKID first and reclaims
-	// each private page with TDH.PHYMEM.PAGE.RECLAIM instead of
-	// BLOCK/TRACK/REMOVE per page.
-	terminateVMUnverified = Behaviour{
-		Flag:   "teardown=terminate_vm_reclaim",
-		Source: refTerminateDrop617,
-		Note:   "applied to kvm-x86 in 2025-06 (e4775f57ad51), dropped from the 6.17 pull, not found in any later pull read here; whether this tree has it is not verified. The model tears down with the HKID assigned, BLOCK/TRACK/REMOVE per page, which is this tree's teardown if it lacks KVM_TDX_TERMINATE_VM",
+	// No KVM_TDX_TERMINATE_VM: private leaves are removed with the HKID
+	// still assigned, BLOCK/TRACK/REMOVE/WBINVD per leaf, and the HKID is
+	// released only when the VM is destroyed. The ioctl itself is the
+	// policy teardown=terminate_vm (a tree that had it for a while).
+	perPageTeardown = Behaviour{
+		Flag:        "teardown=per_page",
+		Implemented: true,
+		Verified:    true,
+		Source:      refRemoveSPTE619,
+		Note:        "tdx_sept_remove_private_spte() still opens with KVM_BUG_ON(!is_hkid_assigned()) in the 6.19 series (v3 patch 10) and on kvm-x86-next-2026.01.23 (RFC v5 patch 34), so no release up to 7.0 has KVM_TDX_TERMINATE_VM's reclaim branch; later bases were not re-read. The ioctl (kvm-x86 e4775f57ad51, 2025-06, dropped from the 6.17 pull) is policy teardown=terminate_vm",
 	}
 	// The S-EPT hooks as four ops: link_external_spt, set_external_spte,
 	// remove_external_spte, free_external_spt.
@@ -61,8 +64,9 @@ var registry = []Profile{
 			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6, Fixed: true},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
 			{Key: "populate", Value: "map_private_pfn", Source: refTDX619},
+			{Key: "teardown", Value: "per_page", Source: refRemoveSPTE619, Fixed: true},
 		},
-		Behaviours: []Behaviour{splitHooks, terminateVMUnverified},
+		Behaviours: []Behaviour{splitHooks, perPageTeardown, memtypeZapNone},
 		Sources:    []Source{srcTDX619, srcPostPopulate, srcMaxLevel4K, srcSplitHooks, srcTerminateVM, srcTerminateRelease, srcDPAMTv6},
 	},
 	{
@@ -79,9 +83,10 @@ var registry = []Profile{
 			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6, Fixed: true},
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
 			{Key: "populate", Value: "map_private_pfn", Source: refGmem620},
+			{Key: "teardown", Value: "per_page", Source: refRemoveSPTE70, Fixed: true},
 		},
-		Behaviours: []Behaviour{splitHooks, populateSourceGUP, noPrepareTracking, terminateVMUnverified},
-		Sources:    []Source{srcTDX619, srcGmem620, srcMaxLevel4K, srcSplitHooks, srcTerminateVM, srcTerminateRelease, srcDPAMTv6},
+		Behaviours: []Behaviour{splitHooks, populateSourceGUP, noPrepareTracking, perPageTeardown, memtypeZapNone},
+		Sources:    []Source{srcTDX619, srcGmem620, srcMaxLevel4K, srcSplitHooks, srcTerminateVM, srcTerminateRelease, srcRemoveSPTE70, srcDPAMTv6},
 	},
 	{
 		Name:    "hugepage-v3+dpamt-v4",
@@ -116,7 +121,7 @@ var registry = []Profile{
 				Source:   refDPAMTv4Cache,
 				Note:     "v4 patch 11 moves mmu_external_spt_cache into struct vcpu_tdx behind topup/alloc/free_external_fault_cache; that is the policy value external_spt_cache=tdx_prealloc, which Sean NAK'd (" + refDPAMTv4CacheNAK + "). This profile keeps the scenario default external_spt_cache=kvm, i.e. v4 without patch 11's cache move",
 			},
-			terminateVMUnverified,
+			perPageTeardown,
 		},
 		Sources: []Source{
 			{Ref: refHugeV3, What: "huge-page v3 cover letter and thread (24 patches, Yan Zhao): the module-feature gate, the tdx_huge_page parameter, Dynamic PAMT v4 integration", Verified: true},
@@ -167,7 +172,7 @@ var registry = []Profile{
 				Source:   refRFCv5,
 				Note:     "'Get/Put DPAMT page pair if and only if mapping size is 4KB'",
 			},
-			terminateVMUnverified,
+			perPageTeardown,
 		},
 		Sources: []Source{
 			{Ref: refRFCv5, What: "RFC v5 cover letter: patch list, base kvm-x86-next-2026.01.23, 'firmly RFC'", Verified: true},
@@ -213,7 +218,7 @@ var registry = []Profile{
 				Source:   refDPAMTv6,
 				Note:     "kept: 'Optimize tdx_pamt_get/put()' uses the refcounts to avoid the global lock",
 			},
-			terminateVMUnverified,
+			perPageTeardown,
 		},
 		Sources: []Source{
 			srcDPAMTv6,

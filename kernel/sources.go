@@ -15,6 +15,18 @@ const (
 	refGmem620 = "kvm-x86/linux tag kvm-x86-gmem-6.20"
 	// KVM_TDX_TERMINATE_VM as applied to kvm-x86 vmx (2025-06).
 	refTerminateVM = "kvm-x86/linux commit e4775f57ad51"
+	// "[PATCH v5] KVM: TDX: Add sub-ioctl KVM_TDX_TERMINATE_VM" (Sean
+	// Christopherson, 2025-07-18): the posting the model follows.
+	refTerminateV5 = "20250718181541.98146-1-seanjc@google.com"
+	// "[PATCH v3 10/25] KVM: x86/mmu: Drop the return code from
+	// kvm_x86_ops.remove_external_spte()" (2025-10-16), of the series
+	// 6.19 pulled: its context shows tdx_sept_remove_private_spte()
+	// without TERMINATE_VM's reclaim branch.
+	refRemoveSPTE619 = "20251017003244.186495-11-seanjc@google.com"
+	// "[RFC PATCH v5 34/45] KVM: TDX: Handle removal of leaf SPTEs in
+	// .set_private_spte()" (2026-01-28, on kvm-x86-next-2026.01.23, the
+	// 7.0 tree): the same function, still without it.
+	refRemoveSPTE70 = "20260129011517.3545883-35-seanjc@google.com"
 	// Paolo Bonzini's reply to "[GIT PULL] KVM: x86: VMX changes for 6.17"
 	// (2025-07-30), quoting Sean's vote to drop KVM_TDX_TERMINATE_VM from
 	// 6.17 and land it "in some form by 6.18".
@@ -81,15 +93,20 @@ var (
 		Verified: true,
 	}
 	srcTerminateVM = Source{
-		Ref:      refTerminateVM,
-		What:     "KVM_TDX_TERMINATE_VM: release the HKID first, then reclaim private pages directly (TD_TEARDOWN state)",
+		Ref:      refTerminateV5,
+		What:     "KVM_TDX_TERMINATE_VM v5 (applied to kvm-x86 as " + refTerminateVM + "): tdx_terminate_vm() takes every vCPU mutex (-EBUSY), kvm_vm_dead(), tdx_mmu_release_hkid(); tdx_sept_remove_private_spte() then reclaims each leaf with TDH.PHYMEM.PAGE.RECLAIM (TD_TEARDOWN); the model's teardown=terminate_vm",
 		Verified: true,
 	}
 	srcTerminateRelease = Source{
-		Ref:      refTerminateDrop617,
-		What:     "KVM_TDX_TERMINATE_VM dropped from the 6.17 VMX pull; reposted in " + refVMDead + "; absent from the 6.18 VMX pull " + refVMX618,
-		Verified: false,
-		Note:     "no release carrying KVM_TDX_TERMINATE_VM was found: the 6.18 generic and VMX pulls do not list it, the 6.19 VMX and TDX pulls as read here do not mention it, and its vm_dead prerequisite ('KVM: Never clear KVM_REQ_VM_DEAD from a vCPU's requests') was reposted on its own on 2026-08-06; the release trees themselves were not read",
+		Ref:      refRemoveSPTE619,
+		What:     "no release has KVM_TDX_TERMINATE_VM: it was dropped from the 6.17 VMX pull (" + refTerminateDrop617 + "), reposted in " + refVMDead + ", and tdx_sept_remove_private_spte() still KVM_BUG_ONs a released HKID in the 6.19 series (this patch) and on kvm-x86-next-2026.01.23 (" + refRemoveSPTE70 + ")",
+		Verified: true,
+		Note:     "the release tags themselves were not read; the two patches' diff context is the tree each applies to",
+	}
+	srcRemoveSPTE70 = Source{
+		Ref:      refRemoveSPTE70,
+		What:     "RFC v5 patch 34 on kvm-x86-next-2026.01.23: tdx_sept_remove_private_spte() still KVM_BUG_ONs a released HKID and removes each leaf with BLOCK, TRACK, REMOVE, WBINVD (no KVM_TDX_TERMINATE_VM in the 7.0 tree)",
+		Verified: true,
 	}
 	srcMaxLevel4K = Source{
 		Ref:      "arch/x86/kvm/vmx/tdx.c tdx_gmem_max_mapping_level()",

@@ -63,7 +63,7 @@ func DefaultCosts() CostTable {
 		"TDH.MEM.PAGE.PROMOTE":    {5000, srcAssum},
 		"TDH.MEM.SEPT.REMOVE":     {2000, srcAssum},
 		"TDH.PHYMEM.PAGE.WBINVD":  {500, srcAssum + ": 64 cache lines written back"},
-		"TDH.PHYMEM.PAGE.RECLAIM": {1000, srcAssum},
+		"TDH.PHYMEM.PAGE.RECLAIM": {1000, srcAssum + ": one PAMT entry returned to NDA, a private leaf of any size under teardown=terminate_vm (docs/cost-model.md compares both teardowns with the one published whole-teardown figure)"},
 		"TDH.PHYMEM.PAMT.ADD":     {1000, srcAssum + ": a PAMT page pair installed (DPAMT v3)"},
 		"TDH.PHYMEM.PAMT.REMOVE":  {1000, srcAssum},
 		"TDH.PHYMEM.CACHE.WB":     {1_000_000, srcFlush},

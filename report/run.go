@@ -124,7 +124,11 @@ type Guest struct {
 type Teardown struct {
 	SEPTPagesReclaimed    int64 `json:"sept_pages_reclaimed"`
 	ControlPagesReclaimed int64 `json:"control_pages_reclaimed"`
-	LeakedPages           int64 `json:"leaked_pages"`
+	// PrivateReclaimed counts private leaves by level ("4K", "2M", "1G")
+	// taken back with TDH.PHYMEM.PAGE.RECLAIM after KVM_TDX_TERMINATE_VM
+	// released the HKID (teardown=terminate_vm), instead of removed.
+	PrivateReclaimed map[string]int64 `json:"private_reclaimed,omitempty"`
+	LeakedPages      int64            `json:"leaked_pages"`
 	// HeldByModule is what the TDX module still holds after a teardown
 	// KVM could not finish (a VM killed by KVM_BUG_ON): pages left on
 	// purpose, never handed back while they may still be mapped.
@@ -292,6 +296,9 @@ func (r *Run) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "  teardown: %d S-EPT and %d control pages reclaimed, %d pages leaked\n",
 		r.Teardown.SEPTPagesReclaimed, r.Teardown.ControlPagesReclaimed, r.Teardown.LeakedPages)
+	if pr := r.Teardown.PrivateReclaimed; len(pr) > 0 {
+		fmt.Fprintf(w, "  after KVM_TDX_TERMINATE_VM: private leaves reclaimed 4K %d, 2M %d, 1G %d (no BLOCK/TRACK/REMOVE)\n", pr["4K"], pr["2M"], pr["1G"])
+	}
 	fmt.Fprintln(w)
 	names := make([]string, 0, len(r.MRTDs))
 	for k := range r.MRTDs {

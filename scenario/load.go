@@ -339,6 +339,7 @@ var policyAccessors = map[string]policyAccessor{
 	"split_order":        {str: func(p *Policies) *string { return &p.SplitOrder }},
 	"populate":           {str: func(p *Policies) *string { return &p.Populate }},
 	"external_spt_cache": {str: func(p *Policies) *string { return &p.ExternalSPTCache }},
+	"teardown":           {str: func(p *Policies) *string { return &p.Teardown }},
 	"dynamic_pamt": {
 		flag:    func(p *Policies) bool { return p.DynamicPAMT != nil && *p.DynamicPAMT },
 		setFlag: func(p *Policies, b bool) { p.DynamicPAMT = &b },

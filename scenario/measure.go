@@ -182,6 +182,14 @@ func (rn *runner) finish(leaked int64) {
 		f.BusyRetries += td.tdStats.BusyRetries
 		r.Teardown.SEPTPagesReclaimed += td.tdStats.SEPTPagesReclaimed
 		r.Teardown.ControlPagesReclaimed += td.tdStats.ControlPagesReclaimed
+		if pr := td.tdStats.PrivateReclaimed; pr != [3]int64{} {
+			if r.Teardown.PrivateReclaimed == nil {
+				r.Teardown.PrivateReclaimed = map[string]int64{}
+			}
+			for l, name := range report.LevelNames {
+				r.Teardown.PrivateReclaimed[name] += pr[l]
+			}
+		}
 		r.Teardown.ChargedAfter += td.chargedEnd / addr.PageSize
 		if td.g != nil {
 			gs := td.g.Stats()

@@ -12,6 +12,7 @@ import (
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/guest"
 	"github.com/tdxsim/tdxsim/inject"
+	"github.com/tdxsim/tdxsim/kernel"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
@@ -132,7 +133,7 @@ func (rn *runner) setup(sink event.Sink) error {
 			KeepSharedBacking: spec.KeepSharedBacking, GmemOffset: uint64(spec.GmemOffset),
 			TD: tdx.Config{MMU: mmu.Config{HugePages: hp, MaxOrderFrom: mof, ZapPrivateOnNotifier: pol.ZapPrivateOnNotifier},
 				PinPrivatePages: pol.PinPrivatePages, PopulateThroughFault: pol.Populate == "gmem_populate",
-				ExternalSPTFromPrealloc: pol.ExternalSPTCache == "tdx_prealloc"}}
+				ExternalSPTFromPrealloc: pol.ExternalSPTCache == "tdx_prealloc", TerminateVM: pol.Teardown == "terminate_vm"}}
 		for _, m := range f.memslots(i) {
 			cfg.Slots = append(cfg.Slots, vmm.Slot{GPA: uint64(m.GPA), Size: uint64(m.Size)})
 		}
@@ -147,6 +148,9 @@ func (rn *runner) setup(sink event.Sink) error {
 	}
 	kcfg := kvm.DefaultConfig()
 	kcfg.SplitFolioFirst = pol.SplitOrder == "folio_first"
+	if f.Profile().Has(kernel.MemtypeZapNone().Flag) {
+		kcfg.MemtypeZap = kvm.MemtypeZapNone
+	}
 	rn.host, err = vmm.NewHost(vmm.HostConfig{Bytes: uint64(f.Host.Memory), DynamicPAMT: *pol.DynamicPAMT,
 		Packages: f.Host.Packages, Allow1GAug: f.Host.TDX.MaxLevel == "1G",
 		NoEnhancedDemote: f.Host.TDX.EnhancedDemote != nil && !*f.Host.TDX.EnhancedDemote, KVM: &kcfg, TDs: cfgs}, sink)
@@ -382,6 +386,9 @@ func (rn *runner) teardown(t *sched.Thread, td *tdRun) error {
 	}
 	td.mappedEnd = m.TD.MMU().Stats().Mapped[1]
 	err := m.Teardown(t)
+	if b, why := m.VM.Bugged(); b && td.bugged == "" {
+		td.bugged = why // a KVM_BUG_ON of the teardown itself (a failed REMOVE or RECLAIM)
+	}
 	td.mmuStats, td.tdStats, td.vmmStats = m.TD.MMU().Stats(), m.TD.Stats(), m.Stats()
 	return err
 }

@@ -86,6 +86,7 @@ type Policies struct {
 	PinPrivatePages      bool   `yaml:"pin_private_pages" doc:"TDX takes a reference on every private page it maps, dropped on REMOVE (the v6.16 design: in-place conversion then waits on it forever)"`
 	Populate             string `yaml:"populate" doc:"TD build path: map_private_pfn (kvm_gmem_populate then kvm_tdp_mmu_map_private_pfn, upstream since 6.19; decoupled is an accepted old spelling) or gmem_populate (a synthesized fault under kvm_gmem_populate: lock recursion on the invalidate lock)" enum:"map_private_pfn,gmem_populate"`
 	ExternalSPTCache     string `yaml:"external_spt_cache" doc:"who supplies S-EPT pages: kvm (mmu_external_spt_cache, upstream) or tdx_prealloc (the NAK'd mix: TDX prealloc pages freed by KVM, split cache not charged)" enum:"kvm,tdx_prealloc"`
+	Teardown             string `yaml:"teardown" doc:"how a TD's private memory is torn down: per_page (the HKID stays assigned until the VM is destroyed, every private leaf is BLOCKed, TRACKed and REMOVEd; every release) or terminate_vm (the VMM calls KVM_TDX_TERMINATE_VM first: the HKID is released and each leaf is reclaimed with TDH.PHYMEM.PAGE.RECLAIM; posted and applied to kvm-x86 in 2025, in no release)" enum:"per_page,terminate_vm"`
 }
 
 // TD is one trust domain.

@@ -162,6 +162,7 @@ func (f *File) validatePolicies() error {
 		{"policies.split_order", p.SplitOrder, []string{"sept_first", "folio_first"}, &p.SplitOrder},
 		{"policies.populate", p.Populate, []string{"map_private_pfn", "gmem_populate"}, &p.Populate},
 		{"policies.external_spt_cache", p.ExternalSPTCache, []string{"kvm", "tdx_prealloc"}, &p.ExternalSPTCache},
+		{"policies.teardown", p.Teardown, []string{"per_page", "terminate_vm"}, &p.Teardown},
 	} {
 		if err := enum(f, e.field, e.v, e.allowed...); err != nil {
 			return err

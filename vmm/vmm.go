@@ -475,10 +475,19 @@ func (m *VMM) MemoryFailure(t *sched.Thread, gpa uint64) error {
 // Teardown closes the guest_memfd (which zaps every private page while
 // the HKID is still assigned), then the VM fd (kvm_destroy_vm: HKID
 // release, S-EPT and control pages reclaimed), then exits the process.
-// Every vCPU must be out of the guest.
+// Every vCPU must be out of the guest. Under teardown=terminate_vm
+// (Config.TD.TerminateVM) it first calls KVM_TDX_TERMINATE_VM, so the
+// HKID goes first and the guest_memfd's zap reclaims each private page
+// with TDH.PHYMEM.PAGE.RECLAIM (tdx.TD.TerminateVM).
 func (m *VMM) Teardown(t *sched.Thread) error {
 	for _, v := range m.VCPUs {
 		v.Halt()
+	}
+	if m.cfg.TD.TerminateVM && m.TD != nil {
+		// Optional (Documentation/virt/kvm/x86/intel-tdx.rst as
+		// posted): on EIO from a VM already dead the VMM goes on to
+		// close its fds, which is the per-page teardown.
+		_ = m.TD.TerminateVM(t)
 	}
 	if m.Gmem != nil {
 		if err := m.Gmem.Close(t); err != nil {

@@ -51,6 +51,9 @@ type opts struct {
 	kvm     *kvm.Config
 	vmm     vmm.Config // InPlace, GmemOffset
 	pin     bool       // the pin_private_pages policy
+	// terminate is teardown=terminate_vm: the VMM calls
+	// KVM_TDX_TERMINATE_VM before closing the guest_memfd.
+	terminate bool
 }
 
 // runTD builds a TD under the deterministic scheduler and runs body in the
@@ -72,7 +75,7 @@ func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) (*env, err
 		o.mmu.HugePages = mmu.HugePagesOff
 	}
 	vcfg := o.vmm
-	vcfg.MemBytes, vcfg.VCPUs, vcfg.TD = o.memBytes, o.vcpus, tdx.Config{MMU: o.mmu, PinPrivatePages: o.pin}
+	vcfg.MemBytes, vcfg.VCPUs, vcfg.TD = o.memBytes, o.vcpus, tdx.Config{MMU: o.mmu, PinPrivatePages: o.pin, TerminateVM: o.terminate}
 	var err error
 	if e.host, err = vmm.NewHost(vmm.HostConfig{Bytes: 1<<30 + 2*o.memBytes, DynamicPAMT: o.dynamic, Packages: 2,
 		Allow1GAug: o.allow1G, KVM: o.kvm, TDs: []vmm.Config{vcfg}}, sink); err != nil {

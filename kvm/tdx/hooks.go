@@ -161,6 +161,9 @@ func (td *TD) LinkExternalSPT(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level 
 func (td *TD) RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level, pfn addr.PFN) error {
 	h := td.h
 	if td.hkid == 0 {
+		if td.cfg.TerminateVM {
+			return td.reclaimPrivate(t, gfn, level, pfn)
+		}
 		return td.vm.Bug(t, "tdx_sept_remove_private_spte: HKID already released")
 	}
 	gpa := gfn.GPA()

@@ -55,6 +55,12 @@ type Config struct {
 	// per-VM split cache is topped up with GFP_KERNEL (not charged to
 	// the VM).
 	ExternalSPTFromPrealloc bool
+	// TerminateVM is teardown=terminate_vm: the tree has
+	// KVM_TDX_TERMINATE_VM and the VMM calls it before closing the
+	// guest_memfd, so the HKID is released first and private leaves are
+	// reclaimed with TDH.PHYMEM.PAGE.RECLAIM (see TerminateVM). Without it
+	// the sub-command is unknown (EINVAL).
+	TerminateVM bool
 }
 
 // TD is struct kvm_tdx: KVM's side of one TD.
@@ -98,6 +104,7 @@ type counters struct {
 	EPTViolations, MapGPAExits               atomic.Int64
 	ControlPagesReclaimed, Leaked            atomic.Int64
 	PagesPinned                              atomic.Int64
+	PrivateReclaimed                         [3]atomic.Int64 // by addr.Level
 }
 
 // Stats counts what KVM's TDX code did.
@@ -113,6 +120,10 @@ type Stats struct {
 	ControlPagesReclaimed                    int64
 	Leaked                                   int64 // pages left behind after a failed reclaim
 	PagesPinned                              int64 // 4K pages holding a pin_private_pages reference now
+	// PrivateReclaimed counts private leaves by addr.Level taken back
+	// with TDH.PHYMEM.PAGE.RECLAIM after KVM_TDX_TERMINATE_VM released
+	// the HKID, instead of being removed.
+	PrivateReclaimed [3]int64
 }
 
 // NewTD makes vm, a KVM_X86_TDX_VM, a TD: it attaches a TDP MMU with a
@@ -191,6 +202,7 @@ func (td *TD) Stats() Stats {
 		BusyRetries: c.BusyRetries.Load(), NoVCPURetries: c.NoVCPURetries.Load(), Kicks: c.Kicks.Load(),
 		EPTViolations: c.EPTViolations.Load(), MapGPAExits: c.MapGPAExits.Load(),
 		ControlPagesReclaimed: c.ControlPagesReclaimed.Load(), Leaked: c.Leaked.Load(), PagesPinned: c.PagesPinned.Load(),
+		PrivateReclaimed: [3]int64{c.PrivateReclaimed[0].Load(), c.PrivateReclaimed[1].Load(), c.PrivateReclaimed[2].Load()},
 	}
 }
 
