@@ -90,6 +90,16 @@ type Config struct {
 	// Outcomes are merged in seed order, so the summary, findings and
 	// reproducers are the same for any Workers (timings aside).
 	Workers int
+	// Schedules runs each generated scenario under this many schedules,
+	// each a distinct scheduler seed (0: 1).
+	Schedules int
+	// Strategy is the scheduler strategy: "random" ("" too) or "pct".
+	Strategy string
+	// Depth is PCT's bug depth d (d-1 priority change points; 0: 3).
+	Depth int
+	// StopAtFinding ends the campaign after the scenario of its first
+	// finding (for measuring the time to find a bug).
+	StopAtFinding bool
 	// Progress, if set, is called after each run with the runs so far.
 	Progress func(runs int)
 	// Live, if set, is called after each run with the summary so far
@@ -100,10 +110,13 @@ type Config struct {
 
 // Summary is what a campaign found.
 type Summary struct {
-	Runs          int            `json:"runs"`
+	Runs int `json:"runs"`
+	// Schedules is the runs times the schedules each ran under.
+	Schedules     int            `json:"schedules"`
+	Strategy      string         `json:"strategy"`
 	Steps         int            `json:"steps"`
 	Interleavings int            `json:"interleavings"`
-	Violations    map[string]int `json:"violations"` // runs that broke each invariant
+	Violations    map[string]int `json:"violations"` // schedules that broke each invariant
 	Reproducers   []string       `json:"reproducers"`
 	Traces        []string       `json:"traces,omitempty"` // Chrome traces of the reproducers (tdxsim fuzz --trace)
 	Findings      []Finding      `json:"findings"`
@@ -129,12 +142,15 @@ type Summary struct {
 
 // Finding is one failing seed and what its shrunk reproducer is.
 type Finding struct {
-	Seed        uint64   `json:"seed"`
-	Broken      []string `json:"broken"`
-	Steps       int      `json:"steps"`        // timeline steps of the generated scenario
-	ShrunkSteps int      `json:"shrunk_steps"` // and of the reproducer
-	Reproducer  string   `json:"reproducer,omitempty"`
-	FoundAfter  int64    `json:"found_after_ms"`
+	Seed uint64 `json:"seed"`
+	// ScheduleSeed is the scheduler seed of the failing schedule (the
+	// reproducer pins it in schedule.seed).
+	ScheduleSeed uint64   `json:"schedule_seed"`
+	Broken       []string `json:"broken"`
+	Steps        int      `json:"steps"`        // timeline steps of the generated scenario
+	ShrunkSteps  int      `json:"shrunk_steps"` // and of the reproducer
+	Reproducer   string   `json:"reproducer,omitempty"`
+	FoundAfter   int64    `json:"found_after_ms"`
 }
 
 // Campaign runs generated scenarios until Runs or Duration, shrinking and
@@ -148,7 +164,16 @@ func Campaign(cfg Config) (*Summary, error) {
 	if cfg.Runs <= 0 && cfg.Duration <= 0 {
 		cfg.Runs = 100
 	}
-	sum := &Summary{Kernel: cfg.Kernel, Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}, Inject: []string{}, Injected: map[string]uint64{}}
+	if err := checkStrategy(cfg.Strategy); err != nil {
+		return nil, fmt.Errorf("fuzz: %w", err)
+	}
+	if cfg.Depth <= 0 {
+		cfg.Depth = scenario.DefaultPCTDepth
+	}
+	sum := &Summary{Kernel: cfg.Kernel, Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}, Inject: []string{}, Injected: map[string]uint64{}, Strategy: cfg.Strategy}
+	if sum.Strategy == "" {
+		sum.Strategy = "random"
+	}
 	for _, p := range cfg.Policies {
 		sum.Policies = append(sum.Policies, p[0]+"="+p[1])
 	}
@@ -161,7 +186,7 @@ func Campaign(cfg Config) (*Summary, error) {
 	}
 	sum.Workers = workers
 	seedOf := func(i int) uint64 { return cfg.Seed + uint64(cfg.Shard) + uint64(i)*uint64(shards) }
-	res := newResults(seedOf, cfg.genOptions(), workers, max(cfg.Runs, 0))
+	res := newResults(cfg, seedOf, workers, max(cfg.Runs, 0))
 	defer res.stop()
 	schedules := map[string]bool{}
 	reported := map[string]bool{}
@@ -170,7 +195,7 @@ func Campaign(cfg Config) (*Summary, error) {
 			break
 		}
 		seed := seedOf(i)
-		f, o, err := res.get(i)
+		runs, err := res.get(i)
 		if err != nil {
 			return sum, err
 		}
@@ -179,40 +204,11 @@ func Campaign(cfg Config) (*Summary, error) {
 		}
 		sum.Seeds[1] = seed
 		sum.Runs++
-		sum.Steps += o.Steps
-		if o.Report != nil {
-			for k, n := range o.Report.Injected {
-				sum.Injected[k] += n
+		sum.Steps += runs[0].o.Steps
+		for _, r := range runs {
+			if err := cfg.merge(sum, seed, r, start, schedules, reported); err != nil {
+				return sum, err
 			}
-			for what, n := range o.Report.Hostile {
-				sum.GuestOps += n
-				if guest.HostileRefused(what) {
-					sum.GuestRefused += n
-				}
-			}
-		}
-		if o.Schedule != "" {
-			schedules[fmt.Sprint(seed%1024, o.Schedule)] = true
-		}
-		for _, inv := range o.Broken {
-			sum.Violations[inv]++
-		}
-		if len(o.Broken) > 0 && !reported[o.Broken[0]] {
-			for _, inv := range o.Broken {
-				reported[inv] = true
-			}
-			fd := Finding{Seed: seed, Broken: o.Broken, Steps: o.Steps, FoundAfter: time.Since(start).Milliseconds()}
-			small := Shrink(f, o.Broken[0], cfg.ShrinkRuns)
-			fd.ShrunkSteps = countSteps(small.Timeline)
-			if cfg.Out != "" {
-				path, err := writeReproducer(cfg.Out, seed, o.Broken[0], small)
-				if err != nil {
-					return sum, &OutputError{Dir: cfg.Out, Err: err}
-				}
-				fd.Reproducer = path
-				sum.Reproducers = append(sum.Reproducers, path)
-			}
-			sum.Findings = append(sum.Findings, fd)
 		}
 		sum.Interleavings = len(schedules)
 		if cfg.Progress != nil {
@@ -220,6 +216,9 @@ func Campaign(cfg Config) (*Summary, error) {
 		}
 		if cfg.Live != nil {
 			cfg.Live(sum)
+		}
+		if cfg.StopAtFinding && len(sum.Findings) > 0 {
+			break
 		}
 	}
 	el := time.Since(start)
@@ -229,6 +228,53 @@ func Campaign(cfg Config) (*Summary, error) {
 		sum.InterleavingsPerSec = float64(sum.Interleavings) / secs
 	}
 	return sum, nil
+}
+
+// merge adds one schedule's run of the scenario of seed to the summary,
+// shrinking and writing a reproducer for the first failure of each
+// invariant.
+func (cfg Config) merge(sum *Summary, seed uint64, r run, start time.Time, schedules, reported map[string]bool) error {
+	f, o := r.f, r.o
+	sum.Schedules++
+	if o.Report != nil {
+		for k, n := range o.Report.Injected {
+			sum.Injected[k] += n
+		}
+		for what, n := range o.Report.Hostile {
+			sum.GuestOps += n
+			if guest.HostileRefused(what) {
+				sum.GuestRefused += n
+			}
+		}
+	}
+	if o.Schedule != "" {
+		schedules[fmt.Sprint(seed%1024, o.Schedule)] = true
+	}
+	for _, inv := range o.Broken {
+		sum.Violations[inv]++
+	}
+	if len(o.Broken) > 0 && !reported[o.Broken[0]] {
+		for _, inv := range o.Broken {
+			reported[inv] = true
+		}
+		ss := seed
+		if f.Schedule.Seed != nil {
+			ss = *f.Schedule.Seed
+		}
+		fd := Finding{Seed: seed, ScheduleSeed: ss, Broken: o.Broken, Steps: o.Steps, FoundAfter: time.Since(start).Milliseconds()}
+		small := Shrink(f, o.Broken[0], cfg.ShrinkRuns)
+		fd.ShrunkSteps = countSteps(small.Timeline)
+		if cfg.Out != "" {
+			path, err := writeReproducer(cfg.Out, seed, o.Broken[0], small)
+			if err != nil {
+				return &OutputError{Dir: cfg.Out, Err: err}
+			}
+			fd.Reproducer = path
+			sum.Reproducers = append(sum.Reproducers, path)
+		}
+		sum.Findings = append(sum.Findings, fd)
+	}
+	return nil
 }
 
 // writeReproducer writes f as dir/<invariant>-<seed>.yaml with a header
@@ -260,6 +306,7 @@ func Reproducer(seed uint64, inv string, f *scenario.File) ([]byte, error) {
 func (s *Summary) WriteText(w interface{ Write([]byte) (int, error) }) {
 	fmt.Fprintf(w, "fuzz: %d runs (seeds %d..%d), %d timeline steps, %d distinct interleavings, %.1f s\n",
 		s.Runs, s.Seeds[0], s.Seeds[1], s.Steps, s.Interleavings, float64(s.ElapsedMS)/1000)
+	fmt.Fprintf(w, "schedules: %d (%s), %.1f runs/s, %.1f interleavings/s on %d workers\n", s.Schedules, s.Strategy, s.RunsPerSec, s.InterleavingsPerSec, s.Workers)
 	if s.Kernel != "" {
 		fmt.Fprintf(w, "kernel: %s\n", s.Kernel)
 	}

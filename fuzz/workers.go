@@ -13,8 +13,7 @@ func (cfg Config) genOptions() Options {
 
 // result is one seed's generated scenario and its run.
 type result struct {
-	f    *scenario.File
-	o    Outcome
+	runs []run // one per schedule
 	err  error
 	done chan struct{}
 }
@@ -26,6 +25,7 @@ type result struct {
 type results struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
+	cfg    Config
 	seedOf func(int) uint64
 	opt    Options
 	next   int // next index a worker takes
@@ -37,8 +37,8 @@ type results struct {
 	wg     sync.WaitGroup
 }
 
-func newResults(seedOf func(int) uint64, opt Options, workers, limit int) *results {
-	r := &results{seedOf: seedOf, opt: opt, window: 2 * workers, limit: limit, byIdx: map[int]*result{}}
+func newResults(cfg Config, seedOf func(int) uint64, workers, limit int) *results {
+	r := &results{cfg: cfg, seedOf: seedOf, opt: cfg.genOptions(), window: 2 * workers, limit: limit, byIdx: map[int]*result{}}
 	r.cond = sync.NewCond(&r.mu)
 	for range workers {
 		r.wg.Add(1)
@@ -62,9 +62,11 @@ func (r *results) work() {
 		r.next++
 		res := r.slot(i)
 		r.mu.Unlock()
-		res.f, res.err = Generate(r.seedOf(i), r.opt)
+		seed := r.seedOf(i)
+		var f *scenario.File
+		f, res.err = Generate(seed, r.opt)
 		if res.err == nil {
-			res.o = RunOne(res.f)
+			res.runs = r.cfg.runSchedules(f, seed)
 		}
 		close(res.done)
 	}
@@ -80,8 +82,8 @@ func (r *results) slot(i int) *result {
 	return res
 }
 
-// get waits for index i's run and lets the workers move one further.
-func (r *results) get(i int) (*scenario.File, Outcome, error) {
+// get waits for index i's runs and lets the workers move one further.
+func (r *results) get(i int) ([]run, error) {
 	r.mu.Lock()
 	res := r.slot(i)
 	r.mu.Unlock()
@@ -91,7 +93,7 @@ func (r *results) get(i int) (*scenario.File, Outcome, error) {
 	r.want = i + 1
 	r.cond.Broadcast()
 	r.mu.Unlock()
-	return res.f, res.o, res.err
+	return res.runs, res.err
 }
 
 // stop ends the workers; runs in flight finish and are dropped.

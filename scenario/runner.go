@@ -87,7 +87,11 @@ func Start(f *File, o Options) (*Runner, error) {
 	if o.Parallel {
 		mode = sched.Parallel
 	}
-	rn.s = sched.New(mode, rn.seed, sink)
+	if mode == sched.Deterministic {
+		rn.s = sched.NewWith(f.Schedule.strategy(rn.seed), sink)
+	} else {
+		rn.s = sched.New(mode, rn.seed, sink)
+	}
 	if o.TraceLocks {
 		rn.s.TraceLocks()
 	}

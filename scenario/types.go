@@ -31,6 +31,7 @@ type Scenario struct {
 	Timeline    []Step   `yaml:"timeline" doc:"guest workloads and host events, in order; TDs not torn down are torn down at the end"`
 	Expect      Expect   `yaml:"expect" doc:"what must hold at the end (exit 1 otherwise)"`
 	Inject      Inject   `yaml:"inject" doc:"fault injection: a faulty TDX module, a host short of memory (--inject sets it too)"`
+	Schedule    Schedule `yaml:"schedule" doc:"how the deterministic scheduler picks threads (default: uniformly at random, seeded by seed)"`
 }
 
 // Inject is fault injection: SEAMCALLs that return TDX_OPERAND_BUSY or

@@ -73,6 +73,9 @@ func (f *File) validate() error {
 	if _, err := f.InjectConfig(); err != nil {
 		return err
 	}
+	if err := f.validateSchedule(); err != nil {
+		return err
+	}
 	if len(s.TDs) == 0 {
 		return f.bad("tds", "at least one TD is required")
 	}

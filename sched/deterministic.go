@@ -1,7 +1,6 @@
 package sched
 
 import (
-	"math/rand/v2"
 	"runtime"
 	"sync"
 )
@@ -12,14 +11,16 @@ import (
 // everything here is touched only by the thread holding it.
 type deterministic struct {
 	s        *Scheduler
-	rng      *rand.Rand
+	strat    Strategy
+	ndecide  uint64
+	ready    []*Thread     // pick's buffer
 	done     chan struct{} // closed when the last thread exits or the run fails
 	nswitch  uint64
 	schedule uint64 // FNV-1a over the ids of the threads picked, in order
 }
 
 func newDeterministic(s *Scheduler, seed uint64) *deterministic {
-	return &deterministic{s: s, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), done: make(chan struct{})}
+	return &deterministic{s: s, strat: Random(seed), done: make(chan struct{})}
 }
 
 func (d *deterministic) mode() Mode           { return Deterministic }
@@ -30,7 +31,7 @@ func (d *deterministic) run(initial []*Thread) {
 	if len(initial) == 0 {
 		return
 	}
-	if next := d.pick(); next != nil {
+	if next := d.pick(nil, false); next != nil {
 		next.run <- struct{}{}
 		<-d.done
 	} else {
@@ -72,7 +73,7 @@ func (d *deterministic) exit(t *Thread) {
 	if len(t.held) > 0 {
 		s.lockdep.report(t, "lockdep.held-at-exit", t.String()+" exited holding "+t.heldList())
 	}
-	next := d.pick()
+	next := d.pick(t, false)
 	if next != nil {
 		next.run <- struct{}{}
 		return
@@ -126,7 +127,7 @@ func (d *deterministic) grant(t *Thread) { t.state = stateRunnable }
 
 // switchFrom picks the next thread (possibly t itself) and passes it the CPU.
 func (d *deterministic) switchFrom(t *Thread) {
-	next := d.pick()
+	next := d.pick(t, t.state == stateRunnable)
 	if next == nil {
 		d.fail(d.s.deadlock())
 		runtime.Goexit()
@@ -139,11 +140,12 @@ func (d *deterministic) switchFrom(t *Thread) {
 	d.awaitBaton(t)
 }
 
-// pick chooses uniformly among runnable threads, in id order so the choice
-// depends only on the PRNG.
-func (d *deterministic) pick() *Thread {
-	var buf [16]*Thread
-	ready := buf[:0]
+// pick asks the strategy to choose among the runnable threads, in id
+// order so the choice depends only on the strategy's state. from is the
+// thread handing the CPU on (nil at the start); running, whether it can
+// go on.
+func (d *deterministic) pick(from *Thread, running bool) *Thread {
+	ready := d.ready[:0]
 	for _, t := range d.s.threads {
 		switch t.state {
 		case stateRunnable:
@@ -155,15 +157,12 @@ func (d *deterministic) pick() *Thread {
 			}
 		}
 	}
-	var t *Thread
-	switch len(ready) {
-	case 0:
+	if len(ready) == 0 {
 		return nil
-	case 1:
-		t = ready[0]
-	default:
-		t = ready[d.rng.IntN(len(ready))]
 	}
+	d.ready = ready
+	d.ndecide++
+	t := ready[d.strat.Pick(from, running, ready)]
 	if d.schedule == 0 {
 		d.schedule = 14695981039346656037
 	}

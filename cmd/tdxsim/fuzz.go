@@ -48,13 +48,18 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	hostile := fs.Bool("hostile", false, "hostile guests: a third of the guest workloads issue ACCEPT and MapGPA with any operands while their vCPUs race")
 	var injects policyFlag
 	fs.Var(&injects, "inject", "fault injection in every generated scenario (repeatable), as for run")
+	schedules := fs.Int("schedules", 4, "schedules per generated scenario, each a distinct scheduler seed")
+	strategy := fs.String("strategy", "random", "scheduler strategy: random (uniform among runnable threads) or pct (random priorities, depth-1 change points)")
+	depth := fs.Int("depth", scenario.DefaultPCTDepth, "PCT bug depth d: d-1 priority change points (--strategy pct)")
+	firstFinding := fs.Bool("stop-at-finding", false, "stop after the scenario of the first finding (for timing how fast a bug is found)")
 	kf := addKernelFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim fuzz [flags]
 
 Generates random scenarios from consecutive seeds (host events, guest
-workloads, concurrent vCPUs and steps), runs each under the deterministic
-scheduler with every invariant checked after every step, and shrinks the
+workloads, concurrent vCPUs and steps), runs each under --schedules
+schedules of the deterministic scheduler (random or PCT) with every
+invariant checked after every step, and shrinks the
 first failure of each invariant to a minimal scenario file that
 'tdxsim replay FILE' reproduces exactly. Exit 1 when a violation was found.
 
@@ -76,13 +81,24 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim fuzz: --workers %d: want at least 1 (leave it out for one per CPU)\n", *workers)
 		return exitBadInput
 	}
+	switch {
+	case *schedules < 1:
+		fmt.Fprintf(stderr, "tdxsim fuzz: --schedules %d: want at least 1\n", *schedules)
+		return exitBadInput
+	case *strategy != "random" && *strategy != "pct":
+		fmt.Fprintf(stderr, "tdxsim fuzz: --strategy %q: want random or pct\n", *strategy)
+		return exitBadInput
+	case *depth < 1 || *depth > 64:
+		fmt.Fprintf(stderr, "tdxsim fuzz: --depth %d: want 1..64\n", *depth)
+		return exitBadInput
+	}
 	kname, ok := kf.one("fuzz", stderr)
 	if !ok {
 		return exitBadInput
 	}
 	bar := newProgress(stderr, " runs", int64(*runs)) // an ETA with --runs; with --duration the end is known
 	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
-		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers}
+		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers, Schedules: *schedules, Strategy: *strategy, Depth: *depth, StopAtFinding: *firstFinding}
 	if *runs == 0 && *duration == 0 {
 		bar = newProgress(stderr, " runs", 100) // the campaign's default
 	}
