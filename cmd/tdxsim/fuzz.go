@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/fuzz"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
@@ -48,9 +49,11 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	hostile := fs.Bool("hostile", false, "hostile guests: a third of the guest workloads issue ACCEPT and MapGPA with any operands while their vCPUs race")
 	var injects policyFlag
 	fs.Var(&injects, "inject", "fault injection in every generated scenario (repeatable), as for run")
+	maxMem := fs.String("max-memory", "64M", "largest generated TD (a multiple of 2M, at least 8M; e.g. 1G for big TDs)")
 	kf := addKernelFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim fuzz [flags]
+       tdxsim fuzz merge [--json] DIR...
 
 Generates random scenarios from consecutive seeds (host events, guest
 workloads, concurrent vCPUs and steps), runs each under the deterministic
@@ -72,6 +75,14 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim fuzz: %v\n", err)
 		return exitBadInput
 	}
+	maxBytes, err := addr.ParseSize(*maxMem)
+	if err == nil {
+		err = fuzz.CheckMaxMemory(maxBytes)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim fuzz: --max-memory %s: %v\n", *maxMem, err)
+		return exitBadInput
+	}
 	if *workers < 1 {
 		fmt.Fprintf(stderr, "tdxsim fuzz: --workers %d: want at least 1 (leave it out for one per CPU)\n", *workers)
 		return exitBadInput
@@ -82,7 +93,7 @@ flags:`)
 	}
 	bar := newProgress(stderr, " runs", int64(*runs)) // an ETA with --runs; with --duration the end is known
 	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
-		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers}
+		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers, MaxMemory: maxBytes}
 	if *runs == 0 && *duration == 0 {
 		bar = newProgress(stderr, " runs", 100) // the campaign's default
 	}
