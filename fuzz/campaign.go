@@ -30,17 +30,21 @@ type Outcome struct {
 	// Broken lists the invariants violated, sorted; empty when clean.
 	Broken []string
 	Report *report.Run
+	// Cover is what the run exercised (nil when it could not start).
+	Cover *scenario.Coverage
 }
 
 // RunOne runs f under the deterministic scheduler with every check on.
 func RunOne(f *scenario.File) Outcome {
-	r, err := scenario.Run(f, scenario.Options{})
+	cov := &scenario.Coverage{}
+	r, err := scenario.Run(f, scenario.Options{Coverage: cov})
 	o := Outcome{Steps: countSteps(f.Timeline), Report: r}
 	if r == nil {
 		o.Broken = []string{StepError}
 		return o
 	}
 	o.Schedule = r.Schedule
+	o.Cover = cov
 	set := map[string]bool{}
 	for inv := range r.Checks.Failed {
 		set[inv] = true
@@ -80,6 +84,8 @@ type Config struct {
 	Policies [][2]string   // overrides applied to every scenario
 	Inject   [][2]string   // fault injection set in every scenario (--inject)
 	Hostile  bool          // hostile guests (--hostile)
+	// MaxMemory bounds each generated TD's memory (0: DefaultMaxMemory).
+	MaxMemory uint64
 	// Shard and Shards split the seed space: this campaign runs seeds
 	// Seed+Shard, Seed+Shard+Shards, ... (Shards 0 or 1: every seed).
 	Shard, Shards int
@@ -138,6 +144,9 @@ type Summary struct {
 	Workers             int     `json:"workers"`
 	RunsPerSec          float64 `json:"runs_per_sec"`
 	InterleavingsPerSec float64 `json:"interleavings_per_sec"`
+	// Coverage is what the campaign's runs exercised, out of what the
+	// model has (shrinking runs aside).
+	Coverage Coverage `json:"coverage"`
 }
 
 // Finding is one failing seed and what its shrunk reproducer is.
@@ -190,6 +199,7 @@ func Campaign(cfg Config) (*Summary, error) {
 	defer res.stop()
 	schedules := map[string]bool{}
 	reported := map[string]bool{}
+	cover := newCoverSet()
 	for i := 0; ; i++ {
 		if cfg.Runs > 0 && i >= cfg.Runs || cfg.Duration > 0 && time.Since(start) >= cfg.Duration {
 			break
@@ -206,6 +216,7 @@ func Campaign(cfg Config) (*Summary, error) {
 		sum.Runs++
 		sum.Steps += runs[0].o.Steps
 		for _, r := range runs {
+			cover.add(r.f, r.o.Cover)
 			if err := cfg.merge(sum, seed, r, start, schedules, reported); err != nil {
 				return sum, err
 			}
@@ -221,6 +232,7 @@ func Campaign(cfg Config) (*Summary, error) {
 			break
 		}
 	}
+	sum.Coverage = cover.summary()
 	el := time.Since(start)
 	sum.ElapsedMS = el.Milliseconds()
 	if secs := el.Seconds(); secs > 0 {
@@ -323,6 +335,7 @@ func (s *Summary) WriteText(w interface{ Write([]byte) (int, error) }) {
 		}
 		fmt.Fprintf(w, "faults injected: %d (%s)\n", n, strings.Join(s.Inject, ", "))
 	}
+	s.Coverage.writeText(w)
 	if len(s.Violations) == 0 {
 		fmt.Fprintln(w, "violations: none")
 		return

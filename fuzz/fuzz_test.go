@@ -31,6 +31,16 @@ func TestDefaultCampaignClean(t *testing.T) {
 	if sum.Runs != runs || sum.Steps == 0 || sum.Interleavings == 0 {
 		t.Errorf("summary %+v", sum)
 	}
+	// Every transition a run made is one the module's table lists, and
+	// every lock-order edge is in the kernel's order.
+	cv := sum.Coverage
+	if len(cv.Transitions.Other) > 0 || len(cv.LockEdges.Other) > 0 {
+		t.Errorf("outside the model's lists: transitions %v, lock edges %v", cv.Transitions.Other, cv.LockEdges.Other)
+	}
+	if cv.Transitions.Of != len(transitionNames()) || cv.LockEdges.Of != 6 || cv.StepKinds.Of != len(scenario.StepKinds()) ||
+		len(cv.Transitions.Seen) == 0 || len(cv.LockEdges.Seen) == 0 || len(cv.StepKinds.Seen) < 5 {
+		t.Errorf("coverage %+v", cv)
+	}
 }
 
 // campaignInject is the fault injection of the README's hostile campaign

@@ -8,22 +8,36 @@ package fuzz
 import (
 	"fmt"
 	"math/rand/v2"
+	"time"
 
 	"github.com/tdxsim/tdxsim/scenario"
 )
 
-// hostMemory is the host every generated scenario runs on: small enough
-// that a run takes milliseconds, large enough for two TDs on HugeTLB.
-const hostMemory = 4 << 30
+// DefaultMaxMemory is the largest TD the generator makes unless
+// Options.MaxMemory says otherwise: bugs need interleavings, not
+// gigabytes, and a small TD runs in milliseconds.
+const DefaultMaxMemory = 64 << 20
 
-// Generate returns the scenario for seed: one TD (sometimes two) of 32 to
-// 256 MiB with one to four vCPUs, a memslot layout, a conversion mode, a
-// small measured image, and a timeline that boots the guest and then runs
-// guest workloads and host events, some of them concurrently. Every
-// generated scenario is valid (Parse accepts it); a step the timeline
-// rules refuse is left out.
+// MinMaxMemory is the smallest --max-memory: one 8 MiB TD.
+const MinMaxMemory = 8 << 20
+
+// hostMemory is the host a scenario with TDs of at most maxMem runs on:
+// 4 GiB, or room for two of them on HugeTLB and the TDX module's
+// metadata.
+func hostMemory(maxMem uint64) uint64 {
+	return max(4<<30, (2*maxMem+(1<<30)+(1<<30)-1)&^(1<<30-1))
+}
+
+// Generate returns the scenario for seed: one TD (sometimes two) of 8 MiB
+// to Options.MaxMemory with one to four vCPUs, a memslot layout, a
+// conversion mode, a small measured image, sometimes fault injection, and
+// a timeline that boots the guest and then runs the steps stepWeights
+// draws (guest workloads, host events, hostile guests, idle time, memslot
+// deletion, a teardown, groups of steps racing each other), then reads
+// every page back. Every generated scenario is valid (Parse accepts it);
+// a step the timeline rules refuse is left out.
 func Generate(seed uint64, o Options) (*scenario.File, error) {
-	g := &gen{r: rand.New(rand.NewPCG(seed, seed^0x5bd1e995)), hostile: o.Hostile}
+	g := &gen{r: rand.New(rand.NewPCG(seed, seed^0x5bd1e995)), hostile: o.Hostile, weights: weightsFor(o), maxMem: o.maxMemory(), injectSet: len(o.Inject) > 0}
 	s := g.scenario(seed)
 	// Build the timeline step by step, keeping each step the loader
 	// accepts, so the result is always a valid file.
@@ -50,8 +64,32 @@ type Options struct {
 	Policies [][2]string // policy overrides (--policy k=v) set in every scenario
 	Inject   [][2]string // fault injection (--inject k=v) set in every scenario
 	// Hostile makes a third of the guest workloads hostile guests
-	// (ACCEPT and MapGPA with any operands, racing vCPUs).
+	// (ACCEPT and MapGPA with any operands, racing vCPUs); without it
+	// they are stepWeights' share.
 	Hostile bool
+	// MaxMemory bounds each TD's memory (0: DefaultMaxMemory); a
+	// multiple of 2 MiB, at least MinMaxMemory (CheckMaxMemory).
+	MaxMemory uint64
+}
+
+func (o Options) maxMemory() uint64 {
+	if o.MaxMemory == 0 {
+		return DefaultMaxMemory
+	}
+	return o.MaxMemory
+}
+
+// CheckMaxMemory says what is wrong with a --max-memory (nil: nothing).
+func CheckMaxMemory(n uint64) error {
+	switch {
+	case n%(2<<20) != 0:
+		return fmt.Errorf("%#x is not a multiple of 2M", n)
+	case n < MinMaxMemory:
+		return fmt.Errorf("%d bytes: want at least 8M", n)
+	case n > 1<<40:
+		return fmt.Errorf("%d bytes: want at most 1T (two TDs must fit the model's 4T host)", n)
+	}
+	return nil
 }
 
 // parse writes s out and reads it back: the file a reproducer would be,
@@ -84,8 +122,14 @@ func parse(s *scenario.Scenario, o Options) (*scenario.File, error) {
 }
 
 type gen struct {
-	r       *rand.Rand
-	hostile bool
+	r         *rand.Rand
+	weights   []int  // stepWeights' weights for this campaign
+	maxMem    uint64 // largest TD
+	injectSet bool   // --inject given: the generator adds none of its own
+	hostile   bool   // --hostile: a third of the guest workloads are hostile
+	// failure is set when memory_failure was drawn: it goes after the
+	// final read pass (a later access to the page would be EHWPOISON).
+	failure bool
 }
 
 func (g *gen) pick(xs ...string) string { return xs[g.r.IntN(len(xs))] }
@@ -95,32 +139,33 @@ const mib = 1 << 20
 
 func (g *gen) scenario(seed uint64) *scenario.Scenario {
 	s := &scenario.Scenario{Name: fmt.Sprintf("fuzz-%d", seed), Seed: new(seed)}
-	s.Host.Memory = hostMemory
+	s.Host.Memory = scenario.Size(hostMemory(g.maxMem))
 	s.Policies.HugePages = g.pick("2M", "2M", "2M", "off")
 	ntd := 1
-	if g.chance(0.15) {
+	if g.chance(genConfig.twoTDs) {
 		ntd = 2
 	}
+	units := int(g.maxMem / (2 * mib)) // 2 MiB units of the largest TD
 	for i := range ntd {
 		td := scenario.TD{Name: fmt.Sprintf("td%d", i), VCPUs: 1 + g.r.IntN(4)}
-		mem := scenario.Size((16 + 16*g.r.IntN(8)) * 2 * mib) // 32..256M
-		if g.chance(0.25) {
+		mem := scenario.Size(2 * mib * uint64(4+g.r.IntN(units-3))) // 8M..max
+		if g.chance(genConfig.twoSlots) && mem >= 16*mib {
 			// Two memslots on one guest_memfd, with a hole between.
-			a := scenario.Size(2 * mib * (4 + g.r.IntN(12)))
+			a := scenario.Size(2 * mib * uint64(1+g.r.IntN(int(mem/(2*mib))-1)))
 			td.Memslots = []scenario.Memslot{{GPA: 0, Size: a}, {GPA: a + 64*mib, Size: mem - a}}
 		} else {
 			td.Memory = mem
 		}
 		switch {
-		case g.chance(0.3):
+		case g.chance(genConfig.inPlace):
 			td.Conversion = "in_place"
-		case g.chance(0.2):
+		case g.chance(genConfig.keepShared):
 			td.KeepSharedBacking = true
 			if g.chance(0.5) {
 				td.GmemOffset = scenario.Size(mib) // GFNs and indexes out of 2M step
 			}
 		}
-		if g.chance(0.5) {
+		if g.chance(genConfig.image) {
 			top := uint64(mem) - 2*mib
 			if len(td.Memslots) > 0 {
 				top = uint64(td.Memslots[0].Size) - 2*mib
@@ -129,29 +174,23 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 		}
 		s.TDs = append(s.TDs, td)
 	}
+	if !g.injectSet && g.chance(genConfig.inject) {
+		s.Inject = g.inject()
+	}
 	for i := range s.TDs {
 		s.Timeline = append(s.Timeline, scenario.Step{Op: g.boot(&s.TDs[i])})
 	}
 	n := 2 + g.r.IntN(9)
 	for range n {
 		td := &s.TDs[g.r.IntN(len(s.TDs))]
-		if g.chance(0.25) {
-			// A guest workload racing host events on the same memory
-			// (a TD's vCPUs run one workload at a time).
-			par := scenario.Parallel{{Op: g.guestStep(td)}}
-			for range 1 + g.r.IntN(2) {
-				par = append(par, scenario.Step{Op: g.hostEvent(td, true)})
-			}
-			s.Timeline = append(s.Timeline, scenario.Step{Op: &par})
-			continue
-		}
-		s.Timeline = append(s.Timeline, scenario.Step{Op: g.step(td, false)})
+		k := stepWeights[g.weighted(g.weights...)]
+		s.Timeline = append(s.Timeline, k.make(g, s, td)...)
 	}
 	// A guest pass over its memory at the end reads back everything.
 	for i := range s.TDs {
 		s.Timeline = append(s.Timeline, scenario.Step{Op: &scenario.Touch{TD: s.TDs[i].Name, Pattern: "sequential", Write: new(false)}})
 	}
-	if td := &s.TDs[0]; g.chance(0.15) && keepsEveryPage(s.Timeline, td) {
+	if td := &s.TDs[0]; g.failure && keepsEveryPage(s.Timeline, td) {
 		// A hardware error hits a page guest_memfd holds: touch it first.
 		gpa := scenario.Size(g.page(td))
 		s.Timeline = append(s.Timeline,
@@ -161,16 +200,49 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 	return s
 }
 
+// injectMenu is the fault injection a scenario may get (a few entries of
+// it): TDX_OPERAND_BUSY on the fault path's AUG and SEPT.ADD (KVM retries
+// the fault) and now and then on the zap path's BLOCK, TRACK and REMOVE
+// (tdh_do_no_vcpus() kicks the vCPUs and retries), a failed page-table
+// top-up (-ENOMEM to the faulting path).
+var injectMenu = []func(g *gen, in *scenario.Inject){
+	func(g *gen, in *scenario.Inject) {
+		in.Busy = []float64{0.02, 0.05, 0.1}[g.r.IntN(3)]
+		in.BusyLeaves = []string{"TDH.MEM.PAGE.AUG", "TDH.MEM.SEPT.ADD"}
+	},
+	func(g *gen, in *scenario.Inject) {
+		in.Fail = append(in.Fail, scenario.LeafFailure{Leaf: "TDH.MEM.RANGE.BLOCK", Nth: uint64(1 + g.r.IntN(8)), Every: uint64(3 + g.r.IntN(8)), Status: "TDX_OPERAND_BUSY"})
+	},
+	func(g *gen, in *scenario.Inject) {
+		in.Fail = append(in.Fail, scenario.LeafFailure{Leaf: "TDH.MEM.TRACK", Nth: uint64(1 + g.r.IntN(4)), Every: uint64(3 + g.r.IntN(6)), Status: "TDX_OPERAND_BUSY"})
+	},
+	func(g *gen, in *scenario.Inject) {
+		in.Fail = append(in.Fail, scenario.LeafFailure{Leaf: "TDH.MEM.PAGE.REMOVE", Nth: uint64(1 + g.r.IntN(8)), Every: uint64(5 + g.r.IntN(8)), Status: "TDX_OPERAND_BUSY"})
+	},
+	func(g *gen, in *scenario.Inject) {
+		in.AllocFail = append(in.AllocFail, scenario.AllocFailure{Source: "kvm.mmu_shadow_page_cache", Nth: uint64(20 + g.r.IntN(300))})
+	},
+}
+
+func (g *gen) inject() scenario.Inject {
+	var in scenario.Inject
+	for _, k := range g.r.Perm(len(injectMenu))[:1+g.r.IntN(3)] {
+		injectMenu[k](g, &in)
+	}
+	return in
+}
+
 // keepsEveryPage reports whether guest_memfd still holds a page for every
 // GPA of td once it was touched: nothing in the timeline frees one
 // (balloon, a punched hole, a conversion to shared that punches the
-// private page). Only then may a memory_failure name any GPA: a hardware
-// error hits a page, and a GPA without one is a scenario error (ENOENT),
-// not a finding.
+// private page, a deleted memslot, a teardown, a hostile guest's MapGPA).
+// Only then may a memory_failure name any GPA: a hardware error hits a
+// page, and a GPA without one is a scenario error (ENOENT), not a
+// finding.
 func keepsEveryPage(steps []scenario.Step, td *scenario.TD) bool {
 	frees := func(op scenario.Op) bool {
 		switch op.(type) {
-		case *scenario.Balloon, *scenario.PunchHole:
+		case *scenario.Balloon, *scenario.PunchHole, *scenario.MemslotDelete, *scenario.Teardown, *scenario.Hostile:
 			return true
 		case *scenario.Convert:
 			return td.Conversion != "in_place" && !td.KeepSharedBacking
@@ -198,23 +270,22 @@ func ram(td *scenario.TD) uint64 {
 	return n
 }
 
-// page returns a random page GPA inside the TD's first memslot.
-func (g *gen) page(td *scenario.TD) uint64 {
-	end := uint64(td.Memory)
+// slot0 is the size of the TD's first memslot.
+func slot0(td *scenario.TD) uint64 {
 	if len(td.Memslots) > 0 {
-		end = uint64(td.Memslots[0].Size)
+		return uint64(td.Memslots[0].Size)
 	}
-	return g.r.Uint64N(end>>12) << 12
+	return uint64(td.Memory)
 }
 
-// hostRange returns a random range of the first memslot: 4K to 4M,
-// aligned to 2M half of the time.
+// page returns a random page GPA inside the TD's first memslot.
+func (g *gen) page(td *scenario.TD) uint64 { return g.r.Uint64N(slot0(td)>>12) << 12 }
+
+// hostRange returns a random range of the first memslot: 4K to 4M (at
+// most the slot), aligned to its size; 2M half of the time.
 func (g *gen) hostRange(td *scenario.TD) (scenario.Size, scenario.Size) {
-	end := uint64(td.Memory)
-	if len(td.Memslots) > 0 {
-		end = uint64(td.Memslots[0].Size)
-	}
-	size := uint64(4096) << g.r.IntN(11)
+	end := slot0(td)
+	size := min(uint64(4096)<<g.r.IntN(11), end)
 	gpa := g.r.Uint64N(end/size) * size
 	if g.chance(0.5) {
 		size = 2 * mib
@@ -226,38 +297,9 @@ func (g *gen) hostRange(td *scenario.TD) (scenario.Size, scenario.Size) {
 func (g *gen) boot(td *scenario.TD) scenario.Op {
 	b := &scenario.Boot{TD: td.Name, Accept: g.pick("lazy", "lazy", "eager"), Level: g.pick("2M", "2M", "4K")}
 	if b.Accept == "lazy" {
-		b.Upfront = new(scenario.Size(2 * mib * uint64(g.r.IntN(8))))
+		b.Upfront = new(scenario.Size(2 * mib * uint64(g.r.IntN(int(min(8, ram(td)/(2*mib)))))))
 	}
 	return b
-}
-
-// step returns one random timeline step for td.
-func (g *gen) step(td *scenario.TD, inParallel bool) scenario.Op {
-	if g.chance(0.6) {
-		return g.guestStep(td)
-	}
-	return g.hostEvent(td, inParallel)
-}
-
-// guestOps are the guest workloads the generator makes, by weight.
-var guestOps = []struct {
-	weight int
-	make   func(g *gen, td *scenario.TD) scenario.Op
-}{
-	{4, (*gen).touch},
-	{4, (*gen).convert},
-	{1, (*gen).balloon},
-}
-
-// hostOps are the host events the generator makes, by weight, over a
-// range it drew first.
-var hostOps = []struct {
-	weight int
-	make   func(g *gen, td *scenario.TD, gpa, size scenario.Size, inParallel bool) scenario.Op
-}{
-	{1, (*gen).mmuNotifier},
-	{1, (*gen).memoryTypeChange},
-	{1, (*gen).punchHole},
 }
 
 // weighted picks an index with probability weight/sum.
@@ -274,19 +316,6 @@ func (g *gen) weighted(weights ...int) int {
 		k -= w
 	}
 	panic("unreachable")
-}
-
-// guestStep is a guest workload from guestOps, or in hostile mode
-// sometimes a hostile guest.
-func (g *gen) guestStep(td *scenario.TD) scenario.Op {
-	if g.hostile && g.chance(0.35) {
-		return &scenario.Hostile{TD: td.Name, Ops: 50 + g.r.IntN(450)}
-	}
-	ws := make([]int, len(guestOps))
-	for i, o := range guestOps {
-		ws[i] = o.weight
-	}
-	return guestOps[g.weighted(ws...)].make(g, td)
 }
 
 func (g *gen) touch(td *scenario.TD) scenario.Op {
@@ -307,17 +336,75 @@ func (g *gen) convert(td *scenario.TD) scenario.Op {
 }
 
 func (g *gen) balloon(td *scenario.TD) scenario.Op {
-	return &scenario.Balloon{TD: td.Name, Size: scenario.Size(2 * mib * uint64(1+g.r.IntN(4)))}
+	most := max(1, min(4, int(ram(td)/(4*mib)))) // at most half the RAM
+	return &scenario.Balloon{TD: td.Name, Size: scenario.Size(2 * mib * uint64(1+g.r.IntN(most)))}
 }
 
-// hostEvent is a host event from hostOps over a random range.
-func (g *gen) hostEvent(td *scenario.TD, inParallel bool) scenario.Op {
-	gpa, size := g.hostRange(td)
-	ws := make([]int, len(hostOps))
-	for i, o := range hostOps {
-		ws[i] = o.weight
+func (g *gen) hostileGuest(td *scenario.TD) scenario.Op {
+	return &scenario.Hostile{TD: td.Name, Ops: 50 + g.r.IntN(450)}
+}
+
+func (g *gen) idle(*scenario.Scenario, *scenario.TD) []scenario.Step {
+	return []scenario.Step{{Op: &scenario.Idle{Time: scenario.Duration(time.Duration(1+g.r.IntN(50)) * time.Millisecond)}}}
+}
+
+// memslotDelete deletes one of a two-memslot TD's slots (the loader
+// leaves out a second deletion of the same one).
+func (g *gen) memslotDelete(_ *scenario.Scenario, td *scenario.TD) []scenario.Step {
+	if len(td.Memslots) < 2 {
+		return nil
 	}
-	return hostOps[g.weighted(ws...)].make(g, td, gpa, size, inParallel)
+	return []scenario.Step{{Op: &scenario.MemslotDelete{TD: td.Name, Slot: g.r.IntN(len(td.Memslots))}}}
+}
+
+// memoryFailure asks for a hardware error after the final read pass.
+func (g *gen) memoryFailure(*scenario.Scenario, *scenario.TD) []scenario.Step {
+	g.failure = true
+	return nil
+}
+
+// teardown tears a TD down in the middle of the timeline: the other TD
+// runs on, and the loader leaves out the torn-down TD's later steps.
+func (g *gen) teardown(_ *scenario.Scenario, td *scenario.TD) []scenario.Step {
+	return []scenario.Step{{Op: &scenario.Teardown{TD: td.Name}}}
+}
+
+// parallel is a guest workload racing one or two host events on the same
+// memory (a TD's vCPUs run one workload at a time); with two TDs,
+// sometimes the other TD's workload runs beside them.
+func (g *gen) parallel(s *scenario.Scenario, td *scenario.TD) []scenario.Step {
+	par := scenario.Parallel{{Op: g.guestKind(td)}}
+	for range 1 + g.r.IntN(2) {
+		par = append(par, scenario.Step{Op: g.hostKind(td)})
+	}
+	if len(s.TDs) > 1 && g.chance(0.3) {
+		other := &s.TDs[0]
+		if other == td {
+			other = &s.TDs[1]
+		}
+		par = append(par, scenario.Step{Op: g.guestKind(other)})
+	}
+	return []scenario.Step{{Op: &par}}
+}
+
+func (g *gen) guestKind(td *scenario.TD) scenario.Op {
+	if g.hostile && g.chance(genConfig.hostileGuests) {
+		return g.hostileGuest(td)
+	}
+	ws := make([]int, len(guestKinds))
+	for i, k := range guestKinds {
+		ws[i] = k.weight
+	}
+	return guestKinds[g.weighted(ws...)].make(g, td)
+}
+
+func (g *gen) hostKind(td *scenario.TD) scenario.Op {
+	gpa, size := g.hostRange(td)
+	ws := make([]int, len(hostKinds))
+	for i, k := range hostKinds {
+		ws[i] = k.weight
+	}
+	return hostKinds[g.weighted(ws...)].make(g, td, gpa, size, true)
 }
 
 func (g *gen) mmuNotifier(td *scenario.TD, gpa, size scenario.Size, _ bool) scenario.Op {
@@ -332,7 +419,7 @@ func (g *gen) memoryTypeChange(td *scenario.TD, gpa, size scenario.Size, _ bool)
 // guest_memfd offset out of step with the GPAs (a punch must cover whole
 // huge pages of the file): a memory-type change there instead.
 func (g *gen) punchHole(td *scenario.TD, gpa, size scenario.Size, inParallel bool) scenario.Op {
-	if inParallel || td.GmemOffset != 0 {
+	if inParallel || td.GmemOffset != 0 || slot0(td) < 2*mib {
 		return g.memoryTypeChange(td, gpa, size, inParallel)
 	}
 	gpa &^= 2*mib - 1

@@ -38,6 +38,9 @@ type Options struct {
 	// TraceLocks makes every lock acquire and release an event (for a
 	// trace's lock holds), not only the waits.
 	TraceLocks bool
+	// Coverage, if set, receives what the run exercised (S-EPT
+	// transitions, lock-order edges) when Report returns.
+	Coverage *Coverage
 }
 
 // ErrRun marks a run the model could not complete (a step failed without

@@ -92,6 +92,9 @@ func Start(f *File, o Options) (*Runner, error) {
 	} else {
 		rn.s = sched.New(mode, rn.seed, sink)
 	}
+	if o.Coverage != nil {
+		rn.host.Mod.RecordTransitions()
+	}
 	if o.TraceLocks {
 		rn.s.TraceLocks()
 	}
@@ -187,6 +190,7 @@ func (r *Runner) Report() (*report.Run, error) {
 	rn.clock.End()
 	leaked := rn.freeBefore - int64(rn.host.Mem.FreePages())
 	rn.finish(leaked)
+	rn.fillCoverage()
 	rn.result, rn.resultErr = rn.r, rn.outcome()
 	rn.reported = true
 	return rn.result, rn.resultErr

@@ -61,7 +61,9 @@ func ParsePicks(s string) ([]int32, error) {
 
 type strconvError struct{ w string }
 
-func (e *strconvError) Error() string { return strconv.Quote(e.w) + " is not a thread id (0, 1, 2, ...)" }
+func (e *strconvError) Error() string {
+	return strconv.Quote(e.w) + " is not a thread id (0, 1, 2, ...)"
+}
 
 // FormatPicks writes ids as schedule.picks.
 func FormatPicks(ids []int32) string {

@@ -56,7 +56,17 @@ type Exit struct {
 // tag 0 into host memory. 2M accept is not interrupted in the model.
 func (m *Module) Accept(t *sched.Thread, v *VCPU, rcx uint64) Exit {
 	m.mu.Lock()
+	var from uint8
+	var known bool
+	if m.cov != nil {
+		from, known = m.acceptState(v, rcx)
+	}
 	x := m.accept(v, rcx)
+	if known && x.Kind == ExitNone && x.Status == Success {
+		if to, ok := m.acceptState(v, rcx); ok {
+			m.cov.note(64, "TDG.MEM.PAGE.ACCEPT", from, to)
+		}
+	}
 	m.mu.Unlock()
 	ev := event.Event{Kind: event.KindTdcall, Leaf: uint16(TdcallMemPageAccept), Name: "TDG.MEM.PAGE.ACCEPT",
 		Status: uint64(x.Status), Args: [4]uint64{rcx}}

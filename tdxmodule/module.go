@@ -154,6 +154,8 @@ type Module struct {
 	// inject is the fault injector (nil: none), read on every SEAMCALL
 	// without the module's lock.
 	inject atomic.Pointer[Injector]
+	// cov records S-EPT transitions (nil: off); see RecordTransitions.
+	cov *coverage
 }
 
 // Injector is fault injection: it sees every host SEAMCALL before it runs

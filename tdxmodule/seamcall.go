@@ -131,7 +131,11 @@ func (m *Module) SEAMCALL(t *sched.Thread, in Regs) Regs {
 			}
 		}
 		m.mu.Lock()
-		out = f(m, ls, in)
+		if m.cov == nil {
+			out = f(m, ls, in)
+		} else {
+			out = m.recordAround(leaf, f, ls, in)
+		}
 		m.mu.Unlock()
 	}
 	if len(ls.held) > 0 || len(ls.entries) > 0 {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/fuzz"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
@@ -52,6 +53,7 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	strategy := fs.String("strategy", "random", "scheduler strategy: random (uniform among runnable threads) or pct (random priorities, depth-1 change points)")
 	depth := fs.Int("depth", scenario.DefaultPCTDepth, "PCT bug depth d: d-1 priority change points (--strategy pct)")
 	firstFinding := fs.Bool("stop-at-finding", false, "stop after the scenario of the first finding (for timing how fast a bug is found)")
+	maxMem := fs.String("max-memory", "64M", "largest generated TD (a multiple of 2M, at least 8M; e.g. 1G for big TDs)")
 	kf := addKernelFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim fuzz [flags]
@@ -77,6 +79,14 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim fuzz: %v\n", err)
 		return exitBadInput
 	}
+	maxBytes, err := addr.ParseSize(*maxMem)
+	if err == nil {
+		err = fuzz.CheckMaxMemory(maxBytes)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "tdxsim fuzz: --max-memory %s: %v\n", *maxMem, err)
+		return exitBadInput
+	}
 	if *workers < 1 {
 		fmt.Fprintf(stderr, "tdxsim fuzz: --workers %d: want at least 1 (leave it out for one per CPU)\n", *workers)
 		return exitBadInput
@@ -98,7 +108,7 @@ flags:`)
 	}
 	bar := newProgress(stderr, " runs", int64(*runs)) // an ETA with --runs; with --duration the end is known
 	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
-		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers, Schedules: *schedules, Strategy: *strategy, Depth: *depth, StopAtFinding: *firstFinding}
+		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers, Schedules: *schedules, Strategy: *strategy, Depth: *depth, StopAtFinding: *firstFinding, MaxMemory: maxBytes}
 	if *runs == 0 && *duration == 0 {
 		bar = newProgress(stderr, " runs", 100) // the campaign's default
 	}
