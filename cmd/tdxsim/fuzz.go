@@ -33,6 +33,9 @@ func (s *shardFlag) Set(v string) error {
 }
 
 func cmdFuzz(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "merge" {
+		return cmdFuzzMerge(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("tdxsim fuzz", flag.ContinueOnError)
 	seed := fs.Uint64("seed", 1, "first seed")
 	runs := fs.Int("runs", 0, "scenarios to run (default 100 when --duration is not given)")
@@ -57,6 +60,7 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	kf := addKernelFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, `usage: tdxsim fuzz [flags]
+       tdxsim fuzz merge [--json] PATH...   (merge shard summaries; tdxsim fuzz merge --help)
 
 Generates random scenarios from consecutive seeds (host events, guest
 workloads, concurrent vCPUs and steps), runs each under --schedules

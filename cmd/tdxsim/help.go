@@ -20,6 +20,8 @@ var examples = map[string][]string{
 		"tdxsim fuzz --runs 200",
 		"tdxsim fuzz --duration 10m --hostile --out repro/",
 		"tdxsim fuzz --runs 50 --policy hugepages=1G --json > summary.json",
+		"tdxsim fuzz --shard 0/4 --duration 10m --out shard-0 --json > shard-0.json",
+		"tdxsim fuzz merge shard-*.json   # the shards' summaries merged, findings deduplicated",
 	},
 	"compare": {
 		"tdxsim compare examples/convert-splits.yaml --policy hugepages=off",
