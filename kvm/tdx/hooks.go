@@ -179,18 +179,30 @@ func (td *TD) RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level
 			return td.bug(t, "TDH.PHYMEM.PAGE.WBINVD", st, gfn)
 		}
 	}
-	_ = h.Mem.FillTag(t, pfn, level.Order(), 0) // tdx_quirk_reset_folio
-	if td.cfg.PinPrivatePages {
-		_ = h.Mem.PutPages(t, pfn, level.Pages()) // tdx_unpin
-		td.stats.PagesPinned.Add(-int64(level.Pages()))
-	}
+	td.releasePrivate(t, level, pfn)
 	if level == addr.Level4K {
-		_ = h.pamtPut(t, pfn)
 		td.stats.PagesRemoved.Add(1)
 	} else {
 		td.stats.HugePagesRemoved.Add(1)
 	}
 	return nil
+}
+
+// releasePrivate is what follows a leaf's removal from the S-EPT, by
+// REMOVE or by RECLAIM after the HKID is gone: the page is cleared
+// (Kernel: tdx_quirk_reset_folio(), tdx_clear_page()), unpinned under the
+// pinning design (tdx_unpin()), and a 4K page drops its Dynamic PAMT
+// reference.
+func (td *TD) releasePrivate(t *sched.Thread, level addr.Level, pfn addr.PFN) {
+	h := td.h
+	_ = h.Mem.FillTag(t, pfn, level.Order(), 0)
+	if td.cfg.PinPrivatePages {
+		_ = h.Mem.PutPages(t, pfn, level.Pages())
+		td.stats.PagesPinned.Add(-int64(level.Pages()))
+	}
+	if level == addr.Level4K {
+		_ = h.pamtPut(t, pfn)
+	}
 }
 
 // blockAndTrack is the common start of removing and demoting a leaf:

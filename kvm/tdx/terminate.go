@@ -80,14 +80,7 @@ func (td *TD) reclaimPrivate(t *sched.Thread, gfn addr.GFN, level addr.Level, pf
 		h.warn(t, "TDH.PHYMEM.PAGE.RECLAIM", st, pfn)
 		return td.vm.Bug(t, fmt.Sprintf("tdx_sept_remove_private_spte: TDH.PHYMEM.PAGE.RECLAIM failed at %s: %v (page leaked)", gfn.GPA(), st))
 	}
-	_ = h.Mem.FillTag(t, pfn, level.Order(), 0) // tdx_clear_page
-	if td.cfg.PinPrivatePages {
-		_ = h.Mem.PutPages(t, pfn, level.Pages()) // tdx_unpin
-		td.stats.PagesPinned.Add(-int64(level.Pages()))
-	}
-	if level == addr.Level4K {
-		_ = h.pamtPut(t, pfn)
-	}
+	td.releasePrivate(t, level, pfn)
 	td.stats.PrivateReclaimed[level].Add(1)
 	return nil
 }
