@@ -36,8 +36,14 @@ type Outcome struct {
 
 // RunOne runs f under the deterministic scheduler with every check on.
 func RunOne(f *scenario.File) Outcome {
+	return RunWith(f, scenario.Options{})
+}
+
+// RunWith is RunOne with opts (its Coverage is set here).
+func RunWith(f *scenario.File, opts scenario.Options) Outcome {
 	cov := &scenario.Coverage{}
-	r, err := scenario.Run(f, scenario.Options{Coverage: cov})
+	opts.Coverage = cov
+	r, err := scenario.Run(f, opts)
 	o := Outcome{Steps: countSteps(f.Timeline), Report: r}
 	if r == nil {
 		o.Broken = []string{StepError}

@@ -41,6 +41,9 @@ type Options struct {
 	// Coverage, if set, receives what the run exercised (S-EPT
 	// transitions, lock-order edges) when Report returns.
 	Coverage *Coverage
+	// Strategy, if set, replaces the scenario's schedule: (its strategy)
+	// on the deterministic scheduler (tdxsim explore drives each run).
+	Strategy sched.Strategy
 }
 
 // ErrRun marks a run the model could not complete (a step failed without

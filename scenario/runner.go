@@ -87,7 +87,9 @@ func Start(f *File, o Options) (*Runner, error) {
 	if o.Parallel {
 		mode = sched.Parallel
 	}
-	if mode == sched.Deterministic {
+	if mode == sched.Deterministic && o.Strategy != nil {
+		rn.s = sched.NewWith(o.Strategy, sink)
+	} else if mode == sched.Deterministic {
 		rn.s = sched.NewWith(f.Schedule.strategy(rn.seed), sink)
 	} else {
 		rn.s = sched.New(mode, rn.seed, sink)

@@ -23,6 +23,11 @@ var examples = map[string][]string{
 		"tdxsim fuzz --shard 0/4 --duration 10m --out shard-0 --json > shard-0.json",
 		"tdxsim fuzz merge shard-*.json   # the shards' summaries merged, findings deduplicated",
 	},
+	"explore": {
+		"tdxsim explore examples/explore-lazy-accept.yaml --preemptions 2",
+		"tdxsim explore fuzz/testdata/hazards/lock_order-populate.yaml --preemptions 2 --out repro/",
+		"tdxsim explore small.yaml --preemptions 3 --max-schedules 20000 --duration 5m --json",
+	},
 	"compare": {
 		"tdxsim compare examples/convert-splits.yaml --policy hugepages=off",
 		"tdxsim compare examples/eager-vs-lazy.yaml examples/default.yaml --json",

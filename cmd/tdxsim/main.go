@@ -35,6 +35,7 @@ type command struct {
 var commands = []command{
 	{"run", "run a TD through build, run and teardown and print a report", cmdRun},
 	{"fuzz", "run random scenarios with every invariant checked; shrink failures to reproducers", cmdFuzz},
+	{"explore", "run every schedule of a small scenario with at most k preemptions; stop at the first violation", cmdExplore},
 	{"compare", "run two scenarios (or one with policy overrides) on one seed, side by side", cmdCompare},
 	{"replay", "run a scenario (a fuzz reproducer) step by step with its trace", cmdReplay},
 	{"serve", "serve a web UI over a run: GPA map, timeline, S-EPT walk, report, compare", cmdServe},
