@@ -80,6 +80,21 @@ type Profile struct {
 	// ExclusiveAttributes: guest_memfd attributes exclude per-VM ones (the
 	// in-place series' module parameter), so conversion: kvm is bad input.
 	ExclusiveAttributes bool
+	// Refcounts is how the kernel sizes its Dynamic PAMT refcounts
+	// (RefcountArrayBytes); RefcountNone under Dynamic PAMT means the
+	// default profile's series, v4's sparse array.
+	Refcounts RefcountArray
+	// PAMTCachePages, when not 0, is the per-vCPU Dynamic PAMT page
+	// cache's fill level: topped up before mmu_lock whenever it holds
+	// fewer, to exactly this many (tdx_topup_pamt_cache()). 0 keeps the
+	// model's cache (refilled to 16 below 8).
+	PAMTCachePages int
+	// DPAMTMaxPhysBits, when not 0, is the widest host physical address
+	// the profile's Dynamic PAMT runs on (DPAMTMaxPhysBits).
+	DPAMTMaxPhysBits int
+	// ContentModes are the KVM_SET_MEMORY_ATTRIBUTES2 content modes the
+	// profile's guest_memfd takes (ZERO, PRESERVE); nil: flags must be 0.
+	ContentModes []string
 }
 
 // PolicyPairs returns the profile's policies as "key=value" strings.

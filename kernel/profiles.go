@@ -130,7 +130,9 @@ var registry = []Profile{
 			{Ref: refDPAMTv4Cache, What: "v4 patch 11: the S-EPT page cache moves into struct vcpu_tdx behind x86 ops", Verified: true},
 			{Ref: refDPAMTv4CacheNAK, What: "Sean NAKs mixing KVM's and TDX's page pools", Verified: true},
 			srcTDX619, srcSplitHooks, srcTerminateRelease,
+			{Ref: refDPAMTv4Sparse, What: "v4 patch 06: the refcount vmalloc range is populated only over TDX memory", Verified: true},
 		},
+		Refcounts: RefcountSparse,
 	},
 	{
 		Name:    "rfc-v5",
@@ -179,6 +181,9 @@ var registry = []Profile{
 			{Ref: refHugeGmemAttrs, What: "Sean: don't support S-EPT huge pages with per-VM attributes", Verified: true},
 			srcTDX619, srcTerminateRelease,
 		},
+		// As v4: the v6 cover letter counts the refcount optimisation
+		// among what v6 dropped, not what v5 dropped.
+		Refcounts: RefcountSparse,
 	},
 	{
 		Name:    "dpamt-v6",
@@ -202,15 +207,25 @@ var registry = []Profile{
 				Note:   "v6 sits on the TDX MMU refactor, which its cover letter says is RFC v5's MMU work split out; whether that carries RFC v5's fold of link_external_spt() was not read",
 			},
 			{
-				Flag:   "dpamt_cache=per_vcpu",
-				Source: refDPAMTv6,
-				Note:   "the cover letter: S-EPT pages' DPAMT backing 'rolled back to the original solution in v4', '4 or 5 ideas ... led us back to the same solution of keeping a cache of pages and adjusting the DPAMT right before give the page to the TDX module'. v4's cache is per vCPU (" + refDPAMTv4Cache + "); that v6's still is, and whether it still mixes pools as v4 did (external_spt_cache=tdx_prealloc), was not read from the v6 patches, so the profile leaves external_spt_cache at the default",
+				Flag:        "dpamt_cache=per_vcpu",
+				Implemented: true,
+				Verified:    true,
+				Source:      refDPAMTv6Fault,
+				Note:        "patch 08 adds struct tdx_pamt_cache and tdx_topup_pamt_cache(cache, npages), which fills the list to exactly npages * TDX_DPAMT_ENTRY_PAGE_CNT (2) pages; patch 09 puts one in struct vcpu_tdx and has mmu_topup_memory_caches() call the topup_external_cache op with PT64_ROOT_MAX_LEVEL (5) before mmu_lock: 10 pages, refilled to 10 whenever fewer remain. tdx_pamt_get(pfn, &tdx->pamt_cache) draws the pair from it under mmu_lock. A TDX-owned cache separate from KVM's S-EPT page cache, so external_spt_cache stays kvm",
 			},
 			{
-				Flag:     "pamt_refcount_array=max_pfn",
-				Verified: true,
-				Source:   refDPAMTv6,
-				Note:     "one refcount per 2 MiB from 0 to max_pfn in a single vmalloc; worst case 8 GB when max_pfn sits at the maximum physical address (256 GB host: PAMT 1.02 GB, DPAMT 8.01 GB)",
+				Flag:        "pamt_refcount_array=max_pfn",
+				Implemented: true,
+				Verified:    true,
+				Source:      refDPAMTv6Refcounts,
+				Note:        "init_pamt_refcounts(): __vmalloc(DIV_ROUND_UP(max_pfn, PTRS_PER_PTE) * sizeof(atomic_t)), 4 bytes per 2 MiB from 0 to max_pfn (2 MiB per TiB; 8 GiB for the whole 52-bit space). Reported as memory.pamt_refcount_bytes from host.max_pfn; not taken from the modelled host memory",
+			},
+			{
+				Flag:        "dpamt_phys_bits<=48",
+				Implemented: true,
+				Verified:    true,
+				Source:      refDPAMTv6Enable,
+				Note:        "tdx_supports_dynamic_pamt() also needs x86_phys_bits <= 48: a host.max_pfn above 2^48 (256 TiB) with dynamic_pamt: true is exit 2. So the cover letter's 8 GB worst case (max_pfn at a 52-bit maxpa) cannot occur with v6's own gate; the largest v6 array is 512 MiB (max_pfn at 2^48)",
 			},
 			{
 				Flag:     "pamt_get_put=refcount_fastpath",
@@ -226,8 +241,14 @@ var registry = []Profile{
 			{Ref: refMMURefactorV2, What: "prerequisite cited by v6 as [3]", Verified: true},
 			{Ref: refPageToPFN, What: "prerequisite cited by v6 as [4]", Verified: true},
 			{Ref: refDPAMTv4Cache, What: "v4 patch 11, the per-vCPU cache v6 returns to", Verified: true},
+			{Ref: refDPAMTv6Refcounts, What: "v6 patch 04: init_pamt_refcounts(), one vmalloc 0..max_pfn", Verified: true},
+			{Ref: refDPAMTv6Fault, What: "v6 patches 08 and 09: struct tdx_pamt_cache, tdx_topup_pamt_cache(), the per-vCPU cache topped up from mmu_topup_memory_caches()", Verified: true},
+			{Ref: refDPAMTv6Enable, What: "v6 patch 10: Dynamic PAMT only with x86_phys_bits <= 48", Verified: true},
 			srcTDX619, srcTerminateRelease,
 		},
+		Refcounts:        RefcountMaxPFN,
+		PAMTCachePages:   10,
+		DPAMTMaxPhysBits: DPAMTMaxPhysBits,
 	},
 	{
 		Name:    "gmem-inplace-v8",

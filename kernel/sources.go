@@ -57,6 +57,18 @@ const (
 	refRFCv5 = "20260129011517.3545883-1-seanjc@google.com"
 	// "[PATCH v6 00/11] Dynamic PAMT" (Rick Edgecombe, 2026-05-25).
 	refDPAMTv6 = "20260526023515.288829-1-rick.p.edgecombe@intel.com"
+	// "[PATCH v6 04/11] x86/virt/tdx: Allocate ref counts for Dynamic PAMT
+	// memory".
+	refDPAMTv6Refcounts = "20260526023515.288829-5-rick.p.edgecombe@intel.com"
+	// "[PATCH v6 09/11] KVM: TDX: Get/put PAMT pages when (un)mapping
+	// private memory" (on patch 08 "x86/tdx: Add APIs to support Dynamic
+	// PAMT ops from KVM's fault path", 20260526023515.288829-9-...).
+	refDPAMTv6Fault = "20260526023515.288829-10-rick.p.edgecombe@intel.com"
+	// "[PATCH v6 10/11] x86/virt/tdx: Enable Dynamic PAMT".
+	refDPAMTv6Enable = "20260526023515.288829-11-rick.p.edgecombe@intel.com"
+	// "[PATCH v4 06/16] x86/virt/tdx: Improve PAMT refcounts allocation
+	// for sparse memory".
+	refDPAMTv4Sparse = "20251121005125.417831-7-rick.p.edgecombe@intel.com"
 	// The full stack v6 names as its base.
 	refDPAMTv6Tree = "intel-staging/tdx branch dpamt_v6"
 	// v6's prerequisites as its cover letter cites them: the TDX MMU

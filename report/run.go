@@ -85,8 +85,16 @@ type Memory struct {
 	PAMTStaticBytes  uint64 `json:"pamt_static_bytes"`
 	PAMTDynamicBytes uint64 `json:"pamt_dynamic_bytes_peak"`
 	DPAMTRanges      int    `json:"dpamt_ranges_peak"`
-	SEPTPages        int    `json:"sept_pages"` // at peak, summed over TDs
-	PageTables       int64  `json:"kvm_page_tables_peak"`
+	// PAMTRefcountBytes is the kernel's Dynamic PAMT refcount array (one
+	// atomic_t per 2 MiB), as the kernel profile sizes it: over RAM only
+	// (DPAMT v4) or from 0 to max_pfn (v6); 0 with static PAMT. Kernel
+	// memory outside the TDX module, so not in PAMTBytes; MaxPFNBytes is
+	// the host.max_pfn it was sized for.
+	PAMTRefcountBytes uint64 `json:"pamt_refcount_bytes"`
+	RefcountArray     string `json:"pamt_refcount_array"`
+	MaxPFNBytes       uint64 `json:"max_pfn_bytes"`
+	SEPTPages         int    `json:"sept_pages"` // at peak, summed over TDs
+	PageTables        int64  `json:"kvm_page_tables_peak"`
 	// ChargedBytes is the host memory charged to each VM's account at
 	// its peak (page tables, caches, S-EPT and control pages, guest_memfd
 	// folios); ChargedBytesEnd after teardown (0 unless something leaked).
@@ -290,6 +298,10 @@ func (r *Run) WriteText(w io.Writer) error {
 	fmt.Fprintln(w, "\nMemory (each peak its own maximum over step boundaries, not one moment)")
 	fmt.Fprintf(w, "  PAMT static %s, dynamic at peak %s (%d 2 MiB ranges)\n", HumanBytes(r.Memory.PAMTStaticBytes),
 		HumanBytes(r.Memory.PAMTDynamicBytes), r.Memory.DPAMTRanges)
+	if r.Memory.PAMTRefcountBytes > 0 {
+		fmt.Fprintf(w, "  PAMT refcounts (kernel, 4 bytes per 2 MiB, %s array, max_pfn << 12 = %#x): %s\n", r.Memory.RefcountArray,
+			r.Memory.MaxPFNBytes, HumanBytes(r.Memory.PAMTRefcountBytes))
+	}
 	fmt.Fprintf(w, "  S-EPT pages at peak %d (%s); KVM page tables at peak %d\n", r.Memory.SEPTPages, HumanBytes(uint64(r.Memory.SEPTPages)*4096), r.Memory.PageTables)
 	for _, k := range event.SortedKeys(r.Memory.ChargedBytes) {
 		fmt.Fprintf(w, "  charged to %s (host pages held by its account, whole guest_memfd folios included): %s at peak, %s after teardown\n", k, HumanBytes(r.Memory.ChargedBytes[k]), HumanBytes(r.Memory.ChargedBytesEnd[k]))

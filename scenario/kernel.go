@@ -115,7 +115,26 @@ func (f *File) resolvePolicies() error {
 			return f.conflict(pol.Key, v, fmt.Sprintf("%s has only %s (Series/tree: %s)", f.kernelWhere(), pol, pol.Source))
 		}
 	}
-	return nil
+	return f.checkMaxPFN(prof)
+}
+
+// checkMaxPFN rejects Dynamic PAMT on a host whose max_pfn needs more
+// physical address bits than the profile's Dynamic PAMT runs on. Series:
+// "[PATCH v6 10/11] x86/virt/tdx: Enable Dynamic PAMT"
+// (tdx_supports_dynamic_pamt() requires x86_phys_bits <= 48).
+func (f *File) checkMaxPFN(prof kernel.Profile) error {
+	bits := prof.DPAMTMaxPhysBits
+	mp := uint64(f.Scenario.Host.MaxPFN)
+	if bits == 0 || !*f.Scenario.Policies.DynamicPAMT || mp <= 1<<bits {
+		return nil
+	}
+	bad := f.bad
+	if f.kernelFlag {
+		bad = func(field, format string, args ...any) error {
+			return &InputError{File: "--kernel", Field: field, Rule: fmt.Sprintf(format, args...)}
+		}
+	}
+	return bad("host.max_pfn", "%#x with dynamic_pamt: true conflicts with %s: RAM above 2^%d means x86_phys_bits > %d, where its tdx_supports_dynamic_pamt() is false (\"[PATCH v6 10/11] x86/virt/tdx: Enable Dynamic PAMT\"); set dynamic_pamt: false or host.max_pfn at most %#x", mp, f.kernelWhere(), bits, bits, uint64(1)<<bits)
 }
 
 // conflict is the InputError for policy key set to v against rule.

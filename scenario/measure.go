@@ -8,6 +8,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/check"
+	"github.com/tdxsim/tdxsim/kernel"
 	"github.com/tdxsim/tdxsim/report"
 )
 
@@ -140,6 +141,7 @@ func (rn *runner) finish(leaked int64) {
 	r.MRTDs = map[string]string{}
 	r.Memory = report.Memory{PAMTBytes: rn.pamtPeak, PAMTStaticBytes: rn.pamtStatic, PAMTDynamicBytes: rn.pamtDynPeak,
 		DPAMTRanges: rn.dpamtPeak, PageTables: rn.ptPeak, ChargedBytes: map[string]uint64{}, ChargedBytesEnd: map[string]uint64{}}
+	rn.refcounts(&r.Memory)
 	for _, name := range report.LevelNames {
 		r.Mappings[name], r.MappingsPeak[name], r.Guest.Accepts[name] = 0, 0, 0
 	}
@@ -298,4 +300,22 @@ func bound(b Bound) string {
 		hi = fmt.Sprint(*b.Max)
 	}
 	return "[" + lo + ", " + hi + "]"
+}
+
+// refcounts fills the kernel's Dynamic PAMT refcount array: sized by the
+// kernel profile (kernel.RefcountArrayBytes) for host.memory of RAM from 0
+// and host.max_pfn (default: host.memory).
+func (rn *runner) refcounts(m *report.Memory) {
+	h := rn.f.Host
+	m.MaxPFNBytes = uint64(max(h.MaxPFN, h.Memory))
+	if !*rn.f.Policies.DynamicPAMT {
+		m.RefcountArray = kernel.RefcountNone.String()
+		return
+	}
+	layout := rn.f.Profile().Refcounts
+	if layout == kernel.RefcountNone {
+		layout = kernel.RefcountSparse // the default profile's Dynamic PAMT v4
+	}
+	m.RefcountArray = layout.String()
+	m.PAMTRefcountBytes = kernel.RefcountArrayBytes(layout, uint64(h.Memory), m.MaxPFNBytes)
 }

@@ -139,7 +139,8 @@ func (rn *runner) setup(sink event.Sink) error {
 			KeepSharedBacking: spec.KeepSharedBacking, GmemOffset: uint64(spec.GmemOffset),
 			TD: tdx.Config{MMU: mmu.Config{HugePages: hp, MaxOrderFrom: mof, ZapPrivateOnNotifier: pol.ZapPrivateOnNotifier},
 				PinPrivatePages: pol.PinPrivatePages, PopulateThroughFault: pol.Populate == "gmem_populate",
-				ExternalSPTFromPrealloc: pol.ExternalSPTCache == "tdx_prealloc", TerminateVM: pol.Teardown == "terminate_vm"}}
+				ExternalSPTFromPrealloc: pol.ExternalSPTCache == "tdx_prealloc", TerminateVM: pol.Teardown == "terminate_vm",
+				PAMTCachePages: f.Profile().PAMTCachePages}}
 		for _, m := range f.memslots(i) {
 			cfg.Slots = append(cfg.Slots, vmm.Slot{GPA: uint64(m.GPA), Size: uint64(m.Size)})
 		}

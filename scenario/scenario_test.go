@@ -23,7 +23,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown key", "tds:\n  - memry: 64M\n", "s.yaml:2: tds[0].memry: unknown key; known keys here: conversion, firmware, gmem_offset, image,"},
 		{"unknown top-level key", "hots: {}\n" + td, "s.yaml:1: hots: unknown key"},
 		{"wrong type: integer", "tds:\n  - {memory: 64M, vcpus: two}\n", `s.yaml:2: tds[0].vcpus: want an integer, got "two"`},
-		{"wrong type: mapping", "host: 5\n" + td, "s.yaml:1: host: want a mapping of memory, packages, tdx, got a value"},
+		{"wrong type: mapping", "host: 5\n" + td, "s.yaml:1: host: want a mapping of max_pfn, memory, packages, tdx, got a value"},
 		{"wrong type: list", "tds: {memory: 64M}\n", "s.yaml:1: tds: want a list, got a mapping"},
 		{"wrong type: bool", "policies: {dynamic_pamt: maybe}\n" + td, `s.yaml:1: policies.dynamic_pamt: want true or false, got "maybe"`},
 		{"wrong type: string", "name: {a: 1}\n" + td, "s.yaml:1: name: want a string, got a mapping"},

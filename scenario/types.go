@@ -65,6 +65,10 @@ type Host struct {
 	Memory   Size `yaml:"memory" doc:"host memory (default 64G); hugetlb pools for the TDs' guest_memfds are reserved from it"`
 	Packages int  `yaml:"packages" doc:"CPU packages: TDH.MNG.KEY.CONFIG and TDH.PHYMEM.CACHE.WB run once per package (default 2)" min:"1" max:"64"`
 	TDX      TDX  `yaml:"tdx" doc:"TDX module options"`
+	// MaxPFN is max_pfn << PAGE_SHIFT: where the highest RAM page ends.
+	// Dynamic PAMT v6 sizes its refcount array by it ("[PATCH v6 04/11]
+	// x86/virt/tdx: Allocate ref counts for Dynamic PAMT memory").
+	MaxPFN Size `yaml:"max_pfn,omitempty" doc:"physical address where the highest RAM page ends (max_pfn << 12), at least host.memory, at most 0x10000000000000 (2^52, the architectural maximum); default host.memory (RAM contiguous from 0). Dynamic PAMT v6 allocates one 4-byte refcount per 2M from 0 to here (memory.pamt_refcount_bytes) and is off above 256T (x86_phys_bits > 48)"`
 }
 
 // TDX holds the TDX module's options.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/inject"
+	"github.com/tdxsim/tdxsim/kernel"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
@@ -115,6 +116,12 @@ func (f *File) validateHost() error {
 		return f.bad("host.memory", "%s is more than the model's 4T", report.HumanBytes(uint64(h.Memory)))
 	case h.Packages < 1 || h.Packages > 64:
 		return f.bad("host.packages", "%d: must be 1..64", h.Packages)
+	case h.MaxPFN != 0 && h.MaxPFN < h.Memory:
+		return f.bad("host.max_pfn", "%s is below host.memory (%s): RAM ends at max_pfn", report.HumanBytes(uint64(h.MaxPFN)), report.HumanBytes(uint64(h.Memory)))
+	case uint64(h.MaxPFN) > 1<<kernel.MaxPhysAddrBits:
+		return f.bad("host.max_pfn", "%#x is above 2^%d, the largest x86 physical address", uint64(h.MaxPFN), kernel.MaxPhysAddrBits)
+	case uint64(h.MaxPFN)%addr.PageSize != 0:
+		return f.bad("host.max_pfn", "%#x is not a multiple of 4K (it is a page frame number << 12)", uint64(h.MaxPFN))
 	}
 	if err := enum(f, "host.tdx.max_level", h.TDX.MaxLevel, "2M", "1G"); err != nil {
 		return err

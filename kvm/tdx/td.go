@@ -61,6 +61,16 @@ type Config struct {
 	// reclaimed with TDH.PHYMEM.PAGE.RECLAIM (see TerminateVM). Without it
 	// the sub-command is unknown (EINVAL).
 	TerminateVM bool
+	// PAMTCachePages, when not 0, sizes the per-vCPU Dynamic PAMT page
+	// cache as Dynamic PAMT v6 does: topped up before mmu_lock whenever it
+	// holds fewer than this many pages, to exactly this many. Series:
+	// "[PATCH v6 08/11] x86/tdx: Add APIs to support Dynamic PAMT ops from
+	// KVM's fault path" (tdx_topup_pamt_cache(cache, npages) fills to
+	// npages * TDX_DPAMT_ENTRY_PAGE_CNT) and "[PATCH v6 09/11] KVM: TDX:
+	// Get/put PAMT pages when (un)mapping private memory"
+	// (mmu_topup_memory_caches() passes PT64_ROOT_MAX_LEVEL: 10 pages).
+	// 0 keeps the model's cache: refilled to 16 pages below 8.
+	PAMTCachePages int
 }
 
 // TD is struct kvm_tdx: KVM's side of one TD.

@@ -72,7 +72,11 @@ func (td *TD) CreateVCPU(t *sched.Thread, id uint32) (*VCPU, error) {
 		mv.ExternalSPTCache = v.pamtCache
 	case td.h.dynamic():
 		// One pair for the leaf and one per S-EPT page a fault may add.
-		if v.pamtCache, err = mmu.NewCache(td.h.Mem, dpamtSourceName, td.vm.Account(), 8, 16); err != nil {
+		lo, hi := 8, 16
+		if n := td.cfg.PAMTCachePages; n > 0 {
+			lo, hi = n, n
+		}
+		if v.pamtCache, err = mmu.NewCache(td.h.Mem, dpamtSourceName, td.vm.Account(), lo, hi); err != nil {
 			return nil, err
 		}
 	}
