@@ -25,7 +25,7 @@ var examples = map[string][]string{
 	},
 	"explore": {
 		"tdxsim explore examples/explore-lazy-accept.yaml --preemptions 2",
-		"tdxsim explore fuzz/testdata/hazards/lock_order-populate.yaml --preemptions 2 --out repro/",
+		"tdxsim explore fuzz/testdata/hazards/populate-gmem_populate.yaml --preemptions 2 --out repro/",
 		"tdxsim explore small.yaml --preemptions 3 --max-schedules 20000 --duration 5m --json",
 	},
 	"compare": {
