@@ -77,7 +77,8 @@ flags:`)
 	start := time.Now()
 	res := explore.Run(f, explore.Config{Preemptions: *k, MaxSchedules: *maxSchedules, Duration: *duration,
 		Progress: func(r *explore.Result) {
-			bar.set(int64(r.Schedules), fmt.Sprintf("%d interleavings, %s", r.Distinct, time.Since(start).Round(time.Second)))
+			el := time.Since(start)
+			bar.set(int64(r.Schedules), fmt.Sprintf("%d interleavings, %.0f schedules/s, 0 violations, %s", r.Distinct, float64(r.Schedules)/max(el.Seconds(), 1e-3), el.Round(time.Second)))
 		}})
 	bar.finish()
 	if v := res.Violation; v != nil && *out != "" {

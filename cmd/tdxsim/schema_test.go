@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -158,6 +160,8 @@ func TestPureJSON(t *testing.T) {
 		{"compare", file, "--policy", "dynamic_pamt=false", "--json"},
 		{"fuzz", "--runs", "2", "--out", "", "--json"},
 		{"kernels", "--json"},
+		{"explore", "../../examples/explore-lazy-accept.yaml", "--preemptions", "1", "--out", "", "--json"},
+		{"fuzz", "merge", "--json", writeShardSummary(t)},
 		{"run", "--costs", "--json"},
 		{"mrtd", "--layout", "../../examples/mrtd/layout.yaml", "--json"},
 	} {
@@ -167,4 +171,19 @@ func TestPureJSON(t *testing.T) {
 			t.Errorf("%v: exit %d, %v: stdout %.200q, stderr %.200q", args, code, err, out, errs)
 		}
 	}
+}
+
+// writeShardSummary writes one small campaign's --json summary and
+// returns its path, for fuzz merge.
+func writeShardSummary(t *testing.T) string {
+	t.Helper()
+	code, out, errs := run("fuzz", "--runs", "1", "--schedules", "1", "--out", "", "--json")
+	if code != 0 {
+		t.Fatalf("fuzz: exit %d: %s", code, errs)
+	}
+	path := filepath.Join(t.TempDir(), "shard.json")
+	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
