@@ -65,11 +65,7 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim explore: %v\n", err)
 		return exitBadInput
 	}
-	kname, ok := kf.one("explore", stderr)
-	if !ok {
-		return exitBadInput
-	}
-	f, code := loadScenario("explore", fs.Arg(0), kname, policies, stderr)
+	f, code := kf.load("explore", fs.Arg(0), policies, stderr)
 	if f == nil {
 		return code
 	}

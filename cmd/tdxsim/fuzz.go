@@ -192,11 +192,7 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
 		return exitBadInput
 	}
-	kname, ok := kf.one("replay", stderr)
-	if !ok {
-		return exitBadInput
-	}
-	f, code := loadScenario("replay", fs.Arg(0), kname, nil, stderr)
+	f, code := kf.load("replay", fs.Arg(0), nil, stderr)
 	if f == nil {
 		return code
 	}

@@ -29,6 +29,16 @@ func addKernelFlag(fs *flag.FlagSet) *kernelFlag {
 	return k
 }
 
+// load is loadScenario under the single --kernel given: the scenario at
+// path with policies set, or nil and the exit code to stop with.
+func (k kernelFlag) load(cmd, path string, policies policyFlag, stderr io.Writer) (*scenario.File, int) {
+	name, ok := k.one(cmd, stderr)
+	if !ok {
+		return nil, exitBadInput
+	}
+	return loadScenario(cmd, path, name, policies, stderr)
+}
+
 // one returns the single --kernel given ("" for none), or an error when
 // the command takes one and got more.
 func (k kernelFlag) one(cmd string, stderr io.Writer) (string, bool) {

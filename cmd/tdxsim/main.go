@@ -143,11 +143,7 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
 		return exitBadInput
 	}
-	kname, ok := kf.one("run", stderr)
-	if !ok {
-		return exitBadInput
-	}
-	f, code := loadScenario("run", fs.Arg(0), kname, policies, stderr)
+	f, code := kf.load("run", fs.Arg(0), policies, stderr)
 	if f == nil {
 		return code
 	}
