@@ -70,7 +70,7 @@ type decision struct {
 	running bool    // it could go on
 	chosen  int32
 	fair    bool // the default moved on from a spinning thread
-	spin    bool // from yielded again right after a yield of its own: it is spinning
+	spin    bool // from has yielded more than spinAfter times in a row: it is spinning
 }
 
 // recorder follows a prefix of choices, then lets the running thread go
@@ -105,6 +105,7 @@ func (r *recorder) Pick(from *sched.Thread, running bool, ready []*sched.Thread)
 			}
 		}
 	}
+	fair := false
 	if j < 0 {
 		j = scenario.NonPreemptive(from, running, ready)
 		if running && ready[j] == from {
@@ -112,22 +113,19 @@ func (r *recorder) Pick(from *sched.Thread, running bool, ready []*sched.Thread)
 			if r.streak > fairAfter {
 				j = (j + 1) % len(ready)
 				r.streak = 0
+				fair = true
 			}
 		} else {
 			r.streak = 0
 		}
 	}
-	d := decision{ready: make([]int32, len(ready)), from: -1, running: running, chosen: ready[j].ID(), fair: r.streak == 0 && running && from != nil && ready[j] != from && len(r.trace) >= len(r.prefix)}
-	if d.fair {
-		d.spin = true
-	}
+	d := decision{ready: make([]int32, len(ready)), from: -1, running: running, chosen: ready[j].ID(), fair: fair, spin: r.streak > spinAfter}
 	for k, t := range ready {
 		d.ready[k] = t.ID()
 	}
 	if from != nil {
 		d.from = from.ID()
 	}
-	d.spin = r.streak > spinAfter
 	r.trace = append(r.trace, d)
 	return j
 }
