@@ -63,3 +63,12 @@ func takesValue(fs *flag.FlagSet, name string) bool {
 	b, ok := f.Value.(interface{ IsBoolFlag() bool })
 	return !ok || !b.IsBoolFlag()
 }
+
+// setUsage makes fs's usage text, then its flags: what every command's
+// --help and a bad flag print.
+func setUsage(fs *flag.FlagSet, stderr io.Writer, text string) {
+	fs.Usage = func() {
+		io.WriteString(stderr, text+"\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+}

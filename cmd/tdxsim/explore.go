@@ -26,8 +26,7 @@ func cmdExplore(args []string, stdout, stderr io.Writer) int {
 	var policies policyFlag
 	fs.Var(&policies, "policy", "set a policy, as for run (repeatable)")
 	kf := addKernelFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim explore [flags] FILE
+	setUsage(fs, stderr, `usage: tdxsim explore [flags] FILE
 
 Runs every schedule of the scenario FILE that has at most --preemptions
 preemptions (iterative context bounding, Musuvathi and Qadeer, PLDI 2007),
@@ -38,11 +37,7 @@ model's state cannot be hashed at a scheduling point, so keep scenarios
 small (one or two TDs of a few MiB, few steps). Stops at the first
 violation and writes a reproducer whose schedule: block pins it (tdxsim
 replay runs it). Exit 0 when the bounded space was exhausted clean, 1 on
-a violation or when a cap stopped it first, 2 on bad input.
-
-flags:`)
-		fs.PrintDefaults()
-	}
+a violation or when a cap stopped it first, 2 on bad input.`)
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}

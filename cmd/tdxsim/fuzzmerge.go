@@ -14,8 +14,7 @@ import (
 func cmdFuzzMerge(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim fuzz merge", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the merged summary as JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim fuzz merge [--json] PATH...
+	setUsage(fs, stderr, `usage: tdxsim fuzz merge [--json] PATH...
 
 Merges the JSON summaries of a campaign's shards ('tdxsim fuzz --shard i/n
 --json'): a PATH is a summary file, or a directory whose *.json files and
@@ -23,11 +22,7 @@ whose subdirectories' summary.json are summaries. Counts add up, coverage
 is the union, and findings are deduplicated by signature (the set of
 invariants broken), keeping the one with the smallest shrunk reproducer.
 Shards of different campaigns (kernel, strategy, policies, injections)
-are refused. Exit 1 when the merged campaign found a violation.
-
-flags:`)
-		fs.PrintDefaults()
-	}
+are refused. Exit 1 when the merged campaign found a violation.`)
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
