@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tdxsim/tdxsim/explore"
-	"github.com/tdxsim/tdxsim/fuzz"
 	"github.com/tdxsim/tdxsim/scenario"
 )
 
@@ -115,10 +114,12 @@ func writeExploreReproducer(dir, src string, f *scenario.File, v *explore.Violat
 	}
 	g := *f
 	g.Schedule = scenario.Schedule{Strategy: "fixed", Picks: scenario.FormatPicks(v.Picks)}
-	b, err := fuzz.Reproducer(0, v.Broken[0], &g)
+	g.Description = fmt.Sprintf("tdxsim explore: a schedule with %d preemptions breaks %s", v.Preemptions, strings.Join(v.Broken, ", "))
+	b, err := scenario.Marshal(&g.Scenario)
 	if err != nil {
 		return "", err
 	}
+	b = append([]byte("# Reproducer written by tdxsim explore: its schedule block pins the failing interleaving.\n# Replay it step by step with: tdxsim replay FILE\n"), b...)
 	name := strings.TrimSuffix(filepath.Base(src), filepath.Ext(src))
 	if name == "" || name == "-" {
 		name = "stdin"
