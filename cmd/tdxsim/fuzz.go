@@ -58,8 +58,7 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	firstFinding := fs.Bool("stop-at-finding", false, "stop after the scenario of the first finding (for timing how fast a bug is found)")
 	maxMem := fs.String("max-memory", "64M", "largest generated TD (a multiple of 2M, at least 8M; e.g. 1G for big TDs)")
 	kf := addKernelFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim fuzz [flags]
+	setUsage(fs, stderr, `usage: tdxsim fuzz [flags]
        tdxsim fuzz merge [--json] PATH...   (merge shard summaries; tdxsim fuzz merge --help)
 
 Generates random scenarios from consecutive seeds (host events, guest
@@ -67,11 +66,7 @@ workloads, concurrent vCPUs and steps), runs each under --schedules
 schedules of the deterministic scheduler (random or PCT) with every
 invariant checked after every step, and shrinks the
 first failure of each invariant to a minimal scenario file that
-'tdxsim replay FILE' reproduces exactly. Exit 1 when a violation was found.
-
-flags:`)
-		fs.PrintDefaults()
-	}
+'tdxsim replay FILE' reproduces exactly. Exit 1 when a violation was found.`)
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
@@ -170,23 +165,14 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print only the report, as JSON, on stdout (the step lines go to stderr)")
 	tf := addTraceFlags(fs)
 	kf := addKernelFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim replay [flags] FILE
+	setUsage(fs, stderr, `usage: tdxsim replay [flags] FILE
 
 Runs a scenario file (a fuzz reproducer, or any scenario) under the
 deterministic scheduler with its seed, printing a line per step: the
 SEAMCALLs it made, the scheduler steps, and every check it broke; then the
-report. Exit 1 when a check failed.
-
-flags:`)
-		fs.PrintDefaults()
-	}
-	if code := parse(fs, args, stderr); code >= 0 {
+report. Exit 1 when a check failed.`)
+	if code := parseArgs(fs, args, stderr, 1, 1, "want exactly one scenario file"); code >= 0 {
 		return code
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "tdxsim replay: want exactly one scenario file")
-		return exitBadInput
 	}
 	if err := tf.check(); err != nil {
 		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
@@ -223,19 +209,14 @@ func cmdCompare(args []string, stdout, stderr io.Writer) int {
 	var policies policyFlag
 	fs.Var(&policies, "policy", "B is A with this policy set (repeatable); or give a second file")
 	kf := addKernelFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim compare [flags] A.yaml [B.yaml]
+	setUsage(fs, stderr, `usage: tdxsim compare [flags] A.yaml [B.yaml]
        tdxsim compare --policy k=v [--policy k=v ...] A.yaml
        tdxsim compare --kernel A --kernel B FILE
 
 Runs two scenarios (two files, one file and the same file with policy
 overrides, or one file under two kernel profiles) on the same seed and prints their figures side by side, the
 differences marked: SEAMCALLs, modeled time, memory overhead, mappings,
-splits, violations. Exit 1 when either run broke a check.
-
-flags:`)
-		fs.PrintDefaults()
-	}
+splits, violations. Exit 1 when either run broke a check.`)
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
