@@ -226,11 +226,7 @@ splits, violations. Exit 1 when either run broke a check.`)
 		fmt.Fprintln(stderr, "tdxsim compare: want two scenario files, or one file and --policy overrides or two --kernel profiles")
 		return exitBadInput
 	}
-	kA, kB := "", ""
-	if len(*kf) > 0 {
-		kA, kB = (*kf)[0], (*kf)[len(*kf)-1]
-	}
-	a, code := loadScenario("compare", fs.Arg(0), kA, nil, stderr)
+	a, kA, kB, code := kf.loadFirst("compare", fs.Arg(0), stderr)
 	if a == nil {
 		return code
 	}

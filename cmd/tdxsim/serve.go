@@ -37,11 +37,7 @@ files it was given.`)
 		fmt.Fprintln(stderr, "tdxsim serve: --kernel at most twice (FILE's, then the Compare page's second run's)")
 		return exitBadInput
 	}
-	kA, kB := "", ""
-	if len(*kf) > 0 {
-		kA, kB = (*kf)[0], (*kf)[len(*kf)-1]
-	}
-	a, code := loadScenario("serve", fs.Arg(0), kA, nil, stderr)
+	a, _, kB, code := kf.loadFirst("serve", fs.Arg(0), stderr)
 	if a == nil {
 		return code
 	}
