@@ -166,6 +166,10 @@ type Finding struct {
 	ShrunkSteps  int      `json:"shrunk_steps"` // and of the reproducer
 	Reproducer   string   `json:"reproducer,omitempty"`
 	FoundAfter   int64    `json:"found_after_ms"`
+	// FoundAfterSchedules is the schedules run up to and including the
+	// failing one, counted in seed order: the same for any machine, load
+	// or worker count, where FoundAfter is wall time.
+	FoundAfterSchedules int `json:"found_after_schedules"`
 }
 
 // Campaign runs generated scenarios until Runs or Duration, shrinking and
@@ -279,7 +283,7 @@ func (cfg Config) merge(sum *Summary, seed uint64, r run, start time.Time, sched
 		if f.Schedule.Seed != nil {
 			ss = *f.Schedule.Seed
 		}
-		fd := Finding{Seed: seed, ScheduleSeed: ss, Broken: o.Broken, Steps: o.Steps, FoundAfter: time.Since(start).Milliseconds()}
+		fd := Finding{Seed: seed, ScheduleSeed: ss, Broken: o.Broken, Steps: o.Steps, FoundAfter: time.Since(start).Milliseconds(), FoundAfterSchedules: sum.Schedules}
 		small := Shrink(f, o.Broken[0], cfg.ShrinkRuns)
 		fd.ShrunkSteps = countSteps(small.Timeline)
 		if cfg.Out != "" {
