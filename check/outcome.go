@@ -1,7 +1,6 @@
 package check
 
 import (
-	"maps"
 	"slices"
 	"strings"
 )
@@ -181,20 +180,4 @@ func bugKernel(why string) string {
 		}
 	}
 	return "KVM_BUG_ON()"
-}
-
-// sortedKinds returns the kinds of m in ResponseKinds order.
-func sortedKinds[V any](m map[string]V) []string {
-	var out []string
-	for _, k := range ResponseKinds {
-		if _, ok := m[k]; ok {
-			out = append(out, k)
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		if !slices.Contains(out, k) {
-			out = append(out, k)
-		}
-	}
-	return out
 }

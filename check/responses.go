@@ -45,10 +45,15 @@ type Responses struct {
 }
 
 type threadCause struct {
-	last      string // "LEAF STATUS" of the last failed SEAMCALL not retried since
-	leaf      string
-	injected  bool
-	inherited string // the fault this thread last answered
+	// last is "LEAF STATUS" of the thread's last failed SEAMCALL, until
+	// the same leaf succeeds on the thread (it was retried).
+	last     string
+	leaf     string
+	injected bool
+	// inherited is the fault this thread last answered, and inheritedVM
+	// the VM it was on (0: not known).
+	inherited   string
+	inheritedVM uint64
 }
 
 type eventKey struct {
@@ -79,7 +84,7 @@ func (r *Responses) Emit(e event.Event) {
 	case event.KindKVM:
 		if e.Name == "KVM_BUG_ON" {
 			r.mu.Lock()
-			c := r.respond(e, e.Args[2], true, RespKVMBugOn, bugKernel(e.Detail))
+			c := r.respond(e, e.Args[2], true, RespKVMBugOn, bugKernel(e.Detail), namedLeaf(e.Detail, " failed"))
 			r.bugs[e.Args[2]] = c
 			if c != "" {
 				r.deadBy[e.Args[2]] = c
@@ -94,7 +99,7 @@ func (r *Responses) Emit(e event.Event) {
 	case event.KindMMU:
 		if e.Name == "leak_external_spt" {
 			r.mu.Lock()
-			r.respond(e, 0, false, RespPagesLeaked, "tdx_sept_free_private_spt() (handle_removed_pt() leaks sp->external_spt)")
+			r.respond(e, 0, false, RespPagesLeaked, "tdx_sept_free_private_spt() (handle_removed_pt() leaks sp->external_spt)", "")
 			r.mu.Unlock()
 		}
 	case event.KindViolation:
@@ -156,17 +161,29 @@ func (r *Responses) tdx(e event.Event) {
 		case hkidRelease[what]:
 			// answered by the hkid_leaked event that follows
 		case what == "TDH.PHYMEM.PAGE.RECLAIM":
-			r.respond(e, 0, false, RespPagesLeaked, "tdx_reclaim_page()")
+			r.respond(e, 0, false, RespPagesLeaked, "tdx_reclaim_page()", what)
 		case what == "reclaim with HKID assigned":
-			r.respond(e, 0, false, RespPagesLeaked, "tdx_reclaim_td_control_pages() (HKID still assigned)")
+			r.respond(e, 0, false, RespPagesLeaked, "tdx_reclaim_td_control_pages() (HKID still assigned)", "")
 		default:
-			r.respond(e, 0, false, RespWarn, "WARN_ON_ONCE() in "+leafOr(what))
+			r.respond(e, 0, false, RespWarn, "WARN_ON_ONCE() in "+leafOr(what), namedLeaf(what, ""))
 		}
 	case "hkid_leaked":
 		r.mu.Lock()
-		r.respond(e, e.Args[2], true, RespHKIDLeaked, "tdx_mmu_release_hkid() ("+e.Detail+")")
+		r.respond(e, e.Args[2], true, RespHKIDLeaked, "tdx_mmu_release_hkid() ("+e.Detail+")", e.Detail)
 		r.mu.Unlock()
 	}
+}
+
+// namedLeaf is the SEAMCALL leaf text starts with, up to sep ("" none).
+func namedLeaf(text, sep string) string {
+	leaf := text
+	if sep != "" {
+		leaf, _, _ = strings.Cut(text, sep)
+	}
+	if _, ok := leafKernel[leaf]; ok {
+		return leaf
+	}
+	return ""
 }
 
 func leafOr(what string) string {
@@ -181,19 +198,27 @@ func leafOr(what string) string {
 
 // respond records a response to e and returns the fault it traced ("" none).
 // r.mu held.
-func (r *Responses) respond(e event.Event, vm uint64, vmKnown bool, kind, kernel string) string {
+//
+// named is the leaf the response names as the one that failed ("" none):
+// an injected failure of another leaf does not explain it.
+func (r *Responses) respond(e event.Event, vm uint64, vmKnown bool, kind, kernel, named string) string {
 	tc := r.thread(e.Thread)
 	cause := ""
 	switch {
-	case tc.injected && tc.last != "":
+	case tc.injected && tc.last != "" && (named == "" || named == tc.leaf):
 		cause = tc.last
 	case vmKnown && r.deadBy[vm] != "":
 		cause = r.deadBy[vm]
-	case tc.inherited != "":
+	case kind == RespKVMBugOn && tc.inherited != "" && tc.inheritedVM == vm:
+		cause = tc.inherited // e.g. "HKID still assigned" after the HKID leaked
+	case kind != RespKVMBugOn && tc.inherited != "":
 		cause = tc.inherited
 	}
 	if cause != "" {
 		tc.inherited = cause
+		if vmKnown {
+			tc.inheritedVM = vm
+		}
 	}
 	r.list = append(r.list, Response{Kind: kind, Kernel: kernel, Fault: cause})
 	return cause

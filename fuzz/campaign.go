@@ -34,7 +34,7 @@ type Outcome struct {
 	// Responses lists the kinds of kernel response to injected faults the
 	// run ended with, sorted (check.RespKVMBugOn, ...).
 	Responses []string
-	Report *report.Run
+	Report    *report.Run
 	// Cover is what the run exercised (nil when it could not start).
 	Cover *scenario.Coverage
 }
@@ -126,10 +126,10 @@ type Config struct {
 type Summary struct {
 	Runs int `json:"runs"`
 	// Schedules is the runs times the schedules each ran under.
-	Schedules     int            `json:"schedules"`
-	Strategy      string         `json:"strategy"`
-	Steps         int            `json:"steps"`
-	Interleavings int            `json:"interleavings"`
+	Schedules     int    `json:"schedules"`
+	Strategy      string `json:"strategy"`
+	Steps         int    `json:"steps"`
+	Interleavings int    `json:"interleavings"`
 	// Outcomes counts the schedules by how they ended: clean,
 	// kernel_response, violation (check.Class*).
 	Outcomes map[string]int `json:"outcomes"`
@@ -138,14 +138,14 @@ type Summary struct {
 	// under several kinds).
 	KernelResponses map[string]int `json:"kernel_responses"`
 	Violations      map[string]int `json:"violations"` // schedules that broke each invariant
-	Reproducers   []string       `json:"reproducers"`
-	Traces        []string       `json:"traces,omitempty"` // Chrome traces of the reproducers (tdxsim fuzz --trace)
-	Findings      []Finding      `json:"findings"`
-	Seeds         [2]uint64      `json:"seeds"` // first and last seed run
-	ElapsedMS     int64          `json:"elapsed_ms"`
-	Kernel        string         `json:"kernel,omitempty"`
-	Policies      []string       `json:"policies"`
-	Inject        []string       `json:"inject"`
+	Reproducers     []string       `json:"reproducers"`
+	Traces          []string       `json:"traces,omitempty"` // Chrome traces of the reproducers (tdxsim fuzz --trace)
+	Findings        []Finding      `json:"findings"`
+	Seeds           [2]uint64      `json:"seeds"` // first and last seed run
+	ElapsedMS       int64          `json:"elapsed_ms"`
+	Kernel          string         `json:"kernel,omitempty"`
+	Policies        []string       `json:"policies"`
+	Inject          []string       `json:"inject"`
 	// GuestOps counts the hostile guests' operations (--hostile).
 	GuestOps int64 `json:"hostile_guest_ops"`
 	// GuestRefused counts those the host refused (a bad operand, a
