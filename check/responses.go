@@ -34,6 +34,9 @@ type Responses struct {
 	list    []Response
 	faults  map[string]bool // "LEAF STATUS" of every injected fault seen
 	excused map[eventKey]bool
+	// pending counts the threads whose last SEAMCALL failed: a success
+	// on a thread looks its state up only then.
+	pending atomic.Int32
 	// watch holds the pages of open guest_memfd windows, until the
 	// module lets go of them (reclaim) or the host frees them.
 	watching atomic.Int32
@@ -120,9 +123,13 @@ func (r *Responses) seamcall(e event.Event) {
 			r.unwatch(addr.HPA(e.Args[0]).PFN())
 			r.mu.Unlock()
 		}
+		if r.pending.Load() == 0 {
+			return // the fast path: no failure waits to be retried
+		}
 		r.mu.Lock()
 		if tc := r.threads[e.Thread]; tc != nil && tc.leaf == e.Name {
 			tc.last, tc.leaf, tc.injected = "", "", false // retried to success
+			r.pending.Add(-1)
 		}
 		r.mu.Unlock()
 		return
@@ -130,6 +137,9 @@ func (r *Responses) seamcall(e event.Event) {
 	name, injected := faultName(e)
 	r.mu.Lock()
 	tc := r.thread(e.Thread)
+	if tc.leaf == "" {
+		r.pending.Add(1)
+	}
 	tc.last, tc.leaf, tc.injected = name, e.Name, injected
 	if injected {
 		r.faults[name] = true

@@ -364,7 +364,11 @@ func (r *Run) writeResponses(w io.Writer) {
 	if r.Outcome == "" {
 		return
 	}
-	fmt.Fprintf(w, "outcome: %s\n", r.Outcome)
+	note := ""
+	if r.Outcome == "violation" && len(r.Checks.Failed) == 0 {
+		note = " (step_completes: a step failed and no injected fault explains it)"
+	}
+	fmt.Fprintf(w, "outcome: %s%s\n", r.Outcome, note)
 	for _, k := range slices.Sorted(maps.Keys(r.KernelResponses)) {
 		kr := r.KernelResponses[k]
 		reused := ""
