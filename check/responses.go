@@ -74,9 +74,9 @@ func NewResponses() *Responses {
 // faultName is "LEAF STATUS" without the operand: how inject names a
 // failed leaf ("TDH.MEM.PAGE.REMOVE TDX_OPERAND_BUSY").
 func faultName(e event.Event) (string, bool) {
-	detail, injected := strings.CutSuffix(e.Detail, " (injected)")
+	detail, _, injected := strings.Cut(e.Detail, " (injected") // "(injected)", or with what injected it
 	st, _, _ := strings.Cut(detail, "(")
-	return e.Name + " " + st, injected
+	return e.Name + " " + strings.TrimSpace(st), injected
 }
 
 // Emit reads one event.
@@ -340,6 +340,10 @@ func (r *Responses) ErrorCause(err error) (fault string, own bool) {
 		return f.Leaf.String() + " " + strings.TrimSpace(strings.Split(f.Status.String(), "(")[0]), true
 	case errors.Is(err, inject.ErrAllocFailed):
 		return "allocation failed", true
+	case errors.Is(err, inject.ErrBusy):
+		return "injected TDX_OPERAND_BUSY", true
+	case errors.Is(err, inject.ErrLeafFailed):
+		return "injected SEAMCALL failure", true
 	}
 	msg := err.Error()
 	r.mu.Lock()
