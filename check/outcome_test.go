@@ -152,6 +152,13 @@ func TestErrorCause(t *testing.T) {
 			t.Errorf("%v: %q %v, want %q %v", c.err, fault, own, c.fault, c.own)
 		}
 	}
+	// An injected AUG fault, then a real one: an error naming the leaf is
+	// the real one's.
+	r.Emit(seam(2, "TDH.MEM.PAGE.AUG", busy, "TDX_OPERAND_BUSY(RAX) (injected)"))
+	r.Emit(seam(3, "TDH.MEM.PAGE.AUG", busy, "TDX_OPERAND_BUSY(RAX)"))
+	if fault, _ := r.ErrorCause(errno.New("KVM_RUN", errno.EIO, "TDH.MEM.PAGE.AUG: TDX_OPERAND_BUSY")); fault != "" {
+		t.Errorf("a real AUG failure traced to %q", fault)
+	}
 	if k := ErrorKernel(enomem); k != "kvm_mmu_topup_memory_cache returns -ENOMEM" {
 		t.Errorf("ErrorKernel: %s", k)
 	}

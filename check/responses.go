@@ -33,7 +33,9 @@ type Responses struct {
 	bugs    map[uint64]string // VM id -> the fault of its KVM_BUG_ON ("" uncaused)
 	list    []Response
 	faults  map[string]bool // "LEAF STATUS" of every injected fault seen
-	excused map[eventKey]bool
+	// lastFail says, by leaf, whether its last failure was injected.
+	lastFail map[string]bool
+	excused  map[eventKey]bool
 	// pending counts the threads whose last SEAMCALL failed: a success
 	// on a thread looks its state up only then.
 	pending atomic.Int32
@@ -68,7 +70,7 @@ type eventKey struct {
 // NewResponses returns an empty tracker.
 func NewResponses() *Responses {
 	return &Responses{threads: map[int32]*threadCause{}, deadBy: map[uint64]string{}, bugs: map[uint64]string{},
-		faults: map[string]bool{}, excused: map[eventKey]bool{}, watch: map[addr.PFN]bool{}}
+		faults: map[string]bool{}, lastFail: map[string]bool{}, excused: map[eventKey]bool{}, watch: map[addr.PFN]bool{}}
 }
 
 // faultName is "LEAF STATUS" without the operand: how inject names a
@@ -141,6 +143,7 @@ func (r *Responses) seamcall(e event.Event) {
 		r.pending.Add(1)
 	}
 	tc.last, tc.leaf, tc.injected = name, e.Name, injected
+	r.lastFail[e.Name] = injected
 	if injected {
 		r.faults[name] = true
 	}
@@ -327,7 +330,8 @@ func (r *Responses) Uncaused() map[string]int {
 // ErrorCause traces a run's error to an injected fault: an injected
 // allocation failure or SEAMCALL fault in its chain (errors.Is), a
 // SEAMCALL fault it names that was injected, or the EIO of a VM an
-// injected fault killed. It returns the fault ("" none) and whether the
+// injected fault killed (a fault it names counts only if that leaf's last
+// failure was the injected one). It returns the fault ("" none) and whether the
 // error is itself a response (an errno to userspace) rather than the
 // echo of a KVM_BUG_ON already counted.
 func (r *Responses) ErrorCause(err error) (fault string, own bool) {
@@ -359,6 +363,9 @@ func (r *Responses) ErrorCause(err error) (fault string, own bool) {
 	best := ""
 	for name := range r.faults {
 		leaf, st, _ := strings.Cut(name, " ")
+		if !r.lastFail[leaf] {
+			continue // the leaf's last failure was not injected
+		}
 		if strings.Contains(msg, leaf) && strings.Contains(msg, st) && (len(name) > len(best) || len(name) == len(best) && name < best) {
 			best = name
 		}

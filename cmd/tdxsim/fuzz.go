@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/check"
 	"github.com/tdxsim/tdxsim/fuzz"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
@@ -146,14 +147,12 @@ first failure of each invariant to a minimal scenario file that
 	return exitOK
 }
 
-// fuzzStatus is fuzz's live line: interleavings, violations by runs that
-// broke an invariant, and with --duration the time left.
+// fuzzStatus is fuzz's live line: interleavings, the runs that broke an
+// invariant, those that ended in a kernel response to an injected fault,
+// and with --duration the time left.
 func fuzzStatus(s *fuzz.Summary, d, elapsed time.Duration) string {
-	var broken int
-	for _, n := range s.Violations {
-		broken += n
-	}
-	line := fmt.Sprintf("%d interleavings, %d violating runs (%d invariants)", s.Interleavings, broken, len(s.Violations))
+	line := fmt.Sprintf("%d interleavings, %d violating runs (%d invariants), %d kernel responses", s.Interleavings,
+		s.Outcomes[check.ClassViolation], len(s.Violations), s.Outcomes[check.ClassKernelResponse])
 	if d > 0 {
 		line += fmt.Sprintf(", %s left", max(d-elapsed, 0).Round(time.Second))
 	}
