@@ -140,7 +140,7 @@ var contention = func() (t [64]Contention) {
 	none(tdxmodule.LeafVPInit, "TDVPR ex, TDR sh, OP_STATE sh", "tdh_vp_init.c", kernBuild)
 	some(tdxmodule.LeafMemPagePromote, vcpu, []uint32{tdxmodule.OpSEPTTree}, true,
 		"TDR sh, OP_STATE sh, S-EPT tree sh, host lock on the entry and its 512 children, child S-EPT page ex", "tdh_mem_page_promote.c",
-		"KVM never calls it (the huge-page series never merges); under mmu_lock write like BLOCK")
+		"KVM never calls it (the huge-page series v3 never merges a range back); under mmu_lock write like BLOCK")
 	some(tdxmodule.LeafPhymemPageRdmd, []Contender{ContenderHost}, []uint32{tdxmodule.OpRCX}, false,
 		"page PAMT entry sh", "tdh_phymem_page_rdmd.c", kernNotUsed)
 	some(tdxmodule.LeafMemSEPTRd, vcpuHost, treeEntry, true,
