@@ -213,10 +213,14 @@ func (in *Injector) Decide(leaf tdxmodule.Leaf, regs tdxmodule.Regs) *Fault {
 	in.calls[leaf]++
 	k := in.calls[leaf]
 	c := ContentionOf(leaf)
-	kinds, kicked := in.contenders(c, leaf, regs)
 	for _, f := range in.cfg.Fail {
 		if f.Leaf == leaf && (k == f.Nth || f.Every > 0 && k > f.Nth && (k-f.Nth)%f.Every == 0) {
 			busy := f.Status.HasCode(tdxmodule.OperandBusy)
+			var kinds []Contender
+			kicked := false
+			if busy {
+				kinds, kicked = in.contenders(c, leaf, regs)
+			}
 			if busy && kicked {
 				in.stats.BusyEndedByKick++
 				continue
@@ -236,6 +240,7 @@ func (in *Injector) Decide(leaf tdxmodule.Leaf, regs tdxmodule.Regs) *Fault {
 	if chance(in.cfg.Seed, uint64(leaf), k) >= in.cfg.Busy {
 		return nil
 	}
+	kinds, kicked := in.contenders(c, leaf, regs)
 	switch {
 	case kicked && len(kinds) == 0:
 		in.stats.BusyEndedByKick++
