@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -56,5 +57,15 @@ timeline:
 		if strings.HasPrefix(key, "TDH.") || key == "busy module bug" {
 			t.Errorf("injected has %q: the rate made a module-bug failure", key)
 		}
+	}
+}
+
+// busy_leaves naming a leaf no contender can make BUSY is bad input (the
+// rate would never fire there): one line, before any work.
+func TestBusyLeafWithoutContenderRefused(t *testing.T) {
+	_, err := Parse("e.yaml", []byte("tds: [{memory: 64M}]\ninject: {busy: 0.1, busy_leaves: [TDH.MEM.PAGE.AUG, TDH.MNG.CREATE]}\n"))
+	var ie *InputError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "inject.busy_leaves[1]") || !strings.Contains(err.Error(), "no contender") {
+		t.Fatalf("got %v, want inject.busy_leaves[1]: no contender ...", err)
 	}
 }
