@@ -94,6 +94,8 @@ type runner struct {
 	hostileOps map[string]int64
 	// inj is the fault injector (nil without injection).
 	inj *inject.Injector
+	// resp traces the kernel's responses to injected faults.
+	resp *check.Responses
 	// phase is where the run is ("build", "timeline[3] (convert)",
 	// "teardown"): what is reported after the scheduler stopped (a
 	// deadlock, say) is attributed to it.
