@@ -92,6 +92,7 @@ type Config struct {
 	Policies [][2]string   // overrides applied to every scenario
 	Inject   [][2]string   // fault injection set in every scenario (--inject)
 	Hostile  bool          // hostile guests (--hostile)
+	Faults   string        // the generator's fault set (FaultSets; "" is FaultsMenu)
 	// MaxMemory bounds each generated TD's memory (0: DefaultMaxMemory).
 	MaxMemory uint64
 	// Shard and Shards split the seed space: this campaign runs seeds
@@ -146,6 +147,8 @@ type Summary struct {
 	Kernel          string         `json:"kernel,omitempty"`
 	Policies        []string       `json:"policies"`
 	Inject          []string       `json:"inject"`
+	// Faults is the generator's fault set (fuzz --faults).
+	Faults string `json:"faults"`
 	// GuestOps counts the hostile guests' operations (--hostile).
 	GuestOps int64 `json:"hostile_guest_ops"`
 	// GuestRefused counts those the host refused (a bad operand, a
@@ -201,6 +204,12 @@ func Campaign(cfg Config) (*Summary, error) {
 	sum := &Summary{Kernel: cfg.Kernel, Outcomes: map[string]int{}, KernelResponses: map[string]int{}, Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}, Inject: []string{}, Injected: map[string]uint64{}, Strategy: cfg.Strategy}
 	if sum.Strategy == "" {
 		sum.Strategy = "random"
+	}
+	if sum.Faults = cfg.Faults; sum.Faults == "" {
+		sum.Faults = FaultsMenu
+	}
+	if err := CheckFaults(sum.Faults); err != nil {
+		return nil, fmt.Errorf("fuzz: faults %w", err)
 	}
 	for _, p := range cfg.Policies {
 		sum.Policies = append(sum.Policies, p[0]+"="+p[1])

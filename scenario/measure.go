@@ -136,6 +136,15 @@ func (rn *runner) finish(leaked int64) {
 			// kernel had kicked the TD's vCPUs out (tdh_do_no_vcpus).
 			r.Injected["busy ended by kick"] = st.BusyEndedByKick
 		}
+		for kind, n := range st.BusyByContender {
+			r.Injected["busy by "+kind] = n // the contender each BUSY models
+		}
+		for what, n := range map[string]uint64{"busy ended by retry": st.BusyEndedByRetry,
+			"busy without contender (not injected)": st.BusyNoContender, "busy module bug": st.BusyModuleBug} {
+			if n > 0 {
+				r.Injected[what] = n
+			}
+		}
 	}
 	r.SeamcallsFailed = rn.count.Failed()
 	r.SeamcallNS = rn.clock.ByLeaf()

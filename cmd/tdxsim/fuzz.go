@@ -58,6 +58,7 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	depth := fs.Int("depth", scenario.DefaultPCTDepth, "PCT bug depth d: d-1 priority change points (--strategy pct)")
 	firstFinding := fs.Bool("stop-at-finding", false, "stop after the scenario of the first finding (for timing how fast a bug is found)")
 	maxMem := fs.String("max-memory", "64M", "largest generated TD (a multiple of 2M, at least 8M; e.g. 1G for big TDs)")
+	faults := fs.String("faults", fuzz.FaultsMenu, "the faults the generator injects: menu (a few scenarios get BUSYs KVM retries and a failed top-up; none with --inject),\nall (half get faults of every kind KVM answers: a failure of each SEAMCALL, an allocation failure from each cache and pool; on top of --inject), none")
 	kf := addKernelFlag(fs)
 	setUsage(fs, stderr, `usage: tdxsim fuzz [flags]
        tdxsim fuzz merge [--json] PATH...   (merge shard summaries; tdxsim fuzz merge --help)
@@ -102,12 +103,16 @@ first failure of each invariant to a minimal scenario file that
 		fmt.Fprintf(stderr, "tdxsim fuzz: --depth %d: want 1..64\n", *depth)
 		return exitBadInput
 	}
+	if err := fuzz.CheckFaults(*faults); err != nil {
+		fmt.Fprintf(stderr, "tdxsim fuzz: --faults %v\n", err)
+		return exitBadInput
+	}
 	kname, ok := kf.one("fuzz", stderr)
 	if !ok {
 		return exitBadInput
 	}
 	bar := newProgress(stderr, " runs", int64(*runs)) // an ETA with --runs; with --duration the end is known
-	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
+	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: policies, Inject: injects, Faults: *faults, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
 		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers, Schedules: *schedules, Strategy: *strategy, Depth: *depth, StopAtFinding: *firstFinding, MaxMemory: maxBytes}
 	if *runs == 0 && *duration == 0 {
 		bar = newProgress(stderr, " runs", 100) // the campaign's default

@@ -288,7 +288,7 @@ func TestCompare(t *testing.T) {
 func FuzzFlags(f *testing.F) {
 	for _, s := range []string{"--seed 3", "--policy hugepages=1G", "--json --parallel", "--shard 1/4",
 		"--trace x --trace-format ftrace", "--svg", "--policy =", "--seed=-1", "-h", "--inject busy=0.5",
-		"--strategy pct --depth 0", "--kernel 6.19 --kernel 7.0", "--max-memory 3M", "--workers 0", "merge", "--"} {
+		"--strategy pct --depth 0", "--kernel 6.19 --kernel 7.0", "--max-memory 3M", "--workers 0", "--faults all", "merge", "--"} {
 		f.Add(uint8(0), s)
 	}
 	missing := filepath.Join(f.TempDir(), "missing.yaml")
