@@ -42,6 +42,7 @@ func (rn *runner) world() check.World {
 		}
 		w.DeadTornDown = w.DeadTornDown || td.torn && td.bugged != ""
 	}
+	w.LeakedOnPurpose, _ = rn.leakedOnPurpose()
 	return w
 }
 

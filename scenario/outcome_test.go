@@ -64,6 +64,22 @@ func TestOutcomes(t *testing.T) {
 		}
 	})
 
+	// The same in a teardown step mid-timeline: after it, the leaked
+	// control page still holds its Dynamic PAMT pair while no TD needs
+	// one; dpamt_refcounts allows what the leaked pages keep (a fuzz
+	// finding of --faults all, seed 25, before it did).
+	t.Run("reclaim fails in a teardown step: its pair is kept on purpose", func(t *testing.T) {
+		r := runOutcome(t, `
+inject: {fail: [{leaf: TDH.PHYMEM.PAGE.RECLAIM, nth: 5}]}
+tds: [{name: a, memory: 40M, vcpus: 1}]
+timeline:
+  - teardown: {td: a}
+`)
+		if r.Outcome != check.ClassKernelResponse || r.Checks.Failed[check.DPAMT] != 0 || r.KernelResponses[check.RespPagesLeaked].Count == 0 {
+			t.Fatalf("outcome %s, violations %v, responses %v: want kernel_response, pages leaked", r.Outcome, r.Violations, r.KernelResponses)
+		}
+	})
+
 	// TDH.MEM.PAGE.REMOVE is BUSY, and the retry tdh_do_no_vcpus() makes
 	// after kicking every vCPU out fails as well: KVM_BUG_ON() in
 	// tdx_sept_remove_private_spte(). (The injector ends a BUSY's
