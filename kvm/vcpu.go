@@ -82,6 +82,9 @@ type MemoryFault struct {
 	Private   bool // KVM_MEMORY_EXIT_FLAG_PRIVATE
 	Errno     errno.Errno
 	Why       string
+	// Cause is the error behind Errno (guest_memfd's, say), kept for
+	// errors.Is: an injected allocation failure stays one through the exit.
+	Cause error
 }
 
 func (e *MemoryFault) Error() string {
@@ -92,8 +95,13 @@ func (e *MemoryFault) Error() string {
 	return fmt.Sprintf("KVM_RUN: %s: KVM_EXIT_MEMORY_FAULT gpa %#x size %#x %s: %s", e.Errno, e.GPA, e.Size, kind, e.Why)
 }
 
-// Unwrap returns the errno.
-func (e *MemoryFault) Unwrap() error { return e.Errno }
+// Unwrap returns the errno and the cause.
+func (e *MemoryFault) Unwrap() []error {
+	if e.Cause == nil {
+		return []error{e.Errno}
+	}
+	return []error{e.Errno, e.Cause}
+}
 
 // ErrRetry is RET_PF_RETRY: the fault raced with something and the vCPU
 // simply re-enters the guest.
@@ -156,7 +164,9 @@ func (v *VCPU) FaultInPFN(t *sched.Thread, gfn addr.GFN, private bool) (Fault, e
 		}
 		p, err := gmem.GetPFN(t, s, gfn)
 		if err != nil {
-			return f, mf(errno.Of(err), err.Error())
+			mfe := mf(errno.Of(err), err.Error()).(*MemoryFault)
+			mfe.Cause = err
+			return f, mfe
 		}
 		f.PFN, f.MaxOrder, f.HasPFN = p.PFN, p.MaxOrder, true
 		f.MappingOrder = gmem.MappingOrder(s, gfn)

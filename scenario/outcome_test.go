@@ -80,6 +80,24 @@ timeline:
 		}
 	})
 
+	// An allocation guest_memfd makes for a private fault fails: the
+	// vCPU exits with KVM_EXIT_MEMORY_FAULT and -ENOMEM, the injected
+	// cause kept through the exit (a fuzz finding of --faults all, seed
+	// 112, before it was).
+	t.Run("guest_memfd allocation fails: error_return", func(t *testing.T) {
+		r := runOutcome(t, `
+policies: {hugepages: "off"}
+inject: {alloc_fail: [{source: buddy, nth: 164}]}
+tds: [{name: a, memory: 24M, vcpus: 1}]
+timeline:
+  - boot: {td: a, accept: lazy, upfront: 4M, level: 2M}
+`)
+		kr := r.KernelResponses[check.RespErrorReturn]
+		if r.Outcome != check.ClassKernelResponse || kr.Causes["kvm_gmem_get_pfn returns -ENOMEM <- allocation failed"] != 1 {
+			t.Fatalf("outcome %s, error %q, responses %v: want kernel_response, kvm_gmem_get_pfn's ENOMEM", r.Outcome, r.Error, r.KernelResponses)
+		}
+	})
+
 	// TDH.MEM.PAGE.REMOVE is BUSY, and the retry tdh_do_no_vcpus() makes
 	// after kicking every vCPU out fails as well: KVM_BUG_ON() in
 	// tdx_sept_remove_private_spte(). (The injector ends a BUSY's
