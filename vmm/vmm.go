@@ -135,7 +135,20 @@ type VMM struct {
 		punchedBytes                  atomic.Uint64
 		inPlaceRetries                atomic.Int64
 	}
+	// contentToShared is the KVM_SET_MEMORY_ATTRIBUTES2 content mode the
+	// VMM asks for on in-place private-to-shared conversions
+	// (SetContentToShared).
+	contentToShared atomic.Uint64
 }
+
+// SetContentToShared sets the content mode (gmem.ContentZero, or 0 for the
+// default) the VMM passes on in-place private-to-shared conversions from
+// now on. Conversions to private always pass 0: ZERO is never supported
+// to private, and a TD takes PRESERVE only before KVM_TDX_FINALIZE_VM.
+// Series: "[PATCH RFC v5 22/53] KVM: guest_memfd: Apply content modes
+// while setting memory attributes"
+// (20260428-gmem-inplace-conversion-v5-22-d8608ccfca22@google.com).
+func (m *VMM) SetContentToShared(flags uint64) { m.contentToShared.Store(flags) }
 
 // Create builds a TD up to the point where its image can be loaded:
 // KVM_CREATE_VM, KVM_TDX_INIT_VM, the guest_memfd and memslot, every GPA
@@ -369,8 +382,12 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 // guest is told TDVMCALL_RETRY. A reference that never goes (the
 // pin_private_pages design) exhausts the retries, and then the guest's.
 func (m *VMM) convertInPlace(t *sched.Thread, offset, size, attrs uint64) error {
+	flags := uint64(0)
+	if attrs == 0 {
+		flags = m.contentToShared.Load()
+	}
 	for tries := 0; ; tries++ {
-		_, err := m.Gmem.SetAttributes(t, offset, size, attrs, 0)
+		_, err := m.Gmem.SetAttributes(t, offset, size, attrs, flags)
 		if err == nil || !errors.Is(err, errno.EAGAIN) || tries == inPlaceRetries {
 			return err
 		}

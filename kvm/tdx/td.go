@@ -365,6 +365,7 @@ func (td *TD) Finalize(t *sched.Thread) ([]byte, error) {
 		return nil, td.bug(t, "TDH.MR.FINALIZE", st, 0)
 	}
 	td.state.Store(uint32(StateRunnable))
+	td.vm.SetPreFaultAllowed() // tdx_td_finalize(): kvm->arch.pre_fault_allowed = true
 	info, _ := td.h.Mod.TD(td.tdr)
 	td.event(t, op, 0, 0, 0, "")
 	return info.MRTD, nil
