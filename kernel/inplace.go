@@ -21,8 +21,10 @@ const (
 	refInPlaceV5 = "20260428-gmem-inplace-conversion-v5-0-d8608ccfca22@google.com"
 	// "[PATCH RFC v5 20/53] KVM: guest_memfd: Enable INIT_SHARED on
 	// guest_memfd for x86 Coco VMs": INIT_SHARED only with
-	// !vm_memory_attributes; its context shows the kvm.ko parameter
-	// (bool vm_memory_attributes = true; module_param(..., 0444)).
+	// !vm_memory_attributes. The kvm.ko parameter itself (bool
+	// vm_memory_attributes = true; module_param(vm_memory_attributes,
+	// bool, 0444)) is in the kvm_main.c context of patch 24 ("KVM: SEV:
+	// Make 'uaddr' parameter optional for KVM_SEV_SNP_LAUNCH_UPDATE").
 	refInPlaceV5Param = "20260428-gmem-inplace-conversion-v5-20-d8608ccfca22@google.com"
 	// "[PATCH RFC v5 22/53] KVM: guest_memfd: Apply content modes while
 	// setting memory attributes": the uapi flags, EINVAL for unknown flags
@@ -98,7 +100,7 @@ var gmemInplaceRFCv5 = Profile{
 	},
 	Sources: []Source{
 		{Ref: refInPlaceV5, What: "RFC v5 cover letter and patch list (53 patches, Ackerley Tng)", Verified: true},
-		{Ref: refInPlaceV5Param, What: "RFC v5 patch 20: INIT_SHARED only with !vm_memory_attributes; the vm_memory_attributes module parameter in its context", Verified: true},
+		{Ref: refInPlaceV5Param, What: "RFC v5 patch 20: INIT_SHARED only with !vm_memory_attributes; patch 24's kvm_main.c context: module_param(vm_memory_attributes, bool, 0444), default true", Verified: true},
 		{Ref: refInPlaceV5Modes, What: "RFC v5 patch 22: KVM_SET_MEMORY_ATTRIBUTES2_ZERO/PRESERVE, their checks and errnos, api.rst text", Verified: true},
 		{Ref: refInPlaceV5TDX, What: "RFC v5 patch 26: the TDX and SNP content modes", Verified: true},
 		{Ref: refInPlaceV5Cap, What: "RFC v5 patch 28: KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS (250), 0 with vm_memory_attributes", Verified: true},

@@ -194,11 +194,11 @@ func (cv *Convert) checkContent(c *timelineCheck, at string, i int) error {
 // tds[i].conversion and the kernel profile; SetKernel runs it again for
 // every such step (checkContentSteps).
 func (f *File) contentRule(field string, i int) error {
-	if conv := f.Scenario.TDs[i].Conversion; conv != "in_place" {
-		return f.bad(field, "zero conflicts with tds[%d].conversion: %s: content modes are flags of KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd, used by conversion: in_place only", i, conv)
-	}
 	if prof := f.Profile(); !prof.HasContentMode("zero") {
 		return f.bad(field, "zero conflicts with %s: its KVM_SET_MEMORY_ATTRIBUTES2 has no content modes (flags must be 0; the in-place series dropped them in v6); use a kernel with them, e.g. gmem-inplace-rfc-v5 or BASE+gmem-inplace-rfc-v5", f.kernelWhere())
+	}
+	if conv := f.Scenario.TDs[i].Conversion; conv != "in_place" {
+		return f.bad(field, "zero conflicts with tds[%d].conversion: %s: content modes are flags of KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd, used by conversion: in_place only", i, conv)
 	}
 	return nil
 }
