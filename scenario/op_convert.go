@@ -181,8 +181,7 @@ func (cv *Convert) checkContent(c *timelineCheck, at string, i int) error {
 		return err
 	}
 	switch cv.Content {
-	case "", "default":
-		cv.Content = "default"
+	case "", "default": // left as written: a saved scenario stays as it was
 		return nil
 	case "preserve":
 		return f.bad(at+".content", "preserve: a TD takes KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE only to private before KVM_TDX_FINALIZE_VM (kvm_arch_gmem_supported_content_modes(), \"[PATCH RFC v5 26/53]\"), and a convert step runs after boot: it would fail with EOPNOTSUPP; use default or zero")
