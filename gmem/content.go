@@ -2,6 +2,7 @@ package gmem
 
 import (
 	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/sched"
 )
 
@@ -109,4 +110,28 @@ func (f *File) applyContent(t *sched.Thread, flags, start, end uint64) {
 		f.emit(t, "content_mode_warn", start<<pageShift, (end-start)<<pageShift, errno.EHWPOISON)
 	}
 	f.emit(t, "content_zero", start<<pageShift, zeroed<<pageShift, 0)
+}
+
+// Write stores data at off in the mapping a page at a time, as a VMM's
+// memcpy into its mapping of a shared guest_memfd range does (the image
+// it then converts to private with PRESERVE and populates in place).
+// Errors as Store's.
+func (m *Mapping) Write(t *sched.Thread, off uint64, data []byte) error {
+	for len(data) > 0 {
+		pfn, err := m.fault(t, off, true)
+		if err != nil {
+			return err
+		}
+		in := off & (PageSize - 1)
+		n := min(uint64(len(data)), PageSize-in)
+		page := make([]byte, PageSize)
+		copy(page, m.f.mem.Bytes(pfn))
+		copy(page[in:], data[:n])
+		m.f.version++
+		if err := m.f.mem.WriteBytes(t, pfn, page, hostmem.MakeTag(0, m.f.version)); err != nil {
+			return err
+		}
+		off, data = off+n, data[n:]
+	}
+	return nil
 }

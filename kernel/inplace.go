@@ -92,10 +92,11 @@ var gmemInplaceRFCv5 = Profile{
 			Note:        "kvm.ko bool vm_memory_attributes (0444, default Y): N is what lets guest_memfd track private/shared (and take INIT_SHARED for a TD); the profile stands for N, so tds[].conversion: kvm is exit 2",
 		},
 		{
-			Flag:     "init_mem_region_source=optional",
-			Verified: true,
-			Source:   refInPlaceV5,
-			Note:     "patch 25 'KVM: TDX: Make source page optional for KVM_TDX_INIT_MEM_REGION' (write the image to shared guest_memfd, convert with PRESERVE, populate in place); the model's TD build still copies from a source buffer",
+			Flag:        "init_mem_region_source=optional",
+			Implemented: true,
+			Verified:    true,
+			Source:      refInPlaceV5,
+			Note:        "patch 25 'KVM: TDX: Make source page optional for KVM_TDX_INIT_MEM_REGION': source_addr 0 makes tdx_gmem_post_populate() use the destination page as TDH.MEM.PAGE.ADD's source. An in_place TD's image is loaded the way patch 26 describes: range shared, image written into the guest_memfd mapping, PRESERVE to private, KVM_TDX_INIT_MEM_REGION with no source. That the TDX module accepts source == destination was not read from the module",
 		},
 	},
 	Sources: []Source{

@@ -119,3 +119,50 @@ func TestConvertContentBadInput(t *testing.T) {
 		t.Errorf("SetKernel to a stacked profile with content modes: %v", err)
 	}
 }
+
+// convSink counts guest_memfd's in-place conversions by name.
+type convSink struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *convSink) Emit(e event.Event) {
+	if e.Kind == event.KindGmem && strings.HasPrefix(e.Name, "convert") {
+		c.mu.Lock()
+		c.n[e.Name]++
+		c.mu.Unlock()
+	}
+}
+
+// PRESERVE keeps the data: under gmem-inplace-rfc-v5 the measured image
+// is written into the shared guest_memfd, converted to private with
+// KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE before KVM_TDX_FINALIZE_VM and added
+// from itself (KVM_TDX_INIT_MEM_REGION without a source), and the MRTD is
+// the one `tdxsim mrtd` computes for the copied image: every measured
+// byte survived the conversion. Series: "[PATCH RFC v5 26/53] KVM: x86:
+// Support SNP and TDX applying content modes" (the set-up flow) and
+// "[PATCH RFC v5 25/53] KVM: TDX: Make source page optional for
+// KVM_TDX_INIT_MEM_REGION" (20260428-gmem-inplace-conversion-v5-25-d8608ccfca22@google.com).
+func TestPopulateInPlacePreserve(t *testing.T) {
+	for _, kernel := range []string{"gmem-inplace-rfc-v5", "hugepage-v3+dpamt-v4+gmem-inplace-rfc-v5", "hugepage-v3+dpamt-v4"} {
+		t.Run(kernel, func(t *testing.T) {
+			f, err := Load("../examples/measured-image.yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.SetKernel(kernel); err != nil {
+				t.Fatal(err)
+			}
+			c := &convSink{n: map[string]int{}}
+			r, err := Run(f, Options{Sink: c})
+			if err != nil || r.Failed() {
+				t.Fatalf("%v; failed %v, expectations %+v", err, r.Checks.Failed, r.Expectations)
+			}
+			inPlace := kernel != "hugepage-v3+dpamt-v4"
+			// Three image regions, each one piece: shared, then PRESERVE.
+			if got := c.n["convert_private"]; inPlace != (got >= 3) || inPlace != (c.n["convert_shared"] >= 3) {
+				t.Errorf("conversions %v: want the in-place populate flow %v", c.n, inPlace)
+			}
+		})
+	}
+}
