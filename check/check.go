@@ -313,10 +313,12 @@ func (c *collector) charged(h *tdx.Host, td *TD) {
 	}
 }
 
-// dpamt compares the DPAMT pairs installed with what the TDs need.
+// dpamt compares the DPAMT pairs installed with what the TDs need, and
+// with the references of the pages the kernel leaked on purpose (it
+// never put them: tdx.Host.LeakedDPAMTRefs).
 func (c *collector) dpamt(w World) {
 	c.ran1(DPAMT)
-	need := map[addr.PFN]int32{}
+	need := w.Host.LeakedDPAMTRefs()
 	for _, td := range w.TDs {
 		for r, n := range td.TD.DPAMTNeeded() {
 			need[r] += n

@@ -150,6 +150,10 @@ type Config struct {
 	// maps a split folio huge (and keeps doing so if the mapping's split
 	// then fails). The default, false, is sept_first.
 	SplitFolioFirst bool
+	// ContentModes, when set, is the VM's content-mode support: the file's
+	// KVM_SET_MEMORY_ATTRIBUTES2 takes ZERO and PRESERVE (RFC v5 of the
+	// in-place conversion series). Nil: flags must be 0.
+	ContentModes ContentModesFunc
 }
 
 // Stat is what fstat reports.
@@ -197,6 +201,8 @@ type File struct {
 	pageOrder  addr.Order
 	inPlace    bool
 	folioFirst bool
+	// contentModes is Config.ContentModes.
+	contentModes ContentModesFunc
 
 	invalidate *sched.RWSem // mapping->invalidate_lock
 
@@ -251,7 +257,7 @@ func Create(t *sched.Thread, mem *hostmem.Memory, owner Owner, cfg Config, a Cre
 	}
 	f := &File{
 		mem: mem, sink: sink, owner: owner, ino: cfg.Ino,
-		size: a.Size, flags: a.Flags, pageOrder: a.PageOrder, inPlace: a.InPlace, folioFirst: cfg.SplitFolioFirst,
+		size: a.Size, flags: a.Flags, pageOrder: a.PageOrder, inPlace: a.InPlace, folioFirst: cfg.SplitFolioFirst, contentModes: cfg.ContentModes,
 		invalidate: sched.NewRWSem("mapping.invalidate_lock"),
 		chunks:     map[uint64]*chunk{},
 		refs:       1,

@@ -310,10 +310,16 @@ func (f *File) PFNAt(index uint64) (addr.PFN, bool) {
 }
 
 // SetAttributes converts [offset, offset+size) of an in-place file to
-// private (attrs = AttrPrivate) or shared (attrs = 0). Kernel:
+// private (attrs = AttrPrivate) or shared (attrs = 0), with the content
+// mode flags (ContentZero, ContentPreserve, or 0 for the default). Kernel:
 // KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd, kvm_gmem_set_attributes()
 // (in-place conversion series). Errors: a file not in in-place mode
-// (ENOTTY: vm_memory_attributes); flags (EINVAL); unsupported attributes
+// (ENOTTY: vm_memory_attributes); flags (EINVAL: any flag without content
+// modes, else an unknown bit or ZERO with PRESERVE; checkContentFlags); a
+// content mode the VM does not support for the direction (EOPNOTSUPP with
+// the offset of the range, nothing converted; contentSupported); the
+// mode is applied to the whole range even when it already has the
+// attributes (applyContent); unsupported attributes
 // (EINVAL); size 0, wrap, unaligned, or past i_size (EINVAL); a folio in the
 // range referenced by anyone but guest_memfd when going private (EAGAIN,
 // with the offset of that folio); a failed split of a private huge mapping
@@ -328,9 +334,10 @@ func (f *File) SetAttributes(t *sched.Thread, offset, size, attrs, flags uint64)
 	if !f.inPlace {
 		return 0, errno.New(op, errno.ENOTTY, "guest_memfd is not in in-place conversion mode")
 	}
+	if err := f.checkContentFlags(op, flags); err != nil {
+		return 0, err
+	}
 	switch {
-	case flags != 0:
-		return 0, errno.Newf(op, errno.EINVAL, "flags %#x must be 0", flags)
 	case attrs&^AttrPrivate != 0:
 		return 0, errno.Newf(op, errno.EINVAL, "attributes %#x: only PRIVATE (%#x) is supported", attrs, AttrPrivate)
 	case size == 0 || offset+size < offset:
@@ -343,7 +350,12 @@ func (f *File) SetAttributes(t *sched.Thread, offset, size, attrs, flags uint64)
 	start, end := offset>>pageShift, (offset+size)>>pageShift
 	f.invalidate.Lock(t)
 	defer f.invalidate.Unlock(t)
+	if !f.contentSupported(flags, attrs == AttrPrivate) {
+		f.emit(t, "convert", offset, size, errno.EOPNOTSUPP)
+		return offset, errno.Newf(op, errno.EOPNOTSUPP, "content mode %#x is not supported for attributes %#x now", flags, attrs)
+	}
 	if f.attrs.All(start, end, attrs) {
+		f.applyContent(t, flags, start, end)
 		return 0, nil
 	}
 	batch := uint64(1) << f.pageOrder
@@ -352,7 +364,7 @@ func (f *File) SetAttributes(t *sched.Thread, offset, size, attrs, flags uint64)
 	}
 	for b := start; b < end; {
 		be := min((b/batch+1)*batch, end)
-		if idx, err := f.convert(t, b, be, attrs); err != nil {
+		if idx, err := f.convert(t, b, be, attrs, flags); err != nil {
 			f.emit(t, "convert", idx<<pageShift, size, errno.Of(err))
 			return idx << pageShift, err
 		}
@@ -366,8 +378,9 @@ func (f *File) SetAttributes(t *sched.Thread, offset, size, attrs, flags uint64)
 	return 0, nil
 }
 
-// convert is kvm_gmem_convert for one batch inside one huge page.
-func (f *File) convert(t *sched.Thread, start, end, attrs uint64) (uint64, error) {
+// convert is kvm_gmem_convert for one batch inside one huge page; the
+// content mode is applied after the zap, before the attributes change.
+func (f *File) convert(t *sched.Thread, start, end, attrs, flags uint64) (uint64, error) {
 	const op = "KVM_SET_MEMORY_ATTRIBUTES2"
 	toPrivate := attrs == AttrPrivate
 	if toPrivate {
@@ -406,6 +419,7 @@ func (f *File) convert(t *sched.Thread, start, end, attrs uint64) (uint64, error
 	if err := f.restructure(t, start, end, toPrivate); err != nil {
 		return start, err
 	}
+	f.applyContent(t, flags, start, end)
 	f.pc.Lock()
 	f.attrs.Set(start, end, attrs)
 	f.pc.Unlock()

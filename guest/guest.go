@@ -90,7 +90,15 @@ type Guest struct {
 	// can then be ahead of a vCPU's view (another vCPU accepted its
 	// page), so an accept finding the page accepted is not a finding.
 	hostile atomic.Bool
+	// sharedZero: the host converts to shared with content mode ZERO
+	// (ExpectSharedZero), so a shared page must read zero before the
+	// guest writes it, not merely zero or the guest's own earlier tag.
+	sharedZero atomic.Bool
 }
+
+// ExpectSharedZero tells the guest's checks that the host's private-to-
+// shared conversions now zero the memory (KVM_SET_MEMORY_ATTRIBUTES2_ZERO).
+func (g *Guest) ExpectSharedZero(on bool) { g.sharedZero.Store(on) }
 
 // New returns the guest of td, whose vCPUs are vcpus.
 func New(td *tdx.TD, vcpus []*tdx.VCPU, cfg Config) (*Guest, error) {
@@ -479,6 +487,8 @@ func (g *Guest) UseShared(t *sched.Thread, v *tdx.VCPU, lo, n uint64) error {
 		want := g.SharedTag(gpa)
 		if got != 0 && got != want {
 			g.fail("vCPU %d: shared gpa %#x reads tag %#x before the guest wrote it (private data showing through?)", v.ID(), gpa, uint64(got))
+		} else if got != 0 && g.sharedZero.Load() {
+			g.fail("vCPU %d: shared gpa %#x reads tag %#x before the guest wrote it, after a ZERO conversion", v.ID(), gpa, uint64(got))
 		}
 		if err := v.Write(t, alias, want); err != nil {
 			return err

@@ -80,6 +80,14 @@ type Profile struct {
 	// ExclusiveAttributes: guest_memfd attributes exclude per-VM ones (the
 	// in-place series' module parameter), so conversion: kvm is bad input.
 	ExclusiveAttributes bool
+	// ExclusiveParam is that module parameter as the admin sets it
+	// ("kvm.vm_memory_attributes=N"), for error messages and docs.
+	ExclusiveParam string
+	// On, for a guest_memfd series (which touches guest_memfd and not the
+	// TDX MMU), is the profile it applies to when named alone. Such a
+	// profile also stacks on any other as "BASE+NAME" (Lookup, Combine):
+	// the base's policies and MMU behaviours, the series' conversion.
+	On string
 	// Refcounts is how the kernel sizes its Dynamic PAMT refcounts
 	// (RefcountArrayBytes); RefcountNone under Dynamic PAMT means the
 	// default profile's series, v4's sparse array.
@@ -93,7 +101,8 @@ type Profile struct {
 	// the profile's Dynamic PAMT runs on (DPAMTMaxPhysBits).
 	DPAMTMaxPhysBits int
 	// ContentModes are the KVM_SET_MEMORY_ATTRIBUTES2 content modes the
-	// profile's guest_memfd takes (ZERO, PRESERVE); nil: flags must be 0.
+	// profile's guest_memfd takes ("zero", "preserve"); nil: flags must
+	// be 0 (EINVAL otherwise).
 	ContentModes []string
 }
 
@@ -131,10 +140,13 @@ func (p Profile) Unimplemented() []Behaviour {
 var ErrUnknown = errors.New("unknown kernel profile")
 
 // All returns every profile, oldest tree first, then the series in the
-// order they were posted. The slice is a copy.
+// order they were posted; a guest_memfd series stands on its On profile.
+// The slice is a copy.
 func All() []Profile {
 	out := make([]Profile, len(registry))
-	copy(out, registry)
+	for i, p := range registry {
+		out[i] = resolve(p)
+	}
 	return out
 }
 
@@ -147,14 +159,27 @@ func Names() []string {
 	return out
 }
 
-// Lookup returns the profile called name.
+// Lookup returns the profile called name: a registry entry (a guest_memfd
+// series named alone stands on its On profile), or "BASE+SERIES", a
+// guest_memfd series stacked on another profile (Combine).
 func Lookup(name string) (Profile, error) {
-	for _, p := range registry {
-		if p.Name == name {
-			return p, nil
-		}
+	if p, ok := lookupRaw(name); ok {
+		return resolve(p), nil
 	}
-	return Profile{}, fmt.Errorf("%w %q; known: %s", ErrUnknown, name, strings.Join(Names(), ", "))
+	for _, ov := range registry {
+		if ov.On == "" || !strings.HasSuffix(name, "+"+ov.Name) {
+			continue
+		}
+		base, ok := lookupRaw(strings.TrimSuffix(name, "+"+ov.Name))
+		if !ok {
+			break
+		}
+		if base.On != "" {
+			return Profile{}, fmt.Errorf("%w %q: %s and %s are both guest_memfd series; stack one on a TDX profile (%s)", ErrUnknown, name, base.Name, ov.Name, strings.Join(baseNames(), ", "))
+		}
+		return Combine(base, ov), nil
+	}
+	return Profile{}, fmt.Errorf("%w %q; known: %s (a guest_memfd series also stacks on another profile as BASE+%s)", ErrUnknown, name, strings.Join(Names(), ", "), strings.Join(overlayNames(), " or BASE+"))
 }
 
 // SourceVerified reports whether ref was checked: a Source with that Ref

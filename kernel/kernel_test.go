@@ -24,7 +24,7 @@ func parseMinimal(t *testing.T) *scenario.File {
 }
 
 // The profiles the task names, in All's order.
-var wantNames = []string{"6.19", "7.0", "hugepage-v3+dpamt-v4", "rfc-v5", "dpamt-v6", "gmem-inplace-v8"}
+var wantNames = []string{"6.19", "7.0", "hugepage-v3+dpamt-v4", "rfc-v5", "gmem-inplace-rfc-v5", "dpamt-v6", "gmem-inplace-v8"}
 
 func TestRegistry(t *testing.T) {
 	all := kernel.All()

@@ -185,6 +185,7 @@ var registry = []Profile{
 		// among what v6 dropped, not what v5 dropped.
 		Refcounts: RefcountSparse,
 	},
+	gmemInplaceRFCv5,
 	{
 		Name:    "dpamt-v6",
 		Base:    "TDX MMU refactor v2 on struct page -> PFN v2 (not merged)",
@@ -253,38 +254,44 @@ var registry = []Profile{
 	{
 		Name:    "gmem-inplace-v8",
 		Base:    "kvm/next (base commit not read)",
-		Summary: "guest_memfd in-place conversion v8: KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd with content modes, capability checks, a module parameter that makes per-VM and guest_memfd attributes exclusive",
+		Summary: "guest_memfd in-place conversion v8: KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd (flags 0: content modes were dropped in v6), kvm.gmem_in_place_conversion=Y makes guest_memfd attributes exclusive of per-VM ones",
 		Series: []Series{
 			{Name: "guest_memfd: In-place conversion support", Version: "v8", Date: "2026-06-18", Ref: refInPlaceV8, Note: "latest posting verified from the list; v10 (2026-08-07), v12 (2026-08-30) and v13 (2026-09-10, reported applied 2026-09-24) are known only from list digests"},
 		},
+		On:                  "7.0",
 		Conversion:          "in_place",
 		ExclusiveAttributes: true,
+		ExclusiveParam:      "kvm.gmem_in_place_conversion=Y",
 		Policies: []Policy{
 			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
 		},
 		Behaviours: []Behaviour{
 			{
-				Flag:     "set_memory_attributes2=gmem_fd_content_modes",
-				Verified: true,
-				Source:   refInPlaceV4Cap,
-				Note:     "flags ZERO and PRESERVE (DEFAULT is no flag), enumerated by KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS, which answers 0 when per-VM attributes are on; read from RFC v4, not re-read in v8",
+				Flag:        "set_memory_attributes2=flags_zero",
+				Implemented: true,
+				Verified:    true,
+				Source:      refInPlaceV6,
+				Note:        "v6 dropped the content modes (ZERO/PRESERVE) and KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS, and v7/v8 did not bring them back (their patch lists): flags must be 0, EINVAL otherwise, as before RFC v5 patch 22; the v8 patch itself was not re-read for the check",
 			},
 			{
 				Flag:     "gmem_memory_attributes_cap=KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES",
 				Verified: true,
 				Source:   refInPlaceV4Cap,
-				Note:     "capability 249 beside KVM_CAP_MEMORY_ATTRIBUTES2 (248) in RFC v4's uapi",
+				Note:     "capability 249 beside KVM_CAP_MEMORY_ATTRIBUTES2 (248) in RFC v4's uapi; the model answers no such capability",
 			},
 			{
-				Flag:     "vm_memory_attributes=exclusive",
-				Verified: true,
-				Source:   refInPlaceV4Cap,
-				Note:     "RFC v4's vm_memory_attributes switch; in the v8 review the parameter is discussed as gmem_in_place_conversion, so its final name is not settled here",
+				Flag:        "gmem_in_place_conversion=Y",
+				Implemented: true,
+				Verified:    true,
+				Source:      refInPlaceV8Param,
+				Note:        "v8 patch 24: kvm.ko bool gmem_in_place_conversion (0444), default !CONFIG_KVM_VM_MEMORY_ATTRIBUTES; with it per-VM PRIVATE tracking is off (RFC v5 had the inverse, vm_memory_attributes=N), so tds[].conversion: kvm is exit 2. Yan Zhao asked to rename it (e.g. gmem_memory_attribute) in the v8 review",
 			},
 		},
 		Sources: []Source{
 			{Ref: refInPlaceV8, What: "v8 patches and review (Yan Zhao, Binbin Wu, Xiaoyao Li replies)", Verified: true},
 			{Ref: refInPlaceV4Cap, What: "RFC v4 patch 15: KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS, ZERO/PRESERVE, vm_memory_attributes", Verified: true},
+			{Ref: refInPlaceV6, What: "v6 cover letter: content modes dropped", Verified: true},
+			{Ref: refInPlaceV8Param, What: "v8 patch 24 as quoted by Yan Zhao: the gmem_in_place_conversion module parameter", Verified: true},
 			{Ref: refInPlaceV13, What: "v13, reported applied by a list digest", Verified: false, Note: "neither the v13 posting nor the b4 thanks were found in the archive"},
 			srcTDX619,
 		},

@@ -54,16 +54,21 @@ func (v VMType) hasPrivateMem() bool { return v == SWProtectedVM || v == TDXVM }
 
 // Capabilities (KVM_CHECK_EXTENSION numbers).
 const (
-	CapNrMemslots        = 10
-	CapUserMemory2       = 231
-	CapMemoryFaultInfo   = 232
-	CapMemoryAttributes  = 233
-	CapGuestMemfd        = 234
-	CapVMTypes           = 235
-	CapPreFaultMemory    = 236
-	CapGuestMemfdFlags   = 244
-	CapMultiAddressSpace = 118
-	CapReadonlyMem       = 81
+	CapNrMemslots       = 10
+	CapUserMemory2      = 231
+	CapMemoryFaultInfo  = 232
+	CapMemoryAttributes = 233
+	CapGuestMemfd       = 234
+	CapVMTypes          = 235
+	CapPreFaultMemory   = 236
+	CapGuestMemfdFlags  = 244
+	// CapMemoryAttributes2Flags is KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS.
+	// Series: "[PATCH RFC v5 28/53] KVM: Add CAP to enumerate supported
+	// SET_MEMORY_ATTRIBUTES2 flags"
+	// (20260428-gmem-inplace-conversion-v5-28-d8608ccfca22@google.com).
+	CapMemoryAttributes2Flags = 250
+	CapMultiAddressSpace      = 118
+	CapReadonlyMem            = 81
 )
 
 // Memory region flags (struct kvm_userspace_memory_region2.flags).
@@ -111,6 +116,12 @@ type Config struct {
 	// MemtypeZap is what a memory-type change (VM.ZapGFNRangeMemtype)
 	// does to a TD; see MemtypeZapRule.
 	MemtypeZap MemtypeZapRule
+	// GmemContentModes is the in-place conversion series' RFC v5: an
+	// in-place guest_memfd's KVM_SET_MEMORY_ATTRIBUTES2 takes ZERO and
+	// PRESERVE (gmem.Config.ContentModes, contentModes) and
+	// KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS reports them. Off: flags must be 0
+	// (v6 on dropped them).
+	GmemContentModes bool
 }
 
 // MemtypeZapRule says how a memory-type change (non-coherent DMA
@@ -186,6 +197,13 @@ func (s *System) Sink() event.Sink { return s.sink }
 // CheckExtension is KVM_CHECK_EXTENSION on /dev/kvm (kvm_vm_ioctl_check_extension_generic
 // with no VM: the answers for a default VM).
 func (s *System) CheckExtension(capability int) int {
+	if capability == CapMemoryAttributes2Flags {
+		// kvm_arch_gmem_supported_content_modes(NULL, ...): every mode.
+		if !s.cfg.GmemContentModes || !s.cfg.InPlaceConversion {
+			return 0
+		}
+		return int(gmem.ContentZero | gmem.ContentPreserve)
+	}
 	return s.checkExtension(DefaultVM, capability)
 }
 
@@ -211,9 +229,49 @@ func (s *System) checkExtension(typ VMType, capability int) int {
 		return 0
 	case CapGuestMemfdFlags:
 		return int(s.gmemFlags(typ))
+	case CapMemoryAttributes2Flags:
+		// 0 while per-VM attributes are on (vm_memory_attributes);
+		// else the modes with for_cap set, so TDX reports PRESERVE even
+		// after finalize.
+		if !s.cfg.GmemContentModes || !s.cfg.InPlaceConversion {
+			return 0
+		}
+		return int(contentModes(typ, false, true, false))
 	}
 	return 0
 }
+
+// contentModes is RFC v5's kvm_arch_gmem_supported_content_modes(kvm,
+// to_private, for_cap) for a VM of type typ whose pre_fault_allowed is
+// preFault: a software-protected VM takes ZERO and PRESERVE; a TD takes
+// ZERO, and PRESERVE only to private before KVM_TDX_FINALIZE_VM sets
+// pre_fault_allowed (or when asked for the capability); other VMs none.
+// Series: "[PATCH RFC v5 23/53] KVM: x86: Support SW_PROTECTED_VM in
+// applying content modes", "[PATCH RFC v5 26/53] KVM: x86: Support SNP
+// and TDX applying content modes"
+// (20260428-gmem-inplace-conversion-v5-26-d8608ccfca22@google.com), patch
+// 28's for_cap.
+func contentModes(typ VMType, toPrivate, forCap, preFault bool) uint64 {
+	switch typ {
+	case SWProtectedVM:
+		return gmem.ContentZero | gmem.ContentPreserve
+	case TDXVM:
+		m := gmem.ContentZero
+		if forCap || (toPrivate && !preFault) {
+			m |= gmem.ContentPreserve
+		}
+		return m
+	}
+	return 0
+}
+
+// SetPreFaultAllowed is kvm->arch.pre_fault_allowed = true, which
+// tdx_td_finalize() sets when KVM_TDX_FINALIZE_VM succeeds (a TD may then
+// fault, so RFC v5 takes PRESERVE no more).
+func (vm *VM) SetPreFaultAllowed() { vm.preFaultAllowed.Store(true) }
+
+// PreFaultAllowed reports kvm->arch.pre_fault_allowed.
+func (vm *VM) PreFaultAllowed() bool { return vm.preFaultAllowed.Load() }
 
 // gmemFlags is kvm_gmem_get_supported_flags().
 func (s *System) gmemFlags(typ VMType) uint64 {
@@ -286,6 +344,8 @@ type VM struct {
 	attrsMu sync.RWMutex
 	attrs   rangemap.Map
 	gmems   []*gmem.File
+	// preFaultAllowed is kvm->arch.pre_fault_allowed (SetPreFaultAllowed).
+	preFaultAllowed atomic.Bool
 
 	// MMU invalidation (kvm->mmu_invalidate_*). invalSeq is read without
 	// mmu_lock by a fault taking its snapshot (smp_rmb in the kernel);
@@ -425,7 +485,11 @@ func (vm *VM) CreateGuestMemfd(t *sched.Thread, a gmem.CreateArgs) (*gmem.File, 
 	vm.sys.inos++
 	ino := vm.sys.inos
 	vm.sys.mu.Unlock()
-	f, err := gmem.Create(t, vm.sys.mem, vm, gmem.Config{SupportedFlags: vm.sys.gmemFlags(vm.typ), Ino: ino, SplitFolioFirst: vm.sys.cfg.SplitFolioFirst}, a, vm.sink)
+	gcfg := gmem.Config{SupportedFlags: vm.sys.gmemFlags(vm.typ), Ino: ino, SplitFolioFirst: vm.sys.cfg.SplitFolioFirst}
+	if vm.sys.cfg.GmemContentModes {
+		gcfg.ContentModes = func(toPrivate bool) uint64 { return contentModes(vm.typ, toPrivate, false, vm.PreFaultAllowed()) }
+	}
+	f, err := gmem.Create(t, vm.sys.mem, vm, gcfg, a, vm.sink)
 	if err != nil {
 		return nil, err
 	}

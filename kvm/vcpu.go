@@ -82,8 +82,9 @@ type MemoryFault struct {
 	Private   bool // KVM_MEMORY_EXIT_FLAG_PRIVATE
 	Errno     errno.Errno
 	Why       string
-	// Cause is the error behind Errno (guest_memfd's, say), kept for
-	// errors.Is: an injected allocation failure stays one through the exit.
+	// Cause is the error KVM met resolving the access (guest_memfd's,
+	// or the host's fault on the HVA), nil for a rule KVM enforces
+	// itself; errors.Is and errors.As see through to it.
 	Cause error
 }
 
@@ -144,8 +145,12 @@ func (v *VCPU) FaultInPFN(t *sched.Thread, gfn addr.GFN, private bool) (Fault, e
 	}
 	vm := v.vm
 	f := Fault{GFN: gfn, Private: private, Seq: vm.invalSeq.Load()}
-	mf := func(e errno.Errno, why string) error {
-		return &MemoryFault{GPA: uint64(gfn) << addr.PageShift, Size: addr.PageSize, Private: private, Errno: e, Why: why}
+	mf := func(e errno.Errno, why string, cause ...error) error {
+		err := &MemoryFault{GPA: uint64(gfn) << addr.PageShift, Size: addr.PageSize, Private: private, Errno: e, Why: why}
+		if len(cause) > 0 {
+			err.Cause = cause[0]
+		}
+		return err
 	}
 	s := vm.SlotAt(gfn)
 	if s != nil && s.invalid.Load() {
@@ -164,9 +169,7 @@ func (v *VCPU) FaultInPFN(t *sched.Thread, gfn addr.GFN, private bool) (Fault, e
 		}
 		p, err := gmem.GetPFN(t, s, gfn)
 		if err != nil {
-			mfe := mf(errno.Of(err), err.Error()).(*MemoryFault)
-			mfe.Cause = err
-			return f, mfe
+			return f, mf(errno.Of(err), err.Error(), err)
 		}
 		f.PFN, f.MaxOrder, f.HasPFN = p.PFN, p.MaxOrder, true
 		f.MappingOrder = gmem.MappingOrder(s, gfn)
@@ -176,7 +179,7 @@ func (v *VCPU) FaultInPFN(t *sched.Thread, gfn addr.GFN, private bool) (Fault, e
 	if vm.user != nil {
 		p, err := vm.user.GetUserPage(t, f.HVA, true)
 		if err != nil {
-			return f, mf(errno.EFAULT, fmt.Sprintf("hva %#x: %v", f.HVA, err))
+			return f, mf(errno.EFAULT, fmt.Sprintf("hva %#x: %v", f.HVA, err), err)
 		}
 		f.PFN, f.HasPFN = p, true
 	}

@@ -23,7 +23,7 @@ func (f *File) SetKernel(name string) error {
 			return err
 		}
 	}
-	return nil
+	return f.checkContentSteps()
 }
 
 // Profile returns the kernel profile the file stands for.
@@ -163,7 +163,11 @@ func (f *File) resolveConversion(i int) error {
 		}
 	}
 	if td.Conversion == "kvm" && prof.ExclusiveAttributes {
-		return f.bad(at, "kvm (per-VM memory attributes) conflicts with %s: its module parameter makes guest_memfd attributes exclusive; use conversion: in_place or another kernel", f.kernelWhere())
+		param := prof.ExclusiveParam
+		if param == "" {
+			param = "its module parameter"
+		}
+		return f.bad(at, "kvm (per-VM memory attributes) conflicts with %s: %s makes guest_memfd attributes exclusive of per-VM ones; use conversion: in_place or another kernel", f.kernelWhere(), param)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"math/bits"
 
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/sched"
@@ -19,6 +20,7 @@ type Convert struct {
 	Start     Size   `yaml:"start" doc:"sequential: offset into guest RAM of the first range"`
 	Back      *bool  `yaml:"back" doc:"convert back to private and re-accept (default true)"`
 	Use       *bool  `yaml:"use" doc:"write and read each page through the shared alias while shared (default true)"`
+	Content   string `yaml:"content" doc:"KVM_SET_MEMORY_ATTRIBUTES2 content mode of the private-to-shared conversions (conversion: in_place, a kernel with content modes): default, or zero (guest_memfd zeroes the range; the guest must read zeros through the shared alias). preserve is refused: a TD takes it only to private before KVM_TDX_FINALIZE_VM" enum:"default,zero,preserve"`
 }
 
 func (cv *Convert) Kind() string        { return "convert" }
@@ -62,6 +64,9 @@ func (cv *Convert) check(c *timelineCheck, at string, _ bool) error {
 	if cv.Count < 1 {
 		return f.bad(at+".count", "%d: need at least one range", cv.Count)
 	}
+	if err := cv.checkContent(c, at, i); err != nil {
+		return err
+	}
 	if need := uint64(cv.Count) * uint64(cv.Size); need/uint64(cv.Size) != uint64(cv.Count) || need > c.ramBytes(i)/2 || uint64(cv.Start)+need > c.ramBytes(i) {
 		return f.bad(at, "%d ranges of %s from %#x do not fit: at most half the TD's RAM (%s), inside it", cv.Count, report.HumanBytes(uint64(cv.Size)), uint64(cv.Start), report.HumanBytes(c.ramBytes(i)))
 	}
@@ -78,6 +83,12 @@ func (cv *Convert) run(rn *runner, t *sched.Thread, idx int) error {
 	size := uint64(cv.Size)
 	back, use := cv.Back == nil || *cv.Back, cv.Use == nil || *cv.Use
 	nv := len(td.m.VCPUs)
+	if cv.Content == "zero" {
+		td.m.SetContentToShared(gmem.ContentZero)
+		td.g.ExpectSharedZero(true)
+		defer td.m.SetContentToShared(0)
+		defer td.g.ExpectSharedZero(false)
+	}
 	return rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
 		for k := i; k < len(ranges); k += nv {
 			gpa := ranges[k]
@@ -154,4 +165,72 @@ func (rn *runner) placeRanges(td *tdRun, c *Convert, idx int) ([]uint64, error) 
 		}
 	}
 	return out, nil
+}
+
+// checkContent validates content: a known mode; zero needs the TD's
+// conversion in_place and a kernel profile whose KVM_SET_MEMORY_ATTRIBUTES2
+// has content modes; preserve is never valid for a running TD. Series:
+// "[PATCH RFC v5 22/53] KVM: guest_memfd: Apply content modes while
+// setting memory attributes" (flags) and "[PATCH RFC v5 26/53] KVM: x86:
+// Support SNP and TDX applying content modes" (TDX: PRESERVE only
+// to_private && !pre_fault_allowed), both
+// 20260428-gmem-inplace-conversion-v5-*-d8608ccfca22@google.com.
+func (cv *Convert) checkContent(c *timelineCheck, at string, i int) error {
+	f := c.f
+	if err := enum(f, at+".content", cv.Content, "default", "zero", "preserve"); err != nil {
+		return err
+	}
+	switch cv.Content {
+	case "", "default": // left as written: a saved scenario stays as it was
+		return nil
+	case "preserve":
+		return f.bad(at+".content", "preserve: a TD takes KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE only to private before KVM_TDX_FINALIZE_VM (kvm_arch_gmem_supported_content_modes(), \"[PATCH RFC v5 26/53]\"), and a convert step runs after boot: it would fail with EOPNOTSUPP; use default or zero")
+	}
+	return f.contentRule(at+".content", i)
+}
+
+// contentRule checks content: zero of a convert step at field against
+// tds[i].conversion and the kernel profile; SetKernel runs it again for
+// every such step (checkContentSteps).
+func (f *File) contentRule(field string, i int) error {
+	if prof := f.Profile(); !prof.HasContentMode("zero") {
+		return f.bad(field, "zero conflicts with %s: its KVM_SET_MEMORY_ATTRIBUTES2 has no content modes (flags must be 0; the in-place series dropped them in v6); use a kernel with them, e.g. gmem-inplace-rfc-v5 or BASE+gmem-inplace-rfc-v5", f.kernelWhere())
+	}
+	if conv := f.Scenario.TDs[i].Conversion; conv != "in_place" {
+		return f.bad(field, "zero conflicts with tds[%d].conversion: %s: content modes are flags of KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd, used by conversion: in_place only", i, conv)
+	}
+	return nil
+}
+
+// checkContentSteps re-checks every convert step's content: zero after
+// --kernel changed the profile.
+func (f *File) checkContentSteps() error {
+	var walk func(steps []Step, at string) error
+	walk = func(steps []Step, at string) error {
+		for k := range steps {
+			here := fmt.Sprintf("%s[%d]", at, k)
+			switch op := steps[k].Op.(type) {
+			case *Parallel:
+				if err := walk(*op, here+".parallel"); err != nil {
+					return err
+				}
+			case *Convert:
+				if op.Content != "zero" {
+					continue
+				}
+				i := 0
+				if op.TD != "" {
+					i = f.td(op.TD)
+				}
+				if i < 0 {
+					continue
+				}
+				if err := f.contentRule(here+".convert.content", i); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return walk(f.Scenario.Timeline, "timeline")
 }

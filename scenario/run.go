@@ -144,6 +144,10 @@ func (rn *runner) setup(sink event.Sink) error {
 				PinPrivatePages: pol.PinPrivatePages, PopulateThroughFault: pol.Populate == "gmem_populate",
 				ExternalSPTFromPrealloc: pol.ExternalSPTCache == "tdx_prealloc", TerminateVM: pol.Teardown == "terminate_vm",
 				PAMTCachePages: f.Profile().PAMTCachePages}}
+		// The in-place series' RFC v5 set-up flow: image written into the
+		// shared guest_memfd, PRESERVE to private, populated from itself.
+		cfg.PopulateInPlace = cfg.InPlace && f.Profile().HasContentMode("preserve")
+		cfg.TD.OptionalSource = cfg.PopulateInPlace
 		for _, m := range f.memslots(i) {
 			cfg.Slots = append(cfg.Slots, vmm.Slot{GPA: uint64(m.GPA), Size: uint64(m.Size)})
 		}
@@ -161,6 +165,7 @@ func (rn *runner) setup(sink event.Sink) error {
 	if f.Profile().Has(kernel.MemtypeZapNone().Flag) {
 		kcfg.MemtypeZap = kvm.MemtypeZapNone
 	}
+	kcfg.GmemContentModes = len(f.Profile().ContentModes) > 0
 	rn.host, err = vmm.NewHost(vmm.HostConfig{Bytes: uint64(f.Host.Memory), DynamicPAMT: *pol.DynamicPAMT,
 		Packages: f.Host.Packages, Allow1GAug: f.Host.TDX.MaxLevel == "1G",
 		NoEnhancedDemote: f.Host.TDX.EnhancedDemote != nil && !*f.Host.TDX.EnhancedDemote, KVM: &kcfg, TDs: cfgs}, sink)

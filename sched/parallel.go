@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // parallel runs every thread on its own goroutine at once: a lock wait
@@ -53,7 +54,15 @@ func (p *parallel) yield(*Thread) {
 	p.notify()
 }
 
-func (p *parallel) relax(*Thread) { runtime.Gosched() }
+// relaxPause is how long a real thread backs off in Relax: a retry loop
+// on a transient condition (the VMM retrying KVM_SET_MEMORY_ATTRIBUTES2
+// while another thread's fault holds a folio reference) must give that
+// thread real time to finish, which on a loaded machine is more than a
+// Gosched: the other goroutine may not even be on a CPU. Wall time
+// changes no result here: parallel runs are the machine's interleaving.
+const relaxPause = 50 * time.Microsecond
+
+func (p *parallel) relax(*Thread) { time.Sleep(relaxPause) }
 
 // notify wakes every thread in waitUntil to check its condition again:
 // whatever another thread changed, it changed before its next scheduling

@@ -52,6 +52,15 @@ type Config struct {
 	// pages, guest_memfd refuses the VMM's punches (EINVAL), so use it with
 	// InPlace or KeepSharedBacking.
 	GmemOffset uint64
+	// PopulateInPlace (with InPlace and TD.OptionalSource) loads the image
+	// the way the in-place conversion series' RFC v5 describes for a TD
+	// ("[PATCH RFC v5 26/53] KVM: x86: Support SNP and TDX applying
+	// content modes"): the range goes shared, the VMM writes the image
+	// into its mapping of the guest_memfd, converts it to private with
+	// KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE (before KVM_TDX_FINALIZE_VM) and
+	// calls KVM_TDX_INIT_MEM_REGION with no source. The file is created
+	// with GUEST_MEMFD_FLAG_MMAP.
+	PopulateInPlace bool
 }
 
 // Slot is one memslot: guest physical [GPA, GPA+Size).
@@ -135,7 +144,20 @@ type VMM struct {
 		punchedBytes                  atomic.Uint64
 		inPlaceRetries                atomic.Int64
 	}
+	// contentToShared is the KVM_SET_MEMORY_ATTRIBUTES2 content mode the
+	// VMM asks for on in-place private-to-shared conversions
+	// (SetContentToShared).
+	contentToShared atomic.Uint64
 }
+
+// SetContentToShared sets the content mode (gmem.ContentZero, or 0 for the
+// default) the VMM passes on in-place private-to-shared conversions from
+// now on. Conversions to private always pass 0: ZERO is never supported
+// to private, and a TD takes PRESERVE only before KVM_TDX_FINALIZE_VM.
+// Series: "[PATCH RFC v5 22/53] KVM: guest_memfd: Apply content modes
+// while setting memory attributes"
+// (20260428-gmem-inplace-conversion-v5-22-d8608ccfca22@google.com).
+func (m *VMM) SetContentToShared(flags uint64) { m.contentToShared.Store(flags) }
 
 // Create builds a TD up to the point where its image can be loaded:
 // KVM_CREATE_VM, KVM_TDX_INIT_VM, the guest_memfd and memslot, every GPA
@@ -218,11 +240,14 @@ func (m *VMM) setUp(t *sched.Thread) error {
 // may map private memory huge.
 func gmemArgs(cfg Config) gmem.CreateArgs {
 	a := gmem.CreateArgs{Size: cfg.MemBytes + cfg.GmemOffset, InPlace: cfg.InPlace}
+	if cfg.PopulateInPlace {
+		a.Flags |= gmem.FlagMMAP
+	}
 	switch cfg.TD.MMU.HugePages {
 	case mmu.HugePages2M:
-		a.Flags, a.PageOrder = gmem.FlagHugeTLB, addr.Order2M
+		a.Flags, a.PageOrder = a.Flags|gmem.FlagHugeTLB, addr.Order2M
 	case mmu.HugePages1G:
-		a.Flags, a.PageOrder = gmem.FlagHugeTLB, addr.Order2M
+		a.Flags, a.PageOrder = a.Flags|gmem.FlagHugeTLB, addr.Order2M
 		if cfg.MemBytes%addr.Size1G == 0 {
 			a.PageOrder = addr.Order1G
 		}
@@ -297,6 +322,9 @@ func (m *VMM) pieces(op string, gpa, size uint64, fn func(s *slot, gpa, size uin
 // LoadImage copies each region into a staging buffer in the VMM's memory
 // and adds it with KVM_TDX_INIT_MEM_REGION on vCPU 0, measured when asked.
 func (m *VMM) LoadImage(t *sched.Thread, regions []Region) error {
+	if m.cfg.PopulateInPlace {
+		return m.loadInPlace(t, regions)
+	}
 	for _, r := range regions {
 		n := (uint64(len(r.Data)) + addr.PageSize - 1) / addr.PageSize
 		if n == 0 {
@@ -369,8 +397,12 @@ func (m *VMM) mapGPA(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 // guest is told TDVMCALL_RETRY. A reference that never goes (the
 // pin_private_pages design) exhausts the retries, and then the guest's.
 func (m *VMM) convertInPlace(t *sched.Thread, offset, size, attrs uint64) error {
+	flags := uint64(0)
+	if attrs == 0 {
+		flags = m.contentToShared.Load()
+	}
 	for tries := 0; ; tries++ {
-		_, err := m.Gmem.SetAttributes(t, offset, size, attrs, 0)
+		_, err := m.Gmem.SetAttributes(t, offset, size, attrs, flags)
 		if err == nil || !errors.Is(err, errno.EAGAIN) || tries == inPlaceRetries {
 			return err
 		}

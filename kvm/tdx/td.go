@@ -71,6 +71,15 @@ type Config struct {
 	// (mmu_topup_memory_caches() passes PT64_ROOT_MAX_LEVEL: 10 pages).
 	// 0 keeps the model's cache: refilled to 16 pages below 8.
 	PAMTCachePages int
+	// OptionalSource lets KVM_TDX_INIT_MEM_REGION take source_addr 0
+	// when guest_memfd tracks the attributes: the page already holds
+	// the contents and is its own TDH.MEM.PAGE.ADD source. Series:
+	// "[PATCH RFC v5 25/53] KVM: TDX: Make source page optional for
+	// KVM_TDX_INIT_MEM_REGION"
+	// (20260428-gmem-inplace-conversion-v5-25-d8608ccfca22@google.com;
+	// also in v6 to v8): tdx_gmem_post_populate() uses
+	// pfn_to_page(pfn) when src_page is NULL and !vm_memory_attributes.
+	OptionalSource bool
 }
 
 // TD is struct kvm_tdx: KVM's side of one TD.
@@ -365,6 +374,7 @@ func (td *TD) Finalize(t *sched.Thread) ([]byte, error) {
 		return nil, td.bug(t, "TDH.MR.FINALIZE", st, 0)
 	}
 	td.state.Store(uint32(StateRunnable))
+	td.vm.SetPreFaultAllowed() // tdx_td_finalize(): kvm->arch.pre_fault_allowed = true
 	info, _ := td.h.Mod.TD(td.tdr)
 	td.event(t, op, 0, 0, 0, "")
 	return info.MRTD, nil
@@ -415,7 +425,7 @@ func (td *TD) InitMemRegion(t *sched.Thread, v *VCPU, r *MemRegion) error {
 		return errno.Newf(op, errno.EINVAL, "TD is %s", td.State())
 	case r.Flags&^MeasureMemoryRegion != 0:
 		return errno.Newf(op, errno.EINVAL, "unknown flags %#x", r.Flags)
-	case r.SourceAddr == 0 || r.SourceAddr%addr.PageSize != 0 || r.GPA%addr.PageSize != 0:
+	case (r.SourceAddr == 0 && !td.cfg.OptionalSource) || r.SourceAddr%addr.PageSize != 0 || r.GPA%addr.PageSize != 0:
 		return errno.New(op, errno.EINVAL, "source_addr and gpa must be non-zero page-aligned (gpa may be 0)")
 	case r.NPages == 0 || r.NPages > 1<<40 || end <= r.GPA:
 		return errno.Newf(op, errno.EINVAL, "nr_pages %d: zero or the range wraps", r.NPages)
@@ -444,7 +454,14 @@ func (td *TD) InitMemRegion(t *sched.Thread, v *VCPU, r *MemRegion) error {
 			}
 			return p, func() { _ = td.h.Mem.Put(t, p) }, nil
 		}
+		inPlace := r.SourceAddr == 0 // OptionalSource: the page is its own source
+		if inPlace {
+			src = nil
+		}
 		n, err := gmem.Populate(t, slotOrNil(vm.SlotAt(gfn)), gfn, src, 1, func(t *sched.Thread, gfn addr.GFN, pfn, srcPFN addr.PFN) error {
+			if inPlace {
+				srcPFN = pfn
+			}
 			return td.postPopulate(t, v, gfn, pfn, srcPFN, r.Measure)
 		})
 		if err != nil {
@@ -453,7 +470,9 @@ func (td *TD) InitMemRegion(t *sched.Thread, v *VCPU, r *MemRegion) error {
 		if n != 1 {
 			return errno.Newf(op, errno.EIO, "kvm_gmem_populate did %d pages, want 1", n)
 		}
-		r.SourceAddr += addr.PageSize
+		if !inPlace {
+			r.SourceAddr += addr.PageSize
+		}
 		r.GPA += addr.PageSize
 		r.NPages--
 	}
@@ -594,12 +613,12 @@ func (td *TD) DestroyVM(t *sched.Thread) {
 func (td *TD) reclaimControl(t *sched.Thread, pages []addr.PFN) {
 	for _, p := range pages {
 		if td.hkid != 0 {
-			td.leak(1)
+			td.leak(p, addr.Level4K)
 			td.h.warn(t, "reclaim with HKID assigned", 0, p)
 			continue
 		}
 		if err := td.h.reclaimPage(t, p, hostmem.SourceBuddy); err != nil {
-			td.leak(1)
+			td.leak(p, addr.Level4K)
 			continue
 		}
 		td.stats.ControlPagesReclaimed.Add(1)

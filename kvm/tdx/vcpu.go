@@ -127,6 +127,15 @@ func (v *VCPU) InitVCPU(t *sched.Thread) error {
 	return nil
 }
 
+// reenterOnBusy reports whether a TDH.VP.ENTER status is one KVM's exit
+// fast path answers by entering again at once: BUSY on the TD epoch
+// (TDH.MEM.TRACK holds it) or on the S-EPT tree (TDX_ERROR_SEPT_BUSY).
+// Kernel: tdx_exit_handlers_fastpath() ("TDH.VP.ENTER checks TD EPOCH
+// which can contend with TDH.MEM.TRACK"), EXIT_FASTPATH_REENTER_GUEST.
+func reenterOnBusy(st tdxmodule.Status) bool {
+	return st == tdxmodule.OperandBusy.With(tdxmodule.OpTDEpoch) || st == tdxmodule.OperandBusy.With(tdxmodule.OpSEPTTree)
+}
+
 // enter is the part of KVM_RUN up to TDH.VP.ENTER (vcpu_enter_guest ->
 // tdx_vcpu_run): pending requests first (a dead VM is EIO), no entry while
 // wait_for_sept_zap is set (tdx_vcpu_run returns at once), and a BUSY entry
@@ -165,6 +174,13 @@ func (v *VCPU) enter(t *sched.Thread) error {
 		}
 		v.inGuest.Store(false)
 		v.exits.Add(1)
+		if reenterOnBusy(st) {
+			// Unbounded, as the kernel's fast path is: the epoch or
+			// tree is held only for the span of one SEAMCALL.
+			td.stats.BusyRetries.Add(1)
+			t.Yield()
+			continue
+		}
 		if !busy(st) || tries > busyRetries {
 			return td.bug(t, "TDH.VP.ENTER", st, 0)
 		}
