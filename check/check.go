@@ -324,21 +324,11 @@ func (c *collector) dpamt(w World) {
 			need[r] += n
 		}
 	}
-	// References the leaked pages keep: on a range no TD needs (a pair
-	// left installed), or one more on a range that is needed.
-	surplus := int64(0)
-	if got := w.Host.DPAMTRanges(); got < len(need) || int64(got-len(need)) > w.LeakedOnPurpose {
+	if got := w.Host.DPAMTRanges(); got != len(need) {
 		c.add(DPAMT, "", "%d 2 MiB ranges hold a DPAMT pair, %d need one", got, len(need))
-	} else {
-		surplus = int64(got - len(need))
 	}
 	for _, r := range slices.Sorted(maps.Keys(need)) { // in address order: reports do not depend on map order
-		got := w.Host.DPAMTRef(r << 9)
-		if got > need[r] && surplus+int64(got-need[r]) <= w.LeakedOnPurpose {
-			surplus += int64(got - need[r])
-			continue
-		}
-		if got != need[r] {
+		if got := w.Host.DPAMTRef(r << 9); got != need[r] {
 			c.add(DPAMT, fmt.Sprintf("range %s", (r<<9).HPA()), "refcount %d, want %d", got, need[r])
 		}
 	}

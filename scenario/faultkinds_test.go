@@ -45,6 +45,9 @@ timeline:
 		{huge, "fail: [{leaf: TDH.MEM.PAGE.DEMOTE, nth: 1}]", check.RespKVMBugOn, "tdx_sept_split_private_spte() (TDH.MEM.PAGE.DEMOTE) <- TDH.MEM.PAGE.DEMOTE"},
 		{huge, "fail: [{leaf: TDH.PHYMEM.PAGE.RECLAIM, nth: 2}]", check.RespPagesLeaked, "tdx_reclaim_page() <- TDH.PHYMEM.PAGE.RECLAIM"},
 		{small, "fail: [{leaf: TDH.PHYMEM.PAMT.ADD, nth: 3}]", "", "<- TDH.PHYMEM.PAMT.ADD"},
+		// The pair stays installed with its last reference; both pages
+		// leak, and dpamt_refcounts counts them as kept.
+		{small, "fail: [{leaf: TDH.PHYMEM.PAMT.REMOVE, nth: 1}]", "", "<- TDH.PHYMEM.PAMT.REMOVE"},
 		{huge, "alloc_fail: [{source: kvm.mmu_shadow_page_cache, nth: 1}]", check.RespErrorReturn, "kvm_mmu_topup_memory_cache returns -ENOMEM <- allocation failed"},
 		{huge, "alloc_fail: [{source: kvm.mmu_external_spt_cache, nth: 1}]", check.RespErrorReturn, "kvm_mmu_topup_memory_cache returns -ENOMEM <- allocation failed"},
 		{huge, "alloc_fail: [{source: tdx.dpamt, nth: 1}]", check.RespErrorReturn, "tdx_pamt_get returns -ENOMEM <- allocation failed"},

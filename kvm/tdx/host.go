@@ -67,11 +67,12 @@ type Host struct {
 	leakedRefs map[addr.PFN]int32
 }
 
-// LeakedDPAMTRefs is, by 2 MiB range (PFN >> 9), how many leaked 4 KiB
-// pages still hold a Dynamic PAMT reference: a page tdx_reclaim_page()
-// could not take back, or one left while the HKID was assigned, is
-// leaked before tdx_pamt_put() (the put follows a successful reclaim
-// only), so its range's pair stays installed and counted. Kernel:
+// LeakedDPAMTRefs is, by 2 MiB range (PFN >> 9), how many Dynamic PAMT
+// references leaks keep: a 4 KiB page tdx_reclaim_page() could not take
+// back, or one left while the HKID was assigned, is leaked before
+// tdx_pamt_put() (the put follows a successful reclaim only), so its
+// range's pair stays installed and counted; a pair whose
+// TDH.PHYMEM.PAMT.REMOVE failed stays installed with its last reference. Kernel:
 // tdx_reclaim_control_page(), tdx_sept_free_private_spt(),
 // tdx_sept_remove_private_spte() (DPAMT v4: tdx_pamt_put() after
 // tdx_reclaim_page()).
@@ -103,12 +104,18 @@ func (td *TD) leak(pfn addr.PFN, level addr.Level) {
 	if level != addr.Level4K || !td.h.dynamic() {
 		return
 	}
-	td.h.leakMu.Lock()
-	defer td.h.leakMu.Unlock()
-	if td.h.leakedRefs == nil {
-		td.h.leakedRefs = map[addr.PFN]int32{}
+	td.h.leakRef(uint64(pfn >> 9))
+}
+
+// leakRef counts one Dynamic PAMT reference of the 2 MiB range r that a
+// leak keeps for good (LeakedDPAMTRefs).
+func (h *Host) leakRef(r uint64) {
+	h.leakMu.Lock()
+	defer h.leakMu.Unlock()
+	if h.leakedRefs == nil {
+		h.leakedRefs = map[addr.PFN]int32{}
 	}
-	td.h.leakedRefs[pfn>>9]++
+	h.leakedRefs[addr.PFN(r)]++
 }
 
 // dpamtSourceName is where every Dynamic PAMT page comes from: the vCPU
@@ -281,6 +288,7 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 	if st != tdxmodule.Success {
 		h.warn(t, "TDH.PHYMEM.PAMT.REMOVE", st, pfn)
 		h.leaked.Add(2) // the pair stays installed: both pages leak
+		h.leakRef(key)  // with the reference the kernel keeps
 		return errno.Newf("tdx_pamt_put", errno.EIO, "TDH.PHYMEM.PAMT.REMOVE for %s: %v", (pfn &^ 511).HPA(), st)
 	}
 	h.setRef(key, 0)
