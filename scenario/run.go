@@ -132,6 +132,10 @@ func (rn *runner) setup(sink event.Sink) error {
 	if err != nil {
 		return err
 	}
+	alr, err := tdx.ParseAcceptLevelRule(pol.AcceptLevel)
+	if err != nil {
+		return err
+	}
 	var cfgs []vmm.Config
 	for i := range f.TDs {
 		spec := &f.TDs[i]
@@ -140,7 +144,7 @@ func (rn *runner) setup(sink event.Sink) error {
 			TD: tdx.Config{MMU: mmu.Config{HugePages: hp, MaxOrderFrom: mof, ZapPrivateOnNotifier: pol.ZapPrivateOnNotifier},
 				PinPrivatePages: pol.PinPrivatePages, PopulateThroughFault: pol.Populate == "gmem_populate",
 				ExternalSPTFromPrealloc: pol.ExternalSPTCache == "tdx_prealloc", TerminateVM: pol.Teardown == "terminate_vm",
-				PAMTCachePages: f.Profile().PAMTCachePages}}
+				PAMTCachePages: f.Profile().PAMTCachePages, AcceptLevel: alr}}
 		for _, m := range f.memslots(i) {
 			cfg.Slots = append(cfg.Slots, vmm.Slot{GPA: uint64(m.GPA), Size: uint64(m.Size)})
 		}
