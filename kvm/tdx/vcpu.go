@@ -361,6 +361,12 @@ func (td *TD) honorAcceptLevel(t *sched.Thread, gfn addr.GFN, level addr.Level) 
 	if td.cfg.AcceptLevel == AcceptViolationRequestLevel {
 		return nil // the fault's max level is the request level, no more
 	}
+	if td.cfg.MMU.HugePages == mmu.HugePagesOff {
+		// A tree without the huge-page series (every release): mainline
+		// tdx_handle_ept_violation() has no accept-level handling, and
+		// nothing can be mapped above 4K to split.
+		return nil
+	}
 	slot := td.vm.SlotAt(gfn)
 	if slot == nil || level >= addr.Level1G {
 		return nil
