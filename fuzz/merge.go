@@ -117,8 +117,8 @@ func Merge(sums []*Summary, names []string) (*Summary, error) {
 		return nil, fmt.Errorf("fuzz merge: no shard summaries")
 	}
 	first := sums[0]
-	out := &Summary{Strategy: first.Strategy, Kernel: first.Kernel, Policies: first.Policies, Inject: first.Inject,
-		Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Injected: map[string]uint64{}}
+	out := &Summary{Strategy: first.Strategy, Kernel: first.Kernel, Policies: first.Policies, Inject: first.Inject, Faults: first.Faults,
+		Outcomes: map[string]int{}, KernelResponses: map[string]int{}, Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Injected: map[string]uint64{}}
 	out.Seeds = first.Seeds
 	trans, locks, kinds := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	best := map[string]Finding{}
@@ -139,6 +139,12 @@ func Merge(sums []*Summary, names []string) (*Summary, error) {
 		out.Traces = append(out.Traces, s.Traces...)
 		for k, n := range s.Violations {
 			out.Violations[k] += n
+		}
+		for k, n := range s.Outcomes {
+			out.Outcomes[k] += n
+		}
+		for k, n := range s.KernelResponses {
+			out.KernelResponses[k] += n
 		}
 		for k, n := range s.Injected {
 			out.Injected[k] += n
@@ -185,6 +191,8 @@ func sameCampaign(a, b *Summary) string {
 		return fmt.Sprintf("policies %v, not %v", b.Policies, a.Policies)
 	case !slices.Equal(a.Inject, b.Inject):
 		return fmt.Sprintf("inject %v, not %v", b.Inject, a.Inject)
+	case a.Faults != b.Faults:
+		return fmt.Sprintf("faults %q, not %q", b.Faults, a.Faults)
 	}
 	return ""
 }

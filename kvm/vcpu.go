@@ -82,6 +82,10 @@ type MemoryFault struct {
 	Private   bool // KVM_MEMORY_EXIT_FLAG_PRIVATE
 	Errno     errno.Errno
 	Why       string
+	// Cause is the error KVM met resolving the access (guest_memfd's,
+	// or the host's fault on the HVA), nil for a rule KVM enforces
+	// itself; errors.Is and errors.As see through to it.
+	Cause error
 }
 
 func (e *MemoryFault) Error() string {
@@ -92,8 +96,13 @@ func (e *MemoryFault) Error() string {
 	return fmt.Sprintf("KVM_RUN: %s: KVM_EXIT_MEMORY_FAULT gpa %#x size %#x %s: %s", e.Errno, e.GPA, e.Size, kind, e.Why)
 }
 
-// Unwrap returns the errno.
-func (e *MemoryFault) Unwrap() error { return e.Errno }
+// Unwrap returns the errno and the cause.
+func (e *MemoryFault) Unwrap() []error {
+	if e.Cause == nil {
+		return []error{e.Errno}
+	}
+	return []error{e.Errno, e.Cause}
+}
 
 // ErrRetry is RET_PF_RETRY: the fault raced with something and the vCPU
 // simply re-enters the guest.
@@ -136,8 +145,12 @@ func (v *VCPU) FaultInPFN(t *sched.Thread, gfn addr.GFN, private bool) (Fault, e
 	}
 	vm := v.vm
 	f := Fault{GFN: gfn, Private: private, Seq: vm.invalSeq.Load()}
-	mf := func(e errno.Errno, why string) error {
-		return &MemoryFault{GPA: uint64(gfn) << addr.PageShift, Size: addr.PageSize, Private: private, Errno: e, Why: why}
+	mf := func(e errno.Errno, why string, cause ...error) error {
+		err := &MemoryFault{GPA: uint64(gfn) << addr.PageShift, Size: addr.PageSize, Private: private, Errno: e, Why: why}
+		if len(cause) > 0 {
+			err.Cause = cause[0]
+		}
+		return err
 	}
 	s := vm.SlotAt(gfn)
 	if s != nil && s.invalid.Load() {
@@ -156,7 +169,7 @@ func (v *VCPU) FaultInPFN(t *sched.Thread, gfn addr.GFN, private bool) (Fault, e
 		}
 		p, err := gmem.GetPFN(t, s, gfn)
 		if err != nil {
-			return f, mf(errno.Of(err), err.Error())
+			return f, mf(errno.Of(err), err.Error(), err)
 		}
 		f.PFN, f.MaxOrder, f.HasPFN = p.PFN, p.MaxOrder, true
 		f.MappingOrder = gmem.MappingOrder(s, gfn)
@@ -166,7 +179,7 @@ func (v *VCPU) FaultInPFN(t *sched.Thread, gfn addr.GFN, private bool) (Fault, e
 	if vm.user != nil {
 		p, err := vm.user.GetUserPage(t, f.HVA, true)
 		if err != nil {
-			return f, mf(errno.EFAULT, fmt.Sprintf("hva %#x: %v", f.HVA, err))
+			return f, mf(errno.EFAULT, fmt.Sprintf("hva %#x: %v", f.HVA, err), err)
 		}
 		f.PFN, f.HasPFN = p, true
 	}

@@ -396,6 +396,7 @@ type timelineCheck struct {
 	booted   map[int]string
 	deleted  map[[2]int]string
 	parallel map[int]string // TD -> the parallel group's guest step using it
+	steps    int            // steps checked so far, parallel branches counted
 }
 
 func newTimelineCheck(f *File) *timelineCheck {
@@ -455,6 +456,10 @@ func (f *File) InjectConfig() (inject.Config, error) {
 		l, err := inject.ParseLeaf(name)
 		if err != nil {
 			return c, f.bad(fmt.Sprintf("inject.busy_leaves[%d]", i), "%v", err)
+		}
+		if !inject.ContentionOf(l).Possible() {
+			return c, f.bad(fmt.Sprintf("inject.busy_leaves[%d]", i),
+				"%s: no contender can make the module return TDX_OPERAND_BUSY there (docs/faults.md); a fail entry injects it as a module bug", name)
 		}
 		c.BusyLeaves = append(c.BusyLeaves, l)
 	}

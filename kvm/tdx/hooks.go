@@ -225,12 +225,12 @@ func (td *TD) blockAndTrack(t *sched.Thread, gfn addr.GFN, level addr.Level) err
 func (td *TD) FreeExternalSPT(t *sched.Thread, gfn addr.GFN, level addr.Level, spt addr.PFN) error {
 	h := td.h
 	if td.hkid != 0 {
-		td.stats.Leaked.Add(1)
+		td.leak(spt, addr.Level4K)
 		return td.vm.Bug(t, "tdx_sept_free_private_spt: HKID still assigned")
 	}
 	st, _ := tdxcall.PhymemPageReclaim(h.Mod, t, spt)
 	if st != tdxmodule.Success {
-		td.stats.Leaked.Add(1)
+		td.leak(spt, addr.Level4K)
 		h.warn(t, "TDH.PHYMEM.PAGE.RECLAIM", st, spt)
 		return errno.Newf("tdx_sept_free_private_spt", errno.EIO, "%v", st)
 	}

@@ -14,6 +14,7 @@ package tdx
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -55,6 +56,59 @@ type Host struct {
 	// closes its retry window on the TD whose TDR is tdr: fault injection
 	// ends its modelled vCPU contention there (inject.Injector.NoVCPUs).
 	NoVCPUs func(tdr addr.PFN, on bool)
+
+	// leaked counts the pages KVM's TDX code left behind on purpose,
+	// over every TD (one that failed to build included): see LeakedPages.
+	leaked atomic.Int64
+	// leakedRefs holds, by 2 MiB range, the leaked 4 KiB pages whose
+	// Dynamic PAMT reference the kernel never put (LeakedDPAMTRefs).
+	// Leaks follow injected faults only, so this stays small.
+	leakMu     sync.Mutex
+	leakedRefs map[addr.PFN]int32
+}
+
+// LeakedDPAMTRefs is, by 2 MiB range (PFN >> 9), how many leaked 4 KiB
+// pages still hold a Dynamic PAMT reference: a page tdx_reclaim_page()
+// could not take back, or one left while the HKID was assigned, is
+// leaked before tdx_pamt_put() (the put follows a successful reclaim
+// only), so its range's pair stays installed and counted. Kernel:
+// tdx_reclaim_control_page(), tdx_sept_free_private_spt(),
+// tdx_sept_remove_private_spte() (DPAMT v4: tdx_pamt_put() after
+// tdx_reclaim_page()).
+func (h *Host) LeakedDPAMTRefs() map[addr.PFN]int32 {
+	h.leakMu.Lock()
+	defer h.leakMu.Unlock()
+	out := make(map[addr.PFN]int32, len(h.leakedRefs))
+	for r, n := range h.leakedRefs {
+		out[r] = n
+	}
+	return out
+}
+
+// LeakedPages is how many pages KVM's TDX code leaked on purpose so far:
+// pages tdx_reclaim_page() could not take back from the module (and
+// tdx_sept_free_private_spt()'s S-EPT pages), control pages left while
+// the HKID is still assigned (tdx_reclaim_td_control_pages(),
+// tdx_vcpu_free()), and the two pages of a Dynamic PAMT pair whose
+// TDH.PHYMEM.PAMT.REMOVE failed (tdx_pamt_put()). Each is counted once.
+func (h *Host) LeakedPages() int64 { return h.leaked.Load() }
+
+// leak counts the page at pfn, mapped at level, that the TD leaks on
+// purpose (Stats.Leaked and Host.LeakedPages count its 4 KiB pages); a
+// 4 KiB page keeps its Dynamic PAMT reference (LeakedDPAMTRefs).
+func (td *TD) leak(pfn addr.PFN, level addr.Level) {
+	n := int64(level.Pages())
+	td.stats.Leaked.Add(n)
+	td.h.leaked.Add(n)
+	if level != addr.Level4K || !td.h.dynamic() {
+		return
+	}
+	td.h.leakMu.Lock()
+	defer td.h.leakMu.Unlock()
+	if td.h.leakedRefs == nil {
+		td.h.leakedRefs = map[addr.PFN]int32{}
+	}
+	td.h.leakedRefs[pfn>>9]++
 }
 
 // dpamtSourceName is where every Dynamic PAMT page comes from: the vCPU
@@ -226,6 +280,7 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 	}
 	if st != tdxmodule.Success {
 		h.warn(t, "TDH.PHYMEM.PAMT.REMOVE", st, pfn)
+		h.leaked.Add(2) // the pair stays installed: both pages leak
 		return errno.Newf("tdx_pamt_put", errno.EIO, "TDH.PHYMEM.PAMT.REMOVE for %s: %v", (pfn &^ 511).HPA(), st)
 	}
 	h.setRef(key, 0)
