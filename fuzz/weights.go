@@ -25,6 +25,8 @@ var stepWeights = []kindWeight{
 	{kind: "boot", why: "every TD boots once, first (as pebble's dbClose is generated once, at the end)"},
 	{kind: "touch", weight: 8, make: guestOp((*gen).touch)},
 	{kind: "convert", weight: 8, make: guestOp((*gen).convert)},
+	{kind: "accept", weight: 1, make: guestOp((*gen).acceptRange)},
+	{kind: "bounce", weight: 1, make: guestOp((*gen).bounce)},
 	{kind: "balloon", weight: 2, make: guestOp((*gen).balloon)},
 	{kind: "hostile", weight: 2, make: guestOp((*gen).hostileGuest)},
 	{kind: "idle", weight: 1, make: (*gen).idle},

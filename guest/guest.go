@@ -249,6 +249,13 @@ func (g *Guest) accept(t *sched.Thread, v *tdx.VCPU, gpa uint64, level addr.Leve
 // (the host mapped it smaller). Any other failure is an error (Linux
 // panics: "TDX: Failed to accept memory").
 func (g *Guest) AcceptRange(t *sched.Thread, v *tdx.VCPU, lo, n uint64) error {
+	return g.AcceptRangeUpTo(t, v, lo, n, g.maxLevel)
+}
+
+// AcceptRangeUpTo is AcceptRange with maxLevel, not the guest's maximum,
+// as the largest level tried: firmware accepting part of its memory at
+// 4K (EDK2's TdAcceptPages with SIZE_4KB), whatever the kernel will use.
+func (g *Guest) AcceptRangeUpTo(t *sched.Thread, v *tdx.VCPU, lo, n uint64, maxLevel addr.Level) error {
 	if lo%addr.PageSize != 0 || n%addr.PageSize != 0 {
 		return fmt.Errorf("guest: accept [%#x, %#x): not 4 KiB aligned", lo, lo+n)
 	}
@@ -257,7 +264,7 @@ func (g *Guest) AcceptRange(t *sched.Thread, v *tdx.VCPU, lo, n uint64) error {
 			gpa += addr.PageSize // accepted before (firmware, the image)
 			continue
 		}
-		level := g.maxLevel
+		level := min(maxLevel, addr.Level1G)
 		for ; level > addr.Level4K; level-- {
 			if sz := level.Bytes(); gpa%sz == 0 && gpa+sz <= end && g.accepted.none(gpa>>addr.PageShift, level.Pages()) {
 				break

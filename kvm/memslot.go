@@ -389,6 +389,23 @@ func (s *Memslot) GuestInhibited(level addr.Level, gfn addr.GFN) bool {
 	return atomic.LoadUint32(&s.lpage[level-1][s.lpageIndex(level, gfn)])&lpageGuestInhibit != 0
 }
 
+// HugePageAllowedBeforeInhibit is HugePageAllowed as if the guest had
+// never inhibited the huge page: what kvm_mmu_max_mapping_level() would
+// allow without the accept-level rule of the TDX huge-page series (the
+// question behind its "guest accepts at 4KB when KVM can map at 2MB"
+// count, Series: Yan Zhao in "Re: [RFC PATCH 09/21] KVM: TDX: Enable
+// 2MB mapping size after TD is RUNNABLE",
+// aGNK2tO2W6+GWtt3@yzhao56-desk.sh.intel.com).
+func (s *Memslot) HugePageAllowedBeforeInhibit(level addr.Level, gfn addr.GFN) bool {
+	if level == addr.Level4K {
+		return true
+	}
+	if level > addr.Level1G {
+		return false
+	}
+	return atomic.LoadUint32(&s.lpage[level-1][s.lpageIndex(level, gfn)])&^lpageGuestInhibit == 0
+}
+
 // HugePageAllowed reports whether KVM may map gfn at level as far as the
 // slot is concerned: the huge page lies inside the slot, the GFN and
 // userspace address agree in alignment, the attributes are not mixed and

@@ -85,6 +85,10 @@ type Run struct {
 	// kind (check.RespKVMBugOn, ...), each with the kernel function that
 	// responded and the fault it answered.
 	KernelResponses map[string]KernelResponse `json:"kernel_responses,omitempty"`
+
+	// Mappings2MEnd is Mappings["2M"] under the huge-page series' name for
+	// it: 2 MiB private mappings when the timeline (the boot) ends.
+	Mappings2MEnd int64 `json:"mappings_2m_end"`
 }
 
 // KernelResponse is one kind of kernel response in a run: how often, and
@@ -135,6 +139,9 @@ type Faults struct {
 	Fixed         int64 `json:"fixed"`
 	Retries       int64 `json:"retries"`
 	BusyRetries   int64 `json:"busy_retries"`
+	// WriteLocks counts kvm->mmu_lock taken for write in the EPT-violation
+	// path (the accept-level rule's split and guest inhibit).
+	WriteLocks int64 `json:"write_locks"`
 }
 
 // Guest counts what the guests did.
@@ -144,6 +151,11 @@ type Guest struct {
 	LazyAccepts   int64            `json:"lazy_accepts"`
 	Touches       int64            `json:"touches"`
 	SharedTouches int64            `json:"shared_touches"`
+	// Accepts4KWhere2M counts EPT violations raised by a 4K
+	// TDG.MEM.PAGE.ACCEPT at a GFN KVM could have mapped at 2M; ByVCPU
+	// by "td/vcpuN" (vCPUs with none left out).
+	Accepts4KWhere2M       int64            `json:"accepts_4k_where_2m"`
+	Accepts4KWhere2MByVCPU map[string]int64 `json:"accepts_4k_where_2m_by_vcpu"`
 }
 
 // Teardown is what the end of the TDs left.
@@ -297,6 +309,8 @@ func (r *Run) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "Splits: %d at 2M, %d at 1G. Page-cache top-ups (refills, not pages): %d\n", r.Splits["2M"], r.Splits["1G"], sum(r.PageCacheTopUps))
 	fmt.Fprintf(w, "Faults: %d EPT violations, %d retried, %d OPERAND_BUSY retries; %d fixed (RET_PF_FIXED of every map, the build's included)\n",
 		r.Faults.EPTViolations, r.Faults.Retries, r.Faults.BusyRetries, r.Faults.Fixed)
+	fmt.Fprintf(w, "Huge-page boot counters: %d 4K accepts where KVM could map 2M%s; %d fault-path write mmu_lock; %d 2M private mappings at the end\n",
+		r.Guest.Accepts4KWhere2M, byVCPUNote(r.Guest.Accepts4KWhere2MByVCPU), r.Faults.WriteLocks, r.Mappings2MEnd)
 	fmt.Fprintf(w, "Guest: accepts 4K %d, 2M %d, 1G %d (successes; %d size mismatches, %d 2 MiB units accepted on first touch); %d private and %d shared touches\n",
 		r.Guest.Accepts["4K"], r.Guest.Accepts["2M"], r.Guest.Accepts["1G"], r.Guest.SizeMismatch, r.Guest.LazyAccepts, r.Guest.Touches, r.Guest.SharedTouches)
 	fmt.Fprintf(w, "Conversions (MapGPA exits, at most 2 MiB each): %d to shared (%s), %d to private (%s); %s punched\n", r.Conversions.ToShared,
@@ -474,4 +488,16 @@ func HumanBytes(b uint64) string {
 		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", b)
+}
+
+// byVCPUNote lists per-vCPU counts, " (td0/vcpu0 12, ...)", in key order.
+func byVCPUNote(m map[string]int64) string {
+	if len(m) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }

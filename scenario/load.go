@@ -340,6 +340,7 @@ var policyAccessors = map[string]policyAccessor{
 	"populate":           {str: func(p *Policies) *string { return &p.Populate }},
 	"external_spt_cache": {str: func(p *Policies) *string { return &p.ExternalSPTCache }},
 	"teardown":           {str: func(p *Policies) *string { return &p.Teardown }},
+	"accept_level":       {str: func(p *Policies) *string { return &p.AcceptLevel }},
 	"dynamic_pamt": {
 		flag:    func(p *Policies) bool { return p.DynamicPAMT != nil && *p.DynamicPAMT },
 		setFlag: func(p *Policies, b bool) { p.DynamicPAMT = &b },

@@ -153,6 +153,7 @@ func (rn *runner) finish(leaked int64) {
 	r.Mappings, r.MappingsPeak = map[string]int64{}, map[string]int64{}
 	r.Splits = map[string]int64{"2M": 0, "1G": 0}
 	r.Guest.Accepts = map[string]int64{}
+	r.Guest.Accepts4KWhere2MByVCPU = map[string]int64{}
 	r.MRTDs = map[string]string{}
 	r.Memory = report.Memory{PAMTBytes: rn.pamtPeak, PAMTStaticBytes: rn.pamtStatic, PAMTDynamicBytes: rn.pamtDynPeak,
 		DPAMTRanges: rn.dpamtPeak, PageTables: rn.ptPeak, ChargedBytes: map[string]uint64{}, ChargedBytesEnd: map[string]uint64{}}
@@ -197,6 +198,15 @@ func (rn *runner) finish(leaked int64) {
 		f.Fixed += td.mmuStats.Fixed
 		f.Retries += td.mmuStats.Retries
 		f.BusyRetries += td.tdStats.BusyRetries
+		f.WriteLocks += td.tdStats.FaultWriteLocks
+		if td.m != nil {
+			for _, v := range td.m.VCPUs {
+				if n := v.Accept4KWhere2M(); n > 0 {
+					r.Guest.Accepts4KWhere2M += n
+					r.Guest.Accepts4KWhere2MByVCPU[fmt.Sprintf("%s/vcpu%d", td.spec.Name, v.ID())] = n
+				}
+			}
+		}
 		r.Teardown.SEPTPagesReclaimed += td.tdStats.SEPTPagesReclaimed
 		r.Teardown.ControlPagesReclaimed += td.tdStats.ControlPagesReclaimed
 		if pr := td.tdStats.PrivateReclaimed; pr != [3]int64{} {
@@ -228,6 +238,7 @@ func (rn *runner) finish(leaked int64) {
 		rn.check("end", check.NoKVMBug, check.KVMBugFree(td.spec.Name, rn.uncausedBug(td))...)
 	}
 	rn.mappingsAtEnd()
+	r.Mappings2MEnd = r.Mappings["2M"]
 	rn.newReports(rn.phase)
 	r.Teardown.LeakedPages = leaked
 	l := check.Leftovers{LeakedPages: leaked, ChargedPages: r.Teardown.ChargedAfter,

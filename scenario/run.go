@@ -135,6 +135,10 @@ func (rn *runner) setup(sink event.Sink) error {
 	if err != nil {
 		return err
 	}
+	alr, err := tdx.ParseAcceptLevelRule(pol.AcceptLevel)
+	if err != nil {
+		return err
+	}
 	var cfgs []vmm.Config
 	for i := range f.TDs {
 		spec := &f.TDs[i]
@@ -143,7 +147,7 @@ func (rn *runner) setup(sink event.Sink) error {
 			TD: tdx.Config{MMU: mmu.Config{HugePages: hp, MaxOrderFrom: mof, ZapPrivateOnNotifier: pol.ZapPrivateOnNotifier},
 				PinPrivatePages: pol.PinPrivatePages, PopulateThroughFault: pol.Populate == "gmem_populate",
 				ExternalSPTFromPrealloc: pol.ExternalSPTCache == "tdx_prealloc", TerminateVM: pol.Teardown == "terminate_vm",
-				PAMTCachePages: f.Profile().PAMTCachePages}}
+				PAMTCachePages: f.Profile().PAMTCachePages, AcceptLevel: alr}}
 		// The in-place series' RFC v5 set-up flow: image written into the
 		// shared guest_memfd, PRESERVE to private, populated from itself.
 		cfg.PopulateInPlace = cfg.InPlace && f.Profile().HasContentMode("preserve")

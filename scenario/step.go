@@ -57,6 +57,8 @@ var opKinds = []opKind{
 	{"boot", "the guest boots: accepts memory eagerly, or lazily on first touch", func() Op { return new(Boot) }, reflect.TypeFor[Boot]()},
 	{"touch", "the guest reads and writes pages (lazily accepting them)", func() Op { return new(Touch) }, reflect.TypeFor[Touch]()},
 	{"convert", "the guest converts ranges to shared with MapGPA (and back)", func() Op { return new(Convert) }, reflect.TypeFor[Convert]()},
+	{"accept", "the guest accepts a GPA range explicitly, at 4K or 2M, on vCPU 0 or on all (as EDK2 does before the kernel)", func() Op { return new(Accept) }, reflect.TypeFor[Accept]()},
+	{"bounce", "one vCPU converts a small buffer to shared and back, again and again (a firmware DMA bounce buffer)", func() Op { return new(Bounce) }, reflect.TypeFor[Bounce]()},
 	{"balloon", "the guest gives memory back: converts it to shared, the VMM discards it", func() Op { return new(Balloon) }, reflect.TypeFor[Balloon]()},
 	{"hostile", "a hostile guest: every vCPU at once issues ACCEPT and MapGPA with any operands and touches memory", func() Op { return new(Hostile) }, reflect.TypeFor[Hostile]()},
 	{"idle", "the vCPUs halt for a while (modeled time only)", func() Op { return new(Idle) }, reflect.TypeFor[Idle]()},

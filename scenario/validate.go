@@ -173,6 +173,7 @@ func (f *File) validatePolicies() error {
 		{"policies.populate", p.Populate, []string{"map_private_pfn", "gmem_populate"}, &p.Populate},
 		{"policies.external_spt_cache", p.ExternalSPTCache, []string{"kvm", "tdx_prealloc"}, &p.ExternalSPTCache},
 		{"policies.teardown", p.Teardown, []string{"per_page", "terminate_vm"}, &p.Teardown},
+		{"policies.accept_level", p.AcceptLevel, []string{"guest_inhibit", "guest_inhibit_always_lock", "violation_request_level"}, &p.AcceptLevel},
 	} {
 		if err := enum(f, e.field, e.v, e.allowed...); err != nil {
 			return err

@@ -78,8 +78,10 @@ func (v *VCPU) PageFault(t *sched.Thread, gpa addr.GPA, private bool, maxLevel a
 	// lpage info (a guest-inhibit set with a split of the accept level,
 	// patch 13) is done, so no huge leaf is installed over it.
 	goal := addr.Level4K
+	v.couldMap = addr.Level4K
 	if root == MirrorRoot {
 		goal = m.privateLevel(f, maxLevel)
+		v.couldMap = m.levelBeforeAcceptRule(f)
 	}
 	res := RetRetry
 	if !m.vm.InvalidateRetry(f.Seq, gfn) {

@@ -255,6 +255,9 @@ type VCPU struct {
 	// Arch is the arch code's per-vCPU state (kvm/tdx's vCPU), for the
 	// hooks.
 	Arch any
+	// couldMap is the level the last private fault could have been
+	// mapped at without the guest's accept level (CouldMap).
+	couldMap addr.Level
 }
 
 // NewVCPU creates the MMU side of vCPU kv (kvm_mmu_create).

@@ -80,6 +80,9 @@ type Config struct {
 	// also in v6 to v8): tdx_gmem_post_populate() uses
 	// pfn_to_page(pfn) when src_page is NULL and !vm_memory_attributes.
 	OptionalSource bool
+	// AcceptLevel is the accept_level policy: how an EPT violation that
+	// carries the guest's accept level caps the mapping (AcceptLevelRule).
+	AcceptLevel AcceptLevelRule
 }
 
 // TD is struct kvm_tdx: KVM's side of one TD.
@@ -124,6 +127,7 @@ type counters struct {
 	ControlPagesReclaimed, Leaked            atomic.Int64
 	PagesPinned                              atomic.Int64
 	PrivateReclaimed                         [3]atomic.Int64 // by addr.Level
+	FaultWriteLocks                          atomic.Int64
 }
 
 // Stats counts what KVM's TDX code did.
@@ -143,6 +147,9 @@ type Stats struct {
 	// with TDH.PHYMEM.PAGE.RECLAIM after KVM_TDX_TERMINATE_VM released
 	// the HKID, instead of being removed.
 	PrivateReclaimed [3]int64
+	// FaultWriteLocks counts kvm->mmu_lock taken for write in the EPT
+	// violation path (the accept-level rule, AcceptLevelRule).
+	FaultWriteLocks int64
 }
 
 // NewTD makes vm, a KVM_X86_TDX_VM, a TD: it attaches a TDP MMU with a
@@ -222,6 +229,7 @@ func (td *TD) Stats() Stats {
 		EPTViolations: c.EPTViolations.Load(), MapGPAExits: c.MapGPAExits.Load(),
 		ControlPagesReclaimed: c.ControlPagesReclaimed.Load(), Leaked: c.Leaked.Load(), PagesPinned: c.PagesPinned.Load(),
 		PrivateReclaimed: [3]int64{c.PrivateReclaimed[0].Load(), c.PrivateReclaimed[1].Load(), c.PrivateReclaimed[2].Load()},
+		FaultWriteLocks:  c.FaultWriteLocks.Load(),
 	}
 }
 

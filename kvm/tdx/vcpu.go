@@ -41,6 +41,10 @@ type VCPU struct {
 	inGuest atomic.Bool   // between TDH.VP.ENTER and the TD exit
 	exits   atomic.Uint64 // TD exits so far
 	kick    atomic.Bool   // KVM_REQ_OUTSIDE_GUEST_MODE pending
+
+	// accept4KWhere2M counts this vCPU's 4K ACCEPT EPT violations whose
+	// GFN KVM could have mapped at 2M (Accept4KWhere2M).
+	accept4KWhere2M atomic.Int64
 }
 
 // CreateVCPU is KVM_CREATE_VCPU on a TD: allowed only once the TD is
@@ -343,6 +347,7 @@ func (v *VCPU) handleEPTViolation(t *sched.Thread, x tdxmodule.Exit) error {
 			return err
 		}
 		if res != mmu.RetRetry {
+			v.countAcceptLevel(x, private)
 			return nil
 		}
 		if td.vm.Dead() {
@@ -363,9 +368,26 @@ func (v *VCPU) handleEPTViolation(t *sched.Thread, x tdxmodule.Exit) error {
 // guest inhibit so that KVM never maps them huge again (level+1, and
 // level+2 for a 4K accept). Nothing is done once the inhibit is set. A
 // failed split is the fault's error.
+//
+// The pre-check of the inhibit is what keeps the write lock rare; the
+// accept_level policy can drop it (guest_inhibit_always_lock) or replace
+// the whole rule with RFC v1's per-vCPU request level, which never takes
+// the lock here (see AcceptLevelRule).
 func (td *TD) honorAcceptLevel(t *sched.Thread, gfn addr.GFN, level addr.Level) error {
+	if td.cfg.AcceptLevel == AcceptViolationRequestLevel {
+		return nil // the fault's max level is the request level, no more
+	}
+	if td.cfg.MMU.HugePages == mmu.HugePagesOff {
+		// A tree without the huge-page series (every release): mainline
+		// tdx_handle_ept_violation() has no accept-level handling, and
+		// nothing can be mapped above 4K to split.
+		return nil
+	}
 	slot := td.vm.SlotAt(gfn)
-	if slot == nil || level >= addr.Level1G || slot.GuestInhibited(level+1, gfn) {
+	if slot == nil || level >= addr.Level1G {
+		return nil
+	}
+	if td.cfg.AcceptLevel == AcceptGuestInhibit && slot.GuestInhibited(level+1, gfn) {
 		return nil
 	}
 	if err := td.mmu.TopUpSplitCache(t); err != nil {
@@ -373,6 +395,7 @@ func (td *TD) honorAcceptLevel(t *sched.Thread, gfn addr.GFN, level addr.Level) 
 	}
 	lock := td.vm.MMULock()
 	lock.Lock(t)
+	td.stats.FaultWriteLocks.Add(1)
 	defer lock.Unlock(t)
 	start := gfn &^ (addr.GFN(level.Pages()) - 1)
 	r := gmem.Range{Slot: slot, Start: start, End: start + addr.GFN(level.Pages()), Filter: gmem.FilterPrivate}
