@@ -1,6 +1,9 @@
 package gmem
 
-import "github.com/tdxsim/tdxsim/addr"
+import (
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/hostmem"
+)
 
 // bitmap is one bit per index of a 2 MiB chunk. All clear (nil) and all
 // set (the shared fullWords, never written) cost no array: a chunk of one
@@ -53,6 +56,9 @@ type pfnArray struct {
 	lo *[512]uint32
 	hi *[512]uint8
 }
+
+// The largest host PFN fits in 40 bits (this fails to compile otherwise).
+var _ = [1]struct{}{}[(hostmem.MaxBytes/addr.PageSize-1)>>40]
 
 func (a *pfnArray) set(off uint64, pfn addr.PFN) {
 	if a.lo == nil {
