@@ -452,7 +452,7 @@ func Scale(memBytes uint64, huge bool) (Result, error) {
 	if huge {
 		lvl = "2M"
 	}
-	r.Name = "" // the caller names it (Run: scale_64GiB_at_4K, scale_1TiB_at_2M)
+	r.Name = "" // the caller names it (Run: scale_64GiB_at_4K, scale_4TiB_at_2M, ...)
 	r.Unit = fmt.Sprintf("%s TD booted and fully accepted at %s", report.HumanBytes(memBytes), lvl)
 	r.Note = fmt.Sprintf("%.1f s wall for the whole run, peak RSS %s", wall.Seconds(), report.HumanBytes(peakRSS()))
 	return r, nil

@@ -25,8 +25,9 @@ type Figure struct {
 type Config struct {
 	// Quick divides every size by 16 (for tests and a first look).
 	Quick bool
-	// Scale adds the scale targets: a 64 GiB TD accepted at 4K and a
-	// 1 TiB TD accepted at 2M, each with its wall time and peak RSS.
+	// Scale adds the scale targets: TDs of 64 GiB and 256 GiB accepted
+	// at 4K and of 1 TiB and 4 TiB accepted at 2M, each with its wall
+	// time and peak RSS.
 	Scale bool
 	// Rounds is how many times each figure is measured (DefaultRounds
 	// when 0).
@@ -69,7 +70,9 @@ func Figures(quick, scale bool) []Figure {
 	if scale {
 		figs = append(figs,
 			Figure{Name: "scale_64GiB_at_4K", Measure: func() (Result, error) { return Scale(64<<30/div, false) }},
-			Figure{Name: "scale_1TiB_at_2M", Measure: func() (Result, error) { return Scale(1<<40/div, true) }})
+			Figure{Name: "scale_1TiB_at_2M", Measure: func() (Result, error) { return Scale(1<<40/div, true) }},
+			Figure{Name: "scale_256GiB_at_4K", Measure: func() (Result, error) { return Scale(256<<30/div, false) }},
+			Figure{Name: "scale_4TiB_at_2M", Measure: func() (Result, error) { return Scale(4<<40/div, true) }})
 	}
 	return figs
 }

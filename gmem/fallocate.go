@@ -118,10 +118,7 @@ func (f *File) getFolio(t *sched.Thread, index uint64) (addr.PFN, error) {
 			c = &chunk{}
 			f.chunks[ci] = c
 		}
-		if c.pfns == nil {
-			c.pfns = new([512]addr.PFN)
-		}
-		c.pfns[off] = pfn
+		c.pfns.set(off, pfn)
 		c.present.set(off)
 		f.pages++
 		return pfn, nil
@@ -143,11 +140,9 @@ func (f *File) getFolio(t *sched.Thread, index uint64) (addr.PFN, error) {
 	return head + addr.PFN(index-first), nil
 }
 
-var full = bitmap{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}
-
 func (c *chunk) pfn(off uint64) addr.PFN {
-	if c.pfns != nil {
-		return c.pfns[off]
+	if c.pfns.held() {
+		return c.pfns.get(off)
 	}
 	return c.base + addr.PFN(off)
 }

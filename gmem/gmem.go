@@ -14,8 +14,9 @@
 // file per inode (linking a second VM's file to an inode is not merged).
 //
 // Pages are kept per 2 MiB chunk of the file (a base PFN for huge folios, a
-// 512-entry PFN array only for chunks of 4 KiB folios, and bitmaps), never as
-// a Go object per page.
+// 512-entry PFN array of 4 bytes a page only for chunks of 4 KiB folios, and
+// bitmaps that cost nothing while all clear or all set), never as a Go
+// object per page.
 package gmem
 
 import (
@@ -171,18 +172,11 @@ type chunk struct {
 	// 1 GiB folio (base is the PFN of the chunk's first page).
 	order    addr.Order
 	base     addr.PFN
-	pfns     *[512]addr.PFN
-	present  bitmap // page is in the page cache
-	uptodate bitmap // page was cleared or populated (PG_uptodate)
-	poison   bitmap // memory failure hit the folio (PG_hwpoison)
+	pfns     pfnArray // order 0: each index's PFN (pages.go)
+	present  bitmap   // page is in the page cache
+	uptodate bitmap   // page was cleared or populated (PG_uptodate)
+	poison   bitmap   // memory failure hit the folio (PG_hwpoison)
 }
-
-type bitmap [8]uint64
-
-func (b *bitmap) get(i uint64) bool { return b[i>>6]&(1<<(i&63)) != 0 }
-func (b *bitmap) set(i uint64)      { b[i>>6] |= 1 << (i & 63) }
-func (b *bitmap) clear(i uint64)    { b[i>>6] &^= 1 << (i & 63) }
-func (b *bitmap) empty() bool       { return *b == bitmap{} }
 
 type binding struct {
 	start, end uint64 // file indexes [start, end)

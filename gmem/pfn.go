@@ -453,7 +453,7 @@ func (f *File) restructure(t *sched.Thread, start, end uint64, toPrivate bool) e
 		for i := uint64(0); i < n; i += 512 {
 			c := f.chunks[(first+i)>>9]
 			c.order, c.base = f.pageOrder, head+addr.PFN(i)
-			c.pfns = nil
+			c.pfns = pfnArray{}
 		}
 		f.emit(t, "merge_folio", first<<pageShift, n<<pageShift, 0)
 		return nil

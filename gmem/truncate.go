@@ -113,7 +113,7 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 			if !c.present.get(off) {
 				continue
 			}
-			if err := f.release1(t, c.pfns[off], hostmem.SourceBuddy); err != nil {
+			if err := f.release1(t, c.pfn(off), hostmem.SourceBuddy); err != nil {
 				return errno.Wrapf("truncate", errno.EBUSY, err, "index %#x", i)
 			}
 			c.present.clear(off)

@@ -429,7 +429,7 @@ func (m *Module) tdrEnt(td *TD) *pamtEnt {
 func (m *Module) releaseLeaf(pfn addr.PFN, e *pamtEnt, lvl addr.Level) {
 	e.pt, e.bepoch = PTNDA, 0
 	if lvl == addr.Level4K {
-		m.node2M(pfn).used--
+		m.node2M(pfn).x.used--
 	}
 }
 

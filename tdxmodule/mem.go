@@ -242,7 +242,7 @@ func (m *Module) wantHugeFree(ls *lockset, pfn addr.PFN, level addr.Level, op ui
 			return nil, PageMetadataIncorrect.With(op)
 		}
 		for i := range g.c {
-			if g.c[i].pt != PTNDA || g.c[i].used != 0 {
+			if g.c[i].pt != PTNDA || g.c[i].used() != 0 {
 				return nil, PageMetadataIncorrect.With(op)
 			}
 		}
@@ -258,7 +258,7 @@ func (m *Module) wantHugeFree(ls *lockset, pfn addr.PFN, level addr.Level, op ui
 	if !ls.try(&n.lock, true) {
 		return nil, OperandBusy.With(op)
 	}
-	if n.pt != PTNDA || n.used != 0 {
+	if n.pt != PTNDA || n.used() != 0 {
 		return nil, PageMetadataIncorrect.With(op)
 	}
 	if m.cfg.DynamicPAMT && m.bitmapAny2M(pfn) {
@@ -411,7 +411,7 @@ func (m *Module) memPageRemove(ls *lockset, in Regs) Regs {
 	p.e[i] = mkEntry(SeptFree, 0) | seLockBit
 	td.chldcnt -= level.Pages()
 	out := Regs{RCX: uint64(pfn.HPA())}
-	if m.cfg.DynamicPAMT && level == 0 && m.node2M(pfn).used == 0 {
+	if m.cfg.DynamicPAMT && level == 0 && m.node2M(pfn).used() == 0 {
 		out.RCX |= 1 << 62
 	}
 	return out
@@ -523,7 +523,7 @@ func (m *Module) memPageDemote(ls *lockset, in Regs) Regs {
 		for k := addr.PFN(0); k < 512; k++ {
 			*n.kid(base + k) = pamtEnt{pt: PTREG, owner: owner}
 		}
-		n.used = 512
+		n.x.used = 512
 	}
 	td.chldcnt++
 	td.septPages++
@@ -579,10 +579,11 @@ func (m *Module) memPagePromote(ls *lockset, in Regs) Regs {
 		g.pamtEnt = pamtEnt{pt: PTREG, owner: owner}
 	} else {
 		n := m.node2M(base)
-		for k := range n.kids {
-			n.kids[k] = pamtEnt{}
+		kids := n.kids()
+		for k := range kids {
+			kids[k] = pamtEnt{}
 		}
-		n.used = 0
+		n.x.used = 0
 		if m.cfg.DynamicPAMT {
 			pair := m.removePair(n)
 			out.RDX, out.R8 = uint64(pair[0].HPA()), uint64(pair[1].HPA())
@@ -660,20 +661,24 @@ func (m *Module) pairOperands(ls *lockset, regs [2]uint64, ops [2]uint32, base a
 func (m *Module) installPair(n *pamt2M, pair [2]addr.PFN) {
 	m.setBitmapBit(pair[0], true)
 	m.setBitmapBit(pair[1], true)
-	n.pair = pair
+	x := n.ext()
+	x.pair = pair
 	n.pt = PTPAMT
-	n.kids = new([512]pamtEnt)
-	n.used = 0
+	x.kids = new([512]pamtEnt)
+	x.used = 0
 	m.pairs++
 }
 
 func (m *Module) removePair(n *pamt2M) [2]addr.PFN {
-	pair := n.pair
+	pair := n.x.pair
 	m.setBitmapBit(pair[0], false)
 	m.setBitmapBit(pair[1], false)
-	n.pair = [2]addr.PFN{}
 	n.pt = PTNDA
-	n.kids = nil
+	if n.x.used == 0 {
+		n.x = nil // nothing left at 4K
+	} else {
+		n.x.pair, n.x.kids = [2]addr.PFN{}, nil
+	}
 	m.pairs--
 	return pair
 }
@@ -731,8 +736,9 @@ func (m *Module) phymemPAMTRemove(ls *lockset, in Regs) Regs {
 	if n.pt != PTPAMT {
 		return fail(NoPAMTPagePair.With(OpRCX))
 	}
-	for k := range n.kids {
-		if n.kids[k].pt != PTNDA {
+	kids := n.kids()
+	for k := range kids {
+		if kids[k].pt != PTNDA {
 			return fail(PAMTPageNotEmpty.With(uint32(k / 256)))
 		}
 	}

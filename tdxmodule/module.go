@@ -277,12 +277,44 @@ type pamtEnt struct {
 
 // pamt2M is a PAMT_2M entry plus, while the range is used at 4K, its 512
 // PAMT_4K entries (static: created on first use; dynamic: only while a page
-// pair is installed).
+// pair is installed). It is 16 bytes: what only a range used at 4K needs
+// is behind x, so a range mapped or free at 2M costs no more.
 type pamt2M struct {
 	pamtEnt
+	x *pamt4K
+}
+
+// pamt4K is the 4K level of a 2M range: its PAMT_4K entries (a 4 KiB
+// array of its own, not a 4864-byte size class with this header), the
+// Dynamic PAMT page pair that backs them, and their count.
+type pamt4K struct {
+	kids *[512]pamtEnt
 	pair [2]addr.PFN
 	used uint16 // 4K entries not NDA (the module's page_count)
-	kids *[512]pamtEnt
+}
+
+// ext is the range's 4K level, made on first use.
+func (n *pamt2M) ext() *pamt4K {
+	if n.x == nil {
+		n.x = &pamt4K{}
+	}
+	return n.x
+}
+
+// used is how many of the range's 4K entries are not NDA.
+func (n *pamt2M) used() uint16 {
+	if n.x == nil {
+		return 0
+	}
+	return n.x.used
+}
+
+// kids is the range's PAMT_4K array, nil while it has none.
+func (n *pamt2M) kids() *[512]pamtEnt {
+	if n.x == nil {
+		return nil
+	}
+	return n.x.kids
 }
 
 type pamt1G struct {
@@ -303,10 +335,11 @@ func (m *Module) gib(pfn addr.PFN) *pamt1G {
 func (m *Module) node2M(pfn addr.PFN) *pamt2M { return &m.gib(pfn).c[(pfn>>9)&511] }
 
 func (n *pamt2M) kid(pfn addr.PFN) *pamtEnt {
-	if n.kids == nil {
-		n.kids = new([512]pamtEnt)
+	x := n.ext()
+	if x.kids == nil {
+		x.kids = new([512]pamtEnt)
 	}
-	return &n.kids[pfn&511]
+	return &x.kids[pfn&511]
 }
 
 func (m *Module) bitmapBit(pfn addr.PFN) bool {
@@ -344,7 +377,7 @@ func (m *Module) setRange(pfn addr.PFN, order addr.Order, e pamtEnt) {
 			n := m.node2M(p)
 			*n.kid(p) = e
 			if e.pt != PTNDA {
-				n.used++
+				n.x.used++
 			}
 		}
 	}

@@ -211,13 +211,13 @@ func (m *Module) want4KFree(ls *lockset, pfn addr.PFN, op uint32) (*pamtEnt, *pa
 // assign4K makes a locked free 4K entry a TD page of type pt.
 func assign4K(e *pamtEnt, n *pamt2M, pt uint8, owner uint16) {
 	e.pt, e.owner, e.bepoch = pt, owner, 0
-	n.used++
+	n.x.used++
 }
 
 // release4K returns a 4K entry to NDA.
 func release4K(e *pamtEnt, n *pamt2M) {
 	e.pt, e.bepoch = PTNDA, 0
-	n.used--
+	n.x.used--
 }
 
 // typedOperand resolves an HPA operand naming a control page, locks its

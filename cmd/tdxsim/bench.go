@@ -13,7 +13,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, `print {"machine": {...}, "cores": N, "rounds": N, "results": [{"name", "ops_per_sec", "median", "min", "max", "bytes_per_page", ...}]}`)
 	rounds := fs.Int("rounds", bench.DefaultRounds, "measure each figure this many times, interleaved, and report the median and the min and max")
 	quick := fs.Bool("quick", false, "divide every size by 16 (a first look; the figures are noisier)")
-	scale := fs.Bool("scale", false, "also boot and fully accept a 64 GiB TD at 4K and a 1 TiB TD at 2M, with wall time and peak RSS")
+	scale := fs.Bool("scale", false, "also boot and fully accept TDs of 64 GiB and 256 GiB at 4K and of 1 TiB and 4 TiB at 2M, each with wall time and peak RSS")
 	setUsage(fs, stderr, `usage: tdxsim bench [flags]
 
 Measures the model on this machine, every figure once per round, for
