@@ -18,7 +18,10 @@ import (
 	"github.com/tdxsim/tdxsim/internal/mutation"
 )
 
-var tableOut = flag.String("mutation.table", "", "write the mutation score table (Markdown) to this file")
+var (
+	tableOut = flag.String("mutation.table", "", "write the mutation score table (Markdown) to this file")
+	fuzzRuns = flag.Int("mutation.fuzz", 0, "also run a generic hostile fuzz campaign of this many runs against each mutation, for the table")
+)
 
 // invariants are the names a mutation may expect (package check's).
 var invariants = []string{check.MirrorSEPT, check.PrivateOwned, check.MappingLevel, check.SharedNotPrivate,
@@ -153,6 +156,13 @@ func TestMutationScore(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build -tags tdxsim_mutation: %v\n%s", err, out)
 	}
+	var generic []string
+	if *fuzzRuns > 0 {
+		generic = fuzzCampaign(*fuzzRuns)
+		if base := campaign(t, bin, root, generic, ""); base.exit != 0 || len(base.failed) > 0 {
+			t.Errorf("tdxsim %s without a mutation: exit %d, broken %v", shell(generic), base.exit, base.failed)
+		}
+	}
 	var rows []string
 	caught := 0
 	for _, m := range mutation.All {
@@ -177,6 +187,13 @@ func TestMutationScore(t *testing.T) {
 				row += fmt.Sprintf(" **not caught** (broke %v) | %d | - |", got.failed, got.runs)
 				t.Errorf("not caught: exit %d, broken %v, want %s", got.exit, got.failed, m.Invariant)
 			}
+			if generic != nil {
+				if g := campaign(t, bin, root, generic, m.ID); g.exit == 1 {
+					row += fmt.Sprintf(" %s after %d runs, %.1f s |", strings.Join(g.failed, ", "), g.runs, g.seconds)
+				} else {
+					row += fmt.Sprintf(" not in %d runs |", g.runs)
+				}
+			}
 			rows = append(rows, row)
 		})
 	}
@@ -184,8 +201,12 @@ func TestMutationScore(t *testing.T) {
 	if *tableOut != "" {
 		var b strings.Builder
 		fmt.Fprintf(&b, "mutation score: %d/%d caught\n\n", caught, len(mutation.All))
-		b.WriteString("| mutation | layer | campaign | invariants broken | runs to catch | seconds to catch |\n")
-		b.WriteString("| --- | --- | --- | --- | ---: | ---: |\n")
+		head, rule := "| mutation | layer | campaign | invariants broken | runs to catch | seconds to catch |", "| --- | --- | --- | --- | ---: | ---: |"
+		if generic != nil {
+			fmt.Fprintf(&b, "generic campaign: `tdxsim %s`\n\n", shell(generic))
+			head, rule = head+" generic campaign |", rule+" --- |"
+		}
+		b.WriteString(head + "\n" + rule + "\n")
 		for _, r := range rows {
 			b.WriteString(r + "\n")
 		}
@@ -205,4 +226,12 @@ func shell(args []string) string {
 		s = append(s, a)
 	}
 	return strings.Join(s, " ")
+}
+
+// fuzzCampaign is the generic campaign of -mutation.fuzz: hostile guests
+// (a third of the guest workloads) from seed 1, stopping at the first
+// finding.
+func fuzzCampaign(runs int) []string {
+	return []string{"fuzz", "--hostile", "--seed", "1", "--runs", fmt.Sprint(runs), "--workers", "1", "--schedules", "2",
+		"--shrink-runs", "1", "--out", "", "--json", "--stop-at-finding"}
 }
