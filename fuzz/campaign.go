@@ -90,6 +90,7 @@ type Config struct {
 	Policies [][2]string   // overrides applied to every scenario
 	Inject   [][2]string   // fault injection set in every scenario (--inject)
 	Hostile  bool          // hostile guests (--hostile)
+	Faults   string        // the generator's fault set (FaultSets; "" is FaultsMenu)
 	// MaxMemory bounds each generated TD's memory (0: DefaultMaxMemory).
 	MaxMemory uint64
 	// Shard and Shards split the seed space: this campaign runs seeds
@@ -137,6 +138,8 @@ type Summary struct {
 	Kernel        string         `json:"kernel,omitempty"`
 	Policies      []string       `json:"policies"`
 	Inject        []string       `json:"inject"`
+	// Faults is the generator's fault set (fuzz --faults).
+	Faults string `json:"faults"`
 	// GuestOps counts the hostile guests' operations (--hostile).
 	GuestOps int64 `json:"hostile_guest_ops"`
 	// GuestRefused counts those the host refused (a bad operand, a
@@ -166,6 +169,10 @@ type Finding struct {
 	ShrunkSteps  int      `json:"shrunk_steps"` // and of the reproducer
 	Reproducer   string   `json:"reproducer,omitempty"`
 	FoundAfter   int64    `json:"found_after_ms"`
+	// FoundAfterSchedules is the schedules run up to and including the
+	// failing one, counted in seed order: the same for any machine, load
+	// or worker count, where FoundAfter is wall time.
+	FoundAfterSchedules int `json:"found_after_schedules"`
 }
 
 // Campaign runs generated scenarios until Runs or Duration, shrinking and
@@ -188,6 +195,12 @@ func Campaign(cfg Config) (*Summary, error) {
 	sum := &Summary{Kernel: cfg.Kernel, Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}, Inject: []string{}, Injected: map[string]uint64{}, Strategy: cfg.Strategy}
 	if sum.Strategy == "" {
 		sum.Strategy = "random"
+	}
+	if sum.Faults = cfg.Faults; sum.Faults == "" {
+		sum.Faults = FaultsMenu
+	}
+	if err := CheckFaults(sum.Faults); err != nil {
+		return nil, fmt.Errorf("fuzz: faults %w", err)
 	}
 	for _, p := range cfg.Policies {
 		sum.Policies = append(sum.Policies, p[0]+"="+p[1])
@@ -279,7 +292,7 @@ func (cfg Config) merge(sum *Summary, seed uint64, r run, start time.Time, sched
 		if f.Schedule.Seed != nil {
 			ss = *f.Schedule.Seed
 		}
-		fd := Finding{Seed: seed, ScheduleSeed: ss, Broken: o.Broken, Steps: o.Steps, FoundAfter: time.Since(start).Milliseconds()}
+		fd := Finding{Seed: seed, ScheduleSeed: ss, Broken: o.Broken, Steps: o.Steps, FoundAfter: time.Since(start).Milliseconds(), FoundAfterSchedules: sum.Schedules}
 		small := Shrink(f, o.Broken[0], cfg.ShrinkRuns)
 		fd.ShrunkSteps = countSteps(small.Timeline)
 		if cfg.Out != "" {

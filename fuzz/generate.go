@@ -37,7 +37,7 @@ func hostMemory(maxMem uint64) uint64 {
 // every page back. Every generated scenario is valid (Parse accepts it);
 // a step the timeline rules refuse is left out.
 func Generate(seed uint64, o Options) (*scenario.File, error) {
-	g := &gen{r: rand.New(rand.NewPCG(seed, seed^0x5bd1e995)), hostile: o.Hostile, weights: weightsFor(o), maxMem: o.maxMemory(), injectSet: len(o.Inject) > 0}
+	g := &gen{r: rand.New(rand.NewPCG(seed, seed^0x5bd1e995)), hostile: o.Hostile, weights: weightsFor(o), maxMem: o.maxMemory(), injectSet: len(o.Inject) > 0, faultSet: o.Faults}
 	s := g.scenario(seed)
 	// Build the timeline step by step, keeping each step the loader
 	// accepts, so the result is always a valid file.
@@ -67,6 +67,9 @@ type Options struct {
 	// (ACCEPT and MapGPA with any operands, racing vCPUs); without it
 	// they are stepWeights' share.
 	Hostile bool
+	// Faults is the fault set the generator draws from (FaultSets; ""
+	// is FaultsMenu).
+	Faults string
 	// MaxMemory bounds each TD's memory (0: DefaultMaxMemory); a
 	// multiple of 2 MiB, at least MinMaxMemory (CheckMaxMemory).
 	MaxMemory uint64
@@ -125,7 +128,8 @@ type gen struct {
 	r         *rand.Rand
 	weights   []int  // stepWeights' weights for this campaign
 	maxMem    uint64 // largest TD
-	injectSet bool   // --inject given: the generator adds none of its own
+	injectSet bool   // --inject given: the menu fault set adds none of its own
+	faultSet  string // Options.Faults
 	hostile   bool   // --hostile: a third of the guest workloads are hostile
 	// failure is set when memory_failure was drawn: it goes after the
 	// final read pass (a later access to the page would be EHWPOISON).
@@ -174,9 +178,7 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 		}
 		s.TDs = append(s.TDs, td)
 	}
-	if !g.injectSet && g.chance(genConfig.inject) {
-		s.Inject = g.inject()
-	}
+	s.Inject = g.faults()
 	for i := range s.TDs {
 		s.Timeline = append(s.Timeline, scenario.Step{Op: g.boot(&s.TDs[i])})
 	}
@@ -198,38 +200,6 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 			scenario.Step{Op: &scenario.MemoryFailure{TD: td.Name, GPA: gpa}})
 	}
 	return s
-}
-
-// injectMenu is the fault injection a scenario may get (a few entries of
-// it): TDX_OPERAND_BUSY on the fault path's AUG and SEPT.ADD (KVM retries
-// the fault) and now and then on the zap path's BLOCK, TRACK and REMOVE
-// (tdh_do_no_vcpus() kicks the vCPUs and retries), a failed page-table
-// top-up (-ENOMEM to the faulting path).
-var injectMenu = []func(g *gen, in *scenario.Inject){
-	func(g *gen, in *scenario.Inject) {
-		in.Busy = []float64{0.02, 0.05, 0.1}[g.r.IntN(3)]
-		in.BusyLeaves = []string{"TDH.MEM.PAGE.AUG", "TDH.MEM.SEPT.ADD"}
-	},
-	func(g *gen, in *scenario.Inject) {
-		in.Fail = append(in.Fail, scenario.LeafFailure{Leaf: "TDH.MEM.RANGE.BLOCK", Nth: uint64(1 + g.r.IntN(8)), Every: uint64(3 + g.r.IntN(8)), Status: "TDX_OPERAND_BUSY"})
-	},
-	func(g *gen, in *scenario.Inject) {
-		in.Fail = append(in.Fail, scenario.LeafFailure{Leaf: "TDH.MEM.TRACK", Nth: uint64(1 + g.r.IntN(4)), Every: uint64(3 + g.r.IntN(6)), Status: "TDX_OPERAND_BUSY"})
-	},
-	func(g *gen, in *scenario.Inject) {
-		in.Fail = append(in.Fail, scenario.LeafFailure{Leaf: "TDH.MEM.PAGE.REMOVE", Nth: uint64(1 + g.r.IntN(8)), Every: uint64(5 + g.r.IntN(8)), Status: "TDX_OPERAND_BUSY"})
-	},
-	func(g *gen, in *scenario.Inject) {
-		in.AllocFail = append(in.AllocFail, scenario.AllocFailure{Source: "kvm.mmu_shadow_page_cache", Nth: uint64(20 + g.r.IntN(300))})
-	},
-}
-
-func (g *gen) inject() scenario.Inject {
-	var in scenario.Inject
-	for _, k := range g.r.Perm(len(injectMenu))[:1+g.r.IntN(3)] {
-		injectMenu[k](g, &in)
-	}
-	return in
 }
 
 // keepsEveryPage reports whether guest_memfd still holds a page for every

@@ -117,7 +117,7 @@ func Merge(sums []*Summary, names []string) (*Summary, error) {
 		return nil, fmt.Errorf("fuzz merge: no shard summaries")
 	}
 	first := sums[0]
-	out := &Summary{Strategy: first.Strategy, Kernel: first.Kernel, Policies: first.Policies, Inject: first.Inject,
+	out := &Summary{Strategy: first.Strategy, Kernel: first.Kernel, Policies: first.Policies, Inject: first.Inject, Faults: first.Faults,
 		Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Injected: map[string]uint64{}}
 	out.Seeds = first.Seeds
 	trans, locks, kinds := map[string]bool{}, map[string]bool{}, map[string]bool{}
@@ -185,6 +185,8 @@ func sameCampaign(a, b *Summary) string {
 		return fmt.Sprintf("policies %v, not %v", b.Policies, a.Policies)
 	case !slices.Equal(a.Inject, b.Inject):
 		return fmt.Sprintf("inject %v, not %v", b.Inject, a.Inject)
+	case a.Faults != b.Faults:
+		return fmt.Sprintf("faults %q, not %q", b.Faults, a.Faults)
 	}
 	return ""
 }

@@ -40,11 +40,11 @@ var stepWeights = []kindWeight{
 // genConfig is the rest of the generator's shape: how often a scenario
 // gets a second TD, each conversion mode, fault injection.
 var genConfig = struct {
-	twoTDs, inPlace, keepShared, inject, twoSlots, image float64
+	twoTDs, inPlace, keepShared, inject, allFaults, twoSlots, image float64
 	// hostileGuests is the hostile share of guest workloads under
 	// --hostile (a third, as before the table).
 	hostileGuests float64
-}{twoTDs: 0.25, inPlace: 0.35, keepShared: 0.2, inject: 0.15, twoSlots: 0.3, image: 0.5, hostileGuests: 1.0 / 3}
+}{twoTDs: 0.25, inPlace: 0.35, keepShared: 0.2, inject: 0.15, allFaults: 0.5, twoSlots: 0.3, image: 0.5, hostileGuests: 1.0 / 3}
 
 func guestOp(f func(g *gen, td *scenario.TD) scenario.Op) func(*gen, *scenario.Scenario, *scenario.TD) []scenario.Step {
 	return func(g *gen, _ *scenario.Scenario, td *scenario.TD) []scenario.Step {

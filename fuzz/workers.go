@@ -8,7 +8,7 @@ import (
 
 // genOptions is the generator options of a campaign.
 func (cfg Config) genOptions() Options {
-	return Options{Kernel: cfg.Kernel, Policies: cfg.Policies, Inject: cfg.Inject, Hostile: cfg.Hostile, MaxMemory: cfg.MaxMemory}
+	return Options{Kernel: cfg.Kernel, Policies: cfg.Policies, Inject: cfg.Inject, Faults: cfg.Faults, Hostile: cfg.Hostile, MaxMemory: cfg.MaxMemory}
 }
 
 // result is one seed's generated scenario and its run.

@@ -35,6 +35,19 @@ func TestAliasExpansionCapped(t *testing.T) {
 	}
 }
 
+// A timeline grown through aliases to more than MaxSteps steps is
+// refused at the step past the cap, in one line, before anything runs.
+func TestTimelineStepCap(t *testing.T) {
+	// 101 aliases of a parallel group of 100 idles: 10,201 steps in a
+	// file of a few KiB.
+	text := "tds: [{memory: 64M}]\ntimeline:\n  - parallel: &p [" + strings.TrimSuffix(strings.Repeat("{idle: {time: 1us}},", 100), ",") + "]\n" +
+		strings.Repeat("  - parallel: *p\n", 100)
+	_, err := Parse("long.yaml", []byte(text))
+	if err == nil || !strings.Contains(err.Error(), "more than 10000 steps") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("got %v, want one line naming the step cap", err)
+	}
+}
+
 // Only regular files of at most MaxFileBytes load.
 func TestLoadRefusesNonRegularAndHugeFiles(t *testing.T) {
 	dir := t.TempDir()

@@ -210,8 +210,17 @@ func (g *schemaGen) stepSchema() map[string]any {
 	return map[string]any{"type": "object", "properties": props, "additionalProperties": false}
 }
 
-// checkStep checks one step: exactly one kind, then the kind's rules.
+// MaxSteps caps a timeline's steps, each parallel branch counted: a
+// scenario is tens of steps, and each step is a run's worth of work, so
+// a timeline of more (written out, or grown through YAML aliases) is
+// refused in one line before any runs.
+const MaxSteps = 10000
+
+// step checks one step: exactly one kind, then the kind's rules.
 func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
+	if c.steps++; c.steps > MaxSteps {
+		return c.f.bad(at, "the timeline has more than %d steps (parallel branches counted); split the scenario", MaxSteps)
+	}
 	if n := s.found(); n != 1 {
 		return c.f.bad(at, "a step has exactly one of %s (found %d)", strings.Join(stepKinds, ", "), n)
 	}

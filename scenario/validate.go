@@ -395,6 +395,7 @@ type timelineCheck struct {
 	booted   map[int]string
 	deleted  map[[2]int]string
 	parallel map[int]string // TD -> the parallel group's guest step using it
+	steps    int            // steps checked so far, parallel branches counted
 }
 
 func newTimelineCheck(f *File) *timelineCheck {

@@ -104,13 +104,13 @@ func MemPageAug(m *tdxmodule.Module, t *sched.Thread, tdr addr.PFN, gpa addr.GPA
 // MemRangeBlock blocks the entry of gpa at level.
 // Kernel: tdh_mem_range_block().
 func MemRangeBlock(m *tdxmodule.Module, t *sched.Thread, tdr addr.PFN, gpa addr.GPA, level addr.Level) (tdxmodule.Status, tdxmodule.Regs) {
-	return Call(m, t, tdxmodule.LeafMemRangeBlock, tdxmodule.Regs{RCX: pageInfo(gpa, level), RDX: hpa(tdr)})
+	return gpaCall(m, t, tdxmodule.LeafMemRangeBlock, tdr, gpa, level)
 }
 
 // MemRangeUnblock unblocks the entry of gpa at level.
 // Module: tdh_mem_range_unblock() (the kernel has no wrapper).
 func MemRangeUnblock(m *tdxmodule.Module, t *sched.Thread, tdr addr.PFN, gpa addr.GPA, level addr.Level) (tdxmodule.Status, tdxmodule.Regs) {
-	return Call(m, t, tdxmodule.LeafMemRangeUnblock, tdxmodule.Regs{RCX: pageInfo(gpa, level), RDX: hpa(tdr)})
+	return gpaCall(m, t, tdxmodule.LeafMemRangeUnblock, tdr, gpa, level)
 }
 
 // MemTrack advances the TD's TLB epoch. Kernel: tdh_mem_track().
@@ -122,14 +122,14 @@ func MemTrack(m *tdxmodule.Module, t *sched.Thread, tdr addr.PFN) (tdxmodule.Sta
 // (bit 62: its 2M range's 4K PAMT is now empty, Dynamic PAMT).
 // Kernel: tdh_mem_page_remove().
 func MemPageRemove(m *tdxmodule.Module, t *sched.Thread, tdr addr.PFN, gpa addr.GPA, level addr.Level) (tdxmodule.Status, tdxmodule.Regs) {
-	return Call(m, t, tdxmodule.LeafMemPageRemove, tdxmodule.Regs{RCX: pageInfo(gpa, level), RDX: hpa(tdr)})
+	return gpaCall(m, t, tdxmodule.LeafMemPageRemove, tdr, gpa, level)
 }
 
 // MemSEPTRemove removes the S-EPT page below the entry of gpa at level;
 // RCX is the freed page. Module: tdh_mem_sept_remove() (the kernel has no
 // wrapper).
 func MemSEPTRemove(m *tdxmodule.Module, t *sched.Thread, tdr addr.PFN, gpa addr.GPA, level addr.Level) (tdxmodule.Status, tdxmodule.Regs) {
-	return Call(m, t, tdxmodule.LeafMemSEPTRemove, tdxmodule.Regs{RCX: pageInfo(gpa, level), RDX: hpa(tdr)})
+	return gpaCall(m, t, tdxmodule.LeafMemSEPTRemove, tdr, gpa, level)
 }
 
 // MemPageDemote splits the leaf of gpa at level into the new S-EPT page
@@ -144,13 +144,13 @@ func MemPageDemote(m *tdxmodule.Module, t *sched.Thread, tdr addr.PFN, gpa addr.
 // RCX is the freed S-EPT page, RDX/R8 the freed PAMT pair (Dynamic PAMT).
 // Module: tdh_mem_page_promote() (the kernel has no wrapper).
 func MemPagePromote(m *tdxmodule.Module, t *sched.Thread, tdr addr.PFN, gpa addr.GPA, level addr.Level) (tdxmodule.Status, tdxmodule.Regs) {
-	return Call(m, t, tdxmodule.LeafMemPagePromote, tdxmodule.Regs{RCX: pageInfo(gpa, level), RDX: hpa(tdr)})
+	return gpaCall(m, t, tdxmodule.LeafMemPagePromote, tdr, gpa, level)
 }
 
 // MemSEPTRd reads the entry of gpa at level: RCX the entry, RDX its
 // level_state. Module: tdh_mem_sept_rd() (the kernel has no wrapper).
 func MemSEPTRd(m *tdxmodule.Module, t *sched.Thread, tdr addr.PFN, gpa addr.GPA, level addr.Level) (tdxmodule.Status, tdxmodule.Regs) {
-	return Call(m, t, tdxmodule.LeafMemSEPTRd, tdxmodule.Regs{RCX: pageInfo(gpa, level), RDX: hpa(tdr)})
+	return gpaCall(m, t, tdxmodule.LeafMemSEPTRd, tdr, gpa, level)
 }
 
 // VPEnter enters the TD on vCPU tdvpr; it is inside until the module's
@@ -212,4 +212,11 @@ func PhymemPAMTAdd(m *tdxmodule.Module, t *sched.Thread, base addr.PFN, pair [2]
 // Kernel: tdh_phymem_pamt_remove() (the Dynamic PAMT series).
 func PhymemPAMTRemove(m *tdxmodule.Module, t *sched.Thread, base addr.PFN) (tdxmodule.Status, tdxmodule.Regs) {
 	return Call(m, t, tdxmodule.LeafPhymemPAMTRemove, tdxmodule.Regs{RCX: hpa(base&^511) | 1})
+}
+
+// gpaCall is the call shape of the leaves that name one S-EPT entry and
+// nothing else: RCX the GPA and level (the kernel's gpa | level), RDX the
+// TD's TDR.
+func gpaCall(m *tdxmodule.Module, t *sched.Thread, leaf tdxmodule.Leaf, tdr addr.PFN, gpa addr.GPA, level addr.Level) (tdxmodule.Status, tdxmodule.Regs) {
+	return Call(m, t, leaf, tdxmodule.Regs{RCX: pageInfo(gpa, level), RDX: hpa(tdr)})
 }

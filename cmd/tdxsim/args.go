@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"strings"
 )
@@ -71,4 +72,19 @@ func setUsage(fs *flag.FlagSet, stderr io.Writer, text string) {
 		io.WriteString(stderr, text+"\n\nflags:\n")
 		fs.PrintDefaults()
 	}
+}
+
+// parseArgs is parse, then the rule on the number of positional
+// arguments: at least min and at most max (max < 0: no limit). A count
+// outside it prints "tdxsim CMD: rule" and stops with exit 2. It returns
+// an exit code to stop with, or -1 to go on.
+func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer, min, max int, rule string) int {
+	if code := parse(fs, args, stderr); code >= 0 {
+		return code
+	}
+	if n := fs.NArg(); n < min || max >= 0 && n > max {
+		fmt.Fprintf(stderr, "%s: %s\n", fs.Name(), rule)
+		return exitBadInput
+	}
+	return -1
 }

@@ -14,8 +14,7 @@ func cmdBench(args []string, stdout, stderr io.Writer) int {
 	rounds := fs.Int("rounds", bench.DefaultRounds, "measure each figure this many times, interleaved, and report the median and the min and max")
 	quick := fs.Bool("quick", false, "divide every size by 16 (a first look; the figures are noisier)")
 	scale := fs.Bool("scale", false, "also boot and fully accept a 64 GiB TD at 4K and a 1 TiB TD at 2M, with wall time and peak RSS")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim bench [flags]
+	setUsage(fs, stderr, `usage: tdxsim bench [flags]
 
 Measures the model on this machine, every figure once per round, for
 --rounds rounds (so the model's figures and the real kernel's alternate
@@ -30,17 +29,9 @@ fault-in rate where /dev/kvm can be opened. Each is operations per second
 model state (live heap) per page and Go heap allocations per fault.
 fault_4k's vs_real_kvm is its median over the real kernel's median, and
 fault_4k_2vcpus's vs_one_vcpu its median over fault_4k's, both from the
-same run; without /dev/kvm there is no vs_real_kvm and the report says why.
-
-flags:`)
-		fs.PrintDefaults()
-	}
-	if code := parse(fs, args, stderr); code >= 0 {
+same run; without /dev/kvm there is no vs_real_kvm and the report says why.`)
+	if code := parseArgs(fs, args, stderr, 0, 0, "takes no arguments"); code >= 0 {
 		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "tdxsim bench: takes no arguments")
-		return exitBadInput
 	}
 	if *rounds < 1 {
 		fmt.Fprintf(stderr, "tdxsim bench: --rounds %d: want at least 1\n", *rounds)

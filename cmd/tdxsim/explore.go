@@ -37,12 +37,8 @@ small (one or two TDs of a few MiB, few steps). Stops at the first
 violation and writes a reproducer whose schedule: block pins it (tdxsim
 replay runs it). Exit 0 when the bounded space was exhausted clean, 1 on
 a violation or when a cap stopped it first, 2 on bad input.`)
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := parseArgs(fs, args, stderr, 1, 1, "want exactly one scenario file"); code >= 0 {
 		return code
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "tdxsim explore: want exactly one scenario file")
-		return exitBadInput
 	}
 	switch {
 	case *k < 0 || *k > 16:

@@ -57,9 +57,9 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	depth := fs.Int("depth", scenario.DefaultPCTDepth, "PCT bug depth d: d-1 priority change points (--strategy pct)")
 	firstFinding := fs.Bool("stop-at-finding", false, "stop after the scenario of the first finding (for timing how fast a bug is found)")
 	maxMem := fs.String("max-memory", "64M", "largest generated TD (a multiple of 2M, at least 8M; e.g. 1G for big TDs)")
+	faults := fs.String("faults", fuzz.FaultsMenu, "the faults the generator injects: menu (a few scenarios get BUSYs KVM retries and a failed top-up; none with --inject),\nall (half get faults of every kind KVM answers: a failure of each SEAMCALL, an allocation failure from each cache and pool; on top of --inject), none")
 	kf := addKernelFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim fuzz [flags]
+	setUsage(fs, stderr, `usage: tdxsim fuzz [flags]
        tdxsim fuzz merge [--json] PATH...   (merge shard summaries; tdxsim fuzz merge --help)
 
 Generates random scenarios from consecutive seeds (host events, guest
@@ -67,11 +67,7 @@ workloads, concurrent vCPUs and steps), runs each under --schedules
 schedules of the deterministic scheduler (random or PCT) with every
 invariant checked after every step, and shrinks the
 first failure of each invariant to a minimal scenario file that
-'tdxsim replay FILE' reproduces exactly. Exit 1 when a violation was found.
-
-flags:`)
-		fs.PrintDefaults()
-	}
+'tdxsim replay FILE' reproduces exactly. Exit 1 when a violation was found.`)
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
@@ -106,12 +102,16 @@ flags:`)
 		fmt.Fprintf(stderr, "tdxsim fuzz: --depth %d: want 1..64\n", *depth)
 		return exitBadInput
 	}
+	if err := fuzz.CheckFaults(*faults); err != nil {
+		fmt.Fprintf(stderr, "tdxsim fuzz: --faults %v\n", err)
+		return exitBadInput
+	}
 	kname, ok := kf.one("fuzz", stderr)
 	if !ok {
 		return exitBadInput
 	}
 	bar := newProgress(stderr, " runs", int64(*runs)) // an ETA with --runs; with --duration the end is known
-	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: policies, Inject: injects, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
+	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: policies, Inject: injects, Faults: *faults, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
 		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers, Schedules: *schedules, Strategy: *strategy, Depth: *depth, StopAtFinding: *firstFinding, MaxMemory: maxBytes}
 	if *runs == 0 && *duration == 0 {
 		bar = newProgress(stderr, " runs", 100) // the campaign's default
@@ -170,23 +170,14 @@ func cmdReplay(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print only the report, as JSON, on stdout (the step lines go to stderr)")
 	tf := addTraceFlags(fs)
 	kf := addKernelFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim replay [flags] FILE
+	setUsage(fs, stderr, `usage: tdxsim replay [flags] FILE
 
 Runs a scenario file (a fuzz reproducer, or any scenario) under the
 deterministic scheduler with its seed, printing a line per step: the
 SEAMCALLs it made, the scheduler steps, and every check it broke; then the
-report. Exit 1 when a check failed.
-
-flags:`)
-		fs.PrintDefaults()
-	}
-	if code := parse(fs, args, stderr); code >= 0 {
+report. Exit 1 when a check failed.`)
+	if code := parseArgs(fs, args, stderr, 1, 1, "want exactly one scenario file"); code >= 0 {
 		return code
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "tdxsim replay: want exactly one scenario file")
-		return exitBadInput
 	}
 	if err := tf.check(); err != nil {
 		fmt.Fprintf(stderr, "tdxsim replay: %v\n", err)
@@ -223,19 +214,14 @@ func cmdCompare(args []string, stdout, stderr io.Writer) int {
 	var policies policyFlag
 	fs.Var(&policies, "policy", "B is A with this policy set (repeatable); or give a second file")
 	kf := addKernelFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim compare [flags] A.yaml [B.yaml]
+	setUsage(fs, stderr, `usage: tdxsim compare [flags] A.yaml [B.yaml]
        tdxsim compare --policy k=v [--policy k=v ...] A.yaml
        tdxsim compare --kernel A --kernel B FILE
 
 Runs two scenarios (two files, one file and the same file with policy
 overrides, or one file under two kernel profiles) on the same seed and prints their figures side by side, the
 differences marked: SEAMCALLs, modeled time, memory overhead, mappings,
-splits, violations. Exit 1 when either run broke a check.
-
-flags:`)
-		fs.PrintDefaults()
-	}
+splits, violations. Exit 1 when either run broke a check.`)
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
@@ -245,11 +231,7 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim compare: want two scenario files, or one file and --policy overrides or two --kernel profiles")
 		return exitBadInput
 	}
-	kA, kB := "", ""
-	if len(*kf) > 0 {
-		kA, kB = (*kf)[0], (*kf)[len(*kf)-1]
-	}
-	a, code := loadScenario("compare", fs.Arg(0), kA, nil, stderr)
+	a, kA, kB, code := kf.loadFirst("compare", fs.Arg(0), stderr)
 	if a == nil {
 		return code
 	}

@@ -23,12 +23,8 @@ is the union, and findings are deduplicated by signature (the set of
 invariants broken), keeping the one with the smallest shrunk reproducer.
 Shards of different campaigns (kernel, strategy, policies, injections)
 are refused. Exit 1 when the merged campaign found a violation.`)
-	if code := parse(fs, args, stderr); code >= 0 {
+	if code := parseArgs(fs, args, stderr, 1, -1, "want at least one shard summary file or directory"); code >= 0 {
 		return code
-	}
-	if fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "tdxsim fuzz merge: want at least one shard summary file or directory")
-		return exitBadInput
 	}
 	sums, names, err := fuzz.ReadSummaries(fs.Args())
 	if err != nil {

@@ -59,3 +59,15 @@ func setKernel(f *scenario.File, name string) error {
 	}
 	return f.SetKernel(name)
 }
+
+// loadFirst is for the commands that run a scenario beside a second one
+// (compare, serve): the profile of each run (the first --kernel for A,
+// the last for B; "" for none) and A, the scenario at path, or nil and
+// the exit code to stop with.
+func (k kernelFlag) loadFirst(cmd, path string, stderr io.Writer) (a *scenario.File, kA, kB string, code int) {
+	if len(k) > 0 {
+		kA, kB = k[0], k[len(k)-1]
+	}
+	a, code = loadScenario(cmd, path, kA, nil, stderr)
+	return a, kA, kB, code
+}

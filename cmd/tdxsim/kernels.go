@@ -49,17 +49,12 @@ func differences(p kernel.Profile) []differenceJSON {
 func cmdKernels(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim kernels", flag.ContinueOnError)
 	asJSON := fs.Bool("json", false, "print the profiles as one JSON array")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim kernels [--json] [NAME...]
+	setUsage(fs, stderr, `usage: tdxsim kernels [--json] [NAME...]
 
 Lists the kernel profiles: the release or tree each starts from, the series
 applied (version, date, lore Message-ID or tag), whether it is merged, the
 scenario policies it sets, the behaviours the model does not do yet, and
-the sources, each marked verified or not. With NAMEs, only those profiles.
-
-flags:`)
-		fs.PrintDefaults()
-	}
+the sources, each marked verified or not. With NAMEs, only those profiles.`)
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}

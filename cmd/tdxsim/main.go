@@ -120,24 +120,15 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	svgFile := fs.String("svg", "", "write the memory map (each TD's state at the last step before teardown) and the charts as a standalone SVG to FILE")
 	var policies policyFlag
 	fs.Var(&policies, "policy", "override a policy: hugepages=off|2M|1G, dynamic_pamt=true|false, max_order_from=gmem|folio,\nsplit_order=sept_first|folio_first, zap_private_on_notifier=true|false,\npin_private_pages=true|false, populate=map_private_pfn|gmem_populate, external_spt_cache=kvm|tdx_prealloc,\nteardown=per_page|terminate_vm (repeatable)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim run [flags] [FILE]
+	setUsage(fs, stderr, `usage: tdxsim run [flags] [FILE]
 
 Runs a scenario file (YAML; see examples/ and 'tdxsim schema') through the
 whole stack, or with no FILE the embedded default: a 4 GiB TD with 2 vCPUs,
 a measured firmware image, lazy accept, 5% of memory converted to shared
 and back, teardown. Prints the report: phases with modeled time, SEAMCALLs
-by leaf, mappings, memory overhead, conversions, checks, the MRTD.
-
-flags:`)
-		fs.PrintDefaults()
-	}
-	if code := parse(fs, args, stderr); code >= 0 {
+by leaf, mappings, memory overhead, conversions, checks, the MRTD.`)
+	if code := parseArgs(fs, args, stderr, 0, 1, "at most one scenario file"); code >= 0 {
 		return code
-	}
-	if fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "tdxsim run: at most one scenario file")
-		return exitBadInput
 	}
 	if err := errors.Join(tf.check(), checkOutFile("svg", *svgFile)); err != nil {
 		fmt.Fprintf(stderr, "tdxsim run: %v\n", err)
@@ -280,16 +271,14 @@ func printRun(cmd string, r *report.Run, err error, asJSON bool, stdout, stderr 
 func cmdSchema(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim schema", flag.ContinueOnError)
 	ofReport := fs.Bool("report", false, "print the JSON Schema of the run report (run --json, replay --json) instead")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tdxsim schema [--report]\n\nPrints the JSON Schema of scenario files (generated from the Go types the loader\ndecodes into), for editors: yaml-language-server's $schema, VS Code, ...\nWith --report, the JSON Schema of the run report (from report.Run; each key\nis explained in docs/glossary.md).\n\nflags:")
-		fs.PrintDefaults()
-	}
-	if code := parse(fs, args, stderr); code >= 0 {
+	setUsage(fs, stderr, `usage: tdxsim schema [--report]
+
+Prints the JSON Schema of scenario files (generated from the Go types the loader
+decodes into), for editors: yaml-language-server's $schema, VS Code, ...
+With --report, the JSON Schema of the run report (from report.Run; each key
+is explained in docs/glossary.md).`)
+	if code := parseArgs(fs, args, stderr, 0, 0, "takes no arguments"); code >= 0 {
 		return code
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "tdxsim schema: takes no arguments")
-		return exitBadInput
 	}
 	schema := scenario.Schema
 	if *ofReport {
@@ -312,8 +301,7 @@ func cmdMRTD(args []string, stdout, stderr io.Writer) int {
 	memory := fs.String("memory", "2G", "with --firmware: the TD's RAM, laid out as QEMU's q35 does (the MRTD does not depend on it)")
 	vmmName := fs.String("vmm", "qemu", "with --firmware: whose build to follow: qemu, cloud-hypervisor or tdvf-spec (PAGE.AUG sections left out)")
 	asJSON := fs.Bool("json", false, `print {"mrtd": "..."} (with --firmware also "sections": [...])`)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim mrtd --layout FILE [--json]
+	setUsage(fs, stderr, `usage: tdxsim mrtd --layout FILE [--json]
        tdxsim mrtd --firmware FILE [--sections] [--memory SIZE] [--vmm NAME] [--json]
 
 Prints the MRTD (SHA-384, 96 hex characters) of a TD built from FILE: each
@@ -333,11 +321,7 @@ QEMU's HOB list, TempMem zeroed), MR.EXTEND sections measured. --vmm
 cloud-hypervisor follows cloud-hypervisor instead (RawDataSize bytes
 copied, only attributes == MR.EXTEND measured); --vmm tdvf-spec leaves
 PAGE.AUG sections out. A damaged or non-TDVF image is exit 2 with the
-file offset of what is wrong.
-
-flags:`)
-		fs.PrintDefaults()
-	}
+file offset of what is wrong.`)
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}

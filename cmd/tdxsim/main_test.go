@@ -278,29 +278,43 @@ func TestCompare(t *testing.T) {
 }
 
 // FuzzFlags feeds every command's flag parser arbitrary arguments (go
-// test -fuzz=FuzzFlags ./cmd/tdxsim). The scenario file is one that does
-// not exist, so nothing runs: each call ends in the flag parser or the
-// loader, with exit 0 (help) or 2 and a message, never a panic. The flag
-// types of fuzz (--shard, --policy) are fuzzed directly.
+// test -fuzz=FuzzFlags ./cmd/tdxsim). Each command gets an ending that
+// keeps it from doing work whatever the fuzzed flags say: a scenario file
+// that does not exist, or a last flag out of its range (the last of a
+// repeated flag wins). So each call ends in the flag parser, a range
+// check or the loader, with exit 0 (help) or 2 and a message, never a
+// panic. The flag types of fuzz (--shard, --policy) are fuzzed directly
+// too.
 func FuzzFlags(f *testing.F) {
 	for _, s := range []string{"--seed 3", "--policy hugepages=1G", "--json --parallel", "--shard 1/4",
-		"--trace x --trace-format ftrace", "--svg", "--policy =", "--seed=-1", "-h"} {
+		"--trace x --trace-format ftrace", "--svg", "--policy =", "--seed=-1", "-h", "--inject busy=0.5",
+		"--strategy pct --depth 0", "--kernel 6.19 --kernel 7.0", "--max-memory 3M", "--workers 0", "--faults all", "merge", "--"} {
 		f.Add(uint8(0), s)
 	}
 	missing := filepath.Join(f.TempDir(), "missing.yaml")
-	cmds := [][]string{{"run"}, {"replay"}, {"compare"}, {"mrtd", "--layout", missing}, {"schema"}}
+	// Each command: what comes before the fuzzed arguments and what comes
+	// after them ("--" first where a fuzzed flag that wants a value must
+	// not take the file: with no file, run would run the default).
+	cmds := []struct{ before, after []string }{
+		{[]string{"run"}, []string{"--", missing}},
+		{[]string{"replay"}, []string{"--", missing}},
+		{[]string{"compare"}, []string{"--", missing}},
+		{[]string{"serve"}, []string{"--", missing}},
+		{[]string{"explore"}, []string{"--preemptions", "99", missing}},
+		{[]string{"fuzz"}, []string{"--runs", "0"}},
+		{[]string{"fuzz", "merge"}, []string{"--", missing}},
+		{[]string{"bench"}, []string{"--rounds", "0"}},
+		{[]string{"mrtd", "--layout", missing}, nil},
+		{[]string{"schema"}, nil},
+		{[]string{"kernels"}, nil},
+	}
 	f.Fuzz(func(t *testing.T, which uint8, line string) {
 		var sh shardFlag
 		_ = sh.Set(line)
 		var p policyFlag
 		_ = p.Set(line)
 		c := cmds[int(which)%len(cmds)]
-		args := append(append([]string{}, c...), strings.Fields(line)...)
-		if c[0] != "schema" && c[0] != "mrtd" {
-			// "--" keeps a fuzzed flag that wants a value from taking
-			// the file: with no file, run would run the default.
-			args = append(args, "--", missing)
-		}
+		args := append(append(append([]string{}, c.before...), strings.Fields(line)...), c.after...)
 		code, _, errs := run(args...)
 		if code != 0 && code != 2 {
 			t.Fatalf("%q: exit %d (want 0 or 2): %s", args, code, errs)

@@ -17,8 +17,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) int {
 	var policies policyFlag
 	fs.Var(&policies, "policy", "the Compare page's second run is FILE with this policy set (repeatable; default hugepages=off)")
 	kf := addKernelFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, `usage: tdxsim serve [flags] [FILE [FILE2]]
+	setUsage(fs, stderr, `usage: tdxsim serve [flags] [FILE [FILE2]]
 
 Runs FILE (the embedded default without one) and serves a web UI over it:
 the GPA map of each TD (2 MiB cells by state; click to zoom into a cell's
@@ -26,11 +25,7 @@ the GPA map of each TD (2 MiB cells by state; click to zoom into a cell's
 GPA, the report with its charts, and FILE beside a second run (FILE2, or
 FILE with --policy overrides, or FILE under a second --kernel) on the
 Compare page. It reads only the
-files it was given.
-
-flags:`)
-		fs.PrintDefaults()
-	}
+files it was given.`)
 	if code := parse(fs, args, stderr); code >= 0 {
 		return code
 	}
@@ -42,11 +37,7 @@ flags:`)
 		fmt.Fprintln(stderr, "tdxsim serve: --kernel at most twice (FILE's, then the Compare page's second run's)")
 		return exitBadInput
 	}
-	kA, kB := "", ""
-	if len(*kf) > 0 {
-		kA, kB = (*kf)[0], (*kf)[len(*kf)-1]
-	}
-	a, code := loadScenario("serve", fs.Arg(0), kA, nil, stderr)
+	a, _, kB, code := kf.loadFirst("serve", fs.Arg(0), stderr)
 	if a == nil {
 		return code
 	}

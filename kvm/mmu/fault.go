@@ -174,14 +174,8 @@ func (v *VCPU) MapPrivatePFN(t *sched.Thread, gfn addr.GFN, pfn addr.PFN) error 
 // an atomic compare-and-exchange; a frozen entry, a lost race or a busy
 // external page table gives RET_PF_RETRY. mmu_lock is held for read.
 func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, root Root, gfn addr.GFN, goal addr.Level, pfn addr.PFN) (Result, error) {
-	p := m.root(root)
-	if p == nil {
-		return RetRetry, nil
-	}
-	for {
-		level := p.level
-		i := spteIndex(gfn, level)
-		old := p.load(i)
+	for e := range path(m.root(root), gfn) {
+		p, i, old, level := e.p, e.i, e.old, e.level()
 		if old.Frozen() {
 			return RetRetry, nil
 		}
@@ -195,9 +189,6 @@ func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, root Root, gfn addr.GFN, goal add
 			// not used), so the fault maps below it, at the smaller
 			// level.
 			goal = level - 1
-			if p = p.child(i); p == nil {
-				return RetRetry, nil
-			}
 			continue
 		}
 		if old.Present() {
@@ -210,7 +201,6 @@ func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, root Root, gfn addr.GFN, goal add
 				}
 				return RetRetry, nil
 			}
-			p = p.child(i)
 			continue
 		}
 		base := gfn &^ addr.GFN(level.Pages()-1)
@@ -225,8 +215,9 @@ func (m *MMU) tdpMap(t *sched.Thread, v *VCPU, root Root, gfn addr.GFN, goal add
 			}
 			return 0, err
 		}
-		p = child
+		// path steps into child next.
 	}
+	return RetRetry, nil // no root, or no table below a table entry
 }
 
 // link is tdp_mmu_link_sp(): publish child below entry i of p (for a

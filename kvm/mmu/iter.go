@@ -59,6 +59,24 @@ func (p *page) present() iter.Seq[entry] {
 	}
 }
 
+// path yields the entries on the way from root down to gfn, one a level,
+// present or not, each with the value read just before it is yielded.
+// After the body returns, path steps into the entry's child table (the
+// body may just have linked it) and ends where there is none. Kernel:
+// tdp_mmu_for_each_pte(iter, kvm, root, gfn, gfn + 1) in
+// kvm_tdp_mmu_map().
+func path(root *page, gfn addr.GFN) iter.Seq[entry] {
+	return func(yield func(entry) bool) {
+		for p := root; p != nil; {
+			i := spteIndex(gfn, p.level)
+			if !yield(entry{p, i, p.load(i)}) {
+				return
+			}
+			p = p.child(i)
+		}
+	}
+}
+
 // walk yields every present entry under root that maps a GFN in
 // [start, end), parents before their children, in GFN order; a nil root
 // yields nothing. The body may change the entry it is given (zap a leaf);
