@@ -1,7 +1,6 @@
 package fuzz
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -11,25 +10,31 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/check"
 	"github.com/tdxsim/tdxsim/guest"
-	"github.com/tdxsim/tdxsim/inject"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
 )
 
 // StepError is the invariant a run breaks when a step fails that the
-// scenario did not expect to fail: the model refused something a valid
-// scenario asked for.
-const StepError = "step_completes"
+// scenario did not expect to fail and no injected fault explains: the
+// model refused something a valid scenario asked for.
+const StepError = check.StepCompletes
 
 // Outcome is one scenario's run.
 type Outcome struct {
 	Steps    int    // timeline steps (parallel groups count their members)
 	Schedule string // the interleaving (sched.ScheduleHash)
-	// Broken lists the invariants violated, sorted; empty when clean.
+	// Class is how the run ended: check.ClassClean, ClassKernelResponse
+	// or ClassViolation.
+	Class string
+	// Broken lists the invariants violated, sorted; empty unless Class is
+	// a violation.
 	Broken []string
-	Report *report.Run
+	// Responses lists the kinds of kernel response to injected faults the
+	// run ended with, sorted (check.RespKVMBugOn, ...).
+	Responses []string
+	Report    *report.Run
 	// Cover is what the run exercised (nil when it could not start).
 	Cover *scenario.Coverage
 }
@@ -46,27 +51,24 @@ func RunWith(f *scenario.File, opts scenario.Options) Outcome {
 	r, err := scenario.Run(f, opts)
 	o := Outcome{Steps: countSteps(f.Timeline), Report: r}
 	if r == nil {
-		o.Broken = []string{StepError}
+		o.Class, o.Broken = check.ClassViolation, []string{StepError}
 		return o
 	}
 	o.Schedule = r.Schedule
 	o.Cover = cov
-	set := map[string]bool{}
-	for inv := range r.Checks.Failed {
-		set[inv] = true
+	// The report classified the run (check.Classify): a step that failed
+	// because of an injected fault (KVM's -ENOMEM to the faulting path, the
+	// EIO of a VM an injected fault killed) is the kernel's answer, not a
+	// finding.
+	o.Class = r.Outcome
+	o.Responses = slices.Sorted(maps.Keys(r.KernelResponses))
+	if o.Class == check.ClassViolation {
+		o.Broken = slices.Sorted(maps.Keys(r.Checks.Failed))
+		if len(o.Broken) == 0 && err != nil {
+			o.Broken = []string{StepError}
+		}
 	}
-	if err != nil && errors.Is(err, scenario.ErrRun) && len(set) == 0 && !injectedENOMEM(err) {
-		set[StepError] = true
-	}
-	o.Broken = slices.Sorted(maps.Keys(set))
 	return o
-}
-
-// injectedENOMEM reports whether the run stopped with ENOMEM caused by an
-// injected allocation failure: KVM's answer (-ENOMEM to the faulting
-// path, which the VMM cannot get past), not a finding.
-func injectedENOMEM(err error) bool {
-	return errors.Is(err, errno.ENOMEM) && errors.Is(err, inject.ErrAllocFailed)
 }
 
 func countSteps(steps []scenario.Step) int {
@@ -125,19 +127,26 @@ type Config struct {
 type Summary struct {
 	Runs int `json:"runs"`
 	// Schedules is the runs times the schedules each ran under.
-	Schedules     int            `json:"schedules"`
-	Strategy      string         `json:"strategy"`
-	Steps         int            `json:"steps"`
-	Interleavings int            `json:"interleavings"`
-	Violations    map[string]int `json:"violations"` // schedules that broke each invariant
-	Reproducers   []string       `json:"reproducers"`
-	Traces        []string       `json:"traces,omitempty"` // Chrome traces of the reproducers (tdxsim fuzz --trace)
-	Findings      []Finding      `json:"findings"`
-	Seeds         [2]uint64      `json:"seeds"` // first and last seed run
-	ElapsedMS     int64          `json:"elapsed_ms"`
-	Kernel        string         `json:"kernel,omitempty"`
-	Policies      []string       `json:"policies"`
-	Inject        []string       `json:"inject"`
+	Schedules     int    `json:"schedules"`
+	Strategy      string `json:"strategy"`
+	Steps         int    `json:"steps"`
+	Interleavings int    `json:"interleavings"`
+	// Outcomes counts the schedules by how they ended: clean,
+	// kernel_response, violation (check.Class*).
+	Outcomes map[string]int `json:"outcomes"`
+	// KernelResponses counts the schedules that ended in a kernel
+	// response to an injected fault, by kind (one schedule may count
+	// under several kinds).
+	KernelResponses map[string]int `json:"kernel_responses"`
+	Violations      map[string]int `json:"violations"` // schedules that broke each invariant
+	Reproducers     []string       `json:"reproducers"`
+	Traces          []string       `json:"traces,omitempty"` // Chrome traces of the reproducers (tdxsim fuzz --trace)
+	Findings        []Finding      `json:"findings"`
+	Seeds           [2]uint64      `json:"seeds"` // first and last seed run
+	ElapsedMS       int64          `json:"elapsed_ms"`
+	Kernel          string         `json:"kernel,omitempty"`
+	Policies        []string       `json:"policies"`
+	Inject          []string       `json:"inject"`
 	// Faults is the generator's fault set (fuzz --faults).
 	Faults string `json:"faults"`
 	// GuestOps counts the hostile guests' operations (--hostile).
@@ -192,7 +201,7 @@ func Campaign(cfg Config) (*Summary, error) {
 	if cfg.Depth <= 0 {
 		cfg.Depth = scenario.DefaultPCTDepth
 	}
-	sum := &Summary{Kernel: cfg.Kernel, Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}, Inject: []string{}, Injected: map[string]uint64{}, Strategy: cfg.Strategy}
+	sum := &Summary{Kernel: cfg.Kernel, Outcomes: map[string]int{}, KernelResponses: map[string]int{}, Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Policies: []string{}, Inject: []string{}, Injected: map[string]uint64{}, Strategy: cfg.Strategy}
 	if sum.Strategy == "" {
 		sum.Strategy = "random"
 	}
@@ -281,6 +290,14 @@ func (cfg Config) merge(sum *Summary, seed uint64, r run, start time.Time, sched
 	if o.Schedule != "" {
 		schedules[fmt.Sprint(seed%1024, o.Schedule)] = true
 	}
+	if o.Class != "" {
+		sum.Outcomes[o.Class]++
+	}
+	if o.Class == check.ClassKernelResponse {
+		for _, k := range o.Responses {
+			sum.KernelResponses[k]++
+		}
+	}
 	for _, inv := range o.Broken {
 		sum.Violations[inv]++
 	}
@@ -355,6 +372,14 @@ func (s *Summary) WriteText(w interface{ Write([]byte) (int, error) }) {
 		fmt.Fprintf(w, "faults injected: %d (%s)\n", n, strings.Join(s.Inject, ", "))
 	}
 	s.Coverage.writeText(w)
+	fmt.Fprintf(w, "outcomes (schedules): %d clean, %d kernel_response, %d violation\n",
+		s.Outcomes[check.ClassClean], s.Outcomes[check.ClassKernelResponse], s.Outcomes[check.ClassViolation])
+	if len(s.KernelResponses) > 0 {
+		fmt.Fprintln(w, "kernel responses to injected faults (schedules, by kind):")
+		for _, k := range slices.Sorted(maps.Keys(s.KernelResponses)) {
+			fmt.Fprintf(w, "  %-24s %d\n", k, s.KernelResponses[k])
+		}
+	}
 	if len(s.Violations) == 0 {
 		fmt.Fprintln(w, "violations: none")
 		return

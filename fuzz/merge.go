@@ -118,7 +118,7 @@ func Merge(sums []*Summary, names []string) (*Summary, error) {
 	}
 	first := sums[0]
 	out := &Summary{Strategy: first.Strategy, Kernel: first.Kernel, Policies: first.Policies, Inject: first.Inject, Faults: first.Faults,
-		Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Injected: map[string]uint64{}}
+		Outcomes: map[string]int{}, KernelResponses: map[string]int{}, Violations: map[string]int{}, Reproducers: []string{}, Findings: []Finding{}, Injected: map[string]uint64{}}
 	out.Seeds = first.Seeds
 	trans, locks, kinds := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	best := map[string]Finding{}
@@ -139,6 +139,12 @@ func Merge(sums []*Summary, names []string) (*Summary, error) {
 		out.Traces = append(out.Traces, s.Traces...)
 		for k, n := range s.Violations {
 			out.Violations[k] += n
+		}
+		for k, n := range s.Outcomes {
+			out.Outcomes[k] += n
+		}
+		for k, n := range s.KernelResponses {
+			out.KernelResponses[k] += n
 		}
 		for k, n := range s.Injected {
 			out.Injected[k] += n

@@ -67,6 +67,11 @@ func TestMergeShards(t *testing.T) {
 			t.Errorf("violations[%s] merged %d, unsharded %d", inv, got.Violations[inv], n)
 		}
 	}
+	for class, n := range want.Outcomes {
+		if got.Outcomes[class] != n {
+			t.Errorf("outcomes[%s] merged %d, unsharded %d", class, got.Outcomes[class], n)
+		}
+	}
 	if len(got.Coverage.StepKinds.Seen) != len(want.Coverage.StepKinds.Seen) || len(got.Coverage.Transitions.Seen) != len(want.Coverage.Transitions.Seen) {
 		t.Errorf("coverage merged %d kinds %d transitions, unsharded %d %d", len(got.Coverage.StepKinds.Seen), len(got.Coverage.Transitions.Seen),
 			len(want.Coverage.StepKinds.Seen), len(want.Coverage.Transitions.Seen))

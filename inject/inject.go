@@ -1,5 +1,6 @@
 // Package inject is fault injection for runs and fuzz campaigns:
-// TDX_OPERAND_BUSY at a chosen rate on any SEAMCALL leaf, the n-th
+// TDX_OPERAND_BUSY at a chosen rate on the SEAMCALL leaves where a
+// contender can hold a lock they need (contenders.go), the n-th
 // call of a leaf failing outright (a faulty TDX module), and the n-th
 // allocation from a cache or pool failing (a host out of memory in a
 // top-up). Decisions depend only on the seed and on how many calls came
@@ -9,6 +10,7 @@ package inject
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,15 +30,22 @@ var (
 )
 
 // Fault is one injected SEAMCALL failure: the leaf, the status it returns
-// instead of running, and Err, ErrBusy or ErrLeafFailed.
+// instead of running, and Err, ErrBusy or ErrLeafFailed. A BUSY from the
+// busy rate names the Contender it models; a BUSY from `fail` names none
+// (it is the scenario's, and a module bug where no contender can exist).
 type Fault struct {
-	Leaf   tdxmodule.Leaf
-	Status tdxmodule.Status
-	Err    error
+	Leaf      tdxmodule.Leaf
+	Status    tdxmodule.Status
+	Err       error
+	Contender Contender
 }
 
 func (f *Fault) Error() string {
-	return f.Err.Error() + ": " + f.Leaf.String() + " " + f.Status.String()
+	s := f.Err.Error() + ": " + f.Leaf.String() + " " + f.Status.String()
+	if f.Contender != 0 {
+		s += " (contender: " + f.Contender.String() + ")"
+	}
+	return s
 }
 
 // Unwrap returns ErrBusy or ErrLeafFailed.
@@ -62,7 +71,9 @@ type AllocFailure struct {
 type Config struct {
 	Seed uint64
 	// Busy is the probability that a SEAMCALL of BusyLeaves (every leaf
-	// when empty) returns TDX_OPERAND_BUSY instead of running.
+	// when empty) returns TDX_OPERAND_BUSY instead of running, where a
+	// contender can hold a lock it needs (ContentionOf); elsewhere the
+	// rate injects nothing.
 	Busy       float64
 	BusyLeaves []tdxmodule.Leaf
 	Fail       []Failure
@@ -74,12 +85,26 @@ func (c Config) Any() bool { return c.Busy > 0 || len(c.Fail) > 0 || len(c.Alloc
 
 // Stats counts what was injected.
 type Stats struct {
-	Busy         uint64            `json:"busy"`
-	Failed       map[string]uint64 `json:"failed"` // by "LEAF STATUS"
-	AllocsFailed uint64            `json:"allocs_failed"`
+	// Busy counts the BUSYs of the busy rate, BusyByContender the same by
+	// contender kind ("vcpu", "host_seamcall", "epoch").
+	Busy            uint64            `json:"busy"`
+	BusyByContender map[string]uint64 `json:"busy_by_contender"`
+	Failed          map[string]uint64 `json:"failed"` // by "LEAF STATUS"
+	AllocsFailed    uint64            `json:"allocs_failed"`
 	// BusyEndedByKick counts BUSYs not injected because the kernel had
 	// kicked the TD's vCPUs out (tdh_do_no_vcpus): no contender left.
 	BusyEndedByKick uint64 `json:"busy_ended_by_kick"`
+	// BusyEndedByRetry counts BUSYs not injected because the call is the
+	// kernel's retry of one the rate made BUSY: the contender's SEAMCALL
+	// (or vCPU entry) has returned and its lock is free.
+	BusyEndedByRetry uint64 `json:"busy_ended_by_retry"`
+	// BusyNoContender counts draws of the rate on a leaf, or in a context
+	// (a TD not yet RUNNABLE), where no contender can exist: nothing is
+	// injected, the real module cannot return BUSY there.
+	BusyNoContender uint64 `json:"busy_no_contender"`
+	// BusyModuleBug counts `fail` injections of TDX_OPERAND_BUSY where no
+	// contender can exist: a module bug, not contention (also in Failed).
+	BusyModuleBug uint64 `json:"busy_module_bug"`
 }
 
 // Injector carries out a Config. Its methods are safe for concurrent use.
@@ -93,6 +118,30 @@ type Injector struct {
 	// noVCPUs counts, per TD (by TDR), the kernel's tdh_do_no_vcpus()
 	// windows open: its vCPUs are kicked out and held out of the guest.
 	noVCPUs map[addr.PFN]int
+	// recent are the last calls the rate made BUSY, so that the kernel's
+	// retry of one finds the contender gone (bounded: a ring).
+	recent     [32]busyCall
+	recentNext int
+	// runnable, when set, says whether the TD whose TDR is tdr is
+	// RUNNABLE (SetRunnable).
+	runnable func(tdr addr.PFN) bool
+}
+
+// busyCall is one call the rate made BUSY: its leaf and operands.
+type busyCall struct {
+	leaf     tdxmodule.Leaf
+	rcx, rdx uint64
+	used     bool
+}
+
+// SetRunnable tells the injector how to learn whether a TD is RUNNABLE:
+// before TDH.MR.FINALIZE no vCPU has entered and the kernel serializes
+// every SEAMCALL on the TD, so the contenders of RunnableOnly leaves do
+// not exist. Without it every TD counts as RUNNABLE.
+func (in *Injector) SetRunnable(f func(tdr addr.PFN) bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.runnable = f
 }
 
 // NoVCPUs is told when the kernel opens (on) and closes a
@@ -114,13 +163,15 @@ func (in *Injector) NoVCPUs(tdr addr.PFN, on bool) {
 	}
 }
 
-// tdrOf is the TDR a leaf's registers name, for the leaves run through
-// tdh_do_no_vcpus(): RCX for TDH.MEM.TRACK, RDX for the S-EPT leaves.
+// tdrOf is the TDR a leaf's registers name: RCX for TDH.MEM.TRACK and
+// TDH.MR.FINALIZE, RDX for the S-EPT and measurement leaves.
 func tdrOf(leaf tdxmodule.Leaf, regs tdxmodule.Regs) (addr.PFN, bool) {
 	switch leaf {
-	case tdxmodule.LeafMemTrack:
+	case tdxmodule.LeafMemTrack, tdxmodule.LeafMrFinalize:
 		return addr.PFN(regs.RCX >> 12), true
-	case tdxmodule.LeafMemRangeBlock, tdxmodule.LeafMemPageRemove, tdxmodule.LeafMemPageDemote:
+	case tdxmodule.LeafMemRangeBlock, tdxmodule.LeafMemPageRemove, tdxmodule.LeafMemPageDemote,
+		tdxmodule.LeafMemPageAug, tdxmodule.LeafMemSEPTAdd, tdxmodule.LeafMemPageAdd, tdxmodule.LeafMrExtend,
+		tdxmodule.LeafMemSEPTRemove, tdxmodule.LeafMemRangeUnblock, tdxmodule.LeafMemPagePromote, tdxmodule.LeafMemSEPTRd:
 		return addr.PFN(regs.RDX >> 12), true
 	}
 	return 0, false
@@ -128,7 +179,9 @@ func tdrOf(leaf tdxmodule.Leaf, regs tdxmodule.Regs) (addr.PFN, bool) {
 
 // New returns an injector for cfg.
 func New(cfg Config) *Injector {
-	return &Injector{cfg: cfg, allocs: map[string]uint64{}, stats: Stats{Failed: map[string]uint64{}}, noVCPUs: map[addr.PFN]int{}}
+	return &Injector{cfg: cfg, allocs: map[string]uint64{},
+		stats:   Stats{Failed: map[string]uint64{}, BusyByContender: map[string]uint64{}},
+		noVCPUs: map[addr.PFN]int{}}
 }
 
 // SEAMCALL is a tdxmodule.Injector: it decides whether this call of leaf
@@ -142,6 +195,15 @@ func (in *Injector) SEAMCALL(leaf tdxmodule.Leaf, regs tdxmodule.Regs) (tdxmodul
 
 // Decide decides whether this call of leaf fails: nil lets it run, a
 // *Fault says with which status and why.
+//
+// A `fail` entry fires on its call whatever the context, except a BUSY
+// inside the kernel's tdh_do_no_vcpus() window on a leaf whose contenders
+// are vCPUs (the kick ended them); a BUSY where no contender can exist is
+// counted as a module bug. The busy rate injects a BUSY only where
+// ContentionOf names a contender that can exist now: the TD is RUNNABLE
+// for RunnableOnly leaves, the vCPUs are not kicked out for vCPU and
+// epoch contenders, and the call is not the kernel's retry of a call the
+// rate made BUSY (the contender has returned).
 func (in *Injector) Decide(leaf tdxmodule.Leaf, regs tdxmodule.Regs) *Fault {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -150,31 +212,106 @@ func (in *Injector) Decide(leaf tdxmodule.Leaf, regs tdxmodule.Regs) *Fault {
 	}
 	in.calls[leaf]++
 	k := in.calls[leaf]
-	noContender := false
-	if tdr, ok := tdrOf(leaf, regs); ok && in.noVCPUs[tdr] > 0 {
-		noContender = true
-	}
+	c := ContentionOf(leaf)
 	for _, f := range in.cfg.Fail {
 		if f.Leaf == leaf && (k == f.Nth || f.Every > 0 && k > f.Nth && (k-f.Nth)%f.Every == 0) {
-			if noContender && f.Status.HasCode(tdxmodule.OperandBusy) {
+			busy := f.Status.HasCode(tdxmodule.OperandBusy)
+			var kinds []Contender
+			kicked := false
+			if busy {
+				kinds, kicked = in.contenders(c, leaf, regs)
+			}
+			if busy && kicked {
 				in.stats.BusyEndedByKick++
 				continue
+			}
+			if busy && len(kinds) == 0 {
+				in.stats.BusyModuleBug++
 			}
 			name, _, _ := strings.Cut(f.Status.String(), "(") // without the operand
 			in.stats.Failed[leaf.String()+" "+name]++
 			return &Fault{Leaf: leaf, Status: f.Status, Err: ErrLeafFailed}
 		}
 	}
-	if in.cfg.Busy > 0 && (len(in.cfg.BusyLeaves) == 0 || slices.Contains(in.cfg.BusyLeaves, leaf)) &&
-		chance(in.cfg.Seed, uint64(leaf), k) < in.cfg.Busy {
-		if noContender {
-			in.stats.BusyEndedByKick++
-			return nil
-		}
-		in.stats.Busy++
-		return &Fault{Leaf: leaf, Status: tdxmodule.OperandBusy, Err: ErrBusy}
+	if in.cfg.Busy <= 0 || len(in.cfg.BusyLeaves) > 0 && !slices.Contains(in.cfg.BusyLeaves, leaf) {
+		return nil
 	}
-	return nil
+	retry := in.takeRecent(leaf, regs)
+	if chance(in.cfg.Seed, uint64(leaf), k) >= in.cfg.Busy {
+		return nil
+	}
+	kinds, kicked := in.contenders(c, leaf, regs)
+	switch {
+	case kicked && len(kinds) == 0:
+		in.stats.BusyEndedByKick++
+		return nil
+	case len(kinds) == 0:
+		in.stats.BusyNoContender++
+		return nil
+	case retry:
+		in.stats.BusyEndedByRetry++
+		return nil
+	}
+	i := int(chance(in.cfg.Seed^0x636f6e74656e64, uint64(leaf), k) * float64(len(kinds)))
+	kind := kinds[i]
+	in.remember(leaf, regs)
+	in.stats.Busy++
+	in.stats.BusyByContender[kind.String()]++
+	return &Fault{Leaf: leaf, Status: tdxmodule.OperandBusy.With(operandOf(c, kind)), Err: ErrBusy, Contender: kind}
+}
+
+// contenders returns the contender kinds of c that can exist for this
+// call, and whether vCPU contenders were ended by a kick (the call is
+// inside a tdh_do_no_vcpus() window on its TD and the leaf has them).
+func (in *Injector) contenders(c Contention, leaf tdxmodule.Leaf, regs tdxmodule.Regs) ([]Contender, bool) {
+	if !c.Possible() {
+		return nil, false
+	}
+	tdr, hasTDR := tdrOf(leaf, regs)
+	if c.RunnableOnly && hasTDR && in.runnable != nil && !in.runnable(tdr) {
+		return nil, false
+	}
+	if !hasTDR || in.noVCPUs[tdr] == 0 {
+		return c.Kinds, false
+	}
+	var left []Contender
+	kicked := false
+	for _, kd := range c.Kinds {
+		if kd.viaVCPU() {
+			kicked = true
+		} else {
+			left = append(left, kd)
+		}
+	}
+	return left, kicked
+}
+
+// operandOf is the operand id of the BUSY contender kind causes on c.
+func operandOf(c Contention, kind Contender) uint32 {
+	for i, kd := range c.Kinds {
+		if kd == kind && i < len(c.Operands) {
+			return c.Operands[i]
+		}
+	}
+	return tdxmodule.OpRCX
+}
+
+// remember records a call the rate made BUSY.
+func (in *Injector) remember(leaf tdxmodule.Leaf, regs tdxmodule.Regs) {
+	in.recent[in.recentNext] = busyCall{leaf: leaf, rcx: regs.RCX, rdx: regs.RDX, used: true}
+	in.recentNext = (in.recentNext + 1) % len(in.recent)
+}
+
+// takeRecent reports whether this call repeats one the rate made BUSY
+// (the kernel's retry), and forgets that one.
+func (in *Injector) takeRecent(leaf tdxmodule.Leaf, regs tdxmodule.Regs) bool {
+	for i := range in.recent {
+		if b := &in.recent[i]; b.used && b.leaf == leaf && b.rcx == regs.RCX && b.rdx == regs.RDX {
+			b.used = false
+			return true
+		}
+	}
+	return false
 }
 
 // Alloc is a hostmem alloc failer: ErrAllocFailed when this allocation
@@ -201,10 +338,8 @@ func (in *Injector) Stats() Stats {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	s := in.stats
-	s.Failed = map[string]uint64{}
-	for k, v := range in.stats.Failed {
-		s.Failed[k] = v
-	}
+	s.Failed = maps.Clone(in.stats.Failed)
+	s.BusyByContender = maps.Clone(in.stats.BusyByContender)
 	return s
 }
 

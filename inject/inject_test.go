@@ -97,7 +97,7 @@ func TestDecideNamesTheFault(t *testing.T) {
 		t.Fatalf("fail entry: %v", f)
 	}
 	f = in.Decide(tdxmodule.LeafMemPageDemote, tdxmodule.Regs{})
-	if f == nil || !errors.Is(f, ErrBusy) || f.Status != tdxmodule.OperandBusy {
+	if f == nil || !errors.Is(f, ErrBusy) || !f.Status.HasCode(tdxmodule.OperandBusy) || f.Contender != ContenderVCPU {
 		t.Fatalf("busy: %v", f)
 	}
 }

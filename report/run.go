@@ -77,6 +77,24 @@ type Run struct {
 	TDs               []TD              `json:"tds"`
 	// Error is what stopped the run early, if anything did.
 	Error string `json:"error,omitempty"`
+	// Outcome is how the run ended (check.Classify): "clean",
+	// "kernel_response" (the kernel answered injected faults the way its
+	// source says, nothing else broke) or "violation".
+	Outcome string `json:"outcome"`
+	// KernelResponses counts the kernel's responses to injected faults by
+	// kind (check.RespKVMBugOn, ...), each with the kernel function that
+	// responded and the fault it answered.
+	KernelResponses map[string]KernelResponse `json:"kernel_responses,omitempty"`
+}
+
+// KernelResponse is one kind of kernel response in a run: how often, and
+// by "kernel function <- injected fault". For guest_memfd freeing a page a
+// dead TD still maps, Reused says how many of those pages were handed out
+// again while the TDX module still held them.
+type KernelResponse struct {
+	Count  int            `json:"count"`
+	Causes map[string]int `json:"causes"`
+	Reused *int64         `json:"reused,omitempty"`
 }
 
 // Memory is the TDX memory overhead and what each VM was charged.
@@ -137,6 +155,11 @@ type Teardown struct {
 	// released the HKID (teardown=terminate_vm), instead of removed.
 	PrivateReclaimed map[string]int64 `json:"private_reclaimed,omitempty"`
 	LeakedPages      int64            `json:"leaked_pages"`
+	// LeakedOnPurpose is how many of LeakedPages the kernel left behind on
+	// purpose after an injected fault (a page tdx_reclaim_page() could not
+	// take back, control pages left with the HKID still assigned, the
+	// Dynamic PAMT pairs they keep); teardown_reclaims_all allows them.
+	LeakedOnPurpose int64 `json:"leaked_on_purpose,omitempty"`
 	// HeldByModule is what the TDX module still holds after a teardown
 	// KVM could not finish (a VM killed by KVM_BUG_ON): pages left on
 	// purpose, never handed back while they may still be mapped.
@@ -306,8 +329,8 @@ func (r *Run) WriteText(w io.Writer) error {
 	for _, k := range event.SortedKeys(r.Memory.ChargedBytes) {
 		fmt.Fprintf(w, "  charged to %s (host pages held by its account, whole guest_memfd folios included): %s at peak, %s after teardown\n", k, HumanBytes(r.Memory.ChargedBytes[k]), HumanBytes(r.Memory.ChargedBytesEnd[k]))
 	}
-	fmt.Fprintf(w, "  teardown: %d S-EPT and %d control pages reclaimed, %d pages leaked\n",
-		r.Teardown.SEPTPagesReclaimed, r.Teardown.ControlPagesReclaimed, r.Teardown.LeakedPages)
+	fmt.Fprintf(w, "  teardown: %d S-EPT and %d control pages reclaimed, %d pages leaked%s\n",
+		r.Teardown.SEPTPagesReclaimed, r.Teardown.ControlPagesReclaimed, r.Teardown.LeakedPages, onPurposeNote(r.Teardown.LeakedOnPurpose))
 	if pr := r.Teardown.PrivateReclaimed; len(pr) > 0 {
 		fmt.Fprintf(w, "  after KVM_TDX_TERMINATE_VM: private leaves reclaimed 4K %d, 2M %d, 1G %d (no BLOCK/TRACK/REMOVE)\n", pr["4K"], pr["2M"], pr["1G"])
 	}
@@ -331,8 +354,39 @@ func (r *Run) WriteText(w io.Writer) error {
 	if r.Error != "" {
 		fmt.Fprintf(w, "error: %s\n", r.Error)
 	}
+	r.writeResponses(w)
 	r.writeViolations(w)
 	return nil
+}
+
+// writeResponses prints the outcome and the kernel's responses by kind.
+func (r *Run) writeResponses(w io.Writer) {
+	if r.Outcome == "" {
+		return
+	}
+	note := ""
+	if r.Outcome == "violation" && len(r.Checks.Failed) == 0 {
+		note = " (step_completes: a step failed and no injected fault explains it)"
+	}
+	fmt.Fprintf(w, "outcome: %s%s\n", r.Outcome, note)
+	for _, k := range slices.Sorted(maps.Keys(r.KernelResponses)) {
+		kr := r.KernelResponses[k]
+		reused := ""
+		if kr.Reused != nil {
+			reused = fmt.Sprintf(", %d pages reused", *kr.Reused)
+		}
+		fmt.Fprintf(w, "kernel response %s: %d%s\n", k, kr.Count, reused)
+		for _, c := range slices.Sorted(maps.Keys(kr.Causes)) {
+			fmt.Fprintf(w, "  %d  %s\n", kr.Causes[c], c)
+		}
+	}
+}
+
+func onPurposeNote(n int64) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d on purpose, after injected faults)", n)
 }
 
 // writeViolations prints the violations by invariant and the first

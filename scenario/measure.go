@@ -40,6 +40,7 @@ func (rn *runner) world() check.World {
 		if td.m != nil && !td.torn {
 			w.TDs = append(w.TDs, check.TD{Name: td.spec.Name, VM: td.m.VM, TD: td.m.TD, Gmem: td.m.Gmem})
 		}
+		w.DeadTornDown = w.DeadTornDown || td.torn && td.bugged != ""
 	}
 	return w
 }
@@ -87,7 +88,11 @@ func (rn *runner) sample(at string) {
 func (rn *runner) newReports(at string) {
 	var rep check.Reported
 	evs := rn.count.Violations()
-	rep.Events = evs[min(rn.seenEvents, len(evs)):]
+	for _, e := range evs[min(rn.seenEvents, len(evs)):] {
+		if !rn.resp.Excused(e) { // guest_memfd freeing a page a TD killed by an injected fault maps
+			rep.Events = append(rep.Events, e)
+		}
+	}
 	rn.seenEvents = len(evs)
 	locks := rn.s.LockDep().Reports()
 	for _, l := range locks[min(rn.seenLocks, len(locks)):] {
@@ -130,6 +135,15 @@ func (rn *runner) finish(leaked int64) {
 			// BUSYs a contender would have caused, not injected: the
 			// kernel had kicked the TD's vCPUs out (tdh_do_no_vcpus).
 			r.Injected["busy ended by kick"] = st.BusyEndedByKick
+		}
+		for kind, n := range st.BusyByContender {
+			r.Injected["busy by "+kind] = n // the contender each BUSY models
+		}
+		for what, n := range map[string]uint64{"busy ended by retry": st.BusyEndedByRetry,
+			"busy without contender (not injected)": st.BusyNoContender, "busy module bug": st.BusyModuleBug} {
+			if n > 0 {
+				r.Injected[what] = n
+			}
 		}
 	}
 	r.SeamcallsFailed = rn.count.Failed()
@@ -210,13 +224,14 @@ func (rn *runner) finish(leaked int64) {
 			}
 		}
 		r.TDs = append(r.TDs, t)
-		rn.check("end", check.NoKVMBug, check.KVMBugFree(td.spec.Name, td.bugged)...)
+		rn.check("end", check.NoKVMBug, check.KVMBugFree(td.spec.Name, rn.uncausedBug(td))...)
 	}
 	rn.mappingsAtEnd()
 	rn.newReports(rn.phase)
 	r.Teardown.LeakedPages = leaked
 	l := check.Leftovers{LeakedPages: leaked, ChargedPages: r.Teardown.ChargedAfter,
 		HKIDsInUse: rn.host.HKIDsInUse(), DPAMTPairs: rn.host.DPAMTRanges()}
+	l.LeakedOnPurpose, l.HKIDsLeaked = rn.leakedOnPurpose()
 	for _, td := range rn.tds {
 		l.Bugged = l.Bugged || td.bugged != ""
 	}
@@ -225,6 +240,7 @@ func (rn *runner) finish(leaked int64) {
 		r.Teardown.HeldByModule = l.HeldByModule
 	}
 	rn.check("end", check.Teardown, check.TeardownReclaimsAll(l)...)
+	r.Teardown.LeakedOnPurpose = l.OnPurpose()
 	r.Checks.Failed = map[string]int{}
 	for _, name := range rn.order {
 		c := rn.checks[name]

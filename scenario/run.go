@@ -18,6 +18,7 @@ import (
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/sched"
+	"github.com/tdxsim/tdxsim/tdxmodule"
 	"github.com/tdxsim/tdxsim/vmm"
 )
 
@@ -93,6 +94,8 @@ type runner struct {
 	hostileOps map[string]int64
 	// inj is the fault injector (nil without injection).
 	inj *inject.Injector
+	// resp traces the kernel's responses to injected faults.
+	resp *check.Responses
 	// phase is where the run is ("build", "timeline[3] (convert)",
 	// "teardown"): what is reported after the scheduler stopped (a
 	// deadlock, say) is attributed to it.
@@ -170,6 +173,11 @@ func (rn *runner) setup(sink event.Sink) error {
 	}
 	ic.Seed = rn.seed
 	rn.inj = inject.New(ic)
+	mod := rn.host.Mod
+	rn.inj.SetRunnable(func(tdr addr.PFN) bool {
+		info, ok := mod.TD(tdr)
+		return ok && info.OpState == tdxmodule.OpStateRunnable
+	})
 	rn.host.Mod.SetInjector(rn.inj.SEAMCALL)
 	rn.host.NoVCPUs = rn.inj.NoVCPUs
 	rn.host.Mem.SetAllocFailer(rn.inj.Alloc)

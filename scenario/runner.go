@@ -71,9 +71,10 @@ func Start(f *File, o Options) (*Runner, error) {
 	}
 	costs := f.Costs()
 	rn.clock = report.NewClock(costs)
-	var sink event.Sink = event.Tee{rn.count, rn.clock}
+	rn.resp = check.NewResponses()
+	var sink event.Sink = event.Tee{rn.count, rn.clock, rn.resp}
 	if o.Sink != nil {
-		sink = event.Tee{rn.count, rn.clock, o.Sink}
+		sink = event.Tee{rn.count, rn.clock, rn.resp, o.Sink}
 	}
 	name := f.Name
 	if name == "" {
@@ -194,6 +195,7 @@ func (r *Runner) Report() (*report.Run, error) {
 	rn.finish(leaked)
 	rn.fillCoverage()
 	rn.result, rn.resultErr = rn.r, rn.outcome()
+	rn.classify(rn.resultErr)
 	rn.reported = true
 	return rn.result, rn.resultErr
 }

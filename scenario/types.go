@@ -40,7 +40,7 @@ type Scenario struct {
 // reuse), or -ENOMEM to the faulting path. Decisions depend only on the
 // seed and the call counts, so a run with injection replays exactly.
 type Inject struct {
-	Busy       float64        `yaml:"busy" doc:"probability that a SEAMCALL returns TDX_OPERAND_BUSY instead of running (0 to 1)"`
+	Busy       float64        `yaml:"busy" doc:"probability that a SEAMCALL returns TDX_OPERAND_BUSY instead of running, where a contender can hold a lock it needs (docs/faults.md) (0 to 1)"`
 	BusyLeaves []string       `yaml:"busy_leaves" doc:"leaves busy applies to, e.g. TDH.MEM.PAGE.AUG (default: every leaf)"`
 	Fail       []LeafFailure  `yaml:"fail" doc:"SEAMCALLs that fail outright (a TDX module bug)"`
 	AllocFail  []AllocFailure `yaml:"alloc_fail" doc:"host allocations that fail (ENOMEM)"`

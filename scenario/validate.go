@@ -456,6 +456,10 @@ func (f *File) InjectConfig() (inject.Config, error) {
 		if err != nil {
 			return c, f.bad(fmt.Sprintf("inject.busy_leaves[%d]", i), "%v", err)
 		}
+		if !inject.ContentionOf(l).Possible() {
+			return c, f.bad(fmt.Sprintf("inject.busy_leaves[%d]", i),
+				"%s: no contender can make the module return TDX_OPERAND_BUSY there (docs/faults.md); a fail entry injects it as a module bug", name)
+		}
 		c.BusyLeaves = append(c.BusyLeaves, l)
 	}
 	for i, lf := range in.Fail {

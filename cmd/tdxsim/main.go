@@ -116,7 +116,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	tf := addTraceFlags(fs)
 	kf := addKernelFlag(fs)
 	var injects policyFlag
-	fs.Var(&injects, "inject", "fault injection (repeatable): busy=P (TDX_OPERAND_BUSY at rate P), busy_leaves=L1,L2,\nfail=LEAF:N[:EVERY[:STATUS]] (the Nth call of LEAF fails), alloc=[SOURCE]:N (the Nth allocation fails)")
+	fs.Var(&injects, "inject", "fault injection (repeatable): busy=P (TDX_OPERAND_BUSY at rate P, only where a contender can exist: docs/faults.md), busy_leaves=L1,L2,\nfail=LEAF:N[:EVERY[:STATUS]] (the Nth call of LEAF fails: a module bug), alloc=[SOURCE]:N (the Nth allocation fails)")
 	svgFile := fs.String("svg", "", "write the memory map (each TD's state at the last step before teardown) and the charts as a standalone SVG to FILE")
 	var policies policyFlag
 	fs.Var(&policies, "policy", "override a policy: hugepages=off|2M|1G, dynamic_pamt=true|false, max_order_from=gmem|folio,\nsplit_order=sept_first|folio_first, zap_private_on_notifier=true|false,\npin_private_pages=true|false, populate=map_private_pfn|gmem_populate, external_spt_cache=kvm|tdx_prealloc,\nteardown=per_page|terminate_vm (repeatable)")

@@ -118,6 +118,9 @@ func TestReportSchema(t *testing.T) {
 		"hostile": {"run", "--json", "../../examples/hostile-inject.yaml"},
 		"stopped": {"run", "--json", "--policy", "hugepages=2M", file}, // punch_hole of 1 MiB in 2 MiB folios: EINVAL
 		"replay":  {"replay", "--json", file},
+		// the kernel's responses to injected faults (kernel_responses,
+		// teardown.leaked_on_purpose, a guest_memfd window's reused)
+		"responses": {"run", "--json", writeScenario(t, responsesScenario)},
 	} {
 		if testing.Short() && name == "hostile" {
 			continue
@@ -134,6 +137,9 @@ func TestReportSchema(t *testing.T) {
 			t.Errorf("%s: %s", name, strings.Join(es, "\n"))
 		}
 	}
+	if !strings.Contains(reports["responses"], `"kernel_responses":`) || !strings.Contains(reports["responses"], `"reused":`) {
+		t.Errorf("the run with injected faults has no kernel responses: %.300s", reports["responses"])
+	}
 	if !strings.Contains(reports["stopped"], `"error":`) {
 		t.Errorf("the stopped run has no error: %.300s", reports["stopped"])
 	}
@@ -149,6 +155,18 @@ func TestReportSchema(t *testing.T) {
 		}
 	}
 }
+
+// responsesScenario injects a failed RECLAIM (a page leaked on purpose)
+// and a failed REMOVE (KVM_BUG_ON; the punched hole then frees pages the
+// dead TD still maps).
+const responsesScenario = `
+inject: {fail: [{leaf: TDH.PHYMEM.PAGE.RECLAIM, nth: 1}, {leaf: TDH.MEM.PAGE.REMOVE, nth: 3}]}
+tds: [{name: a, memory: 64M, vcpus: 2}]
+timeline:
+  - boot: {td: a, accept: lazy, upfront: 8M}
+  - convert: {td: a, count: 4, size: 16K}
+  - punch_hole: {td: a, gpa: 0, size: 1M}
+`
 
 // With --json, stdout is one JSON document and nothing else, for every
 // command that has --json (bench's is checked by TestBench).

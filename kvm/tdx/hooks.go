@@ -243,12 +243,12 @@ func (td *TD) block(t *sched.Thread, gfn addr.GFN, level addr.Level) error {
 func (td *TD) FreeExternalSPT(t *sched.Thread, gfn addr.GFN, level addr.Level, spt addr.PFN) error {
 	h := td.h
 	if td.hkid != 0 {
-		td.stats.Leaked.Add(1)
+		td.leak(1)
 		return td.vm.Bug(t, "tdx_sept_free_private_spt: HKID still assigned")
 	}
 	st, _ := tdxcall.PhymemPageReclaim(h.Mod, t, spt)
 	if st != tdxmodule.Success {
-		td.stats.Leaked.Add(1)
+		td.leak(1)
 		h.warn(t, "TDH.PHYMEM.PAGE.RECLAIM", st, spt)
 		return errno.Newf("tdx_sept_free_private_spt", errno.EIO, "%v", st)
 	}

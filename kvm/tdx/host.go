@@ -14,6 +14,7 @@ package tdx
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
@@ -55,6 +56,25 @@ type Host struct {
 	// closes its retry window on the TD whose TDR is tdr: fault injection
 	// ends its modelled vCPU contention there (inject.Injector.NoVCPUs).
 	NoVCPUs func(tdr addr.PFN, on bool)
+
+	// leaked counts the pages KVM's TDX code left behind on purpose,
+	// over every TD (one that failed to build included): see LeakedPages.
+	leaked atomic.Int64
+}
+
+// LeakedPages is how many pages KVM's TDX code leaked on purpose so far:
+// pages tdx_reclaim_page() could not take back from the module (and
+// tdx_sept_free_private_spt()'s S-EPT pages), control pages left while
+// the HKID is still assigned (tdx_reclaim_td_control_pages(),
+// tdx_vcpu_free()), and the two pages of a Dynamic PAMT pair whose
+// TDH.PHYMEM.PAMT.REMOVE failed (tdx_pamt_put()). Each is counted once.
+func (h *Host) LeakedPages() int64 { return h.leaked.Load() }
+
+// leak counts n pages the TD leaks on purpose (Stats.Leaked and
+// Host.LeakedPages).
+func (td *TD) leak(n int64) {
+	td.stats.Leaked.Add(n)
+	td.h.leaked.Add(n)
 }
 
 // dpamtSourceName is where every Dynamic PAMT page comes from: the vCPU
@@ -226,6 +246,7 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 	}
 	if st != tdxmodule.Success {
 		h.warn(t, "TDH.PHYMEM.PAMT.REMOVE", st, pfn)
+		h.leaked.Add(2) // the pair stays installed: both pages leak
 		return errno.Newf("tdx_pamt_put", errno.EIO, "TDH.PHYMEM.PAMT.REMOVE for %s: %v", (pfn &^ 511).HPA(), st)
 	}
 	h.setRef(key, 0)

@@ -595,12 +595,12 @@ func (td *TD) DestroyVM(t *sched.Thread) {
 func (td *TD) reclaimControl(t *sched.Thread, pages []addr.PFN) {
 	for _, p := range pages {
 		if td.hkid != 0 {
-			td.stats.Leaked.Add(1)
+			td.leak(1)
 			td.h.warn(t, "reclaim with HKID assigned", 0, p)
 			continue
 		}
 		if err := td.h.reclaimPage(t, p, hostmem.SourceBuddy); err != nil {
-			td.stats.Leaked.Add(1)
+			td.leak(1)
 			continue
 		}
 		td.stats.ControlPagesReclaimed.Add(1)

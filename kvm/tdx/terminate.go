@@ -76,7 +76,7 @@ func (td *TD) reclaimPrivate(t *sched.Thread, gfn addr.GFN, level addr.Level, pf
 	}
 	st, _ := tdxcall.PhymemPageReclaim(h.Mod, t, pfn) // the module reclaims the leaf at its size (R8)
 	if st != tdxmodule.Success {
-		td.stats.Leaked.Add(int64(level.Pages()))
+		td.leak(int64(level.Pages()))
 		h.warn(t, "TDH.PHYMEM.PAGE.RECLAIM", st, pfn)
 		return td.vm.Bug(t, fmt.Sprintf("tdx_sept_remove_private_spte: TDH.PHYMEM.PAGE.RECLAIM failed at %s: %v (page leaked)", gfn.GPA(), st))
 	}
