@@ -343,7 +343,7 @@ func EventInvariant(rule string) string {
 	case hostmem.RuleFreeTDXOwned, hostmem.RuleFreeReferenced, hostmem.RuleDoubleFree,
 		hostmem.RuleReadUnallocated, hostmem.RuleWriteUnallocated, hostmem.RuleRefUnderflow:
 		return NoUseAfterFree
-	case hostmem.RuleSplitMappedHuge:
+	case hostmem.RuleSplitMappedHuge, mmu.RuleHugeOverMixed:
 		return MappingLevel
 	}
 	return Events

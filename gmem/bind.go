@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/internal/mutation"
 	"github.com/tdxsim/tdxsim/sched"
 )
 
@@ -96,8 +97,13 @@ func (f *File) put(t *sched.Thread) {
 // reference is dropped; then every folio is freed.
 func (f *File) release(t *sched.Thread) {
 	sl := f.owner.SlotsLock()
-	sl.Lock(t)
-	f.invalidate.Lock(t)
+	if mutation.On(mutation.GmemReleaseLockInversion) {
+		f.invalidate.Lock(t)
+		sl.Lock(t)
+	} else {
+		sl.Lock(t)
+		f.invalidate.Lock(t)
+	}
 	for _, b := range f.bindings {
 		b.slot.ClearGmemFile()
 	}

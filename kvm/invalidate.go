@@ -5,6 +5,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/gmem"
+	"github.com/tdxsim/tdxsim/internal/mutation"
 	"github.com/tdxsim/tdxsim/sched"
 )
 
@@ -140,6 +141,9 @@ func (vm *VM) MMUNotifierInvalidate(t *sched.Thread, hva, size uint64) {
 			Start:  s.base + addr.GFN((a-lo)>>addr.PageShift),
 			End:    s.base + addr.GFN((b-lo+addr.PageSize-1)>>addr.PageShift),
 			Filter: gmem.FilterShared})
+		if mutation.On(mutation.ZapPrivateOnNotifier) {
+			ranges[len(ranges)-1].Filter |= gmem.FilterPrivate
+		}
 	}
 	if len(ranges) == 0 {
 		return

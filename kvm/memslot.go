@@ -7,6 +7,7 @@ import (
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/gmem"
+	"github.com/tdxsim/tdxsim/internal/mutation"
 	"github.com/tdxsim/tdxsim/sched"
 )
 
@@ -417,5 +418,9 @@ func (s *Memslot) HugePageAllowed(level addr.Level, gfn addr.GFN) bool {
 	if level > addr.Level1G {
 		return false
 	}
-	return atomic.LoadUint32(&s.lpage[level-1][s.lpageIndex(level, gfn)]) == 0
+	flags := atomic.LoadUint32(&s.lpage[level-1][s.lpageIndex(level, gfn)])
+	if mutation.On(mutation.MapHugeOverMixed) {
+		flags &^= lpageMixed
+	}
+	return flags == 0
 }

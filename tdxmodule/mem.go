@@ -2,6 +2,7 @@ package tdxmodule
 
 import (
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/internal/mutation"
 )
 
 func init() {
@@ -223,7 +224,11 @@ func (m *Module) memPageAug(ls *lockset, in Regs) Regs {
 		}
 		e.pt, e.owner, e.bepoch = PTREG, td.id, 0
 	}
-	p.e[i] = mkEntry(SeptPending, target.HPA()) | seLockBit
+	state := SeptPending
+	if mutation.On(mutation.AugSkipsPending) {
+		state = SeptMapped
+	}
+	p.e[i] = mkEntry(state, target.HPA()) | seLockBit
 	td.chldcnt += level.Pages()
 	return Regs{}
 }

@@ -3,7 +3,9 @@ package mmu
 import (
 	"fmt"
 
+	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/sched"
 )
 
@@ -75,9 +77,11 @@ func (m *MMU) changeSPTE(t *sched.Thread, v *VCPU, c spteChange) error {
 // and back off. (The kernel's direct-root link is a single cmpxchg of an
 // SPTE that carries the child's PFN; the model freezes there too, because
 // its child pointer lives beside the SPTE.) Kernel:
-// tdp_mmu_set_spte_atomic(), set_external_spte_present().
+// tdp_mmu_set_spte_atomic() (lockdep_assert_held_read(&kvm->mmu_lock)),
+// set_external_spte_present().
 func (m *MMU) setSPTEAtomic(t *sched.Thread, v *VCPU, c spteChange) error {
 	p, i := c.p, c.i
+	m.assertHeld(t, "tdp_mmu_set_spte_atomic")
 	if c.child == nil && p.root != MirrorRoot {
 		if !p.cas(i, c.old, c.new) {
 			return errLostRace
@@ -123,6 +127,9 @@ func (m *MMU) handleChangedSPTE(t *sched.Thread, c spteChange) {
 	case !c.old.Present() && c.new.Leaf(level):
 		m.countMap(p.root, level, 1)
 		m.emit(t, "map", gfn, level, c.new.PFN(), p.root, "")
+		if p.root == MirrorRoot && level > addr.Level4K {
+			m.checkHugeAttrs(t, gfn, level)
+		}
 	case !c.old.Present():
 		m.emit(t, "link", gfn, level, c.child.pfn, p.root, "")
 	case wasLeaf && c.new.Present():
@@ -141,5 +148,25 @@ func (m *MMU) handleChangedSPTE(t *sched.Thread, c spteChange) {
 		if child != nil {
 			m.handleRemovedPT(t, child)
 		}
+	}
+}
+
+// checkHugeAttrs reports a huge private leaf just installed over GFNs
+// whose memory attributes are not all private (RuleHugeOverMixed), read
+// from the attributes themselves rather than from the lpage_info flags
+// the fault consulted. The per-step walk (check's mapping_level_allowed)
+// sees such a leaf only if it is still there at the step's end; this
+// sees it when it is made. An in-place guest_memfd keeps its own
+// shared/private state, which the walk reads; it is not checked here.
+func (m *MMU) checkHugeAttrs(t *sched.Thread, gfn addr.GFN, level addr.Level) {
+	s := m.vm.SlotAt(gfn)
+	if s == nil || s.GmemFile() == nil || s.GmemFile().InPlace() {
+		return
+	}
+	if n := addr.GFN(level.Pages()); !m.vm.RangeIsPrivate(gfn, gfn+n) {
+		ev := event.Event{Kind: event.KindViolation, Name: RuleHugeOverMixed,
+			Detail: fmt.Sprintf("%s leaf at %s spans GFNs whose attributes are not all private", level, gfn.GPA())}
+		t.Stamp(&ev)
+		m.sink.Emit(ev)
 	}
 }

@@ -3,6 +3,7 @@ package mmu
 import (
 	"testing"
 
+	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/kvm"
@@ -51,4 +52,15 @@ func (f *SlotFixture) Close(th *sched.Thread, vm *kvm.VM) {
 	f.Gmem.Close(th)
 	vm.Close(th)
 	f.User.Release(th)
+}
+
+// MapDirectLeaf is the fault's walk and install (tdpMap) of a 4K leaf in
+// the direct root, with whatever locks the caller holds.
+func (m *MMU) MapDirectLeaf(t *sched.Thread, v *VCPU, gfn addr.GFN, pfn addr.PFN) (Result, error) {
+	return m.tdpMap(t, v, DirectRoot, gfn, addr.Level4K, pfn)
+}
+
+// CheckHugeAttrs is the check a huge private leaf gets as it is installed.
+func (m *MMU) CheckHugeAttrs(t *sched.Thread, gfn addr.GFN, level addr.Level) {
+	m.checkHugeAttrs(t, gfn, level)
 }

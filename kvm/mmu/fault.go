@@ -6,6 +6,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/internal/mutation"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
 )
@@ -84,7 +85,13 @@ func (v *VCPU) PageFault(t *sched.Thread, gpa addr.GPA, private bool, maxLevel a
 		v.couldMap = m.levelBeforeAcceptRule(f)
 	}
 	res := RetRetry
-	if !m.vm.InvalidateRetry(f.Seq, gfn) {
+	if mutation.On(mutation.SkipInvalidateRetry) || !m.vm.InvalidateRetry(f.Seq, gfn) {
+		if mutation.On(mutation.EarlyMMUUnlock) {
+			m.lock.RUnlock(t)
+			res, err = m.tdpMap(t, v, root, m.rootGFN(root, gfn), goal, f.PFN)
+			m.count(res)
+			return res, err
+		}
 		res, err = m.tdpMap(t, v, root, m.rootGFN(root, gfn), goal, f.PFN)
 	}
 	m.lock.RUnlock(t)

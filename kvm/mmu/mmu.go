@@ -24,6 +24,7 @@ import (
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/mutation"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
 )
@@ -269,6 +270,7 @@ func (m *MMU) NewVCPU(kv *kvm.VCPU) (*VCPU, error) {
 	if err != nil {
 		return nil, err
 	}
+	pc.Uncharged = mutation.On(mutation.UnchargedPageTables)
 	v := &VCPU{m: m, kv: kv, PageCache: pc}
 	if m.Mirrored() {
 		if v.ExternalSPTCache, err = NewCache(m.mem, extCacheName, acct, 5, 40); err != nil {
@@ -381,7 +383,11 @@ func (m *MMU) freePage(t *sched.Thread, p *page) {
 		_ = m.mem.Free(t, p.external, m.extSrc)
 		p.hasExt = false
 	}
-	_ = m.mem.Free(t, p.pfn, m.spSrc)
+	src := m.spSrc
+	if mutation.On(mutation.FreePTToWrongCache) {
+		src = m.extSrc
+	}
+	_ = m.mem.Free(t, p.pfn, src)
 	m.c.tables[p.root].Add(-1)
 }
 

@@ -21,6 +21,18 @@ func (m *MMU) assertWrite(t *sched.Thread, what string) {
 	}
 }
 
+// assertHeld is lockdep_assert_held(&kvm->mmu_lock), for read or write:
+// an atomic SPTE change without it is a model bug, reported as a
+// violation (tdp_mmu_set_spte_atomic() asserts the lock held for read).
+func (m *MMU) assertHeld(t *sched.Thread, what string) {
+	if !m.lock.Held(t) {
+		ev := event.Event{Kind: event.KindViolation, Name: RuleLockNotHeld,
+			Detail: fmt.Sprintf("%s without mmu_lock held", what)}
+		t.Stamp(&ev)
+		m.sink.Emit(ev)
+	}
+}
+
 // UnmapGFNRange zaps the leaf SPTEs of r in the roots its filter selects.
 // Kernel: kvm_unmap_gfn_range -> kvm_tdp_mmu_unmap_gfn_range(): for a TD,
 // PRIVATE selects the mirror root and SHARED the direct root (where shared

@@ -6,6 +6,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
+	"github.com/tdxsim/tdxsim/internal/mutation"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
@@ -167,7 +168,13 @@ func (td *TD) RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level
 		return td.vm.Bug(t, "tdx_sept_remove_private_spte: HKID already released")
 	}
 	gpa := gfn.GPA()
-	if err := td.blockAndTrack(t, gfn, level); err != nil {
+	var err error
+	if mutation.On(mutation.SkipTrackBeforeRemove) {
+		err = td.block(t, gfn, level)
+	} else {
+		err = td.blockAndTrack(t, gfn, level)
+	}
+	if err != nil {
 		return err
 	}
 	st := td.doNoVCPUs(t, func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemPageRemove(h.Mod, t, td.tdr, gpa, level) })
@@ -195,12 +202,14 @@ func (td *TD) RemoveExternalSPTE(t *sched.Thread, gfn addr.GFN, level addr.Level
 // reference.
 func (td *TD) releasePrivate(t *sched.Thread, level addr.Level, pfn addr.PFN) {
 	h := td.h
-	_ = h.Mem.FillTag(t, pfn, level.Order(), 0)
+	if !mutation.On(mutation.SkipClearOnRemove) {
+		_ = h.Mem.FillTag(t, pfn, level.Order(), 0)
+	}
 	if td.cfg.PinPrivatePages {
 		_ = h.Mem.PutPages(t, pfn, level.Pages())
 		td.stats.PagesPinned.Add(-int64(level.Pages()))
 	}
-	if level == addr.Level4K {
+	if level == addr.Level4K && !mutation.On(mutation.DropDPAMTPut) {
 		_ = h.pamtPut(t, pfn)
 	}
 }
@@ -209,13 +218,22 @@ func (td *TD) releasePrivate(t *sched.Thread, level addr.Level, pfn addr.PFN) {
 // TDH.MEM.RANGE.BLOCK through tdh_do_no_vcpus (failure is KVM_BUG_ON),
 // then tdx_track().
 func (td *TD) blockAndTrack(t *sched.Thread, gfn addr.GFN, level addr.Level) error {
+	if err := td.block(t, gfn, level); err != nil {
+		return err
+	}
+	return td.track(t)
+}
+
+// block is TDH.MEM.RANGE.BLOCK through tdh_do_no_vcpus (failure is
+// KVM_BUG_ON).
+func (td *TD) block(t *sched.Thread, gfn addr.GFN, level addr.Level) error {
 	st := td.doNoVCPUs(t, func() (tdxmodule.Status, tdxmodule.Regs) {
 		return tdxcall.MemRangeBlock(td.h.Mod, t, td.tdr, gfn.GPA(), level)
 	})
 	if st != tdxmodule.Success {
 		return td.bug(t, "TDH.MEM.RANGE.BLOCK", st, gfn)
 	}
-	return td.track(t)
+	return nil
 }
 
 // FreeExternalSPT reclaims an S-EPT page at teardown. Kernel:

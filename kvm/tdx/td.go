@@ -9,6 +9,7 @@ import (
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/mutation"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
@@ -611,7 +612,7 @@ func (td *TD) DestroyVM(t *sched.Thread) {
 	}
 	td.reclaimControl(t, td.tdcs)
 	td.tdcs = nil
-	if td.tdr != 0 {
+	if td.tdr != 0 && !mutation.On(mutation.ForgetTDRAtTeardown) {
 		td.reclaimControl(t, []addr.PFN{td.tdr})
 		td.tdr = 0
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/mutation"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
@@ -401,6 +402,9 @@ func (td *TD) honorAcceptLevel(t *sched.Thread, gfn addr.GFN, level addr.Level) 
 	r := gmem.Range{Slot: slot, Start: start, End: start + addr.GFN(level.Pages()), Filter: gmem.FilterPrivate}
 	if err := td.vm.SplitLocked(t, []gmem.Range{r}); err != nil {
 		return err
+	}
+	if mutation.On(mutation.SkipGuestInhibit) {
+		return nil
 	}
 	slot.SetGuestInhibit(level+1, gfn)
 	if level == addr.Level4K {
