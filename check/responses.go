@@ -108,8 +108,13 @@ func (r *Responses) Emit(e event.Event) {
 			r.mu.Unlock()
 		}
 	case event.KindViolation:
-		if e.Name == hostmem.RuleFreeTDXOwned {
-			r.gmemWindow(e)
+		switch e.Name {
+		case hostmem.RuleFreeTDXOwned:
+			r.gmemWindow(e, "kvm_gmem_punch_hole() / kvm_gmem_release() (no pin after KVM_BUG_ON)")
+		case hostmem.RuleSplitMappedHuge:
+			// The same window for a huge leaf the failed removal left:
+			// guest_memfd splits the folio under it before freeing part.
+			r.gmemWindow(e, "kvm_gmem_punch_hole() / in-place conversion splitting a folio a dead TD's S-EPT still maps at 2M (no pin after KVM_BUG_ON)")
 		}
 	case event.KindAlloc, event.KindFree:
 		if r.watching.Load() > 0 {
@@ -240,7 +245,7 @@ func (r *Responses) respond(e event.Event, vm uint64, vmKnown bool, kind, kernel
 // gmemWindow is guest_memfd freeing a page the TDX module still assigns:
 // the kernel's answer when an injected fault killed a TD before its
 // S-EPT let go of the page; a violation otherwise.
-func (r *Responses) gmemWindow(e event.Event) {
+func (r *Responses) gmemWindow(e event.Event, kernel string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	tc := r.thread(e.Thread)
@@ -252,7 +257,7 @@ func (r *Responses) gmemWindow(e event.Event) {
 		return // no TD died of an injected fault: no_use_after_free
 	}
 	r.excused[eventKey{e.Step, e.Thread, e.Name, e.Detail}] = true
-	r.list = append(r.list, Response{Kind: RespGmemFreedMapped, Kernel: "kvm_gmem_punch_hole() / kvm_gmem_release() (no pin after KVM_BUG_ON)", Fault: cause})
+	r.list = append(r.list, Response{Kind: RespGmemFreedMapped, Kernel: kernel, Fault: cause})
 	r.opened++
 	if pfn := addr.PFN(e.Args[0]); !r.watch[pfn] { // the page hostmem's rule event names
 		r.watch[pfn] = true

@@ -131,6 +131,8 @@ type gen struct {
 	injectSet bool   // --inject given: the menu fault set adds none of its own
 	faultSet  string // Options.Faults
 	hostile   bool   // --hostile: a third of the guest workloads are hostile
+	// ballooned is each TD's balloon total so far (by name).
+	ballooned map[string]uint64
 	// failure is set when memory_failure was drawn: it goes after the
 	// final read pass (a later access to the page would be EHWPOISON).
 	failure bool
@@ -305,9 +307,21 @@ func (g *gen) convert(td *scenario.TD) scenario.Op {
 	return c
 }
 
+// balloon inflates by 2-8 MiB, keeping the TD's balloons together at
+// half its RAM at most: more may not fit beside the image and the pages
+// in use (the step fails with "only N of usable private memory left", a
+// workload error, not a finding).
 func (g *gen) balloon(td *scenario.TD) scenario.Op {
 	most := max(1, min(4, int(ram(td)/(4*mib)))) // at most half the RAM
-	return &scenario.Balloon{TD: td.Name, Size: scenario.Size(2 * mib * uint64(1+g.r.IntN(most)))}
+	size := 2 * mib * uint64(1+g.r.IntN(most))
+	if g.ballooned == nil {
+		g.ballooned = map[string]uint64{}
+	}
+	if g.ballooned[td.Name]+size > ram(td)/2 {
+		return nil
+	}
+	g.ballooned[td.Name] += size
+	return &scenario.Balloon{TD: td.Name, Size: scenario.Size(size)}
 }
 
 func (g *gen) hostileGuest(td *scenario.TD) scenario.Op {

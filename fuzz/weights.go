@@ -50,7 +50,11 @@ var genConfig = struct {
 
 func guestOp(f func(g *gen, td *scenario.TD) scenario.Op) func(*gen, *scenario.Scenario, *scenario.TD) []scenario.Step {
 	return func(g *gen, _ *scenario.Scenario, td *scenario.TD) []scenario.Step {
-		return []scenario.Step{{Op: f(g, td)}}
+		op := f(g, td)
+		if op == nil {
+			return nil // the kind does not apply to this TD now
+		}
+		return []scenario.Step{{Op: op}}
 	}
 }
 

@@ -285,7 +285,10 @@ func (g *Guest) AcceptRangeUpTo(t *sched.Thread, v *tdx.VCPU, lo, n uint64, maxL
 				if !g.hostile.Load() { // a hostile vCPU may have accepted it behind the books
 					g.fail("vCPU %d: accept %#x at %s: %v, but the guest never accepted it", v.ID(), gpa, level, st)
 				}
-				g.markAccepted(gpa, level.Bytes())
+				// Booked as accepted, but not as zeroed: this accept
+				// cleared nothing, and what was written there since the
+				// accept that did still reads back.
+				g.accepted.setRange(gpa>>addr.PageShift, level.Pages())
 				gpa += level.Bytes()
 				break
 			}
