@@ -55,10 +55,21 @@ type threadCause struct {
 	last     string
 	leaf     string
 	injected bool
+	// prev is the failure last replaced when another leaf failed while
+	// the kernel was still answering it (a BUSY PAMT.REMOVE retried in
+	// the clean-up after a failed TDH.MNG.CREATE); it comes back when
+	// that other leaf is retried to success.
+	prev failedCall
 	// inherited is the fault this thread last answered, and inheritedVM
 	// the VM it was on (0: not known).
 	inherited   string
 	inheritedVM uint64
+}
+
+// failedCall is one remembered SEAMCALL failure of a thread.
+type failedCall struct {
+	last, leaf string
+	injected   bool
 }
 
 type eventKey struct {
@@ -134,9 +145,13 @@ func (r *Responses) seamcall(e event.Event) {
 			return // the fast path: no failure waits to be retried
 		}
 		r.mu.Lock()
-		if tc := r.threads[e.Thread]; tc != nil && tc.leaf == e.Name {
-			tc.last, tc.leaf, tc.injected = "", "", false // retried to success
-			r.pending.Add(-1)
+		if tc := r.threads[e.Thread]; tc != nil && tc.leaf == e.Name { // retried to success
+			if tc.prev.leaf != "" {
+				tc.last, tc.leaf, tc.injected, tc.prev = tc.prev.last, tc.prev.leaf, tc.prev.injected, failedCall{}
+			} else {
+				tc.last, tc.leaf, tc.injected = "", "", false
+				r.pending.Add(-1)
+			}
 		}
 		r.mu.Unlock()
 		return
@@ -144,8 +159,11 @@ func (r *Responses) seamcall(e event.Event) {
 	name, injected := faultName(e)
 	r.mu.Lock()
 	tc := r.thread(e.Thread)
-	if tc.leaf == "" {
+	switch {
+	case tc.leaf == "":
 		r.pending.Add(1)
+	case tc.leaf != e.Name:
+		tc.prev = failedCall{tc.last, tc.leaf, tc.injected}
 	}
 	tc.last, tc.leaf, tc.injected = name, e.Name, injected
 	r.lastFail[e.Name] = injected
@@ -225,6 +243,8 @@ func (r *Responses) respond(e event.Event, vm uint64, vmKnown bool, kind, kernel
 	switch {
 	case tc.injected && tc.last != "" && (named == "" || named == tc.leaf):
 		cause = tc.last
+	case tc.prev.injected && named != "" && named == tc.prev.leaf:
+		cause = tc.prev.last
 	case vmKnown && r.deadBy[vm] != "":
 		cause = r.deadBy[vm]
 	case kind == RespKVMBugOn && tc.inherited != "" && tc.inheritedVM == vm:

@@ -225,6 +225,10 @@ func TestWorkersSameSummary(t *testing.T) {
 //   - split-under-dead-td: after an injected TDH.MEM.PAGE.REMOVE failure
 //     killed the TD, guest_memfd split a folio its S-EPT still mapped at
 //     2M (the same no-pin window as a free of such a page).
+//   - create-fails-busy-cleanup: a BUSY on the clean-up's
+//     TDH.PHYMEM.PAMT.REMOVE, retried to success, hid the injected
+//     TDH.MNG.CREATE failure the KVM_BUG_ON answers; a thread now
+//     remembers the failure a retried one interrupted.
 func TestKernelResponseReproducers(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join("testdata", "responses", "*.yaml"))
 	if len(files) == 0 {
