@@ -105,11 +105,6 @@ type World struct {
 	// Dynamic PAMT references of what it could not reclaim were left as
 	// they were, so dpamt_refcounts is not evaluated.
 	DeadTornDown bool
-	// LeakedOnPurpose is the pages the kernel leaked on purpose after
-	// injected faults so far (Leftovers.LeakedOnPurpose): each keeps at
-	// most one reference on its 2 MiB range's Dynamic PAMT pair, as no
-	// tdx_pamt_put() follows a failed reclaim.
-	LeakedOnPurpose int64
 }
 
 // maxPerInvariant bounds the violations one invariant reports per call:

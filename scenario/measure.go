@@ -42,7 +42,6 @@ func (rn *runner) world() check.World {
 		}
 		w.DeadTornDown = w.DeadTornDown || td.torn && td.bugged != ""
 	}
-	w.LeakedOnPurpose, _ = rn.leakedOnPurpose()
 	return w
 }
 

@@ -1,8 +1,6 @@
 package mmu
 
 import (
-	"fmt"
-
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/gmem"
@@ -14,10 +12,7 @@ import (
 // it is a model bug, reported as a violation.
 func (m *MMU) assertWrite(t *sched.Thread, what string) {
 	if !m.lock.HeldWrite(t) {
-		ev := event.Event{Kind: event.KindViolation, Name: RuleLockNotHeld,
-			Detail: fmt.Sprintf("%s without mmu_lock held for write", what)}
-		t.Stamp(&ev)
-		m.sink.Emit(ev)
+		m.lockNotHeld(t, what+" without mmu_lock held for write")
 	}
 }
 
@@ -26,11 +21,15 @@ func (m *MMU) assertWrite(t *sched.Thread, what string) {
 // violation (tdp_mmu_set_spte_atomic() asserts the lock held for read).
 func (m *MMU) assertHeld(t *sched.Thread, what string) {
 	if !m.lock.Held(t) {
-		ev := event.Event{Kind: event.KindViolation, Name: RuleLockNotHeld,
-			Detail: fmt.Sprintf("%s without mmu_lock held", what)}
-		t.Stamp(&ev)
-		m.sink.Emit(ev)
+		m.lockNotHeld(t, what+" without mmu_lock held")
 	}
+}
+
+// lockNotHeld reports RuleLockNotHeld with detail.
+func (m *MMU) lockNotHeld(t *sched.Thread, detail string) {
+	ev := event.Event{Kind: event.KindViolation, Name: RuleLockNotHeld, Detail: detail}
+	t.Stamp(&ev)
+	m.sink.Emit(ev)
 }
 
 // UnmapGFNRange zaps the leaf SPTEs of r in the roots its filter selects.
