@@ -236,7 +236,7 @@ func (g *Guest) accept(t *sched.Thread, v *tdx.VCPU, gpa uint64, level addr.Leve
 			return 0, fmt.Errorf("vCPU %d accept %#x at %s: %w", v.ID(), gpa, level, err)
 		}
 		if st.HasCode(tdxmodule.OperandBusy) && tries < busyRetries {
-			t.Yield()
+			t.Spin()
 			continue
 		}
 		return st, nil

@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 )
@@ -14,6 +15,14 @@ import (
 // below every initial one (to depth-1-i). A bug of depth d among n
 // threads and k decisions is found by one run with probability at least
 // 1/(n·k^(d-1)).
+//
+// A thread that spins (Thread.Spin: a retry loop waiting for another
+// thread) drops below every priority so far, as CHESS's fair scheduler
+// lowers a yielding thread (Musuvathi and Qadeer, "Fair Stateless Model
+// Checking", PLDI 2008): PCT assumes every thread terminates on its own,
+// and a higher-priority spinner would otherwise starve the thread it
+// waits for forever. Chains of spinners make progress too: each drops
+// below the last.
 //
 // Threads spawned during the run get their random priority when first
 // seen. steps is the estimate of the run's decisions (Decisions of an
@@ -35,17 +44,18 @@ type pct struct {
 	change []uint64 // decisions at which the running thread is lowered, sorted
 	next   int      // change points passed
 	n      uint64   // decisions so far
-	prio   []uint64 // by thread id; 0: not seen yet
+	prio   []int64  // by thread id; 0: not seen yet
+	floor  int64    // the lowest priority given so far (spinners go below it)
 }
 
-func (p *pct) priority(t *Thread) uint64 {
+func (p *pct) priority(t *Thread) int64 {
 	for int(t.id) >= len(p.prio) {
 		p.prio = append(p.prio, 0)
 	}
 	if p.prio[t.id] == 0 {
 		// above every lowered priority (< depth), distinct with
 		// overwhelming odds; ties go to the lower id
-		p.prio[t.id] = uint64(p.depth) + 1 + p.rng.Uint64N(1<<48)
+		p.prio[t.id] = int64(p.depth) + 1 + int64(p.rng.Uint64N(1<<48))
 	}
 	return p.prio[t.id]
 }
@@ -55,11 +65,16 @@ func (p *pct) Pick(from *Thread, _ bool, ready []*Thread) int {
 	for p.next < len(p.change) && p.change[p.next] <= p.n {
 		if from != nil && p.change[p.next] == p.n {
 			p.priority(from)
-			p.prio[from.id] = uint64(p.depth - 1 - p.next)
+			p.prio[from.id] = int64(p.depth - 1 - p.next)
 		}
 		p.next++
 	}
-	best, bp := 0, uint64(0)
+	if from != nil && from.spinning && len(ready) > 1 {
+		p.priority(from)
+		p.floor--
+		p.prio[from.id] = p.floor
+	}
+	best, bp := 0, int64(math.MinInt64)
 	for i, t := range ready {
 		if pr := p.priority(t); pr > bp {
 			best, bp = i, pr

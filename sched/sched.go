@@ -176,6 +176,7 @@ type Thread struct {
 	condDesc  string
 
 	sigpending bool // a signal is pending for the task (see SignalPending)
+	spinning   bool // in Spin: waiting for another thread's progress (the strategy may use it)
 }
 
 // SetSignalPending marks (or clears) a signal pending for the task the
@@ -295,13 +296,28 @@ func (s *Scheduler) abortRun() {
 	close(s.abort)
 }
 
-// Relax is a busy-wait's pause (cpu_relax, cond_resched): a scheduling
-// point that, on the parallel scheduler, also lets other goroutines run.
+// Relax is a busy-wait's pause (cpu_relax, cond_resched): Spin that, on
+// the parallel scheduler, also lets other goroutines run for a while.
 func (t *Thread) Relax() {
-	t.Yield()
+	t.Spin()
 	if t != nil {
 		t.s.eng.relax(t)
 	}
+}
+
+// Spin is the scheduling point of a retry loop: t cannot make progress
+// until another thread does (a fault retried while an invalidation is in
+// progress, a SEAMCALL retried on BUSY). It is Yield, and it tells the
+// deterministic scheduler's strategy so: a priority strategy (PCT) must
+// not pick a spinning thread over the threads it waits for, or a
+// higher-priority spinner runs forever.
+func (t *Thread) Spin() {
+	if t == nil {
+		return
+	}
+	t.spinning = true
+	t.Yield()
+	t.spinning = false
 }
 
 // Yield is a scheduling point: the deterministic scheduler may switch to

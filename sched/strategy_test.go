@@ -103,3 +103,35 @@ func fmtIDs(ids []int32) []byte {
 	}
 	return b
 }
+
+// TestPCTSpinnersProgress: a thread that spins until another thread's
+// work is done must not starve that thread under PCT, whatever the
+// priorities, also along a chain (a waits for b, b for c). With Yield in
+// place of Spin every seed that gives a waiter the higher priority runs
+// forever; the step cap turns that into a failure here.
+func TestPCTSpinnersProgress(t *testing.T) {
+	for seed := uint64(1); seed <= 200; seed++ {
+		s := NewWith(PCT(seed, 3, 50), nil)
+		var bDone, cDone bool
+		steps := 0
+		spinUntil := func(th *Thread, done *bool) {
+			for !*done {
+				if steps++; steps > 100000 {
+					panic("livelock")
+				}
+				th.Spin()
+			}
+		}
+		s.Go("a", func(th *Thread) { spinUntil(th, &bDone) })
+		s.Go("b", func(th *Thread) { spinUntil(th, &cDone); th.Yield(); bDone = true })
+		s.Go("c", func(th *Thread) {
+			for range 5 {
+				th.Yield()
+			}
+			cDone = true
+		})
+		if err := s.Run(); err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+	}
+}

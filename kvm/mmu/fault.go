@@ -162,7 +162,7 @@ func (v *VCPU) MapPrivatePFN(t *sched.Thread, gfn addr.GFN, pfn addr.PFN) error 
 		case err != nil:
 			return err
 		case res == RetRetry:
-			t.Yield()
+			t.Spin()
 			continue
 		case res != RetFixed:
 			return errno.Newf(op, errno.EIO, "%s: %s already mapped", res, gfn)

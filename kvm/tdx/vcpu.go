@@ -183,14 +183,14 @@ func (v *VCPU) enter(t *sched.Thread) error {
 			// Unbounded, as the kernel's fast path is: the epoch or
 			// tree is held only for the span of one SEAMCALL.
 			td.stats.BusyRetries.Add(1)
-			t.Yield()
+			t.Spin()
 			continue
 		}
 		if !busy(st) || tries > busyRetries {
 			return td.bug(t, "TDH.VP.ENTER", st, 0)
 		}
 		td.stats.BusyRetries.Add(1)
-		t.Yield()
+		t.Spin()
 	}
 }
 
@@ -358,7 +358,7 @@ func (v *VCPU) handleEPTViolation(t *sched.Thread, x tdxmodule.Exit) error {
 		if s := td.vm.SlotAt(x.GPA.GFN() &^ td.vm.SharedBit()); s != nil && s.Invalid() {
 			return nil
 		}
-		t.Yield()
+		t.Spin()
 	}
 }
 
