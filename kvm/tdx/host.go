@@ -53,7 +53,7 @@ type Host struct {
 	// need no lock either. dpamtRanges counts the nonzero entries.
 	dpamtRef    []atomic.Int32
 	dpamtRanges atomic.Int64
-	dpamtSrc hostmem.Source
+	dpamtSrc    hostmem.Source
 
 	// NoVCPUs, when set, is told as tdh_do_no_vcpus() opens (on) and
 	// closes its retry window on the TD whose TDR is tdr: fault injection
