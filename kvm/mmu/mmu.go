@@ -266,14 +266,14 @@ func (m *MMU) NewVCPU(kv *kvm.VCPU) (*VCPU, error) {
 	acct := m.vm.Account()
 	// Capacities: PT64_ROOT_MAX_LEVEL (5) as the minimum per fault, topped
 	// up to KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE (40).
-	pc, err := NewCache(m.mem, spCacheName, acct, 5, 40)
+	pc, err := NewVCPUCache(m.mem, spCacheName, acct, 5, 40)
 	if err != nil {
 		return nil, err
 	}
 	pc.Uncharged = mutation.On(mutation.UnchargedPageTables)
 	v := &VCPU{m: m, kv: kv, PageCache: pc}
 	if m.Mirrored() {
-		if v.ExternalSPTCache, err = NewCache(m.mem, extCacheName, acct, 5, 40); err != nil {
+		if v.ExternalSPTCache, err = NewVCPUCache(m.mem, extCacheName, acct, 5, 40); err != nil {
 			return nil, err
 		}
 	}
