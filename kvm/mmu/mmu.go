@@ -237,6 +237,9 @@ func (m *MMU) countMap(r Root, level addr.Level, d int64) {
 }
 
 func (m *MMU) emit(t *sched.Thread, name string, gfn addr.GFN, level addr.Level, pfn addr.PFN, r Root, detail string) {
+	if m.sink == event.Discard {
+		return // nobody listens: skip building and stamping the event
+	}
 	ev := event.Event{Kind: event.KindMMU, Name: name, Detail: detail,
 		Args: [4]uint64{uint64(gfn), uint64(level), uint64(pfn), uint64(r)}}
 	t.Stamp(&ev)
