@@ -104,16 +104,24 @@ func (f *File) folioEnd(index uint64) uint64 {
 // (kvm_gmem_get_folio / __filemap_get_folio(FGP_CREAT)). The caller holds
 // f.pc.
 func (f *File) getFolio(t *sched.Thread, index uint64) (addr.PFN, error) {
+	_, pfn, err := f.folioChunk(t, index)
+	return pfn, err
+}
+
+// folioChunk is getFolio that also returns the chunk holding index, so the
+// fault path looks the page cache up once (one xarray walk in
+// __filemap_get_folio). The caller holds f.pc.
+func (f *File) folioChunk(t *sched.Thread, index uint64) (*chunk, addr.PFN, error) {
 	ci, off := index>>9, index&511
-	if c := f.chunks[ci]; c != nil && c.present.get(off) {
-		return c.pfn(off), nil
+	c := f.chunks[ci]
+	if c != nil && c.present.get(off) {
+		return c, c.pfn(off), nil
 	}
 	if f.pageOrder == 0 {
 		pfn, err := f.mem.Alloc(t, hostmem.Request{Order: 0, Source: hostmem.SourceBuddy, Account: f.owner.Account(), Charged: true})
 		if err != nil {
-			return 0, err
+			return nil, 0, err
 		}
-		c := f.chunks[ci]
 		if c == nil {
 			c = &chunk{}
 			f.chunks[ci] = c
@@ -121,7 +129,7 @@ func (f *File) getFolio(t *sched.Thread, index uint64) (addr.PFN, error) {
 		c.pfns.set(off, pfn)
 		c.present.set(off)
 		f.pages++
-		return pfn, nil
+		return c, pfn, nil
 	}
 	src := hostmem.SourceHuge2M
 	if f.pageOrder == addr.Order1G {
@@ -129,7 +137,7 @@ func (f *File) getFolio(t *sched.Thread, index uint64) (addr.PFN, error) {
 	}
 	head, err := f.mem.Alloc(t, hostmem.Request{Order: f.pageOrder, Source: src, Account: f.owner.Account(), Charged: true})
 	if err != nil {
-		return 0, err
+		return nil, 0, err
 	}
 	n := uint64(1) << f.pageOrder
 	first := index &^ (n - 1)
@@ -137,7 +145,7 @@ func (f *File) getFolio(t *sched.Thread, index uint64) (addr.PFN, error) {
 		f.chunks[(first+i)>>9] = &chunk{order: f.pageOrder, base: head + addr.PFN(i), present: full}
 	}
 	f.pages += n
-	return head + addr.PFN(index-first), nil
+	return f.chunks[ci], head + addr.PFN(index-first), nil
 }
 
 func (c *chunk) pfn(off uint64) addr.PFN {

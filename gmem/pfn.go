@@ -50,12 +50,11 @@ func GetPFN(t *sched.Thread, slot Slot, gfn addr.GFN) (PFN, error) {
 	if f.boundSlot(index) != slot {
 		return PFN{}, errno.Newf(op, errno.EIO, "index %#x is not bound to this memslot", index)
 	}
-	pfn, err := f.getFolio(t, index)
+	c, pfn, err := f.folioChunk(t, index)
 	if err != nil {
 		return PFN{}, errno.Wrapf(op, errno.ENOMEM, err, "index %#x", index)
 	}
-	c := f.chunks[index>>9]
-	if f.poisoned(index) {
+	if f.poisonedIn(c, index) {
 		return PFN{}, errno.Newf(op, errno.EHWPOISON, "index %#x is in a hwpoisoned folio", index)
 	}
 	if !c.uptodate.get(index & 511) {
@@ -112,8 +111,10 @@ func (f *File) clearFolio(t *sched.Thread, index uint64) {
 	}
 }
 
-func (f *File) poisoned(index uint64) bool {
-	c := f.chunks[index>>9]
+func (f *File) poisoned(index uint64) bool { return f.poisonedIn(f.chunks[index>>9], index) }
+
+// poisonedIn is poisoned with index's chunk c already looked up.
+func (f *File) poisonedIn(c *chunk, index uint64) bool {
 	if c == nil {
 		return false
 	}

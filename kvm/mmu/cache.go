@@ -23,7 +23,9 @@ import (
 // has its own lock, held only around the list update and never across the
 // sleeping allocation: tdx_topup_vm_split_cache() and its
 // prealloc_split_cache_lock (TDX huge-page series). A sync.Mutex rather than a
-// sched lock because nothing inside it yields.
+// sched lock because nothing inside it yields. A per-vCPU cache
+// (NewVCPUCache) takes no lock: the fault path draws from it several times
+// per fault, and the kernel's kvm_mmu_memory_cache has none either.
 type Cache struct {
 	name     string
 	mem      *hostmem.Memory
@@ -37,16 +39,28 @@ type Cache struct {
 	// tdx_topup_vm_split_cache, kept for the tdx_prealloc policy).
 	Uncharged bool
 
-	mu    sync.Mutex
-	pages []addr.PFN
+	shared bool // a per-VM cache: mu guards pages
+	mu     sync.Mutex
+	pages  []addr.PFN
 	// TopUps counts top-ups that allocated; Allocated and Taken count
 	// pages.
 	TopUps, Allocated, Taken uint64
 }
 
 // NewCache returns an empty cache whose pages are charged to acct and come
-// from the hostmem source named name.
+// from the hostmem source named name, safe for several threads (a per-VM
+// cache).
 func NewCache(mem *hostmem.Memory, name string, acct hostmem.Account, min, capacity int) (*Cache, error) {
+	c, err := NewVCPUCache(mem, name, acct, min, capacity)
+	if c != nil {
+		c.shared = true
+	}
+	return c, err
+}
+
+// NewVCPUCache is NewCache for a cache one thread uses at a time (a
+// vCPU's): it takes no lock.
+func NewVCPUCache(mem *hostmem.Memory, name string, acct hostmem.Account, min, capacity int) (*Cache, error) {
 	src, err := mem.RegisterSource(name)
 	if err != nil {
 		return nil, err
@@ -54,10 +68,22 @@ func NewCache(mem *hostmem.Memory, name string, acct hostmem.Account, min, capac
 	return &Cache{name: name, mem: mem, src: src, acct: acct, min: min, capacity: max(capacity, min)}, nil
 }
 
+func (c *Cache) lock() {
+	if c.shared {
+		c.mu.Lock()
+	}
+}
+
+func (c *Cache) unlock() {
+	if c.shared {
+		c.mu.Unlock()
+	}
+}
+
 // Len returns the number of pages ready.
 func (c *Cache) Len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	return len(c.pages)
 }
 
@@ -71,28 +97,28 @@ func (c *Cache) TopUp(t *sched.Thread) error {
 
 // TopUpTo is TopUp with an explicit minimum (__kvm_mmu_topup_memory_cache).
 func (c *Cache) TopUpTo(t *sched.Thread, min int) error {
-	c.mu.Lock()
+	c.lock()
 	if len(c.pages) >= min {
-		c.mu.Unlock()
+		c.unlock()
 		return nil
 	}
 	c.TopUps++
-	c.mu.Unlock()
+	c.unlock()
 	if t != nil {
 		t.Emit(event.Event{Kind: event.KindMMU, Name: "cache_topup", Detail: c.name})
 	}
 	for {
-		c.mu.Lock()
+		c.lock()
 		n := len(c.pages)
-		c.mu.Unlock()
+		c.unlock()
 		if n >= max(c.capacity, min) {
 			return nil
 		}
 		p, err := c.mem.Alloc(t, hostmem.Request{Source: c.src, Account: c.acct, Charged: !c.Uncharged})
-		c.mu.Lock()
+		c.lock()
 		if err != nil {
 			n := len(c.pages)
-			c.mu.Unlock()
+			c.unlock()
 			if n >= min {
 				return nil
 			}
@@ -100,7 +126,7 @@ func (c *Cache) TopUpTo(t *sched.Thread, min int) error {
 		}
 		c.pages = append(c.pages, p)
 		c.Allocated++
-		c.mu.Unlock()
+		c.unlock()
 	}
 }
 
@@ -110,9 +136,9 @@ func (c *Cache) TopUpTo(t *sched.Thread, min int) error {
 // the caller backs out without changing any page table.
 // Kernel: kvm_mmu_memory_cache_alloc().
 func (c *Cache) Take(t *sched.Thread) (addr.PFN, error) {
-	c.mu.Lock()
+	c.lock()
 	if len(c.pages) == 0 {
-		c.mu.Unlock()
+		c.unlock()
 		ev := event.Event{Kind: event.KindViolation, Name: RuleCacheEmpty,
 			Detail: fmt.Sprintf("%s: allocation under mmu_lock from an empty cache (not topped up)", c.name)}
 		if t != nil {
@@ -123,15 +149,15 @@ func (c *Cache) Take(t *sched.Thread) (addr.PFN, error) {
 	p := c.pages[len(c.pages)-1]
 	c.pages = c.pages[:len(c.pages)-1]
 	c.Taken++
-	c.mu.Unlock()
+	c.unlock()
 	return p, nil
 }
 
 // Return puts an unused page back (a DPAMT pair that was not needed).
 func (c *Cache) Return(p addr.PFN) {
-	c.mu.Lock()
+	c.lock()
 	c.pages = append(c.pages, p)
-	c.mu.Unlock()
+	c.unlock()
 }
 
 // FreePage gives a page taken from this cache back to the host (free_page
@@ -142,10 +168,10 @@ func (c *Cache) FreePage(t *sched.Thread, p addr.PFN) error {
 
 // Release frees every page still in the cache (kvm_mmu_free_memory_cache).
 func (c *Cache) Release(t *sched.Thread) error {
-	c.mu.Lock()
+	c.lock()
 	pages := c.pages
 	c.pages = nil
-	c.mu.Unlock()
+	c.unlock()
 	var first error
 	for _, p := range pages {
 		if err := c.mem.Free(t, p, c.src); err != nil && first == nil {

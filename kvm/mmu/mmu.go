@@ -237,6 +237,9 @@ func (m *MMU) countMap(r Root, level addr.Level, d int64) {
 }
 
 func (m *MMU) emit(t *sched.Thread, name string, gfn addr.GFN, level addr.Level, pfn addr.PFN, r Root, detail string) {
+	if m.sink == event.Discard {
+		return // nobody listens: skip building and stamping the event
+	}
 	ev := event.Event{Kind: event.KindMMU, Name: name, Detail: detail,
 		Args: [4]uint64{uint64(gfn), uint64(level), uint64(pfn), uint64(r)}}
 	t.Stamp(&ev)
@@ -266,14 +269,14 @@ func (m *MMU) NewVCPU(kv *kvm.VCPU) (*VCPU, error) {
 	acct := m.vm.Account()
 	// Capacities: PT64_ROOT_MAX_LEVEL (5) as the minimum per fault, topped
 	// up to KVM_ARCH_NR_OBJS_PER_MEMORY_CACHE (40).
-	pc, err := NewCache(m.mem, spCacheName, acct, 5, 40)
+	pc, err := NewVCPUCache(m.mem, spCacheName, acct, 5, 40)
 	if err != nil {
 		return nil, err
 	}
 	pc.Uncharged = mutation.On(mutation.UnchargedPageTables)
 	v := &VCPU{m: m, kv: kv, PageCache: pc}
 	if m.Mirrored() {
-		if v.ExternalSPTCache, err = NewCache(m.mem, extCacheName, acct, 5, 40); err != nil {
+		if v.ExternalSPTCache, err = NewVCPUCache(m.mem, extCacheName, acct, 5, 40); err != nil {
 			return nil, err
 		}
 	}

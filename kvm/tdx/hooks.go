@@ -154,7 +154,10 @@ func (td *TD) LinkExternalSPT(t *sched.Thread, v *mmu.VCPU, gfn addr.GFN, level 
 // huge-page series): HKID must be assigned; TDH.MEM.RANGE.BLOCK;
 // tdx_track() (TDH.MEM.TRACK and a kick of every vCPU out of the guest) on
 // a RUNNABLE TD; TDH.MEM.PAGE.REMOVE; then TDH.PHYMEM.PAGE.WBINVD with the
-// TD's key for every 4K page of the leaf (patch 03) and a reset of the
+// TD's key for every 4K page of the leaf, one SEAMCALL each, stopping at
+// the first failure (patch 03; Series: "[RFC PATCH v5 27/45] x86/virt/tdx:
+// Enhance tdh_phymem_page_wbinvd_hkid() to invalidate huge pages"
+// (20260129011517.3545883-28-seanjc@google.com)) and a reset of the
 // range (patch 04), which goes back to guest_memfd as ordinary memory;
 // last, for a 4K leaf only, the page's Dynamic PAMT put (patch 17). BLOCK,
 // TRACK and REMOVE go through tdh_do_no_vcpus(). Any failure is KVM_BUG_ON:

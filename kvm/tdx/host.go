@@ -45,12 +45,15 @@ type Host struct {
 	hkids  []bool // index = HKID; true = in use
 
 	dpamtLock *sched.SpinLock
-	dpamtRef  map[uint64]int32 // 2M physical range -> refcount (no entry = 0)
-	// refMu orders the map's writers (all under dpamtLock) with the
-	// readers that hold no dpamt_lock (DPAMTRef, DPAMTRanges: checks and
-	// tests). A host mutex, never held across a yield.
-	refMu    sync.Mutex
-	dpamtSrc hostmem.Source
+	// dpamtRef is each 2M physical range's refcount, indexed by PFN >> 9:
+	// a flat array, as the kernel's pamt_refcounts is (one atomic_t per
+	// 2M of physical memory, tdx_find_pamt_refcount()), so the fault path
+	// does no map lookup. Written under dpamtLock; atomic so the readers
+	// that hold no dpamt_lock (DPAMTRef, DPAMTRanges: checks and tests)
+	// need no lock either. dpamtRanges counts the nonzero entries.
+	dpamtRef    []atomic.Int32
+	dpamtRanges atomic.Int64
+	dpamtSrc    hostmem.Source
 
 	// NoVCPUs, when set, is told as tdh_do_no_vcpus() opens (on) and
 	// closes its retry window on the TD whose TDR is tdr: fault injection
@@ -132,7 +135,7 @@ func NewHost(sys *kvm.System, mod *tdxmodule.Module) (*Host, error) {
 	return &Host{Sys: sys, Mem: mem, Mod: mod, sink: sys.Sink(),
 		hkids:     make([]bool, mod.Config().HKIDs+1),
 		dpamtLock: sched.NewSpinLock("tdx.dpamt_lock"),
-		dpamtRef:  map[uint64]int32{},
+		dpamtRef:  make([]atomic.Int32, (mem.Pages()+511)>>9),
 		dpamtSrc:  src}, nil
 }
 
@@ -174,27 +177,30 @@ func (h *Host) dynamic() bool { return h.Mod.Config().DynamicPAMT }
 
 // DPAMTRef returns the Dynamic PAMT refcount of the 2 MiB range holding pfn.
 func (h *Host) DPAMTRef(pfn addr.PFN) int32 {
-	h.refMu.Lock()
-	defer h.refMu.Unlock()
-	return h.dpamtRef[uint64(pfn>>9)]
+	return h.ref(uint64(pfn >> 9))
+}
+
+// ref is the refcount of the 2M range key (0 for one outside host memory).
+func (h *Host) ref(key uint64) int32 {
+	if key >= uint64(len(h.dpamtRef)) {
+		return 0
+	}
+	return h.dpamtRef[key].Load()
 }
 
 // DPAMTRanges returns how many 2 MiB ranges hold a Dynamic PAMT pair.
 func (h *Host) DPAMTRanges() int {
-	h.refMu.Lock()
-	defer h.refMu.Unlock()
-	return len(h.dpamtRef)
+	return int(h.dpamtRanges.Load())
 }
 
-// setRef writes a range's refcount (0 deletes it); dpamtLock is held.
+// setRef writes a range's refcount; dpamtLock is held.
 func (h *Host) setRef(key uint64, n int32) {
-	h.refMu.Lock()
-	if n == 0 {
-		delete(h.dpamtRef, key)
-	} else {
-		h.dpamtRef[key] = n
+	switch old := h.dpamtRef[key].Swap(n); {
+	case old == 0 && n != 0:
+		h.dpamtRanges.Add(1)
+	case old != 0 && n == 0:
+		h.dpamtRanges.Add(-1)
 	}
-	h.refMu.Unlock()
 }
 
 // pamtGet takes a reference on the Dynamic PAMT pair of pfn's 2 MiB range,
@@ -220,7 +226,7 @@ func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hos
 	}
 	h.dpamtLock.Lock(t)
 	key := uint64(pfn >> 9)
-	if n := h.dpamtRef[key]; n > 0 {
+	if n := h.ref(key); n > 0 {
 		h.setRef(key, n+1)
 		h.dpamtLock.Unlock(t)
 		h.releasePair(t, pair[:], cache)
@@ -270,7 +276,7 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 	h.dpamtLock.Lock(t)
 	defer h.dpamtLock.Unlock(t)
 	key := uint64(pfn >> 9)
-	switch n := h.dpamtRef[key]; {
+	switch n := h.ref(key); {
 	case n == 0:
 		h.warn(t, "tdx_pamt_put", 0, pfn)
 		return errno.Newf("tdx_pamt_put", errno.EIO, "refcount underflow for the 2M range at %s", (pfn &^ 511).HPA())
@@ -309,7 +315,7 @@ func (h *Host) pamtDemoted(t *sched.Thread, pfn addr.PFN) error {
 	h.dpamtLock.Lock(t)
 	defer h.dpamtLock.Unlock(t)
 	key := uint64(pfn >> 9)
-	if n := h.dpamtRef[key]; n != 0 {
+	if n := h.ref(key); n != 0 {
 		return errno.Newf("tdx_pamt_demote", errno.EIO, "2M range at %s already had %d Dynamic PAMT references", (pfn &^ 511).HPA(), n)
 	}
 	h.setRef(key, 512)

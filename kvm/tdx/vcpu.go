@@ -71,7 +71,7 @@ func (td *TD) CreateVCPU(t *sched.Thread, id uint32) (*VCPU, error) {
 		// Dynamic PAMT pages and the S-EPT pages a fault may add
 		// (tdx_topup_external_fault_cache), and KVM's allocation of
 		// sp->external_spt draws from it (tdx_alloc_external_fault_cache).
-		if v.pamtCache, err = mmu.NewCache(td.h.Mem, dpamtSourceName, td.vm.Account(), 8+5, 16+40); err != nil {
+		if v.pamtCache, err = mmu.NewVCPUCache(td.h.Mem, dpamtSourceName, td.vm.Account(), 8+5, 16+40); err != nil {
 			return nil, err
 		}
 		mv.ExternalSPTCache = v.pamtCache
@@ -81,7 +81,7 @@ func (td *TD) CreateVCPU(t *sched.Thread, id uint32) (*VCPU, error) {
 		if n := td.cfg.PAMTCachePages; n > 0 {
 			lo, hi = n, n
 		}
-		if v.pamtCache, err = mmu.NewCache(td.h.Mem, dpamtSourceName, td.vm.Account(), lo, hi); err != nil {
+		if v.pamtCache, err = mmu.NewVCPUCache(td.h.Mem, dpamtSourceName, td.vm.Account(), lo, hi); err != nil {
 			return nil, err
 		}
 	}
