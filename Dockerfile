@@ -1,6 +1,7 @@
 # The tdxsim command in a small image, for deploy/k8s/fuzz-job.yaml:
 #   docker build -t tdxsim:latest .
-FROM golang:1.26 AS build
+# The toolchain go.mod names (go 1.26.8), so the build needs no toolchain download.
+FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
