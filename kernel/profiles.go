@@ -47,6 +47,23 @@ var (
 	}
 )
 
+// seriesPostPopulate is the post-populate cleanups both merged releases
+// carry.
+var seriesPostPopulate = Series{Name: "KVM: x86/mmu: TDX post-populate cleanups", Version: "v4", Date: "2025-10-30", Ref: refPostPopulate, Merged: true}
+
+// mainlinePolicies is the policy list of a merged release: no huge pages,
+// static PAMT, no pinning, populate through kvm_tdp_mmu_map_private_pfn()
+// (sourced by populate) and per-page teardown (sourced by teardown).
+func mainlinePolicies(populate, teardown string) []Policy {
+	return []Policy{
+		{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref, Fixed: true},
+		{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6, Fixed: true},
+		{Key: "pin_private_pages", Value: "false", Source: refTDX619},
+		{Key: "populate", Value: "map_private_pfn", Source: populate},
+		{Key: "teardown", Value: "per_page", Source: teardown, Fixed: true},
+	}
+}
+
 // registry is All's order: merged releases oldest first, then series by
 // posting date.
 var registry = []Profile{
@@ -56,16 +73,10 @@ var registry = []Profile{
 		Summary: "mainline 6.19: 4 KiB private mappings, static PAMT, no page pinning, TD build through kvm_gmem_populate() + kvm_tdp_mmu_map_private_pfn()",
 		Merged:  true,
 		Series: []Series{
-			{Name: "KVM: x86/mmu: TDX post-populate cleanups", Version: "v4", Date: "2025-10-30", Ref: refPostPopulate, Merged: true},
+			seriesPostPopulate,
 			{Name: "KVM TDX changes for 6.19", Version: "kvm-x86-tdx-6.19", Date: "2025-11-26", Ref: refTDX619, Merged: true, Note: "the pull that carries the series"},
 		},
-		Policies: []Policy{
-			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref, Fixed: true},
-			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6, Fixed: true},
-			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
-			{Key: "populate", Value: "map_private_pfn", Source: refTDX619},
-			{Key: "teardown", Value: "per_page", Source: refRemoveSPTE619, Fixed: true},
-		},
+		Policies:   mainlinePolicies(refTDX619, refRemoveSPTE619),
 		Behaviours: []Behaviour{splitHooks, perPageTeardown, memtypeZapNone},
 		Sources:    []Source{srcTDX619, srcPostPopulate, srcMaxLevel4K, srcSplitHooks, srcTerminateVM, srcTerminateRelease, srcDPAMTv6},
 	},
@@ -75,16 +86,10 @@ var registry = []Profile{
 		Summary: "mainline 7.0: 6.19 plus the guest_memfd populate rework (4 KiB-aligned sources GUP'd outside the invalidate lock, no preparation tracking)",
 		Merged:  true,
 		Series: []Series{
-			{Name: "KVM: x86/mmu: TDX post-populate cleanups", Version: "v4", Date: "2025-10-30", Ref: refPostPopulate, Merged: true},
+			seriesPostPopulate,
 			{Name: "guest_memfd populate rework", Version: "kvm-x86-gmem-6.20", Date: "2026-01-15", Ref: refGmem620, Merged: true, Note: "Michael Roth's series as pulled; the posting's Message-ID was not read"},
 		},
-		Policies: []Policy{
-			{Key: "hugepages", Value: "off", Source: srcMaxLevel4K.Ref, Fixed: true},
-			{Key: "dynamic_pamt", Value: "false", Source: refDPAMTv6, Fixed: true},
-			{Key: "pin_private_pages", Value: "false", Source: refTDX619},
-			{Key: "populate", Value: "map_private_pfn", Source: refGmem620},
-			{Key: "teardown", Value: "per_page", Source: refRemoveSPTE70, Fixed: true},
-		},
+		Policies:   mainlinePolicies(refGmem620, refRemoveSPTE70),
 		Behaviours: []Behaviour{splitHooks, populateSourceGUP, noPrepareTracking, perPageTeardown, memtypeZapNone},
 		Sources:    []Source{srcTDX619, srcGmem620, srcMaxLevel4K, srcSplitHooks, srcTerminateVM, srcTerminateRelease, srcRemoveSPTE70, srcDPAMTv6},
 	},

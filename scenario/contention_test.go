@@ -14,7 +14,7 @@ import (
 // retry finds the contender gone, tdh_do_no_vcpus()'s kick ends the vCPU
 // and epoch contention. Nothing is bugged, nothing leaks.
 func TestBusyEverywhereOnlyContends(t *testing.T) {
-	f, err := Parse("busy-all.yaml", []byte(`
+	r := mustRun(t, "busy-all.yaml", `
 inject: {busy: 1}
 tds:
   - {name: a, memory: 64M, vcpus: 2}
@@ -27,14 +27,7 @@ timeline:
       - convert: {td: a, count: 4, size: 16K}
       - mmu_notifier: {td: b, gpa: 4M, size: 4M}
   - touch: {td: a, pattern: random, count: 200}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Run(f, Options{})
-	if r == nil || err != nil {
-		t.Fatalf("run: %v", err)
-	}
+`)
 	t.Logf("injected %v", r.Injected)
 	if r.Failed() || len(r.Violations) > 0 {
 		t.Errorf("violations %v", r.Violations)

@@ -13,14 +13,7 @@ func TestEnhancedDemoteGatesHugePages(t *testing.T) {
 		host string
 		huge bool
 	}{{"", true}, {"host: {tdx: {enhanced_demote_interruptibility: true}}\n", true}, {"host: {tdx: {enhanced_demote_interruptibility: false}}\n", false}} {
-		f, err := Parse("s.yaml", []byte(c.host+body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := Run(f, Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := mustRun(t, "s.yaml", c.host+body)
 		if got := r.MappingsPeak["2M"] > 0; got != c.huge {
 			t.Errorf("%q: 2M mappings at peak %d, want some: %v", c.host, r.MappingsPeak["2M"], c.huge)
 		}

@@ -50,11 +50,7 @@ timeline:
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			f, err := Parse("inject.yaml", []byte(c.inject+tds))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, err := Run(f, Options{})
+			r, err := Run(mustParse(t, "inject.yaml", c.inject+tds), Options{})
 			if r == nil {
 				t.Fatal(err)
 			}
@@ -100,7 +96,7 @@ timeline:
 // mapped smaller; MapGPA refusals), while vCPUs race and host events run
 // beside them, and the host keeps every invariant and is never bugged.
 func TestHostileGuest(t *testing.T) {
-	f, err := Parse("hostile.yaml", []byte(`
+	f := mustParse(t, "hostile.yaml", `
 tds:
   - {name: a, memory: 128M, vcpus: 3, memslots: [{size: 64M}, {gpa: 96M, size: 64M}]}
   - {name: b, memory: 64M, vcpus: 2, conversion: in_place}
@@ -114,10 +110,7 @@ timeline:
       - memory_type_change: {td: b, gpa: 8M, size: 2M}
   - touch: {td: a, pattern: sequential, write: false}
   - touch: {td: b, pattern: sequential, write: false}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	r, err := Run(f, Options{})
 	if err != nil {
 		t.Fatalf("%v\n%v", err, r.Violations)
@@ -145,7 +138,7 @@ timeline:
 // check); the other TD is not touched, nothing is bugged, and teardown
 // gives everything back.
 func TestHWPoisonPrivatePage(t *testing.T) {
-	f, err := Parse("poison.yaml", []byte(`
+	f := mustParse(t, "poison.yaml", `
 tds:
   - {name: a, memory: 64M, vcpus: 1}
   - {name: b, memory: 64M, vcpus: 1}
@@ -156,10 +149,7 @@ timeline:
   - touch: {td: b, pattern: sequential}
   - touch: {td: a, pattern: sequential, start: 8M, size: 4K, count: 1}
     expect_error: EHWPOISON
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	r, err := Run(f, Options{})
 	if err != nil || len(r.Violations) > 0 || r.Failed() {
 		t.Fatalf("%v; violations %v; expectations %+v", err, r.Violations, r.Expectations)
@@ -179,20 +169,13 @@ timeline:
 // contention and the retry succeeds, so the VM lives (on hardware the
 // retry is "guaranteed to succeed absent bugs"). Kernel: tdh_do_no_vcpus().
 func TestBusyEndedByKick(t *testing.T) {
-	f, err := Parse("kick.yaml", []byte(`
+	r := mustRun(t, "kick.yaml", `
 inject: {fail: [{leaf: TDH.MEM.TRACK, nth: 1, every: 1, status: TDX_OPERAND_BUSY}]}
 tds: [{name: a, memory: 64M, vcpus: 2}]
 timeline:
   - boot: {td: a, accept: lazy, upfront: 8M}
   - convert: {td: a, count: 4, size: 16K}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Run(f, Options{})
-	if r == nil || err != nil {
-		t.Fatalf("run: %v", err)
-	}
+`)
 	if r.Injected["TDH.MEM.TRACK TDX_OPERAND_BUSY"] == 0 || r.Injected["busy ended by kick"] == 0 {
 		t.Errorf("injected %v: want BUSYs on TRACK and some ended by the kick", r.Injected)
 	}
