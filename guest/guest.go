@@ -77,6 +77,11 @@ type Guest struct {
 	// accepting_list in accept_memory()): another vCPU touching the unit
 	// waits instead of accepting it twice.
 	accepting bitmap
+	// storing is, per vCPU (by index in vcpus), the GPA+1 of the private
+	// page whose store and booking it is between (0: none): on the
+	// parallel scheduler another vCPU's load can see the store before
+	// the book says the page was written (see readMatches).
+	storing []atomic.Uint64
 
 	c struct {
 		accepts                            [3]atomic.Int64
@@ -120,7 +125,7 @@ func New(td *tdx.TD, vcpus []*tdx.VCPU, cfg Config) (*Guest, error) {
 	g := &Guest{td: td, vcpus: vcpus, ram: append([]Range(nil), cfg.RAM...),
 		sharedBit: uint64(td.VM().SharedBit().GPA()), owner: uint16(td.HKID()), maxLevel: lvl,
 		accepted: newBitmap(pages), written: newBitmap(pages), shared: newBitmap(pages), off: newBitmap(pages),
-		accepting: newBitmap(pages / 512)}
+		accepting: newBitmap(pages / 512), storing: make([]atomic.Uint64, len(vcpus))}
 	for _, r := range cfg.Reserved {
 		if r.GPA%addr.PageSize != 0 || r.Size%addr.PageSize != 0 || r.End() > top {
 			return nil, fmt.Errorf("guest: reserved [%#x, %#x) is not 4 KiB aligned inside RAM", r.GPA, r.End())
@@ -331,6 +336,7 @@ func (g *Guest) Touch(t *sched.Thread, v *tdx.VCPU, gpa uint64, write bool) erro
 		}
 	}
 	g.c.touches.Add(1)
+	before := g.written.get(pg)
 	got, err := v.Read(t, addr.GPA(gpa))
 	if err != nil {
 		if errors.Is(err, tdx.ErrVE) {
@@ -340,25 +346,74 @@ func (g *Guest) Touch(t *sched.Thread, v *tdx.VCPU, gpa uint64, write bool) erro
 		}
 		return err
 	}
-	want := hostmem.Tag(0)
-	if g.written.get(pg) {
-		want = g.PrivateTag(gpa)
-	}
-	if got != want {
+	if want, ok := g.readMatches(gpa, before, got); !ok {
 		g.fail("vCPU %d: private gpa %#x reads tag %#x, want %#x (%s)", v.ID(), gpa, uint64(got), uint64(want), whatWant(want))
 	}
 	if !write {
 		return nil
 	}
 	tag := g.PrivateTag(gpa)
-	if err := v.Write(t, addr.GPA(gpa), tag); err != nil {
+	slot := g.storingSlot(v)
+	if slot != nil {
+		slot.Store(gpa + 1)
+	}
+	err = v.Write(t, addr.GPA(gpa), tag)
+	if err == nil {
+		g.written.set(pg)
+	}
+	if slot != nil {
+		slot.Store(0)
+	}
+	if err != nil {
 		return err
 	}
-	g.written.set(pg)
 	if got, err := v.Read(t, addr.GPA(gpa)); err != nil {
 		return err
 	} else if got != tag {
 		g.fail("vCPU %d: private gpa %#x reads tag %#x right after writing %#x", v.ID(), gpa, uint64(got), uint64(tag))
+	}
+	return nil
+}
+
+// readMatches says whether got, what a load of the private page at gpa
+// read, is what the page held at some moment of the load: zero or the
+// guest's tag as the book said before the load (before) or says after
+// it, or the tag another vCPU is storing now, which the book does not
+// show yet. On the deterministic scheduler nothing runs between a store
+// and its booking, so this is the book's one answer; on the parallel one
+// two vCPUs touching one page race, as their real stores would. want is
+// the book's answer now.
+func (g *Guest) readMatches(gpa uint64, before bool, got hostmem.Tag) (want hostmem.Tag, ok bool) {
+	tag := g.PrivateTag(gpa)
+	expect := func(written bool) hostmem.Tag {
+		if written {
+			return tag
+		}
+		return 0
+	}
+	pg := gpa >> addr.PageShift
+	want = expect(g.written.get(pg))
+	if got == want || got == expect(before) {
+		return want, true
+	}
+	if got != tag {
+		return want, false
+	}
+	for i := range g.storing {
+		if g.storing[i].Load() == gpa+1 {
+			return want, true
+		}
+	}
+	// the store's booking may have landed after the first look
+	return want, g.written.get(pg)
+}
+
+// storingSlot is v's entry in storing (nil for a vCPU not in vcpus).
+func (g *Guest) storingSlot(v *tdx.VCPU) *atomic.Uint64 {
+	for i, w := range g.vcpus {
+		if w == v {
+			return &g.storing[i]
+		}
 	}
 	return nil
 }
