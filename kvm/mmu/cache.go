@@ -51,21 +51,21 @@ type Cache struct {
 // from the hostmem source named name, safe for several threads (a per-VM
 // cache).
 func NewCache(mem *hostmem.Memory, name string, acct hostmem.Account, min, capacity int) (*Cache, error) {
-	c, err := NewVCPUCache(mem, name, acct, min, capacity)
-	if c != nil {
-		c.shared = true
-	}
-	return c, err
+	return newCache(mem, name, acct, min, capacity, true)
 }
 
 // NewVCPUCache is NewCache for a cache one thread uses at a time (a
 // vCPU's): it takes no lock.
 func NewVCPUCache(mem *hostmem.Memory, name string, acct hostmem.Account, min, capacity int) (*Cache, error) {
+	return newCache(mem, name, acct, min, capacity, false)
+}
+
+func newCache(mem *hostmem.Memory, name string, acct hostmem.Account, min, capacity int, shared bool) (*Cache, error) {
 	src, err := mem.RegisterSource(name)
 	if err != nil {
 		return nil, err
 	}
-	return &Cache{name: name, mem: mem, src: src, acct: acct, min: min, capacity: max(capacity, min)}, nil
+	return &Cache{name: name, mem: mem, src: src, acct: acct, min: min, capacity: max(capacity, min), shared: shared}, nil
 }
 
 func (c *Cache) lock() {
