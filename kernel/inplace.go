@@ -15,6 +15,8 @@ package kernel
 // puts it under another profile's MMU: Sean's rule that S-EPT huge pages
 // need guest_memfd attributes is exactly that combination.
 
+import "slices"
+
 const (
 	// "[PATCH RFC v5 00/53] guest_memfd: In-place conversion support"
 	// (Ackerley Tng, 2026-04-28).
@@ -165,21 +167,11 @@ func Combine(base, ov Profile) Profile {
 }
 
 func (p Profile) setsPolicy(key string) bool {
-	for _, pol := range p.Policies {
-		if pol.Key == key {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(p.Policies, func(pol Policy) bool { return pol.Key == key })
 }
 
 func (p Profile) hasSource(ref string) bool {
-	for _, s := range p.Sources {
-		if s.Ref == ref {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(p.Sources, func(s Source) bool { return s.Ref == ref })
 }
 
 // HasContentMode reports whether the profile's KVM_SET_MEMORY_ATTRIBUTES2

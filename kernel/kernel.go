@@ -13,6 +13,7 @@ package kernel
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -117,12 +118,7 @@ func (p Profile) PolicyPairs() []string {
 
 // Has reports whether the profile lists the behaviour flag.
 func (p Profile) Has(flag string) bool {
-	for _, b := range p.Behaviours {
-		if b.Flag == flag {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(p.Behaviours, func(b Behaviour) bool { return b.Flag == flag })
 }
 
 // Unimplemented returns the behaviours the model does not do yet.
@@ -191,10 +187,5 @@ func (p Profile) SourceVerified(ref string) bool {
 			return s.Verified
 		}
 	}
-	for _, s := range p.Series {
-		if s.Ref == ref {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(p.Series, func(s Series) bool { return s.Ref == ref })
 }

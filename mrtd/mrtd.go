@@ -63,13 +63,7 @@ type InputError = yamlin.InputError
 const MaxFileBytes = 4 << 20
 
 // Load reads and validates a layout file.
-func Load(path string) (*Layout, error) {
-	data, err := yamlin.ReadFile(path, MaxFileBytes)
-	if err != nil {
-		return nil, err
-	}
-	return Parse(path, data)
-}
+func Load(path string) (*Layout, error) { return yamlin.Load(path, MaxFileBytes, Parse) }
 
 // Parse validates layout text; path names it in errors and anchors `file:`.
 func Parse(path string, data []byte) (*Layout, error) {

@@ -120,6 +120,18 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
+// Load reads an input file of at most limit bytes (ReadFile) and hands its
+// text to parse, which names path in its errors: the one way every input
+// format (scenario, memory layout) is loaded from a file.
+func Load[T any](path string, limit int64, parse func(path string, data []byte) (T, error)) (T, error) {
+	data, err := ReadFile(path, limit)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return parse(path, data)
+}
+
 func fileKind(m os.FileMode) string {
 	switch {
 	case m.IsDir():
