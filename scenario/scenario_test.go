@@ -103,27 +103,18 @@ func errAs(err error, ie **InputError) bool {
 
 // Every example loads, runs, and passes its checks and expectations.
 func TestExamples(t *testing.T) {
-	files, _ := filepath.Glob("../examples/*.yaml")
-	if len(files) < 10 {
-		t.Fatalf("%d examples", len(files))
+	long := func(name string) string {
+		if testing.Short() && strings.Contains(name, "eager-vs-lazy") {
+			return "8 GiB eager boot: long"
+		}
+		return ""
 	}
-	for _, p := range files {
-		t.Run(filepath.Base(p), func(t *testing.T) {
-			if testing.Short() && strings.Contains(p, "eager-vs-lazy") {
-				t.Skip("8 GiB eager boot: long")
-			}
-			f := loadExample(t, p)
-			r, err := Run(f, Options{})
-			if err != nil || r.Failed() {
-				var b bytes.Buffer
-				r.WriteText(&b)
-				t.Fatalf("%v\n%s", err, b.String())
-			}
-			if len(r.Expectations) == 0 && len(f.Expect.MRTD)+len(f.Expect.Seamcalls) > 0 {
-				t.Fatal("expectations not evaluated")
-			}
-		})
-	}
+	eachExample(t, long, func(t *testing.T, f *File) {
+		r := runClean(t, f, Options{})
+		if len(r.Expectations) == 0 && len(f.Expect.MRTD)+len(f.Expect.Seamcalls) > 0 {
+			t.Fatal("expectations not evaluated")
+		}
+	})
 }
 
 // On the parallel scheduler (real goroutines) every example runs clean too:
@@ -131,21 +122,13 @@ func TestExamples(t *testing.T) {
 // run, but no check may fail. Under -race this is the test that the model
 // is safe on goroutines.
 func TestParallel(t *testing.T) {
-	files, _ := filepath.Glob("../examples/*.yaml")
-	for _, p := range files {
-		t.Run(filepath.Base(p), func(t *testing.T) {
-			if testing.Short() && !slices.Contains([]string{"balloon.yaml", "convert-splits.yaml", "host-events.yaml", "in-place.yaml", "two-tds.yaml"}, filepath.Base(p)) {
-				t.Skip("short: the small examples only")
-			}
-			f := loadExample(t, p)
-			r, err := Run(f, Options{Parallel: true})
-			if err != nil || r.Failed() {
-				var b bytes.Buffer
-				r.WriteText(&b)
-				t.Fatalf("%v\n%s", err, b.String())
-			}
-		})
+	small := func(name string) string {
+		if testing.Short() && !slices.Contains([]string{"balloon.yaml", "convert-splits.yaml", "host-events.yaml", "in-place.yaml", "two-tds.yaml"}, name) {
+			return "short: the small examples only"
+		}
+		return ""
 	}
+	eachExample(t, small, func(t *testing.T, f *File) { runClean(t, f, Options{Parallel: true}) })
 }
 
 // examples/default.yaml documents the embedded default: they are the same.
