@@ -22,7 +22,9 @@ type Step struct {
 }
 
 // Op is one kind of timeline step. Each kind is its own type in its own
-// file (op_boot.go, ...) and one line of opKinds.
+// file (op_boot.go, ...) and one line of opKinds; a kind on one TD
+// embeds TDRef or Workload (ontd.go), which bring TDName, GuestWorkload
+// and a Smaller that halves nothing.
 type Op interface {
 	// Kind is the step's YAML key: boot, touch, ...
 	Kind() string
