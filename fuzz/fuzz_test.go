@@ -12,14 +12,8 @@ import (
 
 // A short default-policy campaign finds nothing.
 func TestDefaultCampaignClean(t *testing.T) {
-	runs := 60
-	if testing.Short() {
-		runs = 15
-	}
-	sum, err := Campaign(Config{Seed: 1, Runs: runs})
-	if err != nil {
-		t.Fatal(err)
-	}
+	runs := testRuns(60, 15)
+	sum := mustCampaign(t, Config{Seed: 1, Runs: runs})
 	if len(sum.Violations) != 0 {
 		for _, fd := range sum.Findings {
 			f, _ := Generate(fd.Seed, Options{})
@@ -60,14 +54,7 @@ var campaignInject = [][2]string{
 // top-up) finds nothing: the host answers every guest operation and every
 // fault the way KVM does and keeps every invariant.
 func TestHostileCampaignClean(t *testing.T) {
-	runs := 30
-	if testing.Short() {
-		runs = 8
-	}
-	sum, err := Campaign(Config{Seed: 1, Runs: runs, Hostile: true, Inject: campaignInject})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sum := mustCampaign(t, Config{Seed: 1, Runs: testRuns(30, 8), Hostile: true, Inject: campaignInject})
 	if len(sum.Violations) != 0 {
 		t.Errorf("violations %v; findings %+v", sum.Violations, sum.Findings)
 	}
@@ -97,19 +84,11 @@ func TestHostileCampaignClean(t *testing.T) {
 //     written since; the next read of such a page "failed". Only an accept
 //     that succeeds zeroes now.
 func TestRegressions(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "regressions", "*.yaml"))
-	if len(files) == 0 {
-		t.Fatal("no regression reproducers")
-	}
-	for _, p := range files {
-		f, err := scenario.Load(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o := RunOne(f); len(o.Broken) != 0 {
+	eachReproducer(t, "regressions", func(p string, o Outcome) {
+		if len(o.Broken) != 0 {
 			t.Errorf("%s: %v\n%v", p, o.Broken, o.Report.Violations)
 		}
-	}
+	})
 }
 
 // Each hazard the seeds predict, as the fuzzer found and shrank it, stays
@@ -193,16 +172,9 @@ func FuzzScenario(f *testing.F) {
 // A campaign's summary, findings and reproducers do not depend on the
 // worker count: runs are merged in seed order.
 func TestWorkersSameSummary(t *testing.T) {
-	runs := 12
-	if testing.Short() {
-		runs = 6
-	}
 	var got []*Summary
 	for _, w := range []int{1, 3} {
-		sum, err := Campaign(Config{Seed: 7, Runs: runs, Workers: w, Policies: [][2]string{{"populate", "gmem_populate"}}, ShrinkRuns: 40})
-		if err != nil {
-			t.Fatal(err)
-		}
+		sum := mustCampaign(t, Config{Seed: 7, Runs: testRuns(12, 6), Workers: w, Policies: [][2]string{{"populate", "gmem_populate"}}, ShrinkRuns: 40})
 		if sum.Workers != w {
 			t.Errorf("workers %d, want %d", sum.Workers, w)
 		}
@@ -230,18 +202,9 @@ func TestWorkersSameSummary(t *testing.T) {
 //     TDH.MNG.CREATE failure the KVM_BUG_ON answers; a thread now
 //     remembers the failure a retried one interrupted.
 func TestKernelResponseReproducers(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "responses", "*.yaml"))
-	if len(files) == 0 {
-		t.Fatal("no reproducers")
-	}
-	for _, p := range files {
-		f, err := scenario.Load(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o := RunOne(f)
+	eachReproducer(t, "responses", func(p string, o Outcome) {
 		if len(o.Broken) != 0 || o.Report.Outcome != check.ClassKernelResponse {
 			t.Errorf("%s: outcome %s, broken %v\n%v", p, o.Report.Outcome, o.Broken, o.Report.Violations)
 		}
-	}
+	})
 }

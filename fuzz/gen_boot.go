@@ -8,7 +8,7 @@ import "github.com/tdxsim/tdxsim/scenario"
 func (g *gen) acceptRange(td *scenario.TD) scenario.Op {
 	gpa := g.page(td)
 	size := min(uint64(4096)<<g.r.IntN(11), slot0(td)-gpa)
-	a := &scenario.Accept{TD: td.Name, GPA: scenario.Size(gpa), Size: scenario.Size(size), Level: "2M", VCPUs: "bsp"}
+	a := &scenario.Accept{Workload: workload(td), GPA: scenario.Size(gpa), Size: scenario.Size(size), Level: "2M", VCPUs: "bsp"}
 	if g.chance(0.5) {
 		a.Level = "4K"
 	}
@@ -23,5 +23,5 @@ func (g *gen) acceptRange(td *scenario.TD) scenario.Op {
 func (g *gen) bounce(td *scenario.TD) scenario.Op {
 	gpa := g.page(td)
 	size := min(uint64(4096)*uint64(1+g.r.IntN(4)), slot0(td)-gpa)
-	return &scenario.Bounce{TD: td.Name, GPA: scenario.Size(gpa), Size: scenario.Size(size), Times: 1 + g.r.IntN(32)}
+	return &scenario.Bounce{Workload: workload(td), GPA: scenario.Size(gpa), Size: scenario.Size(size), Times: 1 + g.r.IntN(32)}
 }

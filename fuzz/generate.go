@@ -192,14 +192,14 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 	}
 	// A guest pass over its memory at the end reads back everything.
 	for i := range s.TDs {
-		s.Timeline = append(s.Timeline, scenario.Step{Op: &scenario.Touch{TD: s.TDs[i].Name, Pattern: "sequential", Write: new(false)}})
+		s.Timeline = append(s.Timeline, scenario.Step{Op: &scenario.Touch{Workload: workload(&s.TDs[i]), Pattern: "sequential", Write: new(false)}})
 	}
 	if td := &s.TDs[0]; g.failure && keepsEveryPage(s.Timeline, td) {
 		// A hardware error hits a page guest_memfd holds: touch it first.
 		gpa := scenario.Size(g.page(td))
 		s.Timeline = append(s.Timeline,
-			scenario.Step{Op: &scenario.Touch{TD: td.Name, Pattern: "sequential", Start: gpa, Size: 4096, Count: 1}},
-			scenario.Step{Op: &scenario.MemoryFailure{TD: td.Name, GPA: gpa}})
+			scenario.Step{Op: &scenario.Touch{Workload: workload(td), Pattern: "sequential", Start: gpa, Size: 4096, Count: 1}},
+			scenario.Step{Op: &scenario.MemoryFailure{TDRef: onTD(td), GPA: gpa}})
 	}
 	return s
 }
@@ -250,6 +250,14 @@ func slot0(td *scenario.TD) uint64 {
 	return uint64(td.Memory)
 }
 
+// workload, onTD and rangeOn name td in a generated step: a guest
+// workload's, a host event's on one TD, a host event's over a range.
+func workload(td *scenario.TD) scenario.Workload { return scenario.Workload{TD: td.Name} }
+func onTD(td *scenario.TD) scenario.TDRef        { return scenario.TDRef{TD: td.Name} }
+func rangeOn(td *scenario.TD, gpa, size scenario.Size) scenario.HostRange {
+	return scenario.HostRange{TDRef: onTD(td), GPA: gpa, Size: size}
+}
+
 // page returns a random page GPA inside the TD's first memslot.
 func (g *gen) page(td *scenario.TD) uint64 { return g.r.Uint64N(slot0(td)>>12) << 12 }
 
@@ -267,7 +275,7 @@ func (g *gen) hostRange(td *scenario.TD) (scenario.Size, scenario.Size) {
 }
 
 func (g *gen) boot(td *scenario.TD) scenario.Op {
-	b := &scenario.Boot{TD: td.Name, Accept: g.pick("lazy", "lazy", "eager"), Level: g.pick("2M", "2M", "4K")}
+	b := &scenario.Boot{Workload: workload(td), Accept: g.pick("lazy", "lazy", "eager"), Level: g.pick("2M", "2M", "4K")}
 	if b.Accept == "lazy" {
 		b.Upfront = new(scenario.Size(2 * mib * uint64(g.r.IntN(int(min(8, ram(td)/(2*mib)))))))
 	}
@@ -291,7 +299,7 @@ func (g *gen) weighted(weights ...int) int {
 }
 
 func (g *gen) touch(td *scenario.TD) scenario.Op {
-	t := &scenario.Touch{TD: td.Name, Pattern: g.pick("sequential", "random", "zipf"), Count: 1 + g.r.IntN(512)}
+	t := &scenario.Touch{Workload: workload(td), Pattern: g.pick("sequential", "random", "zipf"), Count: 1 + g.r.IntN(512)}
 	if g.chance(0.3) {
 		t.Start = scenario.Size(g.r.Uint64N(ram(td)/(2*mib)) * 2 * mib)
 	}
@@ -299,7 +307,7 @@ func (g *gen) touch(td *scenario.TD) scenario.Op {
 }
 
 func (g *gen) convert(td *scenario.TD) scenario.Op {
-	c := &scenario.Convert{TD: td.Name, Count: 1 + g.r.IntN(8), Size: scenario.Size(uint64(4096) << g.r.IntN(10)),
+	c := &scenario.Convert{Workload: workload(td), Count: 1 + g.r.IntN(8), Size: scenario.Size(uint64(4096) << g.r.IntN(10)),
 		Placement: "random"} // sequential ranges may run into punched or ballooned memory: a workload error, not a finding
 	if g.chance(0.2) {
 		c.Use = new(false)
@@ -321,11 +329,11 @@ func (g *gen) balloon(td *scenario.TD) scenario.Op {
 		return nil
 	}
 	g.ballooned[td.Name] += size
-	return &scenario.Balloon{TD: td.Name, Size: scenario.Size(size)}
+	return &scenario.Balloon{Workload: workload(td), Size: scenario.Size(size)}
 }
 
 func (g *gen) hostileGuest(td *scenario.TD) scenario.Op {
-	return &scenario.Hostile{TD: td.Name, Ops: 50 + g.r.IntN(450)}
+	return &scenario.Hostile{Workload: workload(td), Ops: 50 + g.r.IntN(450)}
 }
 
 func (g *gen) idle(*scenario.Scenario, *scenario.TD) []scenario.Step {
@@ -338,7 +346,7 @@ func (g *gen) memslotDelete(_ *scenario.Scenario, td *scenario.TD) []scenario.St
 	if len(td.Memslots) < 2 {
 		return nil
 	}
-	return []scenario.Step{{Op: &scenario.MemslotDelete{TD: td.Name, Slot: g.r.IntN(len(td.Memslots))}}}
+	return []scenario.Step{{Op: &scenario.MemslotDelete{TDRef: onTD(td), Slot: g.r.IntN(len(td.Memslots))}}}
 }
 
 // memoryFailure asks for a hardware error after the final read pass.
@@ -392,11 +400,11 @@ func (g *gen) hostKind(td *scenario.TD) scenario.Op {
 }
 
 func (g *gen) mmuNotifier(td *scenario.TD, gpa, size scenario.Size, _ bool) scenario.Op {
-	return &scenario.MMUNotifier{TD: td.Name, GPA: gpa, Size: size}
+	return &scenario.MMUNotifier{HostRange: rangeOn(td, gpa, size)}
 }
 
 func (g *gen) memoryTypeChange(td *scenario.TD, gpa, size scenario.Size, _ bool) scenario.Op {
-	return &scenario.MemoryTypeChange{TD: td.Name, GPA: gpa, Size: size}
+	return &scenario.MemoryTypeChange{HostRange: rangeOn(td, gpa, size)}
 }
 
 // punchHole punches whole 2 MiB pages; not beside other steps, nor at a
@@ -407,5 +415,5 @@ func (g *gen) punchHole(td *scenario.TD, gpa, size scenario.Size, inParallel boo
 		return g.memoryTypeChange(td, gpa, size, inParallel)
 	}
 	gpa &^= 2*mib - 1
-	return &scenario.PunchHole{TD: td.Name, GPA: gpa, Size: scenario.Size(2 * mib)}
+	return &scenario.PunchHole{HostRange: rangeOn(td, gpa, scenario.Size(2*mib))}
 }

@@ -17,10 +17,7 @@ func writeShard(t *testing.T, dir string, cfg Config) *Summary {
 		t.Fatal(err)
 	}
 	cfg.Out = out
-	sum, err := Campaign(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sum := mustCampaign(t, cfg)
 	b, _ := json.Marshal(sum)
 	if err := os.WriteFile(filepath.Join(out, SummaryFile), b, 0o644); err != nil {
 		t.Fatal(err)
@@ -54,10 +51,7 @@ func TestMergeShards(t *testing.T) {
 	}
 	whole := base
 	whole.Runs = 6
-	want, err := Campaign(whole)
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := mustCampaign(t, whole)
 	if got.Runs != want.Runs || got.Steps != want.Steps || got.Schedules != want.Schedules || got.Seeds != want.Seeds {
 		t.Fatalf("merged runs %d steps %d schedules %d seeds %v; unsharded %d %d %d %v",
 			got.Runs, got.Steps, got.Schedules, got.Seeds, want.Runs, want.Steps, want.Schedules, want.Seeds)

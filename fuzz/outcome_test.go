@@ -12,11 +12,8 @@ import (
 // writes a finding (and a reproducer) only for a violation.
 func TestCampaignOutcomes(t *testing.T) {
 	dir := t.TempDir()
-	sum, err := Campaign(Config{Seed: 1, Runs: 6, Schedules: 1, Workers: 1, Out: dir,
+	sum := mustCampaign(t, Config{Seed: 1, Runs: 6, Schedules: 1, Workers: 1, Out: dir,
 		Inject: [][2]string{{"fail", "TDH.MEM.PAGE.REMOVE:1:0:TDX_OPERAND_INVALID"}, {"fail", "TDH.PHYMEM.PAGE.RECLAIM:2"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	total := 0
 	for _, n := range sum.Outcomes {
 		total += n

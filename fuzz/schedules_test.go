@@ -14,21 +14,12 @@ import (
 // same for any worker count, counts K schedules per scenario, and sees
 // more distinct interleavings than one schedule each; PCT likewise.
 func TestSchedulesSameSummary(t *testing.T) {
-	runs := 4
-	if testing.Short() {
-		runs = 2
-	}
-	one, err := Campaign(Config{Seed: 11, Runs: runs, Workers: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	runs := testRuns(4, 2)
+	one := mustCampaign(t, Config{Seed: 11, Runs: runs, Workers: 1})
 	for _, strat := range []string{"random", "pct"} {
 		var got []string
 		for _, w := range []int{1, 2} {
-			sum, err := Campaign(Config{Seed: 11, Runs: runs, Workers: w, Schedules: 3, Strategy: strat})
-			if err != nil {
-				t.Fatal(err)
-			}
+			sum := mustCampaign(t, Config{Seed: 11, Runs: runs, Workers: w, Schedules: 3, Strategy: strat})
 			if sum.Schedules != 3*runs || sum.Strategy != strat {
 				t.Errorf("%s: %d schedules (%s), want %d", strat, sum.Schedules, sum.Strategy, 3*runs)
 			}

@@ -170,7 +170,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 			if !ok {
 				return d.fail(k, sub, "unknown key; known keys here: %s", keyList(v.Type()))
 			}
-			if err := d.decode(val, v.Field(fi), sub); err != nil {
+			if err := d.decode(val, v.FieldByIndex(fi), sub); err != nil {
 				return err
 			}
 		}
@@ -223,14 +223,29 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// fieldByKey finds the struct field whose yaml tag is key.
-func fieldByKey(t reflect.Type, key string) (int, bool) {
-	for i := range t.NumField() {
-		if yamlName(t.Field(i)) == key {
-			return i, true
+// fieldByKey finds the struct field whose yaml tag is key: its index
+// path, through an embedded struct (TDRef) for a key it brings.
+func fieldByKey(t reflect.Type, key string) ([]int, bool) {
+	for _, f := range yamlFields(t) {
+		if yamlName(f) == key {
+			return f.Index, true
 		}
 	}
-	return 0, false
+	return nil, false
+}
+
+// yamlFields are the fields of struct type t that YAML keys name, in
+// order: t's own, and in an embedded struct's place (a step kind's TDRef,
+// HostRange) the fields it brings, as if written out in t. Each field's
+// Index is its path from t (reflect.Value.FieldByIndex).
+func yamlFields(t reflect.Type) []reflect.StructField {
+	var out []reflect.StructField
+	for _, f := range reflect.VisibleFields(t) {
+		if !f.Anonymous {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func yamlName(f reflect.StructField) string {
@@ -241,8 +256,8 @@ func yamlName(f reflect.StructField) string {
 // keyList is t's yaml keys and extra, sorted, for errors.
 func keyList(t reflect.Type, extra ...string) string {
 	keys := append([]string(nil), extra...)
-	for i := range t.NumField() {
-		if n := yamlName(t.Field(i)); n != "" && n != "-" {
+	for _, f := range yamlFields(t) {
+		if n := yamlName(f); n != "" && n != "-" {
 			keys = append(keys, n)
 		}
 	}

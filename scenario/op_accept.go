@@ -15,7 +15,7 @@ import (
 // MdePkg/Library/TdxLib/AcceptPages.c (TdAcceptPages() falls back from 2M
 // to 512 4K accepts on TDX_PAGE_SIZE_MISMATCH).
 type Accept struct {
-	TD    string `yaml:"td" doc:"TD name (default: the only TD)"`
+	Workload
 	GPA   Size   `yaml:"gpa" doc:"first guest physical address (4K aligned, in RAM)" required:"true"`
 	Size  Size   `yaml:"size" doc:"bytes, a multiple of 4K" required:"true"`
 	Level string `yaml:"level" doc:"largest accept tried: 4K (every page on its own, EDK2's SIZE_4KB calls) or 2M (default: 2M where aligned, 4K for the unaligned head and tail)" enum:"4K,2M"`
@@ -23,9 +23,7 @@ type Accept struct {
 	Chunk Size   `yaml:"chunk" doc:"vcpus all: bytes per piece (PcdTdxAcceptMemoryChunkSize; default 32M), a multiple of 2M"`
 }
 
-func (a *Accept) Kind() string        { return "accept" }
-func (a *Accept) TDName() string      { return a.TD }
-func (a *Accept) GuestWorkload() bool { return true }
+func (a *Accept) Kind() string { return "accept" }
 
 // Smaller halves the range.
 func (a *Accept) Smaller() bool {
@@ -36,12 +34,8 @@ func (a *Accept) Smaller() bool {
 	return false
 }
 
-func (a *Accept) check(c *timelineCheck, at string, _ bool) error {
+func (a *Accept) check(c *timelineCheck, at string, i int, _ bool) error {
 	f := c.f
-	i, err := c.resolve(a.TD, at)
-	if err != nil {
-		return err
-	}
 	if err := enum(f, at+".level", a.Level, "4K", "2M"); err != nil {
 		return err
 	}
@@ -60,13 +54,10 @@ func (a *Accept) check(c *timelineCheck, at string, _ bool) error {
 	if uint64(a.Chunk)%addr.Size2M != 0 {
 		return f.bad(at+".chunk", "%#x is not a multiple of 2M", uint64(a.Chunk))
 	}
-	if uint64(a.GPA)%addr.PageSize != 0 || uint64(a.Size)%addr.PageSize != 0 || a.Size == 0 {
-		return f.bad(at, "gpa %#x and size %#x must be 4K multiples, size not 0", uint64(a.GPA), uint64(a.Size))
+	if err := c.pages4K(at, a.GPA, a.Size, ", size not 0"); err != nil {
+		return err
 	}
-	if !c.inLiveSlot(i, uint64(a.GPA), uint64(a.Size)) {
-		return f.bad(at, "[%#x, +%#x) is not inside one live memslot of %s", uint64(a.GPA), uint64(a.Size), f.Scenario.TDs[i].Name)
-	}
-	return nil
+	return c.liveRange(i, at, a.GPA, a.Size)
 }
 
 // run accepts the range on vCPU 0, or on every vCPU in chunk turns.
@@ -79,13 +70,12 @@ func (a *Accept) run(rn *runner, t *sched.Thread, _ int) error {
 	lo, end := uint64(a.GPA), uint64(a.GPA)+uint64(a.Size)
 	head := min(end, (lo+addr.Size2M-1)&^(addr.Size2M-1))
 	chunk, nv := uint64(a.Chunk), uint64(len(td.m.VCPUs))
-	return rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-		if a.VCPUs == "bsp" || end-head <= chunk {
-			if i != 0 {
-				return nil
-			}
+	if a.VCPUs == "bsp" || end-head <= chunk {
+		return rn.onVCPU(t, td, 0, func(vt *sched.Thread, v *tdx.VCPU) error {
 			return acceptUsable(vt, td, v, lo, end, lvl)
-		}
+		})
+	}
+	return rn.onVCPUs(t, td, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
 		if i == 0 && head > lo {
 			if err := acceptUsable(vt, td, v, lo, head, lvl); err != nil {
 				return err

@@ -11,28 +11,16 @@ import (
 
 // Balloon gives guest memory back to the host.
 type Balloon struct {
-	TD   string `yaml:"td" doc:"TD name (default: the only TD)"`
-	Size Size   `yaml:"size" doc:"bytes, a multiple of 2M, taken from the top of guest RAM" required:"true"`
+	Workload
+	Size Size `yaml:"size" doc:"bytes, a multiple of 2M, taken from the top of guest RAM" required:"true"`
 }
 
-func (b *Balloon) Kind() string        { return "balloon" }
-func (b *Balloon) TDName() string      { return b.TD }
-func (b *Balloon) GuestWorkload() bool { return true }
+func (b *Balloon) Kind() string { return "balloon" }
 
 // Smaller halves the memory given back (in 2 MiB units).
-func (b *Balloon) Smaller() bool {
-	if b.Size > 2<<20 {
-		b.Size /= 2
-		return true
-	}
-	return false
-}
+func (b *Balloon) Smaller() bool { return halve(&b.Size, 2<<20) }
 
-func (b *Balloon) check(c *timelineCheck, at string, _ bool) error {
-	i, err := c.resolve(b.TD, at)
-	if err != nil {
-		return err
-	}
+func (b *Balloon) check(c *timelineCheck, at string, i int, _ bool) error {
 	if n := uint64(b.Size); n == 0 || n%addr.Size2M != 0 || n > c.ramBytes(i)/2 {
 		return c.f.bad(at+".size", "%#x must be a non-zero multiple of 2M, at most half the TD's RAM", n)
 	}

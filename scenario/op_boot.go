@@ -9,15 +9,13 @@ import (
 
 // Boot is the guest's boot-time accept.
 type Boot struct {
-	TD      string `yaml:"td" doc:"TD name (default: the only TD)"`
+	Workload
 	Accept  string `yaml:"accept" doc:"eager: accept all memory at boot; lazy: accept only upfront, the rest on first touch (Linux accept_memory=lazy, the default)" enum:"eager,lazy"`
 	Upfront *Size  `yaml:"upfront" doc:"lazy: bytes accepted at boot from the lowest GPA (default 512M, a lazy-accept OVMF's PcdLazyAcceptPartialMemorySize)"`
 	Level   string `yaml:"level" doc:"largest accept the guest tries: 4K, 2M (default) or 1G; it falls back on TDX_PAGE_SIZE_MISMATCH" enum:"4K,2M,1G"`
 }
 
-func (b *Boot) Kind() string        { return "boot" }
-func (b *Boot) TDName() string      { return b.TD }
-func (b *Boot) GuestWorkload() bool { return true }
+func (b *Boot) Kind() string { return "boot" }
 
 // Smaller accepts nothing upfront.
 func (b *Boot) Smaller() bool {
@@ -28,12 +26,8 @@ func (b *Boot) Smaller() bool {
 	return false
 }
 
-func (b *Boot) check(c *timelineCheck, at string, _ bool) error {
+func (b *Boot) check(c *timelineCheck, at string, i int, _ bool) error {
 	f := c.f
-	i, err := c.resolve(b.TD, at)
-	if err != nil {
-		return err
-	}
 	if where, ok := c.booted[i]; ok {
 		return f.bad(at, "%s already booted at %s", f.Scenario.TDs[i].Name, where)
 	}

@@ -13,7 +13,7 @@ import (
 
 // Convert is a conversion workload.
 type Convert struct {
-	TD        string `yaml:"td" doc:"TD name (default: the only TD)"`
+	Workload
 	Count     int    `yaml:"count" doc:"how many ranges" min:"1" required:"true"`
 	Size      Size   `yaml:"size" doc:"bytes per range, a multiple of 4K (default 4K); ranges are aligned to their size when it is a power of two"`
 	Placement string `yaml:"placement" doc:"random (default) or sequential from start" enum:"random,sequential"`
@@ -23,29 +23,13 @@ type Convert struct {
 	Content   string `yaml:"content" doc:"KVM_SET_MEMORY_ATTRIBUTES2 content mode of the private-to-shared conversions (conversion: in_place, a kernel with content modes): default, or zero (guest_memfd zeroes the range; the guest must read zeros through the shared alias). preserve is refused: a TD takes it only to private before KVM_TDX_FINALIZE_VM" enum:"default,zero,preserve"`
 }
 
-func (cv *Convert) Kind() string        { return "convert" }
-func (cv *Convert) TDName() string      { return cv.TD }
-func (cv *Convert) GuestWorkload() bool { return true }
+func (cv *Convert) Kind() string { return "convert" }
 
 // Smaller halves the ranges, then their size.
-func (cv *Convert) Smaller() bool {
-	switch {
-	case cv.Count > 1:
-		cv.Count /= 2
-	case cv.Size > 4096:
-		cv.Size /= 2
-	default:
-		return false
-	}
-	return true
-}
+func (cv *Convert) Smaller() bool { return halve(&cv.Count, 1) || halve(&cv.Size, 4096) }
 
-func (cv *Convert) check(c *timelineCheck, at string, _ bool) error {
+func (cv *Convert) check(c *timelineCheck, at string, i int, _ bool) error {
 	f := c.f
-	i, err := c.resolve(cv.TD, at)
-	if err != nil {
-		return err
-	}
 	if err := enum(f, at+".placement", cv.Placement, "random", "sequential"); err != nil {
 		return err
 	}

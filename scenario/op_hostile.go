@@ -7,19 +7,13 @@ import (
 
 // Hostile is a hostile guest's burst of operations.
 type Hostile struct {
-	TD  string `yaml:"td" doc:"TD name (default: the only TD)"`
-	Ops int    `yaml:"ops" doc:"operations per vCPU: TDG.MEM.PAGE.ACCEPT at any GPA and level, MapGPA over any range, touches (default 100)" max:"100000"`
+	Workload
+	Ops int `yaml:"ops" doc:"operations per vCPU: TDG.MEM.PAGE.ACCEPT at any GPA and level, MapGPA over any range, touches (default 100)" max:"100000"`
 }
 
-func (h *Hostile) Kind() string        { return "hostile" }
-func (h *Hostile) TDName() string      { return h.TD }
-func (h *Hostile) GuestWorkload() bool { return true }
-func (h *Hostile) Smaller() bool       { return false }
+func (h *Hostile) Kind() string { return "hostile" }
 
-func (h *Hostile) check(c *timelineCheck, at string, _ bool) error {
-	if _, err := c.resolve(h.TD, at); err != nil {
-		return err
-	}
+func (h *Hostile) check(c *timelineCheck, at string, _ int, _ bool) error {
 	if h.Ops == 0 {
 		h.Ops = 100
 	}

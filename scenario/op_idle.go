@@ -16,7 +16,7 @@ func (d *Idle) TDName() string      { return "" }
 func (d *Idle) GuestWorkload() bool { return false }
 func (d *Idle) Smaller() bool       { return false }
 
-func (d *Idle) check(c *timelineCheck, at string, _ bool) error {
+func (d *Idle) check(c *timelineCheck, at string, _ int, _ bool) error {
 	if d.Time == 0 {
 		return c.f.bad(at+".time", "required, positive")
 	}

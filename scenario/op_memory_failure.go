@@ -7,20 +7,13 @@ import (
 
 // MemoryFailure is a hardware error on one page.
 type MemoryFailure struct {
-	TD  string `yaml:"td" doc:"TD name (default: the only TD)"`
-	GPA Size   `yaml:"gpa" doc:"the failing page (4K aligned)" required:"true"`
+	TDRef
+	GPA Size `yaml:"gpa" doc:"the failing page (4K aligned)" required:"true"`
 }
 
-func (m *MemoryFailure) Kind() string        { return "memory_failure" }
-func (m *MemoryFailure) TDName() string      { return m.TD }
-func (m *MemoryFailure) GuestWorkload() bool { return false }
-func (m *MemoryFailure) Smaller() bool       { return false }
+func (m *MemoryFailure) Kind() string { return "memory_failure" }
 
-func (m *MemoryFailure) check(c *timelineCheck, at string, _ bool) error {
-	i, err := c.resolve(m.TD, at)
-	if err != nil {
-		return err
-	}
+func (m *MemoryFailure) check(c *timelineCheck, at string, i int, _ bool) error {
 	if g := uint64(m.GPA); g%addr.PageSize != 0 || !c.inLiveSlot(i, g, addr.PageSize) {
 		return c.f.bad(at+".gpa", "%#x must be a 4K aligned GPA in a live memslot", g)
 	}

@@ -4,21 +4,14 @@ import "github.com/tdxsim/tdxsim/sched"
 
 // MemslotDelete deletes a memslot.
 type MemslotDelete struct {
-	TD   string `yaml:"td" doc:"TD name (default: the only TD)"`
-	Slot int    `yaml:"slot" doc:"memslot index in the TD's memslots list" min:"0"`
+	TDRef
+	Slot int `yaml:"slot" doc:"memslot index in the TD's memslots list" min:"0"`
 }
 
-func (d *MemslotDelete) Kind() string        { return "memslot_delete" }
-func (d *MemslotDelete) TDName() string      { return d.TD }
-func (d *MemslotDelete) GuestWorkload() bool { return false }
-func (d *MemslotDelete) Smaller() bool       { return false }
+func (d *MemslotDelete) Kind() string { return "memslot_delete" }
 
-func (d *MemslotDelete) check(c *timelineCheck, at string, _ bool) error {
+func (d *MemslotDelete) check(c *timelineCheck, at string, i int, _ bool) error {
 	f := c.f
-	i, err := c.resolve(d.TD, at)
-	if err != nil {
-		return err
-	}
 	k := d.Slot
 	if n := len(f.memslots(i)); k < 0 || k >= n {
 		return f.bad(at+".slot", "%d: %s has memslots 0..%d", k, f.Scenario.TDs[i].Name, n-1)

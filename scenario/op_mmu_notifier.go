@@ -3,18 +3,9 @@ package scenario
 import "github.com/tdxsim/tdxsim/sched"
 
 // MMUNotifier is an MMU-notifier invalidation of the VMM's mapping.
-type MMUNotifier HostRange
+type MMUNotifier struct{ HostRange }
 
-func (m *MMUNotifier) Kind() string        { return "mmu_notifier" }
-func (m *MMUNotifier) TDName() string      { return m.TD }
-func (m *MMUNotifier) GuestWorkload() bool { return false }
-
-// Smaller halves the range.
-func (m *MMUNotifier) Smaller() bool { return (*HostRange)(m).halve() }
-
-func (m *MMUNotifier) check(c *timelineCheck, at string, _ bool) error {
-	return (*HostRange)(m).check(c, at)
-}
+func (m *MMUNotifier) Kind() string { return "mmu_notifier" }
 
 // run invalidates the range. Kernel: kvm_mmu_notifier_invalidate_range_start().
 func (m *MMUNotifier) run(rn *runner, t *sched.Thread, _ int) error {

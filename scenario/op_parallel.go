@@ -14,7 +14,7 @@ func (p *Parallel) TDName() string      { return "" }
 func (p *Parallel) GuestWorkload() bool { return false }
 func (p *Parallel) Smaller() bool       { return false }
 
-func (p *Parallel) check(c *timelineCheck, at string, inParallel bool) error {
+func (p *Parallel) check(c *timelineCheck, at string, _ int, inParallel bool) error {
 	f := c.f
 	if inParallel {
 		return f.bad(at, "parallel steps do not nest")

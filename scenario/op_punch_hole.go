@@ -3,15 +3,13 @@ package scenario
 import "github.com/tdxsim/tdxsim/sched"
 
 // PunchHole is the VMM punching a hole in the guest_memfd.
-type PunchHole HostRange
+type PunchHole struct{ HostRange }
 
-func (p *PunchHole) Kind() string        { return "punch_hole" }
-func (p *PunchHole) TDName() string      { return p.TD }
-func (p *PunchHole) GuestWorkload() bool { return false }
-func (p *PunchHole) Smaller() bool       { return false }
-func (p *PunchHole) check(c *timelineCheck, at string, _ bool) error {
-	return (*HostRange)(p).check(c, at)
-}
+func (p *PunchHole) Kind() string { return "punch_hole" }
+
+// Smaller keeps a punched hole as it is (HostRange halves the range for
+// the two zapping kinds only).
+func (p *PunchHole) Smaller() bool { return false }
 
 // run takes the memory away: the guest is told (as by a hot-unplug) and
 // does not touch it again, so a later access is not a loss. mmu_notifier

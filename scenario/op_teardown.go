@@ -2,12 +2,9 @@ package scenario
 
 import "github.com/tdxsim/tdxsim/sched"
 
-// TDRef names a TD.
-type TDRef struct {
-	TD string `yaml:"td" doc:"TD name (default: the only TD)"`
-}
-
-// Teardown is the VMM closing the guest_memfd and the VM.
+// Teardown is the VMM closing the guest_memfd and the VM. It is a TDRef
+// of its own type, not one embedding it: its rule against running in a
+// parallel group comes before its TD, so it resolves the TD itself.
 type Teardown TDRef
 
 func (d *Teardown) Kind() string        { return "teardown" }
@@ -15,7 +12,7 @@ func (d *Teardown) TDName() string      { return d.TD }
 func (d *Teardown) GuestWorkload() bool { return false }
 func (d *Teardown) Smaller() bool       { return false }
 
-func (d *Teardown) check(c *timelineCheck, at string, inParallel bool) error {
+func (d *Teardown) check(c *timelineCheck, at string, _ int, inParallel bool) error {
 	if inParallel {
 		return c.f.bad(at, "teardown cannot run in parallel with other steps")
 	}

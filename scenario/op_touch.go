@@ -11,7 +11,7 @@ import (
 
 // Touch is a memory-access workload.
 type Touch struct {
-	TD      string  `yaml:"td" doc:"TD name (default: the only TD)"`
+	Workload
 	Pattern string  `yaml:"pattern" doc:"which pages: sequential from start, random (uniform), or zipf (skewed to the start of the range)" enum:"sequential,random,zipf"`
 	Start   Size    `yaml:"start" doc:"offset into guest RAM (in memslot order) where the range starts"`
 	Size    Size    `yaml:"size" doc:"range size (default: the rest of RAM)"`
@@ -20,25 +20,13 @@ type Touch struct {
 	Skew    float64 `yaml:"skew" doc:"zipf exponent s > 1 (default 1.1)"`
 }
 
-func (w *Touch) Kind() string        { return "touch" }
-func (w *Touch) TDName() string      { return w.TD }
-func (w *Touch) GuestWorkload() bool { return true }
+func (w *Touch) Kind() string { return "touch" }
 
 // Smaller halves the pages touched.
-func (w *Touch) Smaller() bool {
-	if w.Count > 1 {
-		w.Count /= 2
-		return true
-	}
-	return false
-}
+func (w *Touch) Smaller() bool { return halve(&w.Count, 1) }
 
-func (w *Touch) check(c *timelineCheck, at string, _ bool) error {
+func (w *Touch) check(c *timelineCheck, at string, i int, _ bool) error {
 	f := c.f
-	i, err := c.resolve(w.TD, at)
-	if err != nil {
-		return err
-	}
 	if err := enum(f, at+".pattern", w.Pattern, "sequential", "random", "zipf"); err != nil {
 		return err
 	}

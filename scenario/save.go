@@ -64,12 +64,11 @@ func encodeNode(v reflect.Value) (*yaml.Node, error) {
 		return n, err
 	case reflect.Struct:
 		m := &yaml.Node{Kind: yaml.MappingNode}
-		for i := range v.NumField() {
-			f := v.Type().Field(i)
+		for _, f := range yamlFields(v.Type()) {
 			if !f.IsExported() {
 				continue
 			}
-			c, err := encodeNode(v.Field(i))
+			c, err := encodeNode(v.FieldByIndex(f.Index))
 			if err != nil {
 				return nil, err
 			}

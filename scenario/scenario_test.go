@@ -51,47 +51,63 @@ func TestBadInput(t *testing.T) {
 		{"gmem offset vs punches", "tds:\n  - {memory: 64M, gmem_offset: 4K}\n", "tds[0].gmem_offset: 0x1000 is not a whole number of huge pages"},
 		{"cost leaf name", "host: {tdx: {costs: {AUG: 5}}}\n" + td, `host.tdx.costs: "AUG": not a SEAMCALL`},
 		{"cost zero", "host: {tdx: {costs: {TDH.MEM.PAGE.AUG: 0}}}\n" + td, "host.tdx.costs.TDH.MEM.PAGE.AUG: a latency must be positive"},
-		{"step with no kind", td + "timeline:\n  - {expect_error: EIO}\n", "s.yaml:4: timeline[0]: a step has exactly one of"},
-		{"step with two kinds", td + "timeline:\n  - {idle: {time: 1ms}, teardown: {}}\n", "(found 2)"},
-		{"unknown TD", td + "timeline:\n  - boot: {td: nope}\n", `s.yaml:4: timeline[0].boot.td: no TD is named "nope"`},
 		{"TD required", "tds:\n  - {memory: 64M}\n  - {memory: 64M}\ntimeline:\n  - boot: {}\n", "timeline[0].boot.td: required: the scenario has 2 TDs"},
-		{"after teardown", td + "timeline:\n  - teardown: {}\n  - touch: {}\n", "s.yaml:5: timeline[1].touch.td: td0 was torn down at timeline[0].teardown"},
-		{"boot twice", td + "timeline:\n  - boot: {}\n  - boot: {}\n", "timeline[1].boot: td0 already booted at timeline[0].boot"},
-		{"upfront too big", td + "timeline:\n  - boot: {upfront: 128M}\n", "timeline[0].boot.upfront: 0x8000000 must be a 4K multiple no larger than the TD's RAM"},
-		{"upfront with eager", td + "timeline:\n  - boot: {accept: eager, upfront: 4M}\n", "timeline[0].boot.upfront: goes with accept: lazy"},
-		{"touch outside RAM", td + "timeline:\n  - touch: {start: 60M, size: 8M}\n", "timeline[0].touch: [start 0x3c00000, +0x800000) is not inside the TD's RAM"},
-		{"zipf skew", td + "timeline:\n  - touch: {pattern: zipf, skew: 0.5}\n", "timeline[0].touch.skew: 0.5: zipf needs s > 1"},
-		{"convert count", td + "timeline:\n  - convert: {count: 0}\n", "timeline[0].convert.count: 0: need at least one range"},
-		{"convert too much", td + "timeline:\n  - convert: {count: 20, size: 2M}\n", "timeline[0].convert: 20 ranges of 2.00 MiB from 0x0 do not fit"},
-		{"convert unaligned", td + "timeline:\n  - convert: {count: 1, size: 5K}\n", "timeline[0].convert.size: 0x1400 is not a multiple of 4K"},
-		{"balloon unaligned", td + "timeline:\n  - balloon: {size: 1M}\n", "timeline[0].balloon.size: 0x100000 must be a non-zero multiple of 2M"},
-		{"idle duration", td + "timeline:\n  - idle: {time: soon}\n", `s.yaml:4: timeline[0].idle.time: "soon" is not a duration`},
-		{"host range unaligned", td + "timeline:\n  - punch_hole: {gpa: 0x10, size: 4K}\n", "timeline[0].punch_hole: gpa 0x10 and size 0x1000 must be 4K multiples"},
-		{"host range outside", td + "timeline:\n  - mmu_notifier: {gpa: 62M, size: 4M}\n", "timeline[0].mmu_notifier: [0x3e00000, 0x4200000) is not inside one live memslot"},
 		{"range in deleted slot", "tds:\n  - memslots: [{gpa: 0, size: 4M}, {gpa: 8M, size: 4M}]\ntimeline:\n  - memslot_delete: {slot: 1}\n  - punch_hole: {gpa: 8M, size: 4K}\n", "timeline[1].punch_hole: [0x800000, 0x801000) is not inside one live memslot"},
-		{"slot index", td + "timeline:\n  - memslot_delete: {slot: 3}\n", "timeline[0].memslot_delete.slot: 3: td0 has memslots 0..0"},
-		{"slot deleted twice", td + "timeline:\n  - memslot_delete: {slot: 0}\n  - memslot_delete: {slot: 0}\n", "memslot 0 was deleted at timeline[0].memslot_delete"},
-		{"memory failure outside", td + "timeline:\n  - memory_failure: {gpa: 64M}\n", "timeline[0].memory_failure.gpa: 0x4000000 must be a 4K aligned GPA in a live memslot"},
-		{"parallel nesting", td + "timeline:\n  - parallel: [{parallel: [{idle: {time: 1ms}}, {idle: {time: 1ms}}]}, {idle: {time: 1ms}}]\n", "timeline[0].parallel[0].parallel: parallel steps do not nest"},
-		{"teardown in parallel", td + "timeline:\n  - parallel: [{teardown: {}}, {idle: {time: 1ms}}]\n", "timeline[0].parallel[0].teardown: teardown cannot run in parallel"},
-		{"two workloads of one TD in parallel", td + "timeline:\n  - parallel: [{touch: {count: 1}}, {convert: {count: 1}}]\n", "timeline[0].parallel[1]: a second guest workload of TD \"td0\" beside timeline[0].parallel[0]"},
 		{"expect mrtd hex", td + "expect: {mrtd: {td0: abc}}\n", "s.yaml:3: expect.mrtd.td0: want 96 hex digits"},
 		{"expect mrtd TD", td + "expect: {mrtd: {td9: abc}}\n", `expect.mrtd.td9: no TD is named "td9"`},
 		{"expect seamcall leaf", td + "expect: {seamcalls: {AUG: {max: 1}}}\n", "expect.seamcalls.AUG: not a SEAMCALL leaf name"},
 		{"expect bounds", td + "expect: {seamcalls: {total: {min: 5, max: 1}}}\n", "expect.seamcalls.total: min 5 is above max 1"},
 		{"expect empty bound", td + "expect: {seamcalls: {total: {}}}\n", "expect.seamcalls.total: give min, max or both"},
 	} {
-		t.Run(c.rule, func(t *testing.T) {
-			_, err := Parse(filepath.Join(t.TempDir(), "s.yaml"), []byte(c.text))
-			if err == nil {
-				t.Fatalf("accepted; want %q", c.want)
-			}
-			var ie *InputError
-			msg := err.Error()
-			if !errAs(err, &ie) || !strings.Contains(msg, c.want) || strings.Contains(msg, "\n") {
-				t.Fatalf("got %q\nwant an *InputError on one line containing %q", msg, c.want)
-			}
-		})
+		t.Run(c.rule, func(t *testing.T) { refused(t, c.text, c.want) })
+	}
+}
+
+// Each bad step of a one-TD scenario's timeline names the line, the
+// step's field and the rule.
+func TestBadStep(t *testing.T) {
+	for _, c := range []struct {
+		rule, steps, want string
+	}{
+		{"step with no kind", "{expect_error: EIO}", "s.yaml:4: timeline[0]: a step has exactly one of"},
+		{"step with two kinds", "{idle: {time: 1ms}, teardown: {}}", "(found 2)"},
+		{"unknown TD", "boot: {td: nope}", `s.yaml:4: timeline[0].boot.td: no TD is named "nope"`},
+		{"after teardown", "teardown: {}\n  - touch: {}", "s.yaml:5: timeline[1].touch.td: td0 was torn down at timeline[0].teardown"},
+		{"boot twice", "boot: {}\n  - boot: {}", "timeline[1].boot: td0 already booted at timeline[0].boot"},
+		{"upfront too big", "boot: {upfront: 128M}", "timeline[0].boot.upfront: 0x8000000 must be a 4K multiple no larger than the TD's RAM"},
+		{"upfront with eager", "boot: {accept: eager, upfront: 4M}", "timeline[0].boot.upfront: goes with accept: lazy"},
+		{"touch outside RAM", "touch: {start: 60M, size: 8M}", "timeline[0].touch: [start 0x3c00000, +0x800000) is not inside the TD's RAM"},
+		{"zipf skew", "touch: {pattern: zipf, skew: 0.5}", "timeline[0].touch.skew: 0.5: zipf needs s > 1"},
+		{"convert count", "convert: {count: 0}", "timeline[0].convert.count: 0: need at least one range"},
+		{"convert too much", "convert: {count: 20, size: 2M}", "timeline[0].convert: 20 ranges of 2.00 MiB from 0x0 do not fit"},
+		{"convert unaligned", "convert: {count: 1, size: 5K}", "timeline[0].convert.size: 0x1400 is not a multiple of 4K"},
+		{"balloon unaligned", "balloon: {size: 1M}", "timeline[0].balloon.size: 0x100000 must be a non-zero multiple of 2M"},
+		{"idle duration", "idle: {time: soon}", `s.yaml:4: timeline[0].idle.time: "soon" is not a duration`},
+		{"host range unaligned", "punch_hole: {gpa: 0x10, size: 4K}", "timeline[0].punch_hole: gpa 0x10 and size 0x1000 must be 4K multiples"},
+		{"host range outside", "mmu_notifier: {gpa: 62M, size: 4M}", "timeline[0].mmu_notifier: [0x3e00000, 0x4200000) is not inside one live memslot"},
+		{"slot index", "memslot_delete: {slot: 3}", "timeline[0].memslot_delete.slot: 3: td0 has memslots 0..0"},
+		{"slot deleted twice", "memslot_delete: {slot: 0}\n  - memslot_delete: {slot: 0}", "memslot 0 was deleted at timeline[0].memslot_delete"},
+		{"memory failure outside", "memory_failure: {gpa: 64M}", "timeline[0].memory_failure.gpa: 0x4000000 must be a 4K aligned GPA in a live memslot"},
+		{"parallel nesting", "parallel: [{parallel: [{idle: {time: 1ms}}, {idle: {time: 1ms}}]}, {idle: {time: 1ms}}]", "timeline[0].parallel[0].parallel: parallel steps do not nest"},
+		{"teardown in parallel", "parallel: [{teardown: {}}, {idle: {time: 1ms}}]", "timeline[0].parallel[0].teardown: teardown cannot run in parallel"},
+		{"two workloads of one TD in parallel", "parallel: [{touch: {count: 1}}, {convert: {count: 1}}]", "timeline[0].parallel[1]: a second guest workload of TD \"td0\" beside timeline[0].parallel[0]"},
+	} {
+		t.Run(c.rule, func(t *testing.T) { refused(t, "tds:\n  - {memory: 64M}\ntimeline:\n  - "+c.steps+"\n", c.want) })
+	}
+}
+
+// refused parses text as s.yaml: it must be refused with an *InputError
+// on one line containing want.
+func refused(t *testing.T, text, want string) {
+	t.Helper()
+	_, err := Parse(filepath.Join(t.TempDir(), "s.yaml"), []byte(text))
+	if err == nil {
+		t.Fatalf("accepted; want %q", want)
+	}
+	var ie *InputError
+	msg := err.Error()
+	if !errAs(err, &ie) || !strings.Contains(msg, want) || strings.Contains(msg, "\n") {
+		t.Fatalf("got %q\nwant an *InputError on one line containing %q", msg, want)
 	}
 }
 
@@ -103,27 +119,18 @@ func errAs(err error, ie **InputError) bool {
 
 // Every example loads, runs, and passes its checks and expectations.
 func TestExamples(t *testing.T) {
-	files, _ := filepath.Glob("../examples/*.yaml")
-	if len(files) < 10 {
-		t.Fatalf("%d examples", len(files))
+	long := func(name string) string {
+		if testing.Short() && strings.Contains(name, "eager-vs-lazy") {
+			return "8 GiB eager boot: long"
+		}
+		return ""
 	}
-	for _, p := range files {
-		t.Run(filepath.Base(p), func(t *testing.T) {
-			if testing.Short() && strings.Contains(p, "eager-vs-lazy") {
-				t.Skip("8 GiB eager boot: long")
-			}
-			f := loadExample(t, p)
-			r, err := Run(f, Options{})
-			if err != nil || r.Failed() {
-				var b bytes.Buffer
-				r.WriteText(&b)
-				t.Fatalf("%v\n%s", err, b.String())
-			}
-			if len(r.Expectations) == 0 && len(f.Expect.MRTD)+len(f.Expect.Seamcalls) > 0 {
-				t.Fatal("expectations not evaluated")
-			}
-		})
-	}
+	eachExample(t, long, func(t *testing.T, f *File) {
+		r := runClean(t, f, Options{})
+		if len(r.Expectations) == 0 && len(f.Expect.MRTD)+len(f.Expect.Seamcalls) > 0 {
+			t.Fatal("expectations not evaluated")
+		}
+	})
 }
 
 // On the parallel scheduler (real goroutines) every example runs clean too:
@@ -131,21 +138,13 @@ func TestExamples(t *testing.T) {
 // run, but no check may fail. Under -race this is the test that the model
 // is safe on goroutines.
 func TestParallel(t *testing.T) {
-	files, _ := filepath.Glob("../examples/*.yaml")
-	for _, p := range files {
-		t.Run(filepath.Base(p), func(t *testing.T) {
-			if testing.Short() && !slices.Contains([]string{"balloon.yaml", "convert-splits.yaml", "host-events.yaml", "in-place.yaml", "two-tds.yaml"}, filepath.Base(p)) {
-				t.Skip("short: the small examples only")
-			}
-			f := loadExample(t, p)
-			r, err := Run(f, Options{Parallel: true})
-			if err != nil || r.Failed() {
-				var b bytes.Buffer
-				r.WriteText(&b)
-				t.Fatalf("%v\n%s", err, b.String())
-			}
-		})
+	small := func(name string) string {
+		if testing.Short() && !slices.Contains([]string{"balloon.yaml", "convert-splits.yaml", "host-events.yaml", "in-place.yaml", "two-tds.yaml"}, name) {
+			return "short: the small examples only"
+		}
+		return ""
 	}
+	eachExample(t, small, func(t *testing.T, f *File) { runClean(t, f, Options{Parallel: true}) })
 }
 
 // examples/default.yaml documents the embedded default: they are the same.
@@ -188,16 +187,21 @@ timeline:
 	}
 }
 
-// Expectations: a wrong MRTD or a bound broken fails the run (exit 1),
-// and expect_error turns an expected failure into a passed expectation.
-func TestExpectations(t *testing.T) {
-	f, err := Parse("e.yaml", []byte(`
+// poisonedTouch is a timeline whose third step touches a page a
+// hardware error poisoned (it fails with EHWPOISON); a test goes on
+// from the touch step.
+const poisonedTouch = `
 tds: [{memory: 64M}]
 timeline:
   - boot: {accept: eager}
   - memory_failure: {gpa: 8M}
   - touch: {start: 8M, size: 4K}
-    expect_error: EHWPOISON
+`
+
+// Expectations: a wrong MRTD or a bound broken fails the run (exit 1),
+// and expect_error turns an expected failure into a passed expectation.
+func TestExpectations(t *testing.T) {
+	r := mustRun(t, "e.yaml", poisonedTouch+`    expect_error: EHWPOISON
   - idle: {time: 1ms}
     expect_error: EINVAL
 expect:
@@ -205,14 +209,7 @@ expect:
   seamcalls:
     TDH.MEM.PAGE.AUG: {min: 1}
     total: {max: 10}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Run(f, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	got := map[string]bool{}
 	for _, e := range r.Expectations {
 		got[e.What] = e.OK
@@ -227,18 +224,7 @@ expect:
 // A step that fails without expect_error stops the run; the report says
 // which step, and teardown still reclaims everything.
 func TestRunStops(t *testing.T) {
-	f, err := Parse("e.yaml", []byte(`
-tds: [{memory: 64M}]
-timeline:
-  - boot: {accept: eager}
-  - memory_failure: {gpa: 8M}
-  - touch: {start: 8M, size: 4K}
-  - idle: {time: 1ms}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Run(f, Options{})
+	r, err := Run(mustParse(t, "e.yaml", poisonedTouch+"  - idle: {time: 1ms}\n"), Options{})
 	if err == nil || !strings.Contains(r.Error, "timeline[2] (touch)") || len(r.Violations) != 0 || r.Teardown.LeakedPages != 0 {
 		t.Fatalf("err %v, report error %q, violations %v", err, r.Error, r.Violations)
 	}

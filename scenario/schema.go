@@ -76,8 +76,7 @@ func (g *schemaGen) structSchema(t reflect.Type) map[string]any {
 	{
 		props := map[string]any{}
 		var required []string
-		for i := range t.NumField() {
-			f := t.Field(i)
+		for _, f := range yamlFields(t) {
 			name := yamlName(f)
 			if name == "" || name == "-" || !f.IsExported() {
 				continue

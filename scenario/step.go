@@ -22,7 +22,9 @@ type Step struct {
 }
 
 // Op is one kind of timeline step. Each kind is its own type in its own
-// file (op_boot.go, ...) and one line of opKinds.
+// file (op_boot.go, ...) and one line of opKinds; a kind on one TD
+// embeds TDRef or Workload (ontd.go), which bring TDName, GuestWorkload
+// and a Smaller that halves nothing.
 type Op interface {
 	// Kind is the step's YAML key: boot, touch, ...
 	Kind() string
@@ -36,8 +38,10 @@ type Op interface {
 	// when it has none to halve.
 	Smaller() bool
 	// check applies the step's defaults and checks its rules against the
-	// state the steps before it leave; at is the step's field path.
-	check(c *timelineCheck, at string, inParallel bool) error
+	// state the steps before it leave; at is the step's field path, td
+	// the index of the TD it acts on (-1 but for a kind embedding TDRef
+	// or Workload: the timeline check resolves that kind's TD first).
+	check(c *timelineCheck, at string, td int, inParallel bool) error
 	// run runs the step on the VMM thread t (idx seeds its randomness).
 	run(rn *runner, t *sched.Thread, idx int) error
 }
@@ -226,7 +230,15 @@ func (c *timelineCheck) step(s *Step, at string, inParallel bool) error {
 	if n := s.found(); n != 1 {
 		return c.f.bad(at, "a step has exactly one of %s (found %d)", strings.Join(stepKinds, ", "), n)
 	}
-	return s.Op.check(c, at+"."+s.Op.Kind(), inParallel)
+	at += "." + s.Op.Kind()
+	td := -1
+	if _, ok := s.Op.(onTD); ok {
+		var err error
+		if td, err = c.resolve(s.Op.TDName(), at); err != nil {
+			return err
+		}
+	}
+	return s.Op.check(c, at, td, inParallel)
 }
 
 // step runs one timeline step on the VMM thread t.
