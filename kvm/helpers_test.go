@@ -30,7 +30,7 @@ func run(t *testing.T, fn func(w *world)) *sched.Scheduler {
 	return start(t, testkit.Config{}, 1, fn)
 }
 
-// runWith is run on the host cfg describes (Mem.Bytes 0: 16 GiB).
+// runWith is run on the host cfg describes (Bytes 0: 16 GiB).
 func runWith(t *testing.T, cfg testkit.Config, fn func(w *world)) *sched.Scheduler {
 	t.Helper()
 	return start(t, cfg, 1, fn)
@@ -44,8 +44,8 @@ func runSeed(t *testing.T, seed uint64, fn func(w *world)) *sched.Scheduler {
 
 func start(t *testing.T, cfg testkit.Config, seed uint64, fn func(w *world)) *sched.Scheduler {
 	t.Helper()
-	if cfg.Mem.Bytes == 0 {
-		cfg.Mem.Bytes = 16 * gib
+	if cfg.Bytes == 0 {
+		cfg.Bytes = 16 * gib
 	}
 	w := &world{Host: testkit.NewHost(t, cfg), t: t}
 	s := w.Run(t, seed, func(th *sched.Thread) {

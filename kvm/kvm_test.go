@@ -335,7 +335,7 @@ func TestPopulate(t *testing.T) {
 // TestHugeTLBGmem checks 2 MiB and 1 GiB guest_memfd folios and guest_memfd's
 // mapping order.
 func TestHugeTLBGmem(t *testing.T) {
-	runWith(t, testkit.Config{Mem: hostmem.Config{Huge2M: 8, Huge1G: 1}}, func(w *world) {
+	runWith(t, testkit.Config{Huge2M: 8, Huge1G: 1}, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
 		_, err := vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 4 * mib, Flags: gmem.FlagHugeTLB, PageOrder: 3})
 		testkit.WantErrno(t, "page order 3", err, errno.EINVAL)
@@ -386,7 +386,7 @@ func TestHugeTLBGmem(t *testing.T) {
 // guest_memfd: the refcount rule of "KVM: TDX: Drop superfluous page pinning in S-EPT management", folio split and merge, and
 // guest_memfd's mapping order.
 func TestInPlaceConversion(t *testing.T) {
-	runWith(t, testkit.Config{Mem: hostmem.Config{Huge2M: 4}}, func(w *world) {
+	runWith(t, testkit.Config{Huge2M: 4}, func(w *world) {
 		vm, m, f := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 4 * mib, Flags: gmem.FlagHugeTLB | gmem.FlagMMAP, PageOrder: addr.Order2M, InPlace: true}, 4*mib)
 		s := vm.SlotAt(0)
 		if !vm.IsPrivate(0) {

@@ -350,13 +350,9 @@ func TestHugeConvertSeeds(t *testing.T) {
 // acceptAndTouch accepts [lo, lo+n) like Linux (2 MiB first, or 4 KiB
 // only), then reads every page (zero) and writes and reads back its tag.
 func acceptAndTouch(t *sched.Thread, g *guest.Guest, v *tdx.VCPU, lo, n uint64) error {
-	if err := g.AcceptRange(t, v, lo, n); err != nil {
-		return err
+	err := g.AcceptRange(t, v, lo, n)
+	for gpa := lo; err == nil && gpa < lo+n; gpa += addr.PageSize {
+		err = g.Touch(t, v, gpa, true)
 	}
-	for gpa := lo; gpa < lo+n; gpa += addr.PageSize {
-		if err := g.Touch(t, v, gpa, true); err != nil {
-			return err
-		}
-	}
-	return nil
+	return err
 }

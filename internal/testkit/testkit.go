@@ -17,10 +17,12 @@ import (
 )
 
 // Config is the host a test asks for; the zero value is a 1 GiB host
-// with the default KVM configuration.
+// with empty hugetlb pools and the default KVM configuration.
 type Config struct {
-	Mem hostmem.Config // Bytes 0: 1 GiB
-	KVM *kvm.Config    // nil: kvm.DefaultConfig()
+	Bytes  uint64      // host memory; 0: 1 GiB
+	Huge2M int         // 2 MiB pages reserved for hugetlb
+	Huge1G int         // 1 GiB pages reserved for hugetlb
+	KVM    *kvm.Config // nil: kvm.DefaultConfig()
 }
 
 // Host is one simulated machine: host memory and /dev/kvm on it, both
@@ -34,8 +36,8 @@ type Host struct {
 // NewHost builds the host cfg describes and fails tb if it cannot.
 func NewHost(tb testing.TB, cfg Config) *Host {
 	tb.Helper()
-	if cfg.Mem.Bytes == 0 {
-		cfg.Mem.Bytes = 1 << 30
+	if cfg.Bytes == 0 {
+		cfg.Bytes = 1 << 30
 	}
 	kc := kvm.DefaultConfig()
 	if cfg.KVM != nil {
@@ -43,7 +45,7 @@ func NewHost(tb testing.TB, cfg Config) *Host {
 	}
 	h := &Host{Events: event.NewCounter()}
 	var err error
-	if h.Mem, err = hostmem.New(cfg.Mem, h.Events); err != nil {
+	if h.Mem, err = hostmem.New(hostmem.Config{Bytes: cfg.Bytes, Huge2M: cfg.Huge2M, Huge1G: cfg.Huge1G}, h.Events); err != nil {
 		tb.Fatal(err)
 	}
 	h.KVM = kvm.NewSystem(kc, h.Mem, h.Events)
