@@ -211,7 +211,7 @@ func fileOpsTable(d *diff, flags uint64) {
 		d.do(fmt.Sprintf("flags %d fallocate %s", flags, name), func(s side) result { return s.fallocate(g, mode, off, length) })
 	}
 	st := func(name string) {
-		d.do(fmt.Sprintf("flags %d fstat %s", flags, name), func(s side) result { return s.fstat(g) })
+		d.do(fmt.Sprintf("flags %d fstat %s", flags, name), func(s side) result { return fstat(s.file(g)) })
 	}
 	const keep, punch = 0x01, 0x02
 	st("fresh")
@@ -243,7 +243,7 @@ func fileOpsTable(d *diff, flags uint64) {
 	fa("KEEP whole", keep, 0, size)
 	st("after alloc whole")
 	for _, op := range []string{"read", "pread", "write", "pwrite", "lseek", "fsync"} {
-		d.do(fmt.Sprintf("flags %d %s", flags, op), func(s side) result { return s.fileop(g, op) })
+		d.do(fmt.Sprintf("flags %d %s", flags, op), func(s side) result { return fileop(s.file(g), op) })
 	}
 	for _, sz := range []int64{8 * mib, 2 * mib, size} {
 		d.do(fmt.Sprintf("flags %d ftruncate %d", flags, sz), func(s side) result { return s.ftruncate(g, sz) })
@@ -498,7 +498,7 @@ func randomScript(d *diff, seed uint64, n int) {
 			})
 		case k == 6 && len(gms) > 0:
 			g := gms[rng.IntN(len(gms))]
-			d.do("fstat", func(s side) result { return s.fstat(g.h) })
+			d.do("fstat", func(s side) result { return fstat(s.file(g.h)) })
 		case k == 7 && len(gms) > 0 && len(maps) < 4:
 			g := gms[rng.IntN(len(gms))]
 			length := pick([]uint64{4 * kib, g.size, 2 * g.size, mib})
@@ -540,7 +540,7 @@ func randomScript(d *diff, seed uint64, n int) {
 		case k == 13 && len(gms) > 0:
 			g := gms[rng.IntN(len(gms))]
 			op := []string{"read", "write", "pread", "pwrite", "lseek", "fsync"}[rng.IntN(6)]
-			d.do(op, func(s side) result { return s.fileop(g.h, op) })
+			d.do(op, func(s side) result { return fileop(s.file(g.h), op) })
 		case k == 14 && len(gms) > 0 && rng.IntN(3) == 0:
 			i := rng.IntN(len(gms))
 			g := gms[i]
