@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
 )
@@ -443,10 +444,7 @@ func bindingTable(d *diff, flags uint64) {
 // TestDifferentialRandom runs random operation sequences from fixed seeds
 // against the real kernel and the model.
 func TestDifferentialRandom(t *testing.T) {
-	seeds, ops := 48, 400
-	if testing.Short() {
-		seeds = 4
-	}
+	seeds, ops := testkit.Seeds(48, 4), 400
 	total := 0
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		d := runDifferential(t, func(d *diff) { randomScript(d, seed, ops) })

@@ -72,3 +72,12 @@ func Run(tb testing.TB, seed uint64, sink event.Sink, fn func(th *sched.Thread))
 	}
 	return s
 }
+
+// Seeds is how many seeds (interleavings, random scripts) a seeded test
+// runs: full, or short under go test -short.
+func Seeds(full, short int) int {
+	if testing.Short() {
+		return short
+	}
+	return full
+}
