@@ -34,7 +34,7 @@ func errnoIs(what string, err error, want errno.Errno) error {
 // vmTypes is every VM type the host reports in KVM_CAP_VM_TYPES, as the
 // selftest iterates them.
 func vmTypes(w *world) []kvm.VMType {
-	mask := w.sys.CheckExtension(kvm.CapVMTypes)
+	mask := w.KVM.CheckExtension(kvm.CapVMTypes)
 	var out []kvm.VMType
 	for typ := kvm.VMType(0); typ < 32; typ++ {
 		if mask&(1<<typ) != 0 {
@@ -72,6 +72,14 @@ func eachVMAndFlags(w *world, fn func(vm *kvm.VM, flags uint64) error) error {
 
 func sharedMmap(w *world, f *gmem.File, length uint64) (*gmem.Mapping, error) {
 	return f.Mmap(w.th, 0, length, gmem.ProtRead|gmem.ProtWrite, true)
+}
+
+// hostMapped is a default VM's mmap-able, INIT_SHARED guest_memfd of size
+// bytes, mapped shared and writable for length bytes.
+func hostMapped(w *world, size, length uint64) (*gmem.File, *gmem.Mapping, error) {
+	f := w.gmem(w.vm(kvm.DefaultVM), gmem.CreateArgs{Size: size, Flags: gmem.FlagMMAP | gmem.FlagInitShared})
+	m, err := sharedMmap(w, f, length)
+	return f, m, err
 }
 
 var conformance = []conformanceRow{
@@ -130,9 +138,7 @@ var conformance = []conformanceRow{
 		})
 	}},
 	{"S1.5", "mmap_supported", "", func(w *world) error {
-		vm := w.vm(kvm.DefaultVM)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * page, Flags: gmem.FlagMMAP | gmem.FlagInitShared})
-		m, err := sharedMmap(w, f, 4*page)
+		f, m, err := hostMapped(w, 4*page, 4*page)
 		if err != nil {
 			return err
 		}
@@ -157,9 +163,7 @@ var conformance = []conformanceRow{
 		return m.Store(w.th, 0, 0xaa)
 	}},
 	{"S1.6", "fault_overflow", "", func(w *world) error {
-		vm := w.vm(kvm.DefaultVM)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * page, Flags: gmem.FlagMMAP | gmem.FlagInitShared})
-		m, err := sharedMmap(w, f, 16*page)
+		_, m, err := hostMapped(w, 4*page, 16*page)
 		if err != nil {
 			return err
 		}
@@ -179,9 +183,7 @@ var conformance = []conformanceRow{
 	}},
 	{"S1.7", "numa_allocation / mbind", "the model has one NUMA node; mempolicy is not modelled", nil},
 	{"S1.8", "collapse", "", func(w *world) error {
-		vm := w.vm(kvm.DefaultVM)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 2 * mib, Flags: gmem.FlagMMAP | gmem.FlagInitShared})
-		m, _ := sharedMmap(w, f, 2*mib)
+		_, m, _ := hostMapped(w, 2*mib, 2*mib)
 		m.Store(w.th, 0, 1)
 		if err := errnoIs("MADV_HUGEPAGE", m.Madvise(w.th, 0, 2*mib, gmem.MadvHugepage), 0); err != nil {
 			return err
@@ -270,7 +272,7 @@ var conformance = []conformanceRow{
 		})
 	}},
 	{"S1.15", "guest_memfd_guest", "", func(w *world) error {
-		if sup := w.sys.CheckExtension(kvm.CapGuestMemfdFlags); uint64(sup)&(gmem.FlagMMAP|gmem.FlagInitShared) != gmem.FlagMMAP|gmem.FlagInitShared {
+		if sup := w.KVM.CheckExtension(kvm.CapGuestMemfdFlags); uint64(sup)&(gmem.FlagMMAP|gmem.FlagInitShared) != gmem.FlagMMAP|gmem.FlagInitShared {
 			return fmt.Errorf("default VM caps %#x lack MMAP|INIT_SHARED", sup)
 		}
 		vm := w.vm(kvm.DefaultVM)
@@ -283,13 +285,13 @@ var conformance = []conformanceRow{
 		if err != nil || !fault.HasPFN {
 			return fmt.Errorf("guest access to a gmem-only slot: %+v %v", fault, err)
 		}
-		if b := w.mem.Bytes(fault.PFN); b == nil || b[8] != 0xaa {
+		if b := w.Mem.Bytes(fault.PFN); b == nil || b[8] != 0xaa {
 			return fmt.Errorf("guest does not see the host's 0xaa")
 		}
-		page := append([]byte(nil), w.mem.Bytes(fault.PFN)...)
+		page := append([]byte(nil), w.Mem.Bytes(fault.PFN)...)
 		page[8] = 0xff
-		w.mem.WriteBytes(w.th, fault.PFN, page, hostmem.MakeTag(1, 1))
-		w.mem.Put(w.th, fault.PFN)
+		w.Mem.WriteBytes(w.th, fault.PFN, page, hostmem.MakeTag(1, 1))
+		w.Mem.Put(w.th, fault.PFN)
 		if v, _ := m.Load(w.th, 4096+8); v != 0xff {
 			return fmt.Errorf("host reads %#x after the guest wrote 0xff", v)
 		}
@@ -465,8 +467,8 @@ func (c *conv) guestWrite(off uint64, private bool, v byte) error {
 		c.host[f.HVA] = v
 		return nil
 	}
-	defer c.w.mem.Put(c.w.th, f.PFN)
-	return c.w.mem.SetTag(c.w.th, f.PFN, hostmem.Tag(v))
+	defer c.w.Mem.Put(c.w.th, f.PFN)
+	return c.w.Mem.SetTag(c.w.th, f.PFN, hostmem.Tag(v))
 }
 
 func (c *conv) guestRead(off uint64, private bool) (byte, error) {
@@ -477,8 +479,8 @@ func (c *conv) guestRead(off uint64, private bool) (byte, error) {
 	if !f.HasPFN {
 		return c.host[f.HVA], nil
 	}
-	defer c.w.mem.Put(c.w.th, f.PFN)
-	return byte(c.w.mem.Tag(f.PFN)), nil
+	defer c.w.Mem.Put(c.w.th, f.PFN)
+	return byte(c.w.Mem.Tag(f.PFN)), nil
 }
 
 func (c *conv) expect(what string, off uint64, private bool, want byte) error {
@@ -497,7 +499,7 @@ func TestConformance(t *testing.T) {
 			if row.skip != "" {
 				t.Skip(row.skip)
 			}
-			run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
+			run(t, func(w *world) {
 				if err := row.check(w); err != nil {
 					t.Errorf("%s %s: %v", row.id, row.test, err)
 				}

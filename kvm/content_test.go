@@ -6,25 +6,22 @@ import (
 
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/gmem"
-	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm"
 )
 
-// contentConfig is a host whose in-place guest_memfd takes content modes
+// contentHost is a host whose in-place guest_memfd takes content modes
 // (RFC v5 of the in-place conversion series).
-func contentConfig() kvm.Config {
+func contentHost() testkit.Config {
 	c := kvm.DefaultConfig()
 	c.GmemContentModes = true
-	return c
+	return testkit.Config{KVM: &c}
 }
 
 // contentFile is a TD's in-place guest_memfd of 16 pages, starting
 // shared and mapped by the host, with one byte written on pages 1..4.
 func contentFile(w *world, typ kvm.VMType) (*kvm.VM, *gmem.File, *gmem.Mapping) {
-	vm := w.vm(typ)
-	vm.SetMMU(&recMMU{t: w.t, vm: vm})
-	f := w.gmem(vm, gmem.CreateArgs{Size: 16 * 4096, Flags: gmem.FlagMMAP | gmem.FlagInitShared, InPlace: true})
-	w.slot(vm, 1, 0, 16*4096, f, 0)
+	vm, _, f := w.recorded(typ, gmem.CreateArgs{Size: 16 * 4096, Flags: gmem.FlagMMAP | gmem.FlagInitShared, InPlace: true}, 16*4096)
 	mp, err := f.Mmap(w.th, 0, 16*4096, gmem.ProtRead|gmem.ProtWrite, true)
 	if err != nil {
 		w.t.Fatal(err)
@@ -44,11 +41,11 @@ func byteAt(w *world, f *gmem.File, p uint64) byte {
 	if !ok {
 		w.t.Fatalf("page %d not allocated", p)
 	}
-	if b := w.mem.Bytes(pfn); b != nil {
+	if b := w.Mem.Bytes(pfn); b != nil {
 		return b[0]
 	}
-	if w.mem.Tag(pfn) != 0 {
-		w.t.Fatalf("page %d has tag %#x and no bytes", p, uint64(w.mem.Tag(pfn)))
+	if w.Mem.Tag(pfn) != 0 {
+		w.t.Fatalf("page %d has tag %#x and no bytes", p, uint64(w.Mem.Tag(pfn)))
 	}
 	return 0
 }
@@ -63,7 +60,7 @@ func byteAt(w *world, f *gmem.File, p uint64) byte {
 // before pre_fault_allowed), both
 // 20260428-gmem-inplace-conversion-v5-{22,26}-d8608ccfca22@google.com.
 func TestContentModeErrnos(t *testing.T) {
-	run(t, contentConfig(), hostmem.Config{}, func(w *world) {
+	runWith(t, contentHost(), func(w *world) {
 		vm, f, mp := contentFile(w, kvm.TDXVM)
 		const pg = 4096
 		for _, c := range []struct {
@@ -81,7 +78,7 @@ func TestContentModeErrnos(t *testing.T) {
 			{"range checks after the flags", 1, pg, 0, gmem.ContentZero, errno.EINVAL, 0},
 		} {
 			off, err := f.SetAttributes(w.th, c.off, c.size, c.attrs, c.flags)
-			wantErrno(t, c.name, err, c.want)
+			testkit.WantErrno(t, c.name, err, c.want)
 			if c.want == errno.EOPNOTSUPP && off != c.at {
 				t.Errorf("%s: error_offset %#x, want %#x", c.name, off, c.at)
 			}
@@ -127,7 +124,7 @@ func TestContentModeErrnos(t *testing.T) {
 		// After KVM_TDX_FINALIZE_VM (pre_fault_allowed) PRESERVE is gone.
 		vm.SetPreFaultAllowed()
 		off, err := f.SetAttributes(w.th, 5*pg, pg, gmem.AttrPrivate, gmem.ContentPreserve)
-		wantErrno(t, "PRESERVE to private after finalize", err, errno.EOPNOTSUPP)
+		testkit.WantErrno(t, "PRESERVE to private after finalize", err, errno.EOPNOTSUPP)
 		if off != 5*pg || f.IsPrivate(5) {
 			t.Errorf("error_offset %#x (want %#x), page private %v", off, 5*pg, f.IsPrivate(5))
 		}
@@ -139,7 +136,7 @@ func TestContentModeErrnos(t *testing.T) {
 		if n, _ := vm.CheckExtension(kvm.CapMemoryAttributes2Flags); n != 3 {
 			t.Errorf("KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS on a TD = %d, want 3", n)
 		}
-		if n := w.sys.CheckExtension(kvm.CapMemoryAttributes2Flags); n != 3 {
+		if n := w.KVM.CheckExtension(kvm.CapMemoryAttributes2Flags); n != 3 {
 			t.Errorf("KVM_CAP_MEMORY_ATTRIBUTES2_FLAGS on /dev/kvm = %d, want 3", n)
 		}
 	})
@@ -149,7 +146,7 @@ func TestContentModeErrnos(t *testing.T) {
 // both directions, but never ZERO to private. Series: "[PATCH RFC v5
 // 23/53] KVM: x86: Support SW_PROTECTED_VM in applying content modes".
 func TestContentModesSWProtected(t *testing.T) {
-	run(t, contentConfig(), hostmem.Config{}, func(w *world) {
+	runWith(t, contentHost(), func(w *world) {
 		_, f, mp := contentFile(w, kvm.SWProtectedVM)
 		if _, err := f.SetAttributes(w.th, 4096, 4096, gmem.AttrPrivate, gmem.ContentPreserve); err != nil {
 			t.Fatal(err)
@@ -161,7 +158,7 @@ func TestContentModesSWProtected(t *testing.T) {
 			t.Errorf("PRESERVE round trip: host reads %#x, want 0x5a", v)
 		}
 		_, err := f.SetAttributes(w.th, 4096, 4096, gmem.AttrPrivate, gmem.ContentZero)
-		wantErrno(t, "ZERO to private", err, errno.EOPNOTSUPP)
+		testkit.WantErrno(t, "ZERO to private", err, errno.EOPNOTSUPP)
 		mp.Munmap(w.th)
 	})
 }
@@ -171,25 +168,25 @@ func TestContentModesSWProtected(t *testing.T) {
 // on it answers 0 as well (RFC v5 patch 28: "if vm_memory_attributes is
 // enabled, return 0").
 func TestNoContentModes(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
+	run(t, func(w *world) {
 		vm, f, mp := contentFile(w, kvm.TDXVM)
 		for _, fl := range []uint64{gmem.ContentZero, gmem.ContentPreserve} {
 			_, err := f.SetAttributes(w.th, 4096, 4096, gmem.AttrPrivate, fl)
-			wantErrno(t, "a content flag without content modes", err, errno.EINVAL)
+			testkit.WantErrno(t, "a content flag without content modes", err, errno.EINVAL)
 		}
 		if n, _ := vm.CheckExtension(kvm.CapMemoryAttributes2Flags); n != 0 {
 			t.Errorf("capability without content modes = %d, want 0", n)
 		}
 		mp.Munmap(w.th)
 	})
-	cfg := contentConfig()
-	cfg.InPlaceConversion = false
-	run(t, cfg, hostmem.Config{}, func(w *world) {
+	cfg := contentHost()
+	cfg.KVM.InPlaceConversion = false
+	runWith(t, cfg, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
 		if n, _ := vm.CheckExtension(kvm.CapMemoryAttributes2Flags); n != 0 {
 			t.Errorf("capability with per-VM attributes = %d, want 0", n)
 		}
-		if n := w.sys.CheckExtension(kvm.CapMemoryAttributes2Flags); n != 0 {
+		if n := w.KVM.CheckExtension(kvm.CapMemoryAttributes2Flags); n != 0 {
 			t.Errorf("/dev/kvm capability with per-VM attributes = %d, want 0", n)
 		}
 	})

@@ -1,14 +1,12 @@
 package kvm_test
 
 import (
-	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/tdxsim/tdxsim/addr"
-	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/gmem"
-	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
 )
@@ -18,42 +16,48 @@ const (
 	gib = 1 << 30
 )
 
-// world is one host with /dev/kvm for a test.
+// world is one host with /dev/kvm and the thread a test runs in.
 type world struct {
-	t   *testing.T
-	mem *hostmem.Memory
-	sys *kvm.System
-	th  *sched.Thread
+	*testkit.Host
+	t  *testing.T
+	th *sched.Thread
 }
 
-// run executes fn in one simulated thread over a fresh host with the
-// given KVM configuration, and fails on any lockdep report.
-func run(t *testing.T, cfg kvm.Config, hm hostmem.Config, fn func(w *world)) *sched.Scheduler {
+// run executes fn in one simulated thread over a fresh 16 GiB host with
+// the default KVM configuration, and fails on any lockdep report.
+func run(t *testing.T, fn func(w *world)) *sched.Scheduler {
 	t.Helper()
-	if hm.Bytes == 0 {
-		hm.Bytes = 16 * gib
+	return start(t, testkit.Config{}, 1, fn)
+}
+
+// runWith is run on the host cfg describes (Bytes 0: 16 GiB).
+func runWith(t *testing.T, cfg testkit.Config, fn func(w *world)) *sched.Scheduler {
+	t.Helper()
+	return start(t, cfg, 1, fn)
+}
+
+// runSeed is run under the interleaving seed picks.
+func runSeed(t *testing.T, seed uint64, fn func(w *world)) *sched.Scheduler {
+	t.Helper()
+	return start(t, testkit.Config{}, seed, fn)
+}
+
+func start(t *testing.T, cfg testkit.Config, seed uint64, fn func(w *world)) *sched.Scheduler {
+	t.Helper()
+	if cfg.Bytes == 0 {
+		cfg.Bytes = 16 * gib
 	}
-	mem, err := hostmem.New(hm, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &world{t: t, mem: mem, sys: kvm.NewSystem(cfg, mem, nil)}
-	s := sched.New(sched.Deterministic, 1, nil)
-	s.Go("test", func(th *sched.Thread) {
+	w := &world{Host: testkit.NewHost(t, cfg), t: t}
+	s := w.Run(t, seed, func(th *sched.Thread) {
 		w.th = th
 		fn(w)
 	})
-	if err := s.Run(); err != nil {
-		t.Fatalf("scheduler: %v", err)
-	}
-	for _, r := range s.LockDep().Reports() {
-		t.Errorf("lockdep: %v", r)
-	}
+	testkit.NoLockdep(t, s)
 	return s
 }
 
 func (w *world) vm(typ kvm.VMType) *kvm.VM {
-	vm, err := w.sys.CreateVM(w.th, typ)
+	vm, err := w.KVM.CreateVM(w.th, typ)
 	if err != nil {
 		w.t.Fatalf("KVM_CREATE_VM: %v", err)
 	}
@@ -78,6 +82,23 @@ func (w *world) slot(vm *kvm.VM, id uint32, gpa, size uint64, f *gmem.File, off 
 	}
 }
 
+// bind makes a guest_memfd from a on vm and binds it as slot 1 from GPA
+// 0 for size bytes.
+func (w *world) bind(vm *kvm.VM, a gmem.CreateArgs, size uint64) *gmem.File {
+	f := w.gmem(vm, a)
+	w.slot(vm, 1, 0, size, f, 0)
+	return f
+}
+
+// recorded is a VM of typ whose arch MMU is a recMMU, with a guest_memfd
+// from a bound as slot 1 from GPA 0 for size bytes.
+func (w *world) recorded(typ kvm.VMType, a gmem.CreateArgs, size uint64) (*kvm.VM, *recMMU, *gmem.File) {
+	vm := w.vm(typ)
+	m := &recMMU{t: w.t, vm: vm}
+	vm.SetMMU(m)
+	return vm, m, w.bind(vm, a, size)
+}
+
 func (w *world) attrs(vm *kvm.VM, gpa, size uint64, private bool) {
 	a := kvm.MemoryAttributes{Address: gpa, Size: size}
 	if private {
@@ -85,17 +106,6 @@ func (w *world) attrs(vm *kvm.VM, gpa, size uint64, private bool) {
 	}
 	if err := vm.SetMemoryAttributes(w.th, a); err != nil {
 		w.t.Fatalf("KVM_SET_MEMORY_ATTRIBUTES %+v: %v", a, err)
-	}
-}
-
-// wantErrno fails unless err carries want (0 = success).
-func wantErrno(t *testing.T, what string, err error, want errno.Errno) {
-	t.Helper()
-	if got := errno.Of(err); got != want {
-		t.Errorf("%s: got %v (%v), want %v", what, got, err, want)
-	}
-	if want != 0 && !errors.Is(err, want) {
-		t.Errorf("%s: error %v does not wrap %v", what, err, want)
 	}
 }
 
@@ -114,19 +124,16 @@ func (m *recMMU) lockCheck(t *sched.Thread, what string) {
 	}
 }
 
-func filterName(f gmem.Filter) string {
-	switch f {
-	case gmem.FilterShared:
-		return "shared"
-	case gmem.FilterPrivate:
-		return "private"
-	}
-	return "shared|private"
+// filterNames spells a zap's filter as the recorded calls do.
+var filterNames = map[gmem.Filter]string{
+	gmem.FilterShared:                      "shared",
+	gmem.FilterPrivate:                     "private",
+	gmem.FilterShared | gmem.FilterPrivate: "shared|private",
 }
 
 func (m *recMMU) UnmapGFNRange(t *sched.Thread, r gmem.Range) bool {
 	m.lockCheck(t, "unmap")
-	m.calls = append(m.calls, fmt.Sprintf("unmap %s [%#x,%#x)", filterName(r.Filter), uint64(r.Start), uint64(r.End)))
+	m.calls = append(m.calls, fmt.Sprintf("unmap %s [%#x,%#x)", filterNames[r.Filter], uint64(r.Start), uint64(r.End)))
 	return true
 }
 

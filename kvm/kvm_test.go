@@ -10,12 +10,13 @@ import (
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
 )
 
 func TestMemoryAttributesValidation(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
+	run(t, func(w *world) {
 		td := w.vm(kvm.TDXVM)
 		def := w.vm(kvm.DefaultVM)
 		for _, c := range []struct {
@@ -35,7 +36,7 @@ func TestMemoryAttributesValidation(t *testing.T) {
 			{"unaligned size", td, kvm.MemoryAttributes{Size: 100}, errno.EINVAL},
 			{"no memslot needed", td, kvm.MemoryAttributes{Address: 1 << 40, Size: 4096, Attributes: gmem.AttrPrivate}, 0},
 		} {
-			wantErrno(t, c.name, c.vm.SetMemoryAttributes(w.th, c.a), c.want)
+			testkit.WantErrno(t, c.name, c.vm.SetMemoryAttributes(w.th, c.a), c.want)
 		}
 		if !td.IsPrivate(gfn(1<<40)) || td.IsPrivate(gfn(1<<40+4096)) {
 			t.Errorf("attributes are kept per GFN, with or without a memslot")
@@ -43,9 +44,9 @@ func TestMemoryAttributesValidation(t *testing.T) {
 	})
 	cfg := kvm.DefaultConfig()
 	cfg.MemoryAttributes = false
-	run(t, cfg, hostmem.Config{}, func(w *world) {
+	runWith(t, testkit.Config{KVM: &cfg}, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		wantErrno(t, "host without memory attributes", vm.SetMemoryAttributes(w.th, kvm.MemoryAttributes{Size: 4096, Attributes: gmem.AttrPrivate}), errno.ENOTTY)
+		testkit.WantErrno(t, "host without memory attributes", vm.SetMemoryAttributes(w.th, kvm.MemoryAttributes{Size: 4096, Attributes: gmem.AttrPrivate}), errno.ENOTTY)
 		if c, _ := vm.CheckExtension(kvm.CapMemoryAttributes); c != 0 {
 			t.Errorf("KVM_CAP_MEMORY_ATTRIBUTES = %d without the feature", c)
 		}
@@ -55,10 +56,9 @@ func TestMemoryAttributesValidation(t *testing.T) {
 // TestMixedTracking checks lpage_info's MIXED flag at 2M and 1G
 // (kvm_arch_post_set_memory_attributes) and the slot-edge rules.
 func TestMixedTracking(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
+	run(t, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * gib})
-		w.slot(vm, 1, 0, 2*gib, f, 0)
+		w.bind(vm, gmem.CreateArgs{Size: 4 * gib}, 2*gib)
 		s := vm.SlotAt(0)
 		w.attrs(vm, 0, 2*gib, true)
 		for _, g := range []uint64{0, 2 * mib, gib} {
@@ -114,12 +114,8 @@ func TestMixedTracking(t *testing.T) {
 // that covers the whole non-mixed huge pages at the edges; only the GFNs
 // whose attribute changes are unmapped.
 func TestAttributeChangeZaps(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
-		vm := w.vm(kvm.TDXVM)
-		m := &recMMU{t: w.t, vm: vm}
-		vm.SetMMU(m)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib})
-		w.slot(vm, 1, 0, 8*mib, f, 0)
+	run(t, func(w *world) {
+		vm, m, _ := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 8 * mib}, 8*mib)
 		w.attrs(vm, 0, 8*mib, true)
 		if got := m.take(); !slices.Equal(got, []string{"unmap shared [0x0,0x800)", "flush_tlbs"}) {
 			t.Errorf("to private: %q", got)
@@ -150,12 +146,8 @@ func TestAttributeChangeZaps(t *testing.T) {
 // hole, gmem release and memslot deletion do; MMU-notifier invalidations
 // of the VMM's address space never do.
 func TestZapRules(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
-		vm := w.vm(kvm.TDXVM)
-		m := &recMMU{t: w.t, vm: vm}
-		vm.SetMMU(m)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib})
-		w.slot(vm, 1, 0, 4*mib, f, 0)
+	run(t, func(w *world) {
+		vm, m, f := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 8 * mib}, 4*mib)
 		w.slot(vm, 2, 1<<32, 4*mib, nil, 0) // a shared-only slot at ua 1<<40
 		w.attrs(vm, 0, 4*mib, true)
 		m.take()
@@ -188,30 +180,30 @@ func TestZapRules(t *testing.T) {
 }
 
 func TestKVMBugOn(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
+	run(t, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
 		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * mib})
 		v, err := vm.CreateVCPU(w.th, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantErrno(t, "vcpu runs", v.CheckRequests(), 0)
+		testkit.WantErrno(t, "vcpu runs", v.CheckRequests(), 0)
 		err = vm.Bug(w.th, "TDH.MEM.PAGE.REMOVE failed")
-		wantErrno(t, "KVM_BUG_ON", err, errno.EIO)
+		testkit.WantErrno(t, "KVM_BUG_ON", err, errno.EIO)
 		if b, why := vm.Bugged(); !b || !strings.Contains(why, "REMOVE") {
 			t.Errorf("Bugged() = %v %q", b, why)
 		}
-		wantErrno(t, "KVM_RUN after bug", v.CheckRequests(), errno.EIO)
-		wantErrno(t, "SET_MEMORY_ATTRIBUTES", vm.SetMemoryAttributes(w.th, kvm.MemoryAttributes{Size: 4096}), errno.EIO)
-		wantErrno(t, "SET_USER_MEMORY_REGION2", vm.SetUserMemoryRegion2(w.th, kvm.Region{Slot: 1, MemorySize: 4096}), errno.EIO)
+		testkit.WantErrno(t, "KVM_RUN after bug", v.CheckRequests(), errno.EIO)
+		testkit.WantErrno(t, "SET_MEMORY_ATTRIBUTES", vm.SetMemoryAttributes(w.th, kvm.MemoryAttributes{Size: 4096}), errno.EIO)
+		testkit.WantErrno(t, "SET_USER_MEMORY_REGION2", vm.SetUserMemoryRegion2(w.th, kvm.Region{Slot: 1, MemorySize: 4096}), errno.EIO)
 		_, err = vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 4096})
-		wantErrno(t, "CREATE_GUEST_MEMFD", err, errno.EIO)
+		testkit.WantErrno(t, "CREATE_GUEST_MEMFD", err, errno.EIO)
 		_, err = vm.CreateVCPU(w.th, 1)
-		wantErrno(t, "CREATE_VCPU", err, errno.EIO)
+		testkit.WantErrno(t, "CREATE_VCPU", err, errno.EIO)
 		_, err = vm.CheckExtension(kvm.CapGuestMemfd)
-		wantErrno(t, "CHECK_EXTENSION", err, errno.EIO)
+		testkit.WantErrno(t, "CHECK_EXTENSION", err, errno.EIO)
 		// guest_memfd file operations still work: the file is not the VM.
-		wantErrno(t, "fallocate on a dead VM's gmem", f.Fallocate(w.th, gmem.FallocKeepSize, 0, 4096), 0)
+		testkit.WantErrno(t, "fallocate on a dead VM's gmem", f.Fallocate(w.th, gmem.FallocKeepSize, 0, 4096), 0)
 		// A second KVM_BUG_ON keeps the first reason.
 		vm.Bug(w.th, "second")
 		if _, why := vm.Bugged(); strings.Contains(why, "second") {
@@ -223,11 +215,8 @@ func TestKVMBugOn(t *testing.T) {
 // TestLockOrder runs the paths that take slots_lock, the invalidate lock
 // and mmu_lock, and checks lockdep sees the kernel's order and no cycle.
 func TestLockOrder(t *testing.T) {
-	s := run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
-		vm := w.vm(kvm.TDXVM)
-		vm.SetMMU(&recMMU{t: w.t, vm: vm})
-		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib})
-		w.slot(vm, 1, 0, 8*mib, f, 0)
+	s := run(t, func(w *world) {
+		vm, _, f := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 8 * mib}, 8*mib)
 		w.attrs(vm, 0, 8*mib, true)
 		f.Fallocate(w.th, gmem.FallocKeepSize, 0, 4*mib)
 		f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*mib)
@@ -243,10 +232,9 @@ func TestLockOrder(t *testing.T) {
 
 // TestFaultInPFN checks the private/shared resolution of a fault.
 func TestFaultInPFN(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
+	run(t, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib})
-		w.slot(vm, 1, 0, 4*mib, f, 0)
+		f := w.bind(vm, gmem.CreateArgs{Size: 8 * mib}, 4*mib)
 		w.slot(vm, 2, 1<<32, 4*mib, nil, 0)
 		w.attrs(vm, 0, 4*mib, true)
 		v, _ := vm.CreateVCPU(w.th, 0)
@@ -255,13 +243,13 @@ func TestFaultInPFN(t *testing.T) {
 		if err != nil || !fault.HasPFN {
 			t.Fatalf("private fault: %v", err)
 		}
-		if fo, _ := w.mem.FolioOf(fault.PFN); fo.Ref != 2 || fo.Account != vm.Account() || !fo.Charged {
+		if fo, _ := w.Mem.FolioOf(fault.PFN); fo.Ref != 2 || fo.Account != vm.Account() || !fo.Charged {
 			t.Errorf("page handed out with %+v: want gmem's ref + the fault's, charged to the VM", fo)
 		}
-		if w.mem.Tag(fault.PFN) != 0 {
+		if w.Mem.Tag(fault.PFN) != 0 {
 			t.Errorf("a fresh private page must be zeroed")
 		}
-		w.mem.Put(w.th, fault.PFN)
+		w.Mem.Put(w.th, fault.PFN)
 
 		var mf *kvm.MemoryFault
 		_, err = v.FaultInPFN(w.th, gfn(4096), false)
@@ -279,37 +267,36 @@ func TestFaultInPFN(t *testing.T) {
 		// Private attribute on a slot without guest_memfd.
 		w.attrs(vm, 1<<32, 4096, true)
 		_, err = v.FaultInPFN(w.th, gfn(1<<32), true)
-		wantErrno(t, "private fault on a slot without guest_memfd", err, errno.EFAULT)
+		testkit.WantErrno(t, "private fault on a slot without guest_memfd", err, errno.EFAULT)
 
 		// Memory failure: the folio is zapped, then refused.
 		if err := f.MemoryFailure(w.th, 1); err != nil {
 			t.Fatal(err)
 		}
 		_, err = v.FaultInPFN(w.th, gfn(4096), true)
-		wantErrno(t, "fault on a hwpoisoned page", err, errno.EHWPOISON)
+		testkit.WantErrno(t, "fault on a hwpoisoned page", err, errno.EHWPOISON)
 
 		// The file is closed: its slots fault with EFAULT.
 		f.Close(w.th)
 		_, err = v.FaultInPFN(w.th, gfn(8192), true)
-		wantErrno(t, "fault after the guest_memfd was released", err, errno.EFAULT)
-		if f.Pages() != 0 || w.mem.Usage(vm.Account()).Charged != 0 {
-			t.Errorf("released file still holds %d pages; account holds %+v", f.Pages(), w.mem.Usage(vm.Account()))
+		testkit.WantErrno(t, "fault after the guest_memfd was released", err, errno.EFAULT)
+		if f.Pages() != 0 || w.Mem.Usage(vm.Account()).Charged != 0 {
+			t.Errorf("released file still holds %d pages; account holds %+v", f.Pages(), w.Mem.Usage(vm.Account()))
 		}
 	})
 }
 
 // TestPopulate checks kvm_gmem_populate's rules.
 func TestPopulate(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
+	run(t, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib})
-		w.slot(vm, 1, 0, 16*4096, f, 0)
+		f := w.bind(vm, gmem.CreateArgs{Size: 8 * mib}, 16*4096)
 		w.attrs(vm, 0, 8*4096, true)
 		s := vm.SlotAt(0)
 		var seen []addr.GFN
 		cb := func(t *sched.Thread, g addr.GFN, pfn addr.PFN, src addr.PFN) error {
 			seen = append(seen, g)
-			return w.mem.SetTag(t, pfn, hostmem.MakeTag(7, uint64(g)))
+			return w.Mem.SetTag(t, pfn, hostmem.MakeTag(7, uint64(g)))
 		}
 		vm.SlotsLock().Lock(w.th)
 		n, err := gmem.Populate(w.th, s, 0, nil, 4, cb)
@@ -325,9 +312,9 @@ func TestPopulate(t *testing.T) {
 		if n != 0 {
 			t.Errorf("populate a shared GFN: n=%d", n)
 		}
-		wantErrno(t, "populate a shared GFN", err, errno.EINVAL)
+		testkit.WantErrno(t, "populate a shared GFN", err, errno.EINVAL)
 		_, err = gmem.Populate(w.th, s, 0, nil, 0, cb)
-		wantErrno(t, "npages 0", err, errno.EINVAL)
+		testkit.WantErrno(t, "npages 0", err, errno.EINVAL)
 		// Clamped to the slot end.
 		vm.SlotsLock().Unlock(w.th)
 		w.attrs(vm, 0, 16*4096, true)
@@ -339,7 +326,7 @@ func TestPopulate(t *testing.T) {
 		}
 		vm.SlotsLock().Unlock(w.th)
 		pfn, _ := f.PFNAt(2)
-		if w.mem.Tag(pfn) != hostmem.MakeTag(7, 2) || !f.Page(2).Uptodate {
+		if w.Mem.Tag(pfn) != hostmem.MakeTag(7, 2) || !f.Page(2).Uptodate {
 			t.Errorf("populated page lost its content or up-to-date flag")
 		}
 	})
@@ -348,17 +335,17 @@ func TestPopulate(t *testing.T) {
 // TestHugeTLBGmem checks 2 MiB and 1 GiB guest_memfd folios and guest_memfd's
 // mapping order.
 func TestHugeTLBGmem(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{Huge2M: 8, Huge1G: 1}, func(w *world) {
+	runWith(t, testkit.Config{Huge2M: 8, Huge1G: 1}, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
 		_, err := vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 4 * mib, Flags: gmem.FlagHugeTLB, PageOrder: 3})
-		wantErrno(t, "page order 3", err, errno.EINVAL)
+		testkit.WantErrno(t, "page order 3", err, errno.EINVAL)
 		_, err = vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 3 * mib, Flags: gmem.FlagHugeTLB, PageOrder: addr.Order2M})
-		wantErrno(t, "size not a multiple of 2M", err, errno.EINVAL)
+		testkit.WantErrno(t, "size not a multiple of 2M", err, errno.EINVAL)
 		_, err = vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 4 * mib, PageOrder: addr.Order2M})
-		wantErrno(t, "page order without HUGETLB", err, errno.EINVAL)
+		testkit.WantErrno(t, "page order without HUGETLB", err, errno.EINVAL)
 
 		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib, Flags: gmem.FlagHugeTLB, PageOrder: addr.Order2M})
-		wantErrno(t, "4K fallocate of a 2M file", f.Fallocate(w.th, gmem.FallocKeepSize, 0, 4096), errno.EINVAL)
+		testkit.WantErrno(t, "4K fallocate of a 2M file", f.Fallocate(w.th, gmem.FallocKeepSize, 0, 4096), errno.EINVAL)
 		w.slot(vm, 1, 0, 8*mib, f, 0)
 		w.attrs(vm, 0, 8*mib, true)
 		s := vm.SlotAt(0)
@@ -370,15 +357,15 @@ func TestHugeTLBGmem(t *testing.T) {
 		if err != nil || fault.MaxOrder != addr.Order2M || fault.MappingOrder != addr.Order2M {
 			t.Fatalf("fault on a 2M file: %+v %v", fault, err)
 		}
-		if fo, _ := w.mem.FolioOf(fault.PFN); fo.Source != hostmem.SourceHuge2M || fo.Order != addr.Order2M {
+		if fo, _ := w.Mem.FolioOf(fault.PFN); fo.Source != hostmem.SourceHuge2M || fo.Order != addr.Order2M {
 			t.Errorf("folio %+v: want a 2M hugetlb folio", fo)
 		}
-		w.mem.Put(w.th, fault.PFN)
-		if p2, _ := w.mem.PoolFree(); p2 != 7 {
+		w.Mem.Put(w.th, fault.PFN)
+		if p2, _ := w.Mem.PoolFree(); p2 != 7 {
 			t.Errorf("2M pool free = %d, want 7", p2)
 		}
-		wantErrno(t, "punch 2M", f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*mib), 0)
-		if p2, _ := w.mem.PoolFree(); p2 != 8 {
+		testkit.WantErrno(t, "punch 2M", f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*mib), 0)
+		if p2, _ := w.Mem.PoolFree(); p2 != 8 {
 			t.Errorf("punch did not return the folio to the pool: %d free", p2)
 		}
 
@@ -389,7 +376,7 @@ func TestHugeTLBGmem(t *testing.T) {
 			t.Errorf("1G MappingOrder = %d", o)
 		}
 		g.Close(w.th)
-		if _, p1 := w.mem.PoolFree(); p1 != 1 {
+		if _, p1 := w.Mem.PoolFree(); p1 != 1 {
 			t.Errorf("1G folio not returned on release")
 		}
 	})
@@ -399,12 +386,8 @@ func TestHugeTLBGmem(t *testing.T) {
 // guest_memfd: the refcount rule of "KVM: TDX: Drop superfluous page pinning in S-EPT management", folio split and merge, and
 // guest_memfd's mapping order.
 func TestInPlaceConversion(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{Huge2M: 4}, func(w *world) {
-		vm := w.vm(kvm.TDXVM)
-		m := &recMMU{t: w.t, vm: vm}
-		vm.SetMMU(m)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * mib, Flags: gmem.FlagHugeTLB | gmem.FlagMMAP, PageOrder: addr.Order2M, InPlace: true})
-		w.slot(vm, 1, 0, 4*mib, f, 0)
+	runWith(t, testkit.Config{Huge2M: 4}, func(w *world) {
+		vm, m, f := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 4 * mib, Flags: gmem.FlagHugeTLB | gmem.FlagMMAP, PageOrder: addr.Order2M, InPlace: true}, 4*mib)
 		s := vm.SlotAt(0)
 		if !vm.IsPrivate(0) {
 			t.Fatalf("an in-place file without INIT_SHARED starts private")
@@ -445,16 +428,16 @@ func TestInPlaceConversion(t *testing.T) {
 			t.Errorf("host read of a private page: %v, want SIGBUS", err)
 		}
 		pfn, _ := f.PFNAt(1)
-		w.mem.Get(pfn)
+		w.Mem.Get(pfn)
 		off, err := f.SetAttributes(w.th, 4096, 4096, gmem.AttrPrivate, 0)
-		wantErrno(t, "to private with an extra reference", err, errno.EAGAIN)
+		testkit.WantErrno(t, "to private with an extra reference", err, errno.EAGAIN)
 		if off != 4096 {
 			t.Errorf("error_offset = %#x, want 0x1000", off)
 		}
 		if vm.IsPrivate(gfn(4096)) {
 			t.Errorf("a failed conversion changed the attribute")
 		}
-		w.mem.Put(w.th, pfn)
+		w.Mem.Put(w.th, pfn)
 		if _, err := f.SetAttributes(w.th, 4096, 4096, gmem.AttrPrivate, 0); err != nil {
 			t.Fatalf("to private once the reference is gone: %v", err)
 		}
@@ -476,16 +459,16 @@ func TestInPlaceConversion(t *testing.T) {
 			{"past EOF", 4 * mib, 4096, 0, 0, errno.EINVAL},
 		} {
 			_, err := f.SetAttributes(w.th, c.off, c.size, c.attrs, c.flags)
-			wantErrno(t, "SET_MEMORY_ATTRIBUTES2 "+c.name, err, c.want)
+			testkit.WantErrno(t, "SET_MEMORY_ATTRIBUTES2 "+c.name, err, c.want)
 		}
 		mp.Munmap(w.th)
 		plain := w.gmem(vm, gmem.CreateArgs{Size: 4 * mib})
 		_, err = plain.SetAttributes(w.th, 0, 4096, 0, 0)
-		wantErrno(t, "SET_MEMORY_ATTRIBUTES2 on a file in KVM-attribute mode", err, errno.ENOTTY)
+		testkit.WantErrno(t, "SET_MEMORY_ATTRIBUTES2 on a file in KVM-attribute mode", err, errno.ENOTTY)
 		// A failed S-EPT split aborts the conversion and changes nothing.
 		m.splitEr = errno.New("split", errno.ENOMEM, "injected")
 		_, err = f.SetAttributes(w.th, 2*mib+4096, 4096, 0, 0)
-		wantErrno(t, "conversion with a failed split", err, errno.ENOMEM)
+		testkit.WantErrno(t, "conversion with a failed split", err, errno.ENOMEM)
 		if !vm.IsPrivate(gfn(2*mib+4096)) || f.Page(512).FolioOrder != addr.Order2M {
 			t.Errorf("a failed split must leave attributes and folio alone")
 		}
@@ -495,12 +478,11 @@ func TestInPlaceConversion(t *testing.T) {
 // TestReleaseAndLifetime checks that guest_memfd keeps its VM alive and
 // frees everything, uncharged, when the last reference goes.
 func TestReleaseAndLifetime(t *testing.T) {
-	run(t, kvm.DefaultConfig(), hostmem.Config{}, func(w *world) {
+	run(t, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 64 * mib, Flags: gmem.FlagMMAP})
-		w.slot(vm, 1, 0, 64*mib, f, 0)
+		f := w.bind(vm, gmem.CreateArgs{Size: 64 * mib, Flags: gmem.FlagMMAP}, 64*mib)
 		f.Fallocate(w.th, gmem.FallocKeepSize, 0, 64*mib)
-		if u := w.mem.Usage(vm.Account()); u.Charged != 16384 {
+		if u := w.Mem.Usage(vm.Account()); u.Charged != 16384 {
 			t.Errorf("account holds %d pages, want 16384", u.Charged)
 		}
 		vm.Close(w.th)
@@ -516,11 +498,11 @@ func TestReleaseAndLifetime(t *testing.T) {
 		if !f.Released() || !vm.Destroyed() {
 			t.Fatalf("last reference gone: released=%v destroyed=%v", f.Released(), vm.Destroyed())
 		}
-		if u := w.mem.Usage(vm.Account()); u.Charged+u.Uncharged != 0 {
+		if u := w.Mem.Usage(vm.Account()); u.Charged+u.Uncharged != 0 {
 			t.Errorf("after release the account still holds %+v", u)
 		}
-		if w.mem.Violations() != 0 {
-			t.Errorf("hostmem recorded %d violations", w.mem.Violations())
+		if w.Mem.Violations() != 0 {
+			t.Errorf("hostmem recorded %d violations", w.Mem.Violations())
 		}
 	})
 }

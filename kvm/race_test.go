@@ -5,7 +5,6 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/gmem"
-	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
 )
@@ -39,18 +38,13 @@ func (m *spteMMU) Destroy(*sched.Thread)                              {}
 // to a page guest_memfd no longer holds (the use-after-free the
 // invalidation sequence exists to prevent).
 func raceFaultPunch(t *testing.T, seed uint64, checkRetry bool) (stale bool) {
-	mem, _ := hostmem.New(hostmem.Config{Bytes: gib}, nil)
-	sys := kvm.NewSystem(kvm.DefaultConfig(), mem, nil)
-	s := sched.New(sched.Deterministic, seed, nil)
-	var vm *kvm.VM
 	var f *gmem.File
 	mmu := &spteMMU{gfn: 1}
-	s.Go("vmm", func(th *sched.Thread) {
-		vm, _ = sys.CreateVM(th, kvm.TDXVM)
+	runSeed(t, seed, func(w *world) {
+		vm, th := w.vm(kvm.TDXVM), w.th
 		vm.SetMMU(mmu)
-		f, _ = vm.CreateGuestMemfd(th, gmem.CreateArgs{Size: 2 * mib})
-		vm.SetUserMemoryRegion2(th, kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * mib, GuestMemfd: kvm.FD{File: f}})
-		vm.SetMemoryAttributes(th, kvm.MemoryAttributes{Size: 2 * mib, Attributes: gmem.AttrPrivate})
+		f = w.bind(vm, gmem.CreateArgs{Size: 2 * mib}, 2*mib)
+		w.attrs(vm, 0, 2*mib, true)
 		v, _ := vm.CreateVCPU(th, 0)
 		th.Go("vcpu0", func(th *sched.Thread) {
 			for try := 0; try < 3; try++ {
@@ -66,7 +60,7 @@ func raceFaultPunch(t *testing.T, seed uint64, checkRetry bool) (stale bool) {
 					mmu.mapped, mmu.has = fault.PFN, true
 				}
 				vm.MMULock().RUnlock(th)
-				mem.Put(th, fault.PFN)
+				w.Mem.Put(th, fault.PFN)
 				if !retry {
 					return
 				}
@@ -76,9 +70,6 @@ func raceFaultPunch(t *testing.T, seed uint64, checkRetry bool) (stale bool) {
 			f.Fallocate(th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*mib)
 		})
 	})
-	if err := s.Run(); err != nil {
-		t.Fatalf("seed %d: %v", seed, err)
-	}
 	if !mmu.has {
 		return false
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
 )
@@ -211,7 +212,7 @@ func fileOpsTable(d *diff, flags uint64) {
 		d.do(fmt.Sprintf("flags %d fallocate %s", flags, name), func(s side) result { return s.fallocate(g, mode, off, length) })
 	}
 	st := func(name string) {
-		d.do(fmt.Sprintf("flags %d fstat %s", flags, name), func(s side) result { return s.fstat(g) })
+		d.do(fmt.Sprintf("flags %d fstat %s", flags, name), func(s side) result { return fstat(s.file(g)) })
 	}
 	const keep, punch = 0x01, 0x02
 	st("fresh")
@@ -243,7 +244,7 @@ func fileOpsTable(d *diff, flags uint64) {
 	fa("KEEP whole", keep, 0, size)
 	st("after alloc whole")
 	for _, op := range []string{"read", "pread", "write", "pwrite", "lseek", "fsync"} {
-		d.do(fmt.Sprintf("flags %d %s", flags, op), func(s side) result { return s.fileop(g, op) })
+		d.do(fmt.Sprintf("flags %d %s", flags, op), func(s side) result { return fileop(s.file(g), op) })
 	}
 	for _, sz := range []int64{8 * mib, 2 * mib, size} {
 		d.do(fmt.Sprintf("flags %d ftruncate %d", flags, sz), func(s side) result { return s.ftruncate(g, sz) })
@@ -443,10 +444,7 @@ func bindingTable(d *diff, flags uint64) {
 // TestDifferentialRandom runs random operation sequences from fixed seeds
 // against the real kernel and the model.
 func TestDifferentialRandom(t *testing.T) {
-	seeds, ops := 48, 400
-	if testing.Short() {
-		seeds = 4
-	}
+	seeds, ops := testkit.Seeds(48, 4), 400
 	total := 0
 	for seed := uint64(1); seed <= uint64(seeds); seed++ {
 		d := runDifferential(t, func(d *diff) { randomScript(d, seed, ops) })
@@ -498,7 +496,7 @@ func randomScript(d *diff, seed uint64, n int) {
 			})
 		case k == 6 && len(gms) > 0:
 			g := gms[rng.IntN(len(gms))]
-			d.do("fstat", func(s side) result { return s.fstat(g.h) })
+			d.do("fstat", func(s side) result { return fstat(s.file(g.h)) })
 		case k == 7 && len(gms) > 0 && len(maps) < 4:
 			g := gms[rng.IntN(len(gms))]
 			length := pick([]uint64{4 * kib, g.size, 2 * g.size, mib})
@@ -540,7 +538,7 @@ func randomScript(d *diff, seed uint64, n int) {
 		case k == 13 && len(gms) > 0:
 			g := gms[rng.IntN(len(gms))]
 			op := []string{"read", "write", "pread", "pwrite", "lseek", "fsync"}[rng.IntN(6)]
-			d.do(op, func(s side) result { return s.fileop(g.h, op) })
+			d.do(op, func(s side) result { return fileop(s.file(g.h), op) })
 		case k == 14 && len(gms) > 0 && rng.IntN(3) == 0:
 			i := rng.IntN(len(gms))
 			g := gms[i]

@@ -76,8 +76,7 @@ type side interface {
 	closeGmem(g int) result
 	fallocate(g int, mode uint32, off, length int64) result
 	ftruncate(g int, size int64) result
-	fstat(g int) result
-	fileop(g int, op string) result
+	file(g int) vfsFile
 	mmap(g int, off, length uint64, prot int, shared bool) result
 	munmap(m int) result
 	load(m int, off uint64) result
@@ -88,6 +87,46 @@ type side interface {
 	region1(vm int, r region) result
 	attributes(vm int, a kvm.MemoryAttributes) result
 	cleanup()
+}
+
+// vfsFile is a guest_memfd's file operations as a side reaches them: a
+// *gmem.File in the model, a realFD on the host.
+type vfsFile interface {
+	Fstat() (gmem.Stat, error)
+	Read(n int) error
+	Write(n int) error
+	Pread(n int, off int64) error
+	Pwrite(n int, off int64) error
+	Lseek(off int64, whence int) error
+	Fsync() error
+}
+
+// fstat compares the fields the two sides must agree on as text.
+func fstat(f vfsFile) result {
+	st, err := f.Fstat()
+	if err != nil {
+		return errResult(err)
+	}
+	return result{Note: fmt.Sprintf("size=%d blocks=%d blksize=%d", st.Size, st.Blocks, st.Blksize)}
+}
+
+// fileop is one of the file operations guest_memfd refuses or ignores.
+func fileop(f vfsFile, op string) result {
+	switch op {
+	case "read":
+		return errResult(f.Read(4096))
+	case "write":
+		return errResult(f.Write(4096))
+	case "pread":
+		return errResult(f.Pread(4096, 0))
+	case "pwrite":
+		return errResult(f.Pwrite(4096, 0))
+	case "lseek":
+		return errResult(f.Lseek(4096, unix.SEEK_SET))
+	case "fsync":
+		return errResult(f.Fsync())
+	}
+	panic(op)
 }
 
 func errResult(err error) result {
@@ -176,32 +215,21 @@ func (r *realSide) ftruncate(g int, size int64) result {
 	return errResult(Ftruncate(r.gmems[g], size))
 }
 
-func (r *realSide) fstat(g int) result {
-	st, err := Fstat(r.gmems[g])
-	if err != nil {
-		return errResult(err)
-	}
-	return result{Note: fmt.Sprintf("size=%d blocks=%d blksize=%d", st.Size, st.Blocks, st.Blksize)}
-}
+func (r *realSide) file(g int) vfsFile { return realFD(r.gmems[g]) }
 
-func (r *realSide) fileop(g int, op string) result {
-	fd := r.gmems[g]
-	switch op {
-	case "read":
-		return errResult(Read(fd, 4096))
-	case "write":
-		return errResult(Write(fd, 4096))
-	case "pread":
-		return errResult(Pread(fd, 4096, 0))
-	case "pwrite":
-		return errResult(Pwrite(fd, 4096, 0))
-	case "lseek":
-		return errResult(Lseek(fd, 4096, unix.SEEK_SET))
-	case "fsync":
-		return errResult(Fsync(fd))
-	}
-	panic(op)
+// realFD is a real guest_memfd's descriptor with the model's file methods.
+type realFD int
+
+func (fd realFD) Fstat() (gmem.Stat, error) {
+	st, err := Fstat(int(fd))
+	return gmem.Stat{Size: st.Size, Blocks: st.Blocks, Blksize: int64(st.Blksize), Mode: st.Mode}, err
 }
+func (fd realFD) Read(n int) error                  { return Read(int(fd), n) }
+func (fd realFD) Write(n int) error                 { return Write(int(fd), n) }
+func (fd realFD) Pread(n int, off int64) error      { return Pread(int(fd), n, off) }
+func (fd realFD) Pwrite(n int, off int64) error     { return Pwrite(int(fd), n, off) }
+func (fd realFD) Lseek(off int64, whence int) error { return Lseek(int(fd), off, whence) }
+func (fd realFD) Fsync() error                      { return Fsync(int(fd)) }
 
 func (r *realSide) mmap(g int, off, length uint64, prot int, shared bool) result {
 	flags := unix.MAP_PRIVATE
@@ -355,32 +383,7 @@ func (m *modelSide) ftruncate(g int, size int64) result {
 	return errResult(m.gmems[g].Ftruncate(size))
 }
 
-func (m *modelSide) fstat(g int) result {
-	st, err := m.gmems[g].Fstat()
-	if err != nil {
-		return errResult(err)
-	}
-	return result{Note: fmt.Sprintf("size=%d blocks=%d blksize=%d", st.Size, st.Blocks, st.Blksize)}
-}
-
-func (m *modelSide) fileop(g int, op string) result {
-	f := m.gmems[g]
-	switch op {
-	case "read":
-		return errResult(f.Read(4096))
-	case "write":
-		return errResult(f.Write(4096))
-	case "pread":
-		return errResult(f.Pread(4096, 0))
-	case "pwrite":
-		return errResult(f.Pwrite(4096, 0))
-	case "lseek":
-		return errResult(f.Lseek(4096, 0))
-	case "fsync":
-		return errResult(f.Fsync())
-	}
-	panic(op)
-}
+func (m *modelSide) file(g int) vfsFile { return m.gmems[g] }
 
 func (m *modelSide) mmap(g int, off, length uint64, prot int, shared bool) result {
 	mp, err := m.gmems[g].Mmap(m.t, off, length, prot, shared)

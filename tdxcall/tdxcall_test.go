@@ -5,6 +5,7 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdxcall"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
@@ -36,9 +37,19 @@ func TestOperands(t *testing.T) {
 	)
 	hpa := func(p addr.PFN) uint64 { return uint64(p.HPA()) }
 	pair := [2]addr.PFN{0x401, 0x402}
+	type seamcall = func() (tdxmodule.Status, tdxmodule.Regs)
+	// The wrappers of one page operand, and those of (TDR, GPA, level)
+	// whose registers are all gpaLevel.
+	onPage := func(f func(*tdxmodule.Module, *sched.Thread, addr.PFN) (tdxmodule.Status, tdxmodule.Regs), p addr.PFN) seamcall {
+		return func() (tdxmodule.Status, tdxmodule.Regs) { return f(m, nil, p) }
+	}
+	atGPA := func(f func(*tdxmodule.Module, *sched.Thread, addr.PFN, addr.GPA, addr.Level) (tdxmodule.Status, tdxmodule.Regs)) seamcall {
+		return func() (tdxmodule.Status, tdxmodule.Regs) { return f(m, nil, tdr, gpa, level) }
+	}
+	gpaLevel := tdxmodule.Regs{RCX: uint64(gpa) | 1, RDX: hpa(tdr)}
 	cases := []struct {
 		name string
-		call func() (tdxmodule.Status, tdxmodule.Regs)
+		call seamcall
 		leaf tdxmodule.Leaf
 		in   tdxmodule.Regs
 	}{
@@ -54,51 +65,36 @@ func TestOperands(t *testing.T) {
 			tdxmodule.LeafVPCreate, tdxmodule.Regs{RCX: hpa(page), RDX: hpa(tdr)}},
 		{"VPAddCX", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.VPAddCX(m, nil, page, src) },
 			tdxmodule.LeafVPAddCX, tdxmodule.Regs{RCX: hpa(src), RDX: hpa(page)}},
-		{"VPInit", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.VPInit(m, nil, page) },
-			tdxmodule.LeafVPInit, tdxmodule.Regs{RCX: hpa(page)}},
+		{"VPInit", onPage(tdxcall.VPInit, page), tdxmodule.LeafVPInit, tdxmodule.Regs{RCX: hpa(page)}},
 		{"MemSEPTAdd", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemSEPTAdd(m, nil, tdr, gpa, level, page) },
 			tdxmodule.LeafMemSEPTAdd, tdxmodule.Regs{RCX: uint64(gpa) | 1, RDX: hpa(tdr), R8: hpa(page)}},
 		{"MemPageAdd", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemPageAdd(m, nil, tdr, gpa, page, src) },
 			tdxmodule.LeafMemPageAdd, tdxmodule.Regs{RCX: uint64(gpa), RDX: hpa(tdr), R8: hpa(page), R9: hpa(src)}},
 		{"MrExtend", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MrExtend(m, nil, tdr, gpa+0x100) },
 			tdxmodule.LeafMrExtend, tdxmodule.Regs{RCX: uint64(gpa) + 0x100, RDX: hpa(tdr)}},
-		{"MrFinalize", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MrFinalize(m, nil, tdr) },
-			tdxmodule.LeafMrFinalize, tdxmodule.Regs{RCX: hpa(tdr)}},
+		{"MrFinalize", onPage(tdxcall.MrFinalize, tdr), tdxmodule.LeafMrFinalize, tdxmodule.Regs{RCX: hpa(tdr)}},
 		{"MemPageAug", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemPageAug(m, nil, tdr, gpa, level, page) },
 			tdxmodule.LeafMemPageAug, tdxmodule.Regs{RCX: uint64(gpa) | 1, RDX: hpa(tdr), R8: hpa(page)}},
-		{"MemRangeBlock", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemRangeBlock(m, nil, tdr, gpa, level) },
-			tdxmodule.LeafMemRangeBlock, tdxmodule.Regs{RCX: uint64(gpa) | 1, RDX: hpa(tdr)}},
-		{"MemRangeUnblock", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemRangeUnblock(m, nil, tdr, gpa, level) },
-			tdxmodule.LeafMemRangeUnblock, tdxmodule.Regs{RCX: uint64(gpa) | 1, RDX: hpa(tdr)}},
-		{"MemTrack", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemTrack(m, nil, tdr) },
-			tdxmodule.LeafMemTrack, tdxmodule.Regs{RCX: hpa(tdr)}},
-		{"MemPageRemove", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemPageRemove(m, nil, tdr, gpa, level) },
-			tdxmodule.LeafMemPageRemove, tdxmodule.Regs{RCX: uint64(gpa) | 1, RDX: hpa(tdr)}},
-		{"MemSEPTRemove", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemSEPTRemove(m, nil, tdr, gpa, level) },
-			tdxmodule.LeafMemSEPTRemove, tdxmodule.Regs{RCX: uint64(gpa) | 1, RDX: hpa(tdr)}},
+		{"MemRangeBlock", atGPA(tdxcall.MemRangeBlock), tdxmodule.LeafMemRangeBlock, gpaLevel},
+		{"MemRangeUnblock", atGPA(tdxcall.MemRangeUnblock), tdxmodule.LeafMemRangeUnblock, gpaLevel},
+		{"MemTrack", onPage(tdxcall.MemTrack, tdr), tdxmodule.LeafMemTrack, tdxmodule.Regs{RCX: hpa(tdr)}},
+		{"MemPageRemove", atGPA(tdxcall.MemPageRemove), tdxmodule.LeafMemPageRemove, gpaLevel},
+		{"MemSEPTRemove", atGPA(tdxcall.MemSEPTRemove), tdxmodule.LeafMemSEPTRemove, gpaLevel},
 		{"MemPageDemote", func() (tdxmodule.Status, tdxmodule.Regs) {
 			return tdxcall.MemPageDemote(m, nil, tdr, gpa, level, page, pair)
 		}, tdxmodule.LeafMemPageDemote, tdxmodule.Regs{RCX: uint64(gpa) | 1, RDX: hpa(tdr), R8: hpa(page), R12: hpa(pair[0]), R13: hpa(pair[1])}},
-		{"MemPagePromote", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemPagePromote(m, nil, tdr, gpa, level) },
-			tdxmodule.LeafMemPagePromote, tdxmodule.Regs{RCX: uint64(gpa) | 1, RDX: hpa(tdr)}},
-		{"MemSEPTRd", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MemSEPTRd(m, nil, tdr, gpa, level) },
-			tdxmodule.LeafMemSEPTRd, tdxmodule.Regs{RCX: uint64(gpa) | 1, RDX: hpa(tdr)}},
-		{"VPEnter", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.VPEnter(m, nil, page) },
-			tdxmodule.LeafVPEnter, tdxmodule.Regs{RCX: hpa(page)}},
-		{"VPFlush", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.VPFlush(m, nil, page) },
-			tdxmodule.LeafVPFlush, tdxmodule.Regs{RCX: hpa(page)}},
-		{"MngVPFlushDone", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MngVPFlushDone(m, nil, tdr) },
-			tdxmodule.LeafMngVPFlushDone, tdxmodule.Regs{RCX: hpa(tdr)}},
+		{"MemPagePromote", atGPA(tdxcall.MemPagePromote), tdxmodule.LeafMemPagePromote, gpaLevel},
+		{"MemSEPTRd", atGPA(tdxcall.MemSEPTRd), tdxmodule.LeafMemSEPTRd, gpaLevel},
+		{"VPEnter", onPage(tdxcall.VPEnter, page), tdxmodule.LeafVPEnter, tdxmodule.Regs{RCX: hpa(page)}},
+		{"VPFlush", onPage(tdxcall.VPFlush, page), tdxmodule.LeafVPFlush, tdxmodule.Regs{RCX: hpa(page)}},
+		{"MngVPFlushDone", onPage(tdxcall.MngVPFlushDone, tdr), tdxmodule.LeafMngVPFlushDone, tdxmodule.Regs{RCX: hpa(tdr)}},
 		{"PhymemCacheWB", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.PhymemCacheWB(m, nil, 1) },
 			tdxmodule.LeafPhymemCacheWB, tdxmodule.Regs{R8: 1}},
-		{"MngKeyFreeID", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.MngKeyFreeID(m, nil, tdr) },
-			tdxmodule.LeafMngKeyFreeID, tdxmodule.Regs{RCX: hpa(tdr)}},
-		{"PhymemPageReclaim", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.PhymemPageReclaim(m, nil, page) },
-			tdxmodule.LeafPhymemPageReclm, tdxmodule.Regs{RCX: hpa(page)}},
+		{"MngKeyFreeID", onPage(tdxcall.MngKeyFreeID, tdr), tdxmodule.LeafMngKeyFreeID, tdxmodule.Regs{RCX: hpa(tdr)}},
+		{"PhymemPageReclaim", onPage(tdxcall.PhymemPageReclaim, page), tdxmodule.LeafPhymemPageReclm, tdxmodule.Regs{RCX: hpa(page)}},
 		{"PhymemPageWBInvd", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.PhymemPageWBInvd(m, nil, page, 3) },
 			tdxmodule.LeafPhymemPageWBInvd, tdxmodule.Regs{RCX: hpa(page) | 3<<tdxmodule.KeyIDShift}},
-		{"PhymemPageRdmd", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.PhymemPageRdmd(m, nil, page) },
-			tdxmodule.LeafPhymemPageRdmd, tdxmodule.Regs{RCX: hpa(page)}},
+		{"PhymemPageRdmd", onPage(tdxcall.PhymemPageRdmd, page), tdxmodule.LeafPhymemPageRdmd, tdxmodule.Regs{RCX: hpa(page)}},
 		{"PhymemPAMTAdd", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.PhymemPAMTAdd(m, nil, page+7, pair) },
 			tdxmodule.LeafPhymemPAMTAdd, tdxmodule.Regs{RCX: hpa(page&^511) | 1, RDX: hpa(pair[0]), R8: hpa(pair[1])}},
 		{"PhymemPAMTRemove", func() (tdxmodule.Status, tdxmodule.Regs) { return tdxcall.PhymemPAMTRemove(m, nil, page+7) },

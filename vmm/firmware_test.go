@@ -74,13 +74,20 @@ func handMRTD(img []byte, secs []tdvftest.Section, vmmKind FirmwareVMM) []byte {
 	return h.Sum(nil)
 }
 
-func TestFirmwareGolden(t *testing.T) {
+// golden is tdvftest.Golden(): the image, its bytes and their parse.
+func golden(t *testing.T) (tdvftest.Image, []byte, *tdvf.Firmware) {
+	t.Helper()
 	im := tdvftest.Golden()
 	img := im.Build()
 	fw, err := tdvf.Parse(img)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return im, img, fw
+}
+
+func TestFirmwareGolden(t *testing.T) {
+	im, img, fw := golden(t)
 	wantPages := map[FirmwareVMM][]struct{ added, measured uint64 }{
 		QEMU:            {{14, 14}, {2, 0}, {1, 0}, {2, 0}, {1, 0}},
 		CloudHypervisor: {{14, 14}, {2, 0}, {1, 0}, {2, 0}, {1, 0}},
@@ -129,10 +136,7 @@ func TestFirmwareGolden(t *testing.T) {
 }
 
 func TestFirmwareLayoutErrors(t *testing.T) {
-	fw, err := tdvf.Parse(tdvftest.Golden().Build())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, fw := golden(t)
 	// 8 MiB of RAM ends where the TD_HOB starts.
 	if _, err := FirmwareMRTD(fw, FirmwareOptions{MemBytes: 8 << 20}); !errors.Is(err, ErrFirmwareLayout) {
 		t.Errorf("TD_HOB outside RAM: %v, want ErrFirmwareLayout", err)
@@ -256,12 +260,7 @@ func TestDebianOVMF(t *testing.T) {
 // the pages the Secure EPT maps: the BFV's page past RawDataSize from the
 // image, the HOB list QEMU writes at the TD_HOB, TempMem zero.
 func TestFirmwareMemory(t *testing.T) {
-	im := tdvftest.Golden()
-	img := im.Build()
-	fw, err := tdvf.Parse(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, img, fw := golden(t)
 	ram := QEMURAM(64 << 20)
 	slots, err := FirmwareSlots(fw, ram)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/guest"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
@@ -314,10 +315,7 @@ func TestHugeConvert1000(t *testing.T) {
 // seeds (20 with -short) with four concurrent vCPUs and fewer pages, so
 // vCPUs race on conversions, splits and accepts in the same 2 MiB ranges.
 func TestHugeConvertSeeds(t *testing.T) {
-	seeds := 200
-	if testing.Short() {
-		seeds = 20
-	}
+	seeds := testkit.Seeds(200, 20)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	work := make(chan uint64)
@@ -350,13 +348,9 @@ func TestHugeConvertSeeds(t *testing.T) {
 // acceptAndTouch accepts [lo, lo+n) like Linux (2 MiB first, or 4 KiB
 // only), then reads every page (zero) and writes and reads back its tag.
 func acceptAndTouch(t *sched.Thread, g *guest.Guest, v *tdx.VCPU, lo, n uint64) error {
-	if err := g.AcceptRange(t, v, lo, n); err != nil {
-		return err
+	err := g.AcceptRange(t, v, lo, n)
+	for gpa := lo; err == nil && gpa < lo+n; gpa += addr.PageSize {
+		err = g.Touch(t, v, gpa, true)
 	}
-	for gpa := lo; gpa < lo+n; gpa += addr.PageSize {
-		if err := g.Touch(t, v, gpa, true); err != nil {
-			return err
-		}
-	}
-	return nil
+	return err
 }

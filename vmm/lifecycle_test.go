@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/vmm"
@@ -73,10 +74,7 @@ func checkE2E(r *report.Run, mrtd string) []string {
 // -short), on all cores, and checks SEAMCALL counts, the MRTD, the mapping
 // and S-EPT figures, and that teardown leaves nothing behind.
 func TestEndToEnd(t *testing.T) {
-	seeds := 200
-	if testing.Short() {
-		seeds = 20
-	}
+	seeds := testkit.Seeds(200, 20)
 	mrtd := endToEndMRTD()
 	var (
 		mu        sync.Mutex

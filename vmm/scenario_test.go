@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/tdxsim/tdxsim/internal/mrtdvec"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/report"
 	"github.com/tdxsim/tdxsim/scenario"
 )
@@ -125,11 +126,7 @@ func TestRacingFaultsNoLeak(t *testing.T) {
 }
 
 func TestRacingFaultsManySeeds(t *testing.T) {
-	n := uint64(40)
-	if testing.Short() {
-		n = 5
-	}
-	for seed := range n {
+	for seed := range uint64(testkit.Seeds(40, 5)) {
 		racingFaults(t, seed, seed%2 == 0)
 	}
 }

@@ -14,6 +14,24 @@ import (
 	"github.com/tdxsim/tdxsim/web"
 )
 
+// bootConvert is a 64 MiB TD booted eager and two 16 KiB ranges
+// converted to shared; more is timeline steps after those.
+func bootConvert(t *testing.T, more string) *scenario.File {
+	t.Helper()
+	f, err := scenario.Parse("s.yaml", []byte("tds: [{memory: 64M, vcpus: 1}]\ntimeline:\n  - boot: {accept: eager}\n  - convert: {count: 2, size: 16K, back: false}\n"+more))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// serve starts an HTTP server for s; the test's cleanup closes it.
+func serve(t *testing.T, s *web.Server) *httptest.Server {
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 func get(t *testing.T, srv *httptest.Server, path string) (int, string) {
 	t.Helper()
 	r, err := http.Get(srv.URL + path)
@@ -30,12 +48,7 @@ func get(t *testing.T, srv *httptest.Server, path string) (int, string) {
 // bad queries get 400 and a reason, and /api/compare is 404 without a
 // second run.
 func TestAPI(t *testing.T) {
-	f, err := scenario.Parse("s.yaml", []byte("tds: [{memory: 64M, vcpus: 1}]\ntimeline:\n  - boot: {accept: eager}\n  - convert: {count: 2, size: 16K, back: false}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(web.New("s", f, "", nil).Handler())
-	defer srv.Close()
+	srv := serve(t, web.New("s", bootConvert(t, ""), "", nil))
 
 	code, body := get(t, srv, "/api/run")
 	var run web.Run
@@ -75,16 +88,11 @@ func TestAPI(t *testing.T) {
 // After Prepare a query at an earlier step reads a parked runner: it
 // answers the same as the lazy path and at once.
 func TestPreparedQueries(t *testing.T) {
-	f, err := scenario.Parse("s.yaml", []byte("tds: [{memory: 64M, vcpus: 1}]\ntimeline:\n  - boot: {accept: eager}\n  - convert: {count: 2, size: 16K, back: false}\n  - touch: {count: 8}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lazy := httptest.NewServer(web.New("s", f, "", nil).Handler())
-	defer lazy.Close()
+	f := bootConvert(t, "  - touch: {count: 8}\n")
+	lazy := serve(t, web.New("s", f, "", nil))
 	s := web.New("s", f, "", nil)
 	s.Prepare()
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
+	srv := serve(t, s)
 	for _, q := range []string{"/api/cell?step=3&gpa=0", "/api/cell?step=1&gpa=0", "/api/sept?step=2&gpa=0", "/api/sept?step=0&gpa=200000"} {
 		c1, b1 := get(t, lazy, q)
 		start := time.Now()

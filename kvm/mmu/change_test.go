@@ -8,9 +8,8 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
-	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/gmem"
-	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
 )
@@ -101,17 +100,11 @@ type mirrorFixture struct {
 
 func withMirror(t *testing.T, body func(f *mirrorFixture)) {
 	t.Helper()
-	c := event.NewCounter()
-	mem, err := hostmem.New(hostmem.Config{Bytes: 256 << 20, Huge2M: 8}, c)
-	if err != nil {
-		t.Fatal(err)
-	}
 	kc := kvm.DefaultConfig()
 	kc.HugeTLBGmem = true
-	sys := kvm.NewSystem(kc, mem, c)
-	s := sched.New(sched.Deterministic, 1, c)
-	s.Go("vmm", func(th *sched.Thread) {
-		vm, err := sys.CreateVM(th, kvm.SWProtectedVM)
+	h := testkit.NewHost(t, testkit.Config{Bytes: 256 << 20, Huge2M: 8, KVM: &kc})
+	h.Run(t, 1, func(th *sched.Thread) {
+		vm, err := h.KVM.CreateVM(th, kvm.SWProtectedVM)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,13 +114,10 @@ func withMirror(t *testing.T, body func(f *mirrorFixture)) {
 			t.Fatal(err)
 		}
 		ext.m = m
-		sf := NewSlotFixture(t, th, mem, vm, m, gmem.CreateArgs{Flags: gmem.FlagHugeTLB, PageOrder: addr.Order2M})
+		sf := NewSlotFixture(t, th, h.Mem, vm, m, gmem.CreateArgs{Flags: gmem.FlagHugeTLB, PageOrder: addr.Order2M})
 		body(&mirrorFixture{th: th, vm: vm, m: m, v: sf.VCPU, ext: ext})
 		sf.Close(th, vm)
 	})
-	if err := s.Run(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func (f *mirrorFixture) fault(gpa uint64, maxLevel addr.Level) (Result, error) {

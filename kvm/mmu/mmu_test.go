@@ -9,6 +9,7 @@ import (
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/sched"
@@ -30,15 +31,9 @@ func TestSPTEValues(t *testing.T) {
 // gmem slot at GPA 0 (private) whose shared half is the VMM's memory.
 func world(t *testing.T, body func(th *sched.Thread, vm *kvm.VM, m *mmu.MMU, v *mmu.VCPU, c *event.Counter)) *sched.Scheduler {
 	t.Helper()
-	c := event.NewCounter()
-	mem, err := hostmem.New(hostmem.Config{Bytes: 256 << 20}, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sys := kvm.NewSystem(kvm.DefaultConfig(), mem, c)
-	s := sched.New(sched.Deterministic, 1, c)
-	s.Go("vmm", func(th *sched.Thread) {
-		vm, err := sys.CreateVM(th, kvm.SWProtectedVM)
+	h := testkit.NewHost(t, testkit.Config{Bytes: 256 << 20})
+	return h.Run(t, 1, func(th *sched.Thread) {
+		vm, err := h.KVM.CreateVM(th, kvm.SWProtectedVM)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,17 +41,13 @@ func world(t *testing.T, body func(th *sched.Thread, vm *kvm.VM, m *mmu.MMU, v *
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := mmu.NewSlotFixture(t, th, mem, vm, m, gmem.CreateArgs{})
-		body(th, vm, m, f.VCPU, c)
+		f := mmu.NewSlotFixture(t, th, h.Mem, vm, m, gmem.CreateArgs{})
+		body(th, vm, m, f.VCPU, h.Events)
 		f.Close(th, vm)
-		if u := mem.Usage(vm.Account()); u.Charged+u.Uncharged != 0 {
+		if u := h.Mem.Usage(vm.Account()); u.Charged+u.Uncharged != 0 {
 			t.Errorf("after destroy %+v still charged to the VM (page tables or caches leaked)", u)
 		}
 	})
-	if err := s.Run(); err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 func fault(t *testing.T, th *sched.Thread, v *mmu.VCPU, gpa uint64, private bool) {
@@ -96,11 +87,7 @@ func TestDirectOnlyFaultAndZap(t *testing.T) {
 		}
 		// A zap without mmu_lock held for write is reported.
 		m.UnmapGFNRange(th, gmem.Range{Slot: vm.SlotAt(0x10), Start: 0x10, End: 0x11, Filter: gmem.FilterPrivate})
-		found := false
-		for _, ev := range c.Violations() {
-			found = found || ev.Name == mmu.RuleLockNotHeld
-		}
-		if !found {
+		if testkit.Reported(c, mmu.RuleLockNotHeld) == 0 {
 			t.Error("zap without mmu_lock not reported")
 		}
 	})
@@ -137,19 +124,11 @@ func TestCacheRules(t *testing.T) {
 		if err := cache.Release(th); err != nil {
 			t.Error(err)
 		}
-		empty := false
-		for _, ev := range c.Violations() {
-			empty = empty || ev.Name == mmu.RuleCacheEmpty
-		}
-		if !empty {
+		if testkit.Reported(c, mmu.RuleCacheEmpty) == 0 {
 			t.Error("taking from an empty cache was not reported")
 		}
 	})
-	sleep := false
-	for _, r := range s.LockDep().Reports() {
-		sleep = sleep || r.Rule == "lockdep.sleep-in-atomic"
-	}
-	if !sleep {
+	if testkit.Lockdep(s, "lockdep.sleep-in-atomic") == 0 {
 		t.Error("a cache top-up under mmu_lock was not reported by lockdep")
 	}
 }

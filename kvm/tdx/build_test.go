@@ -6,54 +6,12 @@ import (
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
-	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/internal/mrtdvec"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
-	"github.com/tdxsim/tdxsim/tdxmodule"
 )
-
-// bare runs body with a host and a fresh TDX VM (no INIT_VM yet).
-func bare(t *testing.T, body func(th *sched.Thread, h *tdx.Host, td *tdx.TD)) {
-	t.Helper()
-	mem, err := hostmem.New(hostmem.Config{Bytes: 1 << 30}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mod, err := tdxmodule.New(mem, tdxmodule.Config{DynamicPAMT: true, HKIDs: 2}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mem.SetGuard(mod)
-	h, err := tdx.NewHost(kvm.NewSystem(kvm.DefaultConfig(), mem, nil), mod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := sched.New(sched.Deterministic, 1, nil)
-	s.Go("vmm", func(th *sched.Thread) {
-		vm, err := h.Sys.CreateVM(th, kvm.TDXVM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		td, err := h.NewTD(vm, tdx.Config{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		body(th, h, td)
-	})
-	if err := s.Run(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func wantErrno(t *testing.T, what string, err error, want errno.Errno) {
-	t.Helper()
-	if !errors.Is(err, want) {
-		t.Errorf("%s: got %v, want %v", what, err, want)
-	}
-}
 
 func TestInitVMErrnos(t *testing.T) {
 	bare(t, func(th *sched.Thread, h *tdx.Host, td *tdx.TD) {
@@ -74,13 +32,11 @@ func TestInitVMErrnos(t *testing.T) {
 		}
 		wantErrno(t, "INIT_VM twice", td.InitVM(th, tdx.InitVM{GPAW: 48}), errno.EINVAL)
 		// The HKID pool has two keys: a third TD finds none.
-		vm2, _ := h.Sys.CreateVM(th, kvm.TDXVM)
-		td2, _ := h.NewTD(vm2, tdx.Config{})
+		td2, _ := newTD(th, h)
 		if err := td2.InitVM(th, tdx.InitVM{GPAW: 48}); err != nil {
 			t.Fatal(err)
 		}
-		vm3, _ := h.Sys.CreateVM(th, kvm.TDXVM)
-		td3, _ := h.NewTD(vm3, tdx.Config{})
+		td3, _ := newTD(th, h)
 		wantErrno(t, "no free HKID", td3.InitVM(th, tdx.InitVM{GPAW: 48}), errno.ENOSPC)
 		// A default VM is not a TD.
 		vm4, _ := h.Sys.CreateVM(th, kvm.DefaultVM)
@@ -113,7 +69,7 @@ func TestInitVMErrnos(t *testing.T) {
 
 // KVM_TDX_INIT_MEM_REGION's argument checks, each with the kernel's errno.
 func TestInitMemRegionErrnos(t *testing.T) {
-	_, err := runTD(t, opts{seed: 1, noFinal: true}, func(th *sched.Thread, e *env) {
+	runTD(t, opts{seed: 1, noFinal: true}, func(th *sched.Thread, e *env) {
 		v := e.m.VCPUs[0]
 		src, err := e.m.User.Mmap(8 * kib)
 		if err != nil {
@@ -139,18 +95,12 @@ func TestInitMemRegionErrnos(t *testing.T) {
 			wantErrno(t, c.name, e.td.InitMemRegion(th, v, &r), c.want)
 		}
 		// A GFN that is not private is refused by kvm_gmem_populate.
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(mib, 4*kib, false)); err != nil {
-			t.Fatal(err)
-		}
+		e.mustSetAttrs(th, mib, 4*kib, false)
 		r := tdx.MemRegion{SourceAddr: src, GPA: mib, NPages: 1}
 		wantErrno(t, "shared GFN", e.td.InitMemRegion(th, v, &r), errno.EINVAL)
 		// Progress is reported in the struct: two pages, the second refused.
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(mib, 4*kib, true)); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(mib+4*kib, 4*kib, false)); err != nil {
-			t.Fatal(err)
-		}
+		e.mustSetAttrs(th, mib, 4*kib, true)
+		e.mustSetAttrs(th, mib+4*kib, 4*kib, false)
 		r = tdx.MemRegion{SourceAddr: src, GPA: mib, NPages: 2}
 		wantErrno(t, "second page shared", e.td.InitMemRegion(th, v, &r), errno.EINVAL)
 		if r.NPages != 1 || r.GPA != mib+4*kib || r.SourceAddr != src+4*kib {
@@ -162,9 +112,7 @@ func TestInitMemRegionErrnos(t *testing.T) {
 		// Kernel: tdx_vcpu_init_mem_region(): a pending signal stops the
 		// loop with -EINTR before the next page, nothing added, the region
 		// unchanged; cleared, the same call resumes.
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(mib+4*kib, 4*kib, true)); err != nil {
-			t.Fatal(err)
-		}
+		e.mustSetAttrs(th, mib+4*kib, 4*kib, true)
 		th.SetSignalPending(true)
 		wantErrno(t, "signal pending", e.td.InitMemRegion(th, v, &r), errno.EINTR)
 		if r.NPages != 1 || e.td.Stats().PagesAdded != 1 {
@@ -176,9 +124,6 @@ func TestInitMemRegionErrnos(t *testing.T) {
 		}
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // The TD build maps the PFN guest_memfd handed to kvm_gmem_populate into
@@ -190,7 +135,7 @@ func TestInitMemRegionDecoupled(t *testing.T) {
 	for i := range img {
 		img[i] = byte(i*13 + 5)
 	}
-	e, err := runTD(t, opts{seed: 3, image: img, noFinal: true, dynamic: true}, func(th *sched.Thread, e *env) {
+	e := runTD(t, opts{seed: 3, image: img, noFinal: true, dynamic: true}, func(th *sched.Thread, e *env) {
 		if f := e.td.MMU().Stats().Faults; f != 0 {
 			t.Errorf("%d page faults during the TD build, want 0 (no synthesized fault)", f)
 		}
@@ -219,9 +164,6 @@ func TestInitMemRegionDecoupled(t *testing.T) {
 		}
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if got := e.c.Calls()["TDH.MEM.PAGE.ADD"]; got != 11 {
 		t.Errorf("%d TDH.MEM.PAGE.ADD, want 11", got)
 	}
@@ -234,7 +176,7 @@ func TestInitMemRegionDecoupled(t *testing.T) {
 
 // MapGPA's operand checks and the exit to the VMM in 2 MiB chunks.
 func TestMapGPA(t *testing.T) {
-	_, err := runTD(t, opts{seed: 1}, func(th *sched.Thread, e *env) {
+	runTD(t, opts{seed: 1}, func(th *sched.Thread, e *env) {
 		shared := uint64(e.m.VM.SharedBit().GPA())
 		var calls []tdx.MapGPAExit
 		e.td.SetVMM(func(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
@@ -289,9 +231,6 @@ func TestMapGPA(t *testing.T) {
 		})
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // Dynamic PAMT: a pair per 2 MiB physical range holding a 4K private page,
@@ -326,9 +265,9 @@ func TestDynamicPAMTAccounting(t *testing.T) {
 				continue
 			}
 			for _, hpa := range ev.Args[1:3] {
-				fo, ok := e.mem.FolioOf(addr.HPA(hpa).PFN())
-				if !ok || e.mem.SourceName(fo.Source) != "tdx.dpamt" || fo.Account != e.m.VM.Account() || !fo.Charged {
-					t.Errorf("DPAMT page %#x: %+v (source %s), want tdx.dpamt charged to the VM", hpa, fo, e.mem.SourceName(fo.Source))
+				fo, ok := e.host.Mem.FolioOf(addr.HPA(hpa).PFN())
+				if !ok || e.host.Mem.SourceName(fo.Source) != "tdx.dpamt" || fo.Account != e.m.VM.Account() || !fo.Charged {
+					t.Errorf("DPAMT page %#x: %+v (source %s), want tdx.dpamt charged to the VM", hpa, fo, e.host.Mem.SourceName(fo.Source))
 				}
 			}
 		}

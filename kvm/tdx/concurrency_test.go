@@ -3,12 +3,12 @@ package tdx_test
 import (
 	"errors"
 	"fmt"
-	"github.com/tdxsim/tdxsim/hostmem"
 	"testing"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
-	"github.com/tdxsim/tdxsim/kvm"
+	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdxmodule"
@@ -20,10 +20,7 @@ import (
 // pick must end with the mirror root and the S-EPT in agreement, no
 // violation, no deadlock, and a clean teardown.
 func TestConcurrentFaults(t *testing.T) {
-	seeds := 150
-	if testing.Short() {
-		seeds = 20
-	}
+	seeds := testkit.Seeds(150, 20)
 	var retries, frozenOrBusy int64
 	for seed := range seeds {
 		runClean(t, opts{seed: uint64(seed), vcpus: 4, dynamic: seed%2 == 0}, func(th *sched.Thread, e *env) {
@@ -76,7 +73,7 @@ func TestConcurrentFaults(t *testing.T) {
 func TestFrozenSPTESeenByConcurrentFault(t *testing.T) {
 	saw := false
 	for seed := uint64(0); seed < 60 && !saw; seed++ {
-		_, err := runTD(t, opts{seed: seed, vcpus: 2}, func(th *sched.Thread, e *env) {
+		runTD(t, opts{seed: seed, vcpus: 2}, func(th *sched.Thread, e *env) {
 			errs := e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
 				return accept(vt, v, 0, 16*kib)
 			})
@@ -91,9 +88,6 @@ func TestFrozenSPTESeenByConcurrentFault(t *testing.T) {
 			e.agree(0, 16*kib)
 			e.teardown(th)
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
 	}
 	if !saw {
 		t.Error("two vCPUs faulting the same pages never raced in 60 seeds")
@@ -104,7 +98,7 @@ func TestFrozenSPTESeenByConcurrentFault(t *testing.T) {
 // and retries; on BLOCK and REMOVE: tdh_do_no_vcpus blocks vCPU entry,
 // kicks, and the second attempt succeeds. Nothing dies.
 func TestInjectedBusyIsRetried(t *testing.T) {
-	e, err := runTD(t, opts{seed: 11, dynamic: true}, func(th *sched.Thread, e *env) {
+	e := runTD(t, opts{seed: 11, dynamic: true}, func(th *sched.Thread, e *env) {
 		n := map[tdxmodule.Leaf]int{}
 		e.mod.SetInjector(func(leaf tdxmodule.Leaf, in tdxmodule.Regs) (tdxmodule.Status, bool) {
 			switch leaf {
@@ -141,9 +135,6 @@ func TestInjectedBusyIsRetried(t *testing.T) {
 		e.agree(0, 512*kib)
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.clean()
 }
 
@@ -155,7 +146,7 @@ func TestInjectedBusyIsRetried(t *testing.T) {
 // reclaims what it can.
 func TestInjectedRemoveFailureKillsVM(t *testing.T) {
 	var victim addr.PFN
-	e, err := runTD(t, opts{seed: 12, dynamic: true}, func(th *sched.Thread, e *env) {
+	e := runTD(t, opts{seed: 12, dynamic: true}, func(th *sched.Thread, e *env) {
 		errs := e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
 			if i == 0 {
 				return accept(vt, v, 0, 64*kib)
@@ -187,11 +178,11 @@ func TestInjectedRemoveFailureKillsVM(t *testing.T) {
 		if _, ok := e.septMapped(4 * kib); !ok {
 			t.Error("the S-EPT should still map the page whose removal failed")
 		}
-		if !e.mem.IsAllocated(victim) {
+		if !e.host.Mem.IsAllocated(victim) {
 			t.Errorf("%v went back to the host while the S-EPT still maps it", victim)
 		}
 		// Every ioctl is EIO now; vCPUs stop.
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(0, 4*kib, true)); !errors.Is(err, errno.EIO) {
+		if err := e.setAttrs(th, 0, 4*kib, true); !errors.Is(err, errno.EIO) {
 			t.Errorf("ioctl on a dead VM: %v, want EIO", err)
 		}
 		errs = e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
@@ -205,9 +196,6 @@ func TestInjectedRemoveFailureKillsVM(t *testing.T) {
 		}
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var refused bool
 	for _, v := range e.c.Violations() {
 		if v.Name == hostmem.RuleFreeTDXOwned && addr.PFN(v.Args[0]) == victim {
@@ -221,7 +209,7 @@ func TestInjectedRemoveFailureKillsVM(t *testing.T) {
 	// reclaims S-EPT and control pages at teardown), so the module keeps
 	// it assigned and guest_memfd keeps it aside: it never returns to the
 	// allocator, even after teardown. That leak is on purpose.
-	if !e.mem.IsAllocated(victim) {
+	if !e.host.Mem.IsAllocated(victim) {
 		t.Errorf("%v went back to the host after teardown although the module still assigns it", victim)
 	}
 }
@@ -236,22 +224,14 @@ func TestHKIDPoolConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var vms [tds]*kvm.VM
 	var kt [tds]*tdx.TD
-	setup := sched.New(sched.Deterministic, 1, nil)
-	setup.Go("vmm", func(th *sched.Thread) {
+	testkit.Run(t, 1, nil, func(th *sched.Thread) {
 		for i := range tds {
-			if vms[i], err = host.Sys.CreateVM(th, kvm.TDXVM); err != nil {
-				return
-			}
-			if kt[i], err = host.NewTD(vms[i], tdx.Config{}); err != nil {
-				return
+			if kt[i], err = newTD(th, host); err != nil {
+				t.Fatal(err)
 			}
 		}
 	})
-	if rerr := setup.Run(); rerr != nil || err != nil {
-		t.Fatal(rerr, err)
-	}
 	var errs [tds]error
 	s := sched.New(sched.Parallel, 1, nil)
 	for i := range tds {
@@ -276,17 +256,13 @@ func TestHKIDPoolConcurrent(t *testing.T) {
 	if n := host.HKIDsInUse(); n != tds {
 		t.Errorf("%d HKIDs in use, want %d", n, tds)
 	}
-	teardown := sched.New(sched.Deterministic, 1, nil)
-	teardown.Go("vmm", func(th *sched.Thread) {
+	testkit.Run(t, 1, nil, func(th *sched.Thread) {
 		for i := range tds {
-			if err := vms[i].Close(th); err != nil {
+			if err := kt[i].VM().Close(th); err != nil {
 				t.Error(err)
 			}
 		}
 	})
-	if err := teardown.Run(); err != nil {
-		t.Fatal(err)
-	}
 	if n := host.HKIDsInUse(); n != 0 {
 		t.Errorf("%d HKIDs in use after every VM is closed", n)
 	}

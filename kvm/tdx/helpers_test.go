@@ -1,14 +1,13 @@
 package tdx_test
 
 import (
-	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/gmem"
-	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
@@ -25,14 +24,13 @@ const (
 // env is one host with one TD built by the VMM, finalized, ready to run.
 type env struct {
 	t     *testing.T
-	mem   *hostmem.Memory
+	host  *tdx.Host // its Mem is the host's memory, its Mod the TDX module
 	mod   *tdxmodule.Module
-	host  *tdx.Host
 	m     *vmm.VMM
 	td    *tdx.TD
 	c     *event.Counter
-	rec   *event.Recorder
-	free0 uint64 // free host pages before the TD
+	rec   *event.Recorder // every event, with opts.record
+	free0 uint64          // free host pages before the TD
 }
 
 type opts struct {
@@ -51,14 +49,16 @@ type opts struct {
 	kvm     *kvm.Config
 	vmm     vmm.Config // InPlace, GmemOffset
 	pin     bool       // the pin_private_pages policy
+	// splitFolioFirst is KVM's split_order=folio_first (on top of kvm).
+	splitFolioFirst bool
 	// terminate is teardown=terminate_vm: the VMM calls
 	// KVM_TDX_TERMINATE_VM before closing the guest_memfd.
 	terminate bool
 }
 
 // runTD builds a TD under the deterministic scheduler and runs body in the
-// VMM thread; it returns the scheduler's error (deadlock, panic).
-func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) (*env, error) {
+// VMM thread; a run that ends in error (a deadlock, a panic) fails t.
+func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) *env {
 	t.Helper()
 	if o.memBytes == 0 {
 		o.memBytes = 16 * mib
@@ -76,15 +76,22 @@ func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) (*env, err
 	}
 	vcfg := o.vmm
 	vcfg.MemBytes, vcfg.VCPUs, vcfg.TD = o.memBytes, o.vcpus, tdx.Config{MMU: o.mmu, PinPrivatePages: o.pin, TerminateVM: o.terminate}
+	if o.splitFolioFirst {
+		k := kvm.DefaultConfig()
+		if o.kvm != nil {
+			k = *o.kvm
+		}
+		k.SplitFolioFirst = true
+		o.kvm = &k
+	}
 	var err error
 	if e.host, err = vmm.NewHost(vmm.HostConfig{Bytes: 1<<30 + 2*o.memBytes, DynamicPAMT: o.dynamic, Packages: 2,
 		Allow1GAug: o.allow1G, KVM: o.kvm, TDs: []vmm.Config{vcfg}}, sink); err != nil {
 		t.Fatal(err)
 	}
-	e.mem, e.mod = e.host.Mem, e.host.Mod
-	e.free0 = e.mem.FreePages()
-	s := sched.New(sched.Deterministic, o.seed, sink)
-	s.Go("vmm", func(th *sched.Thread) {
+	e.mod = e.host.Mod
+	e.free0 = e.host.Mem.FreePages()
+	testkit.Run(t, o.seed, sink, func(th *sched.Thread) {
 		m, err := vmm.Create(th, e.host, vcfg)
 		if err != nil {
 			t.Errorf("vmm.Create: %v", err)
@@ -106,20 +113,49 @@ func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) (*env, err
 		}
 		body(th, e)
 	})
-	return e, s.Run()
+	return e
 }
 
 // runClean is runTD for a run that must end clean: no scheduler error, no
 // violation, and nothing left of the TD after teardown.
 func runClean(t *testing.T, o opts, body func(th *sched.Thread, e *env)) *env {
 	t.Helper()
-	e, err := runTD(t, o, body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := runTD(t, o, body)
 	e.noViolations()
 	e.clean()
 	return e
+}
+
+// bare runs body with a host and a fresh TDX VM (no INIT_VM yet).
+func bare(t *testing.T, body func(th *sched.Thread, h *tdx.Host, td *tdx.TD)) {
+	t.Helper()
+	k := testkit.NewHost(t, testkit.Config{})
+	mod, err := tdxmodule.New(k.Mem, tdxmodule.Config{DynamicPAMT: true, HKIDs: 2}, k.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Mem.SetGuard(mod)
+	h, err := tdx.NewHost(k.KVM, mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Run(t, 1, func(th *sched.Thread) {
+		td, err := newTD(th, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body(th, h, td)
+	})
+}
+
+// newTD is KVM_CREATE_VM of a KVM_X86_TDX_VM on h and its TD, before
+// KVM_TDX_INIT_VM.
+func newTD(th *sched.Thread, h *tdx.Host) (*tdx.TD, error) {
+	vm, err := h.Sys.CreateVM(th, kvm.TDXVM)
+	if err != nil {
+		return nil, err
+	}
+	return h.NewTD(vm, tdx.Config{})
 }
 
 // vcpus runs fn on each vCPU in its own thread and waits for all.
@@ -203,10 +239,10 @@ func (e *env) clean() {
 	if e.m == nil {
 		return
 	}
-	if u := e.mem.Usage(e.m.VM.Account()); u.Charged+u.Uncharged != 0 {
+	if u := e.host.Mem.Usage(e.m.VM.Account()); u.Charged+u.Uncharged != 0 {
 		e.t.Errorf("after teardown %+v still charged to %s", u, e.m.VM.Name())
 	}
-	if got := e.mem.FreePages(); got != e.free0 {
+	if got := e.host.Mem.FreePages(); got != e.free0 {
 		e.t.Errorf("after teardown %d host pages free, want %d (%d leaked)", got, e.free0, int64(e.free0)-int64(got))
 	}
 	if n := e.host.HKIDsInUse(); n != 0 {
@@ -217,20 +253,42 @@ func (e *env) clean() {
 	}
 }
 
+// wantErrno fails t unless err carries want (0: success).
+var wantErrno = testkit.WantErrno
+
 // noViolations fails on any violation event.
 func (e *env) noViolations() {
 	e.t.Helper()
-	for _, v := range e.c.Violations() {
-		e.t.Errorf("violation %s: %s", v.Name, v.Detail)
-	}
+	testkit.NoViolations(e.t, e.c)
 }
 
-func isErrno(err error, want error) bool { return errors.Is(err, want) }
+// violations fails on every violation whose rule is not one of expected,
+// and counts those of each expected rule.
+func (e *env) violations(expected ...string) map[string]int {
+	e.t.Helper()
+	return testkit.ExpectViolations(e.t, e.c, expected...)
+}
 
-func attrs(gpa, size uint64, private bool) kvm.MemoryAttributes {
+// privateRange is the private zap range of GFNs [start, end) in the slot
+// that holds start, as guest_memfd hands it to the MMU.
+func (e *env) privateRange(start, end addr.GFN) gmem.Range {
+	return gmem.Range{Slot: e.m.VM.SlotAt(start), Start: start, End: end, Filter: gmem.FilterPrivate}
+}
+
+// setAttrs is KVM_SET_MEMORY_ATTRIBUTES of [gpa, gpa+size): private, or
+// shared.
+func (e *env) setAttrs(th *sched.Thread, gpa, size uint64, private bool) error {
 	a := kvm.MemoryAttributes{Address: gpa, Size: size}
 	if private {
 		a.Attributes = gmem.AttrPrivate
 	}
-	return a
+	return e.m.VM.SetMemoryAttributes(th, a)
+}
+
+// mustSetAttrs is setAttrs that fails the test on error.
+func (e *env) mustSetAttrs(th *sched.Thread, gpa, size uint64, private bool) {
+	e.t.Helper()
+	if err := e.setAttrs(th, gpa, size, private); err != nil {
+		e.t.Fatal(err)
+	}
 }

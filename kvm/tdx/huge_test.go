@@ -8,14 +8,11 @@ import (
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/event"
-	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
-	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/kvm/mmu"
 	"github.com/tdxsim/tdxsim/kvm/tdx"
 	"github.com/tdxsim/tdxsim/sched"
 	"github.com/tdxsim/tdxsim/tdxmodule"
-	"github.com/tdxsim/tdxsim/vmm"
 )
 
 // Huge private pages (the TDX huge-page series v3, "KVM: TDX huge page support for private
@@ -103,9 +100,7 @@ func hugeOpts(seed uint64) opts {
 func TestHugeMappingLevel(t *testing.T) {
 	runClean(t, hugeOpts(1), func(th *sched.Thread, e *env) {
 		// Mixed attributes in [8M, 10M) before the guest asks for it.
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(8*mib+4*kib, 4*kib, false)); err != nil {
-			t.Fatal(err)
-		}
+		e.mustSetAttrs(th, 8*mib+4*kib, 4*kib, false)
 		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
 			if st, err := acceptAt(vt, v, 0, addr.Level2M); err != nil || st != tdxmodule.Success {
 				t.Errorf("2M accept at 0: %v, %v", st, err)
@@ -205,14 +200,12 @@ func TestHuge1G(t *testing.T) {
 // is refused and nothing changes (patch 09); under the write lock it is
 // BLOCK, TRACK, DEMOTE, with pages from the per-VM split cache.
 func TestSplitOnlyUnderWriteLock(t *testing.T) {
-	e, err := runTD(t, hugeOpts(1), func(th *sched.Thread, e *env) {
+	e := runTD(t, hugeOpts(1), func(th *sched.Thread, e *env) {
 		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
 			_, err := acceptAt(vt, v, 0, addr.Level2M)
 			return err
 		})
-		m, lock := e.td.MMU(), e.m.VM.MMULock()
-		slot := e.m.VM.SlotAt(0)
-		r := gmem.Range{Slot: slot, Start: 1, End: 2, Filter: gmem.FilterPrivate}
+		m, lock, r := e.td.MMU(), e.m.VM.MMULock(), e.privateRange(1, 2)
 		if err := m.TopUpSplitCache(th); err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +216,7 @@ func TestSplitOnlyUnderWriteLock(t *testing.T) {
 			t.Errorf("split under read mmu_lock: %v, want EBUSY", err)
 		}
 		e.wantLevel(0, addr.Level2M)
-		charged := e.mem.Usage(e.m.VM.Account()).Charged
+		charged := e.host.Mem.Usage(e.m.VM.Account()).Charged
 		lock.Lock(th)
 		err = m.SplitCrossBoundary(th, r)
 		lock.Unlock(th)
@@ -231,7 +224,7 @@ func TestSplitOnlyUnderWriteLock(t *testing.T) {
 			t.Fatalf("split under write mmu_lock: %v", err)
 		}
 		e.wantLevel(0, addr.Level4K)
-		if got := e.mem.Usage(e.m.VM.Account()).Charged; got != charged {
+		if got := e.host.Mem.Usage(e.m.VM.Account()).Charged; got != charged {
 			t.Errorf("the split allocated under mmu_lock: charged %d -> %d pages", charged, got)
 		}
 		for _, leaf := range []string{"TDH.MEM.RANGE.BLOCK", "TDH.MEM.TRACK", "TDH.MEM.PAGE.DEMOTE"} {
@@ -243,19 +236,8 @@ func TestSplitOnlyUnderWriteLock(t *testing.T) {
 		e.dpamtAgrees()
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lockViolations int
-	for _, v := range e.c.Violations() {
-		if v.Name == mmu.RuleLockNotHeld {
-			lockViolations++
-		} else {
-			t.Errorf("violation %s: %s", v.Name, v.Detail)
-		}
-	}
-	if lockViolations != 1 {
-		t.Errorf("%d mmu.lock-not-held reports, want 1 (the read-locked split)", lockViolations)
+	if n := e.violations(mmu.RuleLockNotHeld)[mmu.RuleLockNotHeld]; n != 1 {
+		t.Errorf("%d mmu.lock-not-held reports, want 1 (the read-locked split)", n)
 	}
 	e.clean()
 }
@@ -293,9 +275,7 @@ func TestCrossBoundarySplitOnAttributeChange(t *testing.T) {
 	runClean(t, hugeOpts(1), func(th *sched.Thread, e *env) {
 		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 4*mib) })
 		l0, _ := e.leafAt(0)
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(4*kib, 4*kib, false)); err != nil {
-			t.Fatal(err)
-		}
+		e.mustSetAttrs(th, 4*kib, 4*kib, false)
 		e.wantLevel(0, addr.Level4K)
 		e.wantLevel(8*kib, addr.Level4K)
 		e.wantLevel(2*mib, addr.Level2M)
@@ -305,9 +285,7 @@ func TestCrossBoundarySplitOnAttributeChange(t *testing.T) {
 		if got := e.host.DPAMTRef(l0.PFN); got != 511 {
 			t.Errorf("split range's refcount %d, want 511 (512 from DEMOTE, one removed)", got)
 		}
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(2*mib, 2*mib, false)); err != nil {
-			t.Fatal(err)
-		}
+		e.mustSetAttrs(th, 2*mib, 2*mib, false)
 		if s := e.td.MMU().Stats(); s.Splits[addr.Level2M] != 1 {
 			t.Errorf("%d 2M splits, want 1: an aligned range splits nothing", s.Splits[addr.Level2M])
 		}
@@ -339,18 +317,18 @@ func TestFailedSplitAbortsConversion(t *testing.T) {
 		})
 		var hog []addr.PFN
 		for {
-			p, err := e.mem.Alloc(th, hostmem.Request{Source: hostmem.SourceBuddy})
+			p, err := e.host.Mem.Alloc(th, hostmem.Request{Source: hostmem.SourceBuddy})
 			if err != nil {
 				break
 			}
 			hog = append(hog, p)
 		}
-		err := e.m.VM.SetMemoryAttributes(th, attrs(4*kib, 4*kib, false))
+		err := e.setAttrs(th, 4*kib, 4*kib, false)
 		if !errors.Is(err, errno.ENOMEM) {
 			t.Errorf("conversion with no memory for the split: %v, want ENOMEM", err)
 		}
 		for _, p := range hog {
-			_ = e.mem.Free(th, p, hostmem.SourceBuddy)
+			_ = e.host.Mem.Free(th, p, hostmem.SourceBuddy)
 		}
 		if !e.m.VM.IsPrivate(addr.GPA(4 * kib).GFN()) {
 			t.Errorf("the failed conversion changed the attribute")
@@ -363,7 +341,7 @@ func TestFailedSplitAbortsConversion(t *testing.T) {
 			readTags(t, vt, v, 4*kib)
 			return nil
 		})
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(4*kib, 4*kib, false)); err != nil {
+		if err := e.setAttrs(th, 4*kib, 4*kib, false); err != nil {
 			t.Errorf("retry with memory: %v", err)
 		}
 		e.wantLevel(0, addr.Level4K)
@@ -410,11 +388,9 @@ func TestAcceptLevelMismatch(t *testing.T) {
 func TestNoMerging(t *testing.T) {
 	runClean(t, hugeOpts(1), func(th *sched.Thread, e *env) {
 		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 2*mib) })
-		for _, a := range []kvm.MemoryAttributes{attrs(4*kib, 4*kib, false), attrs(0, 2*mib, false), attrs(0, 2*mib, true)} {
-			if err := e.m.VM.SetMemoryAttributes(th, a); err != nil {
-				t.Fatal(err)
-			}
-		}
+		e.mustSetAttrs(th, 4*kib, 4*kib, false)
+		e.mustSetAttrs(th, 0, 2*mib, false)
+		e.mustSetAttrs(th, 0, 2*mib, true)
 		gfn := addr.GPA(0).GFN()
 		if !e.m.VM.SlotAt(gfn).HugePageAllowed(addr.Level2M, gfn) {
 			t.Fatalf("setup: the range should be allowed 2M again (uniform, not inhibited)")
@@ -446,9 +422,7 @@ func TestDynamicPAMTPerLevel(t *testing.T) {
 		if e.host.DPAMTRef(l.PFN) != 0 {
 			t.Errorf("a 2M mapping has a page pair")
 		}
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(0, 4*kib, false)); err != nil {
-			t.Fatal(err)
-		}
+		e.mustSetAttrs(th, 0, 4*kib, false)
 		if got := e.host.DPAMTRef(l.PFN); got != 511 {
 			t.Errorf("after DEMOTE and one removal: refcount %d, want 511", got)
 		}
@@ -457,9 +431,7 @@ func TestDynamicPAMTPerLevel(t *testing.T) {
 		if got := e.c.Calls()["TDH.PHYMEM.PAMT.ADD"] - adds; got > 1 {
 			t.Errorf("%d PAMT.ADDs for one split, want at most 1", got)
 		}
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(0, 2*mib, false)); err != nil {
-			t.Fatal(err)
-		}
+		e.mustSetAttrs(th, 0, 2*mib, false)
 		if got := e.host.DPAMTRef(l.PFN); got != 0 {
 			t.Errorf("every 4K page removed: refcount %d, want 0", got)
 		}
@@ -476,27 +448,20 @@ func TestDynamicPAMTPerLevel(t *testing.T) {
 func TestFailedPAMTPutWarns(t *testing.T) {
 	o := hugeOpts(1)
 	o.record = true
-	e, err := runTD(t, o, func(th *sched.Thread, e *env) {
+	e := runTD(t, o, func(th *sched.Thread, e *env) {
 		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 2*mib) })
 		l, _ := e.leafAt(0)
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(0, 4*kib, false)); err != nil {
-			t.Fatal(err)
-		}
+		e.mustSetAttrs(th, 0, 4*kib, false)
 		e.mod.SetInjector(func(leaf tdxmodule.Leaf, in tdxmodule.Regs) (tdxmodule.Status, bool) {
 			return tdxmodule.OperandInvalid, leaf == tdxmodule.LeafPhymemPAMTRemove
 		})
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(0, 2*mib, false)); err != nil {
-			t.Fatal(err)
-		}
+		e.mustSetAttrs(th, 0, 2*mib, false)
 		e.mod.SetInjector(nil)
 		if got := e.host.DPAMTRef(l.PFN); got != 1 {
 			t.Errorf("after a failed put: refcount %d, want 1 (kept)", got)
 		}
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	warned := false
 	for _, ev := range e.rec.Events() {
 		if ev.Kind == event.KindTDX && ev.Name == "WARN" {
@@ -553,11 +518,9 @@ func TestSplitOrder(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			o := hugeOpts(1)
 			o.record = true
-			o.vmm = vmm.Config{InPlace: true}
-			k := kvm.DefaultConfig()
-			k.SplitFolioFirst = folioFirst
-			o.kvm = &k
-			e, err := runTD(t, o, func(th *sched.Thread, e *env) {
+			o.vmm.InPlace = true
+			o.splitFolioFirst = folioFirst
+			e := runTD(t, o, func(th *sched.Thread, e *env) {
 				e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
 					if err := acceptTagged(vt, v, 0, 2*mib); err != nil {
 						return err
@@ -587,19 +550,9 @@ func TestSplitOrder(t *testing.T) {
 				e.agreeLeaves()
 				e.teardown(th)
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
 			// folio_first splits the folio while the S-EPT maps it 2M:
 			// the TDX module's split guard reports it.
-			var split int
-			for _, v := range e.c.Violations() {
-				if v.Name == hostmem.RuleSplitMappedHuge {
-					split++
-				} else {
-					t.Errorf("violation %s: %s", v.Name, v.Detail)
-				}
-			}
+			split := e.violations(hostmem.RuleSplitMappedHuge)[hostmem.RuleSplitMappedHuge]
 			if (split > 0) != folioFirst {
 				t.Errorf("%s: %d split-mapped-huge violations", name, split)
 			}
@@ -626,15 +579,13 @@ func TestPinPrivatePages(t *testing.T) {
 		if !ok || l.Level != addr.Level2M {
 			t.Fatalf("no 2M leaf at 0: %+v", l)
 		}
-		if f, _ := e.mem.FolioOf(l.PFN); f.Ref != 1+512 {
+		if f, _ := e.host.Mem.FolioOf(l.PFN); f.Ref != 1+512 {
 			t.Errorf("folio refcount %d after a pinned 2M AUG, want 513 (guest_memfd's + 512 pins)", f.Ref)
 		}
 		// Convert one 4K page to shared: the leaf is demoted (pins
 		// stay), the page is removed (its pin goes).
-		if err := e.m.VM.SetMemoryAttributes(th, attrs(0, 4*kib, false)); err != nil {
-			t.Fatal(err)
-		}
-		if f, _ := e.mem.FolioOf(l.PFN); f.Ref != 1+511 {
+		e.mustSetAttrs(th, 0, 4*kib, false)
+		if f, _ := e.host.Mem.FolioOf(l.PFN); f.Ref != 1+511 {
 			t.Errorf("folio refcount %d after removing one 4K page, want 512", f.Ref)
 		}
 		if got := e.td.Stats().PagesPinned; got != 511 {

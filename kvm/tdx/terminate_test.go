@@ -58,8 +58,9 @@ func TestTerminateVMReclaimsWithoutRemove(t *testing.T) {
 // (kvm_vm_dead) and a second call is EIO.
 func TestTerminateVMErrnos(t *testing.T) {
 	runClean(t, opts{seed: 5}, func(th *sched.Thread, e *env) {
-		if err := e.td.TerminateVM(th); !isErrno(err, errno.EINVAL) || e.td.HKID() == 0 || e.m.VM.Dead() {
-			t.Errorf("no sub-command: %v, HKID %d, dead %v; want EINVAL and nothing changed", err, e.td.HKID(), e.m.VM.Dead())
+		wantErrno(t, "no sub-command", e.td.TerminateVM(th), errno.EINVAL)
+		if e.td.HKID() == 0 || e.m.VM.Dead() {
+			t.Errorf("no sub-command changed the TD: HKID %d, dead %v", e.td.HKID(), e.m.VM.Dead())
 		}
 		e.teardown(th)
 	})
@@ -67,12 +68,9 @@ func TestTerminateVMErrnos(t *testing.T) {
 		if err := e.td.TerminateVM(th); err != nil || e.td.HKID() != 0 || !e.m.VM.Dead() {
 			t.Errorf("terminate: %v, HKID %d, dead %v", err, e.td.HKID(), e.m.VM.Dead())
 		}
-		if err := e.td.TerminateVM(th); !isErrno(err, errno.EIO) {
-			t.Errorf("second terminate: %v, want EIO", err)
-		}
-		if _, err := e.td.Finalize(th); !isErrno(err, errno.EIO) {
-			t.Errorf("KVM_TDX_FINALIZE_VM after KVM_TDX_TERMINATE_VM: %v, want EIO", err)
-		}
+		wantErrno(t, "second terminate", e.td.TerminateVM(th), errno.EIO)
+		_, err := e.td.Finalize(th)
+		wantErrno(t, "KVM_TDX_FINALIZE_VM after KVM_TDX_TERMINATE_VM", err, errno.EIO)
 		e.teardown(th)
 	})
 }

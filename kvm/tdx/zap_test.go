@@ -1,6 +1,7 @@
 package tdx_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/tdxsim/tdxsim/addr"
@@ -163,7 +164,7 @@ func TestZapMemtypeNeverZapsPrivate(t *testing.T) {
 					_, err := v.Read(vt, 0)
 					return err
 				})
-				lost = errs[0] != nil && isErrno(errs[0], tdx.ErrVE)
+				lost = errs[0] != nil && errors.Is(errs[0], tdx.ErrVE)
 				e.teardown(th)
 			})
 			if lost != zapPrivate {
@@ -228,13 +229,10 @@ func TestMirrorRootNeverReplaced(t *testing.T) {
 // gmem release (closing the file) zaps private leaves while the HKID is
 // still assigned; the VM is destroyed only afterwards.
 func TestTeardownOrder(t *testing.T) {
-	e, err := runTD(t, opts{seed: 7, dynamic: true, record: true}, func(th *sched.Thread, e *env) {
+	e := runTD(t, opts{seed: 7, dynamic: true, record: true}, func(th *sched.Thread, e *env) {
 		acceptAndShare(t, th, e)
 		e.teardown(th)
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var order []string
 	for _, ev := range e.rec.Events() {
 		switch {
