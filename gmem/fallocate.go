@@ -1,8 +1,6 @@
 package gmem
 
 import (
-	"sort"
-
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/hostmem"
@@ -92,7 +90,7 @@ func (f *File) allocate(t *sched.Thread, offset, length uint64) error {
 
 // folioEnd returns the index after the folio holding index.
 func (f *File) folioEnd(index uint64) uint64 {
-	c := f.chunks[index>>9]
+	c := f.chunks.get(index >> 9)
 	if c == nil || c.order == 0 {
 		return index + 1
 	}
@@ -113,7 +111,7 @@ func (f *File) getFolio(t *sched.Thread, index uint64) (addr.PFN, error) {
 // __filemap_get_folio). The caller holds f.pc.
 func (f *File) folioChunk(t *sched.Thread, index uint64) (*chunk, addr.PFN, error) {
 	ci, off := index>>9, index&511
-	c := f.chunks[ci]
+	c := f.chunks.get(ci)
 	if c != nil && c.present.get(off) {
 		return c, c.pfn(off), nil
 	}
@@ -124,7 +122,7 @@ func (f *File) folioChunk(t *sched.Thread, index uint64) (*chunk, addr.PFN, erro
 		}
 		if c == nil {
 			c = &chunk{}
-			f.chunks[ci] = c
+			f.chunks.set(ci, c)
 		}
 		c.pfns.set(off, pfn)
 		c.present.set(off)
@@ -142,10 +140,10 @@ func (f *File) folioChunk(t *sched.Thread, index uint64) (*chunk, addr.PFN, erro
 	n := uint64(1) << f.pageOrder
 	first := index &^ (n - 1)
 	for i := uint64(0); i < n; i += 512 {
-		f.chunks[(first+i)>>9] = &chunk{order: f.pageOrder, base: head + addr.PFN(i), present: full}
+		f.chunks.set((first+i)>>9, &chunk{order: f.pageOrder, base: head + addr.PFN(i), present: full})
 	}
 	f.pages += n
-	return f.chunks[ci], head + addr.PFN(index-first), nil
+	return f.chunks.get(ci), head + addr.PFN(index-first), nil
 }
 
 func (c *chunk) pfn(off uint64) addr.PFN {
@@ -156,28 +154,12 @@ func (c *chunk) pfn(off uint64) addr.PFN {
 }
 
 // chunkKeys returns the indexes of present chunks overlapping [start, end),
-// sorted, without ranging over the whole file when the range is small.
+// sorted.
 func (f *File) chunkKeys(start, end uint64) []uint64 {
 	if start >= end {
 		return nil
 	}
-	lo, hi := start>>9, (end-1)>>9
-	var keys []uint64
-	if hi-lo < uint64(len(f.chunks)) {
-		for k := lo; k <= hi; k++ {
-			if f.chunks[k] != nil {
-				keys = append(keys, k)
-			}
-		}
-		return keys
-	}
-	for k := range f.chunks {
-		if k >= lo && k <= hi {
-			keys = append(keys, k)
-		}
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
-	return keys
+	return f.chunks.keys(start>>9, (end-1)>>9)
 }
 
 // ranges returns, for each binding overlapping file indexes [start, end),

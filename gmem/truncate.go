@@ -93,7 +93,7 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 		}
 	}
 	for _, k := range f.chunkKeys(start, end) {
-		c := f.chunks[k]
+		c := f.chunks.get(k)
 		if c == nil {
 			continue // freed with its huge folio already
 		}
@@ -122,7 +122,7 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 			f.pages--
 		}
 		if c.present.empty() {
-			delete(f.chunks, k)
+			f.chunks.del(k)
 		}
 	}
 	return nil
@@ -132,7 +132,7 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 // split) and frees it to its pool.
 func (f *File) freeHuge(t *sched.Thread, first uint64) error {
 	n := uint64(1) << f.pageOrder
-	c0 := f.chunks[first>>9]
+	c0 := f.chunks.get(first >> 9)
 	if c0 == nil {
 		return nil
 	}
@@ -150,7 +150,7 @@ func (f *File) freeHuge(t *sched.Thread, first uint64) error {
 		return errno.Wrapf("truncate", errno.EBUSY, err, "index %#x", first)
 	}
 	for i := uint64(0); i < n; i += 512 {
-		delete(f.chunks, (first+i)>>9)
+		f.chunks.del((first + i) >> 9)
 	}
 	f.pages -= n
 	return nil
@@ -208,7 +208,7 @@ func (f *File) Reap(t *sched.Thread) int {
 // referenced by guest_memfd alone. It returns the first offending index.
 func (f *File) safeRefcount(start, end uint64) (uint64, bool) {
 	for _, k := range f.chunkKeys(start, end) {
-		c := f.chunks[k]
+		c := f.chunks.get(k)
 		lo, hi := max(start, k<<9), min(end, (k+1)<<9)
 		for i := lo; i < hi; i++ {
 			if !c.present.get(i & 511) {

@@ -258,6 +258,11 @@ func (m *Memory) Get(pfn addr.PFN) error {
 func (m *Memory) GetFolio(pfn addr.PFN) (Folio, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.getFolio(pfn)
+}
+
+// getFolio is GetFolio under m.mu.
+func (m *Memory) getFolio(pfn addr.PFN) (Folio, error) {
 	head, hp, ok := m.folioHead(pfn)
 	if !ok || pfn >= m.npages {
 		return Folio{}, &Error{Op: "get", PFN: pfn, Err: ErrNotAllocated}
@@ -265,6 +270,20 @@ func (m *Memory) GetFolio(pfn addr.PFN) (Folio, error) {
 	hp.ref++
 	m.setHead(head, func(p *pageMeta) { p.ref = hp.ref })
 	return Folio{Head: head, Order: hp.order(), Ref: hp.ref, Source: hp.src, Account: hp.acct, Charged: hp.charged()}, nil
+}
+
+// ClearGetFolio is the fault path's SetTag(pfn, 0) when clear (the
+// page's clear_highpage) and GetFolio, in one lock round and one lookup
+// of the folio: kvm_gmem_get_pfn()'s clear and folio_get().
+func (m *Memory) ClearGetFolio(t *sched.Thread, pfn addr.PFN, clear bool) (Folio, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if clear {
+		if err := m.fillTag(t, pfn, 0, 0); err != nil {
+			return Folio{}, err
+		}
+	}
+	return m.getFolio(pfn)
 }
 
 // Put drops a reference taken with Get (folio_put). Dropping the folio's own
@@ -451,6 +470,11 @@ func (m *Memory) SetTag(t *sched.Thread, pfn addr.PFN, tag Tag) error {
 func (m *Memory) FillTag(t *sched.Thread, pfn addr.PFN, order addr.Order, tag Tag) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.fillTag(t, pfn, order, tag)
+}
+
+// fillTag is FillTag under m.mu.
+func (m *Memory) fillTag(t *sched.Thread, pfn addr.PFN, order addr.Order, tag Tag) error {
 	if order > maxOrder || pfn&(addr.PFN(1)<<order-1) != 0 || pfn+addr.PFN(1)<<order > m.npages {
 		return &Error{Op: "write", PFN: pfn, Err: ErrBadRequest, Detail: "block not aligned or out of range"}
 	}
