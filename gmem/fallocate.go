@@ -102,23 +102,26 @@ func (f *File) folioEnd(index uint64) uint64 {
 // (kvm_gmem_get_folio / __filemap_get_folio(FGP_CREAT)). The caller holds
 // f.pc.
 func (f *File) getFolio(t *sched.Thread, index uint64) (addr.PFN, error) {
-	_, pfn, err := f.folioChunk(t, index)
+	_, pfn, _, err := f.folioChunk(t, index, false)
 	return pfn, err
 }
 
 // folioChunk is getFolio that also returns the chunk holding index, so the
 // fault path looks the page cache up once (one xarray walk in
-// __filemap_get_folio). The caller holds f.pc.
-func (f *File) folioChunk(t *sched.Thread, index uint64) (*chunk, addr.PFN, error) {
+// __filemap_get_folio). With get, a folio it creates comes with the
+// caller's reference as well (folio_get, in the allocation's lock round),
+// and fresh says so; an existing folio gets none here. The caller holds
+// f.pc.
+func (f *File) folioChunk(t *sched.Thread, index uint64, get bool) (c *chunk, pfn addr.PFN, fresh bool, err error) {
 	ci, off := index>>9, index&511
-	c := f.chunks.get(ci)
+	c = f.chunks.get(ci)
 	if c != nil && c.present.get(off) {
-		return c, c.pfn(off), nil
+		return c, c.pfn(off), false, nil
 	}
 	if f.pageOrder == 0 {
-		pfn, err := f.mem.Alloc(t, hostmem.Request{Order: 0, Source: hostmem.SourceBuddy, Account: f.owner.Account(), Charged: true})
+		pfn, err := f.mem.Alloc(t, hostmem.Request{Order: 0, Source: hostmem.SourceBuddy, Account: f.owner.Account(), Charged: true, GetRef: get})
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 		if c == nil {
 			c = &chunk{}
@@ -127,15 +130,15 @@ func (f *File) folioChunk(t *sched.Thread, index uint64) (*chunk, addr.PFN, erro
 		c.pfns.set(off, pfn)
 		c.present.set(off)
 		f.pages++
-		return c, pfn, nil
+		return c, pfn, true, nil
 	}
 	src := hostmem.SourceHuge2M
 	if f.pageOrder == addr.Order1G {
 		src = hostmem.SourceHuge1G
 	}
-	head, err := f.mem.Alloc(t, hostmem.Request{Order: f.pageOrder, Source: src, Account: f.owner.Account(), Charged: true})
+	head, err := f.mem.Alloc(t, hostmem.Request{Order: f.pageOrder, Source: src, Account: f.owner.Account(), Charged: true, GetRef: get})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	n := uint64(1) << f.pageOrder
 	first := index &^ (n - 1)
@@ -143,7 +146,7 @@ func (f *File) folioChunk(t *sched.Thread, index uint64) (*chunk, addr.PFN, erro
 		f.chunks.set((first+i)>>9, &chunk{order: f.pageOrder, base: head + addr.PFN(i), present: full})
 	}
 	f.pages += n
-	return f.chunks.get(ci), head + addr.PFN(index-first), nil
+	return f.chunks.get(ci), head + addr.PFN(index-first), true, nil
 }
 
 func (c *chunk) pfn(off uint64) addr.PFN {

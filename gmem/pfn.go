@@ -50,9 +50,20 @@ func GetPFN(t *sched.Thread, slot Slot, gfn addr.GFN) (PFN, error) {
 	if f.boundSlot(index) != slot {
 		return PFN{}, errno.Newf(op, errno.EIO, "index %#x is not bound to this memslot", index)
 	}
-	c, pfn, err := f.folioChunk(t, index)
+	// A 4K folio created here comes with the fault's reference.
+	c, pfn, fresh, err := f.folioChunk(t, index, f.pageOrder == 0)
 	if err != nil {
 		return PFN{}, errno.Wrapf(op, errno.ENOMEM, err, "index %#x", index)
+	}
+	if fresh && f.pageOrder == 0 {
+		if f.poisonedIn(c, index) { // truncation clears the bit: never
+			_ = f.mem.Put(t, pfn)
+			return PFN{}, errno.Newf(op, errno.EHWPOISON, "index %#x is in a hwpoisoned folio", index)
+		}
+		// A page just allocated holds zeros (hostmem's Alloc): up to
+		// date without a clear, and no second lookup.
+		c.uptodate.set(index & 511)
+		return PFN{PFN: pfn, MaxOrder: 0}, nil
 	}
 	if f.poisonedIn(c, index) {
 		return PFN{}, errno.Newf(op, errno.EHWPOISON, "index %#x is in a hwpoisoned folio", index)

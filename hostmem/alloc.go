@@ -118,7 +118,11 @@ func (m *Memory) Alloc(t *sched.Thread, r Request) (addr.PFN, error) {
 		}
 	}
 	m.setBlock(pfn, r.Order, pageMeta{of: packOf(r.Order, stAlloc, r.Charged), acct: r.Account, src: r.Source})
-	m.setHead(pfn, func(p *pageMeta) { p.ref = 1 })
+	ref := int32(1)
+	if r.GetRef {
+		ref = 2
+	}
+	m.setHead(pfn, func(p *pageMeta) { p.ref = ref })
 	m.charge(r.Account, r.Charged, int64(1)<<r.Order)
 	if m.sink == event.Discard {
 		return pfn, nil // nobody listens: skip building and stamping the event
