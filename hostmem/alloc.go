@@ -165,13 +165,7 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 	// One lock round for the folio and the guard, not three.
 	var vetoed error
 	m.mu.Lock()
-	var headOrder addr.Order
-	isHead := false
-	if pfn < m.npages {
-		if head, hp, ok := m.folioHead(pfn); ok && head == pfn {
-			headOrder, isHead = hp.order(), true
-		}
-	}
+	headOrder, isHead := m.headOrder(pfn)
 	g := m.guard
 	m.mu.Unlock()
 	if isHead && g != nil {
@@ -179,6 +173,22 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.freeLocked(t, pfn, src, vetoed)
+}
+
+// headOrder is the order of the allocated folio pfn heads, if it heads
+// one. m.mu is held.
+func (m *Memory) headOrder(pfn addr.PFN) (addr.Order, bool) {
+	if pfn < m.npages {
+		if head, hp, ok := m.folioHead(pfn); ok && head == pfn {
+			return hp.order(), true
+		}
+	}
+	return 0, false
+}
+
+// freeLocked is Free under m.mu, with the guard's answer (vetoed) already asked.
+func (m *Memory) freeLocked(t *sched.Thread, pfn addr.PFN, src Source, vetoed error) error {
 	if pfn >= m.npages {
 		return &Error{Op: "free", PFN: pfn, Rule: RuleRange, Err: ErrRange}
 	}
