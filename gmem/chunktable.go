@@ -6,7 +6,25 @@ package gmem
 // and no map hashing. Kernel: the xarray under mapping->i_pages.
 type chunkTable struct {
 	dirs []*[512]*chunk
-	n    int // chunks present
+	n    int     // chunks present
+	slab []chunk // the rest of the last block of chunks allocated
+}
+
+// slabChunks is how many chunks are allocated at once: a 2M fault then
+// costs no Go allocation of its own (one per 128 MiB of folios).
+const slabChunks = 64
+
+// alloc returns a new chunk holding c, carved from a block of
+// slabChunks. A deleted chunk is not reused (a caller may still hold it);
+// its block is freed once none of its chunks is referenced.
+func (t *chunkTable) alloc(c chunk) *chunk {
+	if len(t.slab) == 0 {
+		t.slab = make([]chunk, slabChunks)
+	}
+	p := &t.slab[0]
+	*p = c
+	t.slab = t.slab[1:]
+	return p
 }
 
 // get returns the chunk at key k, or nil.

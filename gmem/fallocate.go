@@ -124,7 +124,7 @@ func (f *File) folioChunk(t *sched.Thread, index uint64, get bool) (c *chunk, pf
 			return nil, 0, false, err
 		}
 		if c == nil {
-			c = &chunk{}
+			c = f.chunks.alloc(chunk{})
 			f.chunks.set(ci, c)
 		}
 		c.pfns.set(off, pfn)
@@ -143,7 +143,7 @@ func (f *File) folioChunk(t *sched.Thread, index uint64, get bool) (c *chunk, pf
 	n := uint64(1) << f.pageOrder
 	first := index &^ (n - 1)
 	for i := uint64(0); i < n; i += 512 {
-		f.chunks.set((first+i)>>9, &chunk{order: f.pageOrder, base: head + addr.PFN(i), present: full})
+		f.chunks.set((first+i)>>9, f.chunks.alloc(chunk{order: f.pageOrder, base: head + addr.PFN(i), present: full}))
 	}
 	f.pages += n
 	return f.chunks.get(ci), head + addr.PFN(index-first), true, nil
