@@ -83,7 +83,7 @@ func (f *File) applyContent(t *sched.Thread, flags, start, end uint64) {
 	f.pc.Lock()
 	stop := false
 	for _, k := range f.chunkKeys(start, end) {
-		c := f.chunks[k]
+		c := f.chunks.get(k)
 		lo, hi := max(start, k<<9), min(end, (k+1)<<9)
 		if c.order > 0 && lo == k<<9 && hi == (k+1)<<9 && c.poison.empty() && c.present == full {
 			_ = f.mem.FillTag(t, c.base, 9, 0)

@@ -1,8 +1,6 @@
 package gmem
 
 import (
-	"sort"
-
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/hostmem"
@@ -92,7 +90,7 @@ func (f *File) allocate(t *sched.Thread, offset, length uint64) error {
 
 // folioEnd returns the index after the folio holding index.
 func (f *File) folioEnd(index uint64) uint64 {
-	c := f.chunks[index>>9]
+	c := f.chunks.get(index >> 9)
 	if c == nil || c.order == 0 {
 		return index + 1
 	}
@@ -104,48 +102,51 @@ func (f *File) folioEnd(index uint64) uint64 {
 // (kvm_gmem_get_folio / __filemap_get_folio(FGP_CREAT)). The caller holds
 // f.pc.
 func (f *File) getFolio(t *sched.Thread, index uint64) (addr.PFN, error) {
-	_, pfn, err := f.folioChunk(t, index)
+	_, pfn, _, err := f.folioChunk(t, index, false)
 	return pfn, err
 }
 
 // folioChunk is getFolio that also returns the chunk holding index, so the
 // fault path looks the page cache up once (one xarray walk in
-// __filemap_get_folio). The caller holds f.pc.
-func (f *File) folioChunk(t *sched.Thread, index uint64) (*chunk, addr.PFN, error) {
+// __filemap_get_folio). With get, a folio it creates comes with the
+// caller's reference as well (folio_get, in the allocation's lock round),
+// and fresh says so; an existing folio gets none here. The caller holds
+// f.pc.
+func (f *File) folioChunk(t *sched.Thread, index uint64, get bool) (c *chunk, pfn addr.PFN, fresh bool, err error) {
 	ci, off := index>>9, index&511
-	c := f.chunks[ci]
+	c = f.chunks.get(ci)
 	if c != nil && c.present.get(off) {
-		return c, c.pfn(off), nil
+		return c, c.pfn(off), false, nil
 	}
 	if f.pageOrder == 0 {
-		pfn, err := f.mem.Alloc(t, hostmem.Request{Order: 0, Source: hostmem.SourceBuddy, Account: f.owner.Account(), Charged: true})
+		pfn, err := f.mem.Alloc(t, hostmem.Request{Order: 0, Source: hostmem.SourceBuddy, Account: f.owner.Account(), Charged: true, GetRef: get})
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
 		if c == nil {
-			c = &chunk{}
-			f.chunks[ci] = c
+			c = f.chunks.alloc(chunk{})
+			f.chunks.set(ci, c)
 		}
 		c.pfns.set(off, pfn)
 		c.present.set(off)
 		f.pages++
-		return c, pfn, nil
+		return c, pfn, true, nil
 	}
 	src := hostmem.SourceHuge2M
 	if f.pageOrder == addr.Order1G {
 		src = hostmem.SourceHuge1G
 	}
-	head, err := f.mem.Alloc(t, hostmem.Request{Order: f.pageOrder, Source: src, Account: f.owner.Account(), Charged: true})
+	head, err := f.mem.Alloc(t, hostmem.Request{Order: f.pageOrder, Source: src, Account: f.owner.Account(), Charged: true, GetRef: get})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	n := uint64(1) << f.pageOrder
 	first := index &^ (n - 1)
 	for i := uint64(0); i < n; i += 512 {
-		f.chunks[(first+i)>>9] = &chunk{order: f.pageOrder, base: head + addr.PFN(i), present: full}
+		f.chunks.set((first+i)>>9, f.chunks.alloc(chunk{order: f.pageOrder, base: head + addr.PFN(i), present: full}))
 	}
 	f.pages += n
-	return f.chunks[ci], head + addr.PFN(index-first), nil
+	return f.chunks.get(ci), head + addr.PFN(index-first), true, nil
 }
 
 func (c *chunk) pfn(off uint64) addr.PFN {
@@ -156,28 +157,12 @@ func (c *chunk) pfn(off uint64) addr.PFN {
 }
 
 // chunkKeys returns the indexes of present chunks overlapping [start, end),
-// sorted, without ranging over the whole file when the range is small.
+// sorted.
 func (f *File) chunkKeys(start, end uint64) []uint64 {
 	if start >= end {
 		return nil
 	}
-	lo, hi := start>>9, (end-1)>>9
-	var keys []uint64
-	if hi-lo < uint64(len(f.chunks)) {
-		for k := lo; k <= hi; k++ {
-			if f.chunks[k] != nil {
-				keys = append(keys, k)
-			}
-		}
-		return keys
-	}
-	for k := range f.chunks {
-		if k >= lo && k <= hi {
-			keys = append(keys, k)
-		}
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
-	return keys
+	return f.chunks.keys(start>>9, (end-1)>>9)
 }
 
 // ranges returns, for each binding overlapping file indexes [start, end),

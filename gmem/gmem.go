@@ -208,11 +208,11 @@ type File struct {
 	// sync.Mutex, not a sched lock: nothing under it yields, so it never
 	// changes the deterministic interleaving.
 	pc       sync.Mutex
-	chunks   map[uint64]*chunk // by index>>9
-	attrs    rangemap.Map      // index -> AttrPrivate or 0
-	bindings []binding         // sorted by start, disjoint
-	maps     []*Mapping        // live userspace mappings
-	orphans  []orphan          // truncated folios still referenced elsewhere
+	chunks   chunkTable   // by index>>9
+	attrs    rangemap.Map // index -> AttrPrivate or 0
+	bindings []binding    // sorted by start, disjoint
+	maps     []*Mapping   // live userspace mappings
+	orphans  []orphan     // truncated folios still referenced elsewhere
 
 	refs     int  // the fd plus each mapping (a VMA holds a file reference)
 	closed   bool // the fd was closed
@@ -253,7 +253,6 @@ func Create(t *sched.Thread, mem *hostmem.Memory, owner Owner, cfg Config, a Cre
 		mem: mem, sink: sink, owner: owner, ino: cfg.Ino,
 		size: a.Size, flags: a.Flags, pageOrder: a.PageOrder, inPlace: a.InPlace, folioFirst: cfg.SplitFolioFirst, contentModes: cfg.ContentModes,
 		invalidate: sched.NewRWSem("mapping.invalidate_lock"),
-		chunks:     map[uint64]*chunk{},
 		refs:       1,
 	}
 	if a.Flags&FlagInitShared == 0 {

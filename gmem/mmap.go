@@ -102,7 +102,7 @@ func (m *Mapping) dropPages(t *sched.Thread, start, end uint64) {
 			return
 		}
 		for i := s; i < e; i++ {
-			if c := m.f.chunks[i>>9]; c != nil && c.present.get(i&511) {
+			if c := m.f.chunks.get(i >> 9); c != nil && c.present.get(i&511) {
 				_ = m.f.mem.Put(t, c.pfn(i&511))
 			}
 		}
@@ -136,7 +136,7 @@ func (m *Mapping) fault(t *sched.Thread, off uint64, write bool) (addr.PFN, erro
 	}
 	f.pc.Lock()
 	if m.mapped.Get(index) != 0 {
-		pfn := f.chunks[index>>9].pfn(index & 511)
+		pfn := f.chunks.get(index >> 9).pfn(index & 511)
 		f.pc.Unlock()
 		return pfn, nil
 	}
@@ -152,7 +152,7 @@ func (m *Mapping) fault(t *sched.Thread, off uint64, write bool) (addr.PFN, erro
 	if err != nil {
 		return 0, fmt.Errorf("index %#x: %v: %w", index, err, ErrSIGBUS)
 	}
-	c := f.chunks[index>>9]
+	c := f.chunks.get(index >> 9)
 	if c.order != 0 {
 		// Large folios are never mapped to userspace (WARN + SIGBUS).
 		return 0, fmt.Errorf("index %#x is in a large folio: %w", index, ErrSIGBUS)

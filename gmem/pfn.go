@@ -50,28 +50,41 @@ func GetPFN(t *sched.Thread, slot Slot, gfn addr.GFN) (PFN, error) {
 	if f.boundSlot(index) != slot {
 		return PFN{}, errno.Newf(op, errno.EIO, "index %#x is not bound to this memslot", index)
 	}
-	c, pfn, err := f.folioChunk(t, index)
+	// A 4K folio created here comes with the fault's reference.
+	c, pfn, fresh, err := f.folioChunk(t, index, f.pageOrder == 0)
 	if err != nil {
 		return PFN{}, errno.Wrapf(op, errno.ENOMEM, err, "index %#x", index)
+	}
+	if fresh && f.pageOrder == 0 {
+		if f.poisonedIn(c, index) { // truncation clears the bit: never
+			_ = f.mem.Put(t, pfn)
+			return PFN{}, errno.Newf(op, errno.EHWPOISON, "index %#x is in a hwpoisoned folio", index)
+		}
+		// A page just allocated holds zeros (hostmem's Alloc): up to
+		// date without a clear, and no second lookup.
+		c.uptodate.set(index & 511)
+		return PFN{PFN: pfn, MaxOrder: 0}, nil
 	}
 	if f.poisonedIn(c, index) {
 		return PFN{}, errno.Newf(op, errno.EHWPOISON, "index %#x is in a hwpoisoned folio", index)
 	}
+	// clear_highpage + folio_mark_uptodate: the guest never sees stale
+	// host data. A 4K page is cleared in the same hostmem round as
+	// folio_get + folio_order.
+	clear := false
 	if !c.uptodate.get(index & 511) {
-		// clear_highpage + folio_mark_uptodate: the guest never sees
-		// stale host data.
 		if c.order == 0 {
-			if err := f.mem.SetTag(t, pfn, 0); err != nil {
-				return PFN{}, err
-			}
-			c.uptodate.set(index & 511)
+			clear = true
 		} else {
 			f.clearFolio(t, index)
 		}
 	}
-	fo, err := f.mem.GetFolio(pfn) // folio_get + folio_order in one lookup
+	fo, err := f.mem.ClearGetFolio(t, pfn, clear)
 	if err != nil {
 		return PFN{}, err
+	}
+	if clear {
+		c.uptodate.set(index & 511)
 	}
 	return PFN{PFN: pfn, MaxOrder: fo.Order}, nil
 }
@@ -86,12 +99,12 @@ func (c *chunk) folioOrder(mem *hostmem.Memory, pfn addr.PFN) addr.Order {
 
 // clearFolio clears and marks up to date the whole huge folio holding index.
 func (f *File) clearFolio(t *sched.Thread, index uint64) {
-	c := f.chunks[index>>9]
+	c := f.chunks.get(index >> 9)
 	n := uint64(1) << c.order
 	first := index &^ (n - 1)
-	head := f.chunks[first>>9].base
+	head := f.chunks.get(first >> 9).base
 	for i := uint64(0); i < n; i += 512 {
-		ch := f.chunks[(first+i)>>9]
+		ch := f.chunks.get((first + i) >> 9)
 		base := head + addr.PFN(i)
 		switch {
 		case ch.uptodate.empty() && n >= 512:
@@ -111,7 +124,7 @@ func (f *File) clearFolio(t *sched.Thread, index uint64) {
 	}
 }
 
-func (f *File) poisoned(index uint64) bool { return f.poisonedIn(f.chunks[index>>9], index) }
+func (f *File) poisoned(index uint64) bool { return f.poisonedIn(f.chunks.get(index>>9), index) }
 
 // poisonedIn is poisoned with index's chunk c already looked up.
 func (f *File) poisonedIn(c *chunk, index uint64) bool {
@@ -126,7 +139,7 @@ func (f *File) poisonedIn(c *chunk, index uint64) bool {
 	n := uint64(1) << c.order
 	first := index &^ (n - 1)
 	for i := uint64(0); i < n; i += 512 {
-		if !f.chunks[(first+i)>>9].poison.empty() {
+		if !f.chunks.get((first + i) >> 9).poison.empty() {
 			return true
 		}
 	}
@@ -167,7 +180,7 @@ func MappingOrder(slot Slot, gfn addr.GFN) addr.Order {
 		if gfirst := gfn - addr.GFN(index-first); gfirst < slot.BaseGFN() || uint64(gfirst-slot.BaseGFN())+n > slot.NPages() {
 			continue
 		}
-		if c := f.chunks[index>>9]; c != nil && c.order < o {
+		if c := f.chunks.get(index >> 9); c != nil && c.order < o {
 			continue
 		}
 		return o
@@ -249,7 +262,7 @@ func (f *File) populateOne(t *sched.Thread, slot Slot, gfn addr.GFN, src addr.PF
 		return err
 	}
 	f.pc.Lock()
-	f.chunks[index>>9].uptodate.set(index & 511)
+	f.chunks.get(index >> 9).uptodate.set(index & 511)
 	f.pc.Unlock()
 	return nil
 }
@@ -280,7 +293,7 @@ func (f *File) lookupForPopulate(t *sched.Thread, slot Slot, index uint64) (addr
 func (f *File) MemoryFailure(t *sched.Thread, index uint64) error {
 	const op = "memory_failure"
 	f.pc.Lock()
-	c := f.chunks[index>>9]
+	c := f.chunks.get(index >> 9)
 	if c == nil || !c.present.get(index&511) {
 		f.pc.Unlock()
 		return errno.Newf(op, errno.ENOENT, "index %#x has no folio", index)
@@ -303,7 +316,7 @@ func (f *File) MemoryFailure(t *sched.Thread, index uint64) error {
 func (f *File) PFNAt(index uint64) (addr.PFN, bool) {
 	f.pc.Lock()
 	defer f.pc.Unlock()
-	c := f.chunks[index>>9]
+	c := f.chunks.get(index >> 9)
 	if c == nil || !c.present.get(index&511) {
 		return 0, false
 	}
@@ -390,7 +403,7 @@ func (f *File) convert(t *sched.Thread, start, end, attrs, flags uint64) (uint64
 		idx, ok := f.safeRefcount(start, end)
 		var ref int32
 		if !ok {
-			fo, _ := f.mem.FolioOf(f.chunks[idx>>9].pfn(idx & 511))
+			fo, _ := f.mem.FolioOf(f.chunks.get(idx >> 9).pfn(idx & 511))
 			ref = fo.Ref
 		}
 		f.pc.Unlock()
@@ -438,7 +451,7 @@ func (f *File) restructure(t *sched.Thread, start, end uint64, toPrivate bool) e
 	defer f.pc.Unlock()
 	n := uint64(1) << f.pageOrder
 	first := start &^ (n - 1)
-	c0 := f.chunks[first>>9]
+	c0 := f.chunks.get(first >> 9)
 	if c0 == nil {
 		return nil // no folio yet: nothing to restructure
 	}
@@ -452,7 +465,7 @@ func (f *File) restructure(t *sched.Thread, start, end uint64, toPrivate bool) e
 			return errno.Wrapf("KVM_SET_MEMORY_ATTRIBUTES2", errno.EAGAIN, err, "merging folio at %#x", first<<pageShift)
 		}
 		for i := uint64(0); i < n; i += 512 {
-			c := f.chunks[(first+i)>>9]
+			c := f.chunks.get((first + i) >> 9)
 			c.order, c.base = f.pageOrder, head+addr.PFN(i)
 			c.pfns = pfnArray{}
 		}
@@ -469,7 +482,7 @@ func (f *File) restructure(t *sched.Thread, start, end uint64, toPrivate bool) e
 		return errno.Wrapf("KVM_SET_MEMORY_ATTRIBUTES2", errno.EAGAIN, err, "splitting folio at %#x", first<<pageShift)
 	}
 	for i := uint64(0); i < n; i += 512 {
-		c := f.chunks[(first+i)>>9]
+		c := f.chunks.get((first + i) >> 9)
 		c.order = 0 // pages keep their PFNs: base + offset
 	}
 	f.emit(t, "split_folio", first<<pageShift, n<<pageShift, 0)
@@ -488,7 +501,7 @@ func (f *File) Page(index uint64) PageInfo {
 	f.pc.Lock()
 	defer f.pc.Unlock()
 	pi := PageInfo{Private: f.attrs.Get(index) == AttrPrivate}
-	c := f.chunks[index>>9]
+	c := f.chunks.get(index >> 9)
 	if c == nil || !c.present.get(index&511) {
 		return pi
 	}

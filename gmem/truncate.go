@@ -93,7 +93,7 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 		}
 	}
 	for _, k := range f.chunkKeys(start, end) {
-		c := f.chunks[k]
+		c := f.chunks.get(k)
 		if c == nil {
 			continue // freed with its huge folio already
 		}
@@ -107,23 +107,42 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 			}
 			continue
 		}
-		lo, hi := max(start, k<<9), min(end, (k+1)<<9)
-		for i := lo; i < hi; i++ {
-			off := i & 511
-			if !c.present.get(off) {
-				continue
-			}
-			if err := f.release1(t, c.pfn(off), hostmem.SourceBuddy); err != nil {
-				return errno.Wrapf("truncate", errno.EBUSY, err, "index %#x", i)
-			}
-			c.present.clear(off)
-			c.uptodate.clear(off)
-			c.poison.clear(off)
-			f.pages--
+		if err := f.truncate4K(t, c, max(start, k<<9), min(end, (k+1)<<9)); err != nil {
+			return err
 		}
 		if c.present.empty() {
-			delete(f.chunks, k)
+			f.chunks.del(k)
 		}
+	}
+	return nil
+}
+
+// truncate4K is release1 for every present 4 KiB folio of chunk c in
+// [lo, hi) (one chunk at most), in index order, as one hostmem batch.
+func (f *File) truncate4K(t *sched.Thread, c *chunk, lo, hi uint64) error {
+	var idx [512]uint64
+	var pfns [512]addr.PFN
+	var out [512]hostmem.Released
+	n := 0
+	for i := lo; i < hi; i++ {
+		if c.present.get(i & 511) {
+			idx[n], pfns[n] = i, c.pfn(i&511)
+			n++
+		}
+	}
+	err := f.mem.ReleaseFolios(t, pfns[:n], hostmem.SourceBuddy, out[:n])
+	for j, r := range out[:n] {
+		switch r {
+		case hostmem.ReleaseSkipped:
+			return errno.Wrapf("truncate", errno.EBUSY, err, "index %#x", idx[j])
+		case hostmem.ReleaseHeld, hostmem.ReleaseVetoed:
+			f.orphans = append(f.orphans, orphan{pfns[j], hostmem.SourceBuddy})
+		}
+		off := idx[j] & 511
+		c.present.clear(off)
+		c.uptodate.clear(off)
+		c.poison.clear(off)
+		f.pages--
 	}
 	return nil
 }
@@ -132,7 +151,7 @@ func (f *File) truncate(t *sched.Thread, start, end uint64, requireMerge bool) e
 // split) and frees it to its pool.
 func (f *File) freeHuge(t *sched.Thread, first uint64) error {
 	n := uint64(1) << f.pageOrder
-	c0 := f.chunks[first>>9]
+	c0 := f.chunks.get(first >> 9)
 	if c0 == nil {
 		return nil
 	}
@@ -150,7 +169,7 @@ func (f *File) freeHuge(t *sched.Thread, first uint64) error {
 		return errno.Wrapf("truncate", errno.EBUSY, err, "index %#x", first)
 	}
 	for i := uint64(0); i < n; i += 512 {
-		delete(f.chunks, (first+i)>>9)
+		f.chunks.del((first + i) >> 9)
 	}
 	f.pages -= n
 	return nil
@@ -208,7 +227,7 @@ func (f *File) Reap(t *sched.Thread) int {
 // referenced by guest_memfd alone. It returns the first offending index.
 func (f *File) safeRefcount(start, end uint64) (uint64, bool) {
 	for _, k := range f.chunkKeys(start, end) {
-		c := f.chunks[k]
+		c := f.chunks.get(k)
 		lo, hi := max(start, k<<9), min(end, (k+1)<<9)
 		for i := lo; i < hi; i++ {
 			if !c.present.get(i & 511) {

@@ -118,7 +118,11 @@ func (m *Memory) Alloc(t *sched.Thread, r Request) (addr.PFN, error) {
 		}
 	}
 	m.setBlock(pfn, r.Order, pageMeta{of: packOf(r.Order, stAlloc, r.Charged), acct: r.Account, src: r.Source})
-	m.setHead(pfn, func(p *pageMeta) { p.ref = 1 })
+	ref := int32(1)
+	if r.GetRef {
+		ref = 2
+	}
+	m.setHead(pfn, func(p *pageMeta) { p.ref = ref })
 	m.charge(r.Account, r.Charged, int64(1)<<r.Order)
 	if m.sink == event.Discard {
 		return pfn, nil // nobody listens: skip building and stamping the event
@@ -161,13 +165,7 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 	// One lock round for the folio and the guard, not three.
 	var vetoed error
 	m.mu.Lock()
-	var headOrder addr.Order
-	isHead := false
-	if pfn < m.npages {
-		if head, hp, ok := m.folioHead(pfn); ok && head == pfn {
-			headOrder, isHead = hp.order(), true
-		}
-	}
+	headOrder, isHead := m.headOrder(pfn)
 	g := m.guard
 	m.mu.Unlock()
 	if isHead && g != nil {
@@ -175,6 +173,22 @@ func (m *Memory) Free(t *sched.Thread, pfn addr.PFN, src Source) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.freeLocked(t, pfn, src, vetoed)
+}
+
+// headOrder is the order of the allocated folio pfn heads, if it heads
+// one. m.mu is held.
+func (m *Memory) headOrder(pfn addr.PFN) (addr.Order, bool) {
+	if pfn < m.npages {
+		if head, hp, ok := m.folioHead(pfn); ok && head == pfn {
+			return hp.order(), true
+		}
+	}
+	return 0, false
+}
+
+// freeLocked is Free under m.mu, with the guard's answer (vetoed) already asked.
+func (m *Memory) freeLocked(t *sched.Thread, pfn addr.PFN, src Source, vetoed error) error {
 	if pfn >= m.npages {
 		return &Error{Op: "free", PFN: pfn, Rule: RuleRange, Err: ErrRange}
 	}
@@ -258,6 +272,11 @@ func (m *Memory) Get(pfn addr.PFN) error {
 func (m *Memory) GetFolio(pfn addr.PFN) (Folio, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.getFolio(pfn)
+}
+
+// getFolio is GetFolio under m.mu.
+func (m *Memory) getFolio(pfn addr.PFN) (Folio, error) {
 	head, hp, ok := m.folioHead(pfn)
 	if !ok || pfn >= m.npages {
 		return Folio{}, &Error{Op: "get", PFN: pfn, Err: ErrNotAllocated}
@@ -265,6 +284,20 @@ func (m *Memory) GetFolio(pfn addr.PFN) (Folio, error) {
 	hp.ref++
 	m.setHead(head, func(p *pageMeta) { p.ref = hp.ref })
 	return Folio{Head: head, Order: hp.order(), Ref: hp.ref, Source: hp.src, Account: hp.acct, Charged: hp.charged()}, nil
+}
+
+// ClearGetFolio is the fault path's SetTag(pfn, 0) when clear (the
+// page's clear_highpage) and GetFolio, in one lock round and one lookup
+// of the folio: kvm_gmem_get_pfn()'s clear and folio_get().
+func (m *Memory) ClearGetFolio(t *sched.Thread, pfn addr.PFN, clear bool) (Folio, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if clear {
+		if err := m.fillTag(t, pfn, 0, 0); err != nil {
+			return Folio{}, err
+		}
+	}
+	return m.getFolio(pfn)
 }
 
 // Put drops a reference taken with Get (folio_put). Dropping the folio's own
@@ -451,6 +484,11 @@ func (m *Memory) SetTag(t *sched.Thread, pfn addr.PFN, tag Tag) error {
 func (m *Memory) FillTag(t *sched.Thread, pfn addr.PFN, order addr.Order, tag Tag) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.fillTag(t, pfn, order, tag)
+}
+
+// fillTag is FillTag under m.mu.
+func (m *Memory) fillTag(t *sched.Thread, pfn addr.PFN, order addr.Order, tag Tag) error {
 	if order > maxOrder || pfn&(addr.PFN(1)<<order-1) != 0 || pfn+addr.PFN(1)<<order > m.npages {
 		return &Error{Op: "write", PFN: pfn, Err: ErrBadRequest, Detail: "block not aligned or out of range"}
 	}

@@ -93,6 +93,10 @@ type Request struct {
 	Account Account    // who the allocation is for
 	Charged bool       // charged to Account (__GFP_ACCOUNT)
 	Atomic  bool       // GFP_ATOMIC / from a pre-filled cache: may not sleep
+	// GetRef hands the folio out with a second reference, the caller's
+	// own (refcount 2: folio_get() right after the allocation, in the
+	// same lock round), for a page cache that keeps the first.
+	GetRef bool
 }
 
 // Usage is what an account holds, in 4 KiB pages.
