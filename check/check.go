@@ -319,8 +319,15 @@ func (c *collector) dpamt(w World) {
 			need[r] += n
 		}
 	}
-	if got := w.Host.DPAMTRanges(); got != len(need) {
+	got := w.Host.DPAMTRanges()
+	if got != len(need) {
 		c.add(DPAMT, "", "%d 2 MiB ranges hold a DPAMT pair, %d need one", got, len(need))
+	}
+	// KVM's refcounts against the module's own PAMT: a nonzero refcount
+	// whose pair the module does not have is what a later
+	// atomic_inc_not_zero() trusts (tdx_pamt_get()).
+	if pairs := w.Host.Mod.PAMT().Dynamic / (2 * addr.PageSize); pairs != uint64(got) {
+		c.add(DPAMT, "", "the TDX module holds %d Dynamic PAMT pairs, KVM's refcounts count %d ranges", pairs, got)
 	}
 	for _, r := range slices.Sorted(maps.Keys(need)) { // in address order: reports do not depend on map order
 		if got := w.Host.DPAMTRef(r << 9); got != need[r] {

@@ -101,6 +101,20 @@ type Profile struct {
 	// DPAMTMaxPhysBits, when not 0, is the widest host physical address
 	// the profile's Dynamic PAMT runs on (DPAMTMaxPhysBits).
 	DPAMTMaxPhysBits int
+	// PAMTPutUnderLock is how tdx_pamt_put() takes a range's refcount
+	// 1 -> 0 in the series' "Optimize" patch, which every Dynamic PAMT
+	// profile carries (tdx_pamt_get() increments a nonzero refcount with
+	// atomic_inc_not_zero() and allocates the pair and takes pamt_lock
+	// only for 0 -> 1). False: atomic_dec_and_test() outside pamt_lock,
+	// then a recheck under it; a tdx_pamt_get() in between meets the pair
+	// not yet removed, gets TDX_HPA_RANGE_NOT_FREE from PAMT.ADD and sets
+	// the refcount to 1 ("[PATCH v4 08/16] x86/virt/tdx: Optimize
+	// tdx_alloc/free_page() helpers", 20251121005125.417831-9-
+	// rick.p.edgecombe@intel.com; RFC v5 patch 17). True:
+	// atomic_dec_and_lock(), 1 -> 0 under pamt_lock ("[PATCH v6 06/11]
+	// x86/virt/tdx: Optimize tdx_pamt_get/put()",
+	// 20260526023515.288829-7-rick.p.edgecombe@intel.com).
+	PAMTPutUnderLock bool
 	// ContentModes are the KVM_SET_MEMORY_ATTRIBUTES2 content modes the
 	// profile's guest_memfd takes ("zero", "preserve"); nil: flags must
 	// be 0 (EINVAL otherwise).

@@ -64,6 +64,12 @@ const (
 	// private memory" (on patch 08 "x86/tdx: Add APIs to support Dynamic
 	// PAMT ops from KVM's fault path", 20260526023515.288829-9-...).
 	refDPAMTv6Fault = "20260526023515.288829-10-rick.p.edgecombe@intel.com"
+	// "[PATCH v4 08/16] x86/virt/tdx: Optimize tdx_alloc/free_page()
+	// helpers" and "[PATCH v6 06/11] x86/virt/tdx: Optimize
+	// tdx_pamt_get/put()": the refcount fast paths (PAMTPut).
+	refDPAMTv4Optimize = "20251121005125.417831-9-rick.p.edgecombe@intel.com"
+	refDPAMTv6Optimize = "20260526023515.288829-7-rick.p.edgecombe@intel.com"
+	refRFCv5Optimize   = "20260129011517.3545883-18-seanjc@google.com"
 	// "[PATCH v6 10/11] x86/virt/tdx: Enable Dynamic PAMT".
 	refDPAMTv6Enable = "20260526023515.288829-11-rick.p.edgecombe@intel.com"
 	// "[PATCH v4 06/16] x86/virt/tdx: Improve PAMT refcounts allocation

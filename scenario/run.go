@@ -172,7 +172,8 @@ func (rn *runner) setup(sink event.Sink) error {
 	kcfg.GmemContentModes = len(f.Profile().ContentModes) > 0
 	rn.host, err = vmm.NewHost(vmm.HostConfig{Bytes: uint64(f.Host.Memory), DynamicPAMT: *pol.DynamicPAMT,
 		Packages: f.Host.Packages, Allow1GAug: f.Host.TDX.MaxLevel == "1G",
-		NoEnhancedDemote: f.Host.TDX.EnhancedDemote != nil && !*f.Host.TDX.EnhancedDemote, KVM: &kcfg, TDs: cfgs}, sink)
+		NoEnhancedDemote: f.Host.TDX.EnhancedDemote != nil && !*f.Host.TDX.EnhancedDemote, KVM: &kcfg, TDs: cfgs,
+		TDX: tdx.HostConfig{PAMTPutUnderLock: f.Profile().PAMTPutUnderLock}}, sink)
 	if err != nil {
 		return err
 	}

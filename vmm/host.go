@@ -19,6 +19,8 @@ type HostConfig struct {
 	NoEnhancedDemote bool
 	// KVM is the modelled KVM; nil means kvm.DefaultConfig().
 	KVM *kvm.Config
+	// TDX is the kernel's TDX host code (the Dynamic PAMT refcounts).
+	TDX tdx.HostConfig
 	// TDs are the TDs the host is sized for: their HugeTLB guest_memfds
 	// get their pages reserved in the hugetlb pools at boot.
 	TDs []Config
@@ -45,7 +47,7 @@ func NewHost(hc HostConfig, sink event.Sink) (*tdx.Host, error) {
 	if hc.KVM != nil {
 		kcfg = *hc.KVM
 	}
-	return tdx.NewHost(kvm.NewSystem(kcfg, mem, sink), mod)
+	return tdx.NewHost(kvm.NewSystem(kcfg, mem, sink), mod, hc.TDX)
 }
 
 // firstError keeps the first error a run's threads report.

@@ -155,8 +155,9 @@ const (
 	// invalidation began installs it after the invalidation zapped and
 	// freed it. Kernel: kvm_tdp_page_fault() -> is_page_fault_stale() /
 	// mmu_invalidate_retry_gfn() under mmu_lock. Caught by
-	// guest_reads_back when a fuzz campaign hits the race (a stale page
-	// shows the guest content it did not write, or loses what it did).
+	// guest_reads_back when a run hits the race (a stale page shows the
+	// guest content it did not write, or loses what it did):
+	// testdata/invalidate-retry.yaml, a shrunk fuzz finding, does.
 	SkipInvalidateRetry ID = "skip_invalidate_retry"
 )
 
@@ -199,7 +200,7 @@ var All = []Mutation{
 	{SkipClearOnRemove, "kvm/tdx", "shared_not_private", run("internal/mutation/testdata/inplace-written.yaml"),
 		"every allocator clears a page before reuse and the shared alias is never the page that was private"},
 	{UnchargedPageTables, "kvm/mmu", "allocations_charged", run("examples/costs.yaml"), ""},
-	{SkipInvalidateRetry, "kvm/mmu", "guest_reads_back", fuzzArgs("1", "10"), ""},
+	{SkipInvalidateRetry, "kvm/mmu", "guest_reads_back", run("internal/mutation/testdata/invalidate-retry.yaml"), ""},
 }
 
 func run(file string) []string { return []string{"run", "--json", file} }

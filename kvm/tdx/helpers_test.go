@@ -126,8 +126,9 @@ func runClean(t *testing.T, o opts, body func(th *sched.Thread, e *env)) *env {
 	return e
 }
 
-// bare runs body with a host and a fresh TDX VM (no INIT_VM yet).
-func bare(t *testing.T, body func(th *sched.Thread, h *tdx.Host, td *tdx.TD)) {
+// tdxHost is a test host with a Dynamic PAMT TDX module of two private
+// HKIDs and KVM's TDX code on it, configured by cfg.
+func tdxHost(t *testing.T, cfg tdx.HostConfig) (*testkit.Host, *tdx.Host) {
 	t.Helper()
 	k := testkit.NewHost(t, testkit.Config{})
 	mod, err := tdxmodule.New(k.Mem, tdxmodule.Config{DynamicPAMT: true, HKIDs: 2}, k.Events)
@@ -135,10 +136,17 @@ func bare(t *testing.T, body func(th *sched.Thread, h *tdx.Host, td *tdx.TD)) {
 		t.Fatal(err)
 	}
 	k.Mem.SetGuard(mod)
-	h, err := tdx.NewHost(k.KVM, mod)
+	h, err := tdx.NewHost(k.KVM, mod, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return k, h
+}
+
+// bare runs body with a host and a fresh TDX VM (no INIT_VM yet).
+func bare(t *testing.T, body func(th *sched.Thread, h *tdx.Host, td *tdx.TD)) {
+	t.Helper()
+	k, h := tdxHost(t, tdx.HostConfig{})
 	k.Run(t, 1, func(th *sched.Thread) {
 		td, err := newTD(th, h)
 		if err != nil {

@@ -45,6 +45,7 @@ type Host struct {
 	hkids  []bool // index = HKID; true = in use
 
 	dpamtLock *sched.SpinLock
+	putLocked bool // HostConfig.PAMTPutUnderLock
 	// dpamtRef is each 2M physical range's refcount, indexed by PFN >> 9:
 	// a flat array, as the kernel's pamt_refcounts is (one atomic_t per
 	// 2M of physical memory, tdx_find_pamt_refcount()), so the fault path
@@ -125,8 +126,16 @@ func (h *Host) leakRef(r uint64) {
 // caches and the direct allocations for control pages.
 const dpamtSourceName = "tdx.dpamt"
 
+// HostConfig is what of the kernel's TDX host code a profile sets.
+type HostConfig struct {
+	// PAMTPutUnderLock: tdx_pamt_put() takes a range's last reference
+	// with atomic_dec_and_lock() (DPAMT v6), not atomic_dec_and_test()
+	// before pamt_lock (v4); kernel.Profile.PAMTPutUnderLock.
+	PAMTPutUnderLock bool
+}
+
 // NewHost wraps a KVM system and the TDX module on the same host memory.
-func NewHost(sys *kvm.System, mod *tdxmodule.Module) (*Host, error) {
+func NewHost(sys *kvm.System, mod *tdxmodule.Module, cfg HostConfig) (*Host, error) {
 	mem := sys.Memory()
 	src, err := mem.RegisterSource(dpamtSourceName)
 	if err != nil {
@@ -134,9 +143,9 @@ func NewHost(sys *kvm.System, mod *tdxmodule.Module) (*Host, error) {
 	}
 	return &Host{Sys: sys, Mem: mem, Mod: mod, sink: sys.Sink(),
 		hkids:     make([]bool, mod.Config().HKIDs+1),
-		dpamtLock: sched.NewSpinLock("tdx.dpamt_lock"),
-		dpamtRef:  make([]atomic.Int32, (mem.Pages()+511)>>9),
-		dpamtSrc:  src}, nil
+		dpamtLock: sched.NewSpinLock("tdx.dpamt_lock"), putLocked: cfg.PAMTPutUnderLock,
+		dpamtRef: make([]atomic.Int32, (mem.Pages()+511)>>9),
+		dpamtSrc: src}, nil
 }
 
 // allocHKID is tdx_guest_keyid_alloc(): ENOSPC when all are taken.
@@ -195,7 +204,12 @@ func (h *Host) DPAMTRanges() int {
 
 // setRef writes a range's refcount; dpamtLock is held.
 func (h *Host) setRef(key uint64, n int32) {
-	switch old := h.dpamtRef[key].Swap(n); {
+	h.counted(h.dpamtRef[key].Swap(n), n)
+}
+
+// counted keeps dpamtRanges, the nonzero refcounts, across old -> n.
+func (h *Host) counted(old, n int32) {
+	switch {
 	case old == 0 && n != 0:
 		h.dpamtRanges.Add(1)
 	case old != 0 && n == 0:
@@ -203,12 +217,71 @@ func (h *Host) setRef(key uint64, n int32) {
 	}
 }
 
-// pamtGet takes a reference on the Dynamic PAMT pair of pfn's 2 MiB range,
-// installing it with TDH.PHYMEM.PAMT.ADD on 0 -> 1. The two pages come from
-// cache when one is given (under mmu_lock, where nothing may sleep) or are
-// allocated, charged to acct. Kernel: tdx_pamt_get().
+// incNotZero is atomic_inc_not_zero() on the range's refcount.
+func (h *Host) incNotZero(key uint64) bool {
+	if key >= uint64(len(h.dpamtRef)) {
+		return false
+	}
+	r := &h.dpamtRef[key]
+	for {
+		n := r.Load()
+		if n == 0 {
+			return false
+		}
+		if r.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// decUnlessOne is atomic_add_unless(-1, 1), atomic_dec_and_lock()'s
+// lockless half: false when the refcount is 1 (or 0) and was left as it is.
+func (h *Host) decUnlessOne(key uint64) bool {
+	r := &h.dpamtRef[key]
+	for {
+		n := r.Load()
+		if n <= 1 {
+			return false
+		}
+		if r.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
+
+// decRef is atomic_dec_return() on the range's refcount, the count after;
+// ok is false, and the refcount stays 0, when it was 0 (the model refuses
+// the underflow the kernel would WARN about later).
+func (h *Host) decRef(key uint64) (n int32, ok bool) {
+	r := &h.dpamtRef[key]
+	for {
+		old := r.Load()
+		if old == 0 {
+			return 0, false
+		}
+		if r.CompareAndSwap(old, old-1) {
+			h.counted(old, old-1)
+			return old - 1, true
+		}
+	}
+}
+
+// pamtGet takes a reference on the Dynamic PAMT pair of pfn's 2 MiB range.
+// A range that has one only gains a reference (atomic_inc_not_zero(), no
+// lock, no allocation); otherwise the two pages come from cache when one
+// is given (under mmu_lock, where nothing may sleep) or are allocated,
+// charged to acct, and TDH.PHYMEM.PAMT.ADD installs them under dpamt_lock
+// for 0 -> 1. Kernel: tdx_pamt_get() with the series' "Optimize" patch
+// (kernel.Profile.PAMTPutUnderLock).
 func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hostmem.Account) error {
 	if !h.dynamic() {
+		return nil
+	}
+	key := uint64(pfn >> 9)
+	// The refcount is memory other CPUs' gets and puts race on: its
+	// atomic is a scheduling point, as the lock it replaced was.
+	t.Yield()
+	if h.incNotZero(key) {
 		return nil
 	}
 	var pair [2]addr.PFN
@@ -225,9 +298,8 @@ func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hos
 		}
 	}
 	h.dpamtLock.Lock(t)
-	key := uint64(pfn >> 9)
-	if n := h.ref(key); n > 0 {
-		h.setRef(key, n+1)
+	if h.ref(key) > 0 { // lost the race to another tdx_pamt_get()
+		h.dpamtRef[key].Add(1)
 		h.dpamtLock.Unlock(t)
 		h.releasePair(t, pair[:], cache)
 		return nil
@@ -240,13 +312,23 @@ func (h *Host) pamtGet(t *sched.Thread, pfn addr.PFN, cache *mmu.Cache, acct hos
 			break
 		}
 	}
-	if st != tdxmodule.Success {
+	switch {
+	case st == tdxmodule.Success:
+		h.setRef(key, 1)
+	case st.HasCode(tdxmodule.HPARangeNotFree) && !h.putLocked:
+		// A tdx_pamt_put() took the refcount to 0 outside the lock and
+		// has not removed the pair yet: this reference keeps it, and the
+		// put's recheck under the lock then leaves it installed.
+		h.setRef(key, 1)
+		h.dpamtLock.Unlock(t)
+		h.releasePair(t, pair[:], cache)
+		return nil
+	default:
 		h.dpamtLock.Unlock(t)
 		h.releasePair(t, pair[:], cache)
 		h.warn(t, "TDH.PHYMEM.PAMT.ADD", st, pfn)
 		return errno.Newf("tdx_pamt_get", errno.EIO, "TDH.PHYMEM.PAMT.ADD for %s: %v", (pfn &^ 511).HPA(), st)
 	}
-	h.setRef(key, 1)
 	h.dpamtLock.Unlock(t)
 	return nil
 }
@@ -266,24 +348,40 @@ func (h *Host) releasePair(t *sched.Thread, pages []addr.PFN, cache *mmu.Cache) 
 }
 
 // pamtPut drops a reference; on 1 -> 0 it removes the pair with
-// TDH.PHYMEM.PAMT.REMOVE, resets and frees both pages. A failed removal is
-// a loud warning and the pages leak, the refcount stays. Kernel:
-// tdx_pamt_put().
+// TDH.PHYMEM.PAMT.REMOVE under dpamt_lock, resets and frees both pages. A
+// failed removal is a loud warning: the reference is put back and, when
+// the pair is still installed, its pages leak. How the 1 -> 0 meets the
+// lock is HostConfig.PAMTPutUnderLock. Kernel: tdx_pamt_put().
 func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 	if !h.dynamic() {
 		return nil
 	}
-	h.dpamtLock.Lock(t)
-	defer h.dpamtLock.Unlock(t)
 	key := uint64(pfn >> 9)
-	switch n := h.ref(key); {
-	case n == 0:
-		h.warn(t, "tdx_pamt_put", 0, pfn)
-		return errno.Newf("tdx_pamt_put", errno.EIO, "refcount underflow for the 2M range at %s", (pfn &^ 511).HPA())
-	case n > 1:
-		h.setRef(key, n-1)
-		return nil
+	t.Yield() // the refcount's atomic, as in pamtGet
+	if h.putLocked {
+		// atomic_dec_and_lock(): decrement without the lock unless
+		// this is the last reference, which drops under it.
+		if h.decUnlessOne(key) {
+			return nil
+		}
+		h.dpamtLock.Lock(t)
+		if n, ok := h.decRef(key); !ok || n > 0 {
+			h.dpamtLock.Unlock(t)
+			return h.underflow(t, pfn, ok)
+		}
+	} else {
+		// atomic_dec_and_test() outside the lock, then the recheck
+		// under it: a tdx_pamt_get() may have taken the range since.
+		if n, ok := h.decRef(key); !ok || n > 0 {
+			return h.underflow(t, pfn, ok)
+		}
+		h.dpamtLock.Lock(t)
+		if h.ref(key) != 0 { // lost the race to tdx_pamt_get()
+			h.dpamtLock.Unlock(t)
+			return nil
+		}
 	}
+	defer h.dpamtLock.Unlock(t)
 	var st tdxmodule.Status
 	var out tdxmodule.Regs
 	for range busyRetries {
@@ -293,17 +391,30 @@ func (h *Host) pamtPut(t *sched.Thread, pfn addr.PFN) error {
 	}
 	if st != tdxmodule.Success {
 		h.warn(t, "TDH.PHYMEM.PAMT.REMOVE", st, pfn)
-		h.leaked.Add(2) // the pair stays installed: both pages leak
-		h.leakRef(key)  // with the reference the kernel keeps
+		h.setRef(key, 1) // the kernel puts the reference back
+		if !st.HasCode(tdxmodule.NoPAMTPagePair) {
+			h.leaked.Add(2) // the pair stays installed: both pages leak
+		}
+		h.leakRef(key) // with the reference the kernel keeps
 		return errno.Newf("tdx_pamt_put", errno.EIO, "TDH.PHYMEM.PAMT.REMOVE for %s: %v", (pfn &^ 511).HPA(), st)
 	}
-	h.setRef(key, 0)
 	for _, r := range []uint64{out.RDX, out.R8} {
 		p := addr.HPA(r).PFN()
 		_ = h.Mem.FillTag(t, p, 0, 0)
 		_ = h.Mem.Free(t, p, h.dpamtSrc)
 	}
 	return nil
+}
+
+// underflow is pamtPut's ending when the reference it dropped was not
+// the last (ok) or did not exist: a put on a zero refcount is a WARN and
+// -EIO, and the refcount stays 0.
+func (h *Host) underflow(t *sched.Thread, pfn addr.PFN, ok bool) error {
+	if ok {
+		return nil
+	}
+	h.warn(t, "tdx_pamt_put", 0, pfn)
+	return errno.Newf("tdx_pamt_put", errno.EIO, "refcount underflow for the 2M range at %s", (pfn &^ 511).HPA())
 }
 
 // pamtDemoted records that TDH.MEM.PAGE.DEMOTE installed the page pair of
