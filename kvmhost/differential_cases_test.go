@@ -76,12 +76,31 @@ func hostConfig() (kvm.Config, error) {
 	return cfg, nil
 }
 
+// hasGuestMemfd is nil when the host's KVM has guest_memfd: a kernel
+// built without CONFIG_KVM_GUEST_MEMFD reports KVM_CAP_GUEST_MEMFD 0 and
+// answers KVM_CREATE_GUEST_MEMFD with ENOTTY, and the model has no such
+// configuration to compare against.
+func hasGuestMemfd() error {
+	k, err := Open()
+	if err != nil {
+		return err
+	}
+	defer k.Close()
+	if n, err := CheckExtension(k.FD(), kvm.CapGuestMemfd); err != nil || n <= 0 {
+		return fmt.Errorf("this kernel has no guest_memfd (KVM_CAP_GUEST_MEMFD %d, %v)", n, err)
+	}
+	return nil
+}
+
 // runDifferential runs script against the real kernel and the model in
 // one simulated thread and fails the test on any disagreement.
 func runDifferential(t *testing.T, script func(d *diff)) *diff {
 	t.Helper()
 	if err := Available(); err != nil {
 		t.Skipf("no usable /dev/kvm on this machine (%v): the differential test against the real kernel is skipped", err)
+	}
+	if err := hasGuestMemfd(); err != nil {
+		t.Skipf("%v: the differential test against the real kernel is skipped", err)
 	}
 	cfg, err := hostConfig()
 	if err != nil {
