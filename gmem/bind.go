@@ -16,8 +16,8 @@ import (
 // another VM (EINVAL); a closed file (EBADF). The caller holds slots_lock.
 func (f *File) Bind(t *sched.Thread, owner Owner, slot Slot, offset uint64) error {
 	const op = "KVM_SET_USER_MEMORY_REGION2"
-	if f.closed {
-		return errno.New(op, errno.EBADF, "guest_memfd is not an open fd")
+	if err := f.badf(op); err != nil {
+		return err
 	}
 	if owner != f.owner {
 		return errno.New(op, errno.EINVAL, "guest_memfd belongs to another VM")
@@ -76,10 +76,9 @@ func (f *File) boundSlot(index uint64) Slot {
 // Close closes the fd. The file is released (kvm_gmem_release) when the last
 // reference goes: the fd and every userspace mapping each hold one.
 func (f *File) Close(t *sched.Thread) error {
-	if f.closed {
-		return errno.New("close", errno.EBADF, "guest_memfd fd already closed")
+	if err := f.fd.Close("guest_memfd"); err != nil {
+		return err
 	}
-	f.closed = true
 	f.put(t)
 	return nil
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/fd"
 	"github.com/tdxsim/tdxsim/internal/rangemap"
 	"github.com/tdxsim/tdxsim/sched"
 )
@@ -214,9 +215,9 @@ type File struct {
 	maps     []*Mapping   // live userspace mappings
 	orphans  []orphan     // truncated folios still referenced elsewhere
 
-	refs     int  // the fd plus each mapping (a VMA holds a file reference)
-	closed   bool // the fd was closed
-	released bool // kvm_gmem_release ran
+	refs     int      // the fd plus each mapping (a VMA holds a file reference)
+	fd       fd.State // the guest_memfd fd itself
+	released bool     // kvm_gmem_release ran
 	pages    uint64
 	version  uint64 // for content tags of userspace writes
 }
@@ -286,7 +287,7 @@ func (f *File) PageOrder() addr.Order { return f.pageOrder }
 func (f *File) InPlace() bool { return f.inPlace }
 
 // Closed reports whether the fd was closed (further file calls get EBADF).
-func (f *File) Closed() bool { return f.closed }
+func (f *File) Closed() bool { return f.fd.Closed() }
 
 // Released reports whether kvm_gmem_release ran (fd closed and every
 // mapping gone).

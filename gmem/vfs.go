@@ -4,12 +4,7 @@ import (
 	"github.com/tdxsim/tdxsim/errno"
 )
 
-func (f *File) badf(op string) error {
-	if f.closed {
-		return errno.New(op, errno.EBADF, "guest_memfd fd is closed")
-	}
-	return nil
-}
+func (f *File) badf(op string) error { return f.fd.Check(op, "guest_memfd") }
 
 // Fstat returns the file's status. Kernel: the anon inode's getattr.
 func (f *File) Fstat() (Stat, error) {

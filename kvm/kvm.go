@@ -23,6 +23,7 @@ import (
 	"github.com/tdxsim/tdxsim/event"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
+	"github.com/tdxsim/tdxsim/internal/fd"
 	"github.com/tdxsim/tdxsim/internal/rangemap"
 	"github.com/tdxsim/tdxsim/sched"
 )
@@ -323,11 +324,11 @@ type VM struct {
 	account hostmem.Account
 	sink    event.Sink
 
-	refs      int  // the fd plus one per guest_memfd file (kvm_get_kvm)
-	closed    bool // the VM fd was closed
-	destroyed bool // kvm_destroy_vm ran
-	bugged    bool // KVM_BUG_ON fired (vm_bugged)
-	dead      bool // kvm_vm_dead: every ioctl gets EIO
+	refs      int      // the fd plus one per guest_memfd file (kvm_get_kvm)
+	fd        fd.State // the VM fd
+	destroyed bool     // kvm_destroy_vm ran
+	bugged    bool     // KVM_BUG_ON fired (vm_bugged)
+	dead      bool     // kvm_vm_dead: every ioctl gets EIO
 	bugWhy    string
 
 	slotsLock *sched.Mutex  // kvm->slots_lock
@@ -423,8 +424,8 @@ func (vm *VM) event(t *sched.Thread, name string, a0, a1 uint64, detail string) 
 // ioctlGate is the prologue of kvm_vm_ioctl: a closed fd is EBADF, a dead
 // VM is EIO.
 func (vm *VM) ioctlGate(op string) error {
-	if vm.closed {
-		return errno.New(op, errno.EBADF, "VM fd is closed")
+	if err := vm.fd.Check(op, "VM"); err != nil {
+		return err
 	}
 	if vm.dead {
 		return errno.Newf(op, errno.EIO, "VM is dead (%s)", vm.bugWhy)
@@ -510,10 +511,9 @@ func (vm *VM) PutRef(t *sched.Thread) {
 // Close closes the VM fd. The VM lives on while a guest_memfd holds it
 // (kvmhost's differential tests: "the gmem keeps the VM alive").
 func (vm *VM) Close(t *sched.Thread) error {
-	if vm.closed {
-		return errno.New("close", errno.EBADF, "VM fd already closed")
+	if err := vm.fd.Close("VM"); err != nil {
+		return err
 	}
-	vm.closed = true
 	vm.PutRef(t)
 	return nil
 }
@@ -634,7 +634,7 @@ func (s *System) CreateGuestMemfd(t *sched.Thread, a gmem.CreateArgs) (*gmem.Fil
 }
 
 // Closed reports whether the VM fd was closed.
-func (vm *VM) Closed() bool { return vm.closed }
+func (vm *VM) Closed() bool { return vm.fd.Closed() }
 
 // ErrSplitCacheLow is what a split of a private huge mapping returns,
 // having changed nothing, when the per-VM split cache cannot cover it

@@ -133,6 +133,15 @@ type Conversions struct {
 	PunchedBytes   uint64 `json:"punched_bytes"`
 }
 
+// Add counts o's conversions into c (a TD's into the run's).
+func (c *Conversions) Add(o Conversions) {
+	c.ToShared += o.ToShared
+	c.ToPrivate += o.ToPrivate
+	c.BytesToShared += o.BytesToShared
+	c.BytesToPrivate += o.BytesToPrivate
+	c.PunchedBytes += o.PunchedBytes
+}
+
 // Faults counts EPT-violation handling.
 type Faults struct {
 	EPTViolations int64 `json:"ept_violations"`

@@ -186,12 +186,7 @@ func (rn *runner) finish(leaked int64) {
 		r.Memory.SEPTPages += td.septPeak
 		r.Memory.ChargedBytes[td.spec.Name] = td.charged
 		r.Memory.ChargedBytesEnd[td.spec.Name] = td.chargedEnd
-		c := &r.Conversions
-		c.ToShared += t.Conversions.ToShared
-		c.ToPrivate += t.Conversions.ToPrivate
-		c.BytesToShared += t.Conversions.BytesToShared
-		c.BytesToPrivate += t.Conversions.BytesToPrivate
-		c.PunchedBytes += t.Conversions.PunchedBytes
+		r.Conversions.Add(t.Conversions)
 		f := &r.Faults
 		f.EPTViolations += td.tdStats.EPTViolations
 		f.Fixed += td.mmuStats.Fixed
