@@ -19,11 +19,9 @@ func cmdExplore(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim explore", flag.ContinueOnError)
 	k := fs.Int("preemptions", 2, "at most this many preemptions per schedule (iterative context bounding)")
 	maxSchedules := fs.Int("max-schedules", 100000, "stop after this many schedules (0: no cap)")
-	duration := fs.Duration("duration", 0, "stop after this long (e.g. 60s; 0: no limit)")
-	out := fs.String("out", "explore-out", "directory for the reproducer of a violation (\"\" for none)")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	var policies policyFlag
-	fs.Var(&policies, "policy", "set a policy, as for run (repeatable)")
+	sf := addSearchFlags(fs, "explore-out", "directory for the reproducer of a violation (\"\" for none)",
+		"set a policy, as for run (repeatable)")
+	duration, out, asJSON := sf.duration, sf.out, sf.asJSON
 	kf := addKernelFlag(fs)
 	setUsage(fs, stderr, `usage: tdxsim explore [flags] FILE
 
@@ -55,7 +53,7 @@ a violation or when a cap stopped it first, 2 on bad input.`)
 		fmt.Fprintf(stderr, "tdxsim explore: %v\n", err)
 		return exitBadInput
 	}
-	f, code := kf.load("explore", fs.Arg(0), policies, stderr)
+	f, code := kf.load("explore", fs.Arg(0), sf.policies, stderr)
 	if f == nil {
 		return code
 	}

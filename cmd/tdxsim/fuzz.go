@@ -40,16 +40,14 @@ func cmdFuzz(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tdxsim fuzz", flag.ContinueOnError)
 	seed := fs.Uint64("seed", 1, "first seed")
 	runs := fs.Int("runs", 0, "scenarios to run (default 100 when --duration is not given)")
-	duration := fs.Duration("duration", 0, "stop after this long (e.g. 60s, 10m)")
-	out := fs.String("out", "fuzz-out", "directory for shrunk reproducers (\"\" for none)")
-	asJSON := fs.Bool("json", false, "print the summary as JSON")
+	sf := addSearchFlags(fs, "fuzz-out", "directory for shrunk reproducers (\"\" for none)",
+		"set a policy in every generated scenario (repeatable), as for run")
+	duration, out, asJSON, policies := sf.duration, sf.out, sf.asJSON, &sf.policies
 	shrinkRuns := fs.Int("shrink-runs", 400, "runs one shrink may make")
 	withTrace := fs.Bool("trace", false, "write a Chrome trace beside each reproducer (NAME.trace.json)")
 	workers := fs.Int("workers", runtime.NumCPU(), "scenarios run at once (results are the same for any count: merged in seed order)")
 	shard := shardFlag{0, 1}
 	fs.Var(&shard, "shard", "run shard i of n: seeds seed+i, seed+i+n, ... (disjoint across shards)")
-	var policies policyFlag
-	fs.Var(&policies, "policy", "set a policy in every generated scenario (repeatable), as for run")
 	hostile := fs.Bool("hostile", false, "hostile guests: a third of the guest workloads issue ACCEPT and MapGPA with any operands while their vCPUs race")
 	var injects policyFlag
 	fs.Var(&injects, "inject", "fault injection in every generated scenario (repeatable), as for run")
@@ -112,7 +110,7 @@ first failure of each invariant to a minimal scenario file that
 		return exitBadInput
 	}
 	bar := newProgress(stderr, " runs", int64(*runs)) // an ETA with --runs; with --duration the end is known
-	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: policies, Inject: injects, Faults: *faults, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
+	cfg := fuzz.Config{Seed: *seed, Runs: *runs, Duration: *duration, Kernel: kname, Policies: *policies, Inject: injects, Faults: *faults, Hostile: *hostile, Shard: shard.i, Shards: shard.n,
 		Out: *out, ShrinkRuns: *shrinkRuns, Workers: *workers, Schedules: *schedules, Strategy: *strategy, Depth: *depth, StopAtFinding: *firstFinding, MaxMemory: maxBytes}
 	if *runs == 0 && *duration == 0 {
 		bar = newProgress(stderr, " runs", 100) // the campaign's default

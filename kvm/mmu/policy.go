@@ -1,9 +1,8 @@
 package mmu
 
 import (
-	"fmt"
-
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/internal/enumname"
 )
 
 // HugePages is the "hugepages" policy (docs/policies.md): the largest level KVM
@@ -17,14 +16,9 @@ const (
 	HugePages1G                   // 1 GiB leaves too, when the TDX module allows 1G AUG
 )
 
-var hugePagesNames = [...]string{"2M", "off", "1G"}
+var hugePagesNames = enumname.New[HugePages]("hugepages", "HugePages", "2M", "off", "1G")
 
-func (h HugePages) String() string {
-	if int(h) < len(hugePagesNames) {
-		return hugePagesNames[h]
-	}
-	return fmt.Sprintf("HugePages(%d)", uint8(h))
-}
+func (h HugePages) String() string { return hugePagesNames.String(h) }
 
 // MaxLevel is the policy's cap on a private mapping's level.
 func (h HugePages) MaxLevel() addr.Level {
@@ -38,14 +32,7 @@ func (h HugePages) MaxLevel() addr.Level {
 }
 
 // ParseHugePages reads "off", "2M" or "1G".
-func ParseHugePages(s string) (HugePages, error) {
-	for i, n := range hugePagesNames {
-		if n == s {
-			return HugePages(i), nil
-		}
-	}
-	return 0, fmt.Errorf("hugepages %q: must be off, 2M or 1G", s)
-}
+func ParseHugePages(s string) (HugePages, error) { return hugePagesNames.Parse(s) }
 
 // MaxOrderFrom is the "max_order_from" policy (docs/policies.md): where
 // KVM learns the largest order it may map a private page at. The zero
@@ -65,24 +52,12 @@ const (
 	MaxOrderFromFolio
 )
 
-var maxOrderFromNames = [...]string{"gmem", "folio"}
+var maxOrderFromNames = enumname.New[MaxOrderFrom]("max_order_from", "MaxOrderFrom", "gmem", "folio")
 
-func (o MaxOrderFrom) String() string {
-	if int(o) < len(maxOrderFromNames) {
-		return maxOrderFromNames[o]
-	}
-	return fmt.Sprintf("MaxOrderFrom(%d)", uint8(o))
-}
+func (o MaxOrderFrom) String() string { return maxOrderFromNames.String(o) }
 
 // ParseMaxOrderFrom reads "gmem" or "folio".
-func ParseMaxOrderFrom(s string) (MaxOrderFrom, error) {
-	for i, n := range maxOrderFromNames {
-		if n == s {
-			return MaxOrderFrom(i), nil
-		}
-	}
-	return 0, fmt.Errorf("max_order_from %q: must be gmem or folio", s)
-}
+func ParseMaxOrderFrom(s string) (MaxOrderFrom, error) { return maxOrderFromNames.Parse(s) }
 
 // levelForOrder is kvm_max_level_for_order().
 func levelForOrder(o addr.Order) addr.Level {

@@ -1,9 +1,8 @@
 package tdx
 
 import (
-	"fmt"
-
 	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/internal/enumname"
 	"github.com/tdxsim/tdxsim/tdxmodule"
 )
 
@@ -43,25 +42,14 @@ const (
 	AcceptViolationRequestLevel
 )
 
-var acceptLevelNames = [...]string{"guest_inhibit", "guest_inhibit_always_lock", "violation_request_level"}
+var acceptLevelNames = enumname.New[AcceptLevelRule]("accept_level", "AcceptLevelRule",
+	"guest_inhibit", "guest_inhibit_always_lock", "violation_request_level")
 
-func (r AcceptLevelRule) String() string {
-	if int(r) < len(acceptLevelNames) {
-		return acceptLevelNames[r]
-	}
-	return fmt.Sprintf("AcceptLevelRule(%d)", uint8(r))
-}
+func (r AcceptLevelRule) String() string { return acceptLevelNames.String(r) }
 
 // ParseAcceptLevelRule reads guest_inhibit, guest_inhibit_always_lock or
 // violation_request_level.
-func ParseAcceptLevelRule(s string) (AcceptLevelRule, error) {
-	for i, n := range acceptLevelNames {
-		if n == s {
-			return AcceptLevelRule(i), nil
-		}
-	}
-	return 0, fmt.Errorf("accept_level %q: must be guest_inhibit, guest_inhibit_always_lock or violation_request_level", s)
-}
+func ParseAcceptLevelRule(s string) (AcceptLevelRule, error) { return acceptLevelNames.Parse(s) }
 
 // countAcceptLevel counts, once the fault of exit x is handled, a 4K
 // ACCEPT whose GFN KVM could have mapped at 2M (Accept4KWhere2M).
