@@ -177,6 +177,28 @@ type Thread struct {
 
 	sigpending bool // a signal is pending for the task (see SignalPending)
 	spinning   bool // in Spin: waiting for another thread's progress (the strategy may use it)
+
+	local any // see Local
+}
+
+// Local is the value SetLocal left on the thread: state a layer keeps per
+// simulated CPU across its calls, as a per-CPU variable, so that a call on
+// the fault path neither allocates nor takes a shared pool (the TDX
+// module's per-SEAMCALL lock record). Only the thread's own goroutine
+// touches it. One layer uses it; a second would need a key. nil for a nil
+// thread.
+func (t *Thread) Local() any {
+	if t == nil {
+		return nil
+	}
+	return t.local
+}
+
+// SetLocal sets what Local returns; a nil thread keeps nothing.
+func (t *Thread) SetLocal(v any) {
+	if t != nil {
+		t.local = v
+	}
 }
 
 // SetSignalPending marks (or clears) a signal pending for the task the

@@ -3,7 +3,6 @@ package tdxmodule
 import (
 	"fmt"
 	"hash"
-	"sync"
 
 	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/event"
@@ -90,9 +89,17 @@ var dispatch [64]leafFunc
 
 func register(l Leaf, f leafFunc) { dispatch[l] = f }
 
-// locksets recycles the per-call lock records: a SEAMCALL on the fault
-// path allocates nothing.
-var locksets = sync.Pool{New: func() any { return new(lockset) }}
+// locksetOf is the calling CPU's lock record, kept on its thread (as the
+// module keeps per-LP state) and reused: a SEAMCALL on the fault path
+// allocates nothing. A call outside a scheduler gets a fresh one.
+func locksetOf(t *sched.Thread) *lockset {
+	if ls, ok := t.Local().(*lockset); ok {
+		return ls
+	}
+	ls := new(lockset)
+	t.SetLocal(ls)
+	return ls
+}
 
 // SEAMCALL executes one host SEAMCALL. in.RAX holds the leaf (bits 15:0) and
 // version (bits 23:16); the returned Regs hold the status in RAX and the
@@ -104,10 +111,10 @@ func (m *Module) SEAMCALL(t *sched.Thread, in Regs) Regs {
 	leaf := Leaf(in.RAX & 0xffff)
 	version := (in.RAX >> 16) & 0xff
 	var out Regs
-	// An aborted run (a Goexit at the yield below) leaves ls to the
-	// collector; a completed call puts it back empty. No defer: it is the
-	// cost of a closure on every SEAMCALL.
-	ls := locksets.Get().(*lockset)
+	// A completed call leaves ls empty; an aborted run (a Goexit at the
+	// yield below) ends the thread with it. No defer: it is the cost of a
+	// closure on every SEAMCALL.
+	ls := locksetOf(t)
 	injected := false
 	switch {
 	case in.RAX>>24 != 0:
@@ -145,7 +152,6 @@ func (m *Module) SEAMCALL(t *sched.Thread, in Regs) Regs {
 		m.mu.Unlock()
 	}
 	ls.held, ls.entries = ls.held[:0], ls.entries[:0]
-	locksets.Put(ls)
 	if m.sink == event.Discard {
 		return out // nobody listens: skip building and stamping the event
 	}
