@@ -26,6 +26,14 @@ const (
 	Size1G = 1 << 30
 )
 
+// Binary units, as scenario and layout files write sizes (ParseSize).
+const (
+	KiB = 1 << 10
+	MiB = 1 << 20
+	GiB = 1 << 30
+	TiB = 1 << 40
+)
+
 // GPA is a guest physical address.
 type GPA uint64
 
@@ -117,13 +125,13 @@ func ParseSize(s string) (uint64, error) {
 	mult := uint64(1)
 	switch s[len(s)-1] {
 	case 'k', 'K':
-		mult = 1 << 10
+		mult = KiB
 	case 'm', 'M':
-		mult = 1 << 20
+		mult = MiB
 	case 'g', 'G':
-		mult = 1 << 30
+		mult = GiB
 	case 't', 'T':
-		mult = 1 << 40
+		mult = TiB
 	}
 	num := s
 	if mult != 1 {

@@ -1,6 +1,9 @@
 package fuzz
 
-import "github.com/tdxsim/tdxsim/scenario"
+import (
+	"github.com/tdxsim/tdxsim/addr"
+	"github.com/tdxsim/tdxsim/scenario"
+)
 
 // acceptRange is firmware's explicit accept (scenario.Accept): a page-
 // aligned range of the first memslot, 4K to 4M, at 4K or 2M, on the BSP
@@ -13,7 +16,7 @@ func (g *gen) acceptRange(td *scenario.TD) scenario.Op {
 		a.Level = "4K"
 	}
 	if g.chance(0.3) {
-		a.VCPUs, a.Chunk = "all", scenario.Size(2*mib)
+		a.VCPUs, a.Chunk = "all", scenario.Size(2*addr.MiB)
 	}
 	return a
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/scenario"
 )
 
@@ -141,8 +142,6 @@ type gen struct {
 func (g *gen) pick(xs ...string) string { return xs[g.r.IntN(len(xs))] }
 func (g *gen) chance(p float64) bool    { return g.r.Float64() < p }
 
-const mib = 1 << 20
-
 func (g *gen) scenario(seed uint64) *scenario.Scenario {
 	s := &scenario.Scenario{Name: fmt.Sprintf("fuzz-%d", seed), Seed: new(seed)}
 	s.Host.Memory = scenario.Size(hostMemory(g.maxMem))
@@ -151,14 +150,14 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 	if g.chance(genConfig.twoTDs) {
 		ntd = 2
 	}
-	units := int(g.maxMem / (2 * mib)) // 2 MiB units of the largest TD
+	units := int(g.maxMem / (2 * addr.MiB)) // 2 MiB units of the largest TD
 	for i := range ntd {
 		td := scenario.TD{Name: fmt.Sprintf("td%d", i), VCPUs: 1 + g.r.IntN(4)}
-		mem := scenario.Size(2 * mib * uint64(4+g.r.IntN(units-3))) // 8M..max
-		if g.chance(genConfig.twoSlots) && mem >= 16*mib {
+		mem := scenario.Size(2 * addr.MiB * uint64(4+g.r.IntN(units-3))) // 8M..max
+		if g.chance(genConfig.twoSlots) && mem >= 16*addr.MiB {
 			// Two memslots on one guest_memfd, with a hole between.
-			a := scenario.Size(2 * mib * uint64(1+g.r.IntN(int(mem/(2*mib))-1)))
-			td.Memslots = []scenario.Memslot{{GPA: 0, Size: a}, {GPA: a + 64*mib, Size: mem - a}}
+			a := scenario.Size(2 * addr.MiB * uint64(1+g.r.IntN(int(mem/(2*addr.MiB))-1)))
+			td.Memslots = []scenario.Memslot{{GPA: 0, Size: a}, {GPA: a + 64*addr.MiB, Size: mem - a}}
 		} else {
 			td.Memory = mem
 		}
@@ -168,13 +167,13 @@ func (g *gen) scenario(seed uint64) *scenario.Scenario {
 		case g.chance(genConfig.keepShared):
 			td.KeepSharedBacking = true
 			if g.chance(0.5) {
-				td.GmemOffset = scenario.Size(mib) // GFNs and indexes out of 2M step
+				td.GmemOffset = scenario.Size(addr.MiB) // GFNs and indexes out of 2M step
 			}
 		}
 		if g.chance(genConfig.image) {
-			top := uint64(mem) - 2*mib
+			top := uint64(mem) - 2*addr.MiB
 			if len(td.Memslots) > 0 {
-				top = uint64(td.Memslots[0].Size) - 2*mib
+				top = uint64(td.Memslots[0].Size) - 2*addr.MiB
 			}
 			td.Image = []scenario.ImageRegion{{GPA: scenario.Size(top), Size: scenario.Size(64 << 10), Measure: true}}
 		}
@@ -268,7 +267,7 @@ func (g *gen) hostRange(td *scenario.TD) (scenario.Size, scenario.Size) {
 	size := min(uint64(4096)<<g.r.IntN(11), end)
 	gpa := g.r.Uint64N(end/size) * size
 	if g.chance(0.5) {
-		size = 2 * mib
+		size = 2 * addr.MiB
 		gpa = g.r.Uint64N(end/size) * size
 	}
 	return scenario.Size(gpa), scenario.Size(size)
@@ -277,7 +276,7 @@ func (g *gen) hostRange(td *scenario.TD) (scenario.Size, scenario.Size) {
 func (g *gen) boot(td *scenario.TD) scenario.Op {
 	b := &scenario.Boot{Workload: workload(td), Accept: g.pick("lazy", "lazy", "eager"), Level: g.pick("2M", "2M", "4K")}
 	if b.Accept == "lazy" {
-		b.Upfront = new(scenario.Size(2 * mib * uint64(g.r.IntN(int(min(8, ram(td)/(2*mib)))))))
+		b.Upfront = new(scenario.Size(2 * addr.MiB * uint64(g.r.IntN(int(min(8, ram(td)/(2*addr.MiB)))))))
 	}
 	return b
 }
@@ -301,7 +300,7 @@ func (g *gen) weighted(weights ...int) int {
 func (g *gen) touch(td *scenario.TD) scenario.Op {
 	t := &scenario.Touch{Workload: workload(td), Pattern: g.pick("sequential", "random", "zipf"), Count: 1 + g.r.IntN(512)}
 	if g.chance(0.3) {
-		t.Start = scenario.Size(g.r.Uint64N(ram(td)/(2*mib)) * 2 * mib)
+		t.Start = scenario.Size(g.r.Uint64N(ram(td)/(2*addr.MiB)) * 2 * addr.MiB)
 	}
 	return t
 }
@@ -320,8 +319,8 @@ func (g *gen) convert(td *scenario.TD) scenario.Op {
 // in use (the step fails with "only N of usable private memory left", a
 // workload error, not a finding).
 func (g *gen) balloon(td *scenario.TD) scenario.Op {
-	most := max(1, min(4, int(ram(td)/(4*mib)))) // at most half the RAM
-	size := 2 * mib * uint64(1+g.r.IntN(most))
+	most := max(1, min(4, int(ram(td)/(4*addr.MiB)))) // at most half the RAM
+	size := 2 * addr.MiB * uint64(1+g.r.IntN(most))
 	if g.ballooned == nil {
 		g.ballooned = map[string]uint64{}
 	}
@@ -411,9 +410,9 @@ func (g *gen) memoryTypeChange(td *scenario.TD, gpa, size scenario.Size, _ bool)
 // guest_memfd offset out of step with the GPAs (a punch must cover whole
 // huge pages of the file): a memory-type change there instead.
 func (g *gen) punchHole(td *scenario.TD, gpa, size scenario.Size, inParallel bool) scenario.Op {
-	if inParallel || td.GmemOffset != 0 || slot0(td) < 2*mib {
+	if inParallel || td.GmemOffset != 0 || slot0(td) < 2*addr.MiB {
 		return g.memoryTypeChange(td, gpa, size, inParallel)
 	}
-	gpa &^= 2*mib - 1
-	return &scenario.PunchHole{HostRange: rangeOn(td, gpa, scenario.Size(2*mib))}
+	gpa &^= 2*addr.MiB - 1
+	return &scenario.PunchHole{HostRange: rangeOn(td, gpa, scenario.Size(2*addr.MiB))}
 }

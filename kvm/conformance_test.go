@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/errno"
 	"github.com/tdxsim/tdxsim/gmem"
 	"github.com/tdxsim/tdxsim/hostmem"
@@ -183,15 +184,15 @@ var conformance = []conformanceRow{
 	}},
 	{"S1.7", "numa_allocation / mbind", "the model has one NUMA node; mempolicy is not modelled", nil},
 	{"S1.8", "collapse", "", func(w *world) error {
-		_, m, _ := hostMapped(w, 2*mib, 2*mib)
+		_, m, _ := hostMapped(w, 2*addr.MiB, 2*addr.MiB)
 		m.Store(w.th, 0, 1)
-		if err := errnoIs("MADV_HUGEPAGE", m.Madvise(w.th, 0, 2*mib, gmem.MadvHugepage), 0); err != nil {
+		if err := errnoIs("MADV_HUGEPAGE", m.Madvise(w.th, 0, 2*addr.MiB, gmem.MadvHugepage), 0); err != nil {
 			return err
 		}
-		if err := errnoIs("MADV_COLLAPSE", m.Madvise(w.th, 0, 2*mib, gmem.MadvCollapse), errno.EINVAL); err != nil {
+		if err := errnoIs("MADV_COLLAPSE", m.Madvise(w.th, 0, 2*addr.MiB, gmem.MadvCollapse), errno.EINVAL); err != nil {
 			return err
 		}
-		if err := errnoIs("MADV_DONTNEED", m.Madvise(w.th, 0, 2*mib, gmem.MadvDontneed), 0); err != nil {
+		if err := errnoIs("MADV_DONTNEED", m.Madvise(w.th, 0, 2*addr.MiB, gmem.MadvDontneed), 0); err != nil {
 			return err
 		}
 		if v, err := m.Load(w.th, 0); err != nil || v != 1 {
@@ -276,12 +277,12 @@ var conformance = []conformanceRow{
 			return fmt.Errorf("default VM caps %#x lack MMAP|INIT_SHARED", sup)
 		}
 		vm := w.vm(kvm.DefaultVM)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 2 * mib, Flags: gmem.FlagMMAP | gmem.FlagInitShared})
-		w.slot(vm, 1, 4*gib, 2*mib, f, 0)
-		m, _ := sharedMmap(w, f, 2*mib)
+		f := w.gmem(vm, gmem.CreateArgs{Size: 2 * addr.MiB, Flags: gmem.FlagMMAP | gmem.FlagInitShared})
+		w.slot(vm, 1, 4*addr.GiB, 2*addr.MiB, f, 0)
+		m, _ := sharedMmap(w, f, 2*addr.MiB)
 		m.Store(w.th, page+8, 0xaa)
 		v, _ := vm.CreateVCPU(w.th, 0)
-		fault, err := v.FaultInPFN(w.th, gfn(4*gib+page), false)
+		fault, err := v.FaultInPFN(w.th, gfn(4*addr.GiB+page), false)
 		if err != nil || !fault.HasPFN {
 			return fmt.Errorf("guest access to a gmem-only slot: %+v %v", fault, err)
 		}
@@ -299,49 +300,49 @@ var conformance = []conformanceRow{
 	}},
 	{"S3.1", "invalid flags: v1 ioctl with KVM_MEM_GUEST_MEMFD", "", func(w *world) error {
 		vm := w.vm(kvm.SWProtectedVM)
-		return errnoIs("v1", vm.SetUserMemoryRegion(w.th, kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * mib}), errno.EINVAL)
+		return errnoIs("v1", vm.SetUserMemoryRegion(w.th, kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * addr.MiB}), errno.EINVAL)
 	}},
 	{"S3.2", "invalid flags: v2 with unsupported bits, LOG_DIRTY|GUEST_MEMFD", "", func(w *world) error {
 		vm := w.vm(kvm.SWProtectedVM)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 2 * mib})
+		f := w.gmem(vm, gmem.CreateArgs{Size: 2 * addr.MiB})
 		for bit := 0; bit < 32; bit++ {
 			fl := uint32(1) << bit
 			if fl&(kvm.MemLogDirtyPages|kvm.MemReadonly|kvm.MemGuestMemfd) != 0 {
 				continue
 			}
-			r := kvm.Region{Slot: 1, Flags: fl | kvm.MemGuestMemfd, MemorySize: 2 * mib, GuestMemfd: kvm.FD{File: f}}
+			r := kvm.Region{Slot: 1, Flags: fl | kvm.MemGuestMemfd, MemorySize: 2 * addr.MiB, GuestMemfd: kvm.FD{File: f}}
 			if e := errnoIs(fmt.Sprintf("flag bit %d", bit), vm.SetUserMemoryRegion2(w.th, r), errno.EINVAL); e != nil {
 				return e
 			}
 		}
-		r := kvm.Region{Slot: 1, Flags: kvm.MemLogDirtyPages | kvm.MemGuestMemfd, MemorySize: 2 * mib, GuestMemfd: kvm.FD{File: f}}
+		r := kvm.Region{Slot: 1, Flags: kvm.MemLogDirtyPages | kvm.MemGuestMemfd, MemorySize: 2 * addr.MiB, GuestMemfd: kvm.FD{File: f}}
 		return errnoIs("LOG_DIRTY|GUEST_MEMFD", vm.SetUserMemoryRegion2(w.th, r), errno.EINVAL)
 	}},
 	{"S3.3", "add_private_memory_region: bad files, other VM's gmem, offsets", "", func(w *world) error {
 		vm, other := w.vm(kvm.SWProtectedVM), w.vm(kvm.SWProtectedVM)
-		og := w.gmem(other, gmem.CreateArgs{Size: 4 * mib})
+		og := w.gmem(other, gmem.CreateArgs{Size: 4 * addr.MiB})
 		for name, fd := range map[string]kvm.FD{"/dev/kvm": {Other: "/dev/kvm"}, "VM fd": {Other: "VM fd"},
 			"memfd": {Other: "memfd"}, "other VM's gmem": {File: og}} {
-			r := kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * mib, GuestMemfd: fd}
+			r := kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * addr.MiB, GuestMemfd: fd}
 			if e := errnoIs(name, vm.SetUserMemoryRegion2(w.th, r), errno.EINVAL); e != nil {
 				return e
 			}
 		}
-		if err := other.SetUserMemoryRegion2(w.th, kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * mib, GuestMemfd: kvm.FD{File: og}}); err != nil {
+		if err := other.SetUserMemoryRegion2(w.th, kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * addr.MiB, GuestMemfd: kvm.FD{File: og}}); err != nil {
 			return fmt.Errorf("the owner binds its own gmem: %v", err)
 		}
-		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * mib})
+		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * addr.MiB})
 		for off := uint64(1); off < page; off += 97 {
-			r := kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * mib, GuestMemfd: kvm.FD{File: f}, GuestMemfdOffset: off}
+			r := kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * addr.MiB, GuestMemfd: kvm.FD{File: f}, GuestMemfdOffset: off}
 			if e := errnoIs(fmt.Sprintf("offset %d", off), vm.SetUserMemoryRegion2(w.th, r), errno.EINVAL); e != nil {
 				return e
 			}
 		}
-		return vm.SetUserMemoryRegion2(w.th, kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * mib, GuestMemfd: kvm.FD{File: f}})
+		return vm.SetUserMemoryRegion2(w.th, kvm.Region{Slot: 1, Flags: kvm.MemGuestMemfd, MemorySize: 2 * addr.MiB, GuestMemfd: kvm.FD{File: f}})
 	}},
 	{"S3.4", "add_overlapping_private_memory_regions", "", func(w *world) error {
 		vm := w.vm(kvm.SWProtectedVM)
-		const gpa, s = 1 << 30, 2 * mib
+		const gpa, s = 1 << 30, 2 * addr.MiB
 		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * s})
 		w.slot(vm, 10, gpa, 2*s, f, 0)
 		w.slot(vm, 11, 2*gpa, 2*s, f, 2*s)
@@ -384,11 +385,11 @@ var conformance = []conformanceRow{
 	{"S2.4", "back to shared: the guest sees the host's memory again; private mappings zapped", "", func(w *world) error {
 		c := newConv(w)
 		c.hostWrite(0, 0x11)
-		w.attrs(c.vm, c.base, 2*mib, true)
+		w.attrs(c.vm, c.base, 2*addr.MiB, true)
 		c.guestWrite(0, true, 0x22)
 		c.mmu.take()
-		w.attrs(c.vm, c.base, 2*mib, false)
-		want := []string{fmt.Sprintf("split [%#x,%#x)", c.base>>12, (c.base+2*mib)>>12), fmt.Sprintf("unmap private [%#x,%#x)", c.base>>12, (c.base+2*mib)>>12)}
+		w.attrs(c.vm, c.base, 2*addr.MiB, false)
+		want := []string{fmt.Sprintf("split [%#x,%#x)", c.base>>12, (c.base+2*addr.MiB)>>12), fmt.Sprintf("unmap private [%#x,%#x)", c.base>>12, (c.base+2*addr.MiB)>>12)}
 		if got := c.mmu.take(); len(got) < 2 || got[0] != want[0] || got[1] != want[1] {
 			return fmt.Errorf("private zap on conversion to shared: %q", got)
 		}
@@ -409,7 +410,7 @@ var conformance = []conformanceRow{
 	}},
 	{"S2.6", "PUNCH_HOLE without an attribute change: the guest reads zero", "", func(w *world) error {
 		c := newConv(w)
-		w.attrs(c.vm, c.base, 2*mib, true)
+		w.attrs(c.vm, c.base, 2*addr.MiB, true)
 		c.guestWrite(page, true, 0xcc)
 		c.mmu.take()
 		c.f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, page, page)
@@ -421,10 +422,10 @@ var conformance = []conformanceRow{
 	{"S2.7", "after the VM is freed, PUNCH_HOLE and allocate on the gmem still succeed", "", func(w *world) error {
 		c := newConv(w)
 		c.vm.Close(w.th)
-		if err := c.f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*mib); err != nil {
+		if err := c.f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*addr.MiB); err != nil {
 			return err
 		}
-		return c.f.Fallocate(w.th, gmem.FallocKeepSize, 0, 2*mib)
+		return c.f.Fallocate(w.th, gmem.FallocKeepSize, 0, 2*addr.MiB)
 	}},
 }
 
@@ -442,11 +443,11 @@ type conv struct {
 }
 
 func newConv(w *world) *conv {
-	c := &conv{w: w, vm: w.vm(kvm.SWProtectedVM), base: 4 * gib, host: map[uint64]byte{}}
+	c := &conv{w: w, vm: w.vm(kvm.SWProtectedVM), base: 4 * addr.GiB, host: map[uint64]byte{}}
 	c.mmu = &recMMU{t: w.t, vm: c.vm}
 	c.vm.SetMMU(c.mmu)
-	c.f = w.gmem(c.vm, gmem.CreateArgs{Size: 4 * mib})
-	w.slot(c.vm, 10, c.base, 4*mib, c.f, 0)
+	c.f = w.gmem(c.vm, gmem.CreateArgs{Size: 4 * addr.MiB})
+	w.slot(c.vm, 10, c.base, 4*addr.MiB, c.f, 0)
 	c.v, _ = c.vm.CreateVCPU(w.th, 0)
 	return c
 }

@@ -11,11 +11,6 @@ import (
 	"github.com/tdxsim/tdxsim/sched"
 )
 
-const (
-	mib = 1 << 20
-	gib = 1 << 30
-)
-
 // world is one host with /dev/kvm and the thread a test runs in.
 type world struct {
 	*testkit.Host
@@ -45,7 +40,7 @@ func runSeed(t *testing.T, seed uint64, fn func(w *world)) *sched.Scheduler {
 func start(t *testing.T, cfg testkit.Config, seed uint64, fn func(w *world)) *sched.Scheduler {
 	t.Helper()
 	if cfg.Bytes == 0 {
-		cfg.Bytes = 16 * gib
+		cfg.Bytes = 16 * addr.GiB
 	}
 	w := &world{Host: testkit.NewHost(t, cfg), t: t}
 	s := w.Run(t, seed, func(th *sched.Thread) {

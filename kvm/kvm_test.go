@@ -25,7 +25,7 @@ func TestMemoryAttributesValidation(t *testing.T) {
 			a    kvm.MemoryAttributes
 			want errno.Errno
 		}{
-			{"private on a TDX VM", td, kvm.MemoryAttributes{Address: 0, Size: 2 * mib, Attributes: gmem.AttrPrivate}, 0},
+			{"private on a TDX VM", td, kvm.MemoryAttributes{Address: 0, Size: 2 * addr.MiB, Attributes: gmem.AttrPrivate}, 0},
 			{"flags", td, kvm.MemoryAttributes{Size: 4096, Flags: 1}, errno.EINVAL},
 			{"unknown attribute", td, kvm.MemoryAttributes{Size: 4096, Attributes: 1}, errno.EINVAL},
 			{"private on a default VM", def, kvm.MemoryAttributes{Size: 4096, Attributes: gmem.AttrPrivate}, errno.EINVAL},
@@ -58,10 +58,10 @@ func TestMemoryAttributesValidation(t *testing.T) {
 func TestMixedTracking(t *testing.T) {
 	run(t, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		w.bind(vm, gmem.CreateArgs{Size: 4 * gib}, 2*gib)
+		w.bind(vm, gmem.CreateArgs{Size: 4 * addr.GiB}, 2*addr.GiB)
 		s := vm.SlotAt(0)
-		w.attrs(vm, 0, 2*gib, true)
-		for _, g := range []uint64{0, 2 * mib, gib} {
+		w.attrs(vm, 0, 2*addr.GiB, true)
+		for _, g := range []uint64{0, 2 * addr.MiB, addr.GiB} {
 			if s.Mixed(addr.Level2M, gfn(g)) || !s.HugePageAllowed(addr.Level2M, gfn(g)) {
 				t.Errorf("2M page at %#x mixed after a uniform conversion", g)
 			}
@@ -70,39 +70,39 @@ func TestMixedTracking(t *testing.T) {
 			t.Errorf("1G page at 0 not allowed")
 		}
 		// One 4K page shared inside the first 2M page.
-		w.attrs(vm, mib, 4096, false)
-		if !s.Mixed(addr.Level2M, 0) || s.Mixed(addr.Level2M, gfn(2*mib)) {
-			t.Errorf("MIXED after a 4K conversion: 2M@0 %v, 2M@2M %v", s.Mixed(addr.Level2M, 0), s.Mixed(addr.Level2M, gfn(2*mib)))
+		w.attrs(vm, addr.MiB, 4096, false)
+		if !s.Mixed(addr.Level2M, 0) || s.Mixed(addr.Level2M, gfn(2*addr.MiB)) {
+			t.Errorf("MIXED after a 4K conversion: 2M@0 %v, 2M@2M %v", s.Mixed(addr.Level2M, 0), s.Mixed(addr.Level2M, gfn(2*addr.MiB)))
 		}
-		if !s.Mixed(addr.Level1G, 0) || s.Mixed(addr.Level1G, gfn(gib)) {
+		if !s.Mixed(addr.Level1G, 0) || s.Mixed(addr.Level1G, gfn(addr.GiB)) {
 			t.Errorf("1G MIXED must follow its 2M pages")
 		}
 		// Back to private: uniform again at both levels.
-		w.attrs(vm, mib, 4096, true)
+		w.attrs(vm, addr.MiB, 4096, true)
 		if s.Mixed(addr.Level2M, 0) || s.Mixed(addr.Level1G, 0) {
 			t.Errorf("MIXED not cleared when the range is uniform again")
 		}
 		// Slot edges: a slot at 1M..5M cuts both 2M pages at its edges.
-		f2 := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib})
+		f2 := w.gmem(vm, gmem.CreateArgs{Size: 8 * addr.MiB})
 		// userspace_addr congruent with the GPA modulo 2M, so only the
 		// edges matter.
-		if err := vm.SetUserMemoryRegion2(w.th, kvm.Region{Slot: 2, Flags: kvm.MemGuestMemfd, GuestPhysAddr: 4*gib + mib,
-			MemorySize: 4 * mib, UserspaceAddr: 1<<40 + mib, GuestMemfd: kvm.FD{File: f2}}); err != nil {
+		if err := vm.SetUserMemoryRegion2(w.th, kvm.Region{Slot: 2, Flags: kvm.MemGuestMemfd, GuestPhysAddr: 4*addr.GiB + addr.MiB,
+			MemorySize: 4 * addr.MiB, UserspaceAddr: 1<<40 + addr.MiB, GuestMemfd: kvm.FD{File: f2}}); err != nil {
 			t.Fatal(err)
 		}
-		s2 := vm.SlotAt(gfn(4*gib + mib))
-		if s2.HugePageAllowed(addr.Level2M, gfn(4*gib)) || !s2.HugePageAllowed(addr.Level2M, gfn(4*gib+2*mib)) ||
-			s2.HugePageAllowed(addr.Level2M, gfn(4*gib+4*mib)) {
+		s2 := vm.SlotAt(gfn(4*addr.GiB + addr.MiB))
+		if s2.HugePageAllowed(addr.Level2M, gfn(4*addr.GiB)) || !s2.HugePageAllowed(addr.Level2M, gfn(4*addr.GiB+2*addr.MiB)) ||
+			s2.HugePageAllowed(addr.Level2M, gfn(4*addr.GiB+4*addr.MiB)) {
 			t.Errorf("slot-edge huge pages must be disallowed, the inner one allowed")
 		}
 		// GFN and userspace address misaligned: no huge page at all.
-		f3 := w.gmem(vm, gmem.CreateArgs{Size: 4 * mib})
-		r := kvm.Region{Slot: 3, Flags: kvm.MemGuestMemfd, GuestPhysAddr: 8 * gib, MemorySize: 4 * mib,
+		f3 := w.gmem(vm, gmem.CreateArgs{Size: 4 * addr.MiB})
+		r := kvm.Region{Slot: 3, Flags: kvm.MemGuestMemfd, GuestPhysAddr: 8 * addr.GiB, MemorySize: 4 * addr.MiB,
 			UserspaceAddr: 1<<40 + 4096, GuestMemfd: kvm.FD{File: f3}}
 		if err := vm.SetUserMemoryRegion2(w.th, r); err != nil {
 			t.Fatal(err)
 		}
-		if vm.SlotAt(gfn(8*gib)).HugePageAllowed(addr.Level2M, gfn(8*gib)) {
+		if vm.SlotAt(gfn(8*addr.GiB)).HugePageAllowed(addr.Level2M, gfn(8*addr.GiB)) {
 			t.Errorf("huge page allowed although GFN and userspace address disagree in alignment")
 		}
 	})
@@ -115,13 +115,13 @@ func TestMixedTracking(t *testing.T) {
 // whose attribute changes are unmapped.
 func TestAttributeChangeZaps(t *testing.T) {
 	run(t, func(w *world) {
-		vm, m, _ := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 8 * mib}, 8*mib)
-		w.attrs(vm, 0, 8*mib, true)
+		vm, m, _ := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 8 * addr.MiB}, 8*addr.MiB)
+		w.attrs(vm, 0, 8*addr.MiB, true)
 		if got := m.take(); !slices.Equal(got, []string{"unmap shared [0x0,0x800)", "flush_tlbs"}) {
 			t.Errorf("to private: %q", got)
 		}
 		seq := vm.InvalidateSeq()
-		w.attrs(vm, 2*mib+4096, 4096, false)
+		w.attrs(vm, 2*addr.MiB+4096, 4096, false)
 		// Private huge leaves cut by the range are split first; only the
 		// changed GFN is unmapped; its uniform 2M page joined the
 		// invalidation, so a huge fault racing with it retries.
@@ -131,11 +131,11 @@ func TestAttributeChangeZaps(t *testing.T) {
 		if vm.InvalidateSeq() == seq || vm.InvalidateInProgress() != 0 {
 			t.Errorf("the invalidation must end and bump the sequence")
 		}
-		if !vm.InvalidateRetry(seq, gfn(5*mib)) {
+		if !vm.InvalidateRetry(seq, gfn(5*addr.MiB)) {
 			t.Errorf("a fault that snapshotted the old sequence must retry")
 		}
 		// Unchanged attributes: nothing happens.
-		w.attrs(vm, 0, 2*mib, true)
+		w.attrs(vm, 0, 2*addr.MiB, true)
 		if got := m.take(); len(got) != 0 {
 			t.Errorf("a no-op attribute change zapped: %q", got)
 		}
@@ -147,18 +147,18 @@ func TestAttributeChangeZaps(t *testing.T) {
 // of the VMM's address space never do.
 func TestZapRules(t *testing.T) {
 	run(t, func(w *world) {
-		vm, m, f := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 8 * mib}, 4*mib)
-		w.slot(vm, 2, 1<<32, 4*mib, nil, 0) // a shared-only slot at ua 1<<40
-		w.attrs(vm, 0, 4*mib, true)
+		vm, m, f := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 8 * addr.MiB}, 4*addr.MiB)
+		w.slot(vm, 2, 1<<32, 4*addr.MiB, nil, 0) // a shared-only slot at ua 1<<40
+		w.attrs(vm, 0, 4*addr.MiB, true)
 		m.take()
 
-		vm.MMUNotifierInvalidate(w.th, 1<<40, 8*mib)
+		vm.MMUNotifierInvalidate(w.th, 1<<40, 8*addr.MiB)
 		for _, c := range m.take() {
 			if strings.Contains(c, "private") {
 				t.Errorf("MMU notifier touched private memory: %q", c)
 			}
 		}
-		if err := f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*mib); err != nil {
+		if err := f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*addr.MiB); err != nil {
 			t.Fatal(err)
 		}
 		if got := m.take(); !slices.Equal(got, []string{"split [0x0,0x200)", "unmap private [0x0,0x200)", "flush_tlbs"}) {
@@ -172,7 +172,7 @@ func TestZapRules(t *testing.T) {
 			t.Errorf("slot 1 still present")
 		}
 		// The range is unbound: a punch now zaps nothing.
-		f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 4*mib)
+		f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 4*addr.MiB)
 		if got := m.take(); len(got) != 0 {
 			t.Errorf("punch of an unbound range zapped: %q", got)
 		}
@@ -182,7 +182,7 @@ func TestZapRules(t *testing.T) {
 func TestKVMBugOn(t *testing.T) {
 	run(t, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * mib})
+		f := w.gmem(vm, gmem.CreateArgs{Size: 4 * addr.MiB})
 		v, err := vm.CreateVCPU(w.th, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -216,10 +216,10 @@ func TestKVMBugOn(t *testing.T) {
 // and mmu_lock, and checks lockdep sees the kernel's order and no cycle.
 func TestLockOrder(t *testing.T) {
 	s := run(t, func(w *world) {
-		vm, _, f := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 8 * mib}, 8*mib)
-		w.attrs(vm, 0, 8*mib, true)
-		f.Fallocate(w.th, gmem.FallocKeepSize, 0, 4*mib)
-		f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*mib)
+		vm, _, f := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 8 * addr.MiB}, 8*addr.MiB)
+		w.attrs(vm, 0, 8*addr.MiB, true)
+		f.Fallocate(w.th, gmem.FallocKeepSize, 0, 4*addr.MiB)
+		f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*addr.MiB)
 		f.Close(w.th)
 	})
 	edges := strings.Join(s.LockDep().Edges(), "\n")
@@ -234,9 +234,9 @@ func TestLockOrder(t *testing.T) {
 func TestFaultInPFN(t *testing.T) {
 	run(t, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		f := w.bind(vm, gmem.CreateArgs{Size: 8 * mib}, 4*mib)
-		w.slot(vm, 2, 1<<32, 4*mib, nil, 0)
-		w.attrs(vm, 0, 4*mib, true)
+		f := w.bind(vm, gmem.CreateArgs{Size: 8 * addr.MiB}, 4*addr.MiB)
+		w.slot(vm, 2, 1<<32, 4*addr.MiB, nil, 0)
+		w.attrs(vm, 0, 4*addr.MiB, true)
 		v, _ := vm.CreateVCPU(w.th, 0)
 
 		fault, err := v.FaultInPFN(w.th, gfn(4096), true)
@@ -290,7 +290,7 @@ func TestFaultInPFN(t *testing.T) {
 func TestPopulate(t *testing.T) {
 	run(t, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		f := w.bind(vm, gmem.CreateArgs{Size: 8 * mib}, 16*4096)
+		f := w.bind(vm, gmem.CreateArgs{Size: 8 * addr.MiB}, 16*4096)
 		w.attrs(vm, 0, 8*4096, true)
 		s := vm.SlotAt(0)
 		var seen []addr.GFN
@@ -337,23 +337,23 @@ func TestPopulate(t *testing.T) {
 func TestHugeTLBGmem(t *testing.T) {
 	runWith(t, testkit.Config{Huge2M: 8, Huge1G: 1}, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		_, err := vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 4 * mib, Flags: gmem.FlagHugeTLB, PageOrder: 3})
+		_, err := vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 4 * addr.MiB, Flags: gmem.FlagHugeTLB, PageOrder: 3})
 		testkit.WantErrno(t, "page order 3", err, errno.EINVAL)
-		_, err = vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 3 * mib, Flags: gmem.FlagHugeTLB, PageOrder: addr.Order2M})
+		_, err = vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 3 * addr.MiB, Flags: gmem.FlagHugeTLB, PageOrder: addr.Order2M})
 		testkit.WantErrno(t, "size not a multiple of 2M", err, errno.EINVAL)
-		_, err = vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 4 * mib, PageOrder: addr.Order2M})
+		_, err = vm.CreateGuestMemfd(w.th, gmem.CreateArgs{Size: 4 * addr.MiB, PageOrder: addr.Order2M})
 		testkit.WantErrno(t, "page order without HUGETLB", err, errno.EINVAL)
 
-		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * mib, Flags: gmem.FlagHugeTLB, PageOrder: addr.Order2M})
+		f := w.gmem(vm, gmem.CreateArgs{Size: 8 * addr.MiB, Flags: gmem.FlagHugeTLB, PageOrder: addr.Order2M})
 		testkit.WantErrno(t, "4K fallocate of a 2M file", f.Fallocate(w.th, gmem.FallocKeepSize, 0, 4096), errno.EINVAL)
-		w.slot(vm, 1, 0, 8*mib, f, 0)
-		w.attrs(vm, 0, 8*mib, true)
+		w.slot(vm, 1, 0, 8*addr.MiB, f, 0)
+		w.attrs(vm, 0, 8*addr.MiB, true)
 		s := vm.SlotAt(0)
-		if o := gmem.MappingOrder(s, gfn(mib)); o != addr.Order2M {
+		if o := gmem.MappingOrder(s, gfn(addr.MiB)); o != addr.Order2M {
 			t.Errorf("MappingOrder = %d, want 9", o)
 		}
 		v, _ := vm.CreateVCPU(w.th, 0)
-		fault, err := v.FaultInPFN(w.th, gfn(mib+4096), true)
+		fault, err := v.FaultInPFN(w.th, gfn(addr.MiB+4096), true)
 		if err != nil || fault.MaxOrder != addr.Order2M || fault.MappingOrder != addr.Order2M {
 			t.Fatalf("fault on a 2M file: %+v %v", fault, err)
 		}
@@ -364,15 +364,15 @@ func TestHugeTLBGmem(t *testing.T) {
 		if p2, _ := w.Mem.PoolFree(); p2 != 7 {
 			t.Errorf("2M pool free = %d, want 7", p2)
 		}
-		testkit.WantErrno(t, "punch 2M", f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*mib), 0)
+		testkit.WantErrno(t, "punch 2M", f.Fallocate(w.th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*addr.MiB), 0)
 		if p2, _ := w.Mem.PoolFree(); p2 != 8 {
 			t.Errorf("punch did not return the folio to the pool: %d free", p2)
 		}
 
-		g := w.gmem(vm, gmem.CreateArgs{Size: gib, Flags: gmem.FlagHugeTLB, PageOrder: addr.Order1G})
-		w.slot(vm, 2, 4*gib, gib, g, 0)
-		w.attrs(vm, 4*gib, gib, true)
-		if o := gmem.MappingOrder(vm.SlotAt(gfn(4*gib)), gfn(4*gib+5*mib)); o != addr.Order1G {
+		g := w.gmem(vm, gmem.CreateArgs{Size: addr.GiB, Flags: gmem.FlagHugeTLB, PageOrder: addr.Order1G})
+		w.slot(vm, 2, 4*addr.GiB, addr.GiB, g, 0)
+		w.attrs(vm, 4*addr.GiB, addr.GiB, true)
+		if o := gmem.MappingOrder(vm.SlotAt(gfn(4*addr.GiB)), gfn(4*addr.GiB+5*addr.MiB)); o != addr.Order1G {
 			t.Errorf("1G MappingOrder = %d", o)
 		}
 		g.Close(w.th)
@@ -387,12 +387,12 @@ func TestHugeTLBGmem(t *testing.T) {
 // guest_memfd's mapping order.
 func TestInPlaceConversion(t *testing.T) {
 	runWith(t, testkit.Config{Huge2M: 4}, func(w *world) {
-		vm, m, f := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 4 * mib, Flags: gmem.FlagHugeTLB | gmem.FlagMMAP, PageOrder: addr.Order2M, InPlace: true}, 4*mib)
+		vm, m, f := w.recorded(kvm.TDXVM, gmem.CreateArgs{Size: 4 * addr.MiB, Flags: gmem.FlagHugeTLB | gmem.FlagMMAP, PageOrder: addr.Order2M, InPlace: true}, 4*addr.MiB)
 		s := vm.SlotAt(0)
 		if !vm.IsPrivate(0) {
 			t.Fatalf("an in-place file without INIT_SHARED starts private")
 		}
-		if err := f.Fallocate(w.th, gmem.FallocKeepSize, 0, 4*mib); err != nil {
+		if err := f.Fallocate(w.th, gmem.FallocKeepSize, 0, 4*addr.MiB); err != nil {
 			t.Fatal(err)
 		}
 		m.take()
@@ -412,12 +412,12 @@ func TestInPlaceConversion(t *testing.T) {
 		if pi := f.Page(0); pi.FolioOrder != 0 {
 			t.Errorf("folio not split: order %d", pi.FolioOrder)
 		}
-		if o := gmem.MappingOrder(s, gfn(2*mib)); o != addr.Order2M {
+		if o := gmem.MappingOrder(s, gfn(2*addr.MiB)); o != addr.Order2M {
 			t.Errorf("the other 2M page must stay huge: %d", o)
 		}
 		// The host maps the shared page; someone else holds a reference
 		// (a pin): conversion back to private must fail with EAGAIN.
-		mp, err := f.Mmap(w.th, 0, 4*mib, gmem.ProtRead|gmem.ProtWrite, true)
+		mp, err := f.Mmap(w.th, 0, 4*addr.MiB, gmem.ProtRead|gmem.ProtWrite, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -456,20 +456,20 @@ func TestInPlaceConversion(t *testing.T) {
 			{"attribute", 0, 4096, 1, 0, errno.EINVAL},
 			{"size 0", 0, 0, 0, 0, errno.EINVAL},
 			{"unaligned", 1, 4096, 0, 0, errno.EINVAL},
-			{"past EOF", 4 * mib, 4096, 0, 0, errno.EINVAL},
+			{"past EOF", 4 * addr.MiB, 4096, 0, 0, errno.EINVAL},
 		} {
 			_, err := f.SetAttributes(w.th, c.off, c.size, c.attrs, c.flags)
 			testkit.WantErrno(t, "SET_MEMORY_ATTRIBUTES2 "+c.name, err, c.want)
 		}
 		mp.Munmap(w.th)
-		plain := w.gmem(vm, gmem.CreateArgs{Size: 4 * mib})
+		plain := w.gmem(vm, gmem.CreateArgs{Size: 4 * addr.MiB})
 		_, err = plain.SetAttributes(w.th, 0, 4096, 0, 0)
 		testkit.WantErrno(t, "SET_MEMORY_ATTRIBUTES2 on a file in KVM-attribute mode", err, errno.ENOTTY)
 		// A failed S-EPT split aborts the conversion and changes nothing.
 		m.splitEr = errno.New("split", errno.ENOMEM, "injected")
-		_, err = f.SetAttributes(w.th, 2*mib+4096, 4096, 0, 0)
+		_, err = f.SetAttributes(w.th, 2*addr.MiB+4096, 4096, 0, 0)
 		testkit.WantErrno(t, "conversion with a failed split", err, errno.ENOMEM)
-		if !vm.IsPrivate(gfn(2*mib+4096)) || f.Page(512).FolioOrder != addr.Order2M {
+		if !vm.IsPrivate(gfn(2*addr.MiB+4096)) || f.Page(512).FolioOrder != addr.Order2M {
 			t.Errorf("a failed split must leave attributes and folio alone")
 		}
 	})
@@ -480,8 +480,8 @@ func TestInPlaceConversion(t *testing.T) {
 func TestReleaseAndLifetime(t *testing.T) {
 	run(t, func(w *world) {
 		vm := w.vm(kvm.TDXVM)
-		f := w.bind(vm, gmem.CreateArgs{Size: 64 * mib, Flags: gmem.FlagMMAP}, 64*mib)
-		f.Fallocate(w.th, gmem.FallocKeepSize, 0, 64*mib)
+		f := w.bind(vm, gmem.CreateArgs{Size: 64 * addr.MiB, Flags: gmem.FlagMMAP}, 64*addr.MiB)
+		f.Fallocate(w.th, gmem.FallocKeepSize, 0, 64*addr.MiB)
 		if u := w.Mem.Usage(vm.Account()); u.Charged != 16384 {
 			t.Errorf("account holds %d pages, want 16384", u.Charged)
 		}
@@ -489,7 +489,7 @@ func TestReleaseAndLifetime(t *testing.T) {
 		if vm.Destroyed() {
 			t.Fatalf("the VM must live while its guest_memfd is open")
 		}
-		mp, _ := f.Mmap(w.th, 0, mib, gmem.ProtRead, true)
+		mp, _ := f.Mmap(w.th, 0, addr.MiB, gmem.ProtRead, true)
 		f.Close(w.th)
 		if f.Released() || vm.Destroyed() {
 			t.Fatalf("a mapping keeps the file (and the VM) alive")

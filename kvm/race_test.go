@@ -43,8 +43,8 @@ func raceFaultPunch(t *testing.T, seed uint64, checkRetry bool) (stale bool) {
 	runSeed(t, seed, func(w *world) {
 		vm, th := w.vm(kvm.TDXVM), w.th
 		vm.SetMMU(mmu)
-		f = w.bind(vm, gmem.CreateArgs{Size: 2 * mib}, 2*mib)
-		w.attrs(vm, 0, 2*mib, true)
+		f = w.bind(vm, gmem.CreateArgs{Size: 2 * addr.MiB}, 2*addr.MiB)
+		w.attrs(vm, 0, 2*addr.MiB, true)
 		v, _ := vm.CreateVCPU(th, 0)
 		th.Go("vcpu0", func(th *sched.Thread) {
 			for try := 0; try < 3; try++ {
@@ -67,7 +67,7 @@ func raceFaultPunch(t *testing.T, seed uint64, checkRetry bool) (stale bool) {
 			}
 		})
 		th.Go("punch", func(th *sched.Thread) {
-			f.Fallocate(th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*mib)
+			f.Fallocate(th, gmem.FallocPunchHole|gmem.FallocKeepSize, 0, 2*addr.MiB)
 		})
 	})
 	if !mmu.has {

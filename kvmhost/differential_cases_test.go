@@ -11,15 +11,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tdxsim/tdxsim/addr"
 	"github.com/tdxsim/tdxsim/hostmem"
 	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/kvm"
 	"github.com/tdxsim/tdxsim/sched"
-)
-
-const (
-	mib = 1 << 20
-	kib = 1 << 10
 )
 
 // diff runs steps against both sides and records every disagreement.
@@ -187,7 +183,7 @@ func capsTable(d *diff) {
 
 func createTable(d *diff) {
 	vm := vmOf(d)
-	d.do("create gmem on /dev/kvm", func(s side) result { return s.createGmem(-1, gmemArgs{size: 2 * mib}) })
+	d.do("create gmem on /dev/kvm", func(s side) result { return s.createGmem(-1, gmemArgs{size: 2 * addr.MiB}) })
 	type in struct {
 		name string
 		a    gmemArgs
@@ -196,20 +192,20 @@ func createTable(d *diff) {
 		{"size 0", gmemArgs{size: 0}},
 		{"size 4097", gmemArgs{size: 4097}},
 		{"size 4096", gmemArgs{size: 4096}},
-		{"size 2M+4096", gmemArgs{size: 2*mib + 4096}},
+		{"size 2M+4096", gmemArgs{size: 2*addr.MiB + 4096}},
 		{"size 1 TiB", gmemArgs{size: 1 << 40}},
 		{"size 1<<62", gmemArgs{size: 1 << 62}},
 		{"size 0x7ffffffffffff000", gmemArgs{size: 0x7ffffffffffff000}},
 		{"size 1<<63", gmemArgs{size: 1 << 63}},
 		{"size ~0xfff", gmemArgs{size: ^uint64(0xfff)}},
-		{"flags 0", gmemArgs{size: 2 * mib}},
-		{"flags MMAP", gmemArgs{size: 2 * mib, flags: 1}},
-		{"flags INIT_SHARED alone", gmemArgs{size: 2 * mib, flags: 2}},
-		{"flags MMAP|INIT_SHARED", gmemArgs{size: 2 * mib, flags: 3}},
-		{"flags 4", gmemArgs{size: 2 * mib, flags: 4}},
-		{"flags 1<<63", gmemArgs{size: 2 * mib, flags: 1 << 63}},
-		{"reserved[0]=1", gmemArgs{size: 2 * mib, res0: 1}},
-		{"reserved[5]=1", gmemArgs{size: 2 * mib, res5: 1}},
+		{"flags 0", gmemArgs{size: 2 * addr.MiB}},
+		{"flags MMAP", gmemArgs{size: 2 * addr.MiB, flags: 1}},
+		{"flags INIT_SHARED alone", gmemArgs{size: 2 * addr.MiB, flags: 2}},
+		{"flags MMAP|INIT_SHARED", gmemArgs{size: 2 * addr.MiB, flags: 3}},
+		{"flags 4", gmemArgs{size: 2 * addr.MiB, flags: 4}},
+		{"flags 1<<63", gmemArgs{size: 2 * addr.MiB, flags: 1 << 63}},
+		{"reserved[0]=1", gmemArgs{size: 2 * addr.MiB, res0: 1}},
+		{"reserved[5]=1", gmemArgs{size: 2 * addr.MiB, res5: 1}},
 	} {
 		d.do("create gmem "+c.name, func(s side) result { return s.createGmem(vm, c.a) })
 	}
@@ -224,7 +220,7 @@ func createTable(d *diff) {
 }
 
 func fileOpsTable(d *diff, flags uint64) {
-	const size = 4 * mib
+	const size = 4 * addr.MiB
 	vm := vmOf(d)
 	g := gmemOf(d, vm, size, flags)
 	fa := func(name string, mode uint32, off, length int64) {
@@ -236,17 +232,17 @@ func fileOpsTable(d *diff, flags uint64) {
 	const keep, punch = 0x01, 0x02
 	st("fresh")
 	fa("mode 0", 0, 0, 4096)
-	fa("KEEP_SIZE 0,2M", keep, 0, 2*mib)
+	fa("KEEP_SIZE 0,2M", keep, 0, 2*addr.MiB)
 	st("after alloc 2M")
-	fa("KEEP_SIZE 0,2M again", keep, 0, 2*mib)
-	fa("PUNCH 0,1M", keep|punch, 0, mib)
+	fa("KEEP_SIZE 0,2M again", keep, 0, 2*addr.MiB)
+	fa("PUNCH 0,1M", keep|punch, 0, addr.MiB)
 	st("after punch 1M")
 	fa("PUNCH alone", punch, 0, 4096)
-	fa("COLLAPSE_RANGE", 0x08, 0, 2*mib)
+	fa("COLLAPSE_RANGE", 0x08, 0, 2*addr.MiB)
 	fa("ZERO_RANGE", 0x10, 0, 4096)
 	fa("ZERO_RANGE|KEEP", 0x11, 0, 4096)
-	fa("INSERT_RANGE", 0x20, 0, 2*mib)
-	fa("KEEP|UNSHARE", 0x41, 0, 2*mib)
+	fa("INSERT_RANGE", 0x20, 0, 2*addr.MiB)
+	fa("KEEP|UNSHARE", 0x41, 0, 2*addr.MiB)
 	fa("KEEP off 1", keep, 1, 4096)
 	fa("KEEP len 100", keep, 0, 100)
 	fa("PUNCH off 1", keep|punch, 1, 4096)
@@ -265,7 +261,7 @@ func fileOpsTable(d *diff, flags uint64) {
 	for _, op := range []string{"read", "pread", "write", "pwrite", "lseek", "fsync"} {
 		d.do(fmt.Sprintf("flags %d %s", flags, op), func(s side) result { return fileop(s.file(g), op) })
 	}
-	for _, sz := range []int64{8 * mib, 2 * mib, size} {
+	for _, sz := range []int64{8 * addr.MiB, 2 * addr.MiB, size} {
 		d.do(fmt.Sprintf("flags %d ftruncate %d", flags, sz), func(s side) result { return s.ftruncate(g, sz) })
 	}
 	mm := func(name string, off, length uint64, prot int, shared bool) int {
@@ -324,14 +320,14 @@ func fileOpsTable(d *diff, flags uint64) {
 
 func lifetimeTable(d *diff) {
 	vm := vmOf(d)
-	g := gmemOf(d, vm, 4*mib, 3)
-	gmemOf(d, vm, 4*mib, 3)
-	m := int(d.do("mmap 4M", func(s side) result { return s.mmap(g, 0, 4*mib, unix.PROT_READ|unix.PROT_WRITE, true) }).Ret)
+	g := gmemOf(d, vm, 4*addr.MiB, 3)
+	gmemOf(d, vm, 4*addr.MiB, 3)
+	m := int(d.do("mmap 4M", func(s side) result { return s.mmap(g, 0, 4*addr.MiB, unix.PROT_READ|unix.PROT_WRITE, true) }).Ret)
 	d.do("store page 3", func(s side) result { return s.store(m, 3*4096, 7) })
 	d.do("close VM fd while gmem open", func(s side) result { return s.closeVM(vm) })
 	d.do("create gmem on the closed VM fd", func(s side) result { return s.createGmem(vm, gmemArgs{size: 4096}) })
 	d.do("fallocate after VM close", func(s side) result { return s.fallocate(g, 1, 0, 4096) })
-	m2 := int(d.do("mmap after VM close", func(s side) result { return s.mmap(g, 0, 4*mib, unix.PROT_READ|unix.PROT_WRITE, true) }).Ret)
+	m2 := int(d.do("mmap after VM close", func(s side) result { return s.mmap(g, 0, 4*addr.MiB, unix.PROT_READ|unix.PROT_WRITE, true) }).Ret)
 	d.do("read byte written before", func(s side) result { return s.load(m2, 3*4096) })
 	d.do("punch after VM close", func(s side) result { return s.fallocate(g, 3, 3*4096, 4096) })
 	d.do("read after punch", func(s side) result { return s.load(m, 3*4096) })
@@ -343,7 +339,7 @@ func lifetimeTable(d *diff) {
 }
 
 func bindingTable(d *diff, flags uint64) {
-	const size = 16 * mib
+	const size = 16 * addr.MiB
 	type row struct {
 		name string
 		r    func(g, other int) region
@@ -353,37 +349,37 @@ func bindingTable(d *diff, flags uint64) {
 		return vm, gmemOf(d, vm, size, flags)
 	}
 	single := []row{
-		{"plain slot, no gmem flag", func(g, _ int) region { return region{slot: 1, size: 2 * mib} }},
-		{"valid", func(g, _ int) region { return reg(1, 0, 2*mib, 0, g) }},
-		{"offset 1", func(g, _ int) region { return reg(1, 0, 2*mib, 1, g) }},
-		{"offset 4096", func(g, _ int) region { return reg(1, 0, 2*mib, 4096, g) }},
-		{"offset 15M size 2M", func(g, _ int) region { return reg(1, 0, 2*mib, 15*mib, g) }},
-		{"offset 14M size 2M", func(g, _ int) region { return reg(1, 0, 2*mib, 14*mib, g) }},
-		{"offset 16M size 4K", func(g, _ int) region { return reg(1, 0, 4*kib, 16*mib, g) }},
-		{"offset 2^63", func(g, _ int) region { return reg(1, 0, 4*kib, 1<<63, g) }},
-		{"offset 2^64-4096", func(g, _ int) region { return reg(1, 0, 2*mib, ^uint64(4095), g) }},
-		{"size 32M", func(g, _ int) region { return reg(1, 0, 32*mib, 0, g) }},
-		{"/dev/null", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.fd = fdRef{kind: fdDevNull}; return r }},
-		{"memfd", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.fd = fdRef{kind: fdMemfd}; return r }},
-		{"fd 9999", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.fd = fdRef{kind: fdBad}; return r }},
-		{"fd -1", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.fd = fdRef{kind: fdNeg}; return r }},
-		{"GUEST_MEMFD|LOG_DIRTY", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.flags |= 1; return r }},
-		{"GUEST_MEMFD|READONLY", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.flags |= 2; return r }},
-		{"GUEST_MEMFD|bit3", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.flags |= 8; return r }},
-		{"ua unaligned", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.ua = 0x1001; return r }},
-		{"ua kernel address", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.ua = 0xffff800000000000; return r }},
-		{"ua unmapped", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.ua = 0x100000000000; return r }},
-		{"size 2M+1", func(g, _ int) region { return reg(1, 0, 2*mib+1, 0, g) }},
-		{"gpa 0x1001", func(g, _ int) region { return reg(1, 0x1001, 2*mib, 0, g) }},
+		{"plain slot, no gmem flag", func(g, _ int) region { return region{slot: 1, size: 2 * addr.MiB} }},
+		{"valid", func(g, _ int) region { return reg(1, 0, 2*addr.MiB, 0, g) }},
+		{"offset 1", func(g, _ int) region { return reg(1, 0, 2*addr.MiB, 1, g) }},
+		{"offset 4096", func(g, _ int) region { return reg(1, 0, 2*addr.MiB, 4096, g) }},
+		{"offset 15M size 2M", func(g, _ int) region { return reg(1, 0, 2*addr.MiB, 15*addr.MiB, g) }},
+		{"offset 14M size 2M", func(g, _ int) region { return reg(1, 0, 2*addr.MiB, 14*addr.MiB, g) }},
+		{"offset 16M size 4K", func(g, _ int) region { return reg(1, 0, 4*addr.KiB, 16*addr.MiB, g) }},
+		{"offset 2^63", func(g, _ int) region { return reg(1, 0, 4*addr.KiB, 1<<63, g) }},
+		{"offset 2^64-4096", func(g, _ int) region { return reg(1, 0, 2*addr.MiB, ^uint64(4095), g) }},
+		{"size 32M", func(g, _ int) region { return reg(1, 0, 32*addr.MiB, 0, g) }},
+		{"/dev/null", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.fd = fdRef{kind: fdDevNull}; return r }},
+		{"memfd", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.fd = fdRef{kind: fdMemfd}; return r }},
+		{"fd 9999", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.fd = fdRef{kind: fdBad}; return r }},
+		{"fd -1", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.fd = fdRef{kind: fdNeg}; return r }},
+		{"GUEST_MEMFD|LOG_DIRTY", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.flags |= 1; return r }},
+		{"GUEST_MEMFD|READONLY", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.flags |= 2; return r }},
+		{"GUEST_MEMFD|bit3", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.flags |= 8; return r }},
+		{"ua unaligned", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.ua = 0x1001; return r }},
+		{"ua kernel address", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.ua = 0xffff800000000000; return r }},
+		{"ua unmapped", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.ua = 0x100000000000; return r }},
+		{"size 2M+1", func(g, _ int) region { return reg(1, 0, 2*addr.MiB+1, 0, g) }},
+		{"gpa 0x1001", func(g, _ int) region { return reg(1, 0x1001, 2*addr.MiB, 0, g) }},
 		{"delete nonexistent", func(g, _ int) region { return reg(1, 0, 0, 0, g) }},
-		{"slot 32764", func(g, _ int) region { return reg(32764, 0, 2*mib, 0, g) }},
-		{"slot 32763", func(g, _ int) region { return reg(32763, 0, 2*mib, 0, g) }},
-		{"address space 1", func(g, _ int) region { return reg(1|1<<16, 0, 2*mib, 0, g) }},
-		{"pad1 and pad2 set", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.pad1, r.pad2 = 1, 1; return r }},
+		{"slot 32764", func(g, _ int) region { return reg(32764, 0, 2*addr.MiB, 0, g) }},
+		{"slot 32763", func(g, _ int) region { return reg(32763, 0, 2*addr.MiB, 0, g) }},
+		{"address space 1", func(g, _ int) region { return reg(1|1<<16, 0, 2*addr.MiB, 0, g) }},
+		{"pad1 and pad2 set", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.pad1, r.pad2 = 1, 1; return r }},
 		{"no gmem flag, junk fd and offset", func(g, _ int) region {
-			return region{slot: 1, size: 2 * mib, goff: 123, fd: fdRef{kind: fdBad}}
+			return region{slot: 1, size: 2 * addr.MiB, goff: 123, fd: fdRef{kind: fdBad}}
 		}},
-		{"VM fd as guest_memfd", func(g, other int) region { r := reg(1, 0, 2*mib, 0, g); r.fd = fdRef{fdVM, other}; return r }},
+		{"VM fd as guest_memfd", func(g, other int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.fd = fdRef{fdVM, other}; return r }},
 	}
 	for _, rw := range single {
 		vm, g := fresh()
@@ -392,22 +388,22 @@ func bindingTable(d *diff, flags uint64) {
 	// Rows on top of a bound slot 1 = gmem [0, 2M) at GPA 0.
 	bound := func() (int, int) {
 		vm, g := fresh()
-		region2(d, vm, "slot 1 at 0", reg(1, 0, 2*mib, 0, g))
+		region2(d, vm, "slot 1 at 0", reg(1, 0, 2*addr.MiB, 0, g))
 		return vm, g
 	}
 	pair := []row{
-		{"same gmem range on slot 2", func(g, _ int) region { return reg(2, 4*mib, 2*mib, 0, g) }},
-		{"overlapping gmem range [1M,3M)", func(g, _ int) region { return reg(2, 4*mib, 2*mib, mib, g) }},
-		{"one-page gmem overlap", func(g, _ int) region { return reg(2, 4*mib, 2*mib, 2*mib-4096, g) }},
-		{"adjacent gmem range", func(g, _ int) region { return reg(2, 4*mib, 2*mib, 2*mib, g) }},
-		{"re-set slot 1 identically", func(g, _ int) region { return reg(1, 0, 2*mib, 0, g) }},
-		{"modify: drop gmem flag", func(g, _ int) region { return region{slot: 1, size: 2 * mib} }},
-		{"modify: add LOG_DIRTY", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.flags |= 1; return r }},
-		{"modify: move gpa", func(g, _ int) region { return reg(1, 8*mib, 2*mib, 0, g) }},
-		{"modify: change offset", func(g, _ int) region { return reg(1, 0, 2*mib, 2*mib, g) }},
-		{"modify: change ua", func(g, _ int) region { r := reg(1, 0, 2*mib, 0, g); r.ua = 1 << 32; return r }},
-		{"modify: change size", func(g, _ int) region { return reg(1, 0, 4*mib, 0, g) }},
-		{"GPA overlap on slot 2", func(g, _ int) region { return reg(2, mib, 2*mib, 4*mib, g) }},
+		{"same gmem range on slot 2", func(g, _ int) region { return reg(2, 4*addr.MiB, 2*addr.MiB, 0, g) }},
+		{"overlapping gmem range [1M,3M)", func(g, _ int) region { return reg(2, 4*addr.MiB, 2*addr.MiB, addr.MiB, g) }},
+		{"one-page gmem overlap", func(g, _ int) region { return reg(2, 4*addr.MiB, 2*addr.MiB, 2*addr.MiB-4096, g) }},
+		{"adjacent gmem range", func(g, _ int) region { return reg(2, 4*addr.MiB, 2*addr.MiB, 2*addr.MiB, g) }},
+		{"re-set slot 1 identically", func(g, _ int) region { return reg(1, 0, 2*addr.MiB, 0, g) }},
+		{"modify: drop gmem flag", func(g, _ int) region { return region{slot: 1, size: 2 * addr.MiB} }},
+		{"modify: add LOG_DIRTY", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.flags |= 1; return r }},
+		{"modify: move gpa", func(g, _ int) region { return reg(1, 8*addr.MiB, 2*addr.MiB, 0, g) }},
+		{"modify: change offset", func(g, _ int) region { return reg(1, 0, 2*addr.MiB, 2*addr.MiB, g) }},
+		{"modify: change ua", func(g, _ int) region { r := reg(1, 0, 2*addr.MiB, 0, g); r.ua = 1 << 32; return r }},
+		{"modify: change size", func(g, _ int) region { return reg(1, 0, 4*addr.MiB, 0, g) }},
+		{"GPA overlap on slot 2", func(g, _ int) region { return reg(2, addr.MiB, 2*addr.MiB, 4*addr.MiB, g) }},
 		{"delete with the gmem flag", func(g, _ int) region { return reg(1, 0, 0, 0, g) }},
 		{"delete with flags 0", func(g, _ int) region { return region{slot: 1} }},
 	}
@@ -418,45 +414,45 @@ func bindingTable(d *diff, flags uint64) {
 	// Same range of a different gmem; another VM's gmem.
 	vm, _ := bound()
 	g2 := gmemOf(d, vm, size, flags)
-	region2(d, vm, "same range of a different gmem", reg(2, 4*mib, 2*mib, 0, g2))
+	region2(d, vm, "same range of a different gmem", reg(2, 4*addr.MiB, 2*addr.MiB, 0, g2))
 	other := vmOf(d)
 	og := gmemOf(d, other, size, flags)
-	region2(d, vm, "another VM's gmem", reg(3, 8*mib, 2*mib, 0, og))
-	region2(d, other, "the other VM binds its own gmem", reg(3, 8*mib, 2*mib, 0, og))
+	region2(d, vm, "another VM's gmem", reg(3, 8*addr.MiB, 2*addr.MiB, 0, og))
+	region2(d, other, "the other VM binds its own gmem", reg(3, 8*addr.MiB, 2*addr.MiB, 0, og))
 	// Plain slot modifications.
 	vm, g := fresh()
-	region2(d, vm, "plain slot", region{slot: 1, size: 2 * mib})
-	region2(d, vm, "plain slot + GUEST_MEMFD", reg(1, 0, 2*mib, 0, g))
-	region2(d, vm, "plain slot: LOG_DIRTY on", region{slot: 1, size: 2 * mib, flags: 1})
-	region2(d, vm, "plain slot: move", region{slot: 1, gpa: 8 * mib, size: 2 * mib, flags: 1})
-	region2(d, vm, "plain slot: READONLY toggle", region{slot: 1, gpa: 8 * mib, size: 2 * mib, flags: 3})
+	region2(d, vm, "plain slot", region{slot: 1, size: 2 * addr.MiB})
+	region2(d, vm, "plain slot + GUEST_MEMFD", reg(1, 0, 2*addr.MiB, 0, g))
+	region2(d, vm, "plain slot: LOG_DIRTY on", region{slot: 1, size: 2 * addr.MiB, flags: 1})
+	region2(d, vm, "plain slot: move", region{slot: 1, gpa: 8 * addr.MiB, size: 2 * addr.MiB, flags: 1})
+	region2(d, vm, "plain slot: READONLY toggle", region{slot: 1, gpa: 8 * addr.MiB, size: 2 * addr.MiB, flags: 3})
 	// Delete, then rebind and recreate; delete twice.
 	vm, g = bound()
 	region2(d, vm, "delete slot 1", region{slot: 1})
 	region2(d, vm, "delete slot 1 again", region{slot: 1})
-	region2(d, vm, "rebind the same range to slot 2", reg(2, 0, 2*mib, 0, g))
-	region2(d, vm, "recreate slot 1 over slot 2's GPA", reg(1, 0, 2*mib, 2*mib, g))
-	region2(d, vm, "recreate slot 1 elsewhere", reg(1, 4*mib, 2*mib, 2*mib, g))
-	d.do("PUNCH on a bound range", func(s side) result { return s.fallocate(g, 3, 0, 2*mib) })
-	d.do("KEEP_SIZE on a bound range", func(s side) result { return s.fallocate(g, 1, 0, 2*mib) })
-	d.do("v1 REGION with GUEST_MEMFD", func(s side) result { return s.region1(vm, reg(5, 64*mib, 2*mib, 0, g)) })
-	d.do("v1 REGION plain", func(s side) result { return s.region1(vm, region{slot: 5, gpa: 64 * mib, size: 2 * mib}) })
+	region2(d, vm, "rebind the same range to slot 2", reg(2, 0, 2*addr.MiB, 0, g))
+	region2(d, vm, "recreate slot 1 over slot 2's GPA", reg(1, 0, 2*addr.MiB, 2*addr.MiB, g))
+	region2(d, vm, "recreate slot 1 elsewhere", reg(1, 4*addr.MiB, 2*addr.MiB, 2*addr.MiB, g))
+	d.do("PUNCH on a bound range", func(s side) result { return s.fallocate(g, 3, 0, 2*addr.MiB) })
+	d.do("KEEP_SIZE on a bound range", func(s side) result { return s.fallocate(g, 1, 0, 2*addr.MiB) })
+	d.do("v1 REGION with GUEST_MEMFD", func(s side) result { return s.region1(vm, reg(5, 64*addr.MiB, 2*addr.MiB, 0, g)) })
+	d.do("v1 REGION plain", func(s side) result { return s.region1(vm, region{slot: 5, gpa: 64 * addr.MiB, size: 2 * addr.MiB}) })
 	d.do("KVM_SET_MEMORY_ATTRIBUTES PRIVATE", func(s side) result {
-		return s.attributes(vm, kvm.MemoryAttributes{Address: 0, Size: 2 * mib, Attributes: 1 << 3})
+		return s.attributes(vm, kvm.MemoryAttributes{Address: 0, Size: 2 * addr.MiB, Attributes: 1 << 3})
 	})
 	// Close a bound gmem, bind a new one, delete and recreate.
 	vm, g = bound()
 	d.do("close bound gmem", func(s side) result { return s.closeGmem(g) })
 	// Right after the close, before a new fd can take its number.
-	region2(d, vm, "bind the closed gmem", reg(3, 8*mib, 2*mib, 4*mib, g))
+	region2(d, vm, "bind the closed gmem", reg(3, 8*addr.MiB, 2*addr.MiB, 4*addr.MiB, g))
 	g3 := gmemOf(d, vm, size, flags)
-	region2(d, vm, "bind a new gmem at slot 2", reg(2, 4*mib, 2*mib, 0, g3))
+	region2(d, vm, "bind a new gmem at slot 2", reg(2, 4*addr.MiB, 2*addr.MiB, 0, g3))
 	region2(d, vm, "delete slot 1 (file closed)", region{slot: 1})
-	region2(d, vm, "recreate slot 1 on the new gmem", reg(1, 0, 2*mib, 2*mib, g3))
+	region2(d, vm, "recreate slot 1 on the new gmem", reg(1, 0, 2*addr.MiB, 2*addr.MiB, g3))
 	// Close the VM while a slot is bound.
 	vm, g = bound()
 	d.do("close VM with a bound slot", func(s side) result { return s.closeVM(vm) })
-	d.do("PUNCH after VM close", func(s side) result { return s.fallocate(g, 3, 0, 2*mib) })
+	d.do("PUNCH after VM close", func(s side) result { return s.fallocate(g, 3, 0, 2*addr.MiB) })
 	d.do("close gmem", func(s side) result { return s.closeGmem(g) })
 }
 
@@ -490,8 +486,8 @@ func randomScript(d *diff, seed uint64, n int) {
 	var gms []gm
 	var maps []mp
 	pick := func(xs []uint64) uint64 { return xs[rng.IntN(len(xs))] }
-	sizes := []uint64{4 * kib, 64 * kib, 2 * mib, 4 * mib, 2*mib + 4*kib, 3 * 4096, 4097, 0}
-	offs := []uint64{0, 4 * kib, 8 * kib, mib, 2 * mib, 4 * mib, 1, 100, 4095}
+	sizes := []uint64{4 * addr.KiB, 64 * addr.KiB, 2 * addr.MiB, 4 * addr.MiB, 2*addr.MiB + 4*addr.KiB, 3 * 4096, 4097, 0}
+	offs := []uint64{0, 4 * addr.KiB, 8 * addr.KiB, addr.MiB, 2 * addr.MiB, 4 * addr.MiB, 1, 100, 4095}
 	vms = append(vms, vmOf(d))
 	for i := 0; i < n; i++ {
 		vm := vms[rng.IntN(len(vms))]
@@ -518,8 +514,8 @@ func randomScript(d *diff, seed uint64, n int) {
 			d.do("fstat", func(s side) result { return fstat(s.file(g.h)) })
 		case k == 7 && len(gms) > 0 && len(maps) < 4:
 			g := gms[rng.IntN(len(gms))]
-			length := pick([]uint64{4 * kib, g.size, 2 * g.size, mib})
-			off := pick([]uint64{0, 4 * kib, 1})
+			length := pick([]uint64{4 * addr.KiB, g.size, 2 * g.size, addr.MiB})
+			off := pick([]uint64{0, 4 * addr.KiB, 1})
 			prot := int(pick([]uint64{unix.PROT_READ | unix.PROT_WRITE, unix.PROT_READ, unix.PROT_READ | unix.PROT_EXEC}))
 			shared := rng.IntN(4) > 0
 			r := d.do(fmt.Sprintf("mmap %#x+%#x prot %d shared %v", off, length, prot, shared), func(s side) result {
@@ -541,8 +537,8 @@ func randomScript(d *diff, seed uint64, n int) {
 			}
 		case k <= 12:
 			slot := uint32(rng.IntN(4))
-			gpa := pick([]uint64{0, 2 * mib, 4 * mib, 1 << 32, 4096, 0x1001})
-			size := pick([]uint64{0, 4 * kib, 2 * mib, 4 * mib, 2*mib + 1})
+			gpa := pick([]uint64{0, 2 * addr.MiB, 4 * addr.MiB, 1 << 32, 4096, 0x1001})
+			size := pick([]uint64{0, 4 * addr.KiB, 2 * addr.MiB, 4 * addr.MiB, 2*addr.MiB + 1})
 			r := region{slot: slot, gpa: gpa, size: size, goff: pick(offs), ua: pick([]uint64{0, 1 << 32, 0x1001}), fd: fdRef{kind: fdNeg}}
 			if len(gms) > 0 && rng.IntN(4) > 0 {
 				r.flags = uint32(kvm.MemGuestMemfd)

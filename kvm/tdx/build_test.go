@@ -71,7 +71,7 @@ func TestInitVMErrnos(t *testing.T) {
 func TestInitMemRegionErrnos(t *testing.T) {
 	runTD(t, opts{seed: 1, noFinal: true}, func(th *sched.Thread, e *env) {
 		v := e.m.VCPUs[0]
-		src, err := e.m.User.Mmap(8 * kib)
+		src, err := e.m.User.Mmap(8 * addr.KiB)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,15 +95,15 @@ func TestInitMemRegionErrnos(t *testing.T) {
 			wantErrno(t, c.name, e.td.InitMemRegion(th, v, &r), c.want)
 		}
 		// A GFN that is not private is refused by kvm_gmem_populate.
-		e.mustSetAttrs(th, mib, 4*kib, false)
-		r := tdx.MemRegion{SourceAddr: src, GPA: mib, NPages: 1}
+		e.mustSetAttrs(th, addr.MiB, 4*addr.KiB, false)
+		r := tdx.MemRegion{SourceAddr: src, GPA: addr.MiB, NPages: 1}
 		wantErrno(t, "shared GFN", e.td.InitMemRegion(th, v, &r), errno.EINVAL)
 		// Progress is reported in the struct: two pages, the second refused.
-		e.mustSetAttrs(th, mib, 4*kib, true)
-		e.mustSetAttrs(th, mib+4*kib, 4*kib, false)
-		r = tdx.MemRegion{SourceAddr: src, GPA: mib, NPages: 2}
+		e.mustSetAttrs(th, addr.MiB, 4*addr.KiB, true)
+		e.mustSetAttrs(th, addr.MiB+4*addr.KiB, 4*addr.KiB, false)
+		r = tdx.MemRegion{SourceAddr: src, GPA: addr.MiB, NPages: 2}
 		wantErrno(t, "second page shared", e.td.InitMemRegion(th, v, &r), errno.EINVAL)
-		if r.NPages != 1 || r.GPA != mib+4*kib || r.SourceAddr != src+4*kib {
+		if r.NPages != 1 || r.GPA != addr.MiB+4*addr.KiB || r.SourceAddr != src+4*addr.KiB {
 			t.Errorf("progress after one page: %+v", r)
 		}
 		if e.td.Stats().PagesAdded != 1 {
@@ -112,7 +112,7 @@ func TestInitMemRegionErrnos(t *testing.T) {
 		// Kernel: tdx_vcpu_init_mem_region(): a pending signal stops the
 		// loop with -EINTR before the next page, nothing added, the region
 		// unchanged; cleared, the same call resumes.
-		e.mustSetAttrs(th, mib+4*kib, 4*kib, true)
+		e.mustSetAttrs(th, addr.MiB+4*addr.KiB, 4*addr.KiB, true)
 		th.SetSignalPending(true)
 		wantErrno(t, "signal pending", e.td.InitMemRegion(th, v, &r), errno.EINTR)
 		if r.NPages != 1 || e.td.Stats().PagesAdded != 1 {
@@ -131,7 +131,7 @@ func TestInitMemRegionErrnos(t *testing.T) {
 // invalidate lock is taken once per page and never recursively, and the
 // MRTD is the hand-computed one.
 func TestInitMemRegionDecoupled(t *testing.T) {
-	img := make([]byte, 40*kib+123)
+	img := make([]byte, 40*addr.KiB+123)
 	for i := range img {
 		img[i] = byte(i*13 + 5)
 	}
@@ -143,7 +143,7 @@ func TestInitMemRegionDecoupled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		gpa := uint64(16*mib) - 44*kib
+		gpa := uint64(16*addr.MiB) - 44*addr.KiB
 		want := mrtdvec.Hand([]mrtdvec.Region{{GPA: gpa, Data: img, Measure: true}})
 		if string(mrtd) != string(want) {
 			t.Errorf("MRTD %x, want %x", mrtd, want)
@@ -181,7 +181,7 @@ func TestMapGPA(t *testing.T) {
 		var calls []tdx.MapGPAExit
 		e.td.SetVMM(func(t *sched.Thread, v *tdx.VCPU, x tdx.MapGPAExit) error {
 			calls = append(calls, x)
-			if x.GPA == 6*mib {
+			if x.GPA == 6*addr.MiB {
 				return errno.New("convert", errno.EAGAIN, "busy")
 			}
 			return nil
@@ -193,12 +193,12 @@ func TestMapGPA(t *testing.T) {
 			for _, c := range []struct {
 				gpa, size, st, r11 uint64
 			}{
-				{shared | 4*kib, 4*kib + 1, tdx.TDVMCallAlignError, shared | 4*kib},
-				{shared - 4*kib, 8 * kib, tdx.TDVMCallInvalidOperand, shared - 4*kib},
-				{4 * kib, 0, tdx.TDVMCallInvalidOperand, 4 * kib},
-				{1 << 48, 4 * kib, tdx.TDVMCallInvalidOperand, 1 << 48},
-				{shared, 5 * mib, tdx.TDVMCallSuccess, shared + 5*mib},
-				{4 * mib, 4 * mib, tdx.TDVMCallRetry, 6 * mib},
+				{shared | 4*addr.KiB, 4*addr.KiB + 1, tdx.TDVMCallAlignError, shared | 4*addr.KiB},
+				{shared - 4*addr.KiB, 8 * addr.KiB, tdx.TDVMCallInvalidOperand, shared - 4*addr.KiB},
+				{4 * addr.KiB, 0, tdx.TDVMCallInvalidOperand, 4 * addr.KiB},
+				{1 << 48, 4 * addr.KiB, tdx.TDVMCallInvalidOperand, 1 << 48},
+				{shared, 5 * addr.MiB, tdx.TDVMCallSuccess, shared + 5*addr.MiB},
+				{4 * addr.MiB, 4 * addr.MiB, tdx.TDVMCallRetry, 6 * addr.MiB},
 			} {
 				st, r11, err := v.MapGPA(vt, c.gpa, c.size)
 				if err != nil {
@@ -213,7 +213,7 @@ func TestMapGPA(t *testing.T) {
 		if errs[0] != nil {
 			t.Fatal(errs[0])
 		}
-		want := []tdx.MapGPAExit{{0, 512, false}, {2 * mib, 512, false}, {4 * mib, 256, false}, {4 * mib, 512, true}, {6 * mib, 512, true}}
+		want := []tdx.MapGPAExit{{0, 512, false}, {2 * addr.MiB, 512, false}, {4 * addr.MiB, 256, false}, {4 * addr.MiB, 512, true}, {6 * addr.MiB, 512, true}}
 		if len(calls) != len(want) {
 			t.Fatalf("VMM saw %+v, want %+v", calls, want)
 		}
@@ -224,7 +224,7 @@ func TestMapGPA(t *testing.T) {
 		}
 		e.td.SetVMM(nil)
 		errs = e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-			if st, _, _ := v.MapGPA(vt, 0, 4*kib); st != tdx.TDVMCallSubfuncUnsupported {
+			if st, _, _ := v.MapGPA(vt, 0, 4*addr.KiB); st != tdx.TDVMCallSubfuncUnsupported {
 				t.Errorf("MapGPA without a VMM handler: %#x", st)
 			}
 			return nil
@@ -240,7 +240,7 @@ func TestMapGPA(t *testing.T) {
 func TestDynamicPAMTAccounting(t *testing.T) {
 	runClean(t, opts{seed: 9, dynamic: true, record: true}, func(th *sched.Thread, e *env) {
 		errs := e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-			return accept(vt, v, uint64(i)*2*mib, 2*mib)
+			return accept(vt, v, uint64(i)*2*addr.MiB, 2*addr.MiB)
 		})
 		for _, err := range errs {
 			if err != nil {

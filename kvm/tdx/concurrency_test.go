@@ -24,7 +24,7 @@ func TestConcurrentFaults(t *testing.T) {
 	var retries, frozenOrBusy int64
 	for seed := range seeds {
 		runClean(t, opts{seed: uint64(seed), vcpus: 4, dynamic: seed%2 == 0}, func(th *sched.Thread, e *env) {
-			const span = 512 * kib
+			const span = 512 * addr.KiB
 			errs := make([]error, 4)
 			vcpus := sched.NewGroup(th, "vCPUs done")
 			for i, v := range e.m.VCPUs {
@@ -43,7 +43,7 @@ func TestConcurrentFaults(t *testing.T) {
 			}
 			th.Yield()
 			// Meanwhile the VMM punches a hole the vCPUs may be faulting in.
-			if err := e.m.PunchHole(th, 64*kib, 64*kib); err != nil {
+			if err := e.m.PunchHole(th, 64*addr.KiB, 64*addr.KiB); err != nil {
 				t.Errorf("seed %d: punch: %v", seed, err)
 			}
 			vcpus.Wait()
@@ -75,7 +75,7 @@ func TestFrozenSPTESeenByConcurrentFault(t *testing.T) {
 	for seed := uint64(0); seed < 60 && !saw; seed++ {
 		runTD(t, opts{seed: seed, vcpus: 2}, func(th *sched.Thread, e *env) {
 			errs := e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-				return accept(vt, v, 0, 16*kib)
+				return accept(vt, v, 0, 16*addr.KiB)
 			})
 			for _, err := range errs {
 				if err != nil {
@@ -85,7 +85,7 @@ func TestFrozenSPTESeenByConcurrentFault(t *testing.T) {
 			if e.td.MMU().Stats().Retries > 0 {
 				saw = true
 			}
-			e.agree(0, 16*kib)
+			e.agree(0, 16*addr.KiB)
 			e.teardown(th)
 		})
 	}
@@ -111,14 +111,14 @@ func TestInjectedBusyIsRetried(t *testing.T) {
 			return 0, false
 		})
 		errs := e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-			return accept(vt, v, uint64(i)*256*kib, 256*kib)
+			return accept(vt, v, uint64(i)*256*addr.KiB, 256*addr.KiB)
 		})
 		for _, err := range errs {
 			if err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := e.m.PunchHole(th, 0, 128*kib); err != nil {
+		if err := e.m.PunchHole(th, 0, 128*addr.KiB); err != nil {
 			t.Fatal(err)
 		}
 		e.mod.SetInjector(nil)
@@ -132,7 +132,7 @@ func TestInjectedBusyIsRetried(t *testing.T) {
 		if got := e.td.MMU().Stats().Mapped[1][0]; got != 128-32 {
 			t.Errorf("%d private leaves, want 96", got)
 		}
-		e.agree(0, 512*kib)
+		e.agree(0, 512*addr.KiB)
 		e.teardown(th)
 	})
 	e.clean()
@@ -149,44 +149,44 @@ func TestInjectedRemoveFailureKillsVM(t *testing.T) {
 	e := runTD(t, opts{seed: 12, dynamic: true}, func(th *sched.Thread, e *env) {
 		errs := e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
 			if i == 0 {
-				return accept(vt, v, 0, 64*kib)
+				return accept(vt, v, 0, 64*addr.KiB)
 			}
 			return nil
 		})
 		if errs[0] != nil {
 			t.Fatal(errs[0])
 		}
-		l, ok := e.mirrorLeaf(4 * kib)
+		l, ok := e.mirrorLeaf(4 * addr.KiB)
 		if !ok {
 			t.Fatal("page not mapped")
 		}
 		victim = l.PFN
 		e.mod.SetInjector(func(leaf tdxmodule.Leaf, in tdxmodule.Regs) (tdxmodule.Status, bool) {
-			if leaf == tdxmodule.LeafMemPageRemove && in.RCX&^0xfff == 4*kib {
+			if leaf == tdxmodule.LeafMemPageRemove && in.RCX&^0xfff == 4*addr.KiB {
 				return tdxmodule.EPTEntryStateIncorrect.With(tdxmodule.OpRCX), true
 			}
 			return 0, false
 		})
 		// The VMM punches the page out: KVM's removal fails.
-		if err := e.m.PunchHole(th, 4*kib, 4*kib); err != nil {
+		if err := e.m.PunchHole(th, 4*addr.KiB, 4*addr.KiB); err != nil {
 			t.Errorf("punch hole: %v (the kernel's punch succeeds)", err)
 		}
 		e.mod.SetInjector(nil)
 		if b, _ := e.m.VM.Bugged(); !b || !e.m.VM.Dead() {
 			t.Fatal("a failed TDH.MEM.PAGE.REMOVE must KVM_BUG_ON the VM")
 		}
-		if _, ok := e.septMapped(4 * kib); !ok {
+		if _, ok := e.septMapped(4 * addr.KiB); !ok {
 			t.Error("the S-EPT should still map the page whose removal failed")
 		}
 		if !e.host.Mem.IsAllocated(victim) {
 			t.Errorf("%v went back to the host while the S-EPT still maps it", victim)
 		}
 		// Every ioctl is EIO now; vCPUs stop.
-		if err := e.setAttrs(th, 0, 4*kib, true); !errors.Is(err, errno.EIO) {
+		if err := e.setAttrs(th, 0, 4*addr.KiB, true); !errors.Is(err, errno.EIO) {
 			t.Errorf("ioctl on a dead VM: %v, want EIO", err)
 		}
 		errs = e.vcpus(th, func(vt *sched.Thread, i int, v *tdx.VCPU) error {
-			_, err := v.Accept(vt, 128*kib, addr.Level4K)
+			_, err := v.Accept(vt, 128*addr.KiB, addr.Level4K)
 			return err
 		})
 		for _, err := range errs {

@@ -16,11 +16,6 @@ import (
 	"github.com/tdxsim/tdxsim/vmm"
 )
 
-const (
-	kib = 1 << 10
-	mib = 1 << 20
-)
-
 // env is one host with one TD built by the VMM, finalized, ready to run.
 type env struct {
 	t     *testing.T
@@ -61,7 +56,7 @@ type opts struct {
 func runTD(t *testing.T, o opts, body func(th *sched.Thread, e *env)) *env {
 	t.Helper()
 	if o.memBytes == 0 {
-		o.memBytes = 16 * mib
+		o.memBytes = 16 * addr.MiB
 	}
 	if o.vcpus == 0 {
 		o.vcpus = 2

@@ -90,7 +90,7 @@ func (e *env) dpamtAgrees() {
 }
 
 func hugeOpts(seed uint64) opts {
-	return opts{seed: seed, memBytes: 64 * mib, dynamic: true, huge: true}
+	return opts{seed: seed, memBytes: 64 * addr.MiB, dynamic: true, huge: true}
 }
 
 // The largest level of a private fault is the smallest of guest_memfd's
@@ -100,29 +100,29 @@ func hugeOpts(seed uint64) opts {
 func TestHugeMappingLevel(t *testing.T) {
 	runClean(t, hugeOpts(1), func(th *sched.Thread, e *env) {
 		// Mixed attributes in [8M, 10M) before the guest asks for it.
-		e.mustSetAttrs(th, 8*mib+4*kib, 4*kib, false)
+		e.mustSetAttrs(th, 8*addr.MiB+4*addr.KiB, 4*addr.KiB, false)
 		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
 			if st, err := acceptAt(vt, v, 0, addr.Level2M); err != nil || st != tdxmodule.Success {
 				t.Errorf("2M accept at 0: %v, %v", st, err)
 			}
-			if st, err := acceptAt(vt, v, 4*mib+4*kib, addr.Level4K); err != nil || st != tdxmodule.Success {
+			if st, err := acceptAt(vt, v, 4*addr.MiB+4*addr.KiB, addr.Level4K); err != nil || st != tdxmodule.Success {
 				t.Errorf("4K accept at 4M+4K: %v, %v", st, err)
 			}
 			// The mixed 2M range maps 4K; the guest's 2M accept then
 			// finds a page table and falls back (PAGE_SIZE_MISMATCH).
-			if st, err := acceptAt(vt, v, 8*mib, addr.Level2M); err != nil || !st.HasCode(tdxmodule.PageSizeMismatch) {
+			if st, err := acceptAt(vt, v, 8*addr.MiB, addr.Level2M); err != nil || !st.HasCode(tdxmodule.PageSizeMismatch) {
 				t.Errorf("2M accept over mixed attributes: %v, %v; want PAGE_SIZE_MISMATCH", st, err)
 			}
 			return nil
 		})
 		e.wantLevel(0, addr.Level2M)
-		e.wantLevel(4*mib+4*kib, addr.Level4K)
-		e.wantLevel(8*mib, addr.Level4K)
-		if _, ok := e.leafAt(4 * mib); ok {
+		e.wantLevel(4*addr.MiB+4*addr.KiB, addr.Level4K)
+		e.wantLevel(8*addr.MiB, addr.Level4K)
+		if _, ok := e.leafAt(4 * addr.MiB); ok {
 			t.Errorf("a 4K accept mapped more than its page")
 		}
-		slot := e.m.VM.SlotAt(addr.GPA(4 * mib).GFN())
-		if !slot.GuestInhibited(addr.Level2M, addr.GPA(4*mib).GFN()) || slot.HugePageAllowed(addr.Level2M, addr.GPA(4*mib).GFN()) {
+		slot := e.m.VM.SlotAt(addr.GPA(4 * addr.MiB).GFN())
+		if !slot.GuestInhibited(addr.Level2M, addr.GPA(4*addr.MiB).GFN()) || slot.HugePageAllowed(addr.Level2M, addr.GPA(4*addr.MiB).GFN()) {
 			t.Errorf("a 4K accept must set the guest inhibit on its 2M range")
 		}
 		if got := e.td.Stats().HugePagesAugmented; got != 1 {
@@ -167,7 +167,7 @@ func TestHuge1G(t *testing.T) {
 	o.mmu.HugePages = mmu.HugePages1G
 	runClean(t, o, func(th *sched.Thread, e *env) {
 		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
-			if _, err := v.Read(vt, 4*kib); !errors.Is(err, tdx.ErrVE) {
+			if _, err := v.Read(vt, 4*addr.KiB); !errors.Is(err, tdx.ErrVE) {
 				t.Errorf("read of unaccepted memory: %v, want #VE", err)
 			}
 			e.wantLevel(0, addr.Level1G)
@@ -175,14 +175,14 @@ func TestHuge1G(t *testing.T) {
 				t.Errorf("2M accept inside a 1G page: %v, %v", st, err)
 			}
 			e.wantLevel(0, addr.Level2M)
-			e.wantLevel(512*mib, addr.Level2M)
-			if st, err := acceptAt(vt, v, 2*mib+4*kib, addr.Level4K); err != nil || st != tdxmodule.Success {
+			e.wantLevel(512*addr.MiB, addr.Level2M)
+			if st, err := acceptAt(vt, v, 2*addr.MiB+4*addr.KiB, addr.Level4K); err != nil || st != tdxmodule.Success {
 				t.Errorf("4K accept inside a 2M page: %v, %v", st, err)
 			}
 			return nil
 		})
-		e.wantLevel(2*mib, addr.Level4K)
-		e.wantLevel(4*mib, addr.Level2M)
+		e.wantLevel(2*addr.MiB, addr.Level4K)
+		e.wantLevel(4*addr.MiB, addr.Level2M)
 		s := e.td.MMU().Stats()
 		if s.Splits[addr.Level1G] != 1 || s.Splits[addr.Level2M] != 1 {
 			t.Errorf("splits %v, want one at 1G and one at 2M", s.Splits)
@@ -273,19 +273,19 @@ func readTags(t *testing.T, vt *sched.Thread, v *tdx.VCPU, gpas ...uint64) {
 // untouched. A range that ends on the mapping's edges splits nothing.
 func TestCrossBoundarySplitOnAttributeChange(t *testing.T) {
 	runClean(t, hugeOpts(1), func(th *sched.Thread, e *env) {
-		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 4*mib) })
+		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 4*addr.MiB) })
 		l0, _ := e.leafAt(0)
-		e.mustSetAttrs(th, 4*kib, 4*kib, false)
+		e.mustSetAttrs(th, 4*addr.KiB, 4*addr.KiB, false)
 		e.wantLevel(0, addr.Level4K)
-		e.wantLevel(8*kib, addr.Level4K)
-		e.wantLevel(2*mib, addr.Level2M)
-		if _, ok := e.leafAt(4 * kib); ok {
+		e.wantLevel(8*addr.KiB, addr.Level4K)
+		e.wantLevel(2*addr.MiB, addr.Level2M)
+		if _, ok := e.leafAt(4 * addr.KiB); ok {
 			t.Errorf("the converted page is still mapped private")
 		}
 		if got := e.host.DPAMTRef(l0.PFN); got != 511 {
 			t.Errorf("split range's refcount %d, want 511 (512 from DEMOTE, one removed)", got)
 		}
-		e.mustSetAttrs(th, 2*mib, 2*mib, false)
+		e.mustSetAttrs(th, 2*addr.MiB, 2*addr.MiB, false)
 		if s := e.td.MMU().Stats(); s.Splits[addr.Level2M] != 1 {
 			t.Errorf("%d 2M splits, want 1: an aligned range splits nothing", s.Splits[addr.Level2M])
 		}
@@ -293,7 +293,7 @@ func TestCrossBoundarySplitOnAttributeChange(t *testing.T) {
 			t.Errorf("%d huge leaves removed, want 1", got)
 		}
 		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
-			readTags(t, vt, v, 0, 8*kib, 2*mib-4*kib)
+			readTags(t, vt, v, 0, 8*addr.KiB, 2*addr.MiB-4*addr.KiB)
 			return nil
 		})
 		e.agreeLeaves()
@@ -313,7 +313,7 @@ func TestFailedSplitAbortsConversion(t *testing.T) {
 			if _, err := v.Read(vt, 0); !errors.Is(err, tdx.ErrVE) {
 				return fmt.Errorf("read of unaccepted memory: %v, want #VE", err)
 			}
-			return acceptTagged(vt, v, 0, 2*mib)
+			return acceptTagged(vt, v, 0, 2*addr.MiB)
 		})
 		var hog []addr.PFN
 		for {
@@ -323,14 +323,14 @@ func TestFailedSplitAbortsConversion(t *testing.T) {
 			}
 			hog = append(hog, p)
 		}
-		err := e.setAttrs(th, 4*kib, 4*kib, false)
+		err := e.setAttrs(th, 4*addr.KiB, 4*addr.KiB, false)
 		if !errors.Is(err, errno.ENOMEM) {
 			t.Errorf("conversion with no memory for the split: %v, want ENOMEM", err)
 		}
 		for _, p := range hog {
 			_ = e.host.Mem.Free(th, p, hostmem.SourceBuddy)
 		}
-		if !e.m.VM.IsPrivate(addr.GPA(4 * kib).GFN()) {
+		if !e.m.VM.IsPrivate(addr.GPA(4 * addr.KiB).GFN()) {
 			t.Errorf("the failed conversion changed the attribute")
 		}
 		e.wantLevel(0, addr.Level2M)
@@ -338,10 +338,10 @@ func TestFailedSplitAbortsConversion(t *testing.T) {
 			t.Errorf("the failed conversion left an invalidation running")
 		}
 		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
-			readTags(t, vt, v, 4*kib)
+			readTags(t, vt, v, 4*addr.KiB)
 			return nil
 		})
-		if err := e.setAttrs(th, 4*kib, 4*kib, false); err != nil {
+		if err := e.setAttrs(th, 4*addr.KiB, 4*addr.KiB, false); err != nil {
 			t.Errorf("retry with memory: %v", err)
 		}
 		e.wantLevel(0, addr.Level4K)
@@ -355,15 +355,15 @@ func TestFailedSplitAbortsConversion(t *testing.T) {
 func TestAcceptLevelMismatch(t *testing.T) {
 	runClean(t, hugeOpts(1), func(th *sched.Thread, e *env) {
 		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
-			if _, err := v.Read(vt, 12*kib); !errors.Is(err, tdx.ErrVE) {
+			if _, err := v.Read(vt, 12*addr.KiB); !errors.Is(err, tdx.ErrVE) {
 				t.Errorf("read of unaccepted memory: %v, want #VE", err)
 			}
 			e.wantLevel(0, addr.Level2M)
-			if st, err := acceptAt(vt, v, 4*kib, addr.Level4K); err != nil || st != tdxmodule.Success {
+			if st, err := acceptAt(vt, v, 4*addr.KiB, addr.Level4K); err != nil || st != tdxmodule.Success {
 				t.Errorf("4K accept in a 2M PENDING page: %v, %v", st, err)
 			}
 			e.wantLevel(0, addr.Level4K)
-			if _, err := v.Read(vt, 12*kib); !errors.Is(err, tdx.ErrVE) {
+			if _, err := v.Read(vt, 12*addr.KiB); !errors.Is(err, tdx.ErrVE) {
 				t.Errorf("a sibling of the accepted page: %v, want #VE (still PENDING)", err)
 			}
 			return nil
@@ -387,10 +387,10 @@ func TestAcceptLevelMismatch(t *testing.T) {
 // table and maps 4K; TDH.MEM.PAGE.PROMOTE is never called.
 func TestNoMerging(t *testing.T) {
 	runClean(t, hugeOpts(1), func(th *sched.Thread, e *env) {
-		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 2*mib) })
-		e.mustSetAttrs(th, 4*kib, 4*kib, false)
-		e.mustSetAttrs(th, 0, 2*mib, false)
-		e.mustSetAttrs(th, 0, 2*mib, true)
+		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 2*addr.MiB) })
+		e.mustSetAttrs(th, 4*addr.KiB, 4*addr.KiB, false)
+		e.mustSetAttrs(th, 0, 2*addr.MiB, false)
+		e.mustSetAttrs(th, 0, 2*addr.MiB, true)
 		gfn := addr.GPA(0).GFN()
 		if !e.m.VM.SlotAt(gfn).HugePageAllowed(addr.Level2M, gfn) {
 			t.Fatalf("setup: the range should be allowed 2M again (uniform, not inhibited)")
@@ -416,13 +416,13 @@ func TestNoMerging(t *testing.T) {
 // refcount to 512; removing the last 4K page puts it with PAMT.REMOVE.
 func TestDynamicPAMTPerLevel(t *testing.T) {
 	runClean(t, hugeOpts(1), func(th *sched.Thread, e *env) {
-		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 2*mib) })
+		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 2*addr.MiB) })
 		l, _ := e.leafAt(0)
 		adds, removes := e.c.Calls()["TDH.PHYMEM.PAMT.ADD"], e.c.Calls()["TDH.PHYMEM.PAMT.REMOVE"]
 		if e.host.DPAMTRef(l.PFN) != 0 {
 			t.Errorf("a 2M mapping has a page pair")
 		}
-		e.mustSetAttrs(th, 0, 4*kib, false)
+		e.mustSetAttrs(th, 0, 4*addr.KiB, false)
 		if got := e.host.DPAMTRef(l.PFN); got != 511 {
 			t.Errorf("after DEMOTE and one removal: refcount %d, want 511", got)
 		}
@@ -431,7 +431,7 @@ func TestDynamicPAMTPerLevel(t *testing.T) {
 		if got := e.c.Calls()["TDH.PHYMEM.PAMT.ADD"] - adds; got > 1 {
 			t.Errorf("%d PAMT.ADDs for one split, want at most 1", got)
 		}
-		e.mustSetAttrs(th, 0, 2*mib, false)
+		e.mustSetAttrs(th, 0, 2*addr.MiB, false)
 		if got := e.host.DPAMTRef(l.PFN); got != 0 {
 			t.Errorf("every 4K page removed: refcount %d, want 0", got)
 		}
@@ -449,13 +449,13 @@ func TestFailedPAMTPutWarns(t *testing.T) {
 	o := hugeOpts(1)
 	o.record = true
 	e := runTD(t, o, func(th *sched.Thread, e *env) {
-		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 2*mib) })
+		e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error { return acceptTagged(vt, v, 0, 2*addr.MiB) })
 		l, _ := e.leafAt(0)
-		e.mustSetAttrs(th, 0, 4*kib, false)
+		e.mustSetAttrs(th, 0, 4*addr.KiB, false)
 		e.mod.SetInjector(func(leaf tdxmodule.Leaf, in tdxmodule.Regs) (tdxmodule.Status, bool) {
 			return tdxmodule.OperandInvalid, leaf == tdxmodule.LeafPhymemPAMTRemove
 		})
-		e.mustSetAttrs(th, 0, 2*mib, false)
+		e.mustSetAttrs(th, 0, 2*addr.MiB, false)
 		e.mod.SetInjector(nil)
 		if got := e.host.DPAMTRef(l.PFN); got != 1 {
 			t.Errorf("after a failed put: refcount %d, want 1 (kept)", got)
@@ -485,14 +485,14 @@ func TestMaxOrderFrom(t *testing.T) {
 		t.Run(from.String(), func(t *testing.T) {
 			o := hugeOpts(1)
 			o.mmu.MaxOrderFrom = from
-			o.vmm.GmemOffset = mib
+			o.vmm.GmemOffset = addr.MiB
 			runClean(t, o, func(th *sched.Thread, e *env) {
 				e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
 					_, err := acceptAt(vt, v, 0, addr.Level2M)
 					return err
 				})
 				l, _ := e.leafAt(0)
-				want, _ := e.m.Gmem.PFNAt(mib >> addr.PageShift)
+				want, _ := e.m.Gmem.PFNAt(addr.MiB >> addr.PageShift)
 				switch from {
 				case mmu.MaxOrderFromGmem:
 					if l.Level != addr.Level4K || l.PFN != want {
@@ -522,11 +522,11 @@ func TestSplitOrder(t *testing.T) {
 			o.splitFolioFirst = folioFirst
 			e := runTD(t, o, func(th *sched.Thread, e *env) {
 				e.onVCPU0(th, func(vt *sched.Thread, v *tdx.VCPU) error {
-					if err := acceptTagged(vt, v, 0, 2*mib); err != nil {
+					if err := acceptTagged(vt, v, 0, 2*addr.MiB); err != nil {
 						return err
 					}
 					shared := uint64(e.m.VM.SharedBit().GPA())
-					if st, _, err := v.MapGPA(vt, 4*kib|shared, 4*kib); err != nil || st != tdx.TDVMCallSuccess {
+					if st, _, err := v.MapGPA(vt, 4*addr.KiB|shared, 4*addr.KiB); err != nil || st != tdx.TDVMCallSuccess {
 						t.Errorf("MapGPA: %#x, %v", st, err)
 					}
 					return nil
@@ -584,7 +584,7 @@ func TestPinPrivatePages(t *testing.T) {
 		}
 		// Convert one 4K page to shared: the leaf is demoted (pins
 		// stay), the page is removed (its pin goes).
-		e.mustSetAttrs(th, 0, 4*kib, false)
+		e.mustSetAttrs(th, 0, 4*addr.KiB, false)
 		if f, _ := e.host.Mem.FolioOf(l.PFN); f.Ref != 1+511 {
 			t.Errorf("folio refcount %d after removing one 4K page, want 512", f.Ref)
 		}

@@ -23,14 +23,14 @@ func acceptAndShare(t *testing.T, th *sched.Thread, e *env) {
 		if i != 0 {
 			return nil
 		}
-		if err := accept(vt, v, 0, mib); err != nil {
+		if err := accept(vt, v, 0, addr.MiB); err != nil {
 			return err
 		}
 		shared := uint64(e.m.VM.SharedBit().GPA())
-		if st, _, err := v.MapGPA(vt, 2*mib|shared, mib); err != nil || st != tdx.TDVMCallSuccess {
+		if st, _, err := v.MapGPA(vt, 2*addr.MiB|shared, addr.MiB); err != nil || st != tdx.TDVMCallSuccess {
 			t.Errorf("MapGPA to shared: status %#x, %v", st, err)
 		}
-		for g := uint64(2 * mib); g < 3*mib; g += addr.PageSize {
+		for g := uint64(2 * addr.MiB); g < 3*addr.MiB; g += addr.PageSize {
 			if err := v.Write(vt, addr.GPA(g|shared), 0x5a); err != nil {
 				return err
 			}
@@ -52,13 +52,13 @@ func TestZapAttributeToSharedZapsPrivate(t *testing.T) {
 	runClean(t, opts{seed: 1, dynamic: true}, func(th *sched.Thread, e *env) {
 		acceptAndShare(t, th, e)
 		removes := e.td.Stats().PagesRemoved
-		if err := e.m.VM.SetMemoryAttributes(th, kvm.MemoryAttributes{Address: 0, Size: 64 * kib, Attributes: 0}); err != nil {
+		if err := e.m.VM.SetMemoryAttributes(th, kvm.MemoryAttributes{Address: 0, Size: 64 * addr.KiB, Attributes: 0}); err != nil {
 			t.Fatal(err)
 		}
 		if got := e.td.Stats().PagesRemoved - removes; got != 16 {
 			t.Errorf("attribute change to shared over 16 pages removed %d private pages, want 16", got)
 		}
-		for g := uint64(0); g < 64*kib; g += addr.PageSize {
+		for g := uint64(0); g < 64*addr.KiB; g += addr.PageSize {
 			if _, ok := e.mirrorLeaf(g); ok {
 				t.Errorf("gpa %#x still in the mirror root", g)
 			}
@@ -66,7 +66,7 @@ func TestZapAttributeToSharedZapsPrivate(t *testing.T) {
 				t.Errorf("gpa %#x still in the S-EPT", g)
 			}
 		}
-		e.agree(0, mib)
+		e.agree(0, addr.MiB)
 		e.teardown(th)
 	})
 }
@@ -91,7 +91,7 @@ func TestZapMemslotDeleteZapsPrivateLeavesOnly(t *testing.T) {
 		if septAfter.SEPTPages != septBefore.SEPTPages {
 			t.Errorf("S-EPT pages %d -> %d: deletion must leave non-leaf S-EPT pages", septBefore.SEPTPages, septAfter.SEPTPages)
 		}
-		e.agree(0, 4*mib)
+		e.agree(0, 4*addr.MiB)
 		e.teardown(th)
 	})
 }
@@ -101,7 +101,7 @@ func TestZapMMUNotifierNeverZapsPrivate(t *testing.T) {
 		acceptAndShare(t, th, e)
 		// munmap-like invalidation of the whole guest's userspace range:
 		// the shared backing goes, private memory has no userspace mapping.
-		if err := e.m.User.Discard(th, e.m.SharedHVA(0), 16*mib); err != nil {
+		if err := e.m.User.Discard(th, e.m.SharedHVA(0), 16*addr.MiB); err != nil {
 			t.Fatal(err)
 		}
 		s := e.td.MMU().Stats()
@@ -127,7 +127,7 @@ func TestZapMMUNotifierNeverZapsPrivate(t *testing.T) {
 		if errs[0] != nil {
 			t.Errorf("guest read after notifier: %v", errs[0])
 		}
-		e.agree(0, mib)
+		e.agree(0, addr.MiB)
 		e.teardown(th)
 	})
 }
@@ -142,7 +142,7 @@ func TestZapMemtypeNeverZapsPrivate(t *testing.T) {
 			var lost bool
 			runClean(t, opts{seed: 4, dynamic: true, mmu: mmu.Config{ZapPrivateOnNotifier: zapPrivate}}, func(th *sched.Thread, e *env) {
 				acceptAndShare(t, th, e)
-				e.m.VM.ZapGFNRangeMemtype(th, 0, addr.GFN(4*mib>>addr.PageShift))
+				e.m.VM.ZapGFNRangeMemtype(th, 0, addr.GFN(4*addr.MiB>>addr.PageShift))
 				s := e.td.MMU().Stats()
 				if s.Mapped[0][0] != 0 {
 					t.Errorf("memtype change left %d shared leaves", s.Mapped[0][0])
@@ -177,7 +177,7 @@ func TestZapMemtypeNeverZapsPrivate(t *testing.T) {
 func TestZapGmemPunchAndMemoryFailure(t *testing.T) {
 	runClean(t, opts{seed: 5, dynamic: true}, func(th *sched.Thread, e *env) {
 		acceptAndShare(t, th, e)
-		if err := e.m.PunchHole(th, 0, 256*kib); err != nil {
+		if err := e.m.PunchHole(th, 0, 256*addr.KiB); err != nil {
 			t.Fatal(err)
 		}
 		if got := e.td.MMU().Stats().Mapped[1][0]; got != 192 {
@@ -189,7 +189,7 @@ func TestZapGmemPunchAndMemoryFailure(t *testing.T) {
 		if _, ok := e.mirrorLeaf(128 << addr.PageShift); ok {
 			t.Error("memory failure left the poisoned page mapped")
 		}
-		e.agree(0, mib)
+		e.agree(0, addr.MiB)
 		e.teardown(th)
 	})
 }
@@ -206,7 +206,7 @@ func TestMirrorRootNeverReplaced(t *testing.T) {
 		})
 		e.td.MMU().ZapAll(th)
 		e.m.VM.ZapGFNRangeMemtype(th, 0, 1<<20)
-		if err := e.m.VM.SetMemoryAttributes(th, kvm.MemoryAttributes{Size: 16 * mib, Attributes: 0}); err != nil {
+		if err := e.m.VM.SetMemoryAttributes(th, kvm.MemoryAttributes{Size: 16 * addr.MiB, Attributes: 0}); err != nil {
 			t.Fatal(err)
 		}
 		var after mmu.Table
@@ -262,7 +262,7 @@ func TestZapMemtypeNoneLeavesTDAlone(t *testing.T) {
 	runClean(t, opts{seed: 4, dynamic: true, kvm: &kc}, func(th *sched.Thread, e *env) {
 		acceptAndShare(t, th, e)
 		before := e.td.MMU().Stats()
-		e.m.VM.ZapGFNRangeMemtype(th, 0, addr.GFN(4*mib>>addr.PageShift))
+		e.m.VM.ZapGFNRangeMemtype(th, 0, addr.GFN(4*addr.MiB>>addr.PageShift))
 		after := e.td.MMU().Stats()
 		if after.Mapped != before.Mapped || before.Mapped[0][0] == 0 || before.Mapped[1][0] != 256 {
 			t.Errorf("memtype change under MemtypeZapNone: leaves %v -> %v", before.Mapped, after.Mapped)
