@@ -26,8 +26,11 @@ func (b *bitmap) set(i uint64) {
 	case b.w == nil:
 		b.w = new([8]uint64)
 	}
-	b.w[i>>6] |= 1 << (i & 63)
-	if *b.w == fullWords {
+	w := &b.w[i>>6]
+	*w |= 1 << (i & 63)
+	// Compare the whole array only when this word filled up: a 4K fault
+	// sets one bit, and the 64-byte compare was most of the cost.
+	if *w == ^uint64(0) && *b.w == fullWords {
 		b.w = &fullWords
 	}
 }
@@ -40,8 +43,9 @@ func (b *bitmap) clear(i uint64) {
 		w := fullWords
 		b.w = &w
 	}
-	b.w[i>>6] &^= 1 << (i & 63)
-	if *b.w == ([8]uint64{}) {
+	w := &b.w[i>>6]
+	*w &^= 1 << (i & 63)
+	if *w == 0 && *b.w == ([8]uint64{}) { // as in set: only when a word emptied
 		b.w = nil
 	}
 }
