@@ -52,13 +52,7 @@ const MaxFileBytes = 4 << 20
 const maxNodes = 1 << 20
 
 // Load reads and validates a scenario file.
-func Load(path string) (*File, error) {
-	data, err := yamlin.ReadFile(path, MaxFileBytes)
-	if err != nil {
-		return nil, err
-	}
-	return Parse(path, data)
-}
+func Load(path string) (*File, error) { return yamlin.Load(path, MaxFileBytes, Parse) }
 
 // Parse decodes and validates scenario text; path names it in errors and
 // anchors relative image files.
