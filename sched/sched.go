@@ -180,6 +180,16 @@ func (t *Thread) flushSteps() {
 	}
 }
 
+// SyncSteps adds the steps t has counted but not yet added to the
+// scheduler's count, so that Steps is exact while t waits outside the
+// scheduler (a thread parked on a channel of its own, in parallel mode,
+// with the other threads quiet). Call it on t's goroutine.
+func (t *Thread) SyncSteps() {
+	if t != nil {
+		t.flushSteps()
+	}
+}
+
 // stepNow is the step t is at: the scheduler's count plus t's own not yet
 // added (always 0 on the deterministic scheduler). Called on t's goroutine.
 func (t *Thread) stepNow() uint64 { return t.s.step.Load() + t.pending }
