@@ -218,7 +218,7 @@ func (rn *runner) main(t *sched.Thread) error {
 	if stop == nil {
 		rn.sample("build")
 	}
-	rn.park("build", stop, 0)
+	rn.park(t, "build", stop, 0)
 	for i := range rn.f.Timeline {
 		if stop != nil || rn.quit {
 			break // the build failed or the caller is done: tear down what was built
@@ -232,11 +232,11 @@ func (rn *runner) main(t *sched.Thread) error {
 		if err = rn.matchExpected(st, fmt.Sprintf("timeline[%d]", i), err); err != nil {
 			stop = fmt.Errorf("%s: %w", at, err)
 			rn.newReports(at)
-			rn.park(at, err, i+1)
+			rn.park(t, at, err, i+1)
 			break
 		}
 		rn.sample(at)
-		rn.park(at, nil, i+1)
+		rn.park(t, at, nil, i+1)
 	}
 	rn.phase = "teardown"
 	for _, td := range rn.tds {

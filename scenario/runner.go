@@ -117,7 +117,8 @@ func Start(f *File, o Options) (*Runner, error) {
 // until the caller resumes it. Holding the scheduler's baton (or, in
 // parallel mode, with every other simulated thread finished), nothing
 // else in the model runs meanwhile.
-func (rn *runner) park(at string, err error, next int) {
+func (rn *runner) park(t *sched.Thread, at string, err error, next int) {
+	t.SyncSteps() // the caller's View reads Steps while this thread waits
 	rn.at, rn.err, rn.next = at, err, next
 	rn.stopped = rn.stopped || err != nil
 	rn.parked <- struct{}{}

@@ -11,7 +11,7 @@ import (
 // selfDeadlock is the report for t waiting for a lock it holds.
 func (s *Scheduler) selfDeadlock(t *Thread, l *lockCore, mode accessMode) *DeadlockError {
 	w := fmt.Sprintf("%s waits to %s %s held by %s", t, mode.verb(), l.describe(), t)
-	return s.reportDeadlock(&DeadlockError{Step: s.step.Load(), Cycle: []string{w}, Blocked: []string{w}})
+	return s.reportDeadlock(&DeadlockError{Step: t.stepNow(), Cycle: []string{w}, Blocked: []string{w}})
 }
 
 // reportDeadlock emits d as the sched.deadlock event and returns it.

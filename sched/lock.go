@@ -188,10 +188,10 @@ func (l *lockCore) release(t *Thread, mode accessMode) {
 			}
 		}
 	}
-	var granted []*Thread
+	var buf [4]*Thread // granted without a heap slice in the common case
+	granted := buf[:0]
 	for len(l.queue) > 0 && l.compatible(l.queue[0].mode) {
-		w := l.queue[0]
-		l.queue = l.queue[1:]
+		w := l.popWaiter()
 		l.take(w.t, w.mode)
 		granted = append(granted, w.t)
 		if w.mode == modeWrite {
@@ -203,6 +203,18 @@ func (l *lockCore) release(t *Thread, mode accessMode) {
 		s.eng.grant(g)
 	}
 	t.Yield()
+}
+
+// popWaiter removes and returns the queue head. It shifts the rest down
+// rather than reslicing past the head, so the queue keeps its backing
+// array and a contended lock's next wait does not allocate; queues are as
+// short as the threads waiting.
+func (l *lockCore) popWaiter() waiter {
+	w := l.queue[0]
+	n := copy(l.queue, l.queue[1:])
+	l.queue[n] = waiter{} // drop the thread pointer
+	l.queue = l.queue[:n]
+	return w
 }
 
 // classRef is a lock class's id in one LockDep.

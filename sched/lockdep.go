@@ -156,7 +156,7 @@ func (d *LockDep) acquired(t *Thread, l *lockCore, mode accessMode) {
 			key := "abba:" + d.cycleKey(append(path, to))
 			if !d.seen[key] {
 				d.seen[key] = true
-				found = append(found, Report{Rule: "lockdep.abba", Thread: t.String(), Step: t.s.step.Load(),
+				found = append(found, Report{Rule: "lockdep.abba", Thread: t.String(), Step: t.stepNow(),
 					Detail: fmt.Sprintf("lock order cycle: %s now, after earlier %s",
 						where, strings.Join(chain, "; "))})
 			}
@@ -222,7 +222,7 @@ func (d *LockDep) report(t *Thread, rule, detail string) {
 	d.seen[key] = true
 	d.mu.Unlock()
 	if !dup {
-		d.emit(t, Report{Rule: rule, Thread: t.String(), Step: t.s.step.Load(), Detail: detail})
+		d.emit(t, Report{Rule: rule, Thread: t.String(), Step: t.stepNow(), Detail: detail})
 	}
 }
 

@@ -43,6 +43,7 @@ func (p *parallel) fail(err error) { p.s.firstFailure(err) }
 func (p *parallel) begin(*Thread) {}
 
 func (p *parallel) exit(t *Thread) {
+	t.flushSteps()
 	t.state = stateDone
 	p.notify()
 }
@@ -81,6 +82,7 @@ func (p *parallel) notify() {
 // cond again. The generation is read before cond is checked, so a change
 // made after the check is a later generation: no wake-up is lost.
 func (p *parallel) waitUntil(t *Thread, desc string, cond func() bool) {
+	t.flushSteps()
 	p.notify() // what t changed before waiting is another's condition
 	p.waiters.Add(1)
 	defer p.waiters.Add(-1)
@@ -106,7 +108,8 @@ func (p *parallel) waitUntil(t *Thread, desc string, cond func() bool) {
 // wake the joiner, not every scheduling point. A thread ended by an abort
 // still counts as done (its deferred calls run).
 func (p *parallel) join(t *Thread, _ string, _ func() bool, wg *sync.WaitGroup) {
-	t.s.step.Add(1)
+	t.countStep()
+	t.flushSteps()
 	p.notify()
 	wg.Wait()
 	if p.s.aborted.Load() {
@@ -134,7 +137,11 @@ func (p *parallel) selfWait(t *Thread, l *lockCore, mode accessMode) {
 	runtime.Goexit()
 }
 
+// block parks t until release grants it the lock. A bounded spin before
+// parking was measured and lost on a shared 2-core machine: the grant is
+// handed to the queue head, which is often a goroutine off its CPU.
 func (p *parallel) block(t *Thread, _ *lockCore, _ accessMode) {
+	t.flushSteps()
 	select {
 	case <-t.grant:
 	case <-p.s.abort:

@@ -94,7 +94,12 @@ type Scheduler struct {
 	eng     engine
 	sink    event.Sink
 	lockdep *LockDep
-	step    atomic.Uint64
+	// step counts scheduling points. The deterministic engine adds each
+	// one as it passes; parallel threads count theirs in Thread.pending
+	// and add them here in batches, so that cores do not bounce one
+	// cache line at every scheduling point.
+	step     atomic.Uint64
+	parallel bool
 
 	// traceLocks makes every lock acquire and release an event (for
 	// traces), not only the waits. Set before Run.
@@ -118,7 +123,7 @@ func New(mode Mode, seed uint64, sink event.Sink) *Scheduler {
 	if sink == nil {
 		sink = event.Discard
 	}
-	s := &Scheduler{sink: sink, abort: make(chan struct{})}
+	s := &Scheduler{sink: sink, abort: make(chan struct{}), parallel: mode == Parallel}
 	if mode == Parallel {
 		s.eng = newParallel(s)
 	} else {
@@ -143,8 +148,51 @@ func (s *Scheduler) LockDep() *LockDep { return s.lockdep }
 // Sink returns the event sink threads write to.
 func (s *Scheduler) Sink() event.Sink { return s.sink }
 
-// Steps returns the number of yield points passed so far.
+// Steps returns the number of yield points passed so far. On the
+// parallel scheduler a running thread adds its own in batches: during the
+// run the count may lag by up to stepBatch per thread; once Run has
+// returned it is exact.
 func (s *Scheduler) Steps() uint64 { return s.step.Load() }
+
+// stepBatch is how many scheduling points a parallel thread counts before
+// adding them to the scheduler's count.
+const stepBatch = 64
+
+// countStep counts one scheduling point of t.
+func (t *Thread) countStep() {
+	if !t.s.parallel {
+		t.s.step.Add(1)
+		return
+	}
+	t.pending++
+	if t.pending >= stepBatch {
+		t.flushSteps()
+	}
+}
+
+// flushSteps adds a parallel thread's pending steps to the scheduler's
+// count: at a batch's end, and before the thread parks or ends, so that
+// a quiet run's count is exact.
+func (t *Thread) flushSteps() {
+	if t.pending != 0 {
+		t.s.step.Add(t.pending)
+		t.pending = 0
+	}
+}
+
+// SyncSteps adds the steps t has counted but not yet added to the
+// scheduler's count, so that Steps is exact while t waits outside the
+// scheduler (a thread parked on a channel of its own, in parallel mode,
+// with the other threads quiet). Call it on t's goroutine.
+func (t *Thread) SyncSteps() {
+	if t != nil {
+		t.flushSteps()
+	}
+}
+
+// stepNow is the step t is at: the scheduler's count plus t's own not yet
+// added (always 0 on the deterministic scheduler). Called on t's goroutine.
+func (t *Thread) stepNow() uint64 { return t.s.step.Load() + t.pending }
 
 // ScheduleHash identifies the interleaving a deterministic run took: a
 // hash of the sequence of threads the scheduler picked. Two runs with the
@@ -174,6 +222,8 @@ type Thread struct {
 	waitMode  accessMode
 	cond      func() bool
 	condDesc  string
+
+	pending uint64 // parallel: scheduling points not yet added to s.step
 
 	sigpending bool // a signal is pending for the task (see SignalPending)
 	spinning   bool // in Spin: waiting for another thread's progress (the strategy may use it)
@@ -280,6 +330,7 @@ func (s *Scheduler) start(t *Thread) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer t.flushSteps() // after the function, whether it returned or ended
 		s.eng.begin(t)
 		returned := false
 		defer func() {
@@ -348,7 +399,7 @@ func (t *Thread) Yield() {
 	if t == nil {
 		return
 	}
-	t.s.step.Add(1)
+	t.countStep()
 	t.s.eng.yield(t)
 }
 
@@ -358,7 +409,7 @@ func (t *Thread) Yield() {
 // the parallel scheduler re-checks it, on the waiting goroutine, after
 // another thread passes a scheduling point.
 func (t *Thread) WaitUntil(desc string, cond func() bool) {
-	t.s.step.Add(1)
+	t.countStep()
 	if cond() {
 		return
 	}
@@ -371,7 +422,7 @@ func (t *Thread) Stamp(e *event.Event) {
 		e.Thread = -1
 		return
 	}
-	e.Step = t.s.step.Load()
+	e.Step = t.stepNow()
 	e.Thread = t.id
 }
 

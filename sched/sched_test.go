@@ -330,3 +330,30 @@ func BenchmarkDeterministicSwitch(b *testing.B) {
 	}
 	b.ReportMetric(float64(s.Switches())/float64(b.N), "switches/op")
 }
+
+// The parallel scheduler counts steps per thread and adds them in
+// batches; once Run returns its count is the deterministic one, which
+// does not depend on the interleaving (every lock operation and yield is
+// one step).
+func TestParallelStepsMatchDeterministic(t *testing.T) {
+	steps := func(mode Mode) uint64 {
+		s := New(mode, 3, nil)
+		m := NewMutex("m")
+		for i := 0; i < 4; i++ {
+			s.Go("w", func(t *Thread) {
+				for j := 0; j < 100+i; j++ {
+					m.Lock(t)
+					m.Unlock(t)
+					t.Yield()
+				}
+			})
+		}
+		if err := s.Run(); err != nil {
+			t.Fatal(err)
+		}
+		return s.Steps()
+	}
+	if d, p := steps(Deterministic), steps(Parallel); d != p || d != 3*(400+6) {
+		t.Fatalf("deterministic %d steps, parallel %d, want %d", d, p, 3*(400+6))
+	}
+}
