@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tdxsim/tdxsim/check"
+	"github.com/tdxsim/tdxsim/internal/testkit"
 	"github.com/tdxsim/tdxsim/scenario"
 )
 
@@ -89,6 +90,32 @@ func TestRegressions(t *testing.T) {
 			t.Errorf("%s: %v\n%v", p, o.Broken, o.Report.Violations)
 		}
 	})
+}
+
+// A race in a posted series that a campaign found under its profile
+// stays found, and the series' own later fix closes it: the Dynamic PAMT
+// v4 put race (testdata/series/dpamt-v4-put-race.yaml, docs/kernels.md)
+// ends in KVM_BUG_ON under hugepage-v3+dpamt-v4, and the same scenario
+// under dpamt-v6 (atomic_dec_and_lock()) runs clean on every scheduler
+// seed tried.
+func TestSeriesFindings(t *testing.T) {
+	p := filepath.Join("testdata", "series", "dpamt-v4-put-race.yaml")
+	f, err := scenario.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := RunOne(f); !slices.Contains(o.Broken, check.NoKVMBug) {
+		t.Fatalf("under %s: broke %v, want %s", f.Profile().Name, o.Broken, check.NoKVMBug)
+	}
+	if err := f.SetKernel("dpamt-v6"); err != nil {
+		t.Fatal(err)
+	}
+	for seed := uint64(1); seed <= uint64(testkit.Seeds(20, 4)); seed++ {
+		f.Schedule.Seed = &seed
+		if o := RunOne(f); len(o.Broken) != 0 {
+			t.Errorf("dpamt-v6, scheduler seed %d: %v\n%v", seed, o.Broken, o.Report.Violations)
+		}
+	}
 }
 
 // Each hazard the seeds predict, as the fuzzer found and shrank it, stays
