@@ -66,7 +66,7 @@ const (
 	refDPAMTv6Fault = "20260526023515.288829-10-rick.p.edgecombe@intel.com"
 	// "[PATCH v4 08/16] x86/virt/tdx: Optimize tdx_alloc/free_page()
 	// helpers" and "[PATCH v6 06/11] x86/virt/tdx: Optimize
-	// tdx_pamt_get/put()": the refcount fast paths (PAMTPut).
+	// tdx_pamt_get/put()": the refcount fast paths (Profile.PAMTPutUnderLock).
 	refDPAMTv4Optimize = "20251121005125.417831-9-rick.p.edgecombe@intel.com"
 	refDPAMTv6Optimize = "20260526023515.288829-7-rick.p.edgecombe@intel.com"
 	refRFCv5Optimize   = "20260129011517.3545883-18-seanjc@google.com"

@@ -98,7 +98,9 @@ type Scheduler struct {
 	// one as it passes; parallel threads count theirs in Thread.pending
 	// and add them here in batches, so that cores do not bounce one
 	// cache line at every scheduling point.
-	step     atomic.Uint64
+	step atomic.Uint64
+	// parallel is eng.mode() == Parallel, kept as a field because
+	// countStep reads it at every scheduling point.
 	parallel bool
 
 	// traceLocks makes every lock acquire and release an event (for

@@ -217,53 +217,49 @@ func (h *Host) counted(old, n int32) {
 	}
 }
 
-// incNotZero is atomic_inc_not_zero() on the range's refcount.
-func (h *Host) incNotZero(key uint64) bool {
+// casRef changes the range's refcount from n to next(n) with one
+// compare-and-swap, retried while it races; next returns false to leave n
+// as it is. It returns the n it saw and whether it changed it; a range
+// outside host memory has no refcount (0, unchanged). The kernel's
+// atomic_inc_not_zero(), atomic_add_unless() and atomic_dec_and_test()
+// are each one of these.
+func (h *Host) casRef(key uint64, next func(n int32) (int32, bool)) (int32, bool) {
 	if key >= uint64(len(h.dpamtRef)) {
-		return false
+		return 0, false
 	}
 	r := &h.dpamtRef[key]
 	for {
 		n := r.Load()
-		if n == 0 {
-			return false
+		m, ok := next(n)
+		if !ok {
+			return n, false
 		}
-		if r.CompareAndSwap(n, n+1) {
-			return true
+		if r.CompareAndSwap(n, m) {
+			h.counted(n, m)
+			return n, true
 		}
 	}
+}
+
+// incNotZero is atomic_inc_not_zero() on the range's refcount.
+func (h *Host) incNotZero(key uint64) bool {
+	_, ok := h.casRef(key, func(n int32) (int32, bool) { return n + 1, n != 0 })
+	return ok
 }
 
 // decUnlessOne is atomic_add_unless(-1, 1), atomic_dec_and_lock()'s
 // lockless half: false when the refcount is 1 (or 0) and was left as it is.
 func (h *Host) decUnlessOne(key uint64) bool {
-	r := &h.dpamtRef[key]
-	for {
-		n := r.Load()
-		if n <= 1 {
-			return false
-		}
-		if r.CompareAndSwap(n, n-1) {
-			return true
-		}
-	}
+	_, ok := h.casRef(key, func(n int32) (int32, bool) { return n - 1, n > 1 })
+	return ok
 }
 
 // decRef is atomic_dec_return() on the range's refcount, the count after;
 // ok is false, and the refcount stays 0, when it was 0 (the model refuses
 // the underflow the kernel would WARN about later).
 func (h *Host) decRef(key uint64) (n int32, ok bool) {
-	r := &h.dpamtRef[key]
-	for {
-		old := r.Load()
-		if old == 0 {
-			return 0, false
-		}
-		if r.CompareAndSwap(old, old-1) {
-			h.counted(old, old-1)
-			return old - 1, true
-		}
-	}
+	old, ok := h.casRef(key, func(n int32) (int32, bool) { return n - 1, n > 0 })
+	return old - 1, ok
 }
 
 // pamtGet takes a reference on the Dynamic PAMT pair of pfn's 2 MiB range.
